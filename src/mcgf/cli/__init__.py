@@ -1,0 +1,1 @@
+"""The ``mcgf`` command line: a thin layer of argument parsing over the library API."""

@@ -1,0 +1,62 @@
+"""Entry point of the ``mcgf`` command.
+
+Each subcommand lives in its own module of this package and exposes
+``register(subparsers)``, which adds its parser and sets ``func`` (a callable taking
+the parsed namespace and returning an exit code). Heavy libraries are imported inside
+those functions so that ``mcgf --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from mcgf import __version__
+from mcgf.errors import UserError
+
+# Order here is the order in ``mcgf --help``.
+COMMAND_MODULES: tuple[str, ...] = (
+    "demo",
+    "synth",
+    "data",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="mcgf",
+        description="Multi-weather cross-view geo-localization (drone <-> satellite).",
+    )
+    parser.add_argument("--version", action="version", version=f"mcgf {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"mcgf.cli.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit code.
+
+    A :class:`~mcgf.errors.UserError` is printed as one line on stderr (exit code 2);
+    any other exception is a bug and propagates with its traceback.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as err:
+        print(f"mcgf: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mcgf: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Dataset layouts, image decoding, datasets and samplers."""

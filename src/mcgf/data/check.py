@@ -1,0 +1,262 @@
+"""Validate a dataset folder before a long run does it the hard way.
+
+:func:`check_dataset` finds every University-1652 tree and University-160k-style flat
+split under a folder, counts images per split, view and class, decodes every image
+(in parallel) and reports what would stop a run. It returns a :class:`CheckReport`;
+:func:`format_report` renders it for people.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mcgf.data.images import image_problem
+from mcgf.data.layout import (
+    ClassFolderSet,
+    University1652,
+    aligned_classes,
+    list_images,
+    list_subfolders,
+    load_flat_gallery,
+    load_flat_queries,
+    load_university1652,
+)
+from mcgf.errors import UserError
+
+#: Names files of the 160k protocol, by the query folder they belong to.
+NAMES_FILE_GLOB = "*name*.txt"
+
+
+@dataclass
+class FolderCounts:
+    """Counts of one view folder."""
+
+    split: str
+    name: str
+    classes: int
+    empty_classes: int
+    images: int
+    per_class: dict[str, int]
+
+    @property
+    def min_max_median(self) -> tuple[int, int, float]:
+        vals = [v for v in self.per_class.values() if v] or [0]
+        return min(vals), max(vals), statistics.median(vals)
+
+
+@dataclass
+class CheckReport:
+    """What :func:`check_dataset` found."""
+
+    root: Path
+    folders: list[FolderCounts] = field(default_factory=list)
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    decoded: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when the dataset can be used as it is."""
+        return not self.errors and not self.unreadable
+
+
+def _counts(split: str, name: str, fs: ClassFolderSet) -> FolderCounts:
+    per_class = {k: len(v) for k, v in fs.classes.items()}
+    return FolderCounts(
+        split=split,
+        name=name,
+        classes=len(per_class),
+        empty_classes=sum(1 for v in per_class.values() if v == 0),
+        images=sum(per_class.values()),
+        per_class=per_class,
+    )
+
+
+def _check_university(data: University1652, report: CheckReport) -> list[Path]:
+    rel = data.root.relative_to(report.root) if data.root != report.root else Path(".")
+    images: list[Path] = []
+    for split, folders in (("train", data.train), ("test", data.test)):
+        for name, fs in folders.items():
+            report.folders.append(_counts(f"{rel / split}", name, fs))
+            images.extend(p for paths in fs.classes.values() for p in paths)
+    if data.train:
+        if "drone" in data.train and "satellite" in data.train:
+            both = aligned_classes(data.train["drone"], data.train["satellite"])
+            only = set(data.train["drone"].labels()) ^ set(data.train["satellite"].labels())
+            report.notes.append(f"{rel / 'train'}: {len(both)} locations have drone and satellite images")
+            if not both:
+                report.errors.append(f"{data.root / 'train'}: no location has both drone and satellite images")
+            if only:
+                report.warnings.append(
+                    f"{data.root / 'train'}: {len(only)} locations have images in only one of drone/satellite "
+                    "(they are left out of cross-view training)"
+                )
+        else:
+            report.errors.append(
+                f"{data.root / 'train'}: needs both drone/ and satellite/ folders for cross-view training"
+            )
+    for q, g in (("query_drone", "gallery_satellite"), ("query_satellite", "gallery_drone"),
+                 ("query_street", "gallery_satellite")):
+        if q in data.test and g in data.test:
+            qs, gs = set(data.test[q].labels()), set(data.test[g].labels())
+            if not qs:
+                report.errors.append(f"{data.root / 'test' / q}: holds no image")
+            missing = qs - gs
+            if missing:
+                report.warnings.append(
+                    f"{data.root / 'test'}: {len(missing)} {q} locations have no true match in {g} "
+                    "(such queries are counted separately by the evaluation)"
+                )
+            distractors = len(gs - qs)
+            report.notes.append(
+                f"{rel / 'test'}: {q} -> {g}: {len(qs)} query locations, "
+                f"{len(gs)} gallery locations ({distractors} without a query, i.e. distractors)"
+            )
+    for fs_split, folders in (("train", data.train), ("test", data.test)):
+        for name, fs in folders.items():
+            empty = [k for k, v in fs.classes.items() if not v]
+            if empty:
+                shown = ", ".join(empty[:5]) + (" ..." if len(empty) > 5 else "")
+                report.warnings.append(
+                    f"{data.root / fs_split / name}: {len(empty)} empty class folders ({shown}); they are ignored"
+                )
+    return images
+
+
+def _find_flat_splits(root: Path) -> list[tuple[Path, Path]]:
+    """(query folder, names file) pairs: a names file beside a folder of images whose
+    name starts like it (``query_drone_name.txt`` ~ ``query_drone_160k_wx/``)."""
+    out: list[tuple[Path, Path]] = []
+    for names in sorted(root.glob(NAMES_FILE_GLOB)):
+        prefix = names.stem.replace("_name", "").replace("name", "")
+        cands = [Path(e.path) for e in list_subfolders(root) if e.name.startswith(prefix) and list_images(e.path)]
+        if len(cands) == 1:
+            out.append((cands[0], names))
+    return out
+
+
+def _check_flat(root: Path, report: CheckReport) -> list[Path]:
+    images: list[Path] = []
+    rel = root.relative_to(report.root) if root != report.root else Path(".")
+    for qdir, names in _find_flat_splits(root):
+        try:
+            q = load_flat_queries(qdir, names)
+        except UserError as err:
+            report.errors.append(str(err))
+            continue
+        extra = len(list_images(qdir)) - len(q.paths)
+        report.folders.append(FolderCounts(str(rel), qdir.name, 0, 0, len(q.paths), {}))
+        report.notes.append(f"{rel}: {names.name} lists {len(q.names)} queries, all found in {qdir.name}/")
+        if extra:
+            report.warnings.append(f"{qdir}: {extra} images are not listed in {names.name} (not submitted)")
+        images.extend(q.paths)
+    for entry in list_subfolders(root):
+        if entry.name.startswith("gallery"):
+            try:
+                g = load_flat_gallery(entry.path)
+            except UserError as err:
+                report.errors.append(str(err))
+                continue
+            report.folders.append(FolderCounts(str(rel), entry.name, 0, 0, len(g.paths), {}))
+            images.extend(g.paths)
+    return images
+
+
+def _dataset_roots(root: Path) -> tuple[list[Path], list[Path]]:
+    """University-1652 roots and flat-split folders at ``root`` or one level below."""
+    candidates = [root] + [Path(e.path) for e in list_subfolders(root)]
+    u1652 = [p for p in candidates if (p / "train").is_dir() or (p / "test").is_dir()]
+    flat = [p for p in candidates if any(p.glob(NAMES_FILE_GLOB)) and p not in u1652]
+    return u1652, flat
+
+
+def check_dataset(path: str | Path, *, decode: bool = True, workers: int | None = None) -> CheckReport:
+    """Check every dataset found at ``path`` (or one folder below).
+
+    Args:
+        path: a University-1652 root, a 160k-style folder (names file + flat folders),
+            or a folder holding such datasets (e.g. the output of ``mcgf synth``).
+        decode: decode every image fully (slow on the full dataset, but the only way
+            to find truncated files).
+        workers: processes used for decoding (default: all CPUs).
+
+    Raises:
+        UserError: if ``path`` does not exist or holds no recognisable dataset.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise UserError(f"dataset folder {root} does not exist")
+    report = CheckReport(root=root)
+    u1652, flat = _dataset_roots(root)
+    if not u1652 and not flat:
+        raise UserError(
+            f"{root} holds no University-1652 tree (train/, test/) and no 160k-style split "
+            "(a query names file beside flat image folders); point at the dataset root"
+        )
+    images: list[Path] = []
+    for r in u1652:
+        images += _check_university(load_university1652(r), report)
+    for r in flat:
+        images += _check_flat(r, report)
+    if not images:
+        report.errors.append(f"{root}: no image found (.jpg .jpeg .png .webp in any letter case)")
+    if decode and images:
+        report.unreadable = _decode_all(images, workers)
+        report.decoded = len(images)
+    return report
+
+
+def _problems(paths: list[Path]) -> list[tuple[Path, str]]:
+    return [(p, r) for p in paths if (r := image_problem(p)) is not None]
+
+
+def _decode_all(images: Iterable[Path], workers: int | None) -> list[tuple[Path, str]]:
+    images = list(images)
+    workers = max(1, min(workers or os.cpu_count() or 1, len(images) // 64 or 1))
+    if workers == 1:
+        return _problems(images)
+    chunks = [images[i : i + 256] for i in range(0, len(images), 256)]
+    with ProcessPoolExecutor(workers) as pool:
+        return [bad for part in pool.map(_problems, chunks) for bad in part]
+
+
+def format_report(report: CheckReport, *, per_class: bool = False) -> str:
+    """Render a report as plain text: a table of folders, then notes, warnings, errors."""
+    rows = [("split", "folder", "classes", "empty", "images", "per class min/median/max")]
+    for f in report.folders:
+        if f.classes:
+            lo, hi, med = f.min_max_median
+            spread = f"{lo}/{med:g}/{hi}"
+            rows.append((f.split, f.name, str(f.classes), str(f.empty_classes), str(f.images), spread))
+        else:
+            rows.append((f.split, f.name, "-", "-", str(f.images), "flat"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [f"dataset check: {report.root}"]
+    lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    if per_class:
+        for f in report.folders:
+            if f.per_class:
+                lines.append(f"per class, {f.split}/{f.name}:")
+                lines += [f"  {k}\t{v}" for k, v in f.per_class.items()]
+    lines += [f"note: {n}" for n in report.notes]
+    lines += [f"warning: {w}" for w in report.warnings]
+    if report.decoded:
+        lines.append(f"decoded {report.decoded} images: {len(report.unreadable)} unreadable")
+    lines += [f"unreadable: {p}: {why}" for p, why in report.unreadable]
+    lines += [f"error: {e}" for e in report.errors]
+    if report.ok:
+        lines.append("OK: the dataset can be used")
+    elif report.unreadable and not report.errors:
+        lines.append(
+            "NOT OK: fix or remove the unreadable images, or run training/evaluation with --on-bad-image skip"
+        )
+    else:
+        lines.append("NOT OK: the dataset cannot be used as it is")
+    return "\n".join(lines)

@@ -1,0 +1,185 @@
+"""Torch datasets over dataset records.
+
+Every item carries the image's stable ``key`` (see :attr:`ImageRecord.key`), so that
+per-image randomness such as synthetic weather can be seeded by the image rather than by
+call order or worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from mcgf.data.images import BadImagePolicy, read_image_or_none
+from mcgf.data.layout import ClassFolderSet, ImageRecord, aligned_classes
+from mcgf.data.sampler import LocationIndex
+
+#: ``transform(image) -> tensor`` applied to a decoded RGB image.
+Transform = Callable[[Image.Image], torch.Tensor]
+#: ``degrade(rgb_uint8_hwc, key) -> (degraded, name)``, e.g. a weather condition.
+Degrade = Callable[[np.ndarray, str], tuple[np.ndarray, str]]
+
+
+class ImageListDataset(Dataset):
+    """Images of a list of records; item ``i`` is ``{"image", "label", "index", "key"}``.
+
+    With ``on_bad_image="skip"`` an unreadable image yields ``None``, which
+    :func:`collate_images` drops and counts.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[ImageRecord],
+        transform: Transform,
+        *,
+        degrade: Degrade | None = None,
+        on_bad_image: BadImagePolicy = "stop",
+    ) -> None:
+        self.records = list(records)
+        self.transform = transform
+        self.degrade = degrade
+        self.on_bad_image = on_bad_image
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        rec = self.records[index]
+        image = read_image_or_none(rec.path, self.on_bad_image)
+        if image is None:
+            return None
+        condition = "normal"
+        if self.degrade is not None:
+            arr, condition = self.degrade(np.asarray(image), rec.key)
+            image = Image.fromarray(arr)
+        return {
+            "image": self.transform(image),
+            "label": rec.label,
+            "index": index,
+            "key": rec.key,
+            "condition": condition,
+        }
+
+
+def collate_images(items: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
+    """Stack items of :class:`ImageListDataset`, dropping skipped (``None``) ones."""
+    kept = [it for it in items if it is not None]
+    out: dict[str, Any] = {"skipped": len(items) - len(kept)}
+    if not kept:
+        return out
+    out["image"] = torch.stack([it["image"] for it in kept])
+    out["label"] = torch.tensor([it["label"] for it in kept], dtype=torch.long)
+    out["index"] = torch.tensor([it["index"] for it in kept], dtype=torch.long)
+    out["key"] = [it["key"] for it in kept]
+    out["condition"] = [it["condition"] for it in kept]
+    return out
+
+
+class CrossViewTrainSet(Dataset):
+    """Drone and satellite images of the locations present in both views.
+
+    Locations are aligned by class folder name and numbered ``0..C-1`` in folder name
+    order (``class_ids[c]`` is the folder name of label ``c``). Dataset indices
+    ``0..n_drone-1`` are drone images, the rest satellite tiles; use
+    :attr:`location_index` with :class:`~mcgf.data.sampler.CrossViewBatchSampler` and
+    :func:`collate_cross_view` to get aligned batches.
+
+    Drone items may be degraded on the fly (``degrade``); with ``return_clean`` the
+    item also holds the clean drone image (the restoration target).
+    """
+
+    def __init__(
+        self,
+        drone: ClassFolderSet,
+        satellite: ClassFolderSet,
+        *,
+        drone_transform: Transform,
+        satellite_transform: Transform,
+        degrade: Degrade | None = None,
+        return_clean: bool = False,
+        on_bad_image: BadImagePolicy = "stop",
+    ) -> None:
+        self.class_ids = aligned_classes(drone, satellite)
+        if not self.class_ids:
+            raise ValueError(
+                f"no location has images in both {drone.root} and {satellite.root}"
+            )
+        label_of = {name: i for i, name in enumerate(self.class_ids)}
+        self.drone_records = [
+            ImageRecord(p, label_of[n], "drone") for n in self.class_ids for p in drone.classes[n]
+        ]
+        self.satellite_records = [
+            ImageRecord(p, label_of[n], "satellite") for n in self.class_ids for p in satellite.classes[n]
+        ]
+        n_d = len(self.drone_records)
+        drone_idx: list[list[int]] = [[] for _ in self.class_ids]
+        sat_idx: list[list[int]] = [[] for _ in self.class_ids]
+        for i, r in enumerate(self.drone_records):
+            drone_idx[r.label].append(i)
+        for i, r in enumerate(self.satellite_records):
+            sat_idx[r.label].append(n_d + i)
+        self.location_index = LocationIndex(drone_idx, sat_idx)
+        self.drone_transform = drone_transform
+        self.satellite_transform = satellite_transform
+        self.degrade = degrade
+        self.return_clean = return_clean
+        self.on_bad_image = on_bad_image
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_ids)
+
+    def __len__(self) -> int:
+        return len(self.drone_records) + len(self.satellite_records)
+
+    def record(self, index: int) -> ImageRecord:
+        """The record behind dataset index ``index``."""
+        n_d = len(self.drone_records)
+        return self.drone_records[index] if index < n_d else self.satellite_records[index - n_d]
+
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        rec = self.record(index)
+        image = read_image_or_none(rec.path, self.on_bad_image)
+        if image is None:
+            return None
+        item: dict[str, Any] = {"view": rec.view, "label": rec.label, "key": rec.key}
+        if rec.view == "satellite":
+            item["image"] = self.satellite_transform(image)
+            return item
+        condition = "normal"
+        if self.degrade is not None:
+            arr, condition = self.degrade(np.asarray(image), rec.key)
+            degraded = Image.fromarray(arr)
+        else:
+            degraded = image
+        item["image"] = self.drone_transform(degraded)
+        item["condition"] = condition
+        if self.return_clean:
+            item["clean"] = self.drone_transform(image)
+        return item
+
+
+def collate_cross_view(items: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
+    """Split a sampler batch into aligned ``satellite`` and ``drone`` tensors.
+
+    Order within each view follows the batch, so ``satellite_label`` and
+    ``drone_label`` refer to the same location numbering. Skipped (``None``) items are
+    dropped and counted in ``"skipped"``.
+    """
+    kept = [it for it in items if it is not None]
+    out: dict[str, Any] = {"skipped": len(items) - len(kept)}
+    for view in ("satellite", "drone"):
+        sel = [it for it in kept if it["view"] == view]
+        out[view] = torch.stack([it["image"] for it in sel]) if sel else torch.empty(0)
+        out[f"{view}_label"] = torch.tensor([it["label"] for it in sel], dtype=torch.long)
+        out[f"{view}_key"] = [it["key"] for it in sel]
+        if view == "drone":
+            out["drone_condition"] = [it["condition"] for it in sel]
+            if sel and "clean" in sel[0]:
+                out["drone_clean"] = torch.stack([it["clean"] for it in sel])
+    return out

@@ -1,0 +1,339 @@
+"""Readers for the University-1652 and University-160k(-WX) folder layouts.
+
+University-1652 (``University-Release/``)::
+
+    train/{drone,satellite,street,google}/<class id>/<images>
+    test/{query_drone,gallery_drone,query_satellite,gallery_satellite,
+          query_street,gallery_street}/<class id>/<images>
+
+Labels come from the class folder *name* (``int("0839") == 839``), so views stay aligned
+however many folders a view has; empty and missing class folders are allowed.
+
+University-160k(-WX): a flat query folder with a names file fixing the submission
+order, and a flat gallery folder; names are masked and no labels are given.
+
+Only the file system is read here (no image is decoded), so listing the 168k-image
+gallery takes a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mcgf.errors import UserError
+
+#: Image file extensions accepted everywhere, compared case-insensitively.
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp"})
+
+#: The views University-1652 ships, in its own order.
+VIEWS: tuple[str, ...] = ("drone", "satellite", "street", "google")
+
+#: Test folders of University-1652 and the view each holds.
+TEST_FOLDERS: dict[str, str] = {
+    "query_drone": "drone",
+    "gallery_drone": "drone",
+    "query_satellite": "satellite",
+    "gallery_satellite": "satellite",
+    "query_street": "street",
+    "gallery_street": "street",
+}
+
+#: Label of an image whose location is unknown (flat layouts, distractors without id).
+UNKNOWN_LABEL = -1
+
+
+def is_hidden(name: str) -> bool:
+    """True for hidden or system entries that datasets copied between OSes pick up."""
+    return name.startswith((".", "__MACOSX", "~")) or name in {"Thumbs.db", "desktop.ini"}
+
+
+def is_image_file(name: str) -> bool:
+    """True if ``name`` has an accepted image extension (any letter case) and is not hidden."""
+    return not is_hidden(name) and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files directly inside ``folder``, sorted by name; ``[]`` if it does not exist."""
+    folder = Path(folder)
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(
+        (Path(e.path) for e in entries if e.is_file() and is_image_file(e.name)),
+        key=lambda p: p.name,
+    )
+
+
+def list_subfolders(folder: str | Path) -> list[os.DirEntry[str]]:
+    """Visible sub-folders of ``folder`` sorted by name; ``[]`` if it does not exist."""
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted((e for e in entries if e.is_dir() and not is_hidden(e.name)), key=lambda e: e.name)
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image of a dataset: where it is, which location it shows, from which view."""
+
+    path: Path
+    label: int
+    view: str
+
+    @property
+    def key(self) -> str:
+        """A stable identifier of the image (``<class folder>/<file name>``).
+
+        It does not depend on where the dataset lives, so per-image randomness (weather)
+        seeded from it is the same on every machine.
+        """
+        return f"{self.path.parent.name}/{self.path.name}"
+
+
+@dataclass
+class ClassFolderSet:
+    """One view folder of University-1652 (e.g. ``train/drone`` or ``test/query_drone``).
+
+    ``classes`` maps the class folder name to its images (possibly empty), in folder
+    name order.
+    """
+
+    root: Path
+    view: str
+    classes: dict[str, list[Path]] = field(default_factory=dict)
+
+    @property
+    def num_images(self) -> int:
+        return sum(len(v) for v in self.classes.values())
+
+    def records(self) -> list[ImageRecord]:
+        """All images as records, class by class in folder name order."""
+        return [
+            ImageRecord(path, int(name), self.view)
+            for name, paths in self.classes.items()
+            for path in paths
+        ]
+
+    def labels(self) -> list[int]:
+        """Integer labels of the non-empty class folders."""
+        return [int(name) for name, paths in self.classes.items() if paths]
+
+
+def read_class_folders(root: str | Path, view: str) -> ClassFolderSet:
+    """Read ``root/<class id>/<images>``; class folder names must be integers.
+
+    Raises:
+        UserError: if ``root`` is not a folder or a class folder name is not an integer.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"{root} is not a folder (expected <class id>/<images> inside)")
+    classes: dict[str, list[Path]] = {}
+    for entry in list_subfolders(root):
+        try:
+            int(entry.name)
+        except ValueError:
+            raise UserError(
+                f"class folder {entry.path} is not named by an integer location id "
+                "(University-1652 uses 4-digit ids such as 0839); rename or remove it"
+            ) from None
+        classes[entry.name] = list_images(entry.path)
+    return ClassFolderSet(root=root, view=view, classes=classes)
+
+
+@dataclass
+class University1652:
+    """A University-1652-style dataset: the view folders present under ``train``/``test``.
+
+    ``train`` is keyed by view (``drone``, ``satellite``, ...), ``test`` by folder
+    (``query_drone``, ``gallery_satellite``, ...). Views that are absent are simply not
+    in the dict.
+    """
+
+    root: Path
+    train: dict[str, ClassFolderSet] = field(default_factory=dict)
+    test: dict[str, ClassFolderSet] = field(default_factory=dict)
+
+    def folder(self, split: str, name: str) -> ClassFolderSet:
+        """The view folder ``split/name``; a :class:`UserError` if it is absent."""
+        folders = {"train": self.train, "test": self.test}.get(split)
+        if folders is None:
+            raise UserError(f"unknown split {split!r}: use 'train' or 'test'")
+        if name not in folders:
+            have = ", ".join(sorted(folders)) or "none"
+            raise UserError(
+                f"{self.root / split / name} is missing (this dataset has {split} views: {have})"
+            )
+        return folders[name]
+
+
+def find_university1652_root(path: str | Path) -> Path:
+    """Locate the folder holding ``train/`` and/or ``test/``.
+
+    Accepts that folder itself or a parent holding exactly one such folder (e.g. the
+    folder into which ``University-Release`` was unpacked).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"dataset folder {path} does not exist")
+    if (path / "train").is_dir() or (path / "test").is_dir():
+        return path
+    found = [
+        Path(e.path)
+        for e in list_subfolders(path)
+        if (Path(e.path) / "train").is_dir() or (Path(e.path) / "test").is_dir()
+    ]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise UserError(
+            f"{path} has no train/ or test/ folder: point at the University-1652 root "
+            "(the folder holding train/ and test/)"
+        )
+    names = ", ".join(p.name for p in found)
+    raise UserError(f"{path} holds several datasets ({names}); point at one of them")
+
+
+def load_university1652(path: str | Path, splits: Iterable[str] = ("train", "test")) -> University1652:
+    """Read the University-1652 layout under ``path`` (see :func:`find_university1652_root`)."""
+    root = find_university1652_root(path)
+    data = University1652(root=root)
+    splits = tuple(splits)
+    if "train" in splits:
+        for view in VIEWS:
+            if (root / "train" / view).is_dir():
+                data.train[view] = read_class_folders(root / "train" / view, view)
+    if "test" in splits:
+        for name, view in TEST_FOLDERS.items():
+            if (root / "test" / name).is_dir():
+                data.test[name] = read_class_folders(root / "test" / name, view)
+    return data
+
+
+def aligned_classes(*folder_sets: ClassFolderSet) -> list[str]:
+    """Class folder names that are non-empty in every given view, in name order.
+
+    Alignment is by folder name, never by position.
+    """
+    if not folder_sets:
+        return []
+    names = {n for n, paths in folder_sets[0].classes.items() if paths}
+    for fs in folder_sets[1:]:
+        names &= {n for n, paths in fs.classes.items() if paths}
+    return sorted(names, key=lambda n: (int(n), n))
+
+
+# --------------------------------------------------------------------------- 160k
+
+
+def read_names_file(path: str | Path) -> list[str]:
+    """Query names in submission order, one per line; blank lines and surrounding
+    whitespace ignored, order preserved exactly.
+
+    Raises:
+        UserError: if the file is missing, empty, or lists a name twice.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise UserError(f"names file {path} does not exist") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"names file {path} is not UTF-8 text: {err.reason}") from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise UserError(f"names file {path} lists no query")
+    seen: set[str] = set()
+    for i, name in enumerate(names, 1):
+        if name in seen:
+            raise UserError(f"names file {path} lists {name!r} twice (second time on line {i})")
+        seen.add(name)
+    return names
+
+
+@dataclass
+class FlatQuerySet:
+    """Queries of the 160k protocol: ``paths[i]`` is the file of ``names[i]``."""
+
+    folder: Path
+    names_file: Path
+    names: list[str]
+    paths: list[Path]
+
+
+@dataclass
+class FlatGallery:
+    """A flat gallery folder: ``stems[i]`` is the name to submit for ``paths[i]``."""
+
+    folder: Path
+    paths: list[Path]
+
+    @property
+    def stems(self) -> list[str]:
+        return [p.stem for p in self.paths]
+
+
+def load_flat_queries(folder: str | Path, names_file: str | Path) -> FlatQuerySet:
+    """Match every line of the names file to a file of ``folder``, keeping its order.
+
+    A line may carry the extension (``0AD9uIptRbTXM6h.jpeg``) or not.
+
+    Raises:
+        UserError: if a listed query has no file, or a stem matches several files.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"query folder {folder} does not exist")
+    names = read_names_file(names_file)
+    files = list_images(folder)
+    by_name = {p.name: p for p in files}
+    by_stem: dict[str, list[Path]] = {}
+    for p in files:
+        by_stem.setdefault(p.stem, []).append(p)
+    paths: list[Path] = []
+    missing: list[str] = []
+    for name in names:
+        p = by_name.get(name)
+        if p is None:
+            cands = by_stem.get(name) or by_stem.get(Path(name).stem) or []
+            if len(cands) > 1:
+                raise UserError(
+                    f"query {name!r} of {names_file} matches several files in {folder}: "
+                    + ", ".join(c.name for c in cands)
+                )
+            p = cands[0] if cands else None
+        if p is None:
+            missing.append(name)
+        else:
+            paths.append(p)
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise UserError(
+            f"{len(missing)} queries of {names_file} have no image in {folder}: "
+            + ", ".join(missing[:3]) + more
+        )
+    return FlatQuerySet(folder=folder, names_file=Path(names_file), names=names, paths=paths)
+
+
+def load_flat_gallery(folder: str | Path) -> FlatGallery:
+    """List a flat gallery folder; stems must be unique (they are what is submitted)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"gallery folder {folder} does not exist")
+    paths = list_images(folder)
+    if not paths:
+        raise UserError(f"gallery folder {folder} holds no image (.jpg .jpeg .png .webp)")
+    stems: dict[str, Path] = {}
+    for p in paths:
+        if p.stem in stems:
+            raise UserError(
+                f"gallery {folder} has two files named {p.stem!r} ({stems[p.stem].name}, {p.name}); "
+                "submissions name gallery images without extension, so stems must be unique"
+            )
+        stems[p.stem] = p
+    return FlatGallery(folder=folder, paths=paths)

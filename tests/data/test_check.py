@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mcgf.data.check import check_dataset, format_report
+from mcgf.errors import UserError
+
+
+def test_counts_of_university_tree(u1652: Path) -> None:
+    rep = check_dataset(u1652, workers=1)
+    counts = {(f.split.split("/")[-1], f.name): (f.classes, f.empty_classes, f.images) for f in rep.folders}
+    assert counts[("train", "drone")] == (4, 1, 9)
+    assert counts[("train", "satellite")] == (4, 1, 3)
+    assert counts[("train", "google")] == (1, 1, 0)
+    assert counts[("test", "query_drone")] == (2, 0, 4)
+    assert counts[("test", "gallery_satellite")] == (3, 0, 3)
+    assert rep.ok and rep.decoded == 19
+    text = format_report(rep)
+    assert "3 locations have drone and satellite images" in text
+    assert "1 without a query, i.e. distractors" in text
+    assert text.endswith("OK: the dataset can be used")
+
+
+def test_unreadable_images_listed_with_reason(u1652: Path) -> None:
+    bad1 = u1652 / "train" / "drone" / "0001" / "image-01.jpeg"
+    bad1.write_bytes(bad1.read_bytes()[:40])
+    bad2 = u1652 / "test" / "gallery_satellite" / "0012" / "0012.jpg"
+    bad2.write_text("this is text, not an image")
+    rep = check_dataset(u1652, workers=2)
+    assert sorted(p for p, _ in rep.unreadable) == sorted([bad1, bad2])
+    assert not rep.ok
+    text = format_report(rep)
+    assert f"unreadable: {bad2}: not a recognised image format" in text
+    assert "NOT OK" in text
+
+
+def test_flat_split_found_and_parent_folder(flat160k: Path, u1652: Path) -> None:
+    rep = check_dataset(flat160k, workers=1)
+    assert rep.ok
+    names = {f.name: f.images for f in rep.folders}
+    assert names == {"query_drone_160k_wx_24": 4, "gallery_satellite_160k": 5}
+    # A parent holding both kinds is checked whole (like the output of mcgf synth).
+    parent = flat160k.parent
+    rep2 = check_dataset(parent, decode=False)
+    assert {f.name for f in rep2.folders} >= {"drone", "query_drone_160k_wx_24", "gallery_satellite_160k"}
+
+
+def test_unusable_trees(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="does not exist"):
+        check_dataset(tmp_path / "missing")
+    (tmp_path / "x").mkdir()
+    with pytest.raises(UserError, match="holds no University-1652 tree"):
+        check_dataset(tmp_path / "x")
+    (tmp_path / "y" / "train" / "drone" / "0001").mkdir(parents=True)
+    rep = check_dataset(tmp_path / "y")
+    assert not rep.ok
+    assert any("needs both drone/ and satellite/" in e for e in rep.errors)

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+from torchvision.transforms import functional as TF
+
+from mcgf.data.datasets import CrossViewTrainSet, ImageListDataset, collate_cross_view, collate_images
+from mcgf.data.layout import load_university1652
+from mcgf.data.sampler import CrossViewBatchSampler
+from mcgf.errors import ImageReadError
+
+
+def to_tensor(im):
+    return TF.to_tensor(im.resize((8, 8)))
+
+
+def test_cross_view_batches_aligned_through_dataloader(u1652: Path) -> None:
+    data = load_university1652(u1652)
+    ds = CrossViewTrainSet(
+        data.train["drone"], data.train["satellite"], drone_transform=to_tensor, satellite_transform=to_tensor
+    )
+    assert ds.class_ids == ["0001", "0002", "0004"]
+    assert ds.num_classes == 3 and len(ds) == 9 + 3
+    sampler = CrossViewBatchSampler(ds.location_index, 2, 2, seed=0)
+    loader = DataLoader(ds, batch_sampler=sampler, collate_fn=collate_cross_view, num_workers=0)
+    seen = set()
+    for batch in loader:
+        assert batch["satellite"].shape[1:] == (3, 8, 8)
+        sat_labels = batch["satellite_label"].tolist()
+        drone_labels = batch["drone_label"].tolist()
+        assert drone_labels == [lab for lab in sat_labels for _ in range(2)]
+        for key, lab in zip(batch["drone_key"], drone_labels, strict=True):
+            assert key.startswith(ds.class_ids[lab] + "/")
+        seen.update(batch["drone_key"])
+    assert len(seen) == 9
+
+
+def test_degrade_hook_and_clean_target(u1652: Path) -> None:
+    data = load_university1652(u1652)
+
+    def darken(arr: np.ndarray, key: str) -> tuple[np.ndarray, str]:
+        return (arr // 4).astype(np.uint8), "dark"
+
+    ds = CrossViewTrainSet(
+        data.train["drone"], data.train["satellite"], drone_transform=to_tensor,
+        satellite_transform=to_tensor, degrade=darken, return_clean=True,
+    )
+    batch = collate_cross_view([ds[0], ds[len(ds) - 1]])
+    assert batch["drone_condition"] == ["dark"]
+    assert batch["drone"].mean() < batch["drone_clean"].mean() / 2
+    assert batch["satellite"].shape[0] == 1
+
+
+def test_bad_image_stop_names_file_and_skip_counts(u1652: Path) -> None:
+    bad = u1652 / "test" / "query_drone" / "0010" / "image-01.jpeg"
+    data = bad.read_bytes()
+    bad.write_bytes(data[: len(data) // 2])  # truncated JPEG
+    recs = load_university1652(u1652).test["query_drone"].records()
+    ds = ImageListDataset(recs, to_tensor)
+    with pytest.raises(ImageReadError, match=r"image-01\.jpeg"):
+        ds[0]
+    ds_skip = ImageListDataset(recs, to_tensor, on_bad_image="skip")
+    batch = collate_images([ds_skip[i] for i in range(len(ds_skip))])
+    assert batch["skipped"] == 1
+    assert batch["image"].shape[0] == len(recs) - 1
+    assert batch["label"].tolist() == [10, 11, 11]
+    assert isinstance(batch["image"], torch.Tensor)

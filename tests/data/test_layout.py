@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mcgf.data.layout import (
+    aligned_classes,
+    find_university1652_root,
+    is_image_file,
+    list_images,
+    load_flat_gallery,
+    load_flat_queries,
+    load_university1652,
+    read_class_folders,
+    read_names_file,
+)
+from mcgf.errors import UserError
+
+from .conftest import write_image
+
+
+def test_image_extensions_any_case_and_hidden_files() -> None:
+    assert is_image_file("a.JPG") and is_image_file("b.jpeg") and is_image_file("c.WebP")
+    assert is_image_file("d.PNG")
+    assert not is_image_file(".e.jpg")  # AppleDouble / hidden
+    assert not is_image_file("f.gif") and not is_image_file("notes.txt")
+    assert not is_image_file("Thumbs.db")
+
+
+def test_university1652_counts_and_views(u1652: Path) -> None:
+    data = load_university1652(u1652)
+    assert set(data.train) == {"drone", "satellite", "google"}  # street missing entirely
+    drone = data.train["drone"]
+    assert {k: len(v) for k, v in drone.classes.items()} == {"0001": 3, "0002": 2, "0003": 0, "0004": 4}
+    assert drone.num_images == 9
+    assert data.train["google"].classes == {"0002": []}
+    assert set(data.test) == {"query_drone", "gallery_satellite"}
+    assert data.test["gallery_satellite"].labels() == [10, 11, 12]
+    # hidden/system/non-image files are not listed
+    assert all(p.suffix.lower() in {".jpeg", ".jpg", ".png", ".webp"} for p in drone.classes["0001"])
+
+
+def test_alignment_by_folder_name_not_position(u1652: Path) -> None:
+    data = load_university1652(u1652)
+    # 0003 has an empty drone folder and an empty satellite folder; 0004 is the third
+    # non-empty class in both views but must still be aligned by its name.
+    assert aligned_classes(data.train["drone"], data.train["satellite"]) == ["0001", "0002", "0004"]
+    recs = data.train["satellite"].records()
+    assert [(r.label, r.path.name) for r in recs] == [(1, "0001.jpg"), (2, "0002.jpg"), (4, "0004.jpg")]
+    assert recs[0].key == "0001/0001.jpg"
+
+
+def test_find_root_one_level_up(u1652: Path) -> None:
+    assert find_university1652_root(u1652.parent) == u1652
+    with pytest.raises(UserError, match="does not exist"):
+        find_university1652_root(u1652 / "nope")
+    empty = u1652.parent / "empty"
+    empty.mkdir()
+    with pytest.raises(UserError, match="no train/ or test/"):
+        find_university1652_root(empty)
+
+
+def test_non_integer_class_folder_is_a_clear_error(tmp_path: Path) -> None:
+    write_image(tmp_path / "drone" / "building_a" / "x.jpg")
+    with pytest.raises(UserError, match="building_a"):
+        read_class_folders(tmp_path / "drone", "drone")
+
+
+def test_list_images_missing_folder_is_empty(tmp_path: Path) -> None:
+    assert list_images(tmp_path / "missing") == []
+
+
+def test_names_file_order_preserved(flat160k: Path) -> None:
+    q = load_flat_queries(flat160k / "query_drone_160k_wx_24", flat160k / "query_drone_name.txt")
+    assert q.names == ["zQ3.jpeg", "aB1.jpeg", "mM2.jpeg", "Cc4.jpeg"]
+    assert [p.name for p in q.paths] == q.names
+    g = load_flat_gallery(flat160k / "gallery_satellite_160k")
+    assert g.stems == ["g1", "g2", "g3", "g4", "g5"]
+
+
+def test_names_file_without_extensions_and_crlf(flat160k: Path) -> None:
+    names = flat160k / "names.txt"
+    names.write_bytes(b"\xef\xbb\xbfmM2\r\nzQ3\r\n\r\n")
+    q = load_flat_queries(flat160k / "query_drone_160k_wx_24", names)
+    assert [p.name for p in q.paths] == ["mM2.jpeg", "zQ3.jpeg"]
+
+
+def test_names_file_errors(flat160k: Path) -> None:
+    qdir = flat160k / "query_drone_160k_wx_24"
+    bad = flat160k / "bad.txt"
+    bad.write_text("zQ3.jpeg\nmissing.jpeg\n")
+    with pytest.raises(UserError, match=r"1 queries .* have no image .*missing\.jpeg"):
+        load_flat_queries(qdir, bad)
+    bad.write_text("zQ3.jpeg\nzQ3.jpeg\n")
+    with pytest.raises(UserError, match="twice"):
+        read_names_file(bad)
+    bad.write_text("\n\n")
+    with pytest.raises(UserError, match="no query"):
+        read_names_file(bad)
+    with pytest.raises(UserError, match="does not exist"):
+        read_names_file(flat160k / "nope.txt")
+
+
+def test_gallery_duplicate_stems_rejected(tmp_path: Path) -> None:
+    write_image(tmp_path / "g" / "abc.jpg")
+    write_image(tmp_path / "g" / "abc.png")
+    with pytest.raises(UserError, match="stems must be unique"):
+        load_flat_gallery(tmp_path / "g")
