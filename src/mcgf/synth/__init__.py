@@ -1,0 +1,27 @@
+"""Procedural cross-view benchmark: the project's built-in default data.
+
+``generate_benchmark(out_dir, SynthConfig(...))`` writes drone views and satellite tiles
+of synthetic 2.5D locations in the University-1652 and University-160k-WX layouts, so
+the loaders, training and evaluation run end to end without downloading a dataset.
+Building blocks (layouts, scenes, renderers) are importable from the submodules.
+"""
+
+from mcgf.synth.benchmark import (
+    QueryTransform,
+    SynthConfig,
+    SynthSummary,
+    format_summary,
+    generate_benchmark,
+    plan_jobs,
+)
+from mcgf.synth.contact_sheet import make_contact_sheet
+
+__all__ = [
+    "QueryTransform",
+    "SynthConfig",
+    "SynthSummary",
+    "format_summary",
+    "generate_benchmark",
+    "make_contact_sheet",
+    "plan_jobs",
+]
