@@ -33,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="replace OUT if it holds an earlier output of mcgf synth")
     parser.add_argument("--contact-sheet", metavar="PNG", default=None,
                         help="also write a labelled contact sheet of a few locations to this .png")
+    parser.add_argument("--query-weather", choices=("random", "none"), default="random",
+                        help="weather of the 160k-WX queries: one random condition of the ten per "
+                        "query, reproducible from --seed and the image (default), or none")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -43,6 +46,16 @@ def _int(args: argparse.Namespace, name: str) -> int:
         return int(str(value).strip())
     except ValueError:
         raise UserError(f"--{name.replace('_', '-')} must be an integer (got {value!r})") from None
+
+
+def query_weather(mode: str, seed: int):  # -> QueryTransform | None
+    """The weather applied to the 160k-WX queries: the 160k-WX working assumption of one
+    random condition per query, with the milder test-set variant of ``dark``."""
+    if mode == "none":
+        return None
+    from mcgf.weather import WeatherTransform
+
+    return WeatherTransform("random", seed=seed, dark_variant="test")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     if args.contact_sheet is not None and not args.contact_sheet.lower().endswith(".png"):
         raise UserError(f"--contact-sheet {args.contact_sheet} must be a .png file name")
     summary = generate_benchmark(args.out, config, workers=workers, progress=not args.quiet,
-                                 overwrite=args.force)
+                                 overwrite=args.force,
+                                 query_transform=query_weather(args.query_weather, config.seed))
     print(format_summary(summary))
     if args.contact_sheet is not None:
         path = make_contact_sheet(args.out, args.contact_sheet)

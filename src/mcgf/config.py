@@ -1,0 +1,99 @@
+"""YAML configuration files with ``key.sub=value`` overrides from the command line.
+
+Configs are plain nested dicts; each consumer turns its section into a typed dataclass
+and validates it, so errors name the option the user wrote.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mcgf.errors import UserError
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping from ``path``.
+
+    Raises:
+        UserError: if the file is missing, is not valid YAML, or is not a mapping.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"cannot read config file {path}: {err}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise UserError(f"config file {path} is not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping of options (key: value)")
+    return data
+
+
+def apply_overrides(config: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Return a copy of ``config`` with ``dotted.key=value`` overrides applied.
+
+    Values are parsed as YAML scalars (``3`` is an int, ``true`` a bool, ``[1, 2]`` a list).
+
+    Raises:
+        UserError: for an override without ``=`` or that descends into a non-mapping.
+    """
+    out = copy.deepcopy(dict(config))
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"override {item!r} must look like section.option=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        value = _number_or_value(value)
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            nxt = node.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise UserError(f"override {item!r}: {part} is not a section")
+            node = nxt
+        node[parts[-1]] = value
+    return out
+
+
+def _number_or_value(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-3`` as a string; read such numbers as floats."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def section(config: Mapping[str, Any], name: str, allowed: Iterable[str], where: str) -> dict[str, Any]:
+    """The mapping ``config[name]`` (``{}`` if absent), rejecting unknown keys.
+
+    Raises:
+        UserError: naming ``where`` (the file) and the unknown key.
+    """
+    value = config.get(name, {}) or {}
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: '{name}' must be a mapping of options")
+    allowed = set(allowed)
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise UserError(
+            f"{where}: unknown option {name}.{unknown[0]} (known: {', '.join(sorted(allowed))})"
+        )
+    return dict(value)

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mcgf.config import apply_overrides, load_config, section
+from mcgf.errors import UserError
+
+
+def test_load_and_override(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("synth:\n  views: 8\n  size: 128\n")
+    cfg = apply_overrides(load_config(p), ["synth.views=4", "train.lr=1e-3", "train.flags=[1, 2]"])
+    assert cfg == {"synth": {"views": 4, "size": 128}, "train": {"lr": 1e-3, "flags": [1, 2]}}
+    assert load_config(p) == {"synth": {"views": 8, "size": 128}}  # not mutated
+
+
+def test_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="does not exist"):
+        load_config(tmp_path / "none.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(UserError, match="must hold a mapping"):
+        load_config(bad)
+    with pytest.raises(UserError, match=r"section\.option=value"):
+        apply_overrides({}, ["novalue"])
+    with pytest.raises(UserError, match="not a section"):
+        apply_overrides({"a": 1}, ["a.b=2"])
+    with pytest.raises(UserError, match=r"unknown option synth\.bogus"):
+        section({"synth": {"bogus": 1}}, "synth", ["views"], "f.yaml")
