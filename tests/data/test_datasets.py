@@ -8,7 +8,12 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision.transforms import functional as TF
 
-from mcgf.data.datasets import CrossViewTrainSet, ImageListDataset, collate_cross_view, collate_images
+from mcgf.data.datasets import (
+    CrossViewTrainSet,
+    ImageListDataset,
+    collate_cross_view,
+    collate_images,
+)
 from mcgf.data.layout import load_university1652
 from mcgf.data.sampler import CrossViewBatchSampler
 from mcgf.errors import ImageReadError

@@ -1,0 +1,210 @@
+"""``mcgf evaluate DATA``: University-1652 / University-WX evaluation of an embedder.
+
+Also home of the options shared with ``mcgf predict`` (embedder choice and feature
+extraction), so both commands build models and features the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from mcgf.errors import UserError
+
+DIRECTION_ALIASES = {
+    "d2s": "drone->satellite", "drone->satellite": "drone->satellite",
+    "s2d": "satellite->drone", "satellite->drone": "satellite->drone",
+}
+
+
+# --------------------------------------------------------------------------- shared options
+
+
+def add_embedder_options(parser: argparse.ArgumentParser) -> None:
+    """``--embedder``, ``--embedder-arg`` and ``--checkpoint``."""
+    group = parser.add_argument_group("model")
+    group.add_argument("--embedder", default=None,
+                       help="registered embedder name (default: thumbnail, or the checkpoint "
+                            "loader when --checkpoint is given)")
+    group.add_argument("--embedder-arg", action="append", metavar="KEY=VALUE", default=[],
+                       help="option for the embedder, repeatable (e.g. grid=8)")
+    group.add_argument("--checkpoint", default=None, metavar="PATH",
+                       help="trained model checkpoint, passed to the embedder as checkpoint=PATH")
+
+
+def add_extract_options(parser: argparse.ArgumentParser) -> None:
+    """Feature-extraction options."""
+    group = parser.add_argument_group("features")
+    group.add_argument("--batch-size", default="32", help="images per forward pass (default 32)")
+    group.add_argument("--workers", default=None,
+                       help="image-decoding processes (default: min(4, CPUs - 1))")
+    group.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: GPU if present)")
+    group.add_argument("--no-flip", action="store_true",
+                       help="no flip test-time augmentation (default: feature + flipped feature)")
+    group.add_argument("--cache-dir", default=None,
+                       help="feature cache folder (default: OUT/feature-cache); 'none' disables it")
+    group.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _int(value: Any, option: str, minimum: int = 1) -> int:
+    try:
+        out = int(str(value).strip())
+    except ValueError:
+        raise UserError(f"{option} must be an integer (got {value!r})") from None
+    if out < minimum:
+        raise UserError(f"{option} must be at least {minimum} (got {out})")
+    return out
+
+
+def embedder_from_args(args: argparse.Namespace) -> Any:
+    """Build the embedder the options ask for (through the registry)."""
+    from mcgf.models import CHECKPOINT_EMBEDDER, build_embedder, parse_embedder_args
+
+    kwargs = parse_embedder_args(args.embedder_arg)
+    name = args.embedder
+    if args.checkpoint is not None:
+        if not os.path.isfile(args.checkpoint):
+            raise UserError(f"--checkpoint {args.checkpoint} does not exist")
+        kwargs["checkpoint"] = args.checkpoint
+        name = name or CHECKPOINT_EMBEDDER
+    return build_embedder(name or "thumbnail", **kwargs)
+
+
+def extract_options_from_args(args: argparse.Namespace, out_dir: str, *,
+                              on_bad_image: str = "stop") -> Any:
+    """:class:`~mcgf.evaluation.university.ExtractOptions` from the shared options."""
+    from mcgf.evaluation.university import ExtractOptions
+
+    workers = (max(0, min(4, (os.cpu_count() or 1) - 1)) if args.workers is None
+               else _int(args.workers, "--workers", 0))
+    cache: str | None = args.cache_dir
+    if cache is None:
+        cache = os.path.join(out_dir, "feature-cache")
+    elif cache.lower() == "none":
+        cache = None
+    device = args.device
+    if device is not None:
+        import torch
+
+        try:
+            dev = torch.device(device)
+        except RuntimeError:
+            raise UserError(f"--device {device!r} is not a device name (cpu, cuda, cuda:0, ...)") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
+    return ExtractOptions(
+        batch_size=_int(args.batch_size, "--batch-size"), flip=not args.no_flip, device=device,
+        num_workers=workers, cache_dir=cache, on_bad_image=on_bad_image, progress=not args.quiet,
+    )
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="University-1652 / University-WX retrieval metrics of a model",
+        description="Rank test/gallery_satellite for every test/query_drone image (and "
+        "gallery_drone for query_satellite), compute R@1/5/10, R@top1%% and AP exactly as the "
+        "University-1652 protocol does, print a table and write OUT/metrics.json and "
+        "OUT/metrics.md. With --wx-dir or --weather, one row per weather condition plus the "
+        "mean (University-WX). See docs/evaluation.md.",
+    )
+    parser.add_argument("data", metavar="DATA", help="University-1652 root (holding test/)")
+    parser.add_argument("--out", default="evaluation", help="output folder (default ./evaluation)")
+    parser.add_argument("--directions", default="d2s,s2d",
+                        help="comma-separated: d2s (drone->satellite), s2d (satellite->drone); "
+                             "default both")
+    wx = parser.add_mutually_exclusive_group()
+    wx.add_argument("--wx-dir", default=None, metavar="DIR",
+                    help="pre-rendered weathered query_drone images, DIR/<condition>/<class>/<image>")
+    wx.add_argument("--weather", default=None, metavar="CONDITIONS",
+                    help="render weather on the fly on drone images: 'all' or a comma-separated "
+                         "list (normal,fog,rain,...)")
+    parser.add_argument("--weather-seed", default="0", help="seed of on-the-fly weather (default 0)")
+    parser.add_argument("--dark-variant", choices=("train", "test"), default="train",
+                        help="on-the-fly 'dark': training recipe or the milder test-set one")
+    parser.add_argument("--no-match", choices=("zero", "exclude"), default="zero",
+                        help="queries without a true match: count as 0 (public script, default) "
+                             "or exclude from the means; counted either way")
+    parser.add_argument("--on-bad-image", choices=("stop", "skip"), default="stop",
+                        help="unreadable image: stop (default) or leave it out and count it")
+    add_embedder_options(parser)
+    add_extract_options(parser)
+    parser.set_defaults(func=run)
+
+
+def _directions(text: str) -> list[str]:
+    out = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        if part not in DIRECTION_ALIASES:
+            raise UserError(f"--directions: unknown direction {part!r} (use d2s, s2d)")
+        if DIRECTION_ALIASES[part] not in out:
+            out.append(DIRECTION_ALIASES[part])
+    if not out:
+        raise UserError("--directions is empty (use d2s, s2d or d2s,s2d)")
+    return out
+
+
+def _weather_conditions(text: str) -> list[str]:
+    try:
+        from mcgf.weather import CONDITIONS
+    except ImportError:
+        raise UserError("--weather needs the mcgf.weather package; use --wx-dir with "
+                        "pre-rendered images instead") from None
+    if text.strip().lower() == "all":
+        return list(CONDITIONS)
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [n for n in names if n not in CONDITIONS]
+    if bad or not names:
+        raise UserError(f"--weather: unknown condition {bad[0] if bad else text!r}; "
+                        f"use 'all' or some of {', '.join(CONDITIONS)}")
+    return list(dict.fromkeys(names))
+
+
+def run(args: argparse.Namespace) -> int:
+    from mcgf.evaluation.report import markdown_table, write_report
+    from mcgf.evaluation.university import (
+        evaluate_university,
+        mean_over_conditions,
+        on_the_fly_conditions,
+        prerendered_conditions,
+    )
+
+    directions = _directions(args.directions)
+    conditions = None
+    weather: dict[str, Any] | None = None
+    if args.wx_dir is not None:
+        conditions = prerendered_conditions(args.wx_dir)
+        weather = {"mode": "pre-rendered", "folder": os.path.abspath(args.wx_dir),
+                   "conditions": [c.name for c in conditions]}
+    elif args.weather is not None:
+        names = _weather_conditions(args.weather)
+        seed = _int(args.weather_seed, "--weather-seed", 0)
+        conditions = on_the_fly_conditions(names, seed, args.dark_variant)
+        weather = {"mode": "on-the-fly", "conditions": names, "seed": seed,
+                   "dark_variant": args.dark_variant}
+    embedder = embedder_from_args(args)
+    options = extract_options_from_args(args, args.out, on_bad_image=args.on_bad_image)
+    log = None if args.quiet else print
+    rows = evaluate_university(args.data, embedder, directions=directions, conditions=conditions,
+                               options=options, no_match=args.no_match, log=log)
+    results = [{"condition": r.condition, "direction": r.direction, "metrics": r.metrics} for r in rows]
+    report: dict[str, Any] = {
+        "protocol": "university-wx" if conditions else "university-1652",
+        "dataset": os.path.abspath(args.data),
+        "embedder": embedder.identity,
+        "flip_tta": options.flip,
+        "no_match_policy": args.no_match,
+        "results": results,
+    }
+    if weather is not None:
+        report["weather"] = weather
+        report["mean"] = [{"condition": r.condition, "direction": r.direction, "metrics": r.metrics}
+                          for r in mean_over_conditions(rows)]
+    json_path, md_path = write_report(args.out, report)
+    print(markdown_table(results + report.get("mean", [])), end="")
+    print(f"wrote {json_path} and {md_path}")
+    return 0

@@ -1,0 +1,125 @@
+"""On-disk cache of extracted features, so a 168k-image gallery is embedded once.
+
+The key is a SHA-256 over everything that determines the features: the embedder's
+``identity`` (e.g. a checkpoint hash or name + options), the preprocessing and test-time
+augmentation description, any per-image transform (weather condition and seed), the
+bad-image policy, and the data: every file's path, size and modification time. Editing,
+adding or removing one image therefore misses the cache rather than returning stale
+features.
+
+Storage: ``<key>.safetensors`` when the ``safetensors`` package is installed, otherwise
+``<key>.npy`` plus ``<key>.json``; never pickle. Every file is written atomically, and the
+metadata file is written last, so an interrupted write is simply a cache miss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mcgf.fileio import write_bytes_atomic, write_json_atomic
+
+#: Bump when the cache layout or the meaning of a key changes.
+CACHE_VERSION = 1
+
+
+def _safetensors() -> Any:
+    try:
+        import safetensors.numpy as st
+    except ImportError:
+        return None
+    return st
+
+
+def file_fingerprint(paths: Sequence[Path | str]) -> list[tuple[str, int, int]]:
+    """``(absolute path, size, mtime in ns)`` of each file (``-1, -1`` if it is missing)."""
+    out = []
+    for p in paths:
+        path = os.path.abspath(p)
+        try:
+            st = os.stat(path)
+            out.append((path, st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append((path, -1, -1))
+    return out
+
+
+def cache_key(*, embedder: str, preprocess: str, files: Sequence[tuple[str, int, int]],
+              extra: dict[str, Any] | None = None) -> str:
+    """Hex SHA-256 of everything that determines a feature matrix."""
+    h = hashlib.sha256()
+    head = {"version": CACHE_VERSION, "embedder": embedder, "preprocess": preprocess,
+            "extra": extra or {}, "count": len(files)}
+    h.update(json.dumps(head, sort_keys=True).encode())
+    for path, size, mtime in files:
+        h.update(f"\n{path}\t{size}\t{mtime}".encode())
+    return h.hexdigest()
+
+
+@dataclass
+class CachedFeatures:
+    """What a cache entry holds: features of the readable images and which ones those are."""
+
+    features: np.ndarray  # (N, D) float32; rows of unreadable images are zero
+    valid: np.ndarray  # (N,) bool
+
+
+class FeatureCache:
+    """A folder of cached feature matrices keyed by :func:`cache_key`."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+
+    def _paths(self, key: str) -> tuple[Path, Path, Path]:
+        return (self.folder / f"{key}.safetensors", self.folder / f"{key}.npy",
+                self.folder / f"{key}.json")
+
+    def load(self, key: str) -> CachedFeatures | None:
+        """The entry for ``key``, or ``None`` if absent or unreadable (a miss)."""
+        sf, npy, meta = self._paths(key)
+        st = _safetensors()
+        if st is not None and sf.exists():
+            try:
+                data = st.load_file(str(sf))
+                return CachedFeatures(data["features"].astype(np.float32, copy=False),
+                                      data["valid"].astype(bool))
+            except (OSError, KeyError, ValueError):
+                return None
+        if not (npy.exists() and meta.exists()):
+            return None
+        try:
+            info = json.loads(meta.read_text(encoding="utf-8"))
+            features = np.load(npy, allow_pickle=False)
+        except (OSError, ValueError):
+            return None
+        if list(features.shape) != info.get("shape"):
+            return None
+        valid = np.ones(features.shape[0], bool)
+        valid[np.asarray(info.get("invalid", []), dtype=np.int64)] = False
+        return CachedFeatures(features.astype(np.float32, copy=False), valid)
+
+    def store(self, key: str, entry: CachedFeatures, description: dict[str, Any]) -> Path:
+        """Write the entry atomically; returns the path of the features file."""
+        sf, npy, meta = self._paths(key)
+        features = np.ascontiguousarray(entry.features, dtype=np.float32)
+        invalid = np.flatnonzero(~entry.valid).tolist()
+        st = _safetensors()
+        if st is not None:
+            blob = st.save({"features": features, "valid": entry.valid.astype(np.uint8)},
+                           metadata={"description": json.dumps(description)})
+            write_bytes_atomic(sf, blob)
+            return sf
+        buf = io.BytesIO()
+        np.save(buf, features, allow_pickle=False)
+        write_bytes_atomic(npy, buf.getvalue())
+        write_json_atomic(meta, {"shape": list(features.shape), "invalid": invalid,
+                                 "description": description})
+        return npy

@@ -1,0 +1,196 @@
+"""Batched feature extraction over image records, with flip TTA and an on-disk cache.
+
+``extract_features(records, embedder)`` decodes every image with
+:func:`mcgf.data.images.read_image`, optionally applies a per-image transform at the
+native resolution (the weather engine: weather parameters are pixel-sized, so they must
+act before resizing), resizes and normalises it as the embedder asks, and embeds it in
+batches. With ``flip=True`` (the public baselines' test-time augmentation) the feature
+is ``embed(x) + embed(flip(x))``. Features are always L2-normalised, so inner product is
+cosine similarity. On a GPU the embedder runs under bf16 autocast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from mcgf.data.datasets import Degrade, ImageListDataset, collate_images
+from mcgf.data.images import BAD_IMAGE_POLICIES
+from mcgf.data.layout import ImageRecord
+from mcgf.evaluation.cache import CachedFeatures, FeatureCache, cache_key, file_fingerprint
+from mcgf.models.registry import Embedder
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Resize to ``size`` (height, width) with bicubic filtering, scale to [0, 1], normalise."""
+
+    size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @classmethod
+    def for_embedder(cls, embedder: Embedder) -> Preprocess:
+        return cls(tuple(embedder.input_size), tuple(embedder.mean), tuple(embedder.std))  # type: ignore[arg-type]
+
+    def describe(self) -> str:
+        """Stable text for the cache key."""
+        return f"resize{self.size[0]}x{self.size[1]}-bicubic/mean{list(self.mean)}/std{list(self.std)}"
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        h, w = self.size
+        if image.size != (w, h):
+            image = image.resize((w, h), Image.Resampling.BICUBIC)
+        x = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float()
+        x = x.div_(255.0)
+        mean = torch.tensor(self.mean).view(3, 1, 1)
+        std = torch.tensor(self.std).view(3, 1, 1)
+        return (x - mean) / std
+
+
+@dataclass
+class FeatureSet:
+    """L2-normalised features of a record list; ``valid[i]`` is False for a skipped image
+    (its row is zero). ``from_cache`` tells whether nothing had to be computed."""
+
+    features: np.ndarray
+    valid: np.ndarray
+    from_cache: bool = False
+
+    @property
+    def num_skipped(self) -> int:
+        return int((~self.valid).sum())
+
+
+def default_device() -> torch.device:
+    """The GPU if there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@torch.inference_mode()
+def embed_batch(embedder: Embedder, images: torch.Tensor, *, flip: bool) -> torch.Tensor:
+    """Features of one batch: ``embed(x)`` (+ ``embed(flip(x))``), L2-normalised, float32."""
+    if images.device.type == "cuda":
+        ctx: Any = torch.autocast("cuda", dtype=torch.bfloat16)
+    else:
+        ctx = torch.autocast("cpu", enabled=False)
+    with ctx:
+        f = embedder.embed(images).float()
+        if flip:
+            f = f + embedder.embed(torch.flip(images, dims=[3])).float()
+    return F.normalize(f, dim=1)
+
+
+def extract_features(
+    records: Sequence[ImageRecord],
+    embedder: Embedder,
+    *,
+    batch_size: int = 32,
+    flip: bool = True,
+    device: str | torch.device | None = None,
+    num_workers: int = 0,
+    cache_dir: str | Path | None = None,
+    transform: Degrade | None = None,
+    transform_id: str = "",
+    on_bad_image: str = "stop",
+    progress: bool = True,
+    desc: str = "features",
+) -> FeatureSet:
+    """Embed every record (in order) and return a :class:`FeatureSet`.
+
+    Args:
+        records: images to embed.
+        embedder: see :mod:`mcgf.models.registry`.
+        batch_size: images per forward pass.
+        flip: add the feature of the horizontally flipped image (test-time augmentation).
+        device: where the embedder runs (default: GPU if present, else CPU).
+        num_workers: DataLoader worker processes decoding images.
+        cache_dir: folder of the feature cache (``None``: no cache).
+        transform: per-image transform before resizing (e.g. weather); must be picklable
+            when ``num_workers > 0`` and deterministic per record for the cache to be valid.
+        transform_id: stable description of ``transform`` (part of the cache key).
+        on_bad_image: ``"stop"`` raises on an unreadable image; ``"skip"`` marks it invalid.
+        progress: show a progress bar.
+        desc: progress bar label.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if transform is not None and not transform_id:
+        raise ValueError("a transform needs a transform_id (it is part of the cache key)")
+    preprocess = Preprocess.for_embedder(embedder)
+    cache = FeatureCache(cache_dir) if cache_dir is not None else None
+    key = ""
+    if cache is not None:
+        key = cache_key(
+            embedder=embedder.identity, preprocess=preprocess.describe(),
+            files=file_fingerprint([r.path for r in records]),
+            extra={"flip": bool(flip), "transform": transform_id, "on_bad_image": on_bad_image},
+        )
+        hit = cache.load(key)
+        if hit is not None and hit.features.shape[0] == len(records):
+            return FeatureSet(hit.features, hit.valid, from_cache=True)
+
+    dev = torch.device(device) if device is not None else default_device()
+    to = getattr(embedder, "to", None)
+    if callable(to):
+        to(dev)
+    if on_bad_image not in BAD_IMAGE_POLICIES:
+        raise ValueError(f"on_bad_image must be one of {BAD_IMAGE_POLICIES}")
+    dataset = ImageListDataset(records, preprocess, degrade=transform,
+                               on_bad_image=on_bad_image)  # type: ignore[arg-type]
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        collate_fn=collate_images, pin_memory=dev.type == "cuda",
+                        persistent_workers=False)
+    features: np.ndarray | None = None
+    valid = np.zeros(len(records), bool)
+    from tqdm import tqdm
+
+    with tqdm(total=len(records), desc=desc, unit="img", disable=not progress, leave=False) as bar:
+        for batch in loader:
+            kept = batch.get("index")
+            bar.update(batch["skipped"] + (0 if kept is None else int(kept.numel())))
+            if kept is None:
+                continue
+            f = embed_batch(embedder, batch["image"].to(dev, non_blocking=True), flip=flip).cpu().numpy()
+            if features is None:
+                features = np.zeros((len(records), f.shape[1]), np.float32)
+            rows = kept.numpy()
+            features[rows] = f
+            valid[rows] = True
+    if features is None:
+        features = np.zeros((len(records), 0), np.float32)
+    result = FeatureSet(features, valid)
+    if cache is not None:
+        cache.store(key, CachedFeatures(features, valid), {
+            "embedder": embedder.identity, "preprocess": preprocess.describe(), "flip": flip,
+            "transform": transform_id, "images": len(records),
+        })
+    return result
+
+
+def weather_transform(condition: str, seed: int, dark_variant: str = "train"
+                      ) -> tuple[Degrade | None, str]:
+    """A picklable per-image weather transform (:class:`mcgf.weather.WeatherTransform`).
+
+    Pixels depend only on (image, condition, seed, record key), so the features are
+    cacheable and identical for any worker count. Returns ``(None, "")`` for ``"normal"``
+    (identity), so clean features are shared with the clean evaluation.
+    """
+    from mcgf.weather import CONDITIONS, WeatherTransform
+
+    if condition not in CONDITIONS:
+        from mcgf.errors import UserError
+
+        raise UserError(f"unknown weather condition {condition!r}: use {', '.join(CONDITIONS)}")
+    if condition == "normal":
+        return None, ""
+    return (WeatherTransform(condition, seed=seed, dark_variant=dark_variant),
+            f"weather:{condition}:seed={seed}:dark={dark_variant}")

@@ -1,0 +1,65 @@
+"""Evaluation reports: ``metrics.json`` and a Markdown table, both written atomically."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mcgf.fileio import write_json_atomic, write_text_atomic
+
+#: Columns of the Markdown table: (header, metrics key, format).
+COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("R@1", "R@1", "{:.2f}"),
+    ("R@5", "R@5", "{:.2f}"),
+    ("R@10", "R@10", "{:.2f}"),
+    ("R@top1%", "R@top1%", "{:.2f}"),
+    ("AP", "AP", "{:.2f}"),
+    ("queries", "num_queries", "{:d}"),
+    ("no match", "queries_without_match", "{:d}"),
+)
+
+
+def _cell(value: Any, fmt: str) -> str:
+    if value is None:
+        return "–"
+    try:
+        return fmt.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    """A Markdown table of result rows (each with ``condition``, ``direction``, ``metrics``)."""
+    head = ["condition", "direction", *(c[0] for c in COLUMNS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * len(COLUMNS)) + "|"]
+    for row in rows:
+        m = row["metrics"]
+        cells = [str(row["condition"]), str(row["direction"])]
+        cells += [_cell(m.get(key), fmt) for _, key, fmt in COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The whole Markdown report: a header naming the run and the results table."""
+    lines = [f"# Evaluation: {report.get('protocol', '')}", ""]
+    for key in ("dataset", "embedder", "flip_tta", "weather", "no_match_policy"):
+        if key in report:
+            lines.append(f"- {key}: `{report[key]}`")
+    lines += ["", markdown_table(report["results"] + report.get("mean", []))]
+    lines.append(
+        "R@top1% is the CMC at 0-based index round(0.01·|gallery|) (the public script's "
+        "convention: Recall@11 for the 951-tile gallery). AP uses the trapezoid rule. "
+        "Metrics in percent."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out_dir: str | Path, report: dict[str, Any]) -> tuple[Path, Path]:
+    """Write ``metrics.json`` and ``metrics.md`` into ``out_dir``; returns their paths."""
+    out = Path(out_dir)
+    json_path, md_path = out / "metrics.json", out / "metrics.md"
+    write_json_atomic(json_path, report)
+    write_text_atomic(md_path, render_markdown(report))
+    return json_path, md_path

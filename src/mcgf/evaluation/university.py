@@ -1,0 +1,229 @@
+"""University-1652 and University-WX evaluation protocols.
+
+Directions (PROTOCOLS.md §1):
+
+* ``drone->satellite``: ``test/query_drone`` ranked against ``test/gallery_satellite``
+  (all 951 tiles: the 250 distractors stay in the gallery);
+* ``satellite->drone``: ``test/query_satellite`` ranked against ``test/gallery_drone``.
+
+University-WX evaluates every weather condition separately (weather on every drone image,
+satellite images untouched) and reports the mean over conditions. Weathered drone images
+come either from a pre-rendered folder per condition (:func:`prerendered_conditions`) or
+on the fly from :mod:`mcgf.weather` (deterministic per image key and seed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mcgf.data.datasets import Degrade
+from mcgf.data.layout import ClassFolderSet, ImageRecord, load_university1652, read_class_folders
+from mcgf.errors import UserError
+from mcgf.evaluation.features import FeatureSet, extract_features
+from mcgf.models.registry import Embedder
+from mcgf.retrieval.metrics import PerQuery, summarize
+from mcgf.retrieval.ranking import rank_and_score
+
+#: direction name -> (query folder, gallery folder) under ``test/``.
+DIRECTIONS: dict[str, tuple[str, str]] = {
+    "drone->satellite": ("query_drone", "gallery_satellite"),
+    "satellite->drone": ("query_satellite", "gallery_drone"),
+}
+#: Folders whose images are drone views (weather applies to them only).
+DRONE_FOLDERS = frozenset({"query_drone", "gallery_drone"})
+CLEAN = "clean"
+#: The community's order of the ten weather conditions (PROTOCOLS.md §5).
+COMMUNITY_ORDER: tuple[str, ...] = (
+    "normal", "fog", "rain", "snow", "dark", "light", "fog_rain", "fog_snow", "rain_snow", "wind",
+)
+
+
+@dataclass
+class ExtractOptions:
+    """How features are computed (shared by every folder of a run)."""
+
+    batch_size: int = 32
+    flip: bool = True
+    device: str | None = None
+    num_workers: int = 0
+    cache_dir: str | Path | None = None
+    on_bad_image: str = "stop"
+    progress: bool = True
+
+
+@dataclass
+class Condition:
+    """One evaluation condition: ``name`` plus how to get its drone images.
+
+    ``folders`` replaces test folders by pre-rendered ones (``query_drone`` →
+    ``DIR/<condition>``); ``transform``/``transform_id`` weather images on the fly.
+    """
+
+    name: str
+    folders: dict[str, ClassFolderSet] = field(default_factory=dict)
+    transform: Degrade | None = None
+    transform_id: str = ""
+
+
+@dataclass
+class EvaluationRow:
+    """Metrics of one (condition, direction)."""
+
+    condition: str
+    direction: str
+    metrics: dict[str, Any]
+
+
+def _records(folder: ClassFolderSet) -> tuple[list[ImageRecord], np.ndarray]:
+    records = folder.records()
+    return records, np.array([r.label for r in records], dtype=np.int64)
+
+
+def _features(folder: ClassFolderSet, embedder: Embedder, opts: ExtractOptions, *,
+              transform: Degrade | None, transform_id: str, desc: str
+              ) -> tuple[FeatureSet, np.ndarray]:
+    records, labels = _records(folder)
+    if not records:
+        raise UserError(f"{folder.root} holds no image: nothing to evaluate")
+    fs = extract_features(
+        records, embedder, batch_size=opts.batch_size, flip=opts.flip, device=opts.device,
+        num_workers=opts.num_workers, cache_dir=opts.cache_dir, transform=transform,
+        transform_id=transform_id, on_bad_image=opts.on_bad_image, progress=opts.progress,
+        desc=desc,
+    )
+    return fs, labels
+
+
+def evaluate_direction(query: tuple[FeatureSet, np.ndarray], gallery: tuple[FeatureSet, np.ndarray],
+                       *, no_match: str = "zero") -> dict[str, Any]:
+    """Metrics of one direction from extracted features (skipped images are left out
+    and counted)."""
+    (qf, ql), (gf, gl) = query, gallery
+    qv, gv = qf.valid, gf.valid
+    per: PerQuery = rank_and_score(qf.features[qv], ql[qv], gf.features[gv], gl[gv])
+    summary = summarize(per, int(gv.sum()), no_match=no_match)  # type: ignore[arg-type]
+    out = summary.as_dict()
+    out["skipped_query_images"] = int((~qv).sum())
+    out["skipped_gallery_images"] = int((~gv).sum())
+    return out
+
+
+def evaluate_university(
+    root: str | Path,
+    embedder: Embedder,
+    *,
+    directions: Sequence[str] = tuple(DIRECTIONS),
+    conditions: Sequence[Condition] | None = None,
+    options: ExtractOptions | None = None,
+    no_match: str = "zero",
+    log: Callable[[str], None] | None = None,
+) -> list[EvaluationRow]:
+    """Evaluate ``embedder`` on the University-1652 test split under ``root``.
+
+    Args:
+        root: the dataset (see :func:`mcgf.data.layout.load_university1652`).
+        embedder: the model.
+        directions: names from :data:`DIRECTIONS`.
+        conditions: weather conditions (University-WX); ``None`` evaluates clean images.
+        options: feature extraction settings.
+        no_match: policy for queries without a true match (``"zero"`` or ``"exclude"``).
+        log: receives one line per finished row.
+
+    Returns:
+        One row per (condition, direction), conditions in the given order.
+    """
+    opts = options or ExtractOptions()
+    unknown = [d for d in directions if d not in DIRECTIONS]
+    if unknown:
+        raise UserError(f"unknown direction {unknown[0]!r}: use {', '.join(DIRECTIONS)}")
+    data = load_university1652(root, splits=("test",))
+    conds = list(conditions) if conditions else [Condition(CLEAN)]
+    clean_cache: dict[str, tuple[FeatureSet, np.ndarray]] = {}
+
+    def clean(name: str) -> tuple[FeatureSet, np.ndarray]:
+        if name not in clean_cache:
+            clean_cache[name] = _features(data.folder("test", name), embedder, opts,
+                                          transform=None, transform_id="", desc=name)
+        return clean_cache[name]
+
+    rows: list[EvaluationRow] = []
+    for cond in conds:
+        for direction in directions:
+            qname, gname = DIRECTIONS[direction]
+            sides = []
+            for name in (qname, gname):
+                if name in cond.folders:
+                    sides.append(_features(cond.folders[name], embedder, opts, transform=None,
+                                           transform_id="", desc=f"{cond.name}/{name}"))
+                elif cond.transform is not None and name in DRONE_FOLDERS:
+                    sides.append(_features(data.folder("test", name), embedder, opts,
+                                           transform=cond.transform, transform_id=cond.transform_id,
+                                           desc=f"{cond.name}/{name}"))
+                else:
+                    sides.append(clean(name))
+            metrics = evaluate_direction(sides[0], sides[1], no_match=no_match)
+            rows.append(EvaluationRow(cond.name, direction, metrics))
+            if log is not None:
+                log(f"{cond.name:>10} {direction}: R@1 {metrics['R@1']:.2f}  AP {metrics['AP']:.2f}")
+    return rows
+
+
+def prerendered_conditions(folder: str | Path, order: Sequence[str] = COMMUNITY_ORDER) -> list[Condition]:
+    """Conditions of a pre-rendered University-WX folder.
+
+    Accepted layouts, per condition: ``DIR/<condition>/<class>/<image>`` (weathered
+    ``query_drone``), or ``DIR/<condition>/query_drone/...`` with an optional
+    ``DIR/<condition>/gallery_drone/...`` (then satellite → drone is weathered too).
+    Conditions named in ``order`` (e.g. the community order) come first, others follow
+    sorted by name.
+    """
+    base = Path(folder)
+    if not base.is_dir():
+        raise UserError(f"--wx-dir {base} is not a folder (expected DIR/<condition>/<class>/<image>)")
+    names = sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not names:
+        raise UserError(f"--wx-dir {base} has no condition folder (expected DIR/<condition>/<class>/<image>)")
+    ranked = [n for n in order if n in names] + [n for n in names if n not in order]
+    out = []
+    for name in ranked:
+        cdir = base / name
+        folders: dict[str, ClassFolderSet] = {}
+        if (cdir / "query_drone").is_dir():
+            folders["query_drone"] = read_class_folders(cdir / "query_drone", "drone")
+            if (cdir / "gallery_drone").is_dir():
+                folders["gallery_drone"] = read_class_folders(cdir / "gallery_drone", "drone")
+        else:
+            folders["query_drone"] = read_class_folders(cdir, "drone")
+        if not folders["query_drone"].num_images:
+            raise UserError(f"condition folder {cdir} holds no image")
+        out.append(Condition(name, folders=folders))
+    return out
+
+
+def on_the_fly_conditions(names: Sequence[str], seed: int, dark_variant: str = "train") -> list[Condition]:
+    """Conditions rendered by :mod:`mcgf.weather` while features are extracted."""
+    from mcgf.evaluation.features import weather_transform
+
+    conds = []
+    for name in names:
+        transform, tid = weather_transform(name, seed, dark_variant)
+        conds.append(Condition(name, transform=transform, transform_id=tid))
+    return conds
+
+
+def mean_over_conditions(rows: Sequence[EvaluationRow]) -> list[EvaluationRow]:
+    """Per direction, the mean of the headline metrics over conditions (University-WX)."""
+    out = []
+    for direction in dict.fromkeys(r.direction for r in rows):
+        sel = [r.metrics for r in rows if r.direction == direction]
+        mean: dict[str, Any] = {"conditions": len(sel)}
+        for key in ("R@1", "R@5", "R@10", "R@top1%", "AP"):
+            vals = [m[key] for m in sel if m.get(key) is not None]
+            mean[key] = float(np.mean(vals)) if vals else None
+        out.append(EvaluationRow("mean", direction, mean))
+    return out

@@ -1,0 +1,23 @@
+"""Models behind a name registry (:mod:`mcgf.models.registry`).
+
+Importing this package registers the built-in embedders (:mod:`mcgf.models.baselines`).
+"""
+
+from mcgf.models import baselines as _baselines  # noqa: F401  (registers "thumbnail")
+from mcgf.models.registry import (
+    CHECKPOINT_EMBEDDER,
+    Embedder,
+    available_embedders,
+    build_embedder,
+    parse_embedder_args,
+    register_embedder,
+)
+
+__all__ = [
+    "CHECKPOINT_EMBEDDER",
+    "Embedder",
+    "available_embedders",
+    "build_embedder",
+    "parse_embedder_args",
+    "register_embedder",
+]

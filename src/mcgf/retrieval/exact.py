@@ -1,0 +1,340 @@
+"""The ``exact`` search backend: exact top-k inner products over large galleries.
+
+"Exact" means: ranked by the dot products of the float32 features evaluated in float64
+(products of float32 numbers are exact in float64; sums of a few thousand terms are
+accurate to ~1e-15), with every pair scored by the same kernel, so identical gallery
+vectors always tie and ties go to the lower index.
+
+How it works, per block of queries (``t`` = approximate score of a low-precision scorer
+from :mod:`mcgf.retrieval.candidates`, ``β`` its proven bound ``|s − t| ≤ β``, ``s`` the
+exact score):
+
+1. *Pass*: the gallery is scored chunk by chunk (int8 GEMM by default). Two lower bounds
+   of the ``k``-th exact score ``s_k`` are kept: ``L − β_all``, with ``L`` a running
+   lower bound of the ``k``-th largest ``t`` (from values of distinct items: each
+   chunk's top values or maxima of disjoint column sets), and ``S``, the ``k``-th best
+   exact score among the ``2k`` best items of the first :data:`PRE_CHUNKS` chunks (those
+   chunks are held until ``S`` is known, so that they too are filtered tightly). An item
+   with ``t + β_chunk < max(S, L − β_all)`` has ``s < s_k`` and is dropped. Runs of
+   :data:`GROUP` adjacent columns (one cache line) whose maximum is below the threshold
+   are skipped wholesale.
+2. *Lower bound*: the ``2k`` best collected items are scored exactly; the ``k``-th best of
+   those exact scores raises ``S`` (it is still at most ``s_k``).
+3. *Survivors*: an item with ``t + β_pair < S`` is strictly below the top ``k``; the rest
+   are scored in float32 (error ``≤ γ_D·‖q‖·‖g‖``), and those within twice that of the
+   ``k``-th float32 score get float64 scores and are sorted by (score desc, index asc).
+
+No step can drop an item of the exact top ``k`` (or one tied with its ``k``-th item), so
+the result is exact whatever the precision of the pass; the precision only changes how
+many items survive. A query with more than ``cap`` collected items (e.g. hundreds of
+exact duplicates at the ``k``-th place) is redone with float32 candidates, and in the
+last resort by scoring the whole gallery in float64.
+
+Peak extra memory: the scorer's copy of the gallery (int8: a quarter of the float32
+gallery, ordered by rounding error so that most chunks get a small bound), one
+``query_block × gallery_chunk`` float32 tile, and the collected candidates. The GEMMs
+use ``threads``; the many small selection steps run on ``aux_threads`` (default one),
+which avoids waking a thread team for each of them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from mcgf.retrieval.candidates import (
+    SCORERS,
+    U_FP32,
+    Fp32Scorer,
+    Int8Scorer,
+    Scorer,
+    default_precision,
+    dot_rounding_bound,
+    int8_available,
+)
+from mcgf.retrieval.rowops import (
+    exact_scores,
+    pair_dot,
+    row_sorted_topk,
+    row_topk,
+    sort_candidates,
+)
+from mcgf.retrieval.search import SearchResult, torch_threads
+
+#: Adjacent columns per group in the within-chunk pre-selection (one cache line).
+GROUP = 16
+#: Galleries up to this size are simply scored exactly in full.
+SMALL_GALLERY = 64
+
+
+def _exact_topk_of_pairs(qb: torch.Tensor, gallery: torch.Tensor, rows: torch.Tensor,
+                         cols: torch.Tensor, m: int, k: int, gallery_norm_max: float
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-``k`` per row among candidate pairs.
+
+    Float32 dot products first (error ``≤ γ_D·‖q‖·‖g‖`` in any summation order); only pairs
+    within twice that of the row's ``k``-th float32 score can still be in the top ``k``
+    and get float64 scores.
+    """
+    f32 = pair_dot(qb, gallery, rows, cols, torch.float32)
+    beta = (dot_rounding_bound(qb.shape[1], U_FP32) + 2 * U_FP32) * qb.double().norm(dim=1) * gallery_norm_max
+    kth_slot = row_topk(rows, f32, m, k)
+    kth = torch.where(kth_slot >= 0, f32[kth_slot.clamp_min(0)].double(),
+                      torch.full_like(beta[:, None], -math.inf)).amin(dim=1)
+    near = f32.double() >= kth[rows] - 2.0 * beta[rows] - 1e-30
+    rows, cols = rows[near], cols[near]
+    ex = pair_dot(qb, gallery, rows, cols, torch.float64)
+    return row_sorted_topk(rows, ex, cols, m, k)
+
+
+#: Gallery chunks scored before any candidate is collected: their best items give an
+#: exact lower bound of the k-th score, so even the first chunks are filtered tightly.
+PRE_CHUNKS = 4
+
+
+class _Collector:
+    """Candidates of one query block: flat (row, gallery row, kernel value, chunk)."""
+
+    def __init__(self, m: int, cap: int, dev: torch.device) -> None:
+        self.rows: list[torch.Tensor] = []
+        self.cols: list[torch.Tensor] = []
+        self.vals: list[torch.Tensor] = []
+        self.chunk: list[torch.Tensor] = []
+        self.count = torch.zeros(m, dtype=torch.int64, device=dev)
+        self.over = torch.zeros(m, dtype=torch.bool, device=dev)
+        self.m, self.cap = m, cap
+
+    def add(self, out: torch.Tensor, gmax: torch.Tensor, thr: torch.Tensor, base: int,
+            scorer: Scorer, c: int) -> None:
+        """Collect the values of ``out`` at or above each row's threshold.
+
+        Groups are ``GROUP`` adjacent columns (one cache line); a group whose maximum is
+        below the threshold is skipped wholesale.
+        """
+        thr = thr.masked_fill(self.over, math.inf)
+        hr, hc = (gmax >= thr[:, None]).nonzero(as_tuple=True)
+        if hr.numel() == 0:
+            return
+        vals = out.view(self.m, -1, GROUP)[hr, hc]  # (hits, GROUP), contiguous reads
+        hit, member = (vals >= thr[hr, None]).nonzero(as_tuple=True)
+        r = hr[hit]
+        self.rows.append(r)
+        self.cols.append(scorer.gallery_rows(base + hc[hit] * GROUP + member))
+        self.vals.append(vals[hit, member])
+        self.chunk.append(torch.full_like(r, c))
+        self.count += torch.bincount(r, minlength=self.m)
+        self.over |= self.count > self.cap
+
+    def flat(self) -> tuple[torch.Tensor, ...]:
+        if not self.rows:
+            e = torch.empty(0, dtype=torch.int64, device=self.count.device)
+            return e, e, torch.empty(0, device=self.count.device), e
+        return (torch.cat(self.rows), torch.cat(self.cols), torch.cat(self.vals),
+                torch.cat(self.chunk))
+
+
+def _group_max(out: torch.Tensor) -> torch.Tensor:
+    """Maximum of each run of ``GROUP`` adjacent columns: ``(m, n) -> (m, n / GROUP)``."""
+    return F.max_pool1d(out[:, None, :], GROUP).squeeze(1)
+
+
+def _threshold_pass(scorer: Scorer, gallery: torch.Tensor, queries: torch.Tensor, k: int,
+                    query_block: int, cap: int, timing: dict[str, float],
+                    gemm_threads: int | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Exact top-``k`` of ``queries``: (indices, float64 scores, overflow mask).
+
+    Rows whose candidate set grew beyond ``cap`` per query (masses of near-equal scores
+    at the ``k``-th place) are flagged in the overflow mask and left for a more precise
+    scorer. See the module docstring for why the result is exact.
+    """
+    nq, dev = queries.shape[0], queries.device
+    out_idx = torch.full((nq, k), -1, dtype=torch.int64, device=dev)
+    out_sc = torch.full((nq, k), -math.inf, dtype=torch.float64, device=dev)
+    overflow = torch.zeros(nq, dtype=torch.bool, device=dev)
+    clock = {"gemm": 0.0, "select": 0.0, "rerank": 0.0}
+    if scorer.chunk % (GROUP * GROUP):
+        raise ValueError(f"gallery chunk must be a multiple of {GROUP * GROUP}")
+    gnorm_max = float(scorer.norm.max()) if scorer.size else 0.0
+    pre = min(PRE_CHUNKS, scorer.num_chunks)
+    for qs in range(0, nq, query_block):
+        qb = queries[qs: qs + query_block]
+        m = qb.shape[0]
+        prep = scorer.prepare_queries(qb)
+        beta32 = (dot_rounding_bound(qb.shape[1], U_FP32) + 2 * U_FP32) * qb.double().norm(dim=1) * gnorm_max
+        # Bounds in kernel units: of the whole gallery, and of each chunk.
+        whole = scorer.row_bound(prep) / prep.scale
+        chunk_b = torch.stack([scorer.row_bound(prep, c) / prep.scale for c in range(scorer.num_chunks)])
+        best = torch.full((m, k), -math.inf, device=dev)  # k largest values of distinct items
+        lower = torch.full((m,), -math.inf, dtype=torch.float64, device=dev)  # ≤ k-th exact score
+        coll = _Collector(m, cap, dev)
+        held: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+        top_v: list[torch.Tensor] = []
+        top_i: list[torch.Tensor] = []
+
+        for c in range(scorer.num_chunks):
+            t0 = time.perf_counter()
+            with torch_threads(gemm_threads):
+                out = scorer.scores(prep, c)
+            t1 = time.perf_counter()
+            gmax = _group_max(out)
+            held.append((c, out, gmax))
+            # ``best`` only ever merges values of distinct items (each chunk's own top
+            # values, or maxima of disjoint column sets), so its k-th entry never exceeds
+            # the k-th largest approximate score.
+            if c < pre:
+                # Hold the first chunks; their 2k best items, scored exactly, give a lower
+                # bound of the k-th exact score before anything is collected.
+                v, i = out.topk(min(2 * k, out.shape[1]), dim=1)
+                best = torch.cat([best, v], 1).topk(k, dim=1).values
+                top_v.append(v)
+                top_i.append(scorer.gallery_rows(i + scorer.chunk_range(c)[0]))
+                if c < pre - 1:
+                    clock["gemm"] += t1 - t0
+                    clock["select"] += time.perf_counter() - t1
+                    continue
+                _, pos = torch.cat(top_v, 1).topk(min(2 * k, sum(x.shape[1] for x in top_v)), dim=1)
+                cand = torch.cat(top_i, 1).gather(1, pos)
+                rows = torch.arange(m, device=dev)[:, None].expand_as(cand).reshape(-1)
+                ex = pair_dot(qb, gallery, rows, cand.reshape(-1), torch.float32).double()
+                lower = (ex.view(m, -1) - beta32[:, None]).topk(k, dim=1).values[:, -1]
+            else:
+                coarse = gmax.view(m, GROUP, -1).amax(dim=1)  # maxima of disjoint column sets
+                best = torch.cat([best, coarse], 1).topk(k, dim=1).values
+            # Drop items strictly below the k-th exact score: t + β_chunk < max(lower,
+            # L − β_all), with L a lower bound of the k-th largest approximate score.
+            floor = torch.maximum(lower / prep.scale, best[:, -1].double() - whole)
+            for hc, hout, hg in held:
+                coll.add(hout, hg, _threshold(floor - chunk_b[hc]), scorer.chunk_range(hc)[0], scorer, hc)
+            held.clear()
+            clock["gemm"] += t1 - t0
+            clock["select"] += time.perf_counter() - t1
+        t2 = time.perf_counter()
+        r, c, v, ch = coll.flat()
+        over = coll.over
+        overflow[qs: qs + m] = over
+        floor = torch.maximum(lower / prep.scale, best[:, -1].double() - whole)
+        keep = (v >= _threshold(floor[r] - chunk_b[ch, r])) & ~over[r]
+        r, c, v = r[keep], c[keep], v[keep]
+        if r.numel():  # (every row overflowed otherwise)
+            # The k-th largest exact score among each row's 2k best approximate items is a
+            # lower bound of its k-th exact score.
+            a = row_topk(r, v, m, 2 * k)
+            ok = a >= 0
+            lo = torch.full((m, 2 * k), -math.inf, dtype=torch.float64, device=dev)
+            ar = torch.arange(m, device=dev)[:, None].expand_as(a)[ok]
+            lo[ok] = pair_dot(qb, gallery, ar, c[a[ok]], torch.float32).double() - beta32[ar]
+            lower = torch.maximum(lower, lo.topk(k, dim=1).values[:, -1])
+            # Survivors: approximate score + proven error still reaches that bound.
+            t = v.double() * prep.scale[r]
+            keep = t + scorer.pair_bound(prep, r, c) >= lower[r] - 1e-12 * (1 + lower[r].abs())
+            timing["candidates"] = timing.get("candidates", 0.0) + float(keep.numel())
+            r, c = r[keep], c[keep]
+            timing["survivors"] = timing.get("survivors", 0.0) + float(r.numel())
+            best_i, best_s = _exact_topk_of_pairs(qb, gallery, r, c, m, k, gnorm_max)
+            out_idx[qs: qs + m] = best_i
+            out_sc[qs: qs + m] = best_s
+        clock["rerank"] += time.perf_counter() - t2
+    for key, value in clock.items():
+        timing[key] = timing.get(key, 0.0) + value
+    return out_idx.cpu(), out_sc.cpu(), overflow.cpu()
+
+
+def _chunk_size(requested: int, gallery_size: int) -> int:
+    """A chunk size the pass accepts: a multiple of ``GROUP²`` no larger than needed."""
+    unit = GROUP * GROUP
+    need = -(-gallery_size // unit) * unit
+    return max(unit, min(requested // unit * unit, need))
+
+
+def _threshold(x: torch.Tensor) -> torch.Tensor:
+    """A float32 threshold never above the float64 one (relative slack for rounding)."""
+    return (x - 1e-6 * (1.0 + x.abs())).float()
+
+
+def _exhaustive(gallery: torch.Tensor, query: torch.Tensor, k: int, chunk: int = 8192
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top ``k`` of one query by float64 scores of every gallery item (last resort)."""
+    scores = torch.cat([
+        exact_scores(query[None, :], gallery[s: s + chunk][None])[0]
+        for s in range(0, gallery.shape[0], chunk)
+    ])
+    order = torch.argsort(scores, descending=True, stable=True)[:k]
+    return order, scores[order]
+
+
+def exact_search(q: torch.Tensor, g: torch.Tensor, k: int, *, precision: str = "auto",
+                 threads: int | None = None, query_block: int | None = None,
+                 gallery_chunk: int | None = None, cap: int = 4096, device: str = "cpu",
+                 scorer: Scorer | None = None, aux_threads: int | None = 1) -> SearchResult:
+    """Exact top-``k`` by a low-precision pass and exact re-ranking (module docstring).
+
+    Args:
+        q, g: float32 CPU tensors ``(Q, D)`` and ``(G, D)``.
+        precision: candidate precision ``"int8" | "bf16" | "fp32" | "auto"``.
+        threads: intra-op threads (``None``: PyTorch's current setting).
+        query_block, gallery_chunk: tile sizes (defaults tuned per precision).
+        cap: candidates per query beyond which a query is passed to a more precise scorer.
+        device: where the candidate pass runs (``"cuda"`` moves both matrices there).
+        scorer: a prepared scorer to reuse (its gallery must be ``g``).
+        aux_threads: threads for everything but the GEMMs (``None``: same as ``threads``).
+            The selection and re-ranking are many small operations; on one thread they
+            avoid waking a thread team for each, which costs a lot on a busy machine.
+    """
+    dev = torch.device(device)
+    if precision == "auto":
+        precision = default_precision(dev)
+    if precision not in SCORERS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {sorted(SCORERS)} or 'auto'")
+    if precision == "int8" and (dev.type != "cpu" or not int8_available()):
+        raise ValueError("precision 'int8' needs the x86 oneDNN int8 kernel on the CPU")
+    stats: dict[str, Any] = {"backend": "exact", "precision": precision, "queries": int(q.shape[0])}
+    nq, ng = q.shape[0], g.shape[0]
+    gemm_threads = threads if threads is not None else torch.get_num_threads()
+    aux = aux_threads if aux_threads is not None else gemm_threads
+    with torch_threads(aux), torch.inference_mode():
+        if ng <= SMALL_GALLERY or nq == 0:
+            idx_l, sc_l = [], []
+            for s in range(0, nq, 64):
+                qb = q[s: s + 64]
+                ex = exact_scores(qb, g[None].expand(qb.shape[0], ng, g.shape[1]))
+                bi, bs = sort_candidates(ex, torch.arange(ng)[None].expand(qb.shape[0], ng), k)
+                idx_l.append(bi)
+                sc_l.append(bs)
+            idx = torch.cat(idx_l) if idx_l else torch.empty((0, k), dtype=torch.int64)
+            sc = torch.cat(sc_l) if sc_l else torch.empty((0, k), dtype=torch.float64)
+            stats.update(precision="float64", overflow=0, exhaustive=0)
+            return SearchResult(idx.numpy(), sc.float().numpy(), stats)
+
+        qd, gd = (q.to(dev), g.to(dev)) if dev.type == "cuda" else (q, g)
+        block = query_block or (1024 if precision == "int8" else 512)
+        chunk = gallery_chunk or (4096 if precision == "int8" else 8192)
+        chunk = _chunk_size(chunk, ng)
+        t0 = time.perf_counter()
+        if scorer is None:
+            scorer = (Int8Scorer(gd, chunk=chunk, query_block=block) if precision == "int8"
+                      else SCORERS[precision](gd, chunk=chunk))
+        timing: dict[str, float] = {"prepare": time.perf_counter() - t0}
+        idx, sc, over = _threshold_pass(scorer, gd, qd, k, block, cap, timing, gemm_threads)
+        todo = over.nonzero().flatten()
+        stats["overflow"] = int(todo.numel())
+        if todo.numel() and precision != "fp32":
+            fp = Fp32Scorer(g, chunk=_chunk_size(8192, ng))
+            i2, s2, o2 = _threshold_pass(fp, g, q[todo], k, 512, cap, timing, gemm_threads)
+            idx[todo], sc[todo] = i2, s2
+            todo = todo[o2]
+        stats["exhaustive"] = int(todo.numel())
+        t3 = time.perf_counter()
+        for t in todo.tolist():
+            idx[t], sc[t] = _exhaustive(g, q[t], k)
+        timing["exhaustive"] = time.perf_counter() - t3
+        for key, v in timing.items():
+            if key in ("candidates", "survivors"):
+                stats[key] = int(v)
+            else:
+                stats[f"{key}_seconds"] = round(v, 3)
+    return SearchResult(idx.numpy(), sc.float().numpy(), stats)

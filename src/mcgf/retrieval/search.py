@@ -1,0 +1,165 @@
+"""Top-k inner-product search with pluggable backends.
+
+``topk_search(queries, gallery, k)`` returns, for every query, the ``k`` gallery items of
+highest inner product (cosine similarity for L2-normalised features), best first, ties
+broken by the lower gallery index. Backends (:data:`BACKENDS`, selected by name):
+
+``exact``
+    :mod:`mcgf.retrieval.exact`: exact for any data, never materialises the score matrix.
+``faiss-flat``
+    ``faiss.IndexFlatIP``: float32 brute force (near-ties within float32 rounding may
+    come out in another order than the exact one).
+``faiss-ivf``
+    ``faiss.IndexIVFFlat``: approximate, for galleries too large for brute force.
+``auto``
+    ``exact`` when a fast low-precision kernel exists here (int8 on x86 CPUs, bf16 on
+    GPUs and bf16-capable CPUs), otherwise ``faiss-flat`` if installed, else ``exact``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from mcgf.retrieval.candidates import default_precision
+
+
+@dataclass
+class SearchResult:
+    """Top-k of every query: ``indices[i, j]`` is the ``j``-th best gallery row of query ``i``.
+
+    ``scores`` are the inner products (float32). ``stats`` says which backend ran and,
+    for the exact backend, the precision, time per stage (``*_seconds``), candidates and
+    re-scored items (totals), and how many queries were redone (``overflow``,
+    ``exhaustive``).
+    """
+
+    indices: np.ndarray
+    scores: np.ndarray
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+Backend = Callable[..., SearchResult]
+BACKENDS: dict[str, Backend] = {}
+
+
+def register_backend(name: str) -> Callable[[Backend], Backend]:
+    """Decorator: make a search function available as ``backend=name``."""
+
+    def deco(fn: Backend) -> Backend:
+        BACKENDS[name] = fn
+        return fn
+
+    return deco
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``threads`` intra-op threads (``None``: leave as is)."""
+    if threads is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(threads)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def as_float_tensor(x: Any, what: str) -> torch.Tensor:
+    """A 2-D float32 CPU tensor view of ``x`` (numpy or torch), checked to be finite."""
+    t = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else torch.as_tensor(x)
+    if t.ndim != 2:
+        raise ValueError(f"{what} must be a 2-D (items x dims) array, got shape {tuple(t.shape)}")
+    t = t.detach().to("cpu", torch.float32).contiguous()
+    if not _all_finite(t):
+        raise ValueError(f"{what} contain NaN or infinite values")
+    return t
+
+
+def _all_finite(t: torch.Tensor, rows: int = 8192) -> bool:
+    """True if every value is finite, checked in slices without copying the matrix.
+
+    A float32 sum is finite when every value is (it may also overflow for huge values, in
+    which case the slice is checked element by element).
+    """
+    for s in range(0, t.shape[0], rows):
+        part = t[s: s + rows]
+        if not bool(torch.isfinite(part.sum())) and not bool(torch.isfinite(part).all()):
+            return False
+    return True
+
+
+def topk_search(queries: Any, gallery: Any, k: int = 10, *, backend: str = "auto",
+                **options: Any) -> SearchResult:
+    """The ``k`` best gallery items of every query by inner product.
+
+    Args:
+        queries: ``(Q, D)`` float features.
+        gallery: ``(G, D)`` float features.
+        k: items per query; when ``k > G`` all ``G`` items are returned.
+        backend: a name of :data:`BACKENDS`.
+        **options: passed to the backend (e.g. ``threads``, ``precision``).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown search backend {backend!r}; choose one of {sorted(BACKENDS)}")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    q = as_float_tensor(queries, "query features")
+    g = as_float_tensor(gallery, "gallery features")
+    if q.shape[1] != g.shape[1]:
+        raise ValueError(f"query features have {q.shape[1]} dims but gallery features {g.shape[1]}")
+    if g.shape[0] == 0:
+        raise ValueError("the gallery is empty")
+    start = time.perf_counter()
+    result = BACKENDS[backend](q, g, min(k, g.shape[0]), **options)
+    result.stats.setdefault("backend", backend)
+    result.stats["seconds"] = time.perf_counter() - start
+    return result
+
+
+@register_backend("auto")
+def _auto(q: torch.Tensor, g: torch.Tensor, k: int, **options: Any) -> SearchResult:
+    from mcgf.retrieval import faiss_backend
+
+    device = torch.device(options.get("device", "cpu"))
+    fast = device.type == "cuda" or default_precision(device) != "fp32"
+    if fast or not faiss_backend.available():
+        result = _exact(q, g, k, **options)
+    else:
+        options.pop("precision", None)
+        options.pop("device", None)
+        result = faiss_backend.flat_search(q, g, k, **options)
+    result.stats["backend"] = f"auto -> {result.stats['backend']}"
+    return result
+
+
+@register_backend("exact")
+def _exact(q: torch.Tensor, g: torch.Tensor, k: int, **options: Any) -> SearchResult:
+    from mcgf.retrieval.exact import exact_search
+
+    return exact_search(q, g, k, **options)
+
+
+
+
+
+@register_backend("faiss-flat")
+def _faiss_flat(q: torch.Tensor, g: torch.Tensor, k: int, **options: Any) -> SearchResult:
+    from mcgf.retrieval import faiss_backend
+
+    return faiss_backend.flat_search(q, g, k, **options)
+
+
+@register_backend("faiss-ivf")
+def _faiss_ivf(q: torch.Tensor, g: torch.Tensor, k: int, **options: Any) -> SearchResult:
+    from mcgf.retrieval import faiss_backend
+
+    return faiss_backend.ivf_search(q, g, k, **options)

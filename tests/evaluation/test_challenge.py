@@ -1,0 +1,109 @@
+"""160k answer files: validation, atomic writing, zip layout and scoring."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mcgf.errors import UserError
+from mcgf.evaluation.challenge import (
+    answer_rows,
+    parse_answer_text,
+    read_answer,
+    score_answer,
+    write_answer,
+)
+
+STEMS = [f"g{i:02d}" for i in range(15)]
+
+
+def rows_for(n: int, seed: int = 0) -> list[list[str]]:
+    rng = np.random.default_rng(seed)
+    return [list(rng.choice(STEMS, 10, replace=False)) for _ in range(n)]
+
+
+def test_write_answer_txt_and_zip(tmp_path: Path) -> None:
+    rows = rows_for(4)
+    txt, zp = write_answer(tmp_path, rows, num_queries=4, gallery_stems=STEMS)
+    raw = txt.read_bytes()
+    assert b"\r" not in raw and raw.endswith(b"\n") and raw.count(b"\n") == 4
+    assert raw.split(b"\n")[0].split(b"\t") == [s.encode() for s in rows[0]]
+    with zipfile.ZipFile(zp) as zf:
+        assert zf.namelist() == ["answer.txt"]
+        assert zf.read("answer.txt") == raw
+    assert read_answer(zp) == rows and read_answer(txt) == rows
+    # identical answers give byte-identical zips
+    first = zp.read_bytes()
+    write_answer(tmp_path, rows, num_queries=4, gallery_stems=STEMS)
+    assert zp.read_bytes() == first
+    write_answer(tmp_path / "sp", rows, num_queries=4, gallery_stems=STEMS, separator="space")
+    assert (tmp_path / "sp" / "answer.txt").read_text().split("\n")[0] == " ".join(rows[0])
+
+
+@pytest.mark.parametrize("problem", ["count", "short", "duplicate", "unknown"])
+def test_invalid_answers_write_nothing(tmp_path: Path, problem: str) -> None:
+    rows = rows_for(3)
+    n = 3
+    if problem == "count":
+        n = 4
+    elif problem == "short":
+        rows[1] = rows[1][:9]
+    elif problem == "duplicate":
+        rows[2][5] = rows[2][0]
+    else:
+        rows[0][3] = "nope"
+    with pytest.raises(UserError):
+        write_answer(tmp_path / "out", rows, num_queries=n, gallery_stems=STEMS)
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_score_answer_values(tmp_path: Path) -> None:
+    # true item at rank 0, 3, 9 and absent -> R@1 25, R@5 50, R@10 75,
+    # AP = (1 + 1/8 + 1/20 + 0) / 4
+    rows = rows_for(4, seed=1)
+    truth = []
+    for i, r in enumerate([0, 3, 9, None]):
+        true = next(s for s in STEMS if s not in rows[i]) if r is None else rows[i][r]
+        truth.append(f"q{i}.jpeg\t{true}\n")
+    gt = tmp_path / "gt.txt"
+    gt.write_text("".join(truth))
+    ans = tmp_path / "answer.txt"
+    ans.write_text("".join(" ".join(r) + "\r\n" for r in rows))  # space + CRLF accepted
+    d = score_answer(ans, gt).as_dict()
+    assert d["R@1"] == pytest.approx(25.0) and d["R@5"] == pytest.approx(50.0)
+    assert d["R@10"] == pytest.approx(75.0)
+    assert d["AP"] == pytest.approx(100 * (1 + 1 / 8 + 1 / 20) / 4)
+    # names-file order differs from the ground-truth order: matched by name (stem too)
+    names = tmp_path / "names.txt"
+    names.write_text("q3\nq2.jpeg\nq1.jpeg\nq0.jpeg\n")
+    reordered = tmp_path / "answer2.txt"
+    reordered.write_text("".join("\t".join(r) + "\n" for r in rows[::-1]))
+    assert score_answer(reordered, gt, names_file=names).as_dict() == d
+
+
+def test_score_answer_errors(tmp_path: Path) -> None:
+    gt = tmp_path / "gt.txt"
+    gt.write_text("a.jpeg\tg01\nb.jpeg\tg02\n")
+    ans = tmp_path / "answer.txt"
+    ans.write_text("\t".join(STEMS[:10]) + "\n")
+    with pytest.raises(UserError, match="1 lines but there are 2"):
+        score_answer(ans, gt)
+    bad_zip = tmp_path / "answer.zip"
+    bad_zip.write_bytes(b"PK junk")
+    with pytest.raises(UserError, match="zip"):
+        score_answer(bad_zip, gt)
+    with pytest.raises(UserError, match="does not exist"):
+        score_answer(tmp_path / "missing.txt", gt)
+    bad_gt = tmp_path / "bad_gt.txt"
+    bad_gt.write_text("only-one-column\n")
+    with pytest.raises(UserError, match="line 1"):
+        score_answer(ans, bad_gt)
+
+
+def test_answer_rows_and_parse() -> None:
+    rows = answer_rows(np.array([[2, 0, 1]]), ["a", "b", "c"])
+    assert rows == [["c", "a", "b"]]
+    assert parse_answer_text("a b\tc\n\n") == [["a", "b", "c"]]

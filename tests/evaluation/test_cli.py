@@ -1,0 +1,158 @@
+"""``mcgf evaluate`` and ``mcgf predict`` end to end on tiny datasets made here."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mcgf.cli.main import main
+from mcgf.data.layout import load_university1652
+from mcgf.evaluation.features import extract_features
+from mcgf.evaluation.university import Condition, evaluate_university, mean_over_conditions
+from mcgf.models import build_embedder
+from tests.retrieval.test_metrics import naive_query
+
+COMMON = ["--workers", "0", "--quiet", "--device", "cpu"]
+
+
+def naive_direction(root: Path, qfolder: str, gfolder: str) -> dict[str, float]:
+    """R@1 / AP / no-match count computed independently of the ranking code."""
+    data = load_university1652(root, splits=("test",))
+    emb = build_embedder("thumbnail")
+    q = data.folder("test", qfolder).records()
+    g = data.folder("test", gfolder).records()
+    qf = extract_features(q, emb, progress=False, device="cpu").features.astype(np.float64)
+    gf = extract_features(g, emb, progress=False, device="cpu").features.astype(np.float64)
+    firsts, aps = [], []
+    for i, rec in enumerate(q):
+        s = gf @ qf[i]
+        order = sorted(range(len(g)), key=lambda j: (-s[j], j))
+        f, ap = naive_query([g[j].label for j in order], rec.label)
+        firsts.append(f)
+        aps.append(ap)
+    n = len(q)
+    return {"R@1": 100 * sum(f == 0 for f in firsts) / n, "AP": 100 * sum(aps) / n,
+            "no_match": sum(f < 0 for f in firsts), "n": n}
+
+
+def test_evaluate_matches_naive_metrics(tiny_u1652: Path, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "ev"
+    assert main(["evaluate", str(tiny_u1652), "--out", str(out), *COMMON]) == 0
+    printed = capsys.readouterr().out
+    assert "| clean | drone->satellite |" in printed and "metrics.json" in printed
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["protocol"] == "university-1652"
+    rows = {r["direction"]: r["metrics"] for r in report["results"]}
+    for direction, (qf, gf) in {"drone->satellite": ("query_drone", "gallery_satellite"),
+                                "satellite->drone": ("query_satellite", "gallery_drone")}.items():
+        expect = naive_direction(tiny_u1652, qf, gf)
+        m = rows[direction]
+        assert m["R@1"] == pytest.approx(expect["R@1"]) and m["AP"] == pytest.approx(expect["AP"])
+        assert m["queries_without_match"] == expect["no_match"] and m["num_queries"] == expect["n"]
+    d2s = rows["drone->satellite"]
+    assert d2s["queries_without_match"] == 3 and d2s["gallery_size"] == 5  # distractor kept
+    assert (out / "metrics.md").read_text().count("| clean |") == 2
+    assert any(out.joinpath("feature-cache").iterdir())
+
+
+def test_evaluate_exclude_policy_changes_denominator(tiny_u1652: Path, tmp_path: Path) -> None:
+    args = [str(tiny_u1652), "--directions", "d2s", *COMMON]
+    assert main(["evaluate", *args, "--out", str(tmp_path / "a")]) == 0
+    assert main(["evaluate", *args, "--out", str(tmp_path / "b"), "--no-match", "exclude"]) == 0
+    a = json.loads((tmp_path / "a" / "metrics.json").read_text())["results"][0]["metrics"]
+    b = json.loads((tmp_path / "b" / "metrics.json").read_text())["results"][0]["metrics"]
+    assert b["R@1"] == pytest.approx(a["R@1"] * 15 / 12) and b["queries_in_mean"] == 12
+
+
+def test_evaluate_prerendered_wx(tiny_u1652: Path, tmp_path: Path) -> None:
+    wx = tmp_path / "wx"
+    shutil.copytree(tiny_u1652 / "test" / "query_drone", wx / "normal")
+    shutil.copytree(tiny_u1652 / "test" / "query_drone", wx / "zz_custom")
+    out = tmp_path / "ev"
+    assert main(["evaluate", str(tiny_u1652), "--wx-dir", str(wx), "--directions", "d2s",
+                 "--out", str(out), *COMMON]) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["protocol"] == "university-wx"
+    assert [r["condition"] for r in report["results"]] == ["normal", "zz_custom"]
+    assert report["mean"][0]["metrics"]["R@1"] == pytest.approx(report["results"][0]["metrics"]["R@1"])
+
+
+def test_on_the_fly_weather_rows(tiny_u1652: Path) -> None:
+    pytest.importorskip("mcgf.weather")
+    from mcgf.evaluation.university import on_the_fly_conditions
+
+    emb = build_embedder("thumbnail")
+    conds = on_the_fly_conditions(["normal", "dark"], seed=3)
+    from mcgf.evaluation.university import ExtractOptions
+
+    opts = ExtractOptions(progress=False, device="cpu")
+    rows = evaluate_university(tiny_u1652, emb, directions=["drone->satellite"], conditions=conds,
+                               options=opts)
+    clean = evaluate_university(tiny_u1652, emb, directions=["drone->satellite"], options=opts)
+    assert rows[0].metrics["AP"] == pytest.approx(clean[0].metrics["AP"])  # normal == clean
+    mean = mean_over_conditions(rows)[0].metrics
+    assert mean["AP"] == pytest.approx((rows[0].metrics["AP"] + rows[1].metrics["AP"]) / 2)
+    assert isinstance(conds[1], Condition) and conds[1].transform_id.startswith("weather:dark")
+
+
+def test_evaluate_user_errors_are_one_line(tmp_path: Path, tiny_u1652: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    cases = [
+        ["evaluate", str(tmp_path / "missing")],
+        ["evaluate", str(tiny_u1652), "--directions", "up"],
+        ["evaluate", str(tiny_u1652), "--embedder", "nope"],
+        ["evaluate", str(tiny_u1652), "--embedder-arg", "grid"],
+        ["evaluate", str(tiny_u1652), "--embedder-arg", "colour=3"],
+        ["evaluate", str(tiny_u1652), "--batch-size", "x"],
+        ["evaluate", str(tiny_u1652), "--checkpoint", str(tmp_path / "none.pt")],
+        ["evaluate", str(tiny_u1652), "--wx-dir", str(tmp_path / "nowx")],
+    ]
+    for argv in cases:
+        assert main([*argv, "--out", str(tmp_path / "o"), *COMMON]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("mcgf: error:") and "Traceback" not in err
+    assert not (tmp_path / "o" / "metrics.json").exists()
+
+
+def test_predict_writes_valid_answer_and_scores(tiny_160k: tuple[Path, Path], tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    root, gt = tiny_160k
+    out = tmp_path / "pred"
+    assert main(["predict", str(root), "--out", str(out), "--ground-truth", str(gt), *COMMON]) == 0
+    printed = capsys.readouterr().out
+    lines = (out / "answer.txt").read_text().splitlines()
+    names = (root / "query_drone_name.txt").read_text().split()
+    stems = {p.stem for p in (root / "gallery_satellite_160k").iterdir()}
+    assert len(lines) == len(names)
+    for line in lines:
+        parts = line.split("\t")
+        assert len(parts) == 10 and len(set(parts)) == 10 and set(parts) <= stems
+    score = json.loads((out / "score.json").read_text())
+    assert "R@1" in printed and 0 <= score["R@1"] <= 100
+    # the queries are noisy copies of their tiles: the thumbnail finds most of them
+    assert score["R@10"] == 100.0 and score["R@1"] >= 50.0
+    # --score-only gives the same numbers from the zip
+    assert main(["predict", "--score-only", str(out / "answer.zip"), "--ground-truth", str(gt)]) == 0
+    assert f"R@1 {score['R@1']:.2f}" in capsys.readouterr().out
+
+
+def test_predict_user_errors(tiny_160k: tuple[Path, Path], tmp_path: Path,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    root, _gt = tiny_160k
+    out = tmp_path / "p"
+    cases = [
+        ["predict", "--out", str(out)],
+        ["predict", str(tmp_path), "--out", str(out)],
+        ["predict", "--score-only", str(tmp_path / "a.txt")],
+        ["predict", str(root), "--names", str(tmp_path / "none.txt"), "--out", str(out)],
+    ]
+    for argv in cases:
+        assert main([*argv, *COMMON]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (out / "answer.txt").exists()

@@ -1,0 +1,128 @@
+"""Feature extraction: flip TTA, normalisation, the cache and bad images."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mcgf.data.layout import ImageRecord
+from mcgf.errors import ImageReadError
+from mcgf.evaluation.cache import cache_key, file_fingerprint
+from mcgf.evaluation.features import Preprocess, extract_features
+
+
+class LeftRight:
+    """Not flip-invariant: feature = (mean of left half, mean of right half, 1)."""
+
+    identity = "left-right-test"
+    input_size = (8, 8)
+    mean = (0.0, 0.0, 0.0)
+    std = (1.0, 1.0, 1.0)
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        left = images[..., :4].mean(dim=(1, 2, 3))
+        right = images[..., 4:].mean(dim=(1, 2, 3))
+        return torch.stack([left, right, torch.ones_like(left)], dim=1)
+
+
+def write(path: Path, left: int, right: int) -> ImageRecord:
+    arr = np.zeros((8, 8, 3), np.uint8)
+    arr[:, :4] = left
+    arr[:, 4:] = right
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+    return ImageRecord(path, 1, "drone")
+
+
+def test_flip_tta_sums_then_normalises(tmp_path: Path) -> None:
+    recs = [write(tmp_path / "a" / "x.png", 255, 0), write(tmp_path / "a" / "y.png", 51, 102)]
+    emb = LeftRight()
+    plain = extract_features(recs, emb, flip=False, progress=False, device="cpu")
+    tta = extract_features(recs, emb, flip=True, progress=False, device="cpu")
+    expect_plain = np.array([[1.0, 0.0, 1.0], [0.2, 0.4, 1.0]])
+    expect_plain /= np.linalg.norm(expect_plain, axis=1, keepdims=True)
+    assert np.allclose(plain.features, expect_plain, atol=1e-5)
+    # flip swaps the halves: sum = (l + r, l + r, 2)
+    expect_tta = np.array([[1.0, 1.0, 2.0], [0.6, 0.6, 2.0]])
+    expect_tta /= np.linalg.norm(expect_tta, axis=1, keepdims=True)
+    assert np.allclose(tta.features, expect_tta, atol=1e-5)
+    assert plain.valid.all() and not plain.from_cache
+
+
+def test_cache_hit_and_invalidation(tmp_path: Path) -> None:
+    recs = [write(tmp_path / "d" / f"{i}.png", 10 * i, 200 - 10 * i) for i in range(5)]
+    cache = tmp_path / "cache"
+    emb = LeftRight()
+    first = extract_features(recs, emb, batch_size=2, cache_dir=cache, progress=False, device="cpu")
+    calls = emb.calls
+    again = extract_features(recs, emb, batch_size=2, cache_dir=cache, progress=False, device="cpu")
+    assert again.from_cache and emb.calls == calls
+    assert np.array_equal(first.features, again.features)
+    assert not [p for p in os.listdir(cache) if p.endswith(".tmp")]
+    # a different TTA setting is a different entry
+    other = extract_features(recs, emb, flip=False, cache_dir=cache, progress=False, device="cpu")
+    assert not other.from_cache
+    # changing one image (content, size and time) misses the cache and recomputes it
+    write(recs[2].path, 255, 255)
+    st = os.stat(recs[2].path)
+    os.utime(recs[2].path, ns=(st.st_atime_ns, st.st_mtime_ns + 10_000_000))
+    changed = extract_features(recs, emb, batch_size=2, cache_dir=cache, progress=False, device="cpu")
+    assert not changed.from_cache
+    assert not np.allclose(changed.features[2], first.features[2])
+    assert np.allclose(changed.features[[0, 1, 3, 4]], first.features[[0, 1, 3, 4]])
+
+
+def test_cache_key_depends_on_every_ingredient(tmp_path: Path) -> None:
+    p = write(tmp_path / "k.png", 1, 2).path
+    files = file_fingerprint([p])
+    base = cache_key(embedder="a", preprocess="p", files=files)
+    assert base == cache_key(embedder="a", preprocess="p", files=files)
+    assert base != cache_key(embedder="b", preprocess="p", files=files)
+    assert base != cache_key(embedder="a", preprocess="q", files=files)
+    assert base != cache_key(embedder="a", preprocess="p", files=files, extra={"flip": True})
+    assert base != cache_key(embedder="a", preprocess="p", files=[*files, *files])
+
+
+def test_bad_images_stop_or_skip(tmp_path: Path) -> None:
+    good = write(tmp_path / "c" / "ok.png", 100, 100)
+    bad_path = tmp_path / "c" / "bad.jpg"
+    bad_path.write_bytes(b"not an image")
+    bad = ImageRecord(bad_path, 1, "drone")
+    with pytest.raises(ImageReadError, match=r"bad\.jpg"):
+        extract_features([good, bad], LeftRight(), progress=False, device="cpu")
+    fs = extract_features([good, bad, good], LeftRight(), on_bad_image="skip", progress=False, device="cpu")
+    assert fs.valid.tolist() == [True, False, True] and fs.num_skipped == 1
+    assert np.all(fs.features[1] == 0) and np.allclose(np.linalg.norm(fs.features[0]), 1.0)
+
+
+def test_transform_runs_before_resize_and_needs_an_id(tmp_path: Path) -> None:
+    rec = write(tmp_path / "t" / "a.png", 0, 0)
+    seen = []
+
+    def invert(img: np.ndarray, key: str) -> tuple[np.ndarray, str]:
+        seen.append((img.shape, key))
+        return 255 - img, "inverted"
+
+    with pytest.raises(ValueError):
+        extract_features([rec], LeftRight(), transform=invert, progress=False)
+    fs = extract_features([rec], LeftRight(), transform=invert, transform_id="invert",
+                          flip=False, progress=False, device="cpu")
+    assert seen == [((8, 8, 3), rec.key)]
+    assert np.allclose(fs.features[0], np.array([1, 1, 1]) / np.sqrt(3), atol=1e-5)
+
+
+def test_preprocess_resizes_and_normalises() -> None:
+    pre = Preprocess((4, 6), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    x = pre(Image.new("RGB", (10, 10), (255, 0, 255)))
+    assert x.shape == (3, 4, 6)
+    assert torch.allclose(x[0], torch.ones(4, 6)) and torch.allclose(x[1], -torch.ones(4, 6))
+    assert "resize4x6" in pre.describe()
