@@ -14,6 +14,14 @@ def test_demo_generates_checks_and_reuses(tmp_path: Path, capsys: pytest.Capture
     assert main(["demo", "--out", str(out), "--config", str(cfg), "--workers", "1"]) == 0
     text = capsys.readouterr().out
     assert "OK: the dataset can be used" in text
+    import json
+
+    metrics = json.loads((out / "eval-thumbnail" / "metrics.json").read_text())
+    assert metrics["embedder"].startswith("thumbnail")
+    conditions = {r["condition"] for r in metrics["results"]}
+    assert len(conditions) == 10 and "fog" in conditions
+    assert {r["direction"] for r in metrics["mean"]} == {"drone->satellite", "satellite->drone"}
+    assert "| mean | drone->satellite |" in text
     assert (out / "data" / "University-Release" / "train" / "drone" / "0001").is_dir()
     stamp = (out / "data" / "metadata.json").stat().st_mtime_ns
     assert main(["demo", "--out", str(out), "--config", str(cfg), "--workers", "1"]) == 0
