@@ -1,0 +1,280 @@
+"""Batched weather with torch, on CPU or GPU tensors, from the same per-image plans.
+
+:func:`apply_weather_batch` samples one :class:`~mcgf.weather.plan.WeatherPlan` per image
+(NumPy, on the host; plans can also be sampled in DataLoader workers and passed in) and
+renders them with torch ops vectorised over the batch: images are grouped by condition,
+and within a group every stage runs once for all its images (particle layers are
+processed layer index by layer index, with per-image kernels through grouped
+convolutions and per-image geometry through ``grid_sample``). The maths mirrors the
+OpenCV renderer step for step, so a batch gives the pixels :func:`~mcgf.weather.apply_weather`
+gives for each image, up to interpolation rounding (a grey level or two, mostly where
+the uint8 path rounds in an 8-bit colour space). Canvas and kernel sizes never depend on
+which other images share the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mcgf.weather.blur import MotionBlurStage
+from mcgf.weather.colorspace import SPACES, adjust_brightness
+from mcgf.weather.conditions import check_condition, check_dark_variant
+from mcgf.weather.fog import CloudStage
+from mcgf.weather.kernels import pad_kernel
+from mcgf.weather.particles import RAIN_GREY, RAIN_OPACITY, RainStage, SnowStage
+from mcgf.weather.photometric import PhotometricStage
+from mcgf.weather.plan import WeatherPlan, sample_plan
+
+
+def sample_plans(
+    conditions: Sequence[str],
+    *,
+    seeds: Sequence[int],
+    keys: Sequence[str],
+    height: int,
+    width: int,
+    dark_variant: str = "train",
+) -> list[WeatherPlan]:
+    """One plan per image (the host-side half of :func:`apply_weather_batch`)."""
+    return [
+        sample_plan(c, seed=s, key=k, height=height, width=width, dark_variant=dark_variant)
+        for c, s, k in zip(conditions, seeds, keys, strict=True)
+    ]
+
+
+def apply_weather_batch(
+    images: torch.Tensor,
+    conditions: str | Sequence[str],
+    *,
+    seed: int | Sequence[int],
+    keys: Sequence[str],
+    dark_variant: str = "train",
+    plans: Sequence[WeatherPlan] | None = None,
+) -> torch.Tensor:
+    """Render weather on a batch of RGB images.
+
+    Args:
+        images: (B, 3, H, W) tensor, uint8 (0..255) or floating point (0..1), on any
+            device; the result has the same dtype and device.
+        conditions: one condition for all images or one per image.
+        seed: one seed for all images or one per image.
+        keys: the stable key of each image (e.g. ``ImageRecord.key``).
+        dark_variant: ``"train"`` or ``"test"``.
+        plans: optional pre-sampled plans (e.g. from :func:`sample_plans` in workers);
+            when given, ``conditions``/``seed``/``keys`` are only checked for length.
+    """
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
+    if images.dtype != torch.uint8 and not images.dtype.is_floating_point:
+        raise TypeError(f"images must be uint8 or floating point, got {images.dtype}")
+    b, _, h, w = images.shape
+    conds = [conditions] * b if isinstance(conditions, str) else list(conditions)
+    seeds = [seed] * b if isinstance(seed, (int, np.integer)) else list(seed)  # type: ignore[arg-type]
+    if not (len(conds) == len(seeds) == len(keys) == b):
+        raise ValueError(
+            f"need one condition, seed and key per image: got {len(conds)}, {len(seeds)}, "
+            f"{len(keys)} for {b} images"
+        )
+    for c in conds:
+        check_condition(c)
+    check_dark_variant(dark_variant)
+    if plans is None:
+        plans = sample_plans(conds, seeds=seeds, keys=keys, height=h, width=w,
+                             dark_variant=dark_variant)
+    elif len(plans) != b or any(
+        p.condition != c or (p.height, p.width) != (h, w) for p, c in zip(plans, conds, strict=True)
+    ):
+        raise ValueError("plans must match the images' conditions and size, one per image")
+
+    scale = 1.0 if images.dtype == torch.uint8 else 255.0
+    x = images.to(torch.float32) * scale
+    out = x.clone()
+    groups: dict[str, list[int]] = {}
+    for i, c in enumerate(conds):
+        groups.setdefault(c, []).append(i)
+    for cond, idx in groups.items():
+        if cond == "normal":
+            continue
+        sub = x[idx]
+        stage_lists = [plans[i].stages for i in idx]
+        for s in range(len(stage_lists[0])):
+            stages = [st[s] for st in stage_lists]
+            sub = _RENDERERS[type(stages[0])](sub, stages)
+        out[idx] = sub
+    out = out.clamp_(0.0, 255.0)
+    if images.dtype == torch.uint8:
+        return out.round_().to(torch.uint8)
+    return (out / 255.0).to(images.dtype)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _t(a: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a)).to(like.device)
+
+
+def _stack(arrays: list[np.ndarray], like: torch.Tensor) -> torch.Tensor:
+    return _t(np.stack(arrays).astype(np.float32), like)
+
+
+def _kernels(kernels: list[np.ndarray], like: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+    kh = max(k.shape[0] for k in kernels)
+    kw = max(k.shape[1] for k in kernels)
+    weight = _stack([pad_kernel(k, (kh, kw)) for k in kernels], like)[:, None]
+    return weight, kh, kw
+
+
+def _grouped_filter(canvas: torch.Tensor, weight: torch.Tensor, kh: int, kw: int) -> torch.Tensor:
+    """Per-image 2-D correlation with zero borders (OpenCV's ``filter2D``, constant border)."""
+    n, h, w = canvas.shape
+    out = F.conv2d(canvas.reshape(1, n, h, w), weight, padding=(kh // 2, kw // 2), groups=n)
+    return out.reshape(n, h, w)
+
+
+def _scatter(
+    cells: list[np.ndarray], mass: list[np.ndarray], shape: tuple[int, int], like: torch.Tensor
+) -> torch.Tensor:
+    """Sum each image's particles into its own zeroed canvas of ``shape``."""
+    size = shape[0] * shape[1]
+    offsets = [c.astype(np.int64) + i * size for i, c in enumerate(cells)]
+    canvas = torch.zeros(len(cells) * size, dtype=torch.float32, device=like.device)
+    canvas.index_add_(0, _t(np.concatenate(offsets), like), _t(np.concatenate(mass), like))
+    return canvas.reshape(len(cells), *shape)
+
+
+def _layer_groups(stages: Sequence[RainStage | SnowStage]) -> list[tuple[list[int], list]]:
+    """For each layer index, the images having that layer and their layers."""
+    depth = max((len(s.layers) for s in stages), default=0)
+    out = []
+    for j in range(depth):
+        sel = [i for i, s in enumerate(stages) if len(s.layers) > j]
+        out.append((sel, [stages[i].layers[j] for i in sel]))
+    return out
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def _render_cloud(x: torch.Tensor, stages: list[CloudStage]) -> torch.Tensor:
+    size = x.shape[-2:]
+    alpha = F.interpolate(_stack([s.alpha for s in stages], x)[:, None], size=size,
+                          mode="bicubic", align_corners=False).clamp_(0.0, 1.0)
+    fog = F.interpolate(_stack([s.intensity for s in stages], x)[:, None], size=size,
+                        mode="bicubic", align_corners=False).clamp_(0.0, 255.0)
+    return x + alpha * (fog - x)
+
+
+def _render_rain(x: torch.Tensor, stages: list[RainStage]) -> torch.Tensor:
+    c = stages[0].canvas
+    shape = (c.rows, c.cols)
+    trans = torch.ones(len(stages), *shape, dtype=torch.float32, device=x.device)
+    for sel, layers in _layer_groups(stages):
+        drops = _scatter([lay.cells for lay in layers], [lay.mass for lay in layers], shape, x)
+        gate = F.interpolate(_stack([lay.gate for lay in layers], x)[:, None], size=shape,
+                             mode="bilinear", align_corners=False)[:, 0]
+        weight, kh, kw = _kernels([lay.kernel for lay in layers], x)
+        streaks = _grouped_filter(drops * gate, weight, kh, kw)
+        trans[sel] *= (1.0 - RAIN_OPACITY * streaks).clamp_(min=0.0)
+    inside = trans[:, c.margin_rows : c.margin_rows + c.image_rows, c.margin_x : c.margin_x + c.width]
+    full = F.interpolate(inside[:, None], size=(c.height, c.width), mode="bilinear",
+                         align_corners=False)
+    return (x - RAIN_GREY) * full + RAIN_GREY
+
+
+def _render_snow(x: torch.Tensor, stages: list[SnowStage]) -> torch.Tensor:
+    n, _, h, w = x.shape
+    add = torch.zeros(n, h, w, device=x.device)
+    floor = torch.zeros(n, h, w, device=x.device)
+    for sel, layers in _layer_groups(stages):
+        m = len(sel)
+        gh = np.array([lay.grid_shape[0] for lay in layers])
+        gw = np.array([lay.grid_shape[1] for lay in layers])
+        big = (int(gh.max()), int(gw.max()))
+        cells = [(lay.cells // g) * big[1] + lay.cells % g for lay, g in zip(layers, gw, strict=True)]
+        grid = _scatter(cells, [lay.mass for lay in layers], big, x)
+        weight, kh, kw = _kernels([lay.kernel for lay in layers], x)
+        grid = _grouped_filter(grid, weight, kh, kw).clamp_(0.0, 255.0).round_()
+        # Replicate each grid's own border into the padding, as OpenCV's resize does.
+        rows = torch.minimum(torch.arange(big[0], device=x.device)[None], _t(gh - 1, x)[:, None])
+        cols = torch.minimum(torch.arange(big[1], device=x.device)[None], _t(gw - 1, x)[:, None])
+        grid = grid.gather(1, rows[:, :, None].expand(m, big[0], big[1]))
+        grid = grid.gather(2, cols[:, None, :].expand(m, big[0], big[1]))
+        # Output pixel centre -> own-grid coordinate -> normalised over the padded grid.
+        xs = (torch.arange(w, device=x.device) + 0.5) / w
+        ys = (torch.arange(h, device=x.device) + 0.5) / h
+        gx = xs[None, :] * _t(2.0 * gw / big[1], x)[:, None].float() - 1.0
+        gy = ys[None, :] * _t(2.0 * gh / big[0], x)[:, None].float() - 1.0
+        where = torch.stack(
+            [gx[:, None, :].expand(m, h, w), gy[:, :, None].expand(m, h, w)], dim=-1
+        )
+        streaks = F.grid_sample(grid[:, None], where, mode="bicubic", padding_mode="border",
+                                align_corners=False)[:, 0]
+        level = streaks.round_().clamp_(0.0, 255.0).long().reshape(m, -1)
+        glow = _stack([lay.lut_glow for lay in layers], x).gather(1, level).reshape(m, h, w)
+        gain = torch.tensor([lay.flake_gain for lay in layers], device=x.device).reshape(m, 1, 1)
+        flake = (glow * gain).round_().clamp_(max=255.0)
+        add[sel] = (add[sel] + glow).clamp_(max=255.0)
+        floor[sel] = torch.maximum((floor[sel] + glow).clamp_(max=255.0), flake)
+    return torch.maximum((x + add[:, None]).clamp_(0.0, 255.0), floor[:, None])
+
+
+def _render_photometric(x: torch.Tensor, stages: list[PhotometricStage]) -> torch.Tensor:
+    if stages[0].blend:
+        x = 0.5 * torch.clamp(x + 100.0, max=255.0) + 0.1 * x
+    out = x.clone()
+    for space in SPACES:
+        sel = [i for i, s in enumerate(stages) if s.space == space]
+        if not sel:
+            continue
+
+        def column(values: list[float], sel: list[int] = sel) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.float32, device=x.device).reshape(len(sel), 1, 1)
+
+        mul = column([stages[i].mul for i in sel])
+        add = column([stages[i].add for i in sel])
+        mul_first = column([float(stages[i].mul_first) for i in sel]) > 0.5
+        rgb = x[sel].permute(0, 2, 3, 1) / 255.0
+        res = adjust_brightness(rgb, space, mul, add, mul_first)
+        out[sel] = res.permute(0, 3, 1, 2) * 255.0
+    return out
+
+
+def _normaliser(width: int, height: int) -> np.ndarray:
+    """Pixel coordinates -> grid_sample's [-1, 1] (align_corners=False), as a 3x3 matrix."""
+    return np.array([[2.0 / width, 0, 1.0 / width - 1], [0, 2.0 / height, 1.0 / height - 1],
+                     [0, 0, 1]])
+
+
+def _render_motion_blur(x: torch.Tensor, stages: list[MotionBlurStage]) -> torch.Tensor:
+    n, ch, h, w = x.shape
+    hc = max(s.canvas_shape[0] for s in stages)
+    wc = max(s.canvas_shape[1] for s in stages)
+    to_image, to_canvas = [], []
+    for s in stages:
+        a = np.vstack([s.canvas_to_image, [0, 0, 1]])
+        to_image.append(_normaliser(w, h) @ a @ np.linalg.inv(_normaliser(wc, hc)))
+        to_canvas.append(_normaliser(wc, hc) @ np.linalg.inv(a) @ np.linalg.inv(_normaliser(w, h)))
+    theta = _stack([m[:2] for m in to_image], x)
+    grid = F.affine_grid(theta, [n, ch, hc, wc], align_corners=False)
+    canvas = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    weight, kh, kw = _kernels([s.kernel for s in stages], x)
+    weight = weight.repeat_interleave(ch, dim=0)
+    blurred = F.conv2d(canvas.reshape(1, n * ch, hc, wc), weight, padding=(kh // 2, kw // 2),
+                       groups=n * ch).reshape(n, ch, hc, wc)
+    theta = _stack([m[:2] for m in to_canvas], x)
+    grid = F.affine_grid(theta, [n, ch, h, w], align_corners=False)
+    return F.grid_sample(blurred, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+_RENDERERS: dict[type, Callable[[torch.Tensor, list], torch.Tensor]] = {
+    CloudStage: _render_cloud,
+    RainStage: _render_rain,
+    SnowStage: _render_snow,
+    PhotometricStage: _render_photometric,
+    MotionBlurStage: _render_motion_blur,
+}

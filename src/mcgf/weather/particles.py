@@ -1,0 +1,383 @@
+"""Rain and snow: layers of falling particles, after the recipe's Rain/Snowflakes model.
+
+One layer (the recipe's ``RainLayer`` / ``SnowflakesLayer``):
+
+1. particles ("salt") land on a grid whose pitch grows with the drop/flake size
+   (grid = image × (1 − size)), each with brightness in [127.5, 255], thinned by an
+   8×8 Beta(1, 1 − uniformity) gate;
+2. the grid is upsampled to the image, so a particle becomes a blob of one grid cell;
+3. a motion blur of length ``speed × image size`` at the layer's angle turns blobs into
+   streaks whose weight ramps from 1 at the head to 0 at the tail;
+4. rain: the streak map ``n`` is an opacity ``min(1, 1.3·n/255)`` of grey 240;
+   snow: ``n`` goes through a gamma curve (gain from the size uniformity), then is added
+   (glow, ``0.1 + 20·speed``) and max-blended (flakes, ``1 + 20·speed``) onto the image.
+
+Each rain/snow augmenter of the recipe applies 1–3 such layers; consecutive augmenters of
+one kind form a *stage* here, and layers are composed exactly in closed form so that the
+3-channel image is touched once per stage:
+
+* rain layers are alpha blends towards one grey, so ``n`` layers reduce to one blend with
+  transmittance ``T = Π(1 − a_i)`` (order-free);
+* snow layer ``x → max(min(x + a_i, 255), b_i)`` composes into
+  ``x → max(min(x + A, 255), B)`` with ``A = Σ a_i`` and ``B`` updated as
+  ``B ← max(min(B + a_i, 255), b_i)`` in layer order.
+
+Speed (why not the straightforward route): rain streaks are long (20–30 px) but their
+weight ramps linearly along the streak, so the streak map is smooth along the fall
+direction. Rain is therefore drawn on a canvas whose rows are ~4 px tall (five rows per
+shortest streak) and full-resolution across; drops are placed as sparse points
+(vectorised, no per-drop loop), blurred with a small rasterised line kernel
+(:func:`~mcgf.weather.kernels.line_kernel`) and the stage's transmittance is stretched to
+the image once. Snow flakes are blurred on their own coarse grid before the bicubic
+upsampling (the recipe blurs after it at full resolution, a 4–13 ms dense convolution;
+both are linear, so they commute up to interpolation). The streak is rasterised on that
+grid without anti-aliasing, which keeps flakes as narrow and bright as the recipe's (a
+bilinear line on a 2–10 px grid would widen each flake by a cell and halve the number of
+saturated flake pixels). Per-layer work at full resolution is one bicubic upsampling, a
+table look-up, a scaling and three saturating uint8 operations.
+
+Resolution: the grid pitch, streak length and the recipe's 0.5 px pre-blur of flakes are
+defined at 512 px and scaled by :func:`~mcgf.weather.kernels.scale_factor`; particle counts
+are per grid cell, so a 256 px rendering has the same particles, half as large.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from mcgf.weather.arrays import clip_inplace, expand, owned_float, scalar, scratch, to_uint8
+from mcgf.weather.kernels import line_kernel, scale_factor
+from mcgf.weather.noise import beta_gate, salt_values
+from mcgf.weather.rng import Range, draw, range_max, range_min
+
+#: Rain drop opacity per grey level of the streak map, and the drops' grey level. The
+#: recipe derives the grey from the streak map as ``110 + 130 % sum``, which is 240 unless
+#: the map's first row is nearly empty; 240 is used throughout.
+RAIN_OPACITY = 1.3 / 255.0
+RAIN_GREY = 240.0
+#: Canvas rows per shortest possible streak (see module doc).
+ROWS_PER_STREAK = 5
+#: Resolution of the recipe's density gate over the image.
+GATE_CELLS = 8
+
+
+@dataclass(frozen=True)
+class ParticleParams:
+    """One rain or snow augmenter of the recipe (applies 1–3 layers)."""
+
+    kind: Literal["rain", "snow"]
+    size: Range
+    speed: Range
+    density: Range
+    density_uniformity: tuple[float, float]
+    size_uniformity: Range
+    angle: Range
+    blur_sigma_fraction: Range
+    layers: tuple[int, int] = (1, 3)
+
+
+def rain(drop_size: Range, speed: Range = (0.04, 0.06)) -> ParticleParams:
+    """A rain augmenter of the recipe with the given drop size."""
+    return ParticleParams(
+        "rain", size=drop_size, speed=speed, density=(0.03, 0.14),
+        density_uniformity=(0.8, 1.0), size_uniformity=(0.2, 0.5), angle=(-15.0, 15.0),
+        blur_sigma_fraction=0.001,
+    )
+
+
+def snow(flake_size: Range, speed: Range = (0.007, 0.03)) -> ParticleParams:
+    """A snowflake augmenter of the recipe with the given flake size."""
+    return ParticleParams(
+        "snow", size=flake_size, speed=speed, density=(0.005, 0.075),
+        density_uniformity=(0.3, 0.9), size_uniformity=(0.4, 0.8), angle=(-30.0, 30.0),
+        blur_sigma_fraction=(0.0001, 0.001),
+    )
+
+
+# --------------------------------------------------------------------------- rain
+
+
+@dataclass(frozen=True)
+class StreakCanvas:
+    """Geometry of the rain canvas: full-resolution columns, coarse rows, and margins.
+
+    Canvas column ``c`` is image column ``c - margin_x``; canvas row ``r`` covers image
+    rows ``[(r - margin_rows)·row_pitch, (r - margin_rows + 1)·row_pitch)``.
+    """
+
+    height: int
+    width: int
+    row_pitch: float
+    image_rows: int
+    margin_rows: int
+    margin_x: int
+
+    @property
+    def rows(self) -> int:
+        return self.image_rows + 2 * self.margin_rows
+
+    @property
+    def cols(self) -> int:
+        return self.width + 2 * self.margin_x
+
+
+def streak_canvas(height: int, width: int, params: list[ParticleParams]) -> StreakCanvas:
+    """The rain canvas for an image size; it depends only on the recipe's bounds."""
+    size = max(height, width)
+    shortest = min(range_min(p.speed) for p in params) * size
+    longest = max(range_max(p.speed) for p in params) * size
+    widest = max(max(abs(range_min(p.angle)), abs(range_max(p.angle))) for p in params)
+    drop = scale_factor(height, width) / (1.0 - max(range_max(p.size) for p in params))
+    image_rows = max(1, round(height / max(1.0, shortest / ROWS_PER_STREAK)))
+    pitch = height / image_rows
+    half = longest / 2
+    return StreakCanvas(
+        height=height, width=width, row_pitch=pitch, image_rows=image_rows,
+        margin_rows=math.ceil((half + drop + 2) / pitch),
+        margin_x=math.ceil(half * math.sin(math.radians(widest)) + drop + 2),
+    )
+
+
+@dataclass(frozen=True)
+class RainLayer:
+    """Sampled drops of one layer (flat canvas cells and mass), density gate and kernel."""
+
+    cells: np.ndarray
+    mass: np.ndarray
+    gate: np.ndarray
+    kernel: np.ndarray
+
+
+@dataclass(frozen=True)
+class RainStage:
+    """All rain layers of consecutive rain augmenters, on one canvas."""
+
+    canvas: StreakCanvas
+    layers: tuple[RainLayer, ...]
+
+
+def _sample_rain_layer(
+    rng: np.random.Generator, canvas: StreakCanvas, params: ParticleParams
+) -> RainLayer:
+    size = draw(rng, params.size)
+    angle = draw(rng, params.angle)
+    speed = draw(rng, params.speed)
+    density = draw(rng, params.density)
+    height, width = canvas.height, canvas.width
+    pitch = scale_factor(height, width) / min(max(1.0 - size, 0.001), 1.0)
+    cells_total = canvas.rows * canvas.cols
+    area = cells_total * canvas.row_pitch  # image px² under the canvas
+    n = int(rng.poisson(density * area / pitch**2))
+    # One uniform per drop: its integer part picks the canvas cell (a drop sits at the
+    # centre of its row; rows are much shorter than streaks), the fraction its brightness.
+    u = rng.random(n) * cells_total
+    cells = u.astype(np.int32)
+    mass = salt_values(u - cells) * np.float32(pitch * pitch / canvas.row_pitch)
+    gate = beta_gate(
+        rng,
+        (math.ceil(canvas.rows * canvas.row_pitch * GATE_CELLS / height) + 1,
+         math.ceil(canvas.cols * GATE_CELLS / width) + 1),
+        params.density_uniformity,
+    )
+    # Drops wider than a canvas column (images above 512 px) are thickened in the kernel.
+    kernel = line_kernel(
+        speed * max(height, width), angle, 1.0, 0.0, pitch=(1.0, canvas.row_pitch),
+        footprint=pitch - 1.0 if pitch > 1.25 else 0.0,
+    )
+    return RainLayer(cells=cells, mass=mass, gate=gate, kernel=kernel)
+
+
+def sample_rain(
+    rng: np.random.Generator, height: int, width: int, augmenters: list[ParticleParams]
+) -> RainStage:
+    """Draw the layers of consecutive rain augmenters (1–3 layers each)."""
+    canvas = streak_canvas(height, width, augmenters)
+    layers: list[RainLayer] = []
+    for params in augmenters:
+        count = int(rng.integers(params.layers[0], params.layers[1] + 1))
+        layers.extend(_sample_rain_layer(rng, canvas, params) for _ in range(count))
+    return RainStage(canvas=canvas, layers=tuple(layers))
+
+
+def gate_map(gate: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A gate grid stretched over a canvas of ``shape`` (its nodes span the canvas)."""
+    return cv2.resize(gate, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+
+
+def rain_transmittance(stage: RainStage) -> np.ndarray:
+    """Full-resolution fraction of the image left visible by all drops, Π(1 − a_i).
+
+    Returns a scratch buffer (valid until the next call in this thread).
+    """
+    c = stage.canvas
+    shape = (c.rows, c.cols)
+    trans = scratch("rain.trans", shape)
+    trans.fill(1.0)
+    drops = scratch("rain.drops", shape)
+    streaks = scratch("rain.streaks", shape)
+    for layer in stage.layers:
+        drops.fill(0.0)
+        np.add.at(drops.reshape(-1), layer.cells, layer.mass)
+        cv2.multiply(drops, gate_map(layer.gate, shape), dst=drops)
+        cv2.filter2D(drops, -1, layer.kernel, dst=streaks, borderType=cv2.BORDER_CONSTANT)
+        # 1 - min(1, k·n) = max(0, 1 - k·n)
+        cv2.addWeighted(streaks, -RAIN_OPACITY, streaks, 0.0, 1.0, dst=streaks)
+        cv2.max(streaks, scalar(0.0), dst=streaks)
+        cv2.multiply(trans, streaks, dst=trans)
+    inside = trans[c.margin_rows : c.margin_rows + c.image_rows, c.margin_x : c.margin_x + c.width]
+    out = scratch("rain.trans_full", (c.height, c.width))
+    return cv2.resize(inside, (c.width, c.height), dst=out, interpolation=cv2.INTER_LINEAR)
+
+
+def render_rain(image: np.ndarray, stage: RainStage) -> np.ndarray:
+    """Blend a rain stage over an (H, W, C) image of grey levels (see :func:`owned_float`)."""
+    trans = rain_transmittance(stage)
+    x = owned_float(image)
+    grey = scalar(RAIN_GREY)
+    cv2.subtract(x, grey, dst=x)
+    cv2.multiply(x, expand(trans, x.shape[2]), dst=x)
+    return cv2.add(x, grey, dst=x)
+
+
+# --------------------------------------------------------------------------- snow
+
+
+@dataclass(frozen=True)
+class SnowLayer:
+    """Sampled flakes of one layer on its grid (gated mass), blur kernel and brightness.
+
+    ``lut_glow[n]`` maps the streak map's grey level to the layer's glow (added to the
+    image); its flakes (max-blended) are ``flake_gain`` times brighter, saturating.
+    """
+
+    grid_shape: tuple[int, int]
+    cells: np.ndarray
+    mass: np.ndarray
+    kernel: np.ndarray
+    lut_glow: np.ndarray
+    flake_gain: float
+
+
+@dataclass(frozen=True)
+class SnowStage:
+    """All snow layers of consecutive snowflake augmenters, in application order."""
+
+    layers: tuple[SnowLayer, ...]
+
+
+def snow_grid_shape(height: int, width: int, size: float) -> tuple[int, int]:
+    """Grid of one snow layer: ``(1 − size)`` × the image at 512 px, never finer than it."""
+    pitch = scale_factor(height, width) / min(max(1.0 - size, 0.001), 1.0)
+    return (
+        max(1, min(height, int(height / pitch))),
+        max(1, min(width, int(width / pitch))),
+    )
+
+
+def _sample_snow_layer(
+    rng: np.random.Generator, height: int, width: int, params: ParticleParams
+) -> SnowLayer:
+    size = draw(rng, params.size)
+    uniformity = draw(rng, params.size_uniformity)
+    angle = draw(rng, params.angle)
+    speed = draw(rng, params.speed)
+    sigma_fraction = draw(rng, params.blur_sigma_fraction)
+    density = draw(rng, params.density)
+    scale = scale_factor(height, width)
+    pitch = scale / min(max(1.0 - size, 0.001), 1.0)
+    gh, gw = snow_grid_shape(height, width, size)
+    cell_y, cell_x = height / gh, width / gw
+
+    n = int(rng.poisson(density * (height / pitch) * (width / pitch)))
+    u = rng.random(n) * (gh * gw)
+    cells = u.astype(np.int32)
+    # Mass conservation when the grid had to be clamped to the image (tiny images).
+    mass = salt_values(u - cells) * np.float32(pitch * pitch / (cell_x * cell_y))
+    # The gate is an 8x8 grid stretched over the flake grid (node = cell centre).
+    gate = beta_gate(rng, (GATE_CELLS, GATE_CELLS), params.density_uniformity)
+    mass *= cv2.resize(gate, (gw, gh), interpolation=cv2.INTER_LINEAR).reshape(-1)[cells]
+    # The recipe's pre-blur: sigma = clip(512·fraction, 0.5, 3.75) px at 512 px.
+    sigma = min(max(512 * sigma_fraction, 0.5), 3.75) * scale
+    kernel = line_kernel(
+        speed * max(height, width), angle, 1.0, 0.0, pitch=(cell_x, cell_y), sigma=sigma,
+        antialias=False,
+    )
+    gain = 1.0 + 2.0 * (1.0 - uniformity)
+    base = 255.0 * (np.arange(256) / 255.0) ** gain * (1.0 + 5.0 * (1.0 - uniformity))
+    return SnowLayer(
+        grid_shape=(gh, gw),
+        cells=cells,
+        mass=mass,
+        kernel=kernel,
+        lut_glow=np.clip(np.rint((0.1 + 20 * speed) * base), 0, 255).astype(np.uint8),
+        flake_gain=(1.0 + 20 * speed) / (0.1 + 20 * speed),
+    )
+
+
+def sample_snow(
+    rng: np.random.Generator, height: int, width: int, augmenters: list[ParticleParams]
+) -> SnowStage:
+    """Draw the layers of consecutive snowflake augmenters (1–3 layers each)."""
+    layers: list[SnowLayer] = []
+    for params in augmenters:
+        count = int(rng.integers(params.layers[0], params.layers[1] + 1))
+        layers.extend(_sample_snow_layer(rng, height, width, params) for _ in range(count))
+    return SnowStage(layers=tuple(layers))
+
+
+def snow_streak_map(layer: SnowLayer, height: int, width: int) -> np.ndarray:
+    """Full-resolution uint8 streak map ``n`` of one snow layer."""
+    gh, gw = layer.grid_shape
+    grid = np.zeros(gh * gw, np.float32)
+    np.add.at(grid, layer.cells, layer.mass)
+    grid = cv2.filter2D(grid.reshape(gh, gw), -1, layer.kernel, borderType=cv2.BORDER_CONSTANT)
+    streaks = to_uint8(grid)
+    if (gh, gw) != (height, width):
+        out = scratch("snow.streaks", (height, width), np.uint8)
+        streaks = cv2.resize(streaks, (width, height), dst=out, interpolation=cv2.INTER_CUBIC)
+    return streaks
+
+
+def snow_maps(stage: SnowStage, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Closed form (A, B) of a snow stage: the image becomes ``max(min(x + A, 255), B)``.
+
+    Returns scratch buffers (valid until the next call in this thread).
+    """
+    add = scratch("snow.add", (height, width), np.uint8)
+    floor = scratch("snow.floor", (height, width), np.uint8)
+    glow = scratch("snow.glow", (height, width), np.uint8)
+    flake = scratch("snow.flake", (height, width), np.uint8)
+    add.fill(0)
+    floor.fill(0)
+    for layer in stage.layers:
+        streaks = snow_streak_map(layer, height, width)
+        cv2.LUT(streaks, layer.lut_glow, dst=glow)
+        cv2.convertScaleAbs(glow, dst=flake, alpha=layer.flake_gain)
+        cv2.add(add, glow, dst=add)  # uint8 add saturates: A ≥ 255 acts like 255
+        cv2.add(floor, glow, dst=floor)
+        cv2.max(floor, flake, dst=floor)
+    return add, floor
+
+
+def render_snow(image: np.ndarray, stage: SnowStage) -> np.ndarray:
+    """Apply a snow stage to an (H, W, C) image of grey levels (see :func:`owned_float`).
+
+    uint8 input gives a new uint8 image (saturating arithmetic is exact there).
+    """
+    height, width, channels = image.shape
+    add, floor = snow_maps(stage, height, width)
+    if image.dtype == np.uint8:
+        out = cv2.add(image, expand(add, channels))
+        return cv2.max(out, expand(floor, channels), dst=out)
+    x = owned_float(image)
+    level = scratch("snow.level", (height, width))
+    np.copyto(level, add, casting="unsafe")
+    cv2.add(x, expand(level, channels), dst=x)
+    clip_inplace(x, 0.0, 255.0)
+    np.copyto(level, floor, casting="unsafe")
+    return cv2.max(x, expand(level, channels), dst=x)

@@ -1,0 +1,97 @@
+"""``WeatherTransform``: the dataset-side entry point (picklable, per-image reproducible).
+
+A dataset calls ``transform(image, key)`` with the image's stable key (e.g.
+``ImageRecord.key``) and gets the weathered image and the condition it received. The
+transform holds only plain values, so it pickles into DataLoader workers, and the
+result never depends on which worker renders which image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from mcgf.weather.apply import apply_weather
+from mcgf.weather.conditions import (
+    CONDITIONS,
+    check_condition,
+    check_conditions,
+    check_dark_variant,
+    choose_condition,
+)
+from mcgf.weather.rng import mix_seed
+
+
+class WeatherTransform:
+    """Apply weather to dataset images.
+
+    Args:
+        conditions: ``"random"`` (uniform over all ten), one condition name (always that
+            one), or a sequence of names (uniform over them, in the given order).
+        seed: fixes the choice of condition and every random draw, together with the key.
+        dark_variant: ``"train"`` or ``"test"`` (see :func:`~mcgf.weather.apply_weather`).
+        epoch: optional epoch number mixed into the seed (``set_epoch``) so that training
+            sees fresh weather each epoch while staying reproducible; epoch 0 uses
+            ``seed`` unchanged.
+    """
+
+    def __init__(
+        self,
+        conditions: str | Sequence[str] = "random",
+        seed: int = 0,
+        dark_variant: str = "train",
+        epoch: int = 0,
+    ) -> None:
+        if isinstance(conditions, str):
+            self.conditions: tuple[str, ...] = (
+                CONDITIONS if conditions == "random" else (check_condition(conditions),)
+            )
+        else:
+            self.conditions = check_conditions(conditions)
+        self.seed = int(seed)
+        self.dark_variant = check_dark_variant(dark_variant)
+        self.epoch = int(epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use another epoch's weather (DataLoader workers see it when re-created)."""
+        self.epoch = int(epoch)
+
+    @property
+    def effective_seed(self) -> int:
+        """The seed used for draws: ``seed`` at epoch 0, else a hash of (seed, epoch)."""
+        return self.seed if self.epoch == 0 else mix_seed(self.seed, "epoch", self.epoch)
+
+    def condition_for(self, key: str) -> str:
+        """The condition image ``key`` receives."""
+        if len(self.conditions) == 1:
+            return self.conditions[0]
+        return choose_condition(self.effective_seed, key, self.conditions)
+
+    def __call__(
+        self, image: np.ndarray | Image.Image, key: str
+    ) -> tuple[np.ndarray | Image.Image, str]:
+        """Weather ``image`` (NumPy array or PIL image); returns (image, condition).
+
+        A PIL image comes back as a PIL image of the same mode (modes other than
+        L, RGB, RGBA and I;16 are converted to RGB first).
+        """
+        condition = self.condition_for(key)
+        if isinstance(image, Image.Image):
+            pil = image if image.mode in ("L", "RGB", "RGBA", "I;16") else image.convert("RGB")
+            out = apply_weather(
+                np.asarray(pil), condition, seed=self.effective_seed, key=key,
+                dark_variant=self.dark_variant,
+            )
+            return Image.fromarray(out), condition
+        out = apply_weather(
+            image, condition, seed=self.effective_seed, key=key, dark_variant=self.dark_variant
+        )
+        return out, condition
+
+    def __repr__(self) -> str:
+        return (
+            f"WeatherTransform(conditions={list(self.conditions)!r}, seed={self.seed}, "
+            f"dark_variant={self.dark_variant!r}, epoch={self.epoch})"
+        )

@@ -1,0 +1,79 @@
+"""WeatherTransform: the dataset-side entry point."""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mcgf.errors import UserError
+from mcgf.weather import CONDITIONS, WeatherTransform, apply_weather, choose_condition
+
+from .conftest import natural_image
+
+KEYS = [f"{c:04d}/image-{i:02d}.jpeg" for c in (1, 2) for i in (1, 2, 3)]
+
+
+def _render_all(args: tuple[WeatherTransform, list[str]]) -> list[tuple[str, bytes]]:
+    transform, keys = args
+    img = natural_image(48, seed=7)
+    return [(c, out.tobytes()) for out, c in (transform(img, k) for k in keys)]
+
+
+def test_random_transform_matches_the_functional_api():
+    t = WeatherTransform(seed=4)
+    img = natural_image(48, seed=7)
+    for key in KEYS:
+        out, condition = t(img, key)
+        assert condition == choose_condition(4, key)
+        np.testing.assert_array_equal(out, apply_weather(img, condition, seed=4, key=key))
+
+
+def test_pickles_and_is_independent_of_workers():
+    t = WeatherTransform(conditions=["fog", "rain", "snow", "wind"], seed=1, dark_variant="test")
+    clone = pickle.loads(pickle.dumps(t))
+    assert repr(clone) == repr(t)
+    sequential = _render_all((t, KEYS))
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(2) as pool:  # each worker takes a different share of the keys
+        parts = pool.map(_render_all, [(clone, KEYS[0::2]), (clone, KEYS[1::2])])
+    by_key = dict(zip(KEYS[0::2] + KEYS[1::2], parts[0] + parts[1], strict=True))
+    assert [by_key[k] for k in KEYS] == sequential
+
+
+def test_pil_images_keep_their_mode():
+    img = natural_image(48, seed=2)
+    t = WeatherTransform("snow", seed=0)
+    for mode, arr in (("RGB", img), ("L", img[:, :, 0]), ("RGBA", np.dstack([img, img[:, :, 0]]))):
+        out, condition = t(Image.fromarray(arr, mode=mode), "k/a.jpg")
+        assert isinstance(out, Image.Image) and out.mode == mode and out.size == (48, 48)
+        assert condition == "snow"
+    out, _ = t(Image.fromarray(img).convert("P"), "k/a.jpg")
+    assert out.mode == "RGB"
+
+
+def test_fixed_condition_and_epochs():
+    img = natural_image(48, seed=3)
+    fixed = WeatherTransform("fog", seed=2)
+    assert {fixed(img, k)[1] for k in KEYS} == {"fog"}
+    t = WeatherTransform(seed=2)
+    first = [t(img, k)[1] for k in KEYS * 3]
+    t.set_epoch(0)
+    assert [t(img, k)[1] for k in KEYS * 3] == first  # epoch 0 is the plain seed
+    t.set_epoch(1)
+    assert t.effective_seed != 2
+    later = [t(img, k)[1] for k in KEYS * 3]
+    assert later != first
+    assert set(later) <= set(CONDITIONS)
+
+
+def test_bad_arguments():
+    with pytest.raises(UserError, match="unknown weather condition"):
+        WeatherTransform("hail")
+    with pytest.raises(UserError):
+        WeatherTransform(["fog", "hail"])
+    with pytest.raises(UserError, match="dark variant"):
+        WeatherTransform(dark_variant="night")
