@@ -1,4 +1,4 @@
-"""Protocol metrics against a naive loop implementation written from PROTOCOLS.md §4."""
+"""Protocol metrics against a naive loop implementation written from the University-1652 definitions (trapezoid AP, junk dropped)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """University-160k(-WX) challenge protocol: answer files and their scoring.
 
-An answer (PROTOCOLS.md §3) is ``answer.txt``: one line per query in names-file order,
+An answer (University-160k challenge format) is ``answer.txt``: one line per query in names-file order,
 each the 10 best gallery names without extension, best first, separated by a tab (the
 official script) or a space; LF line ends; submitted as ``answer.zip`` with
 ``answer.txt`` at the zip root. Both files are validated before anything is written and

@@ -1,6 +1,6 @@
 """University-1652 and University-WX evaluation protocols.
 
-Directions (PROTOCOLS.md §1):
+Directions:
 
 * ``drone->satellite``: ``test/query_drone`` ranked against ``test/gallery_satellite``
   (all 951 tiles: the 250 distractors stay in the gallery);
@@ -37,7 +37,7 @@ DIRECTIONS: dict[str, tuple[str, str]] = {
 #: Folders whose images are drone views (weather applies to them only).
 DRONE_FOLDERS = frozenset({"query_drone", "gallery_drone"})
 CLEAN = "clean"
-#: The community's order of the ten weather conditions (PROTOCOLS.md §5).
+#: The community's order of the ten weather conditions (normal first, composites last).
 COMMUNITY_ORDER: tuple[str, ...] = (
     "normal", "fog", "rain", "snow", "dark", "light", "fog_rain", "fog_snow", "rain_snow", "wind",
 )
