@@ -12,7 +12,22 @@ the recipe's snow and rain layers do with an 8×8 grid over the image.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+
+
+@functools.lru_cache(maxsize=64)
+def _amplitude(h: int, w: int, exponent: float) -> np.ndarray:
+    """``f**exponent`` over the radial frequencies of an h×w grid, 0 at DC (cached, read-only)."""
+    fy = np.fft.fftfreq(h) * h
+    fx = np.fft.fftfreq(w) * w
+    f = np.hypot(fy[:, None], fx[None, :])
+    f[0, 0] = 1.0
+    amplitude = f**exponent
+    amplitude[0, 0] = 0.0
+    amplitude.flags.writeable = False
+    return amplitude
 
 
 def power_law_noise(
@@ -23,14 +38,7 @@ def power_law_noise(
     Frequencies are radial, in cycles per grid; the mean (DC) component is removed before
     the min–max scaling.
     """
-    h, w = shape
-    fy = np.fft.fftfreq(h) * h
-    fx = np.fft.fftfreq(w) * w
-    f = np.hypot(fy[:, None], fx[None, :])
-    f[0, 0] = 1.0
-    amplitude = f**exponent
-    amplitude[0, 0] = 0.0
-    magnitude = rng.random(shape) * amplitude
+    magnitude = rng.random(shape) * _amplitude(shape[0], shape[1], float(exponent))
     phase = rng.random(shape) * (2 * np.pi)
     field = np.fft.ifft2(magnitude * np.exp(1j * phase)).real
     lo, hi = float(field.min()), float(field.max())
@@ -58,7 +66,10 @@ def _salt_table(levels: int = 1024) -> np.ndarray:
     return np.append(table, table[-1])  # index `levels` when a float32 fraction rounds to 1
 
 
-_SALT = _salt_table()
+#: Levels of the salt table (a power of two, see :func:`salt_levels`).
+SALT_BITS = 10
+SALT_LEVELS = 1 << SALT_BITS
+_SALT = _salt_table(SALT_LEVELS)
 
 
 def salt_values(fraction: np.ndarray) -> np.ndarray:
@@ -69,3 +80,12 @@ def salt_values(fraction: np.ndarray) -> np.ndarray:
     uniform ``U`` (here ``fraction``, in [0, 1)), read from a 1024-entry table.
     """
     return _SALT[(fraction * np.float32(len(_SALT) - 1)).astype(np.int32)]
+
+
+def salt_levels(level: np.ndarray) -> np.ndarray:
+    """Brightness of particles given their table level ``floor(fraction·SALT_LEVELS)``.
+
+    Equal to :func:`salt_values` of the fraction; lets callers derive the level from the
+    same integer as a particle's position instead of a separate float pass.
+    """
+    return _SALT[level]

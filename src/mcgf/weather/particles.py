@@ -43,6 +43,7 @@ are per grid cell, so a 256 px rendering has the same particles, half as large.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -50,9 +51,9 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from mcgf.weather.arrays import clip_inplace, expand, owned_float, scalar, scratch, to_uint8
+from mcgf.weather.arrays import expand, owned_float, scalar, scratch, to_uint8
 from mcgf.weather.kernels import line_kernel, scale_factor
-from mcgf.weather.noise import beta_gate, salt_values
+from mcgf.weather.noise import SALT_BITS, SALT_LEVELS, beta_gate, salt_levels, salt_values
 from mcgf.weather.rng import Range, draw, range_max, range_min
 
 #: Rain drop opacity per grey level of the streak map, and the drops' grey level. The
@@ -175,9 +176,14 @@ def _sample_rain_layer(
     n = int(rng.poisson(density * area / pitch**2))
     # One uniform per drop: its integer part picks the canvas cell (a drop sits at the
     # centre of its row; rows are much shorter than streaks), the fraction its brightness.
-    u = rng.random(n) * cells_total
-    cells = u.astype(np.int32)
-    mass = salt_values(u - cells) * np.float32(pitch * pitch / canvas.row_pitch)
+    # Both come from one integer, exactly as ``salt_values(u - cells)`` would give them:
+    # scaling by a power of two is exact, so bits 10+ are the cell, bits 0-9 the level.
+    code = rng.random(n)
+    code *= cells_total * SALT_LEVELS
+    code = code.astype(np.int64)
+    cells = (code >> SALT_BITS).astype(np.int32)
+    mass = salt_levels(code & (SALT_LEVELS - 1))
+    mass *= np.float32(pitch * pitch / canvas.row_pitch)
     gate = beta_gate(
         rng,
         (math.ceil(canvas.rows * canvas.row_pitch * GATE_CELLS / height) + 1,
@@ -234,14 +240,23 @@ def rain_transmittance(stage: RainStage) -> np.ndarray:
     return cv2.resize(inside, (c.width, c.height), dst=out, interpolation=cv2.INTER_LINEAR)
 
 
+@functools.lru_cache(maxsize=2)
+def _grey_image(shape: tuple[int, ...]) -> np.ndarray:
+    """A read-only float32 image of the drops' grey (the second input of the blend)."""
+    out = np.full(shape, RAIN_GREY, np.float32)
+    out.flags.writeable = False
+    return out
+
+
 def render_rain(image: np.ndarray, stage: RainStage) -> np.ndarray:
     """Blend a rain stage over an (H, W, C) image of grey levels (see :func:`owned_float`)."""
+    height, width, _ = image.shape
     trans = rain_transmittance(stage)
+    opacity = cv2.subtract(scalar(1.0), trans, dst=scratch("rain.opacity", (height, width)))
     x = owned_float(image)
-    grey = scalar(RAIN_GREY)
-    cv2.subtract(x, grey, dst=x)
-    cv2.multiply(x, expand(trans, x.shape[2]), dst=x)
-    return cv2.add(x, grey, dst=x)
+    # One pass with per-pixel weights, no expanded weight map (OpenCV's 8-bit blendLinear
+    # is slower than this float one, so uint8 input is widened first as before).
+    return cv2.blendLinear(x, _grey_image(x.shape), trans, opacity, dst=x)
 
 
 # --------------------------------------------------------------------------- snow
@@ -375,9 +390,9 @@ def render_snow(image: np.ndarray, stage: SnowStage) -> np.ndarray:
         out = cv2.add(image, expand(add, channels))
         return cv2.max(out, expand(floor, channels), dst=out)
     x = owned_float(image)
+    # OpenCV adds uint8 to float32 directly; no clip at 0 is needed since the floor B ≥ 0.
+    cv2.add(x, expand(add, channels), dst=x, dtype=cv2.CV_32F)
+    cv2.min(x, scalar(255.0), dst=x)
     level = scratch("snow.level", (height, width))
-    np.copyto(level, add, casting="unsafe")
-    cv2.add(x, expand(level, channels), dst=x)
-    clip_inplace(x, 0.0, 255.0)
     np.copyto(level, floor, casting="unsafe")
     return cv2.max(x, expand(level, channels), dst=x)
