@@ -74,3 +74,19 @@ def test_bad_image_stop_names_file_and_skip_counts(u1652: Path) -> None:
     assert batch["image"].shape[0] == len(recs) - 1
     assert batch["label"].tolist() == [10, 11, 11]
     assert isinstance(batch["image"], torch.Tensor)
+
+
+def test_no_shared_location_is_a_user_error(tmp_path: Path) -> None:
+    from mcgf.data.layout import read_class_folders
+    from mcgf.errors import UserError
+
+    from .conftest import write_image
+
+    write_image(tmp_path / "drone" / "0001" / "a.jpg")
+    write_image(tmp_path / "satellite" / "0002" / "0002.jpg")
+    with pytest.raises(UserError, match="share names"):
+        CrossViewTrainSet(
+            read_class_folders(tmp_path / "drone", "drone"),
+            read_class_folders(tmp_path / "satellite", "satellite"),
+            drone_transform=to_tensor, satellite_transform=to_tensor,
+        )

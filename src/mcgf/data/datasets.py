@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 from mcgf.data.images import BadImagePolicy, read_image_or_none
 from mcgf.data.layout import ClassFolderSet, ImageRecord, aligned_classes
 from mcgf.data.sampler import LocationIndex
+from mcgf.errors import UserError
 
 #: ``transform(image) -> tensor`` applied to a decoded RGB image.
 Transform = Callable[[Image.Image], torch.Tensor]
@@ -106,8 +107,9 @@ class CrossViewTrainSet(Dataset):
     ) -> None:
         self.class_ids = aligned_classes(drone, satellite)
         if not self.class_ids:
-            raise ValueError(
-                f"no location has images in both {drone.root} and {satellite.root}"
+            raise UserError(
+                f"no location has images in both {drone.root} and {satellite.root}: "
+                "class folders of the two views must share names (run mcgf data check)"
             )
         label_of = {name: i for i, name in enumerate(self.class_ids)}
         self.drone_records = [
