@@ -1,0 +1,322 @@
+"""Image encoders from timm, built offline, plus the views of them MCGF needs.
+
+timm provides the architectures (EVA-02 by default, any timm model works), pretrained
+configurations, position-embedding resizing and layer-wise parameter grouping; this
+module only adds what the project needs on top:
+
+* building a backbone that never reaches the network (weights come from a local file or
+  from an already populated Hugging Face cache; otherwise a :class:`UserError` says what
+  to do), with safe weight loading (safetensors, or ``torch.load(weights_only=True)``);
+* :func:`encode`: one encoder pass giving both the pooled embedding (geo-localization)
+  and the spatial feature map (restoration branch), for ViTs and CNNs alike;
+* :func:`layer_decay_param_groups`: timm's layer-decay groups with an explicit ``lr`` so
+  that plain ``torch.optim`` optimizers honour them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mcgf.errors import UserError
+
+_log = logging.getLogger(__name__)
+
+#: Default geo-localization backbone (the MCGF paper uses EVA-02).
+DEFAULT_BACKBONE = "eva02_large_patch14_448.mim_m38m_ft_in22k_in1k"
+
+# Prefixes that training wrappers (DataParallel, Lightning, EMA, our own MCGFModel)
+# put in front of backbone keys; stripped so such checkpoints load directly.
+_KEY_PREFIXES = ("module.", "model.", "backbone.", "encoder.", "drone_encoder.", "state_dict.")
+# Checkpoint containers that hold the state dict under one key.
+_CONTAINER_KEYS = ("state_dict", "model", "model_state", "module", "ema")
+# File names timm checkpoints use on the Hugging Face Hub, most preferred first.
+_HUB_FILENAMES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What happened when a weights file was loaded into a backbone."""
+
+    path: Path
+    loaded: int
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Backbone:
+    """A timm model returning pooled features (``num_classes=0``) and its facts."""
+
+    model: nn.Module
+    dim: int
+    name: str
+    load_report: LoadReport | None = None
+
+
+def create_backbone(
+    name: str = DEFAULT_BACKBONE,
+    *,
+    img_size: int | None = None,
+    pretrained: bool = False,
+    weights: str | Path | None = None,
+    grad_checkpointing: bool = False,
+) -> Backbone:
+    """Build a timm model with its classifier removed (``num_classes=0``).
+
+    Args:
+        name: timm model name, optionally with a pretrained tag (``arch.tag``).
+        img_size: input size for models that take one (ViTs: position embeddings are
+            sized for it, and resized from pretrained weights by timm's filter).
+        pretrained: load timm's pretrained weights for ``name`` from the local Hugging
+            Face / torch hub cache. Never downloads.
+        weights: a local ``.safetensors``, ``.pth``, ``.pt``, ``.bin`` or ``.ckpt`` file
+            to load instead (takes precedence over ``pretrained``).
+        grad_checkpointing: trade compute for memory during training.
+
+    Returns:
+        The :class:`Backbone` (model, pooled feature dimension, load report).
+
+    Raises:
+        UserError: unknown model name, missing/unreadable weights, weights that match
+            no parameter, or ``pretrained=True`` with nothing cached.
+    """
+    import timm
+
+    if not timm.is_model(name.split(".", 1)[0]):
+        raise UserError(
+            f"unknown backbone {name!r}: use a timm model name, e.g. {DEFAULT_BACKBONE} "
+            "(list them with python -c 'import timm; print(timm.list_models())')"
+        )
+    kwargs: dict[str, Any] = {"num_classes": 0}
+    if img_size is not None:
+        kwargs["img_size"] = int(img_size)
+    if pretrained and weights is None:
+        kwargs["pretrained"] = True
+        kwargs["pretrained_cfg_overlay"] = {"file": str(_cached_pretrained_file(name))}
+    try:
+        model = timm.create_model(name, **kwargs)
+    except TypeError as exc:
+        if "img_size" in kwargs and "img_size" in str(exc):
+            raise UserError(
+                f"backbone {name!r} does not take an image size: drop img_size / --img-size"
+            ) from exc
+        raise
+    report = load_weights(model, weights) if weights is not None else None
+    if grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    return Backbone(model=model, dim=int(model.num_features), name=name, load_report=report)
+
+
+def _cached_pretrained_file(name: str) -> Path:
+    """Locate timm's pretrained file for ``name`` in the local caches, without network."""
+    from huggingface_hub import try_to_load_from_cache
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name, allow_unregistered=True)
+    if cfg is not None:
+        if cfg.hf_hub_id:
+            names = (cfg.hf_hub_filename,) if cfg.hf_hub_filename else _HUB_FILENAMES
+            for filename in names:
+                hit = try_to_load_from_cache(cfg.hf_hub_id, filename)
+                if isinstance(hit, str) and os.path.isfile(hit):
+                    return Path(hit)
+        if cfg.url:
+            hub_dir = Path(torch.hub.get_dir()) / "checkpoints"
+            local = hub_dir / os.path.basename(cfg.url.split("?", 1)[0])
+            if local.is_file():
+                return local
+    raise UserError(
+        f"no pretrained weights for backbone {name!r} in the local cache and downloads are "
+        "off: pass --weights PATH (a .safetensors or .pth file), or populate the Hugging Face "
+        "cache (HF_HOME) with that model on a machine that has network access"
+    )
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read tensors from a ``.safetensors`` file or a ``torch.save`` file, safely.
+
+    ``torch.load`` runs with ``weights_only=True`` so a file cannot execute code. Common
+    containers (``{"state_dict": ...}``, ``{"model": ...}``) are unwrapped.
+
+    Raises:
+        UserError: the file is missing, has an unsupported extension or cannot be read.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"weights file {path} does not exist: check --weights")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj: Any = load_file(str(path), device="cpu")
+        elif suffix in (".pth", ".pt", ".bin", ".ckpt"):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            raise UserError(
+                f"weights file {path} has an unsupported extension {suffix!r}: "
+                "use .safetensors, .pth, .pt, .bin or .ckpt"
+            )
+    except UserError:
+        raise
+    except Exception as exc:  # corrupt file, or pickle holding non-tensor objects
+        raise UserError(
+            f"cannot read weights file {path}: {exc.__class__.__name__}: {exc} "
+            "(re-export it as .safetensors or a plain state dict)"
+        ) from exc
+    for key in _CONTAINER_KEYS:
+        if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
+            obj = obj[key]
+            break
+    if not isinstance(obj, Mapping):
+        raise UserError(f"weights file {path} holds no state dict (found {type(obj).__name__})")
+    return {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+
+
+def _strip_prefixes(state: dict[str, torch.Tensor], own: set[str]) -> dict[str, torch.Tensor]:
+    """Remove wrapper prefixes while that increases the number of keys matching ``own``."""
+    while True:
+        best = state
+        best_hits = sum(k in own for k in state)
+        for prefix in _KEY_PREFIXES:
+            if any(k.startswith(prefix) for k in state):
+                cand = {k.removeprefix(prefix): v for k, v in state.items()}
+                hits = sum(k in own for k in cand)
+                if hits > best_hits:
+                    best, best_hits = cand, hits
+        if best is state:
+            return state
+        state = best
+
+
+def load_weights(model: nn.Module, path: str | Path) -> LoadReport:
+    """Load a local weights file into ``model`` non-strictly, and report what matched.
+
+    The model family's timm checkpoint filter (if any) adapts original-format weights,
+    e.g. resizes ViT position embeddings to ``img_size``. Tensors whose shape still
+    differs (such as a classifier head) are skipped and reported.
+
+    Raises:
+        UserError: the file cannot be read, or not one tensor matched the model.
+    """
+    path = Path(path)
+    raw = read_state_dict(path)
+    own = model.state_dict()
+    state = _strip_prefixes(raw, set(own))
+    filter_fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+    if filter_fn is not None:
+        try:
+            state = filter_fn(state, model)
+        except Exception as exc:  # a filter for another layout; our keys may already fit
+            _log.debug("checkpoint filter of %s skipped: %s", type(model).__name__, exc)
+    mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    state = {k: v for k, v in state.items() if k not in mismatched}
+    result = model.load_state_dict(state, strict=False)
+    loaded = len(state) - len(result.unexpected_keys)
+    if loaded == 0:
+        example = next(iter(raw), "<empty>")
+        raise UserError(
+            f"weights file {path} matches no parameter of {type(model).__name__} "
+            f"(first key {example!r}): pass weights for the same --backbone"
+        )
+    report = LoadReport(
+        path=path,
+        loaded=loaded,
+        missing=list(result.missing_keys),
+        unexpected=list(result.unexpected_keys),
+        mismatched=mismatched,
+    )
+    if report.missing or report.unexpected or report.mismatched:
+        _log.warning(
+            "weights %s: %d tensors loaded, %d missing, %d unexpected, %d shape-mismatched "
+            "(missing e.g. %s; unexpected e.g. %s)",
+            path, loaded, len(report.missing), len(report.unexpected), len(report.mismatched),
+            report.missing[:3], report.unexpected[:3],
+        )
+    return report
+
+
+def num_prefix_tokens(model: nn.Module) -> int:
+    """Class/register tokens in front of the patch tokens (0 for CNNs)."""
+    return int(getattr(model, "num_prefix_tokens", 0) or 0)
+
+
+def features_to_map(
+    model: nn.Module, features: torch.Tensor, image_hw: tuple[int, int]
+) -> torch.Tensor:
+    """Turn ``model.forward_features`` output into a ``(B, C, h, w)`` feature map.
+
+    ViT tokens ``(B, N, C)`` lose their prefix tokens and are laid out on the patch grid;
+    channels-last maps ``(B, h, w, C)`` (Swin-style) are permuted; CNN maps pass through.
+    """
+    if features.ndim == 4:
+        channels = int(model.num_features)
+        if features.shape[1] != channels and features.shape[-1] == channels:
+            features = features.permute(0, 3, 1, 2)
+        return features.contiguous()
+    if features.ndim != 3:
+        raise ValueError(f"unsupported feature shape {tuple(features.shape)}")
+    tokens = features[:, num_prefix_tokens(model) :]
+    grid = _token_grid(model, image_hw)
+    if grid[0] * grid[1] != tokens.shape[1]:
+        raise ValueError(
+            f"{tokens.shape[1]} patch tokens do not fill a {grid[0]}x{grid[1]} grid "
+            f"for an image of {image_hw}"
+        )
+    b, _, c = tokens.shape
+    return tokens.transpose(1, 2).reshape(b, c, grid[0], grid[1])
+
+
+def _token_grid(model: nn.Module, image_hw: tuple[int, int]) -> tuple[int, int]:
+    patch_embed = getattr(model, "patch_embed", None)
+    if patch_embed is not None and hasattr(patch_embed, "dynamic_feat_size"):
+        h, w = patch_embed.dynamic_feat_size(image_hw)
+        return int(h), int(w)
+    patch = getattr(patch_embed, "patch_size", None)
+    if patch is None:
+        raise ValueError(f"{type(model).__name__} gives tokens but no patch size")
+    return image_hw[0] // patch[0], image_hw[1] // patch[1]
+
+
+def encode(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One encoder pass → ``(pooled (B, D), feature map (B, C, h, w))``.
+
+    The pooled vector is timm's own pooling of the same features (``forward_head`` with
+    ``pre_logits``), so it equals ``model(images)`` for a ``num_classes=0`` model.
+    """
+    feats = model.forward_features(images)
+    pooled = model.forward_head(feats, pre_logits=True)
+    return pooled, features_to_map(model, feats, (images.shape[-2], images.shape[-1]))
+
+
+def layer_decay_param_groups(
+    model: nn.Module, base_lr: float, weight_decay: float, layer_decay: float
+) -> list[dict[str, Any]]:
+    """Optimizer parameter groups with layer-wise learning-rate decay.
+
+    Reuses ``timm.optim.param_groups_layer_decay`` (layers from the model's
+    ``group_matcher``; no weight decay on biases, norms, position/class tokens) and sets
+    each group's ``lr = base_lr * lr_scale``: the last block trains at ``base_lr``, each
+    block below at ``layer_decay`` times the one above. ``lr_scale`` is kept for timm
+    schedulers.
+    """
+    from timm.optim import param_groups_layer_decay
+
+    if not hasattr(model, "group_matcher"):
+        raise ValueError(f"{type(model).__name__} has no group_matcher for layer decay")
+    groups = param_groups_layer_decay(
+        model, weight_decay=weight_decay, layer_decay=layer_decay
+    )
+    for group in groups:
+        group["lr"] = base_lr * float(group.get("lr_scale", 1.0))
+    return groups

@@ -1,0 +1,259 @@
+"""MCGF: a shared encoder trained for geo-localization and diffusion restoration jointly.
+
+The drone encoder's pooled feature feeds the geo-localization head (:class:`ClassBlock`,
+cross-entropy over locations, optional InfoNCE); the same pass's spatial feature map
+conditions the restoration branch (:class:`RestorationBranch`), which learns to denoise
+the clean drone image given the weathered one. Its ε loss back-propagates into the
+encoder, pushing weather out of the features. Retrieval (:meth:`MCGFModel.embed`) never
+runs the branch.
+
+Batches are dicts of tensors (images normalised with the backbone's ``mean``/``std``):
+
+``drone``            (B, 3, H, W) weathered drone images
+``drone_label``      (B,) location class indices
+``satellite``        (S, 3, H, W) satellite images
+``satellite_label``  (S,) location class indices
+``drone_clean``      (B, 3, H, W) optional: the same drone images without weather
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mcgf.models.backbone import (
+    DEFAULT_BACKBONE,
+    create_backbone,
+    encode,
+    layer_decay_param_groups,
+)
+from mcgf.models.heads import ClassBlock
+from mcgf.models.losses import InfoNCE, cross_entropy_views
+from mcgf.models.model_registry import register_model
+from mcgf.models.restoration import RestorationBranch
+
+VIEWS = ("drone", "satellite")
+
+
+@register_model("mcgf")
+class MCGFModel(nn.Module):
+    """Geo-localization encoder(s) + shared ``ClassBlock`` + optional restoration branch.
+
+    Args:
+        backbone_name: timm model name (EVA-02-L at 448 px by default).
+        num_classes: training locations.
+        share_encoder: one encoder for both views (MCGF); ``False`` adds a separate
+            satellite encoder of the same architecture and initial weights.
+        restoration: build the diffusion restoration branch.
+        img_size, pretrained, weights, grad_checkpointing: see :func:`create_backbone`.
+        bottleneck_dim, dropout: the :class:`ClassBlock`.
+        restoration_width, restoration_mults, restoration_blocks: the denoiser's size.
+        restore_size: side the branch works at (images are resized to it; ``None`` keeps
+            the input size). Smaller is cheaper; the encoder still sees full images.
+    """
+
+    def __init__(
+        self,
+        backbone_name: str = DEFAULT_BACKBONE,
+        num_classes: int = 701,
+        *,
+        share_encoder: bool = True,
+        restoration: bool = True,
+        img_size: int | None = None,
+        pretrained: bool = False,
+        weights: str | Path | None = None,
+        grad_checkpointing: bool = False,
+        bottleneck_dim: int = 512,
+        dropout: float = 0.5,
+        restoration_width: int = 64,
+        restoration_mults: Sequence[int] = (1, 2, 4),
+        restoration_blocks: int = 2,
+        restore_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        from timm.data import resolve_model_data_config
+
+        opts = {
+            "img_size": img_size,
+            "pretrained": pretrained,
+            "weights": weights,
+            "grad_checkpointing": grad_checkpointing,
+        }
+        drone = create_backbone(backbone_name, **opts)
+        self.backbone_name = backbone_name
+        self.drone_encoder = drone.model
+        self.satellite_encoder = (
+            self.drone_encoder if share_encoder else create_backbone(backbone_name, **opts).model
+        )
+        self.share_encoder = share_encoder
+        self.head = ClassBlock(drone.dim, num_classes, bottleneck=bottleneck_dim, dropout=dropout)
+        self.infonce = InfoNCE()
+        self.restoration = (
+            RestorationBranch(
+                drone.dim,
+                width=restoration_width,
+                mults=tuple(restoration_mults),
+                num_res_blocks=restoration_blocks,
+            )
+            if restoration
+            else None
+        )
+        self.restore_size = restore_size
+        cfg = resolve_model_data_config(self.drone_encoder)
+        #: What an evaluation embedder needs: input size and normalisation.
+        self.input_size: tuple[int, int] = (int(cfg["input_size"][1]), int(cfg["input_size"][2]))
+        self.mean: tuple[float, float, float] = tuple(float(m) for m in cfg["mean"])  # type: ignore[assignment]
+        self.std: tuple[float, float, float] = tuple(float(s) for s in cfg["std"])  # type: ignore[assignment]
+        self.register_buffer("_mean", torch.tensor(self.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("_std", torch.tensor(self.std).view(1, 3, 1, 1), persistent=False)
+
+    def encoder(self, view: str) -> nn.Module:
+        """The encoder used for ``view`` (``"drone"`` or ``"satellite"``)."""
+        if view not in VIEWS:
+            raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
+        return self.drone_encoder if view == "drone" else self.satellite_encoder
+
+    def embed(self, images: torch.Tensor, view: str) -> torch.Tensor:
+        """Retrieval embedding ``(B, bottleneck_dim)``, L2-normalised; no restoration.
+
+        Call under ``model.eval()`` (BatchNorm running statistics, no dropout).
+        """
+        return self.head.embed(self.encoder(view)(images))
+
+    def _to_unit_range(self, images: torch.Tensor) -> torch.Tensor:
+        """Backbone-normalised images → ``[-1, 1]`` (the diffusion branch's data range)."""
+        x = (images * self._std + self._mean) * 2.0 - 1.0
+        if self.restore_size is not None and x.shape[-2:] != (self.restore_size,) * 2:
+            x = F.interpolate(
+                x, size=(self.restore_size,) * 2, mode="bilinear", antialias=True, align_corners=False
+            )
+        return x
+
+    def forward(
+        self, batch: dict[str, torch.Tensor], *, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Embeddings and logits per view present, plus ``restoration_loss`` when possible.
+
+        Returns keys ``drone_embedding``, ``drone_logits``, ``satellite_embedding``,
+        ``satellite_logits`` (for the views in ``batch``; embeddings are the
+        un-normalised bottleneck features) and ``restoration_loss`` when the branch is on
+        and ``drone_clean`` is given. ``generator`` seeds the branch's t and noise.
+        """
+        out: dict[str, torch.Tensor] = {}
+        if "drone" in batch:
+            drone = batch["drone"]
+            want_restore = self.restoration is not None and "drone_clean" in batch
+            if want_restore:
+                pooled, fmap = encode(self.drone_encoder, drone)
+            else:
+                pooled = self.drone_encoder(drone)
+            out["drone_embedding"], out["drone_logits"] = self.head(pooled)
+            if want_restore:
+                assert self.restoration is not None
+                out["restoration_loss"] = self.restoration.training_loss(
+                    self._to_unit_range(batch["drone_clean"]),
+                    self._to_unit_range(drone),
+                    fmap,
+                    generator=generator,
+                )
+        if "satellite" in batch:
+            pooled = self.satellite_encoder(batch["satellite"])
+            out["satellite_embedding"], out["satellite_logits"] = self.head(pooled)
+        return out
+
+    def loss(
+        self,
+        batch: dict[str, torch.Tensor],
+        lambda_restore: float = 1.0,
+        *,
+        infonce: float = 0.0,
+        label_smoothing: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Training objective and its terms.
+
+        ``total = ce + infonce · infonce_loss + lambda_restore · restoration_loss``, where
+        ``ce`` is :func:`cross_entropy_views`; the InfoNCE term is computed only for a
+        positive weight, the restoration term only when the branch is on and the batch has
+        ``drone_clean``. Needs both views in ``batch``.
+        """
+        for key in ("drone", "drone_label", "satellite", "satellite_label"):
+            if key not in batch:
+                raise KeyError(f"training batch lacks {key!r}")
+        out = self.forward(batch, generator=generator)
+        terms: dict[str, torch.Tensor] = {
+            "ce": cross_entropy_views(
+                out["drone_logits"],
+                batch["drone_label"],
+                out["satellite_logits"],
+                batch["satellite_label"],
+                label_smoothing=label_smoothing,
+            )
+        }
+        total = terms["ce"]
+        if infonce > 0:
+            terms["infonce"] = self.infonce(
+                out["drone_embedding"],
+                batch["drone_label"],
+                out["satellite_embedding"],
+                batch["satellite_label"],
+            )
+            total = total + infonce * terms["infonce"]
+        if "restoration_loss" in out and lambda_restore > 0:
+            terms["restore"] = out["restoration_loss"]
+            total = total + lambda_restore * terms["restore"]
+        terms["total"] = total
+        return terms
+
+    @torch.no_grad()
+    def restore(
+        self,
+        weathered: torch.Tensor,
+        *,
+        steps: int = 25,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Restored clean drone images in ``[0, 1]`` from backbone-normalised weathered ones."""
+        if self.restoration is None:
+            raise RuntimeError("this model was built with restoration=False")
+        _, fmap = encode(self.drone_encoder, weathered)
+        x = self.restoration.restore(
+            self._to_unit_range(weathered), fmap, steps=steps, generator=generator
+        )
+        return (x + 1.0) / 2.0
+
+    def param_groups(
+        self, base_lr: float, weight_decay: float, layer_decay: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Optimizer groups: encoder(s) with optional layer decay, the rest at ``base_lr``.
+
+        Biases, norms and the temperature get no weight decay.
+        """
+        groups: list[dict[str, Any]] = []
+        encoders = [self.drone_encoder]
+        if not self.share_encoder:
+            encoders.append(self.satellite_encoder)
+        for enc in encoders:
+            if layer_decay is not None:
+                groups += layer_decay_param_groups(enc, base_lr, weight_decay, layer_decay)
+            else:
+                groups += _decay_split(enc.parameters(), base_lr, weight_decay)
+        rest = [self.head, self.infonce]
+        if self.restoration is not None:
+            rest.append(self.restoration)
+        groups += _decay_split((p for m in rest for p in m.parameters()), base_lr, weight_decay)
+        return [g for g in groups if g["params"]]
+
+
+def _decay_split(params: Any, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+    """Two groups: weight decay on matrices/kernels, none on vectors and scalars."""
+    params = [p for p in params if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.ndim > 1], "lr": lr, "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim <= 1], "lr": lr, "weight_decay": 0.0},
+    ]

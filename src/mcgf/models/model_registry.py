@@ -1,0 +1,62 @@
+"""Trainable geo-localization models by name (MCGF, and later LPN, Muse-Net, MBEG, ...).
+
+Each variant lives in its own module and registers a factory with
+:func:`register_model`; :func:`create_model` builds one by name. Built-in modules are
+imported on first use so that importing :mod:`mcgf.models` stays free of timm/diffusers.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from mcgf.errors import UserError
+
+ModelFactory = Callable[..., nn.Module]
+_MODELS: dict[str, ModelFactory] = {}
+# Modules whose import registers the built-in models.
+_BUILTIN_MODULES = ("mcgf.models.mcgf_model",)
+
+
+def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
+    """Decorator: register ``factory(**kwargs) -> nn.Module`` (a class works) as ``name``."""
+
+    def deco(factory: ModelFactory) -> ModelFactory:
+        if name in _MODELS and _MODELS[name] is not factory:
+            raise ValueError(f"a model named {name!r} is already registered")
+        _MODELS[name] = factory
+        return factory
+
+    return deco
+
+
+def _load_builtins() -> None:
+    for module in _BUILTIN_MODULES:
+        importlib.import_module(module)
+
+
+def available_models() -> list[str]:
+    """Registered model names, sorted."""
+    _load_builtins()
+    return sorted(_MODELS)
+
+
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build the model registered as ``name``.
+
+    Raises:
+        UserError: unknown name, or an option the model does not take.
+    """
+    _load_builtins()
+    factory = _MODELS.get(name)
+    if factory is None:
+        raise UserError(f"unknown model {name!r}: choose one of {', '.join(sorted(_MODELS))}")
+    try:
+        inspect.signature(factory).bind(**kwargs)
+    except TypeError as exc:
+        raise UserError(f"bad options for model {name!r}: {exc}") from exc
+    return factory(**kwargs)
