@@ -14,7 +14,7 @@ def test_help_lists_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for cmd in ("synth", "data", "demo"):
+    for cmd in ("demo", "synth", "data", "evaluate", "predict", "weather"):
         assert cmd in out
 
 
