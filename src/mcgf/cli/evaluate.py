@@ -64,8 +64,8 @@ def embedder_from_args(args: argparse.Namespace) -> Any:
     kwargs = parse_embedder_args(args.embedder_arg)
     name = args.embedder
     if args.checkpoint is not None:
-        if not os.path.isfile(args.checkpoint):
-            raise UserError(f"--checkpoint {args.checkpoint} does not exist")
+        if not os.path.exists(args.checkpoint):
+            raise UserError(f"--checkpoint {args.checkpoint} does not exist (give the checkpoint folder)")
         kwargs["checkpoint"] = args.checkpoint
         name = name or CHECKPOINT_EMBEDDER
     return build_embedder(name or "thumbnail", **kwargs)

@@ -1,9 +1,11 @@
 """Models behind a name registry (:mod:`mcgf.models.registry`).
 
-Importing this package registers the built-in embedders (:mod:`mcgf.models.baselines`).
+Importing this package registers the built-in embedders (:mod:`mcgf.models.baselines`,
+:mod:`mcgf.models.checkpoint_embedder`).
 """
 
 from mcgf.models import baselines as _baselines  # noqa: F401  (registers "thumbnail")
+from mcgf.models import checkpoint_embedder as _checkpoint_embedder  # noqa: F401  ("checkpoint")
 from mcgf.models.registry import (
     CHECKPOINT_EMBEDDER,
     Embedder,

@@ -106,7 +106,7 @@ class MCGFModel(nn.Module):
         self.restore_size = restore_size
         cfg = resolve_model_data_config(self.drone_encoder)
         #: What an evaluation embedder needs: input size and normalisation.
-        self.input_size: tuple[int, int] = (int(cfg["input_size"][1]), int(cfg["input_size"][2]))
+        self.input_size: tuple[int, int] = _input_size(self.drone_encoder, cfg)
         self.mean: tuple[float, float, float] = tuple(float(m) for m in cfg["mean"])  # type: ignore[assignment]
         self.std: tuple[float, float, float] = tuple(float(s) for s in cfg["std"])  # type: ignore[assignment]
         self.register_buffer("_mean", torch.tensor(self.mean).view(1, 3, 1, 1), persistent=False)
@@ -257,3 +257,16 @@ def _decay_split(params: Any, lr: float, weight_decay: float) -> list[dict[str, 
         {"params": [p for p in params if p.ndim > 1], "lr": lr, "weight_decay": weight_decay},
         {"params": [p for p in params if p.ndim <= 1], "lr": lr, "weight_decay": 0.0},
     ]
+
+
+def _input_size(encoder: nn.Module, data_config: dict[str, Any]) -> tuple[int, int]:
+    """The image size the encoder takes.
+
+    timm's data config reports the pretrained size (e.g. 224) even for a ViT created with
+    another ``img_size``, whose patch embedding then rejects every other size.
+    """
+    patch = getattr(encoder, "patch_embed", None)
+    fixed = getattr(patch, "img_size", None)
+    if fixed is not None and getattr(patch, "strict_img_size", False):
+        return (int(fixed[0]), int(fixed[1]))
+    return (int(data_config["input_size"][1]), int(data_config["input_size"][2]))

@@ -45,6 +45,19 @@ def available_models() -> list[str]:
     return sorted(_MODELS)
 
 
+def model_options(name: str) -> set[str]:
+    """Names of the keyword options the model registered as ``name`` accepts.
+
+    Raises:
+        UserError: unknown name.
+    """
+    _load_builtins()
+    factory = _MODELS.get(name)
+    if factory is None:
+        raise UserError(f"unknown model {name!r}: choose one of {', '.join(sorted(_MODELS))}")
+    return set(inspect.signature(factory).parameters)
+
+
 def create_model(name: str, **kwargs: Any) -> nn.Module:
     """Build the model registered as ``name``.
 

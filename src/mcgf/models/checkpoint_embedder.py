@@ -1,0 +1,92 @@
+"""The ``checkpoint`` embedder: a trained model loaded from a checkpoint folder.
+
+``--checkpoint PATH`` builds it (see :data:`mcgf.models.registry.CHECKPOINT_EMBEDDER`).
+Its identity hashes the weights file and the model config, so cached features follow the
+weights, not the path. Heavy imports (timm, safetensors) happen only when it is built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mcgf.models.registry import register_embedder
+
+VIEWS = ("drone", "satellite")
+_HASH_CHUNK = 1 << 20
+
+
+class CheckpointEmbedder:
+    """Wraps a model exposing ``embed(images, view)``, ``input_size``, ``mean`` and ``std``.
+
+    Evaluation calls :meth:`embed` for every image, which uses ``view``'s encoder. MCGF
+    shares one encoder across views, so the view does not matter there; for a model built
+    with ``share_encoder=False`` use :meth:`embed_view` (or one embedder per view).
+    """
+
+    def __init__(self, model: Any, identity: str, view: str = "drone") -> None:
+        if view not in VIEWS:
+            raise ValueError(f"view must be one of {', '.join(VIEWS)}, got {view!r}")
+        self.model = model
+        self.view = view
+        self.identity = f"{identity}:view={view}"
+        self.input_size = (int(model.input_size[0]), int(model.input_size[1]))
+        self.mean: tuple[float, float, float] = tuple(float(m) for m in model.mean)  # type: ignore[assignment]
+        self.std: tuple[float, float, float] = tuple(float(s) for s in model.std)  # type: ignore[assignment]
+
+    def to(self, device: torch.device | str) -> CheckpointEmbedder:
+        """Move the model to ``device``."""
+        self.model.to(device)
+        return self
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, H, W)`` normalised images → ``(B, D)`` features of the embedder's view."""
+        return self.embed_view(images, self.view)
+
+    def embed_view(self, images: torch.Tensor, view: str) -> torch.Tensor:
+        """Like :meth:`embed` with the encoder of ``view`` (``"drone"`` or ``"satellite"``)."""
+        with torch.inference_mode():
+            return self.model.embed(images, view)
+
+
+def file_digest(path: str | Path, length: int = 16) -> str:
+    """First ``length`` hex digits of the SHA-256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()[:length]
+
+
+def checkpoint_identity(folder: str | Path, config: dict[str, Any]) -> str:
+    """``mcgf-checkpoint:<weights sha256[:16]>:<model config sha256[:12]>``."""
+    from mcgf.training.checkpoint import WEIGHTS_FILE
+
+    cfg = json.dumps(config.get("model", {}), sort_keys=True, separators=(",", ":"))
+    cfg_digest = hashlib.sha256(cfg.encode()).hexdigest()[:12]
+    return f"mcgf-checkpoint:{file_digest(Path(folder) / WEIGHTS_FILE)}:{cfg_digest}"
+
+
+@register_embedder("checkpoint")
+def checkpoint(checkpoint: str, device: str | None = None, view: str = "drone") -> CheckpointEmbedder:
+    """Load the checkpoint folder ``checkpoint`` (or a file in it) as an embedder.
+
+    Args:
+        checkpoint: written by :func:`mcgf.training.checkpoint.save_checkpoint`.
+        device: move the model there now (evaluation also moves it to its device).
+        view: encoder used by :meth:`CheckpointEmbedder.embed` (``drone`` or ``satellite``).
+    """
+    from mcgf.training.checkpoint import checkpoint_dir, load_checkpoint
+
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {', '.join(VIEWS)}, got {view!r}")
+    folder = checkpoint_dir(checkpoint)
+    loaded = load_checkpoint(folder)
+    emb = CheckpointEmbedder(loaded.model, checkpoint_identity(folder, loaded.config), view=view)
+    if device is not None:
+        emb.to(device)
+    return emb

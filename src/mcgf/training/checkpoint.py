@@ -1,0 +1,440 @@
+"""Checkpoints: a folder holding weights, the model config and (optionally) training state.
+
+Layout of ``PATH/``::
+
+    model.safetensors   weights (safetensors; a tensor shared between modules is stored
+                        once, its other names listed in the file's "aliases" metadata)
+    config.json         {"format": "mcgf-checkpoint", "version": 1, "mcgf_version": ...,
+                         "model": {"name": ..., **create_model kwargs}, **extra config}
+    state.pt            optional: optimizer/scheduler state, counters, RNG states
+
+``state.pt`` holds only tensors, dicts, lists, tuples, numbers, strings and ``None``, so it
+is read with ``torch.load(weights_only=True)``: loading a checkpoint never runs pickled
+code. Weights use safetensors for the same reason and because it memory-maps.
+
+The folder is written into a hidden sibling, fsynced, then renamed into place; a previous
+checkpoint of the same name is swapped out only once the new one is complete. POSIX cannot
+rename a folder over a non-empty one, so the swap is two renames: for a moment between them
+``PATH`` does not exist, but it is never half-written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import shutil
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mcgf.errors import UserError
+
+FORMAT = "mcgf-checkpoint"
+VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+STATE_FILE = "state.pt"
+# Options that would fetch or read initial weights; a checkpoint brings its own.
+_OFFLINE = {"pretrained": False, "weights": None}
+
+
+@dataclass
+class TrainState:
+    """Everything beyond the weights that an exact resume needs.
+
+    Attributes:
+        step: optimizer steps taken.
+        epoch: epochs completed.
+        optimizer: ``optimizer.state_dict()``.
+        scheduler: ``lr_scheduler.state_dict()``.
+        scaler: ``GradScaler.state_dict()`` (mixed precision), if any.
+        rng: :func:`capture_rng_state` output.
+        extra: anything else made of tensors, numbers, strings, lists and dicts.
+    """
+
+    step: int = 0
+    epoch: int = 0
+    optimizer: dict[str, Any] | None = None
+    scheduler: dict[str, Any] | None = None
+    scaler: dict[str, Any] | None = None
+    rng: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict (what ``state.pt`` stores)."""
+        return {"step": int(self.step), "epoch": int(self.epoch), "optimizer": self.optimizer,
+                "scheduler": self.scheduler, "scaler": self.scaler, "rng": self.rng,
+                "extra": self.extra}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainState:
+        """Inverse of :meth:`as_dict` (unknown keys are ignored)."""
+        return cls(step=int(data.get("step", 0)), epoch=int(data.get("epoch", 0)),
+                   optimizer=data.get("optimizer"), scheduler=data.get("scheduler"),
+                   scaler=data.get("scaler"), rng=data.get("rng"),
+                   extra=dict(data.get("extra") or {}))
+
+
+@dataclass
+class LoadedCheckpoint:
+    """What :func:`load_checkpoint` returns."""
+
+    model: nn.Module
+    config: dict[str, Any]
+    train_state: TrainState | None = None
+
+
+# --- RNG state ------------------------------------------------------------------------------
+
+
+def capture_rng_state(
+    generators: Mapping[str, torch.Generator | np.random.Generator] | None = None,
+) -> dict[str, Any]:
+    """State of every global RNG (Python, NumPy legacy, torch CPU, torch CUDA if present),
+    plus the named ``generators``, in a form that ``torch.load(weights_only=True)`` reads."""
+    version, internal, gauss = random.getstate()
+    np_state = np.random.get_state(legacy=False)
+    assert isinstance(np_state, dict)
+    np_state = {**np_state, "state": {"key": np_state["state"]["key"].tolist(),
+                                      "pos": int(np_state["state"]["pos"])}}
+    state: dict[str, Any] = {
+        "python": [version, list(internal), gauss],
+        "numpy": np_state,
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "generators": {},
+    }
+    for name, gen in (generators or {}).items():
+        if isinstance(gen, torch.Generator):
+            state["generators"][name] = {"kind": "torch", "state": gen.get_state()}
+        else:
+            state["generators"][name] = {"kind": "numpy", "state": _plain(gen.bit_generator.state)}
+    return state
+
+
+def restore_rng_state(
+    state: Mapping[str, Any],
+    generators: Mapping[str, torch.Generator | np.random.Generator] | None = None,
+) -> None:
+    """Put back what :func:`capture_rng_state` captured (the named ``generators`` in place).
+
+    CUDA states are restored only when as many devices are visible as were captured.
+    """
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np_state = dict(state["numpy"])
+    inner = np_state["state"]
+    np.random.set_state({**np_state, "state": {"key": np.asarray(inner["key"], np.uint32),
+                                               "pos": int(inner["pos"])}})
+    torch.set_rng_state(state["torch"])
+    cuda = list(state.get("cuda") or [])
+    if cuda and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
+        torch.cuda.set_rng_state_all(cuda)
+    saved = state.get("generators") or {}
+    for name, gen in (generators or {}).items():
+        if name not in saved:
+            raise KeyError(f"no saved state for generator {name!r}")
+        if isinstance(gen, torch.Generator):
+            gen.set_state(saved[name]["state"])
+        else:
+            gen.bit_generator.state = saved[name]["state"]
+
+
+def _plain(obj: Any) -> Any:
+    """NumPy values inside an RNG state → Python lists/ints."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+# --- save -----------------------------------------------------------------------------------
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    model_config: Mapping[str, Any],
+    *,
+    extra_config: Mapping[str, Any] | None = None,
+    train_state: TrainState | None = None,
+) -> Path:
+    """Write ``model`` (and optionally the training state) as a checkpoint folder at ``path``.
+
+    Args:
+        path: the checkpoint folder; an existing one is replaced only once the new one is
+            complete.
+        model: the model (its ``state_dict`` is saved; shared tensors once).
+        model_config: ``{"name": <registered model>, **kwargs}`` such that
+            ``create_model(name, **kwargs)`` rebuilds the architecture; JSON-able.
+        extra_config: more top-level keys for ``config.json`` (e.g. the training config).
+        train_state: optimizer/scheduler/RNG state for an exact resume (``state.pt``).
+
+    Returns:
+        ``path`` as a :class:`Path`.
+    """
+    if "name" not in model_config:
+        raise ValueError("model_config needs the registered model 'name'")
+    config: dict[str, Any] = {"format": FORMAT, "version": VERSION, "mcgf_version": _version(),
+                              "model": dict(model_config)}
+    for key, value in (extra_config or {}).items():
+        if key in config:
+            raise ValueError(f"extra_config may not set the reserved key {key!r}")
+        config[key] = value
+    text = json.dumps(config, indent=2, default=_json_default) + "\n"
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        _save_weights(model, tmp / WEIGHTS_FILE)
+        if train_state is not None:
+            with open(tmp / STATE_FILE, "wb") as fh:
+                torch.save(train_state.as_dict(), fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+        # config.json last: a folder with a config is a complete one.
+        with open(tmp / CONFIG_FILE, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _fsync_dir(tmp)
+        _swap_into_place(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _save_weights(model: nn.Module, path: Path) -> None:
+    """State dict → safetensors, each shared tensor once (first name in state-dict order).
+
+    Unlike ``safetensors.torch.save_model`` the alias list is written in a fixed order, so
+    equal weights give byte-identical files (the evaluation cache keys on their hash).
+    """
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    first: dict[tuple[Any, ...], str] = {}
+    storages: set[int] = set()
+    for name, t in model.state_dict().items():
+        storage = t.untyped_storage().data_ptr() if t.numel() else None
+        key = (storage, t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+        if storage is not None and key in first:
+            aliases[name] = first[key]
+            continue
+        if storage is not None:
+            first[key] = name
+        # A partial view of a storage already stored is saved as its own copy.
+        overlaps = storage is not None and storage in storages
+        tensors[name] = t.detach().clone() if overlaps else t.detach().contiguous()
+        if storage is not None:
+            storages.add(storage)
+    tensors = {k: v.cpu() for k, v in tensors.items()}
+    save_file(tensors, str(path), metadata={"aliases": json.dumps(aliases, sort_keys=True)})
+    _fsync_file(path)
+
+
+def _load_weights(model: nn.Module, path: Path) -> None:
+    """Inverse of :func:`_save_weights`; strict ``load_state_dict``."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path), device="cpu")
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata() or {}
+    aliases = json.loads(meta.get("aliases", "{}"))
+    for name, target in aliases.items():
+        if target in tensors:
+            tensors[name] = tensors[target]
+    model.load_state_dict(tensors, strict=True)
+
+
+def _swap_into_place(tmp: Path, path: Path) -> None:
+    old: Path | None = None
+    if path.exists() or path.is_symlink():
+        if not path.is_dir() or path.is_symlink():
+            raise UserError(f"{path} exists and is not a checkpoint folder: remove it or "
+                            "choose another path")
+        old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(path, old)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        if old is not None:
+            os.replace(old, path)
+        raise
+    _fsync_dir(path.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    # Directory fsync makes the renames durable; not supported everywhere (Windows).
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (tuple, set)):
+        return list(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"config value {obj!r} is not JSON-serialisable")
+
+
+def _version() -> str:
+    from mcgf import __version__
+
+    return __version__
+
+
+# --- load -----------------------------------------------------------------------------------
+
+
+def checkpoint_dir(path: str | Path) -> Path:
+    """The checkpoint folder for ``path``: the folder itself, or the folder of a file in it
+    (so ``PATH/model.safetensors`` and ``PATH/config.json`` are accepted too).
+
+    Raises:
+        UserError: ``path`` does not exist.
+    """
+    p = Path(path)
+    if p.is_file() and p.name in (WEIGHTS_FILE, CONFIG_FILE, STATE_FILE):
+        return p.parent
+    if not p.exists():
+        raise UserError(f"checkpoint {p} does not exist: pass the folder that save_checkpoint "
+                        "wrote (it holds config.json and model.safetensors)")
+    if not p.is_dir():
+        raise UserError(f"checkpoint {p} is a file, not an mcgf checkpoint folder (one "
+                        "holding config.json and model.safetensors)")
+    return p
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The validated ``config.json`` of the checkpoint at ``path``.
+
+    Raises:
+        UserError: missing or unreadable config, not an mcgf checkpoint, or a newer format.
+    """
+    folder = checkpoint_dir(path)
+    cfg_path = folder / CONFIG_FILE
+    if not cfg_path.is_file():
+        raise UserError(f"{folder} is not an mcgf checkpoint: it has no {CONFIG_FILE}")
+    try:
+        config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"cannot read {cfg_path}: {_one_line(err)} (the checkpoint is "
+                        "damaged: save it again)") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise UserError(f"{cfg_path} is not an mcgf checkpoint config (no "
+                        f"\"format\": \"{FORMAT}\")")
+    version = config.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise UserError(f"{cfg_path} has an invalid format version {version!r}")
+    if version > VERSION:
+        raise UserError(f"{folder} is checkpoint format version {version}, newer than this "
+                        f"mcgf ({_version()}) reads (up to {VERSION}): upgrade mcgf")
+    model_cfg = config.get("model")
+    if not isinstance(model_cfg, dict) or not isinstance(model_cfg.get("name"), str):
+        raise UserError(f"{cfg_path} lacks the model section {{\"model\": {{\"name\": ...}}}}")
+    return config
+
+
+def load_checkpoint(
+    path: str | Path,
+    *,
+    map_location: str | torch.device = "cpu",
+    load_train_state: bool = False,
+) -> LoadedCheckpoint:
+    """Rebuild the model saved at ``path`` and load its weights strictly; model in ``eval()``.
+
+    The architecture comes from ``config.json`` through
+    :func:`mcgf.models.model_registry.create_model`, with ``pretrained=False`` and
+    ``weights=None`` forced (nothing is downloaded or read besides the checkpoint).
+
+    Args:
+        path: the checkpoint folder (or a file inside it).
+        map_location: device for the weights and training state.
+        load_train_state: also read ``state.pt`` (an error if absent).
+
+    Raises:
+        UserError: a missing folder or file, a damaged file, not an mcgf checkpoint, a
+            newer format, or weights that do not match the configured model.
+    """
+    from safetensors import SafetensorError
+
+    from mcgf.models.model_registry import create_model
+
+    folder = checkpoint_dir(path)
+    config = read_config(folder)
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise UserError(f"checkpoint {folder} has no {WEIGHTS_FILE}: save it again")
+    model_cfg = dict(config["model"])
+    name = model_cfg.pop("name")
+    model = create_model(name, **_offline(name, model_cfg))
+    try:
+        _load_weights(model, weights)
+    except (SafetensorError, json.JSONDecodeError) as err:
+        raise UserError(f"cannot read {weights}: {_one_line(err)} (the file is damaged: "
+                        "save the checkpoint again)") from None
+    except RuntimeError as err:
+        raise UserError(f"weights in {weights} do not match the model in "
+                        f"{folder / CONFIG_FILE}: {_one_line(err)}") from None
+    model.to(map_location).eval()
+    state = _read_train_state(folder, map_location) if load_train_state else None
+    return LoadedCheckpoint(model, config, state)
+
+
+def _read_train_state(folder: Path, map_location: str | torch.device) -> TrainState:
+    state_path = folder / STATE_FILE
+    if not state_path.is_file():
+        raise UserError(f"checkpoint {folder} has no {STATE_FILE} (it was saved without "
+                        "training state): resume from a checkpoint saved with train_state")
+    try:
+        data = torch.load(state_path, map_location=map_location, weights_only=True)
+    except Exception as err:  # unpickling errors share no narrower base class
+        raise UserError(f"cannot read {state_path}: {_one_line(err)} (damaged, or holds "
+                        "objects other than tensors, numbers, strings, lists and dicts)") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{state_path} does not hold a training state dict")
+    return TrainState.from_dict(data)
+
+
+def _offline(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with the weight-fetching options turned off where the model takes them."""
+    from mcgf.models.model_registry import model_options
+
+    params = model_options(name)
+    return {**kwargs, **{k: v for k, v in _OFFLINE.items() if k in params}}
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    line = " ".join(t.strip() for t in text if t.strip())
+    return line[:300] + ("..." if len(line) > 300 else "") or type(err).__name__
