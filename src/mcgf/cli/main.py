@@ -20,6 +20,7 @@ from mcgf.errors import UserError
 # Order here is the order in ``mcgf --help``.
 COMMAND_MODULES: tuple[str, ...] = (
     "demo",
+    "train",
     "synth",
     "data",
     "evaluate",

@@ -1,0 +1,52 @@
+"""``mcgf train``: train a model from a YAML config (see ``docs/train.md``)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a model on a University-1652 training split",
+        description="Train the model of a YAML config (sections data, weather, model, train) on the "
+        "University-1652 train split with on-the-fly weather. Writes OUT/log.csv and a resumable "
+        "checkpoint OUT/last at each epoch end. Under torchrun (WORLD_SIZE>1) it trains with DDP.",
+    )
+    parser.add_argument("--config", default=None,
+                        help="YAML config (e.g. configs/demo-cpu.yaml); with --resume the default is "
+                        "the config saved in OUT/last")
+    parser.add_argument("--out", required=True, help="run folder (log.csv, last/)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set train.epochs=3 (repeatable)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mcgf.config import apply_overrides, load_config
+    from mcgf.errors import UserError
+    from mcgf.training.checkpoint import read_config
+    from mcgf.training.config import SECTIONS, parse_run_config
+    from mcgf.training.loop import LAST, train
+
+    out = Path(args.out)
+    if args.config:
+        where, cfg = args.config, load_config(args.config)
+    elif args.resume:
+        where = str(out / LAST / "config.json")
+        saved = read_config(out / LAST)
+        cfg = {k: saved[k] for k in SECTIONS if k in saved}
+    else:
+        raise UserError("--config is required (e.g. --config configs/demo-cpu.yaml)")
+    if not args.resume and (out / LAST).exists():
+        raise UserError(f"{out / LAST} already exists: pass --resume to continue it or choose another --out")
+    run_cfg = parse_run_config(apply_overrides(cfg, args.overrides), where)
+    result = train(run_cfg, out, resume=args.resume, progress=not args.quiet)
+    if not args.quiet:
+        losses = ", ".join(f"{k} {v:.4f}" for k, v in result.final_losses.items())
+        print(f"trained {result.epochs} epochs ({result.steps} steps) in {result.seconds:.1f} s; "
+              f"last epoch: {losses}; checkpoint {result.checkpoint}")
+    return 0

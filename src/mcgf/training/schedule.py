@@ -1,0 +1,40 @@
+"""Learning-rate schedule: linear warmup then cosine decay, per optimizer step."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+
+def warmup_cosine(step: int, total_steps: int, warmup_steps: int = 0, min_ratio: float = 0.0) -> float:
+    """LR multiplier at optimizer ``step`` (0-based).
+
+    Rises linearly from ``1/(warmup_steps+1)`` to 1 over the first ``warmup_steps`` steps
+    (never 0, so the first step already learns), then follows a half cosine from 1 down to
+    ``min_ratio`` at ``total_steps``; constant ``min_ratio`` beyond.
+    """
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    decay = max(total_steps - warmup_steps, 1)
+    progress = min((step - warmup_steps) / decay, 1.0)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class _Lambda:
+    """Picklable multiplier (a closure would not pickle; the state dict stays plain)."""
+
+    def __init__(self, total_steps: int, warmup_steps: int, min_ratio: float) -> None:
+        self.total_steps, self.warmup_steps, self.min_ratio = total_steps, warmup_steps, min_ratio
+
+    def __call__(self, step: int) -> float:
+        return warmup_cosine(step, self.total_steps, self.warmup_steps, self.min_ratio)
+
+
+def warmup_cosine_scheduler(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0, min_ratio: float = 0.0
+) -> LambdaLR:
+    """A ``LambdaLR`` applying :func:`warmup_cosine` to every param group's initial LR;
+    call ``scheduler.step()`` after each optimizer step."""
+    return LambdaLR(optimizer, _Lambda(total_steps, warmup_steps, min_ratio))

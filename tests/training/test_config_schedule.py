@@ -1,0 +1,69 @@
+"""Training config validation and the warmup + cosine schedule."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mcgf.errors import UserError
+from mcgf.training.config import parse_run_config
+from mcgf.training.schedule import warmup_cosine, warmup_cosine_scheduler
+
+BASE = {"data": {"root": "somewhere"}}
+
+
+def test_defaults_and_coercion() -> None:
+    cfg = parse_run_config({**BASE, "train": {"lr": "1e-3", "epochs": 2.0}}, "c.yaml")
+    assert cfg.train.lr == 1e-3 and cfg.train.epochs == 2 and isinstance(cfg.train.epochs, int)
+    assert cfg.model == {"name": "mcgf"} and cfg.weather.conditions == "random"
+    assert cfg.as_dict()["data"]["root"] == "somewhere"
+
+
+@pytest.mark.parametrize(("cfg", "message"), [
+    ({**BASE, "train": {"epoch": 3}}, "c.yaml: unknown option train.epoch"),
+    ({**BASE, "trian": {}}, "c.yaml: unknown section 'trian'"),
+    ({**BASE, "train": {"epochs": 0}}, "train.epochs must be >= 1"),
+    ({**BASE, "train": {"epochs": 1.5}}, "train.epochs has a bad value 1.5"),
+    ({**BASE, "train": {"lr": "fast"}}, "train.lr has a bad value 'fast'"),
+    ({**BASE, "train": {"amp": "fp8"}}, "train.amp must be"),
+    ({"data": {"root": "x", "locations_per_batch": 1}}, "data.locations_per_batch must be >= 2"),
+    ({**BASE, "data": {"root": "x", "satellite_flip": "yes"}}, "data.satellite_flip has a bad value"),
+    ({"data": {}}, "data.root must be"),
+    ({**BASE, "weather": {"conditions": "hail"}}, "bad weather section"),
+    ({**BASE, "model": [1]}, "'model' must be a mapping"),
+])
+def test_bad_configs_are_one_line_user_errors(cfg: dict, message: str) -> None:
+    with pytest.raises(UserError, match=message) as info:
+        parse_run_config(cfg, "c.yaml")
+    assert "\n" not in str(info.value)
+
+
+def test_warmup_cosine_known_values() -> None:
+    assert warmup_cosine(0, 10, warmup_steps=3) == pytest.approx(0.25)
+    assert warmup_cosine(2, 10, warmup_steps=3) == pytest.approx(0.75)
+    assert warmup_cosine(3, 10, warmup_steps=3) == pytest.approx(1.0)
+    # Halfway through the 7 decay steps the cosine is at the midpoint of [min, 1].
+    assert warmup_cosine(3 + 3.5, 10, 3, min_ratio=0.2) == pytest.approx(0.6)  # type: ignore[arg-type]
+    assert warmup_cosine(10, 10, 3, min_ratio=0.2) == pytest.approx(0.2)
+    assert warmup_cosine(50, 10, 3, min_ratio=0.2) == pytest.approx(0.2)
+    assert warmup_cosine(1, 4) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+
+
+def test_scheduler_applies_per_group_and_round_trips() -> None:
+    p, q = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([{"params": [p], "lr": 1.0}, {"params": [q], "lr": 0.1}])
+    sched = warmup_cosine_scheduler(opt, total_steps=4, warmup_steps=1)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.5, 0.05])
+    opt.step()
+    sched.step()
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([1.0, 0.1])
+    opt2 = torch.optim.SGD([{"params": [p], "lr": 1.0}, {"params": [q], "lr": 0.1}])
+    sched2 = warmup_cosine_scheduler(opt2, total_steps=4, warmup_steps=1)
+    sched2.load_state_dict(sched.state_dict())
+    opt.step()
+    sched.step()
+    opt2.step()
+    sched2.step()
+    assert opt2.param_groups[0]["lr"] == pytest.approx(opt.param_groups[0]["lr"])

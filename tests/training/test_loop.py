@@ -1,0 +1,118 @@
+"""The training loop end to end on a tiny University-1652 tree written by the tests."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mcgf.cli.main import main
+from mcgf.training import load_checkpoint
+from mcgf.training.config import parse_run_config
+from mcgf.training.logging import COLUMNS
+from mcgf.training.loop import train
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 locations × (2 drone views + 1 satellite tile), 32 px, distinct per location."""
+    base = tmp_path_factory.mktemp("u1652") / "University-Release"
+    rng = np.random.default_rng(0)
+    for c in range(4):
+        colour = rng.integers(0, 255, 3)
+        for view, n in (("drone", 2), ("satellite", 1)):
+            d = base / "train" / view / f"{c + 1:04d}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                arr = np.clip(colour + rng.normal(0, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(arr).save(d / f"{i}.png")
+    return base
+
+
+def config(root: Path, **train: object) -> dict:
+    return {
+        "data": {"root": str(root), "locations_per_batch": 2, "drones_per_location": 2, "workers": 0},
+        "weather": {"conditions": ["fog", "rain"], "seed": 1},
+        "model": {"backbone_name": "vit_tiny_patch16_224", "img_size": 32, "bottleneck_dim": 16,
+                  "dropout": 0.0, "restoration_width": 8, "restoration_mults": [1],
+                  "restoration_blocks": 1},
+        "train": {"epochs": 2, "seed": 3, "lr": 1e-3, "warmup_steps": 1, "infonce": 0.1,
+                  "lambda_restore": 0.5, "log_every": 1, **train},
+    }
+
+
+def read_log(out: Path) -> list[dict[str, str]]:
+    with open(out / "log.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_two_epochs_log_checkpoint_and_embedding(root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = train(parse_run_config(config(root), "test"), out, progress=False)
+    assert result.steps == 4 and result.epochs == 2  # 4 locations / P=2 → 2 steps per epoch
+    assert all(np.isfinite(v) for v in result.final_losses.values())
+    assert set(result.final_losses) == {"ce", "infonce", "restore", "total"}
+    rows = read_log(out)
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    assert [int(r["epoch"]) for r in rows] == [1, 1, 2, 2]
+    assert tuple(rows[0]) == COLUMNS
+    assert all(float(r["images_per_s"]) > 0 and r["restore"] != "" for r in rows)
+    # Warmup: step 1 runs at half the base LR (warmup_steps=1), then the cosine decays.
+    assert float(rows[0]["lr"]) == pytest.approx(5e-4)
+    assert float(rows[1]["lr"]) == pytest.approx(1e-3)
+    assert float(rows[3]["lr"]) < float(rows[2]["lr"]) < 1e-3
+
+    ck = load_checkpoint(out / "last", load_train_state=True)
+    assert ck.train_state is not None and ck.train_state.step == 4 and ck.train_state.epoch == 2
+    assert ck.config["model"]["num_classes"] == 4 and ck.config["train"]["seed"] == 3
+    emb = ck.model.embed(torch.zeros(3, 3, 32, 32), "drone")
+    assert emb.shape == (3, 16) and torch.allclose(emb.norm(dim=1), torch.ones(3), atol=1e-5)
+
+
+def test_resume_after_epoch_one_matches_uninterrupted_run(root: Path, tmp_path: Path) -> None:
+    full = tmp_path / "full"
+    train(parse_run_config(config(root), "t"), full, progress=False)
+    part = tmp_path / "part"
+    train(parse_run_config(config(root), "t"), part, progress=False, stop_after=1)
+    # Change the global RNG in between: resume must restore it from the checkpoint.
+    torch.manual_seed(12345)
+    train(parse_run_config(config(root), "t"), part, resume=True, progress=False)
+    a = load_checkpoint(full / "last").model.state_dict()
+    b = load_checkpoint(part / "last").model.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert [r["step"] for r in read_log(part)] == ["1", "2", "3", "4"]
+    assert read_log(part)[3]["total"] == read_log(full)[3]["total"]
+
+
+def test_loss_decreases_on_a_tiny_overfit_set(root: Path, tmp_path: Path) -> None:
+    cfg = config(root, epochs=8, lr=1e-2, infonce=0.0, lambda_restore=0.0, warmup_steps=0,
+                 min_lr_ratio=1.0)
+    cfg["weather"] = {"conditions": "none"}
+    train(parse_run_config(cfg, "t"), tmp_path / "o", progress=False)
+    totals = [float(r["total"]) for r in read_log(tmp_path / "o")]
+    assert all(r == "" for r in (x["restore"] for x in read_log(tmp_path / "o")))
+    # Chance level is 2·ln(4) ≈ 2.77 (cross-entropy of both views over 4 locations).
+    assert np.mean(totals[:3]) == pytest.approx(2 * np.log(4), rel=0.1)
+    assert np.mean(totals[-3:]) < 0.75 * np.mean(totals[:3])
+
+
+def test_cli_trains_resumes_and_refuses_to_overwrite(root: Path, tmp_path: Path, capsys) -> None:
+    import yaml
+
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(yaml.safe_dump(config(root)))
+    out = tmp_path / "cli"
+    argv = ["train", "--config", str(cfg_path), "--out", str(out), "--quiet"]
+    assert main([*argv, "--set", "train.epochs=1"]) == 0
+    assert main(argv) == 2
+    assert "already exists" in capsys.readouterr().err
+    # Resume without --config reads the saved config; --set raises the epoch count.
+    assert main(["train", "--out", str(out), "--resume", "--quiet", "--set", "train.epochs=2"]) == 0
+    assert load_checkpoint(out / "last", load_train_state=True).train_state.epoch == 2
+    assert main(["train", "--out", str(tmp_path / "none"), "--resume", "--quiet"]) == 2
+    assert "does not exist" in capsys.readouterr().err
