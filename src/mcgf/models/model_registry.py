@@ -15,9 +15,10 @@ from typing import Any
 from torch import nn
 
 from mcgf.errors import UserError
+from mcgf.registry import Registry
 
 ModelFactory = Callable[..., nn.Module]
-_MODELS: dict[str, ModelFactory] = {}
+_MODELS: Registry[ModelFactory] = Registry("model")
 # Modules whose import registers the built-in models.
 _BUILTIN_MODULES = ("mcgf.models.mcgf_model",)
 
@@ -25,13 +26,7 @@ _BUILTIN_MODULES = ("mcgf.models.mcgf_model",)
 def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
     """Decorator: register ``factory(**kwargs) -> nn.Module`` (a class works) as ``name``."""
 
-    def deco(factory: ModelFactory) -> ModelFactory:
-        if name in _MODELS and _MODELS[name] is not factory:
-            raise ValueError(f"a model named {name!r} is already registered")
-        _MODELS[name] = factory
-        return factory
-
-    return deco
+    return _MODELS.register(name)
 
 
 def _load_builtins() -> None:
@@ -42,7 +37,15 @@ def _load_builtins() -> None:
 def available_models() -> list[str]:
     """Registered model names, sorted."""
     _load_builtins()
-    return sorted(_MODELS)
+    return _MODELS.names()
+
+
+def _factory(name: str) -> ModelFactory:
+    _load_builtins()
+    factory = _MODELS.get(name)
+    if factory is None:
+        raise UserError(f"unknown model {name!r}: choose one of {', '.join(_MODELS.names())}")
+    return factory
 
 
 def model_options(name: str) -> set[str]:
@@ -51,10 +54,7 @@ def model_options(name: str) -> set[str]:
     Raises:
         UserError: unknown name.
     """
-    _load_builtins()
-    factory = _MODELS.get(name)
-    if factory is None:
-        raise UserError(f"unknown model {name!r}: choose one of {', '.join(sorted(_MODELS))}")
+    factory = _factory(name)
     return set(inspect.signature(factory).parameters)
 
 
@@ -64,10 +64,7 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     Raises:
         UserError: unknown name, or an option the model does not take.
     """
-    _load_builtins()
-    factory = _MODELS.get(name)
-    if factory is None:
-        raise UserError(f"unknown model {name!r}: choose one of {', '.join(sorted(_MODELS))}")
+    factory = _factory(name)
     try:
         inspect.signature(factory).bind(**kwargs)
     except TypeError as exc:

@@ -23,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from mcgf.errors import UserError
+from mcgf.registry import Registry
 
 
 @runtime_checkable
@@ -40,7 +41,7 @@ class Embedder(Protocol):
 
 
 EmbedderFactory = Callable[..., Embedder]
-_REGISTRY: dict[str, EmbedderFactory] = {}
+_REGISTRY: Registry[EmbedderFactory] = Registry("embedder")
 
 #: Name of the factory that ``--checkpoint`` uses when no ``--embedder`` is given.
 CHECKPOINT_EMBEDDER = "checkpoint"
@@ -49,18 +50,12 @@ CHECKPOINT_EMBEDDER = "checkpoint"
 def register_embedder(name: str) -> Callable[[EmbedderFactory], EmbedderFactory]:
     """Decorator: register ``factory(**kwargs) -> Embedder`` under ``name``."""
 
-    def deco(factory: EmbedderFactory) -> EmbedderFactory:
-        if name in _REGISTRY and _REGISTRY[name] is not factory:
-            raise ValueError(f"an embedder named {name!r} is already registered")
-        _REGISTRY[name] = factory
-        return factory
-
-    return deco
+    return _REGISTRY.register(name)
 
 
 def available_embedders() -> list[str]:
     """Registered embedder names, sorted."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def build_embedder(name: str, **kwargs: Any) -> Embedder:

@@ -1,0 +1,42 @@
+"""Factories by name: the one registry mechanism behind models, embedders and variants.
+
+A :class:`Registry` maps names to factories (functions or classes); ``register(name)``
+is a decorator, ``get(name)`` looks one up. Callers add their own wording for errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+class Registry(Generic[F]):
+    """Named factories of one kind (``kind`` is used in messages, e.g. ``"model"``)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._factories: dict[str, F] = {}
+
+    def register(self, name: str) -> Callable[[F], F]:
+        """Decorator: register ``factory`` under ``name``; re-registering it is a no-op."""
+
+        def deco(factory: F) -> F:
+            if name in self._factories and self._factories[name] is not factory:
+                raise ValueError(f"a {self.kind} named {name!r} is already registered")
+            self._factories[name] = factory
+            return factory
+
+        return deco
+
+    def get(self, name: str) -> F | None:
+        """The factory registered as ``name``, or ``None``."""
+        return self._factories.get(name)
+
+    def names(self) -> list[str]:
+        """Registered names, sorted."""
+        return sorted(self._factories)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._factories
