@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -59,3 +61,35 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
 def write_json_atomic(path: str | Path, obj: Any, indent: int = 2) -> None:
     """Write ``obj`` as JSON to ``path`` atomically (keys kept in insertion order)."""
     write_text_atomic(path, json.dumps(obj, indent=indent) + "\n")
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Make renames inside ``path`` durable (a no-op where directories cannot be fsynced)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def replace_dir(tmp: str | Path, dest: str | Path) -> None:
+    """Move the finished folder ``tmp`` to ``dest``, replacing an earlier folder there.
+
+    The earlier folder is renamed aside first and deleted only once ``tmp`` is in place
+    (it is put back if that rename fails), so ``dest`` is never half-written.
+    """
+    tmp, dest = Path(tmp), Path(dest)
+    old: Path | None = None
+    if dest.exists() or dest.is_symlink():
+        old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(dest, old)
+    try:
+        os.replace(tmp, dest)
+    except BaseException:
+        if old is not None:
+            os.replace(old, dest)
+        raise
+    fsync_dir(dest.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -25,3 +25,16 @@ def test_atomic_write_has_normal_permissions(tmp_path: Path) -> None:
     os.umask(mask)
     assert (target.stat().st_mode & 0o777) == (0o666 & ~mask)
     assert target.read_text() == '{\n  "a": 1\n}\n'
+
+
+def test_replace_dir_swaps_whole_folders(tmp_path: Path) -> None:
+    from mcgf.fileio import replace_dir
+
+    dest = tmp_path / "out"
+    for text in ("first", "second"):
+        tmp = tmp_path / ".out.partial"
+        tmp.mkdir()
+        (tmp / "f.txt").write_text(text)
+        replace_dir(tmp, dest)
+        assert (dest / "f.txt").read_text() == text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # old copy and temp gone

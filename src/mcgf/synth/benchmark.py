@@ -40,6 +40,7 @@ from PIL import Image
 
 from mcgf import __version__
 from mcgf.errors import UserError
+from mcgf.fileio import replace_dir
 from mcgf.synth.camera import OrbitSpec
 from mcgf.synth.layout import HALF_EXTENT_M
 from mcgf.synth.location import (
@@ -309,16 +310,6 @@ def _prepare_out(out: Path, overwrite: bool) -> Path:
     return tmp
 
 
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
-
-
 def default_workers() -> int:
     """Number of CPUs this process may use."""
     try:
@@ -393,7 +384,7 @@ def generate_benchmark(
     try:
         results = _run_all(jobs, config, tmp, min(workers, len(jobs)), query_transform, progress)
         summary = _write_indexes(tmp, config, jobs, order, results)
-        _swap_into_place(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

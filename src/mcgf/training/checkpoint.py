@@ -20,7 +20,6 @@ rename a folder over a non-empty one, so the swap is two renames: for a moment b
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
@@ -36,6 +35,7 @@ import torch
 from torch import nn
 
 from mcgf.errors import UserError
+from mcgf.fileio import fsync_dir, replace_dir
 
 FORMAT = "mcgf-checkpoint"
 VERSION = 1
@@ -210,7 +210,7 @@ def save_checkpoint(
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         _swap_into_place(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -264,37 +264,15 @@ def _load_weights(model: nn.Module, path: Path) -> None:
 
 
 def _swap_into_place(tmp: Path, path: Path) -> None:
-    old: Path | None = None
-    if path.exists() or path.is_symlink():
-        if not path.is_dir() or path.is_symlink():
-            raise UserError(f"{path} exists and is not a checkpoint folder: remove it or "
-                            "choose another path")
-        old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(path, old)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        if old is not None:
-            os.replace(old, path)
-        raise
-    _fsync_dir(path.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    if (path.exists() or path.is_symlink()) and (not path.is_dir() or path.is_symlink()):
+        raise UserError(f"{path} exists and is not a checkpoint folder: remove it or "
+                        "choose another path")
+    replace_dir(tmp, path)
 
 
 def _fsync_file(path: Path) -> None:
     with open(path, "rb") as fh:
         os.fsync(fh.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    # Directory fsync makes the renames durable; not supported everywhere (Windows).
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _json_default(obj: Any) -> Any:

@@ -143,6 +143,11 @@ def _build(cls: type, values: dict[str, Any], name: str, where: str) -> Any:
     return cls(**out)
 
 
+def _section(config: Mapping[str, Any], cls: type, name: str, where: str) -> Any:
+    """The dataclass ``cls`` built from section ``name`` (unknown keys rejected)."""
+    return _build(cls, section(config, name, [f.name for f in fields(cls)], where), name, where)
+
+
 def _check(ok: bool, where: str, option: str, value: Any, need: str) -> None:
     if not ok:
         raise UserError(f"{where}: {option} must be {need} (got {value!r})")
@@ -161,13 +166,9 @@ def parse_run_config(config: Mapping[str, Any], where: str) -> RunConfig:
     unknown = sorted(set(config) - set(SECTIONS))
     if unknown:
         raise UserError(f"{where}: unknown section '{unknown[0]}' (known: {', '.join(SECTIONS)})")
-    data = _build(DataConfig, section(config, "data", [f.name for f in fields(DataConfig)], where),
-                  "data", where)
-    weather = _build(WeatherConfig,
-                     section(config, "weather", [f.name for f in fields(WeatherConfig)], where),
-                     "weather", where)
-    train = _build(TrainConfig, section(config, "train", [f.name for f in fields(TrainConfig)], where),
-                   "train", where)
+    data = _section(config, DataConfig, "data", where)
+    weather = _section(config, WeatherConfig, "weather", where)
+    train = _section(config, TrainConfig, "train", where)
     model = config.get("model") or {}
     if not isinstance(model, dict):
         raise UserError(f"{where}: 'model' must be a mapping of create_model options")
