@@ -11,9 +11,10 @@ import torch
 from PIL import Image
 
 from mcgf.data.layout import ImageRecord
+from mcgf.data.transforms import Preprocess
 from mcgf.errors import ImageReadError
 from mcgf.evaluation.cache import cache_key, file_fingerprint
-from mcgf.evaluation.features import Preprocess, extract_features
+from mcgf.evaluation.features import extract_features
 
 
 class LeftRight:

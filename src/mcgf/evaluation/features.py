@@ -19,41 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch.utils.data import DataLoader
 
 from mcgf.data.datasets import Degrade, ImageListDataset, collate_images
 from mcgf.data.images import BAD_IMAGE_POLICIES
 from mcgf.data.layout import ImageRecord
+from mcgf.data.transforms import Preprocess
 from mcgf.evaluation.cache import CachedFeatures, FeatureCache, cache_key, file_fingerprint
 from mcgf.models.registry import Embedder
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """Resize to ``size`` (height, width) with bicubic filtering, scale to [0, 1], normalise."""
-
-    size: tuple[int, int]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    @classmethod
-    def for_embedder(cls, embedder: Embedder) -> Preprocess:
-        return cls(tuple(embedder.input_size), tuple(embedder.mean), tuple(embedder.std))  # type: ignore[arg-type]
-
-    def describe(self) -> str:
-        """Stable text for the cache key."""
-        return f"resize{self.size[0]}x{self.size[1]}-bicubic/mean{list(self.mean)}/std{list(self.std)}"
-
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        h, w = self.size
-        if image.size != (w, h):
-            image = image.resize((w, h), Image.Resampling.BICUBIC)
-        x = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float()
-        x = x.div_(255.0)
-        mean = torch.tensor(self.mean).view(3, 1, 1)
-        std = torch.tensor(self.std).view(3, 1, 1)
-        return (x - mean) / std
 
 
 @dataclass

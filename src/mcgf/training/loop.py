@@ -133,20 +133,6 @@ class _SatelliteTransform:
         return x
 
 
-class _Weather:
-    """``Degrade`` adapter over :class:`~mcgf.weather.WeatherTransform` (arrays in, arrays out)."""
-
-    def __init__(self, transform: Any) -> None:
-        self.transform = transform
-
-    def set_epoch(self, epoch: int) -> None:
-        self.transform.set_epoch(epoch)
-
-    def __call__(self, image: np.ndarray, key: str) -> tuple[np.ndarray, str]:
-        out, condition = self.transform(image, key)
-        return np.asarray(out), condition
-
-
 def read_train_split(root: str | Path) -> tuple[ClassFolderSet, ClassFolderSet]:
     """The drone and satellite class folders of ``root``'s ``train`` split.
 
@@ -158,9 +144,6 @@ def read_train_split(root: str | Path) -> tuple[ClassFolderSet, ClassFolderSet]:
     if missing:
         raise UserError(f"data.root {root}: no train/{missing[0]} folder (expected the "
                         "University-1652 layout train/drone/<class>, train/satellite/<class>)")
-    if not aligned_classes(data.train["drone"], data.train["satellite"]):
-        raise UserError(f"data.root {root}: no location has images in both train/drone and "
-                        "train/satellite (run mcgf data check)")
     return data.train["drone"], data.train["satellite"]
 
 
@@ -168,17 +151,17 @@ def build_dataset(cfg: RunConfig, drone: ClassFolderSet, satellite: ClassFolderS
                   input_size: tuple[int, int], mean: tuple[float, ...], std: tuple[float, ...]) -> Any:
     """The :class:`~mcgf.data.datasets.CrossViewTrainSet` over ``drone``/``satellite`` with
     the model's input transforms and the configured weather."""
-    from torchvision import transforms as T
-
     from mcgf.data.datasets import CrossViewTrainSet
+    from mcgf.data.transforms import Preprocess
 
-    base = T.Compose([T.Resize(tuple(input_size), antialias=True), T.ToTensor(), T.Normalize(mean, std)])
+    # The evaluation's preprocessing, so that training and test images match.
+    base = Preprocess(tuple(input_size), tuple(mean), tuple(std))  # type: ignore[arg-type]
     weather = None
     if cfg.weather.conditions != "none":
         from mcgf.weather import WeatherTransform
 
-        weather = _Weather(WeatherTransform(cfg.weather.conditions, seed=cfg.weather.seed,
-                                            dark_variant=cfg.weather.dark_variant))
+        weather = WeatherTransform(cfg.weather.conditions, seed=cfg.weather.seed,
+                                   dark_variant=cfg.weather.dark_variant)
     return CrossViewTrainSet(
         drone, satellite,
         drone_transform=base, satellite_transform=_SatelliteTransform(base, cfg.data.satellite_flip),
