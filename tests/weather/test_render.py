@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,8 @@ from PIL import Image
 
 from mcgf.errors import UserError
 from mcgf.weather import CONDITIONS, choose_condition
-from mcgf.weather.render import MANIFEST, RenderSettings, plan_jobs, render_jobs
+from mcgf.weather.plan import ENGINE_VERSION
+from mcgf.weather.render import MANIFEST, SETTINGS, RenderSettings, plan_jobs, render_jobs
 
 from .conftest import natural_image
 
@@ -94,6 +96,20 @@ def test_resume_keeps_finished_files_and_refuses_other_settings(tmp_path):
         render_jobs(jobs, dst, settings("university-wx", 1, ("fog", "rain")))
     redo = render_jobs(jobs, dst, settings("university-wx", 1, ("fog", "rain")), overwrite=True)
     assert redo.written == 4
+
+
+def test_settings_record_the_engine_version(tmp_path):
+    src = make_class_folders(tmp_path / "src", classes=("0001",), per_class=1)
+    dst = tmp_path / "dst"
+    jobs = plan_jobs("university-wx", src, seed=0, conditions=("fog",))
+    render_jobs(jobs, dst, settings("university-wx", 0, ("fog",)))
+    record = json.loads((dst / SETTINGS).read_text())
+    assert record["engine"] == ENGINE_VERSION
+    # A render by an engine that drew other pixels is not resumed.
+    record["engine"] = "1"
+    (dst / SETTINGS).write_text(json.dumps(record))
+    with pytest.raises(UserError, match="other settings"):
+        render_jobs(jobs, dst, settings("university-wx", 0, ("fog",)))
 
 
 def test_interrupted_run_leaves_no_manifest(tmp_path):

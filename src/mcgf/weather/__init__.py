@@ -29,7 +29,7 @@ from mcgf.weather.conditions import (
     recipe,
 )
 from mcgf.weather.kernels import REFERENCE_SIZE, scale_factor
-from mcgf.weather.plan import WeatherPlan, render_plan, sample_plan
+from mcgf.weather.plan import ENGINE_VERSION, WeatherPlan, render_plan, sample_plan
 from mcgf.weather.transform import WeatherTransform
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CONDITIONS",
     "DARK_VARIANTS",
+    "ENGINE_VERSION",
     "REFERENCE_SIZE",
     "UnknownConditionError",
     "WeatherPlan",

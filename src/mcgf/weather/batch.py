@@ -25,7 +25,13 @@ from mcgf.weather.colorspace import SPACES, adjust_brightness
 from mcgf.weather.conditions import check_condition, check_dark_variant
 from mcgf.weather.fog import CloudStage
 from mcgf.weather.kernels import pad_kernel
-from mcgf.weather.particles import RAIN_GREY, RAIN_OPACITY, RainStage, SnowStage
+from mcgf.weather.particles import (
+    RAIN_GREY,
+    RAIN_OPACITY,
+    RainStage,
+    SnowStage,
+    snow_canvas_shape,
+)
 from mcgf.weather.photometric import PhotometricStage
 from mcgf.weather.plan import WeatherPlan, sample_plan
 
@@ -103,6 +109,8 @@ def apply_weather_batch(
         stage_lists = [plans[i].stages for i in idx]
         for s in range(len(stage_lists[0])):
             stages = [st[s] for st in stage_lists]
+            if images.dtype == torch.uint8 and isinstance(stages[0], SnowStage):
+                sub = sub.clamp(0.0, 255.0).round_()  # as the OpenCV path (see render_stages)
             sub = _RENDERERS[type(stages[0])](sub, stages)
         out[idx] = sub
     out = out.clamp_(0.0, 255.0)
@@ -190,37 +198,54 @@ def _render_snow(x: torch.Tensor, stages: list[SnowStage]) -> torch.Tensor:
     n, _, h, w = x.shape
     add = torch.zeros(n, h, w, device=x.device)
     floor = torch.zeros(n, h, w, device=x.device)
+    shapes = [snow_canvas_shape(s, h, w) for s in stages]
+    for shape in dict.fromkeys(shapes):  # usually one canvas shape for the whole batch
+        idx = [i for i, s in enumerate(shapes) if s == shape]
+        small = _snow_maps([stages[i] for i in idx], shape, x)
+        if shape != (h, w):  # as cv2.resize(INTER_CUBIC) of the uint8 maps
+            small = F.interpolate(small, size=(h, w), mode="bicubic", align_corners=False)
+            small = small.round_().clamp_(0.0, 255.0)
+        add[idx], floor[idx] = small[:, 0], small[:, 1]
+    return torch.maximum((x + add[:, None]).clamp_(0.0, 255.0), floor[:, None])
+
+
+def _snow_maps(stages: list[SnowStage], shape: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
+    """(A, B) of each stage on its canvas of ``shape``, as (n, 2, ch, cw) whole grey levels."""
+    n = len(stages)
+    h, w = shape
+    add = torch.zeros(n, h, w, device=like.device)
+    floor = torch.zeros(n, h, w, device=like.device)
     for sel, layers in _layer_groups(stages):
         m = len(sel)
         gh = np.array([lay.grid_shape[0] for lay in layers])
         gw = np.array([lay.grid_shape[1] for lay in layers])
         big = (int(gh.max()), int(gw.max()))
         cells = [(lay.cells // g) * big[1] + lay.cells % g for lay, g in zip(layers, gw, strict=True)]
-        grid = _scatter(cells, [lay.mass for lay in layers], big, x)
-        weight, kh, kw = _kernels([lay.kernel for lay in layers], x)
+        grid = _scatter(cells, [lay.mass for lay in layers], big, like)
+        weight, kh, kw = _kernels([lay.kernel for lay in layers], like)
         grid = _grouped_filter(grid, weight, kh, kw).clamp_(0.0, 255.0).round_()
         # Replicate each grid's own border into the padding, as OpenCV's resize does.
-        rows = torch.minimum(torch.arange(big[0], device=x.device)[None], _t(gh - 1, x)[:, None])
-        cols = torch.minimum(torch.arange(big[1], device=x.device)[None], _t(gw - 1, x)[:, None])
+        rows = torch.minimum(torch.arange(big[0], device=like.device)[None], _t(gh - 1, like)[:, None])
+        cols = torch.minimum(torch.arange(big[1], device=like.device)[None], _t(gw - 1, like)[:, None])
         grid = grid.gather(1, rows[:, :, None].expand(m, big[0], big[1]))
         grid = grid.gather(2, cols[:, None, :].expand(m, big[0], big[1]))
-        # Output pixel centre -> own-grid coordinate -> normalised over the padded grid.
-        xs = (torch.arange(w, device=x.device) + 0.5) / w
-        ys = (torch.arange(h, device=x.device) + 0.5) / h
-        gx = xs[None, :] * _t(2.0 * gw / big[1], x)[:, None].float() - 1.0
-        gy = ys[None, :] * _t(2.0 * gh / big[0], x)[:, None].float() - 1.0
+        # Canvas pixel centre -> own-grid coordinate -> normalised over the padded grid.
+        xs = (torch.arange(w, device=like.device) + 0.5) / w
+        ys = (torch.arange(h, device=like.device) + 0.5) / h
+        gx = xs[None, :] * _t(2.0 * gw / big[1], like)[:, None].float() - 1.0
+        gy = ys[None, :] * _t(2.0 * gh / big[0], like)[:, None].float() - 1.0
         where = torch.stack(
             [gx[:, None, :].expand(m, h, w), gy[:, :, None].expand(m, h, w)], dim=-1
         )
         streaks = F.grid_sample(grid[:, None], where, mode="bicubic", padding_mode="border",
                                 align_corners=False)[:, 0]
         level = streaks.round_().clamp_(0.0, 255.0).long().reshape(m, -1)
-        glow = _stack([lay.lut_glow for lay in layers], x).gather(1, level).reshape(m, h, w)
-        gain = torch.tensor([lay.flake_gain for lay in layers], device=x.device).reshape(m, 1, 1)
+        glow = _stack([lay.lut_glow for lay in layers], like).gather(1, level).reshape(m, h, w)
+        gain = torch.tensor([lay.flake_gain for lay in layers], device=like.device).reshape(m, 1, 1)
         flake = (glow * gain).round_().clamp_(max=255.0)
         add[sel] = (add[sel] + glow).clamp_(max=255.0)
         floor[sel] = torch.maximum((floor[sel] + glow).clamp_(max=255.0), flake)
-    return torch.maximum((x + add[:, None]).clamp_(0.0, 255.0), floor[:, None])
+    return torch.stack([add, floor], dim=1)
 
 
 def _render_photometric(x: torch.Tensor, stages: list[PhotometricStage]) -> torch.Tensor:

@@ -48,16 +48,20 @@ def power_law_noise(
 
 
 def beta_gate(
-    rng: np.random.Generator, shape: tuple[int, int], uniformity: tuple[float, float]
+    rng: np.random.Generator,
+    shape: tuple[int, ...],
+    uniformity: tuple[float, float] | tuple[np.ndarray, np.ndarray],
 ) -> np.ndarray:
     """Grid of Beta(1, 1 − u) values with ``u`` drawn per cell from ``uniformity``.
 
     High uniformity puts nearly all mass at 1 (particles everywhere); lower values leave
-    sparse regions. Sampled by inverting the CDF ``1 − (1 − x)**b``.
+    sparse regions. Sampled by inverting the CDF ``1 − (1 − x)**b``. ``uniformity`` bounds
+    may be arrays broadcasting against ``shape`` (e.g. one range per layer of a stack).
     """
-    b = np.maximum(1.0 - rng.uniform(uniformity[0], uniformity[1], shape), 1e-4)
-    u = rng.random(shape)
-    return (1.0 - (1.0 - u) ** (1.0 / b)).astype(np.float32)
+    draws = rng.random((2, *shape))
+    lo, hi = uniformity
+    b = np.maximum(1.0 - (lo + np.subtract(hi, lo) * draws[0]), 1e-4)
+    return (1.0 - (1.0 - draws[1]) ** (1.0 / b)).astype(np.float32)
 
 
 def _salt_table(levels: int = 1024) -> np.ndarray:

@@ -33,8 +33,16 @@ upsampling (the recipe blurs after it at full resolution, a 4–13 ms dense conv
 both are linear, so they commute up to interpolation). The streak is rasterised on that
 grid without anti-aliasing, which keeps flakes as narrow and bright as the recipe's (a
 bilinear line on a 2–10 px grid would widen each flake by a cell and halve the number of
-saturated flake pixels). Per-layer work at full resolution is one bicubic upsampling, a
-table look-up, a scaling and three saturating uint8 operations.
+saturated flake pixels). The layers of a stage are composed on a canvas of 2 px pitch
+at 512 px (half size; every flake grid of the recipe is at least that coarse): per layer,
+one bicubic upsampling from its grid, a table look-up, a scaling and three saturating
+uint8 operations on a quarter of the pixels, then A and B are upsampled to the image
+once (applying gamma and saturation 2 px apart softens flake edges by about a pixel;
+the saturated-flake share drops by about a third on a real drone view).
+
+Sampling draws each kind of random quantity for all layers of a stage in one NumPy call
+(parameters, drop counts, drop positions, gates): a rain stage has ~200 000 drops, whose
+generation and summation dominate its cost.
 
 Resolution: the grid pitch, streak length and the recipe's 0.5 px pre-blur of flakes are
 defined at 512 px and scaled by :func:`~mcgf.weather.kernels.scale_factor`; particle counts
@@ -44,6 +52,7 @@ are per grid cell, so a 256 px rendering has the same particles, half as large.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -53,8 +62,14 @@ import numpy as np
 
 from mcgf.weather.arrays import expand, owned_float, scalar, scratch, to_uint8
 from mcgf.weather.kernels import line_kernel, scale_factor
-from mcgf.weather.noise import SALT_BITS, SALT_LEVELS, beta_gate, salt_levels, salt_values
-from mcgf.weather.rng import Range, draw, range_max, range_min
+from mcgf.weather.noise import (
+    SALT_BITS,
+    SALT_LEVELS,
+    beta_gate,
+    salt_levels,
+    salt_values,
+)
+from mcgf.weather.rng import Range, range_max, range_min
 
 #: Rain drop opacity per grey level of the streak map, and the drops' grey level. The
 #: recipe derives the grey from the streak map as ``110 + 130 % sum``, which is 240 unless
@@ -162,51 +177,92 @@ class RainStage:
     layers: tuple[RainLayer, ...]
 
 
-def _sample_rain_layer(
-    rng: np.random.Generator, canvas: StreakCanvas, params: ParticleParams
-) -> RainLayer:
-    size = draw(rng, params.size)
-    angle = draw(rng, params.angle)
-    speed = draw(rng, params.speed)
-    density = draw(rng, params.density)
-    height, width = canvas.height, canvas.width
-    pitch = scale_factor(height, width) / min(max(1.0 - size, 0.001), 1.0)
-    cells_total = canvas.rows * canvas.cols
-    area = cells_total * canvas.row_pitch  # image px² under the canvas
-    n = int(rng.poisson(density * area / pitch**2))
-    # One uniform per drop: its integer part picks the canvas cell (a drop sits at the
-    # centre of its row; rows are much shorter than streaks), the fraction its brightness.
-    # Both come from one integer, exactly as ``salt_values(u - cells)`` would give them:
-    # scaling by a power of two is exact, so bits 10+ are the cell, bits 0-9 the level.
-    code = rng.random(n)
-    code *= cells_total * SALT_LEVELS
-    code = code.astype(np.int64)
-    cells = (code >> SALT_BITS).astype(np.int32)
-    mass = salt_levels(code & (SALT_LEVELS - 1))
-    mass *= np.float32(pitch * pitch / canvas.row_pitch)
-    gate = beta_gate(
-        rng,
-        (math.ceil(canvas.rows * canvas.row_pitch * GATE_CELLS / height) + 1,
-         math.ceil(canvas.cols * GATE_CELLS / width) + 1),
-        params.density_uniformity,
-    )
-    # Drops wider than a canvas column (images above 512 px) are thickened in the kernel.
-    kernel = line_kernel(
-        speed * max(height, width), angle, 1.0, 0.0, pitch=(1.0, canvas.row_pitch),
-        footprint=pitch - 1.0 if pitch > 1.25 else 0.0,
-    )
-    return RainLayer(cells=cells, mass=mass, gate=gate, kernel=kernel)
+def _layer_params(
+    rng: np.random.Generator, augmenters: list[ParticleParams]
+) -> list[ParticleParams]:
+    """The augmenter of each layer of a stage: 1–3 layers per augmenter, in order."""
+    counts = rng.integers(
+        [p.layers[0] for p in augmenters], [p.layers[1] + 1 for p in augmenters]
+    ).tolist()
+    return [p for p, count in zip(augmenters, counts, strict=True) for _ in range(count)]
+
+
+@functools.lru_cache(maxsize=256)
+def _bounds(params: ParticleParams, field: str) -> tuple[float, float]:
+    """(low, high) of one parameter of an augmenter (cached: a recipe has a few)."""
+    value = getattr(params, field)
+    return range_min(value), range_max(value)
+
+
+def _draw_layers(
+    rng: np.random.Generator, params: list[ParticleParams], fields: tuple[str, ...]
+) -> list[list[float]]:
+    """Each layer's values of ``fields``, uniform in its augmenter's ranges: [field][layer].
+
+    One ``rng.random`` call for the whole stage; the per-layer scalars stay Python floats
+    (NumPy calls on one-element arrays cost more than the arithmetic).
+    """
+    u = rng.random((len(fields), len(params))).tolist()
+    out = []
+    for field, column in zip(fields, u, strict=True):
+        bounds = [_bounds(p, field) for p in params]
+        out.append([lo + (hi - lo) * x for (lo, hi), x in zip(bounds, column, strict=True)])
+    return out
+
+
+def _slices(counts: list[int]) -> list[slice]:
+    """Per-layer slices of a stage's concatenated particle arrays."""
+    ends = list(itertools.accumulate(counts))
+    return [slice(end - n, end) for n, end in zip(counts, ends, strict=True)]
+
+
+def _uniformity_bounds(params: list[ParticleParams]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-layer density-uniformity bounds, shaped to broadcast over a stack of gates."""
+    bounds = np.array([p.density_uniformity for p in params])
+    return bounds[:, 0, None, None], bounds[:, 1, None, None]
 
 
 def sample_rain(
     rng: np.random.Generator, height: int, width: int, augmenters: list[ParticleParams]
 ) -> RainStage:
-    """Draw the layers of consecutive rain augmenters (1–3 layers each)."""
+    """Draw the layers of consecutive rain augmenters (1–3 layers each).
+
+    Each kind of random quantity is drawn for all layers of the stage at once (a dozen
+    NumPy calls per stage instead of a dozen per layer).
+    """
     canvas = streak_canvas(height, width, augmenters)
-    layers: list[RainLayer] = []
-    for params in augmenters:
-        count = int(rng.integers(params.layers[0], params.layers[1] + 1))
-        layers.extend(_sample_rain_layer(rng, canvas, params) for _ in range(count))
+    params = _layer_params(rng, augmenters)
+    if not params:
+        return RainStage(canvas=canvas, layers=())
+    size, angle, speed, density = _draw_layers(rng, params, ("size", "angle", "speed", "density"))
+    scale = scale_factor(height, width)
+    pitch = [scale / min(max(1.0 - s, 0.001), 1.0) for s in size]
+    cells_total = canvas.rows * canvas.cols
+    area = cells_total * canvas.row_pitch  # image px² under the canvas
+    counts = rng.poisson([d * area / p**2 for d, p in zip(density, pitch, strict=True)]).tolist()
+    # One uniform per drop: its integer part picks the canvas cell (a drop sits at the
+    # centre of its row; rows are much shorter than streaks), the fraction its brightness.
+    # Both come from one integer, exactly as ``salt_values(u - cells)`` would give them:
+    # scaling by a power of two is exact, so bits 10+ are the cell, bits 0-9 the level.
+    code = rng.random(sum(counts))
+    code *= cells_total * SALT_LEVELS
+    code = code.astype(np.int64)
+    cells = (code >> SALT_BITS).astype(np.int32)
+    mass = salt_levels(code & (SALT_LEVELS - 1))
+    gate_shape = (
+        math.ceil(canvas.rows * canvas.row_pitch * GATE_CELLS / height) + 1,
+        math.ceil(canvas.cols * GATE_CELLS / width) + 1,
+    )
+    gates = beta_gate(rng, (len(params), *gate_shape), _uniformity_bounds(params))
+    layers = []
+    for i, part in enumerate(_slices(counts)):
+        mass[part] *= np.float32(pitch[i] * pitch[i] / canvas.row_pitch)
+        # Drops wider than a canvas column (images above 512 px) are thickened in the kernel.
+        kernel = line_kernel(
+            speed[i] * max(height, width), angle[i], 1.0, 0.0, pitch=(1.0, canvas.row_pitch),
+            footprint=pitch[i] - 1.0 if pitch[i] > 1.25 else 0.0,
+        )
+        layers.append(RainLayer(cells=cells[part], mass=mass[part], gate=gates[i], kernel=kernel))
     return RainStage(canvas=canvas, layers=tuple(layers))
 
 
@@ -230,9 +286,9 @@ def rain_transmittance(stage: RainStage) -> np.ndarray:
         drops.fill(0.0)
         np.add.at(drops.reshape(-1), layer.cells, layer.mass)
         cv2.multiply(drops, gate_map(layer.gate, shape), dst=drops)
-        cv2.filter2D(drops, -1, layer.kernel, dst=streaks, borderType=cv2.BORDER_CONSTANT)
-        # 1 - min(1, k·n) = max(0, 1 - k·n)
-        cv2.addWeighted(streaks, -RAIN_OPACITY, streaks, 0.0, 1.0, dst=streaks)
+        # 1 - min(1, k·n) = max(0, 1 - k·n); the filter computes 1 - k·n in its pass.
+        cv2.filter2D(drops, -1, layer.kernel * np.float32(-RAIN_OPACITY), dst=streaks,
+                     delta=1.0, borderType=cv2.BORDER_CONSTANT)
         cv2.max(streaks, scalar(0.0), dst=streaks)
         cv2.multiply(trans, streaks, dst=trans)
     inside = trans[c.margin_rows : c.margin_rows + c.image_rows, c.margin_x : c.margin_x + c.width]
@@ -285,6 +341,10 @@ class SnowStage:
     layers: tuple[SnowLayer, ...]
 
 
+#: Grey levels 0..255 as fractions, the argument of each layer's gamma table.
+_LEVELS = np.arange(256) / 255.0
+
+
 def snow_grid_shape(height: int, width: int, size: float) -> tuple[int, int]:
     """Grid of one snow layer: ``(1 − size)`` × the image at 512 px, never finer than it."""
     pitch = scale_factor(height, width) / min(max(1.0 - size, 0.001), 1.0)
@@ -294,59 +354,77 @@ def snow_grid_shape(height: int, width: int, size: float) -> tuple[int, int]:
     )
 
 
-def _sample_snow_layer(
-    rng: np.random.Generator, height: int, width: int, params: ParticleParams
-) -> SnowLayer:
-    size = draw(rng, params.size)
-    uniformity = draw(rng, params.size_uniformity)
-    angle = draw(rng, params.angle)
-    speed = draw(rng, params.speed)
-    sigma_fraction = draw(rng, params.blur_sigma_fraction)
-    density = draw(rng, params.density)
-    scale = scale_factor(height, width)
-    pitch = scale / min(max(1.0 - size, 0.001), 1.0)
-    gh, gw = snow_grid_shape(height, width, size)
-    cell_y, cell_x = height / gh, width / gw
-
-    n = int(rng.poisson(density * (height / pitch) * (width / pitch)))
-    u = rng.random(n) * (gh * gw)
-    cells = u.astype(np.int32)
-    # Mass conservation when the grid had to be clamped to the image (tiny images).
-    mass = salt_values(u - cells) * np.float32(pitch * pitch / (cell_x * cell_y))
-    # The gate is an 8x8 grid stretched over the flake grid (node = cell centre).
-    gate = beta_gate(rng, (GATE_CELLS, GATE_CELLS), params.density_uniformity)
-    mass *= cv2.resize(gate, (gw, gh), interpolation=cv2.INTER_LINEAR).reshape(-1)[cells]
-    # The recipe's pre-blur: sigma = clip(512·fraction, 0.5, 3.75) px at 512 px.
-    sigma = min(max(512 * sigma_fraction, 0.5), 3.75) * scale
-    kernel = line_kernel(
-        speed * max(height, width), angle, 1.0, 0.0, pitch=(cell_x, cell_y), sigma=sigma,
-        antialias=False,
-    )
-    gain = 1.0 + 2.0 * (1.0 - uniformity)
-    base = 255.0 * (np.arange(256) / 255.0) ** gain * (1.0 + 5.0 * (1.0 - uniformity))
-    return SnowLayer(
-        grid_shape=(gh, gw),
-        cells=cells,
-        mass=mass,
-        kernel=kernel,
-        lut_glow=np.clip(np.rint((0.1 + 20 * speed) * base), 0, 255).astype(np.uint8),
-        flake_gain=(1.0 + 20 * speed) / (0.1 + 20 * speed),
-    )
-
-
 def sample_snow(
     rng: np.random.Generator, height: int, width: int, augmenters: list[ParticleParams]
 ) -> SnowStage:
-    """Draw the layers of consecutive snowflake augmenters (1–3 layers each)."""
-    layers: list[SnowLayer] = []
-    for params in augmenters:
-        count = int(rng.integers(params.layers[0], params.layers[1] + 1))
-        layers.extend(_sample_snow_layer(rng, height, width, params) for _ in range(count))
+    """Draw the layers of consecutive snowflake augmenters (1–3 layers each).
+
+    Each kind of random quantity is drawn for all layers of the stage at once.
+    """
+    params = _layer_params(rng, augmenters)
+    if not params:
+        return SnowStage(layers=())
+    size, uniformity, angle, speed, sigma_fraction, density = _draw_layers(
+        rng, params, ("size", "size_uniformity", "angle", "speed", "blur_sigma_fraction", "density")
+    )
+    scale = scale_factor(height, width)
+    pitch = [scale / min(max(1.0 - s, 0.001), 1.0) for s in size]
+    shapes = [snow_grid_shape(height, width, s) for s in size]
+    counts = rng.poisson(
+        [d * (height / p) * (width / p) for d, p in zip(density, pitch, strict=True)]
+    ).tolist()
+    u = rng.random(sum(counts))
+    gates = beta_gate(rng, (len(params), GATE_CELLS, GATE_CELLS), _uniformity_bounds(params))
+    gain = np.array([1.0 + 2.0 * (1.0 - x) for x in uniformity])
+    glow = np.array([255.0 * (1.0 + 5.0 * (1.0 - x)) * (0.1 + 20 * s)
+                     for x, s in zip(uniformity, speed, strict=True)])
+    luts = np.rint(np.power(_LEVELS[None, :], gain[:, None]) * glow[:, None])
+    luts = np.minimum(luts, 255.0, out=luts).astype(np.uint8)
+    layers = []
+    for i, part in enumerate(_slices(counts)):
+        gh, gw = shapes[i]
+        cell_y, cell_x = height / gh, width / gw
+        v = u[part]
+        v *= gh * gw
+        cells = v.astype(np.int32)
+        # Mass conservation when the grid had to be clamped to the image (tiny images).
+        mass = salt_values(v - cells) * np.float32(pitch[i] * pitch[i] / (cell_x * cell_y))
+        # The gate is an 8x8 grid stretched over the flake grid (node = cell centre).
+        mass *= cv2.resize(gates[i], (gw, gh), interpolation=cv2.INTER_LINEAR).reshape(-1)[cells]
+        # The recipe's pre-blur: sigma = clip(512·fraction, 0.5, 3.75) px at 512 px.
+        sigma = min(max(512 * sigma_fraction[i], 0.5), 3.75) * scale
+        kernel = line_kernel(
+            speed[i] * max(height, width), angle[i], 1.0, 0.0, pitch=(cell_x, cell_y),
+            sigma=sigma, antialias=False,
+        )
+        layers.append(SnowLayer(
+            grid_shape=(gh, gw), cells=cells, mass=mass, kernel=kernel, lut_glow=luts[i],
+            flake_gain=(1.0 + 20 * speed[i]) / (0.1 + 20 * speed[i]),
+        ))
     return SnowStage(layers=tuple(layers))
 
 
+#: Pitch (px at 512 px) of the canvas on which a snow stage's layers are composed.
+SNOW_CANVAS_PITCH = 2.0
+
+
+def snow_canvas_shape(stage: SnowStage, height: int, width: int) -> tuple[int, int]:
+    """Canvas on which a stage's layers are composed: 2 px pitch at 512 px (half size).
+
+    Never coarser than any layer's grid (the recipe's flakes are at least 2 px, so at
+    512 px every grid fits) and never finer than the image.
+    """
+    pitch = SNOW_CANVAS_PITCH * scale_factor(height, width)
+    ch = max([math.ceil(height / pitch), *(lay.grid_shape[0] for lay in stage.layers)])
+    cw = max([math.ceil(width / pitch), *(lay.grid_shape[1] for lay in stage.layers)])
+    return min(height, ch), min(width, cw)
+
+
 def snow_streak_map(layer: SnowLayer, height: int, width: int) -> np.ndarray:
-    """Full-resolution uint8 streak map ``n`` of one snow layer."""
+    """uint8 streak map ``n`` of one snow layer, upsampled to ``height``×``width``.
+
+    Returns a scratch buffer (valid until the next call in this thread).
+    """
     gh, gw = layer.grid_shape
     grid = np.zeros(gh * gw, np.float32)
     np.add.at(grid, layer.cells, layer.mass)
@@ -361,22 +439,31 @@ def snow_streak_map(layer: SnowLayer, height: int, width: int) -> np.ndarray:
 def snow_maps(stage: SnowStage, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Closed form (A, B) of a snow stage: the image becomes ``max(min(x + A, 255), B)``.
 
-    Returns scratch buffers (valid until the next call in this thread).
+    The layers are composed on the stage's canvas (:func:`snow_canvas_shape`) and A and B
+    are upsampled to the image once. Returns scratch buffers (valid until the next call
+    in this thread).
     """
-    add = scratch("snow.add", (height, width), np.uint8)
-    floor = scratch("snow.floor", (height, width), np.uint8)
-    glow = scratch("snow.glow", (height, width), np.uint8)
-    flake = scratch("snow.flake", (height, width), np.uint8)
+    ch, cw = snow_canvas_shape(stage, height, width)
+    add = scratch("snow.add", (ch, cw), np.uint8)
+    floor = scratch("snow.floor", (ch, cw), np.uint8)
+    glow = scratch("snow.glow", (ch, cw), np.uint8)
+    flake = scratch("snow.flake", (ch, cw), np.uint8)
     add.fill(0)
     floor.fill(0)
     for layer in stage.layers:
-        streaks = snow_streak_map(layer, height, width)
+        streaks = snow_streak_map(layer, ch, cw)
         cv2.LUT(streaks, layer.lut_glow, dst=glow)
         cv2.convertScaleAbs(glow, dst=flake, alpha=layer.flake_gain)
         cv2.add(add, glow, dst=add)  # uint8 add saturates: A ≥ 255 acts like 255
         cv2.add(floor, glow, dst=floor)
         cv2.max(floor, flake, dst=floor)
-    return add, floor
+    if (ch, cw) == (height, width):
+        return add, floor
+    maps = []
+    for name, small in (("add", add), ("floor", floor)):
+        out = scratch(f"snow.{name}_full", (height, width), np.uint8)
+        maps.append(cv2.resize(small, (width, height), dst=out, interpolation=cv2.INTER_CUBIC))
+    return maps[0], maps[1]
 
 
 def render_snow(image: np.ndarray, stage: SnowStage) -> np.ndarray:

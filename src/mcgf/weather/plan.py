@@ -19,6 +19,7 @@ from itertools import groupby
 
 import numpy as np
 
+from mcgf.weather.arrays import to_uint8
 from mcgf.weather.blur import (
     MotionBlurParams,
     MotionBlurStage,
@@ -45,6 +46,10 @@ from mcgf.weather.photometric import (
 from mcgf.weather.rng import image_rng
 
 Stage = CloudStage | RainStage | SnowStage | PhotometricStage | MotionBlurStage
+
+#: Version of the pixels a (seed, key, condition) gives. Bumped whenever rendering or
+#: sampling changes them, so that a pre-rendered set is never resumed with other pixels.
+ENGINE_VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -113,7 +118,10 @@ def render_stages(image: np.ndarray, plan: WeatherPlan) -> np.ndarray:
 
     uint8 input is never modified; float32 input is modified in place. The result is
     uint8 or float32 and may be a per-thread scratch buffer: copy or convert it before
-    the next call. Use :func:`render_plan` unless you manage buffers yourself.
+    the next call. With uint8 input, an intermediate float result is rounded to 8 bits
+    before a snow stage (whose 8-bit path is exact and cheaper; the recipe itself
+    works in 8 bits between augmenters). Use :func:`render_plan` unless you manage
+    buffers yourself.
     """
     if image.shape[:2] != (plan.height, plan.width):
         raise ValueError(
@@ -121,6 +129,10 @@ def render_stages(image: np.ndarray, plan: WeatherPlan) -> np.ndarray:
         )
     out = image
     for stage in plan.stages:
+        if image.dtype == np.uint8 and isinstance(stage, SnowStage):
+            # Rounding once to 8 bits costs less than snow's float path, and snow's
+            # saturating add/max is exact in 8 bits; the result is 8-bit anyway.
+            out = to_uint8(out)
         out = _RENDERERS[type(stage)](out, stage)
     return out
 

@@ -38,6 +38,7 @@ from mcgf.weather.conditions import (
     check_dark_variant,
     choose_condition,
 )
+from mcgf.weather.plan import ENGINE_VERSION
 
 PROTOCOLS: tuple[str, ...] = ("university-wx", "160k-wx")
 MANIFEST = "manifest.csv"
@@ -67,13 +68,18 @@ class RenderSummary:
 
 @dataclass(frozen=True)
 class RenderSettings:
-    """Everything besides the source images that determines the output pixels."""
+    """Everything besides the source images that determines the output pixels.
+
+    ``engine`` is :data:`~mcgf.weather.plan.ENGINE_VERSION`: a render made by an engine
+    that drew other pixels is not resumed.
+    """
 
     protocol: str
     seed: int
     dark_variant: str
     conditions: tuple[str, ...]
     jpeg_quality: int
+    engine: str = ENGINE_VERSION
 
 
 def plan_university_wx(source: Path, conditions: Sequence[str]) -> list[RenderJob]:
