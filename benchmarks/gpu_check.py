@@ -1,0 +1,300 @@
+"""One short GPU check of the paper-scale model: training and embedding throughput, memory,
+and the restoration branch's step cost.
+
+    PYTHONPATH=src python3 benchmarks/gpu_check.py --out runs/gpu-check
+    python benchmarks/gpu_check.py --tiny --out runs/gpu-check-tiny      # CPU, seconds
+
+Phases, each bounded by ``--max-seconds`` of timing:
+
+1. **build** — the config's model (``configs/mcgf-eva02-l-448.yaml`` by default) with random
+   weights (``model.pretrained`` forced false; ``--weights PATH`` loads a local file);
+2. **train** — ``--steps`` full training steps on one batch of random tensors shaped like
+   the config's (``P`` locations × ``M`` drone views + one satellite tile each), with the
+   config's objective and the training loop's AdamW / layer decay / clipping / bf16
+   autocast. The steps call ``model.loss`` directly rather than ``mcgf.training.train``:
+   the loop's throughput on a real dataset also depends on JPEG decoding and the weather
+   rendered by CPU workers, which this check keeps out so the figure is the GPU's;
+3. **step cost** — the same model with the branch on vs off (see ``step_cost.py``), at the
+   config's ``restore_size`` and at each of ``--restore-sizes``;
+4. **embed** — ``model.embed`` under ``torch.inference_mode`` and bf16 autocast, batches of
+   ``--embed-batch`` images.
+
+Images/s counts drone plus satellite images, as ``log.csv`` does. Peak memory is
+``torch.cuda.max_memory_allocated`` per phase. Writes ``OUT/gpu_check.json`` and
+``OUT/gpu_check.md`` (the printed Markdown table). A phase that runs out of GPU memory
+is reported as such and the others still run.
+
+Without a CUDA device, or with ``--tiny``, a tiny ViT config runs on the CPU instead, so
+that the script itself stays tested; its figures say nothing about the paper scale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mcgf.config import load_config
+from mcgf.errors import UserError
+from mcgf.fileio import write_json_atomic, write_text_atomic
+from mcgf.training.profiling import (
+    batch_shape,
+    benchmark_config,
+    build_model,
+    compare_step_cost,
+    count_params,
+    device_name,
+    make_optimizer,
+    num_classes,
+    objective_of,
+    random_batch,
+    time_embedding,
+    time_training,
+    timing_dict,
+)
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "mcgf-eva02-l-448.yaml"
+#: Overrides that shrink any MCGF config to a model that steps in milliseconds on a CPU.
+TINY = (
+    "model.backbone_name=vit_tiny_patch16_224", "model.img_size=32", "model.grad_checkpointing=false",
+    "model.restoration_width=8", "model.restoration_mults=[1,2]", "model.restoration_blocks=1",
+    "model.restore_size=16", "data.locations_per_batch=2", "data.drones_per_location=2",
+    "train.device=cpu",
+)
+RATIO_TARGET = 1.25
+SHARE_TARGET = 0.10
+
+
+def _phase(report: dict[str, Any], name: str, fn: Callable[[], dict[str, Any]],
+           out: Path) -> None:
+    """Run one phase into ``report[name]`` and save the report so far.
+
+    A failing phase (out of memory, or a bug on an untried card) is recorded with its
+    error and the next phase still runs: one GPU session should give every figure it can.
+    """
+    t0 = time.perf_counter()
+    try:
+        report[name] = fn()
+    except torch.OutOfMemoryError as err:
+        report[name] = {"error": f"out of memory: {str(err).splitlines()[0]}"}
+    except Exception as err:
+        traceback.print_exc()
+        report[name] = {"error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}
+    finally:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    report.setdefault("phase_seconds", {})[name] = time.perf_counter() - t0
+    print(f"[gpu_check] {name}: {time.perf_counter() - t0:.1f} s", flush=True)
+    write_json_atomic(out / "gpu_check.json", report)
+
+
+def run_check(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """All phases; returns the JSON-able report."""
+    tiny = args.tiny or not torch.cuda.is_available()
+    overrides = list(TINY) + list(args.overrides) if tiny else list(args.overrides)
+    if args.weights:
+        overrides.append(f"model.weights={args.weights}")
+    cfg = benchmark_config(load_config(args.config), overrides, str(args.config),
+                           keep_weights=True)
+    device = torch.device("cpu" if tiny else "cuda")
+    shape = batch_shape(cfg)
+    report: dict[str, Any] = {
+        "device": device_name(device), "tiny": tiny, "config": str(args.config),
+        "overrides": overrides, "torch": torch.__version__, "cuda": torch.version.cuda,
+        "python": platform.python_version(), "model_config": dict(cfg.model),
+        "batch": {"locations": shape.locations, "drones_per_location": shape.drones_per_location,
+                  "drone_images": shape.drone_images, "images": shape.images},
+        "amp": "bf16" if device.type == "cuda" and cfg.train.amp == "auto" else "fp32",
+    }
+    print(f"[gpu_check] {report['device']}, torch {torch.__version__}, "
+          f"{'tiny CPU config' if tiny else args.config}", flush=True)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    t0 = time.perf_counter()
+    model = build_model(cfg, device)
+    report["phase_seconds"] = {"build": time.perf_counter() - t0}
+    branch = getattr(model, "restoration", None)
+    encoder = getattr(model, "drone_encoder", model)
+    report["params"] = {"total": count_params(model), "encoder": count_params(encoder),
+                        "branch": count_params(branch),
+                        "branch_share_of_encoder": count_params(branch) / count_params(encoder)}
+    print(f"[gpu_check] build: {report['phase_seconds']['build']:.1f} s", flush=True)
+    objective = objective_of(cfg)
+    tc = cfg.train
+    n_classes = num_classes(cfg)
+    with_clean = branch is not None and tc.lambda_restore > 0
+
+    def train_phase() -> dict[str, Any]:
+        batch = random_batch(shape, model.input_size, n_classes, clean=with_clean, device=device,
+                             seed=tc.seed)
+        opt = make_optimizer(model, tc.lr, tc.weight_decay, tc.layer_decay)
+        timing = time_training(model, batch, opt, objective, steps=args.steps, warmup=args.warmup,
+                               max_seconds=args.max_seconds)
+        del opt
+        out = timing_dict(timing)
+        out["drone_images_per_s"] = shape.drone_images / timing.median_s
+        return out
+
+    _phase(report, "train", train_phase, out)
+
+    def cost_phase() -> dict[str, Any]:
+        if not with_clean:
+            return {"skipped": "the config has no restoration branch or lambda_restore = 0"}
+        batch = random_batch(shape, model.input_size, n_classes, clean=True, device=device,
+                             seed=tc.seed)
+        sizes: list[int | None] = [getattr(model, "restore_size", None)]
+        sizes += [s for s in args.restore_sizes if s not in sizes]
+        results = []
+        for size in sizes:
+            model.restore_size = size
+            try:
+                cost = compare_step_cost(model, batch, objective, lr=tc.lr,
+                                         weight_decay=tc.weight_decay, layer_decay=tc.layer_decay,
+                                         steps=args.cost_steps, warmup=args.warmup,
+                                         max_seconds=args.max_seconds / len(sizes))
+                results.append(timing_dict(cost))
+                print(f"[gpu_check] restore_size {size}: ratio {cost.ratio:.3f}", flush=True)
+            except torch.OutOfMemoryError:
+                results.append({"restore_size": size, "error": "out of memory"})
+                torch.cuda.empty_cache()
+        model.restore_size = sizes[0]
+        return {"configured": results[0], "sizes": results}
+
+    _phase(report, "step_cost", cost_phase, out)
+
+    def embed_phase() -> dict[str, Any]:
+        g = torch.Generator().manual_seed(tc.seed)
+        images = torch.randn(args.embed_batch, 3, *model.input_size, generator=g).to(device)
+        timing = time_embedding(model, images, amp=tc.amp, batches=args.embed_batches,
+                                warmup=args.warmup, max_seconds=args.max_seconds)
+        return timing_dict(timing)
+
+    _phase(report, "embed", embed_phase, out)
+    return report
+
+
+def _fmt(value: float | None, spec: str, unit: str = "") -> str:
+    return "—" if value is None else format(value, spec) + unit
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as a Markdown table (what is printed and written to ``gpu_check.md``)."""
+    p = report["params"]
+    b = report["batch"]
+    rows = [
+        ("device", report["device"]),
+        ("backbone", f"{report['model_config'].get('backbone_name')} @ "
+                     f"{report['model_config'].get('img_size')} px"),
+        ("parameters: encoder / branch", f"{p['encoder'] / 1e6:.1f} M / {p['branch'] / 1e6:.2f} M "
+                                         f"({100 * p['branch_share_of_encoder']:.1f} %, target ≤ "
+                                         f"{100 * SHARE_TARGET:.0f} %)"),
+        ("batch", f"{b['locations']} locations × ({b['drones_per_location']} drone + 1 satellite) "
+                  f"= {b['images']} images, {report['amp']}"),
+        ("build", f"{report['phase_seconds']['build']:.1f} s"),
+    ]
+    train = report.get("train", {})
+    if "error" in train:
+        rows.append(("training", train["error"]))
+    else:
+        rows += [
+            ("training step", f"{1e3 * train['median_s']:.1f} ms (median of {train['steps']})"),
+            ("training images/s", f"{train['images_per_s']:.1f} "
+                                  f"({train['drone_images_per_s']:.1f} drone)"),
+            ("training peak memory", _fmt(train["peak_memory_gib"], ".2f", " GiB")),
+        ]
+    cost = report.get("step_cost", {})
+    if "skipped" in cost or "error" in cost:
+        rows.append(("step cost", cost.get("skipped") or cost.get("error")))
+    else:
+        for c in cost["sizes"]:
+            name = f"step cost on/off, restore_size {c['restore_size']}"
+            if "error" in c:
+                rows.append((name, c["error"]))
+                continue
+            rows.append((name, f"{c['ratio']:.3f}× ({1e3 * c['on']['median_s']:.1f} / "
+                               f"{1e3 * c['off']['median_s']:.1f} ms, peak "
+                               f"{_fmt(c['on']['peak_memory_gib'], '.1f')} / "
+                               f"{_fmt(c['off']['peak_memory_gib'], '.1f', ' GiB')}; target ≤ "
+                               f"{RATIO_TARGET}×)"))
+    emb = report.get("embed", {})
+    if "error" in emb:
+        rows.append(("embedding", emb["error"]))
+    else:
+        rows += [
+            ("embedding images/s", f"{emb['images_per_s']:.1f} (batch {emb['images_per_step']}, "
+                                   f"median of {emb['steps']})"),
+            ("embedding peak memory", _fmt(emb["peak_memory_gib"], ".2f", " GiB")),
+        ]
+    lines = ["| measure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if any(s < 8 for s in sizes):
+        raise argparse.ArgumentTypeError("restore sizes must be >= 8")
+    return sizes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="folder for gpu_check.json and gpu_check.md")
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="training YAML config")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value (repeatable)")
+    parser.add_argument("--weights", default=None, help="local backbone weights file (optional)")
+    parser.add_argument("--steps", type=int, default=200, help="timed training steps")
+    parser.add_argument("--cost-steps", type=int, default=20,
+                        help="timed steps per variant of the step-cost comparison")
+    parser.add_argument("--restore-sizes", type=_sizes, default=[],
+                        help="extra restore_size values for the step cost, e.g. 160,128")
+    parser.add_argument("--embed-batch", type=int, default=64, help="images per embedding batch")
+    parser.add_argument("--embed-batches", type=int, default=30, help="timed embedding batches")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps before each timing")
+    parser.add_argument("--max-seconds", type=float, default=90.0,
+                        help="time limit of each phase's timing (at least one step runs)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="a tiny ViT config on the CPU (the default without a GPU)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: 1 for the tiny CPU run, whose small "
+                        "operators gain nothing from more and lose much on a busy machine)")
+    args = parser.parse_args(argv)
+    if min(args.steps, args.cost_steps, args.embed_batch, args.embed_batches) < 1 or args.warmup < 0:
+        parser.error("--steps, --cost-steps, --embed-batch, --embed-batches must be >= 1, --warmup >= 0")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    elif args.tiny or not torch.cuda.is_available():
+        torch.set_num_threads(1)
+    out = Path(args.out)
+    try:
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out} is a file: give a folder")
+        out.mkdir(parents=True, exist_ok=True)
+        report = run_check(args, out)
+    except UserError as err:
+        print(f"gpu_check: error: {err}", file=sys.stderr)
+        return 2
+    table = markdown(report)
+    write_json_atomic(out / "gpu_check.json", report)
+    write_text_atomic(out / "gpu_check.md", table)
+    print(table, end="")
+    print(f"[gpu_check] wrote {out / 'gpu_check.json'} and {out / 'gpu_check.md'}")
+    failed = [k for k in ("train", "step_cost", "embed") if "error" in report.get(k, {})]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,485 @@
+"""Timing of training steps and embedding passes on random tensors (no dataset needed).
+
+Shared by ``benchmarks/step_cost.py`` and ``benchmarks/gpu_check.py``. A training step is
+exactly what :func:`mcgf.training.loop.train` does per optimizer step — ``model.loss``
+under the same autocast, backward, optional gradient clipping, AdamW over
+``model.param_groups`` — minus data loading, so the figures are the model's cost alone.
+
+Step cost of the restoration branch: the same model is stepped with ``drone_clean`` in the
+batch (branch on) and without it (branch off: the encoder runs its plain forward, the
+branch's parameters get no gradient and are left out of that optimizer, which is the
+work a model built with ``restoration=False`` does). One model instance serves both, so
+weights and memory layout are identical and an EVA-02-L is built once. Timed steps
+alternate off/on so that load from other processes hits both alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import statistics
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mcgf.errors import UserError
+from mcgf.training.config import RunConfig
+
+#: Locations (classes) of the University-1652 training split: the default head size.
+UNIVERSITY1652_TRAIN_CLASSES = 701
+
+
+@dataclass(frozen=True)
+class BatchShape:
+    """A cross-view batch: ``locations`` × (``drones_per_location`` drone views + 1 tile)."""
+
+    locations: int
+    drones_per_location: int
+
+    @property
+    def drone_images(self) -> int:
+        return self.locations * self.drones_per_location
+
+    @property
+    def images(self) -> int:
+        """Drone plus satellite images per step (what ``images/s`` counts, as in the loop)."""
+        return self.drone_images + self.locations
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    """Wall seconds of timed steps (after warmup) and the peak accelerator memory."""
+
+    seconds: list[float]
+    images_per_step: int
+    peak_memory_bytes: int | None = None
+
+    @property
+    def steps(self) -> int:
+        return len(self.seconds)
+
+    @property
+    def median_s(self) -> float:
+        """Median seconds per step (robust to the odd slow step on a shared machine)."""
+        return statistics.median(self.seconds)
+
+    @property
+    def mean_s(self) -> float:
+        return statistics.fmean(self.seconds)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images_per_step / self.median_s
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able figures (no per-step list)."""
+        return {"steps": self.steps, "median_s": self.median_s, "mean_s": self.mean_s,
+                "images_per_step": self.images_per_step, "images_per_s": self.images_per_s,
+                "peak_memory_gib": _gib(self.peak_memory_bytes)}
+
+
+@dataclass(frozen=True)
+class StepCost:
+    """Branch on vs off for one batch: timings, their ratio and the branch's size."""
+
+    on: StepTiming
+    off: StepTiming
+    encoder_params: int
+    branch_params: int
+    total_params: int
+    restore_size: int | None
+
+    @property
+    def ratio(self) -> float:
+        """Median step time with the branch over without it (target ≤ 1.25 at paper scale)."""
+        return self.on.median_s / self.off.median_s
+
+    @property
+    def branch_share(self) -> float:
+        """Branch parameters as a fraction of the encoder's (target ≤ 0.10)."""
+        return self.branch_params / self.encoder_params
+
+    def summary(self) -> dict[str, Any]:
+        return {"restore_size": self.restore_size, "on": self.on.summary(), "off": self.off.summary(),
+                "ratio": self.ratio, "encoder_params": self.encoder_params,
+                "branch_params": self.branch_params, "total_params": self.total_params,
+                "branch_share_of_encoder": self.branch_share}
+
+
+def _gib(n: int | None) -> float | None:
+    return None if n is None else n / 2**30
+
+
+def count_params(module: nn.Module | None) -> int:
+    """All parameters of ``module`` (0 for ``None``); shared tensors counted once."""
+    return 0 if module is None else sum(p.numel() for p in module.parameters())
+
+
+def resolve_device(kind: str) -> torch.device:
+    """``auto`` → CUDA when visible, else CPU; ``cuda`` without a GPU is a ValueError."""
+    if kind == "auto":
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' asked for but no CUDA device is visible")
+    if kind not in ("cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {kind!r}")
+    return torch.device(kind)
+
+
+def device_name(device: torch.device) -> str:
+    """Human-readable hardware: the GPU's name, or the CPU model and torch's thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    n = torch.get_num_threads()
+    return f"{cpu} (CPU, {n} thread{'s' if n != 1 else ''})"
+
+
+def autocast(device: torch.device, amp: str = "auto") -> contextlib.AbstractContextManager[Any]:
+    """The training loop's rule: bf16 autocast on CUDA when ``amp == 'auto'``, else fp32."""
+    if device.type == "cuda" and amp == "auto":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def random_batch(
+    shape: BatchShape,
+    image_size: tuple[int, int],
+    num_classes: int,
+    *,
+    clean: bool,
+    device: torch.device,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
+    """A training batch of standard-normal images (already "normalised") and labels.
+
+    Each of ``shape.locations`` distinct classes gets ``drones_per_location`` drone images
+    and one satellite tile; ``clean`` adds ``drone_clean`` (the restoration target).
+
+    Raises:
+        ValueError: more locations than classes, or fewer than two (the head's BatchNorm).
+    """
+    if not 2 <= shape.locations <= num_classes:
+        raise ValueError(f"need 2..{num_classes} locations per batch, got {shape.locations}")
+    g = torch.Generator().manual_seed(seed)
+    h, w = image_size
+    classes = torch.randperm(num_classes, generator=g)[: shape.locations]
+    batch = {
+        "drone": torch.randn(shape.drone_images, 3, h, w, generator=g),
+        "drone_label": classes.repeat_interleave(shape.drones_per_location),
+        "satellite": torch.randn(shape.locations, 3, h, w, generator=g),
+        "satellite_label": classes,
+    }
+    if clean:
+        batch["drone_clean"] = torch.randn(shape.drone_images, 3, h, w, generator=g)
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def make_optimizer(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    layer_decay: float | None = None,
+    *,
+    exclude: nn.Module | None = None,
+) -> torch.optim.Optimizer:
+    """AdamW over ``model.param_groups`` as the training loop builds it, minus ``exclude``'s
+    parameters (the branch, for the branch-off measurement)."""
+    skip = {id(p) for p in exclude.parameters()} if exclude is not None else set()
+    if hasattr(model, "param_groups"):
+        groups = model.param_groups(lr, weight_decay, layer_decay)
+    else:
+        groups = [{"params": list(model.parameters()), "lr": lr, "weight_decay": weight_decay}]
+    kept = []
+    for g in groups:
+        params = [p for p in g["params"] if p.requires_grad and id(p) not in skip]
+        if params:
+            kept.append({**g, "params": params})
+    return torch.optim.AdamW(kept, lr=lr, weight_decay=weight_decay)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """The loss options of a training step (``train:`` section values)."""
+
+    lambda_restore: float = 1.0
+    infonce: float = 0.0
+    label_smoothing: float = 0.0
+    grad_clip: float | None = None
+    amp: str = "auto"
+
+
+def benchmark_config(
+    config: Mapping[str, Any],
+    overrides: Sequence[str],
+    where: str,
+    *,
+    keep_weights: bool = False,
+) -> RunConfig:
+    """A training config prepared for timing on random tensors.
+
+    ``overrides`` (``section.key=value``) are applied, then weather is turned off (it is a
+    data-side transform, irrelevant here, and keeps OpenCV out of the import) and
+    ``model.pretrained`` is forced false so nothing is looked up in a hub cache; a
+    ``model.weights`` file is kept only with ``keep_weights`` (timings do not depend on
+    weight values).
+
+    Raises:
+        UserError: a bad override or config value, naming it.
+    """
+    from mcgf.config import apply_overrides
+    from mcgf.training.config import parse_run_config
+
+    cfg = apply_overrides(config, list(overrides))
+    cfg = apply_overrides(cfg, ["weather.conditions=none", "model.pretrained=false"])
+    if not keep_weights and isinstance(cfg.get("model"), dict):
+        cfg["model"].pop("weights", None)
+    return parse_run_config(cfg, where)
+
+
+def num_classes(cfg: RunConfig) -> int:
+    """The head size: ``model.num_classes``, else the 701 University-1652 training locations."""
+    return int(cfg.model.get("num_classes", UNIVERSITY1652_TRAIN_CLASSES))
+
+
+def build_model(cfg: RunConfig, device: torch.device) -> nn.Module:
+    """``create_model`` from ``cfg.model`` (head sized ``model.num_classes``, default the 701
+    University-1652 training locations), seeded with ``train.seed``, moved to ``device``."""
+    from mcgf.models.model_registry import create_model
+
+    options = {**cfg.model, "num_classes": num_classes(cfg)}
+    torch.manual_seed(cfg.train.seed)
+    return create_model(**options).to(device)
+
+
+def batch_shape(cfg: RunConfig, drone_images: int | None = None) -> BatchShape:
+    """The config's ``P × M`` batch, or ``drone_images`` drone views at the config's ``M``.
+
+    Raises:
+        UserError: ``drone_images`` is not a multiple of ``M`` or gives fewer than two locations.
+    """
+    m = cfg.data.drones_per_location
+    if drone_images is None:
+        return BatchShape(cfg.data.locations_per_batch, m)
+    if drone_images % m or drone_images // m < 2:
+        raise UserError(f"--batch {drone_images}: must be a multiple of data.drones_per_location={m} "
+                        f"and at least {2 * m} (two locations, for the head's BatchNorm)")
+    return BatchShape(drone_images // m, m)
+
+
+def objective_of(cfg: RunConfig) -> Objective:
+    """The :class:`Objective` of ``cfg.train``."""
+    t = cfg.train
+    return Objective(t.lambda_restore, t.infonce, t.label_smoothing, t.grad_clip, t.amp)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak(device: torch.device) -> int | None:
+    return int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
+
+
+def step_fn(
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    objective: Objective,
+    device: torch.device,
+) -> Callable[[], None]:
+    """A closure running one full training step (forward, backward, clip, AdamW)."""
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+
+    def step() -> None:
+        with autocast(device, objective.amp):
+            terms = model.loss(batch, objective.lambda_restore, infonce=objective.infonce,
+                               label_smoothing=objective.label_smoothing)
+        terms["total"].backward()
+        if objective.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, objective.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def _timed(fn: Callable[[], None], device: torch.device) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def _rounds(steps: int, max_seconds: float | None) -> Iterator[int]:
+    """Round indices until ``steps`` rounds or ``max_seconds`` (at least one round)."""
+    t0 = time.perf_counter()
+    for i in range(steps):
+        if i and max_seconds is not None and time.perf_counter() - t0 > max_seconds:
+            return
+        yield i
+
+
+def time_training(
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    objective: Objective,
+    *,
+    steps: int,
+    warmup: int = 2,
+    max_seconds: float | None = None,
+) -> StepTiming:
+    """Seconds per training step of ``model`` on ``batch`` (``warmup`` untimed steps first).
+
+    Stops after ``steps`` timed steps or once ``max_seconds`` of timing have passed
+    (at least one step is timed).
+    """
+    device = batch["drone"].device
+    model.train()
+    step = step_fn(model, batch, optimizer, objective, device)
+    _reset_peak(device)
+    for _ in range(warmup):
+        step()
+    times = [_timed(step, device) for _ in _rounds(steps, max_seconds)]
+    return StepTiming(times, len(batch["drone"]) + len(batch["satellite"]), _peak(device))
+
+
+def compare_step_cost(
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    objective: Objective,
+    *,
+    lr: float = 1e-4,
+    weight_decay: float = 0.05,
+    layer_decay: float | None = None,
+    steps: int = 10,
+    warmup: int = 2,
+    max_seconds: float | None = None,
+) -> StepCost:
+    """Training-step time of ``model`` with its restoration branch on vs off.
+
+    ``batch`` must hold ``drone_clean``; ``objective.lambda_restore`` must be > 0. Warmup
+    runs off then on (recording each one's peak memory); timed steps then alternate.
+
+    Raises:
+        ValueError: the model has no restoration branch, the batch no ``drone_clean``, or
+            ``lambda_restore`` is 0.
+    """
+    branch = getattr(model, "restoration", None)
+    if branch is None or "drone_clean" not in batch or objective.lambda_restore <= 0:
+        raise ValueError("the step cost needs a model with restoration=True, a batch with "
+                         "drone_clean and lambda_restore > 0")
+    device = batch["drone"].device
+    model.train()
+    plain = {k: v for k, v in batch.items() if k != "drone_clean"}
+    opt_on = make_optimizer(model, lr, weight_decay, layer_decay)
+    opt_off = make_optimizer(model, lr, weight_decay, layer_decay, exclude=branch)
+    step_on = step_fn(model, batch, opt_on, objective, device)
+    step_off = step_fn(model, plain, opt_off, objective, device)
+    peaks: dict[str, int | None] = {}
+    for name, step in (("off", step_off), ("on", step_on)):
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        _reset_peak(device)
+        for _ in range(max(warmup, 1)):
+            step()
+        peaks[name] = _peak(device)
+    t_on: list[float] = []
+    t_off: list[float] = []
+    for _ in _rounds(steps, max_seconds):
+        t_off.append(_timed(step_off, device))
+        t_on.append(_timed(step_on, device))
+    images = len(batch["drone"]) + len(batch["satellite"])
+    encoder = getattr(model, "drone_encoder", model)
+    return StepCost(
+        on=StepTiming(t_on, images, peaks["on"]),
+        off=StepTiming(t_off, images, peaks["off"]),
+        encoder_params=count_params(encoder),
+        branch_params=count_params(branch),
+        total_params=count_params(model),
+        restore_size=getattr(model, "restore_size", None),
+    )
+
+
+def time_embedding(
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    view: str = "drone",
+    amp: str = "auto",
+    batches: int = 20,
+    warmup: int = 2,
+    max_seconds: float | None = None,
+) -> StepTiming:
+    """Seconds per ``model.embed`` call on ``images`` (eval mode, inference mode, autocast).
+
+    The model is left in eval mode.
+    """
+    device = images.device
+    model.eval()
+
+    def run() -> None:
+        with torch.inference_mode(), autocast(device, amp):
+            model.embed(images, view)
+
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    _reset_peak(device)
+    for _ in range(warmup):
+        run()
+    times = [_timed(run, device) for _ in _rounds(batches, max_seconds)]
+    return StepTiming(times, len(images), _peak(device))
+
+
+def timing_dict(timing: StepTiming | StepCost) -> dict[str, Any]:
+    """``summary()`` plus the raw per-step seconds, for JSON reports."""
+    out = timing.summary()
+    if isinstance(timing, StepTiming):
+        out["seconds"] = list(timing.seconds)
+    else:
+        out["on"]["seconds"] = list(timing.on.seconds)
+        out["off"]["seconds"] = list(timing.off.seconds)
+    return out
+
+
+__all__ = [
+    "UNIVERSITY1652_TRAIN_CLASSES",
+    "BatchShape",
+    "Objective",
+    "StepCost",
+    "StepTiming",
+    "autocast",
+    "batch_shape",
+    "benchmark_config",
+    "build_model",
+    "compare_step_cost",
+    "count_params",
+    "device_name",
+    "make_optimizer",
+    "num_classes",
+    "objective_of",
+    "random_batch",
+    "resolve_device",
+    "step_fn",
+    "time_embedding",
+    "time_training",
+    "timing_dict",
+]

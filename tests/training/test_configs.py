@@ -1,0 +1,93 @@
+"""Every shipped training config parses, builds its model, and the paper-scale trio agree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from mcgf.config import apply_overrides, load_config
+from mcgf.models.model_registry import create_model
+from mcgf.training.config import RunConfig, parse_run_config
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+TRAIN_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if "train" in load_config(p))
+PAPER = CONFIGS / "mcgf-eva02-l-448.yaml"
+BASELINE = CONFIGS / "baseline-ce.yaml"
+INFONCE = CONFIGS / "mcgf-infonce.yaml"
+EVA = "eva02_large_patch14_448.mim_m38m_ft_in22k_in1k"
+BRANCH_KEYS = {"restoration_width", "restoration_mults", "restoration_blocks", "restore_size"}
+
+
+def _parse(path: Path, overrides: tuple[str, ...] = ()) -> RunConfig:
+    return parse_run_config(apply_overrides(load_config(path), overrides), str(path))
+
+
+def _on_meta(cfg: RunConfig) -> torch.nn.Module:
+    """The config's model with shapes only (no memory, no init cost, no weights lookup)."""
+    options: dict[str, Any] = {**cfg.model, "pretrained": False, "weights": None, "num_classes": 701}
+    with torch.device("meta"):
+        return create_model(**options)
+
+
+def _params(module: torch.nn.Module | None) -> int:
+    return 0 if module is None else sum(p.numel() for p in module.parameters())
+
+
+def test_the_paper_scale_configs_are_found() -> None:
+    names = {p.name for p in TRAIN_CONFIGS}
+    assert {PAPER.name, BASELINE.name, INFONCE.name, "demo-cpu.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", TRAIN_CONFIGS, ids=lambda p: p.name)
+def test_config_parses_and_its_model_builds(path: Path) -> None:
+    cfg = _parse(path)
+    model = _on_meta(cfg)
+    img = cfg.model.get("img_size")
+    if img is not None:
+        assert model.input_size == (img, img)
+    encoder, branch = _params(model.drone_encoder), _params(model.restoration)
+    assert encoder > 0
+    assert (branch > 0) == bool(cfg.model.get("restoration", True))
+    # The restoration branch stays within 10 % of the encoder's parameters.
+    assert branch <= 0.10 * encoder
+
+
+def test_paper_scale_values() -> None:
+    cfg = _parse(PAPER)
+    m, t = cfg.model, cfg.train
+    assert m["backbone_name"] == EVA and m["img_size"] == 448
+    assert m["pretrained"] is True and m["grad_checkpointing"] is True and m["restoration"] is True
+    assert cfg.data.root == "data/University-Release"
+    assert cfg.weather.conditions == "random"
+    assert t.layer_decay is not None and 0 < t.layer_decay < 1
+    assert t.amp == "auto" and t.lambda_restore > 0 and t.infonce == 0
+    model = _on_meta(cfg)
+    assert _params(model.drone_encoder) == pytest.approx(304.1e6, rel=1e-3)
+    assert _params(model.restoration) == pytest.approx(14.87e6, rel=1e-3)
+
+
+def test_baseline_is_the_paper_config_without_branch() -> None:
+    paper, base = load_config(PAPER), load_config(BASELINE)
+    assert base["data"] == paper["data"] and base["weather"] == paper["weather"]
+    expected_model = {k: v for k, v in paper["model"].items() if k not in BRANCH_KEYS}
+    assert base["model"] == {**expected_model, "restoration": False}
+    assert base["train"] == {**paper["train"], "lambda_restore": 0.0}
+    assert _parse(BASELINE).train.lambda_restore == 0
+    assert _on_meta(_parse(BASELINE)).restoration is None
+
+
+def test_infonce_is_the_paper_config_plus_infonce() -> None:
+    paper, nce = load_config(PAPER), load_config(INFONCE)
+    assert {k: nce[k] for k in ("data", "weather", "model")} == \
+        {k: paper[k] for k in ("data", "weather", "model")}
+    assert nce["train"]["infonce"] > 0
+    assert nce["train"] == {**paper["train"], "infonce": nce["train"]["infonce"]}
+
+
+def test_paper_config_is_overridable() -> None:
+    cfg = _parse(PAPER, ("train.lr=3e-5", "model.restore_size=160", "data.root=/data/U1652"))
+    assert cfg.train.lr == 3e-5 and cfg.model["restore_size"] == 160
+    assert cfg.data.root == "/data/U1652"
