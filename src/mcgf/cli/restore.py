@@ -1,0 +1,145 @@
+"""``mcgf restore``: what a checkpoint's restoration branch makes of drone images."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from mcgf.errors import UserError
+
+_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``mcgf restore``."""
+    p = subparsers.add_parser(
+        "restore",
+        help="restoration previews: weathered | restored (| clean) side by side",
+        description="Run the diffusion restoration branch of a trained checkpoint. Without "
+        "--condition each IMAGE is taken as already weathered and the output is "
+        "'weathered | restored'. With --condition each IMAGE is taken as clean: the weather "
+        "is synthesised (from --seed and the key '<parent folder>/<file name>') and each "
+        "row is 'weathered | restored | clean'.",
+    )
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="input images (jpg, png, webp)")
+    p.add_argument("--checkpoint", required=True, type=Path, metavar="DIR",
+                   help="checkpoint folder of a model trained with the restoration branch")
+    p.add_argument("-o", "--output", required=True, type=Path, metavar="OUT",
+                   help="image to write (.png or .jpg) for one IMAGE; a folder for several "
+                        "(one PNG per input, named after its file stem)")
+    p.add_argument("--condition", default=None, metavar="NAME|all",
+                   help="treat IMAGE as clean and synthesise this weather; 'all' gives one row "
+                        "per condition, all ten including normal; a comma-separated list works too")
+    p.add_argument("--steps", default="25", help="DDIM steps (default 25)")
+    p.add_argument("--seed", default="0", help="seeds the weather and the starting noise (default 0)")
+    p.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:1, ...")
+    p.add_argument("--dark-variant", choices=("train", "test"), default="test",
+                   help="dark of the published test sets (default) or the nearly black training one")
+    p.add_argument("--tile", default=None, metavar="PX",
+                   help="panel width in px (default: the input image's width)")
+    p.add_argument("--batch-size", default="16", help="images per restoration pass (default 16)")
+    p.set_defaults(func=_run)
+
+
+def _int(value: Any, option: str, minimum: int) -> int:
+    try:
+        out = int(str(value).strip())
+    except ValueError:
+        raise UserError(f"{option} must be an integer (got {value!r})") from None
+    if out < minimum:
+        raise UserError(f"{option} must be at least {minimum} (got {out})")
+    return out
+
+
+def _conditions(value: str | None) -> list[str] | None:
+    from mcgf.weather import CONDITIONS
+    from mcgf.weather.conditions import check_condition
+
+    if value is None:
+        return None
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if names == ["all"]:
+        return list(CONDITIONS)
+    if not names:
+        raise UserError(f"--condition is empty: use 'all' or one of {', '.join(CONDITIONS)}")
+    return [check_condition(n, "--condition") for n in names]
+
+
+def output_paths(images: list[Path], output: Path) -> list[Path]:
+    """Where each input's picture goes.
+
+    One input and ``output`` with an image suffix: ``output`` itself. Otherwise ``output``
+    is a folder holding ``<stem>.png`` per input, or ``<parent>_<stem>.png`` for all of
+    them when stems repeat (University-1652 names every class's views alike).
+    """
+    names_image = output.suffix.lower() in _SUFFIXES and not output.is_dir()
+    if len(images) == 1 and names_image:
+        return [output]
+    if output.exists() and not output.is_dir():
+        raise UserError(f"-o {output} exists and is not a folder: with {len(images)} images -o "
+                        "must be a folder (one PNG is written per image)")
+    if names_image:
+        raise UserError(f"-o {output}: with {len(images)} images -o must be a folder "
+                        "(one PNG is written per image)")
+    if len(images) == 1 and output.suffix and not output.is_dir():
+        raise UserError(f"-o {output} must end in .png or .jpg (or name a folder)")
+    stems = [p.stem for p in images]
+    if len(set(stems)) < len(stems):
+        stems = [f"{p.resolve().parent.name}_{p.stem}" for p in images]
+    if len(set(stems)) < len(stems):
+        dup = sorted({s for s in stems if stems.count(s) > 1})[0]
+        raise UserError(f"two input images would both be written to {output / (dup + '.png')}: "
+                        "run them in separate calls with different -o folders")
+    return [output / f"{s}.png" for s in stems]
+
+
+def _encode(image: Any, path: Path) -> bytes:
+    import cv2
+
+    suffix = path.suffix.lower()
+    ok, data = cv2.imencode(suffix, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise UserError(f"could not encode {path} as {suffix}")
+    return data.tobytes()
+
+
+def _run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from mcgf.data.images import read_image
+    from mcgf.fileio import write_bytes_atomic
+    from mcgf.models.restore_api import (
+        load_restoration_model,
+        max_steps,
+        resolve_device,
+        restoration_preview,
+    )
+    from mcgf.training.checkpoint import read_config
+
+    # Every check that needs no model first, so a typo costs no loading time.
+    steps = _int(args.steps, "--steps", 1)
+    seed = _int(args.seed, "--seed", 0)
+    batch_size = _int(args.batch_size, "--batch-size", 1)
+    tile = None if args.tile is None else _int(args.tile, "--tile", 16)
+    conditions = _conditions(args.condition)
+    device = resolve_device(args.device)
+    outputs = output_paths(list(args.images), args.output)
+    read_config(args.checkpoint)
+    images = [np.asarray(read_image(p)) for p in args.images]
+
+    model = load_restoration_model(args.checkpoint, device)
+    if steps > max_steps(model):
+        raise UserError(f"--steps must be at most {max_steps(model)} (the schedule's training "
+                        f"timesteps), got {steps}")
+    for path, image, out in zip(args.images, images, outputs, strict=True):
+        # Each image on its own, seeded afresh: its picture does not depend on the other
+        # images of the command line.
+        picture = restoration_preview(
+            model, image, conditions=conditions, steps=steps, seed=seed,
+            key=f"{path.parent.name}/{path.name}", dark_variant=args.dark_variant,
+            batch_size=batch_size, device=device, tile=tile, source=args.checkpoint,
+        )
+        write_bytes_atomic(out, _encode(picture, out))
+        print(out)
+    return 0
