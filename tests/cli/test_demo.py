@@ -6,29 +6,54 @@ import pytest
 
 from mcgf.cli.main import main
 
+TRAIN = """
+data: {root: set-by-demo, locations_per_batch: 2, drones_per_location: 2, workers: 0,
+       satellite_rotate: 180, drone_flip: true, scale_jitter: 0.1, shift_jitter: 0.05}
+weather: {conditions: random, seed: 0}
+model: {name: mcgf, backbone_name: eva02_tiny_patch14_224, img_size: 32, bottleneck_dim: 16,
+        backbone_args: {patch_size: 8, depth: 1, embed_dim: 32, num_heads: 1, global_pool: avg,
+                        ref_feat_shape: [4, 4]},
+        restoration: true, restoration_width: 8, restoration_mults: [1], restoration_blocks: 1,
+        restore_size: 16}
+train: {epochs: 1, lr: 0.001, lambda_restore: 0.1}
+"""
 
-def test_demo_generates_checks_and_reuses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+
+def demo_args(tmp_path: Path, out: Path, cfg: Path, *extra: str) -> list[str]:
+    train_cfg = tmp_path / "train.yaml"
+    train_cfg.write_text(TRAIN)
+    return ["demo", "--out", str(out), "--config", str(cfg), "--workers", "1",
+            "--train-config", str(train_cfg), *extra]
+
+
+def test_demo_generates_checks_trains_evaluates_and_reuses(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text("synth: {train: 2, test: 2, distractors: 1, extra_distractors: 1, views: 2, size: 64}\n")
     out = tmp_path / "run"
-    assert main(["demo", "--out", str(out), "--config", str(cfg), "--workers", "1"]) == 0
+    assert main(demo_args(tmp_path, out, cfg)) == 0
     text = capsys.readouterr().out
     assert "OK: the dataset can be used" in text
     import json
 
-    metrics = json.loads((out / "eval-thumbnail" / "metrics.json").read_text())
-    assert metrics["embedder"].startswith("thumbnail")
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    assert metrics["embedder"].startswith("mcgf-checkpoint:")
+    assert (out / "train" / "last" / "model.safetensors").is_file()
     conditions = {r["condition"] for r in metrics["results"]}
     assert len(conditions) == 10 and "fog" in conditions
     assert {r["direction"] for r in metrics["mean"]} == {"drone->satellite", "satellite->drone"}
     assert "| mean | drone->satellite |" in text
     assert (out / "data" / "University-Release" / "train" / "drone" / "0001").is_dir()
     stamp = (out / "data" / "metadata.json").stat().st_mtime_ns
-    assert main(["demo", "--out", str(out), "--config", str(cfg), "--workers", "1"]) == 0
-    assert "reusing it" in capsys.readouterr().out
+    weights = (out / "train" / "last" / "model.safetensors").stat().st_mtime_ns
+    assert main(demo_args(tmp_path, out, cfg)) == 0
+    text = capsys.readouterr().out
+    assert "identical benchmark is already there; reusing it" in text
+    assert "finished run with the same config is already there" in text
     assert (out / "data" / "metadata.json").stat().st_mtime_ns == stamp
-    # A changed option regenerates.
-    assert main(["demo", "--out", str(out), "--config", str(cfg), "--set", "synth.views=3", "--workers", "1"]) == 0
+    assert (out / "train" / "last" / "model.safetensors").stat().st_mtime_ns == weights
+    # A changed option regenerates (and retrains: the data changed).
+    assert main(demo_args(tmp_path, out, cfg, "--set", "synth.views=3")) == 0
     assert len(list((out / "data" / "University-Release" / "train" / "drone" / "0001").iterdir())) == 3
 
 

@@ -90,3 +90,23 @@ def test_no_shared_location_is_a_user_error(tmp_path: Path) -> None:
             read_class_folders(tmp_path / "satellite", "satellite"),
             drone_transform=to_tensor, satellite_transform=to_tensor,
         )
+
+
+def test_clean_target_gets_the_same_random_augmentation(u1652: Path) -> None:
+    """With a random geometric augmentation and an identity degrade, the weathered input
+    and the clean target must be the same pixels (same rotation, shift, flip)."""
+    from mcgf.data.transforms import Preprocess, TrainAugment
+
+    data = load_university1652(u1652)
+    aug = TrainAugment(Preprocess((16, 16), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)), flip=True,
+                       rotate=180, scale=0.2, translate=0.1)
+    ds = CrossViewTrainSet(
+        data.train["drone"], data.train["satellite"], drone_transform=aug, satellite_transform=aug,
+        degrade=lambda arr, key: (arr, "normal"), return_clean=True,
+    )
+    torch.manual_seed(0)
+    items = [ds[i] for i in range(3)]
+    for item in items:
+        assert torch.equal(item["image"], item["clean"])
+    # ...and the augmentation is random: two draws of one image differ.
+    assert not torch.equal(ds[0]["image"], ds[0]["image"])

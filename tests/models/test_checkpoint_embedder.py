@@ -44,8 +44,9 @@ def test_identity_follows_the_weights(tmp_path: Path) -> None:
     save_tiny(tmp_path / "c", seed=1)
     ids = [build_embedder("checkpoint", checkpoint=str(tmp_path / n)).identity for n in "abc"]
     assert ids[0] == ids[1] != ids[2]
+    # One shared encoder embeds both views alike: the view is not part of the identity.
     sat = build_embedder("checkpoint", checkpoint=str(tmp_path / "a"), view="satellite")
-    assert sat.identity != ids[0]
+    assert sat.identity == ids[0]
 
 
 def test_evaluate_cli_with_checkpoint(tiny_u1652: Path, tmp_path: Path) -> None:  # noqa: F811
@@ -59,3 +60,47 @@ def test_evaluate_cli_with_checkpoint(tiny_u1652: Path, tmp_path: Path) -> None:
     metrics = json.loads((out / "metrics.json").read_text())
     text = json.dumps(metrics)
     assert "mcgf-checkpoint:" in text and "R@1" in text
+
+
+def test_unshared_checkpoint_evaluates_each_view_with_its_encoder(tmp_path: Path, tiny_u1652: Path) -> None:  # noqa: F811
+    """Drone folders go through the drone encoder and satellite folders through the
+    satellite encoder; a shared model embeds both views alike under one identity."""
+    from mcgf.evaluation.university import evaluate_university
+
+    cfg = {**CONFIG, "share_encoder": False}
+    torch.manual_seed(0)
+    model = MCGFModel(**{k: v for k, v in cfg.items() if k != "name"}).eval()  # type: ignore[arg-type]
+    # Make the two encoders differ so that a wrong view changes the features.
+    with torch.no_grad():
+        for p in model.satellite_encoder.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    save_checkpoint(tmp_path / "ck", model, cfg)
+    emb = build_embedder("checkpoint", checkpoint=str(tmp_path / "ck"))
+    sat = emb.for_view("satellite")
+    assert sat.view == "satellite" and sat.identity != emb.identity
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(sat.embed(x), model.embed(x, "satellite"))
+        assert not torch.allclose(sat.embed(x), model.embed(x, "drone"))
+
+    seen: list[str] = []
+    original = MCGFModel.embed
+
+    def spy(self: MCGFModel, images: torch.Tensor, view: str) -> torch.Tensor:
+        seen.append(view)
+        return original(self, images, view)
+
+    MCGFModel.embed = spy  # type: ignore[method-assign]
+    try:
+        evaluate_university(tiny_u1652, emb, options=None, directions=("drone->satellite",))
+    finally:
+        MCGFModel.embed = original  # type: ignore[method-assign]
+    assert "drone" in seen and "satellite" in seen
+
+    shared = build_embedder("checkpoint", checkpoint=str(_shared(tmp_path)))
+    assert shared.for_view("satellite").identity == shared.identity
+
+
+def _shared(tmp_path: Path) -> Path:
+    save_tiny(tmp_path / "shared")
+    return tmp_path / "shared"

@@ -116,3 +116,23 @@ def test_cli_trains_resumes_and_refuses_to_overwrite(root: Path, tmp_path: Path,
     assert load_checkpoint(out / "last", load_train_state=True).train_state.epoch == 2
     assert main(["train", "--out", str(tmp_path / "none"), "--resume", "--quiet"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_validation_runs_every_n_epochs_and_is_logged(root: Path, tmp_path: Path) -> None:
+    calls: list[bool] = []
+
+    def validate(model: torch.nn.Module) -> dict[str, float]:
+        calls.append(model.training)
+        return {"val_R@1": 10.0 * len(calls), "val_AP": 5.0}
+
+    cfg = config(root, epochs=3, eval_every=2, lambda_restore=0.0, infonce=0.0)
+    result = train(parse_run_config(cfg, "t"), tmp_path / "run", progress=False, validate=validate)
+    assert len(calls) == 2  # after epoch 2 and after the last epoch (3)
+    assert result.validation == {"val_R@1": 20.0, "val_AP": 5.0}
+    rows = [r for r in read_log(tmp_path / "run") if r["val_R@1"]]
+    assert [(int(r["epoch"]), float(r["val_R@1"])) for r in rows] == [(2, 10.0), (3, 20.0)]
+    # eval_every=0 never validates.
+    calls.clear()
+    train(parse_run_config(config(root, epochs=1), "t"), tmp_path / "off", progress=False,
+          validate=validate)
+    assert calls == []

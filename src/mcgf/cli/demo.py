@@ -1,9 +1,10 @@
 """``mcgf demo``: the end-to-end job on the built-in synthetic benchmark.
 
 It generates the benchmark (or reuses an identical earlier one), validates it with the
-same checker users run on real data, and evaluates the training-free ``thumbnail``
-baseline on it under the University-1652 and University-WX protocols (clean and each of
-the ten weather conditions), exactly as ``mcgf evaluate`` does for any model. The
+same checker users run on real data, trains the MCGF model of ``configs/demo-cpu.yaml``
+on its training split (or reuses a finished identical run), and evaluates the checkpoint
+under the University-1652 and University-WX protocols (clean and each of the ten weather
+conditions), exactly as ``mcgf train`` and ``mcgf evaluate`` do. The synthetic benchmark's
 defaults are those of ``configs/demo.yaml``.
 """
 
@@ -22,8 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "demo",
         help="run the whole pipeline on the built-in synthetic benchmark",
         description="Generate the synthetic benchmark under OUT/data (reused when an identical one "
-        "is there), check it, and evaluate the training-free thumbnail baseline on it, clean and "
-        "under each weather condition (OUT/eval-thumbnail).",
+        "is there), check it, train the demo model on it (OUT/train, reused when finished with the "
+        "same config) and evaluate it clean and under each weather condition (OUT/eval).",
     )
     parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     parser.add_argument("--config", default=None, help="YAML config (default: the values of configs/demo.yaml)")
@@ -31,6 +32,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="override a config value, e.g. --set synth.views=4 (repeatable)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
     parser.add_argument("--regenerate", action="store_true", help="regenerate the benchmark even if present")
+    parser.add_argument("--train-config", default="configs/demo-cpu.yaml",
+                        help="training config (default configs/demo-cpu.yaml); its data.root is "
+                        "replaced by the demo's benchmark")
+    parser.add_argument("--train-set", dest="train_overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a training config value, e.g. "
+                        "--train-set train.epochs=2 (repeatable)")
+    parser.add_argument("--retrain", action="store_true", help="train again even if a finished run is there")
     parser.set_defaults(func=run)
 
 
@@ -84,21 +92,69 @@ def run(args: argparse.Namespace) -> int:
                                      query_transform=query_weather(weather, config.seed))
         print(format_summary(summary))
 
-    print(f"[2/3] dataset check of {data_dir}")
+    print(f"[2/4] dataset check of {data_dir}")
     report = check_dataset(data_dir, workers=args.workers)
     print(format_report(report))
     if not report.ok:
         raise UserError(f"the benchmark under {data_dir} failed its check; rerun with --regenerate")
     from mcgf.cli.main import main as mcgf_main
 
-    eval_dir = out / "eval-thumbnail"
-    print(f"[3/3] University-1652 / University-WX evaluation of the training-free thumbnail baseline -> {eval_dir}")
-    argv = ["evaluate", str(data_dir / "University-Release"), "--out", str(eval_dir),
-            "--embedder", "thumbnail", "--weather", "all", "--weather-seed", str(config.seed), "--quiet"]
+    root = data_dir / "University-Release"
+    train_dir = out / "train"
+    run_cfg = _training_config(args, root)
+    print(f"[3/4] training {args.train_config} -> {train_dir}")
+    if not args.retrain and _finished(train_dir, run_cfg):
+        print("  a finished run with the same config is already there; reusing it (--retrain to train again)")
+    else:
+        from mcgf.training.loop import train
+
+        if train_dir.exists():
+            import shutil
+
+            shutil.rmtree(train_dir)
+        result = train(run_cfg, train_dir, progress=True)
+        print(f"  trained {result.epochs} epochs ({result.steps} steps) in {result.seconds:.0f} s")
+
+    eval_dir = out / "eval"
+    print(f"[4/4] University-1652 / University-WX evaluation of {train_dir / 'last'} -> {eval_dir}")
+    argv = ["evaluate", str(root), "--out", str(eval_dir), "--checkpoint", str(train_dir / "last"),
+            "--weather", "all", "--weather-seed", str(config.seed), "--quiet"]
     if args.workers is not None:
         argv += ["--workers", str(max(args.workers - 1, 0))]
     code = mcgf_main(argv)
     if code:
         return code
-    print(f"demo finished: data in {data_dir}, metrics in {eval_dir}")
+    print(f"demo finished: data in {data_dir}, model in {train_dir / 'last'}, metrics in {eval_dir}")
     return 0
+
+
+def _training_config(args: argparse.Namespace, root: Path) -> Any:
+    """The demo's training config with ``data.root`` pointing at the generated benchmark."""
+    from mcgf.config import apply_overrides, load_config
+    from mcgf.errors import UserError
+    from mcgf.training.config import parse_run_config
+
+    path = Path(args.train_config)
+    if not path.is_file():
+        raise UserError(f"--train-config {path} not found: run from the repository root or pass "
+                        "--train-config PATH (configs/demo-cpu.yaml in the source tree)")
+    cfg = apply_overrides(load_config(path), args.train_overrides)
+    cfg.setdefault("data", {})["root"] = str(root)
+    return parse_run_config(cfg, str(path))
+
+
+def _finished(train_dir: Path, run_cfg: Any) -> bool:
+    """Whether ``train_dir/last`` is a finished run of exactly ``run_cfg``."""
+    from mcgf.training.checkpoint import load_checkpoint
+
+    try:
+        loaded = load_checkpoint(train_dir / "last", load_train_state=True)
+    except Exception:  # anything unreadable means: train again
+        return False
+    saved, state = loaded.config, loaded.train_state
+    want = run_cfg.as_dict()
+    same = all(saved.get(k) == v for k, v in want.items() if k != "model")
+    model = dict(saved.get("model", {}))
+    model.pop("num_classes", None)
+    return same and model == {k: v for k, v in want["model"].items() if k != "num_classes"} \
+        and state is not None and state.epoch == run_cfg.train.epochs

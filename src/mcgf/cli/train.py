@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,9 +45,27 @@ def run(args: argparse.Namespace) -> int:
     if not args.resume and (out / LAST).exists():
         raise UserError(f"{out / LAST} already exists: pass --resume to continue it or choose another --out")
     run_cfg = parse_run_config(apply_overrides(cfg, args.overrides), where)
-    result = train(run_cfg, out, resume=args.resume, progress=not args.quiet)
+    result = train(run_cfg, out, resume=args.resume, progress=not args.quiet,
+                   validate=_validator(run_cfg))
     if not args.quiet:
         losses = ", ".join(f"{k} {v:.4f}" for k, v in result.final_losses.items())
         print(f"trained {result.epochs} epochs ({result.steps} steps) in {result.seconds:.1f} s; "
               f"last epoch: {losses}; checkpoint {result.checkpoint}")
     return 0
+
+
+def _validator(cfg: Any) -> Any:
+    """The University-1652 validator of ``data.val_root`` (or ``data.root``) when
+    ``train.eval_every > 0``."""
+    if cfg.train.eval_every <= 0:
+        return None
+    from mcgf.errors import UserError
+    from mcgf.evaluation.validation import university_validator
+
+    root = Path(cfg.data.val_root or cfg.data.root)
+    for folder in ("query_drone", "gallery_satellite"):
+        if not (root / "test" / folder).is_dir():
+            raise UserError(f"train.eval_every needs {root / 'test' / folder} "
+                            "(set data.val_root to a University-1652 tree, or train.eval_every=0)")
+    device = None if cfg.train.device == "auto" else cfg.train.device
+    return university_validator(root, device=device)

@@ -159,10 +159,16 @@ class CrossViewTrainSet(Dataset):
             degraded = Image.fromarray(arr)
         else:
             degraded = image
+        # The clean target must get the same random augmentation as the weathered input:
+        # replay the torch RNG state (what random transforms draw from) for it.
+        state = torch.get_rng_state() if self.return_clean else None
         item["image"] = self.drone_transform(degraded)
         item["condition"] = condition
-        if self.return_clean:
+        if state is not None:
+            after = torch.get_rng_state()
+            torch.set_rng_state(state)
             item["clean"] = self.drone_transform(image)
+            torch.set_rng_state(after)
         return item
 
 

@@ -40,3 +40,48 @@ class Preprocess:
         mean = torch.tensor(self.mean).view(3, 1, 1)
         std = torch.tensor(self.std).view(3, 1, 1)
         return (x - mean) / std
+
+
+@dataclass(frozen=True)
+class TrainAugment:
+    """:class:`Preprocess` followed by random geometric augmentation of the tensor.
+
+    ``rotate`` is the largest rotation in degrees (180: any heading, which suits north-up
+    satellite tiles matched against drone views of every heading); ``scale`` and
+    ``translate`` are relative jitters (0.1: ±10 %); ``flip`` a horizontal flip with
+    probability 0.5. Randomness comes from torch's global RNG, which the DataLoader seeds
+    per worker from the main process, so a seeded run is reproducible. Rotated corners are
+    filled by reflection so that no black wedge tells the views apart.
+    """
+
+    base: Preprocess
+    flip: bool = False
+    rotate: float = 0.0
+    scale: float = 0.0
+    translate: float = 0.0
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        x = self.base(image)
+        if self.flip and torch.rand(()) < 0.5:
+            x = x.flip(-1)
+        if self.rotate or self.scale or self.translate:
+            x = _random_affine(x, self.rotate, self.scale, self.translate)
+        return x
+
+
+def _random_affine(x: torch.Tensor, rotate: float, scale: float, translate: float) -> torch.Tensor:
+    """One random rotation/scale/shift of a ``(C, H, W)`` tensor with reflection padding
+    (torchvision's affine fills with a constant, which leaves dark corners)."""
+    import math
+
+    import torch.nn.functional as F
+
+    r = torch.rand(4)
+    theta = math.radians(float((r[0] * 2 - 1) * rotate))
+    s = 1.0 + float((r[1] * 2 - 1) * scale)
+    tx, ty = (float((r[2] * 2 - 1) * translate * 2), float((r[3] * 2 - 1) * translate * 2))
+    c, si = math.cos(theta) / s, math.sin(theta) / s
+    mat = torch.tensor([[[c, -si, tx], [si, c, ty]]], dtype=x.dtype)
+    grid = F.affine_grid(mat, [1, *x.shape], align_corners=False)
+    return F.grid_sample(x[None], grid, mode="bilinear", padding_mode="reflection",
+                         align_corners=False)[0]

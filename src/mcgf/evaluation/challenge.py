@@ -263,7 +263,7 @@ def predict(queries_dir: str | Path, names_file: str | Path, gallery_dir: str | 
         options: :class:`mcgf.evaluation.university.ExtractOptions` for feature extraction.
     """
     from mcgf.data.layout import UNKNOWN_LABEL, ImageRecord, load_flat_gallery, load_flat_queries
-    from mcgf.evaluation.features import extract_features
+    from mcgf.evaluation.features import extract_features, for_view
     from mcgf.evaluation.university import ExtractOptions
     from mcgf.retrieval.search import topk_search
 
@@ -277,16 +277,17 @@ def predict(queries_dir: str | Path, names_file: str | Path, gallery_dir: str | 
     if len(gallery.paths) < ANSWER_LENGTH:
         raise UserError(f"gallery {gallery_dir} has {len(gallery.paths)} images; an answer needs {ANSWER_LENGTH}")
 
-    def extract(paths: Sequence[Path], desc: str) -> np.ndarray:
+    def extract(paths: Sequence[Path], desc: str, view: str) -> np.ndarray:
         records = [ImageRecord(p, UNKNOWN_LABEL, desc) for p in paths]
         return extract_features(
-            records, embedder, batch_size=opts.batch_size, flip=opts.flip,  # type: ignore[arg-type]
+            records, for_view(embedder, view), batch_size=opts.batch_size, flip=opts.flip,  # type: ignore[arg-type]
             device=opts.device, num_workers=opts.num_workers, cache_dir=opts.cache_dir,
             progress=opts.progress, desc=desc,
         ).features
 
-    gf = extract(gallery.paths, "gallery")
-    qf = extract(qset.paths, "queries")
+    # University-160k: drone queries against satellite tiles.
+    gf = extract(gallery.paths, "gallery", "satellite")
+    qf = extract(qset.paths, "queries", "drone")
     result = topk_search(qf, gf, ANSWER_LENGTH, backend=backend, threads=threads)
     if (result.indices < 0).any():
         raise UserError(f"search backend {backend!r} returned fewer than {ANSWER_LENGTH} "

@@ -62,6 +62,14 @@ def embed_batch(embedder: Embedder, images: torch.Tensor, *, flip: bool) -> torc
     return F.normalize(f, dim=1)
 
 
+def for_view(embedder: Embedder, view: str) -> Embedder:
+    """The embedder for images of ``view`` (``"drone"`` or ``"satellite"``): models with one
+    encoder per view (e.g. an unshared MCGF checkpoint) expose ``for_view``; any other
+    embedder embeds every view alike."""
+    pick = getattr(embedder, "for_view", None)
+    return pick(view) if callable(pick) else embedder
+
+
 def extract_features(
     records: Sequence[ImageRecord],
     embedder: Embedder,

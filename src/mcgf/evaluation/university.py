@@ -24,7 +24,7 @@ import numpy as np
 from mcgf.data.datasets import Degrade
 from mcgf.data.layout import ClassFolderSet, ImageRecord, load_university1652, read_class_folders
 from mcgf.errors import UserError
-from mcgf.evaluation.features import FeatureSet, extract_features
+from mcgf.evaluation.features import FeatureSet, extract_features, for_view
 from mcgf.models.registry import Embedder
 from mcgf.retrieval.metrics import PerQuery, summarize
 from mcgf.retrieval.ranking import rank_and_score
@@ -84,9 +84,15 @@ def _records(folder: ClassFolderSet) -> tuple[list[ImageRecord], np.ndarray]:
     return records, np.array([r.label for r in records], dtype=np.int64)
 
 
+def view_of(folder_name: str) -> str:
+    """``"drone"`` for drone test folders, ``"satellite"`` otherwise."""
+    return "drone" if folder_name in DRONE_FOLDERS else "satellite"
+
+
 def _features(folder: ClassFolderSet, embedder: Embedder, opts: ExtractOptions, *,
-              transform: Degrade | None, transform_id: str, desc: str
+              view: str, transform: Degrade | None, transform_id: str, desc: str
               ) -> tuple[FeatureSet, np.ndarray]:
+    embedder = for_view(embedder, view)
     records, labels = _records(folder)
     if not records:
         raise UserError(f"{folder.root} holds no image: nothing to evaluate")
@@ -147,7 +153,7 @@ def evaluate_university(
 
     def clean(name: str) -> tuple[FeatureSet, np.ndarray]:
         if name not in clean_cache:
-            clean_cache[name] = _features(data.folder("test", name), embedder, opts,
+            clean_cache[name] = _features(data.folder("test", name), embedder, opts, view=view_of(name),
                                           transform=None, transform_id="", desc=name)
         return clean_cache[name]
 
@@ -158,10 +164,11 @@ def evaluate_university(
             sides = []
             for name in (qname, gname):
                 if name in cond.folders:
-                    sides.append(_features(cond.folders[name], embedder, opts, transform=None,
+                    sides.append(_features(cond.folders[name], embedder, opts, view=view_of(name),
+                                           transform=None,
                                            transform_id="", desc=f"{cond.name}/{name}"))
                 elif cond.transform is not None and name in DRONE_FOLDERS:
-                    sides.append(_features(data.folder("test", name), embedder, opts,
+                    sides.append(_features(data.folder("test", name), embedder, opts, view=view_of(name),
                                            transform=cond.transform, transform_id=cond.transform_id,
                                            desc=f"{cond.name}/{name}"))
                 else:

@@ -70,6 +70,7 @@ def create_backbone(
     pretrained: bool = False,
     weights: str | Path | None = None,
     grad_checkpointing: bool = False,
+    model_args: dict[str, Any] | None = None,
 ) -> Backbone:
     """Build a timm model with its classifier removed (``num_classes=0``).
 
@@ -82,6 +83,9 @@ def create_backbone(
         weights: a local ``.safetensors``, ``.pth``, ``.pt``, ``.bin`` or ``.ckpt`` file
             to load instead (takes precedence over ``pretrained``).
         grad_checkpointing: trade compute for memory during training.
+        model_args: extra keyword arguments for ``timm.create_model`` that change the
+            architecture, e.g. ``{"depth": 4, "embed_dim": 128, "patch_size": 8}`` for a
+            small EVA-02-style ViT, or ``{"global_pool": "avg"}``.
 
     Returns:
         The :class:`Backbone` (model, pooled feature dimension, load report).
@@ -97,7 +101,7 @@ def create_backbone(
             f"unknown backbone {name!r}: use a timm model name, e.g. {DEFAULT_BACKBONE} "
             "(list them with python -c 'import timm; print(timm.list_models())')"
         )
-    kwargs: dict[str, Any] = {"num_classes": 0}
+    kwargs: dict[str, Any] = {**(model_args or {}), "num_classes": 0}
     if img_size is not None:
         kwargs["img_size"] = int(img_size)
     if pretrained and weights is None:
@@ -110,6 +114,9 @@ def create_backbone(
             raise UserError(
                 f"backbone {name!r} does not take an image size: drop img_size / --img-size"
             ) from exc
+        if model_args:
+            raise UserError(f"backbone {name!r} rejects backbone_args {model_args}: "
+                            f"{str(exc).splitlines()[0]}") from exc
         raise
     report = load_weights(model, weights) if weights is not None else None
     if grad_checkpointing:

@@ -23,9 +23,10 @@ _HASH_CHUNK = 1 << 20
 class CheckpointEmbedder:
     """Wraps a model exposing ``embed(images, view)``, ``input_size``, ``mean`` and ``std``.
 
-    Evaluation calls :meth:`embed` for every image, which uses ``view``'s encoder. MCGF
-    shares one encoder across views, so the view does not matter there; for a model built
-    with ``share_encoder=False`` use :meth:`embed_view` (or one embedder per view).
+    :meth:`embed` uses ``view``'s encoder. MCGF shares one encoder across views, so the view
+    does not matter there; for a model built with ``share_encoder=False`` the evaluation
+    asks :meth:`for_view` for an embedder of each folder's view (drone folders through the
+    drone encoder, satellite folders through the satellite encoder).
     """
 
     def __init__(self, model: Any, identity: str, view: str = "drone") -> None:
@@ -33,7 +34,11 @@ class CheckpointEmbedder:
             raise ValueError(f"view must be one of {', '.join(VIEWS)}, got {view!r}")
         self.model = model
         self.view = view
-        self.identity = f"{identity}:view={view}"
+        self.base_identity = identity
+        # A shared encoder embeds both views alike, so the view is not part of its identity
+        # (one cache entry serves both); separate encoders make it part of the key.
+        shared = bool(getattr(model, "share_encoder", True))
+        self.identity = identity if shared else f"{identity}:view={view}"
         self.input_size = (int(model.input_size[0]), int(model.input_size[1]))
         self.mean: tuple[float, float, float] = tuple(float(m) for m in model.mean)  # type: ignore[assignment]
         self.std: tuple[float, float, float] = tuple(float(s) for s in model.std)  # type: ignore[assignment]
@@ -42,6 +47,12 @@ class CheckpointEmbedder:
         """Move the model to ``device``."""
         self.model.to(device)
         return self
+
+    def for_view(self, view: str) -> CheckpointEmbedder:
+        """The same model embedding through ``view``'s encoder."""
+        if view == self.view:
+            return self
+        return CheckpointEmbedder(self.model, self.base_identity, view=view)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` normalised images → ``(B, D)`` features of the embedder's view."""

@@ -55,6 +55,8 @@ class MCGFModel(nn.Module):
         restoration_width, restoration_mults, restoration_blocks: the denoiser's size.
         restore_size: side the branch works at (images are resized to it; ``None`` keeps
             the input size). Smaller is cheaper; the encoder still sees full images.
+        backbone_args: extra timm ``create_model`` arguments (architecture changes such as
+            ``depth``, ``embed_dim``, ``patch_size``, ``global_pool``).
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class MCGFModel(nn.Module):
         restoration_mults: Sequence[int] = (1, 2, 4),
         restoration_blocks: int = 2,
         restore_size: int | None = None,
+        backbone_args: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         from timm.data import resolve_model_data_config
@@ -83,6 +86,7 @@ class MCGFModel(nn.Module):
             "pretrained": pretrained,
             "weights": weights,
             "grad_checkpointing": grad_checkpointing,
+            "model_args": dict(backbone_args or {}),
         }
         drone = create_backbone(backbone_name, **opts)
         self.backbone_name = backbone_name

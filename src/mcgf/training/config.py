@@ -25,7 +25,14 @@ class DataConfig:
         drones_per_location: ``M`` drone views per location (plus its satellite tile).
         workers: DataLoader worker processes (0 loads in the main process).
         satellite_flip: random horizontal flips of satellite tiles (light augmentation).
+        satellite_rotate: largest random rotation of satellite tiles in degrees (180: any
+            heading, as drone views come from every heading; 0: none).
+        drone_flip: random horizontal flips of drone images.
+        scale_jitter, shift_jitter: random relative scale and shift of both views
+            (0.1: ±10 %; 0: none).
         on_bad_image: ``stop`` (raise) or ``skip`` unreadable images.
+        val_root: University-1652 root whose ``test`` split validates during training
+            (empty: ``root``).
     """
 
     root: str = ""
@@ -33,7 +40,12 @@ class DataConfig:
     drones_per_location: int = 2
     workers: int = 0
     satellite_flip: bool = True
+    satellite_rotate: float = 0.0
+    drone_flip: bool = False
+    scale_jitter: float = 0.0
+    shift_jitter: float = 0.0
     on_bad_image: str = "stop"
+    val_root: str = ""
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,8 @@ class TrainConfig:
         amp: ``auto`` (bf16 autocast on CUDA only) or ``off``.
         device: ``auto``, ``cpu`` or ``cuda``.
         log_every: optimizer steps per row of ``log.csv``.
+        eval_every: validate every this many epochs and after the last one (0: never);
+            needs a validator (``mcgf train`` builds one from ``data.val_root``).
     """
 
     epochs: int = 1
@@ -87,6 +101,7 @@ class TrainConfig:
     amp: str = "auto"
     device: str = "auto"
     log_every: int = 1
+    eval_every: int = 0
 
 
 @dataclass(frozen=True)
@@ -179,6 +194,10 @@ def parse_run_config(config: Mapping[str, Any], where: str) -> RunConfig:
     _check(data.locations_per_batch >= 2, where, "data.locations_per_batch", data.locations_per_batch, ">= 2")
     _check(data.drones_per_location >= 1, where, "data.drones_per_location", data.drones_per_location, ">= 1")
     _check(data.workers >= 0, where, "data.workers", data.workers, ">= 0")
+    _check(0 <= data.satellite_rotate <= 180, where, "data.satellite_rotate", data.satellite_rotate,
+           "in [0, 180] degrees")
+    _check(0 <= data.scale_jitter < 1, where, "data.scale_jitter", data.scale_jitter, "in [0, 1)")
+    _check(0 <= data.shift_jitter < 1, where, "data.shift_jitter", data.shift_jitter, "in [0, 1)")
     _check(data.on_bad_image in ("stop", "skip"), where, "data.on_bad_image", data.on_bad_image,
            "'stop' or 'skip'")
     cond = weather.conditions
@@ -207,4 +226,5 @@ def parse_run_config(config: Mapping[str, Any], where: str) -> RunConfig:
     _check(t.amp in ("auto", "off"), where, "train.amp", t.amp, "'auto' or 'off'")
     _check(t.device in ("auto", "cpu", "cuda"), where, "train.device", t.device, "'auto', 'cpu' or 'cuda'")
     _check(t.log_every >= 1, where, "train.log_every", t.log_every, ">= 1")
+    _check(t.eval_every >= 0, where, "train.eval_every", t.eval_every, ">= 0")
     return RunConfig(data=data, weather=weather, train=train, model=model)

@@ -16,7 +16,8 @@ from typing import Any
 from mcgf.fileio import write_text_atomic
 
 #: Columns of ``log.csv``; a loss term the run does not compute is left empty.
-COLUMNS = ("step", "epoch", "lr", "ce", "infonce", "restore", "total", "images_per_s")
+COLUMNS = ("step", "epoch", "lr", "ce", "infonce", "restore", "total", "images_per_s",
+           "val_R@1", "val_AP")
 
 
 class TrainLog:
@@ -52,12 +53,15 @@ class TrainLog:
         if self.writer is not None:
             for k in COLUMNS[2:]:
                 if clean[k] != "":
-                    self.writer.add_scalar(f"train/{k}", float(clean[k]), int(clean["step"]))
+                    group = "val" if k.startswith("val_") else "train"
+                    self.writer.add_scalar(f"{group}/{k.removeprefix('val_')}", float(clean[k]),
+                                           int(clean["step"]))
 
     def flush(self) -> None:
         """Rewrite ``log.csv`` atomically with every row so far."""
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+        w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n", restval="",
+                           extrasaction="ignore")
         w.writeheader()
         for r in self.rows:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})

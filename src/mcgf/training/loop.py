@@ -25,8 +25,8 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,7 @@ class TrainResult:
     epochs: int
     final_losses: dict[str, float]
     seconds: float
+    validation: dict[str, float] = field(default_factory=dict)
 
 
 class _Objective(nn.Module):
@@ -119,20 +120,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-class _SatelliteTransform:
-    """Resize/normalise plus an optional random horizontal flip (torch's global RNG, which
-    DataLoader seeds per worker from the main process, so runs stay reproducible)."""
-
-    def __init__(self, base: Any, flip: bool) -> None:
-        self.base, self.flip = base, flip
-
-    def __call__(self, image: Any) -> torch.Tensor:
-        x = self.base(image)
-        if self.flip and torch.rand(()) < 0.5:
-            x = x.flip(-1)
-        return x
-
-
 def read_train_split(root: str | Path) -> tuple[ClassFolderSet, ClassFolderSet]:
     """The drone and satellite class folders of ``root``'s ``train`` split.
 
@@ -152,10 +139,15 @@ def build_dataset(cfg: RunConfig, drone: ClassFolderSet, satellite: ClassFolderS
     """The :class:`~mcgf.data.datasets.CrossViewTrainSet` over ``drone``/``satellite`` with
     the model's input transforms and the configured weather."""
     from mcgf.data.datasets import CrossViewTrainSet
-    from mcgf.data.transforms import Preprocess
+    from mcgf.data.transforms import Preprocess, TrainAugment
 
-    # The evaluation's preprocessing, so that training and test images match.
+    # The evaluation's preprocessing, so that training and test images match, then the
+    # configured random augmentation.
     base = Preprocess(tuple(input_size), tuple(mean), tuple(std))  # type: ignore[arg-type]
+    d = cfg.data
+    drone_tf = TrainAugment(base, flip=d.drone_flip, scale=d.scale_jitter, translate=d.shift_jitter)
+    satellite_tf = TrainAugment(base, flip=d.satellite_flip, rotate=d.satellite_rotate,
+                                scale=d.scale_jitter, translate=d.shift_jitter)
     weather = None
     if cfg.weather.conditions != "none":
         from mcgf.weather import WeatherTransform
@@ -164,7 +156,7 @@ def build_dataset(cfg: RunConfig, drone: ClassFolderSet, satellite: ClassFolderS
                                    dark_variant=cfg.weather.dark_variant)
     return CrossViewTrainSet(
         drone, satellite,
-        drone_transform=base, satellite_transform=_SatelliteTransform(base, cfg.data.satellite_flip),
+        drone_transform=drone_tf, satellite_transform=satellite_tf,
         degrade=weather, return_clean=cfg.train.lambda_restore > 0,
         on_bad_image=cfg.data.on_bad_image,  # type: ignore[arg-type]
     )
@@ -185,7 +177,8 @@ def _resolve_model_config(cfg: RunConfig, num_classes: int) -> dict[str, Any]:
 
 
 def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bool = True,
-          stop_after: int | None = None) -> TrainResult:
+          stop_after: int | None = None,
+          validate: Callable[[nn.Module], Mapping[str, float]] | None = None) -> TrainResult:
     """Train the configured model on ``data.root``; checkpoints and logs go to ``out``.
 
     Args:
@@ -195,6 +188,10 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
         progress: show a tqdm progress bar (rank 0 only).
         stop_after: end this call after this many epochs (the schedule still spans
             ``train.epochs``; continue later with ``resume=True``), e.g. for time-limited jobs.
+        validate: called on rank 0 with the model every ``train.eval_every`` epochs and
+            after the last epoch; its values (e.g. ``val_R@1``) go to ``log.csv``, to
+            TensorBoard and to :attr:`TrainResult.validation`. See
+            :func:`mcgf.evaluation.validation.university_validator`.
 
     Raises:
         UserError: bad data, a model config that does not fit the checkpoint, or nothing
@@ -284,6 +281,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
                 if device.type == "cuda" and tc.amp == "auto" else contextlib.nullcontext())
     t_run = time.perf_counter()
     final: dict[str, float] = {}
+    validation: dict[str, float] = {}
     end_epoch = tc.epochs if stop_after is None else min(tc.epochs, start_epoch + stop_after)
     for epoch in range(start_epoch, end_epoch):
         sampler.set_epoch(epoch)
@@ -305,8 +303,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
                 with autocast:
                     terms = objective(batch)
                 (terms["total"] / n_micro).backward()
-            for k, v in terms.items():
-                val = float(v.detach())
+            for k, val in _mean_over_ranks(terms, dist_info.world).items():
                 if not math.isfinite(val):
                     raise FloatingPointError(f"loss term {k} is {val} at step {step} (epoch {epoch + 1}); "
                                              "lower train.lr or enable train.grad_clip")
@@ -337,6 +334,14 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
                 window.update(images=0, t=now, terms=dict.fromkeys(_TERMS, 0.0))
         bar.close()
         final = {k: sums[k] / seen[k] for k in _TERMS if seen[k]}
+        due = tc.eval_every > 0 and ((epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs)
+        if validate is not None and dist_info.main and due:
+            validation = {k: float(v) for k, v in validate(model).items()}
+            if log is not None:
+                log.add({"step": step, "epoch": epoch + 1, **validation})
+            if progress:
+                print(f"epoch {epoch + 1}/{tc.epochs}: " +
+                      ", ".join(f"{k} {v:.2f}" for k, v in validation.items()))
         if dist_info.main:
             save_checkpoint(out / LAST, model, model_cfg,
                             extra_config={k: v for k, v in cfg.as_dict().items() if k != "model"},
@@ -356,7 +361,20 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
         import torch.distributed as dist
 
         dist.barrier()
-    return TrainResult(out / LAST, step, end_epoch, final, time.perf_counter() - t_run)
+    return TrainResult(out / LAST, step, end_epoch, final, time.perf_counter() - t_run, validation)
+
+
+def _mean_over_ranks(terms: Mapping[str, torch.Tensor], world: int) -> dict[str, float]:
+    """Loss terms as floats, averaged over ranks under DDP so that the log shows the loss
+    of the global batch (what one process with the same batch would log)."""
+    names = sorted(terms)
+    values = torch.stack([terms[k].detach().float() for k in names])
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(values)
+        values /= world
+    return dict(zip(names, values.tolist(), strict=True))
 
 
 def _batches(loader: Any) -> Iterator[dict[str, Any]]:
