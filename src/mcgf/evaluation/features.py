@@ -175,3 +175,26 @@ def weather_transform(condition: str, seed: int, dark_variant: str = "train"
         return None, ""
     return (WeatherTransform(condition, seed=seed, dark_variant=dark_variant),
             f"weather:{condition}:seed={seed}:dark={dark_variant}")
+
+
+def embed_images(
+    embedder: Embedder,
+    images: Sequence[str | Path],
+    *,
+    view: str = "drone",
+    batch_size: int = 32,
+    flip: bool = True,
+    device: str | torch.device | None = None,
+    num_workers: int = 0,
+    progress: bool = False,
+) -> np.ndarray:
+    """Embeddings ``(N, D)`` (float32, L2-normalised) of image files, in order.
+
+    The convenience form of :func:`extract_features` for applications: ``view`` picks the
+    encoder of models that have one per view (``"drone"`` or ``"satellite"``); an
+    unreadable image raises :class:`~mcgf.errors.ImageReadError` naming it.
+    """
+    records = [ImageRecord(Path(p), -1, view) for p in images]
+    return extract_features(records, for_view(embedder, view), batch_size=batch_size, flip=flip,
+                            device=device, num_workers=num_workers, progress=progress,
+                            desc=view).features

@@ -4,6 +4,7 @@ and exact top-k search over large galleries (:mod:`.search`).
 Nothing here knows about models, images or training: inputs are feature and label arrays.
 """
 
+from mcgf.retrieval.index import GalleryIndex
 from mcgf.retrieval.metrics import (
     JUNK_LABEL,
     PerQuery,
@@ -19,6 +20,7 @@ from mcgf.retrieval.search import BACKENDS, SearchResult, register_backend, topk
 __all__ = [
     "BACKENDS",
     "JUNK_LABEL",
+    "GalleryIndex",
     "PerQuery",
     "SearchResult",
     "Summary",

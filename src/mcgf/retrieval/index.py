@@ -1,0 +1,50 @@
+"""A gallery index: embedded gallery items with their names, searched by inner product.
+
+A thin holder over :func:`~mcgf.retrieval.search.topk_search` so that an application
+embeds its gallery once, keeps the names beside the features, and asks for the names of
+the best matches. Features are expected L2-normalised (inner product = cosine).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from mcgf.retrieval.search import SearchResult, as_float_tensor, topk_search
+
+
+class GalleryIndex:
+    """Gallery features ``(G, D)`` and optional names, searchable with :meth:`search`.
+
+    Args:
+        features: the gallery embeddings.
+        names: one name per row (e.g. file stems or location ids); defaults to row numbers.
+        backend: search backend (``auto``, ``exact``, ``faiss-flat``, ...).
+    """
+
+    def __init__(self, features: Any, names: Sequence[str] | None = None, *, backend: str = "auto") -> None:
+        self.features = as_float_tensor(features, "gallery features").contiguous()
+        if self.features.shape[0] == 0:
+            raise ValueError("the gallery is empty")
+        if names is not None and len(names) != self.features.shape[0]:
+            raise ValueError(f"{len(names)} names for {self.features.shape[0]} gallery rows")
+        self.names = [str(n) for n in names] if names is not None else [str(i) for i in range(len(self))]
+        self.backend = backend
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+    def search(self, queries: Any, k: int = 10, **options: Any) -> SearchResult:
+        """The ``k`` best gallery rows of every query (see :func:`topk_search`)."""
+        return topk_search(queries, self.features, k, backend=self.backend, **options)
+
+    def top_names(self, queries: Any, k: int = 10, **options: Any) -> list[list[str]]:
+        """Names of the ``k`` best gallery items of every query, best first."""
+        result = self.search(queries, k, **options)
+        names = np.asarray(self.names, dtype=object)
+        return [list(row) for row in names[result.indices]]
+
+
+__all__ = ["GalleryIndex"]
