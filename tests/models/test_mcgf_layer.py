@@ -322,3 +322,21 @@ def test_model_consumes_the_data_layer_batches(tmp_path) -> None:
                          img_size=32, restoration_width=8)
     losses = model.loss(batch, lambda_restore=1.0)
     assert torch.isfinite(losses["total"]) and losses["restore"] > 0
+
+
+def test_restoration_uses_only_the_weathered_drone_images() -> None:
+    model = tiny_model().eval()  # eval: the head's BatchNorm takes a single image below
+    batch = tiny_batch()
+    n = batch["drone"].shape[0]
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    # All clean: no restoration term at all.
+    out = model(dict(batch, drone_condition=["normal"] * n), generator=gen())
+    assert "restoration_loss" not in out
+    # Some weathered: the term equals the branch's loss on exactly those images.
+    conds = ["fog"] + ["normal"] * (n - 1)
+    got = model(dict(batch, drone_condition=conds), generator=gen())["restoration_loss"]
+    sub = {k: (v[:1] if k in ("drone", "drone_clean", "drone_label") else v) for k, v in batch.items()}
+    want = model(sub, generator=gen())["restoration_loss"]
+    assert torch.allclose(got, want, atol=1e-6)
+    # Unknown conditions: every image is used (as before).
+    assert "restoration_loss" in model(batch, generator=gen())

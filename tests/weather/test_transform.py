@@ -77,3 +77,17 @@ def test_bad_arguments():
         WeatherTransform(["fog", "hail"])
     with pytest.raises(UserError, match="dark variant"):
         WeatherTransform(dark_variant="night")
+
+
+def test_clean_fraction_leaves_that_share_clean_reproducibly() -> None:
+    keys = [f"{c:04d}/image-{i:02d}.jpeg" for c in range(40) for i in range(10)]
+    t = WeatherTransform("random", seed=5, clean_fraction=0.5)
+    conds = [t.condition_for(k) for k in keys]
+    share = conds.count("normal") / len(conds)
+    # Half left clean, plus a tenth of the other half drawing "normal" from all ten.
+    assert 0.49 < share < 0.61
+    assert conds == [WeatherTransform("random", seed=5, clean_fraction=0.5).condition_for(k) for k in keys]
+    assert all(c == "normal" for c in (WeatherTransform("fog", clean_fraction=1.0).condition_for(k) for k in keys))
+    assert "normal" not in {WeatherTransform("fog", clean_fraction=0.0).condition_for(k) for k in keys}
+    with pytest.raises(ValueError, match="clean_fraction"):
+        WeatherTransform("fog", clean_fraction=1.5)

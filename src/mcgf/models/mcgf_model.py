@@ -14,6 +14,8 @@ Batches are dicts of tensors (images normalised with the backbone's ``mean``/``s
 ``satellite``        (S, 3, H, W) satellite images
 ``satellite_label``  (S,) location class indices
 ``drone_clean``      (B, 3, H, W) optional: the same drone images without weather
+``drone_condition``  optional list of B condition names: the restoration term then uses
+                     only the weathered images (``!= "normal"``)
 """
 
 from __future__ import annotations
@@ -159,12 +161,17 @@ class MCGFModel(nn.Module):
             out["drone_embedding"], out["drone_logits"] = self.head(pooled)
             if want_restore:
                 assert self.restoration is not None
-                out["restoration_loss"] = self.restoration.training_loss(
-                    self._to_unit_range(batch["drone_clean"]),
-                    self._to_unit_range(drone),
-                    fmap,
-                    generator=generator,
-                )
+                keep = _weathered(batch.get("drone_condition"), drone.shape[0], drone.device)
+                if keep is None or bool(keep.any()):
+                    clean, weathered = batch["drone_clean"], drone
+                    if keep is not None and not bool(keep.all()):
+                        clean, weathered, fmap = clean[keep], weathered[keep], fmap[keep]
+                    out["restoration_loss"] = self.restoration.training_loss(
+                        self._to_unit_range(clean),
+                        self._to_unit_range(weathered),
+                        fmap,
+                        generator=generator,
+                    )
         if "satellite" in batch:
             pooled = self.satellite_encoder(batch["satellite"])
             out["satellite_embedding"], out["satellite_logits"] = self.head(pooled)
@@ -252,6 +259,17 @@ class MCGFModel(nn.Module):
             rest.append(self.restoration)
         groups += _decay_split((p for m in rest for p in m.parameters()), base_lr, weight_decay)
         return [g for g in groups if g["params"]]
+
+
+def _weathered(conditions: Any, n: int, device: torch.device) -> torch.Tensor | None:
+    """Mask of the drone images that carry weather (``None``: unknown, restore them all).
+
+    The branch learns to remove weather, so images left clean add cost but nothing to
+    learn from; a batch without weathered images skips the restoration term.
+    """
+    if not isinstance(conditions, (list, tuple)) or len(conditions) != n:
+        return None
+    return torch.tensor([c != "normal" for c in conditions], device=device)
 
 
 def _decay_split(params: Any, lr: float, weight_decay: float) -> list[dict[str, Any]]:

@@ -56,11 +56,13 @@ class WeatherConfig:
         conditions: ``random`` (all ten), ``none`` (clean), one condition name, or a list.
         seed: weather seed (mixed with the epoch, so each epoch sees fresh weather).
         dark_variant: ``train`` or ``test`` recipe of the dark condition.
+        clean_fraction: share of drone images left clean before a condition is drawn.
     """
 
     conditions: str | list[str] = "random"
     seed: int = 0
     dark_variant: str = "train"
+    clean_fraction: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -207,7 +209,8 @@ def parse_run_config(config: Mapping[str, Any], where: str) -> RunConfig:
         from mcgf.weather import UnknownConditionError, WeatherTransform
 
         try:
-            WeatherTransform(cond, seed=weather.seed, dark_variant=weather.dark_variant)
+            WeatherTransform(cond, seed=weather.seed, dark_variant=weather.dark_variant,
+                             clean_fraction=weather.clean_fraction)
         except (UnknownConditionError, ValueError) as err:
             raise UserError(f"{where}: bad weather section: {str(err).splitlines()[0]}") from None
     t = train

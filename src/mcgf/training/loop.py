@@ -153,7 +153,8 @@ def build_dataset(cfg: RunConfig, drone: ClassFolderSet, satellite: ClassFolderS
         from mcgf.weather import WeatherTransform
 
         weather = WeatherTransform(cfg.weather.conditions, seed=cfg.weather.seed,
-                                   dark_variant=cfg.weather.dark_variant)
+                                   dark_variant=cfg.weather.dark_variant,
+                                   clean_fraction=cfg.weather.clean_fraction)
     return CrossViewTrainSet(
         drone, satellite,
         drone_transform=drone_tf, satellite_transform=satellite_tf,

@@ -21,7 +21,7 @@ from mcgf.weather.conditions import (
     check_dark_variant,
     choose_condition,
 )
-from mcgf.weather.rng import mix_seed
+from mcgf.weather.rng import image_rng, mix_seed
 
 
 class WeatherTransform:
@@ -35,6 +35,10 @@ class WeatherTransform:
         epoch: optional epoch number mixed into the seed (``set_epoch``) so that training
             sees fresh weather each epoch while staying reproducible; epoch 0 uses
             ``seed`` unchanged.
+        clean_fraction: share of images left clean (``normal``) before the condition is
+            drawn; the rest get a condition from ``conditions``. A clean share speeds up
+            learning from scratch, when every image weathered hides too much. The draw is
+            reproducible per (seed, epoch, key) like the condition.
     """
 
     def __init__(
@@ -43,7 +47,11 @@ class WeatherTransform:
         seed: int = 0,
         dark_variant: str = "train",
         epoch: int = 0,
+        clean_fraction: float = 0.0,
     ) -> None:
+        if not 0.0 <= float(clean_fraction) <= 1.0:
+            raise ValueError(f"clean_fraction must be in [0, 1], got {clean_fraction}")
+        self.clean_fraction = float(clean_fraction)
         if isinstance(conditions, str):
             self.conditions: tuple[str, ...] = (
                 CONDITIONS if conditions == "random" else (check_condition(conditions),)
@@ -65,6 +73,10 @@ class WeatherTransform:
 
     def condition_for(self, key: str) -> str:
         """The condition image ``key`` receives."""
+        if self.clean_fraction > 0:
+            u = image_rng(self.effective_seed, key, "clean-fraction").random()
+            if u < self.clean_fraction:
+                return "normal"
         if len(self.conditions) == 1:
             return self.conditions[0]
         return choose_condition(self.effective_seed, key, self.conditions)
@@ -93,5 +105,6 @@ class WeatherTransform:
     def __repr__(self) -> str:
         return (
             f"WeatherTransform(conditions={list(self.conditions)!r}, seed={self.seed}, "
-            f"dark_variant={self.dark_variant!r}, epoch={self.epoch})"
+            f"dark_variant={self.dark_variant!r}, epoch={self.epoch}, "
+            f"clean_fraction={self.clean_fraction})"
         )
