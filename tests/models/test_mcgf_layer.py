@@ -316,6 +316,7 @@ def test_model_consumes_the_data_layer_batches(tmp_path) -> None:
     ds = CrossViewTrainSet(
         read_class_folders(tmp_path / "drone", "drone"), read_class_folders(tmp_path / "satellite", "satellite"),
         drone_transform=tf, satellite_transform=tf, return_clean=True,
+        degrade=lambda arr, key: ((arr * 0.5).astype(np.uint8), "dark"),
     )
     batch = collate_cross_view([ds[i] for i in range(len(ds))])
     model = create_model("mcgf", backbone_name="vit_tiny_patch16_224", num_classes=ds.num_classes,
