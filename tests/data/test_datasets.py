@@ -110,3 +110,44 @@ def test_clean_target_gets_the_same_random_augmentation(u1652: Path) -> None:
         assert torch.equal(item["image"], item["clean"])
     # ...and the augmentation is random: two draws of one image differ.
     assert not torch.equal(ds[0]["image"], ds[0]["image"])
+
+
+def test_epoch_tagged_items_do_not_depend_on_workers(u1652: Path) -> None:
+    """Persistent workers follow the epoch (weather and augmentation), and each item is
+    the same whichever worker loads it."""
+    from mcgf.data.datasets import EpochTagged
+    from mcgf.data.transforms import Preprocess, TrainAugment
+
+    data = load_university1652(u1652)
+    aug = TrainAugment(Preprocess((16, 16), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)), rotate=180, scale=0.2)
+
+    class EpochShift:
+        """A degrade whose output depends on the epoch it is set to."""
+
+        epoch = 0
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epoch = epoch
+
+        def __call__(self, arr: np.ndarray, key: str) -> tuple[np.ndarray, str]:
+            return (arr // (self.epoch + 1)).astype(np.uint8), f"e{self.epoch}"
+
+    def run(workers: int) -> list[dict]:
+        ds = CrossViewTrainSet(data.train["drone"], data.train["satellite"], drone_transform=aug,
+                               satellite_transform=aug, degrade=EpochShift(), augment_seed=7)
+        sampler = CrossViewBatchSampler(ds.location_index, 2, 2, seed=0)
+        loader = DataLoader(ds, batch_sampler=EpochTagged(sampler), collate_fn=collate_cross_view,
+                            num_workers=workers, persistent_workers=workers > 0)
+        out = []
+        for epoch in range(2):
+            sampler.set_epoch(epoch)
+            out += list(loader)
+        return out
+
+    a, b = run(0), run(2)
+    assert len(a) == len(b) > 0
+    for x, y in zip(a, b, strict=True):
+        assert x["drone_key"] == y["drone_key"] and x["drone_condition"] == y["drone_condition"]
+        assert torch.equal(x["drone"], y["drone"]) and torch.equal(x["satellite"], y["satellite"])
+    conds = {c for batch in a for c in batch["drone_condition"]}
+    assert conds == {"e0", "e1"}  # the workers switched epochs

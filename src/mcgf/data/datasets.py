@@ -7,6 +7,7 @@ call order or worker.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -91,7 +92,9 @@ class CrossViewTrainSet(Dataset):
     :func:`collate_cross_view` to get aligned batches.
 
     Drone items may be degraded on the fly (``degrade``); with ``return_clean`` the
-    item also holds the clean drone image (the restoration target).
+    item also holds the clean drone image (the restoration target). With
+    ``augment_seed`` and epoch-tagged indices (:class:`EpochTagged`) the random
+    augmentation of an item depends only on ``(augment_seed, epoch, index)``.
     """
 
     def __init__(
@@ -104,6 +107,7 @@ class CrossViewTrainSet(Dataset):
         degrade: Degrade | None = None,
         return_clean: bool = False,
         on_bad_image: BadImagePolicy = "stop",
+        augment_seed: int | None = None,
     ) -> None:
         self.class_ids = aligned_classes(drone, satellite)
         if not self.class_ids:
@@ -131,6 +135,7 @@ class CrossViewTrainSet(Dataset):
         self.degrade = degrade
         self.return_clean = return_clean
         self.on_bad_image = on_bad_image
+        self.augment_seed = augment_seed
 
     @property
     def num_classes(self) -> int:
@@ -144,7 +149,26 @@ class CrossViewTrainSet(Dataset):
         n_d = len(self.drone_records)
         return self.drone_records[index] if index < n_d else self.satellite_records[index - n_d]
 
-    def __getitem__(self, index: int) -> dict[str, Any] | None:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any] | None:
+        """Item ``index``, or ``(epoch, index)`` as :class:`EpochTagged` batches give it.
+
+        With an epoch tag the weather switches to that epoch (so persistent DataLoader
+        workers follow the epochs) and, when ``augment_seed`` is set, the random
+        augmentation is seeded from ``(augment_seed, epoch, index)``: the item is then the
+        same whichever worker loads it and whatever was loaded before.
+        """
+        if isinstance(index, tuple):
+            epoch, index = index
+            set_epoch = getattr(self.degrade, "set_epoch", None)
+            if callable(set_epoch) and getattr(self.degrade, "epoch", None) != epoch:
+                set_epoch(epoch)
+            if self.augment_seed is not None:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(_item_seed(self.augment_seed, epoch, index))
+                    return self._load(index)
+        return self._load(index)
+
+    def _load(self, index: int) -> dict[str, Any] | None:
         rec = self.record(index)
         image = read_image_or_none(rec.path, self.on_bad_image)
         if image is None:
@@ -170,6 +194,29 @@ class CrossViewTrainSet(Dataset):
             item["clean"] = self.drone_transform(image)
             torch.set_rng_state(after)
         return item
+
+
+def _item_seed(seed: int, epoch: int, index: int) -> int:
+    """A 63-bit seed from ``(seed, epoch, index)`` (BLAKE2: no correlation between items)."""
+    digest = hashlib.blake2b(f"{seed}/{epoch}/{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+class EpochTagged:
+    """Wraps a batch sampler with ``epoch`` (e.g. :class:`CrossViewBatchSampler`) so that
+    each index comes as ``(epoch, index)``: :class:`CrossViewTrainSet` then follows the
+    epoch inside persistent DataLoader workers, which never see the main process's
+    ``set_epoch`` calls."""
+
+    def __init__(self, batch_sampler: Any) -> None:
+        self.batch_sampler = batch_sampler
+
+    def __iter__(self) -> Any:
+        epoch = int(self.batch_sampler.epoch)
+        return ([(epoch, int(i)) for i in batch] for batch in self.batch_sampler)
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)
 
 
 def collate_cross_view(items: Sequence[dict[str, Any] | None]) -> dict[str, Any]:

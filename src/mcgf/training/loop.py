@@ -160,6 +160,7 @@ def build_dataset(cfg: RunConfig, drone: ClassFolderSet, satellite: ClassFolderS
         drone_transform=drone_tf, satellite_transform=satellite_tf,
         degrade=weather, return_clean=cfg.train.lambda_restore > 0,
         on_bad_image=cfg.data.on_bad_image,  # type: ignore[arg-type]
+        augment_seed=cfg.train.seed,
     )
 
 
@@ -200,7 +201,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
     """
     from tqdm import tqdm
 
-    from mcgf.data.datasets import collate_cross_view
+    from mcgf.data.datasets import EpochTagged, collate_cross_view
     from mcgf.data.sampler import CrossViewBatchSampler
     from mcgf.models.model_registry import create_model
 
@@ -238,10 +239,12 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
                                     cfg.data.drones_per_location, seed=tc.seed,
                                     num_replicas=dist_info.world, rank=dist_info.rank)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, collate_fn=collate_cross_view,
+        # Indices carry their epoch, so persistent workers follow the weather epoch and
+        # seed each item's augmentation from (seed, epoch, index): no worker start-up per
+        # epoch, and items do not depend on the worker count.
+        dataset, batch_sampler=EpochTagged(sampler), collate_fn=collate_cross_view,
         num_workers=cfg.data.workers, pin_memory=device.type == "cuda",
-        # Workers copy the dataset: re-created each epoch they see its new weather epoch.
-        persistent_workers=False,
+        persistent_workers=cfg.data.workers > 0,
     )
     micro_per_epoch = len(sampler)
     steps_per_epoch = math.ceil(micro_per_epoch / tc.accumulate)
