@@ -131,6 +131,13 @@ def test_validation_runs_every_n_epochs_and_is_logged(root: Path, tmp_path: Path
     assert result.validation == {"val_R@1": 20.0, "val_AP": 5.0}
     rows = [r for r in read_log(tmp_path / "run") if r["val_R@1"]]
     assert [(int(r["epoch"]), float(r["val_R@1"])) for r in rows] == [(2, 10.0), (3, 20.0)]
+    # TensorBoard events beside log.csv, with the validation scalars.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "run" / "tb"))
+    acc.Reload()
+    assert [e.value for e in acc.Scalars("val/R@1")] == [10.0, 20.0]
+    assert [e.step for e in acc.Scalars("train/ce")] == [1, 2, 3, 4, 5, 6]  # log_every=1
     # eval_every=0 never validates.
     calls.clear()
     train(parse_run_config(config(root, epochs=1), "t"), tmp_path / "off", progress=False,
