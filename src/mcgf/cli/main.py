@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "predict",
     "weather",
     "restore",
+    "report",
 )
 
 

@@ -1,0 +1,106 @@
+"""Features for the report, taken from the evaluation's cache whenever it has them.
+
+``mcgf evaluate`` caches every folder it embeds (see :mod:`mcgf.evaluation.cache`). The
+report asks for the same folders with the same embedder, preprocessing, flip and weather
+transform, so it finds those entries and embeds nothing again. Folders that are not
+cached are computed (and cached) when the caller allows it; expensive ones (every
+weather condition of a large gallery) can be asked for "cached only".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mcgf.data.datasets import Degrade
+from mcgf.data.layout import ImageRecord
+from mcgf.data.transforms import Preprocess
+from mcgf.evaluation.cache import FeatureCache, cache_key, file_fingerprint
+from mcgf.evaluation.features import FeatureSet, extract_features, for_view, weather_transform
+from mcgf.models.registry import Embedder
+
+
+def feature_key(records: Sequence[ImageRecord], embedder: Embedder, *, flip: bool,
+                transform_id: str, on_bad_image: str = "stop") -> str:
+    """The cache key :func:`mcgf.evaluation.features.extract_features` stores these
+    features under (kept in step with it; a test checks that the two agree)."""
+    return cache_key(
+        embedder=embedder.identity, preprocess=Preprocess.for_embedder(embedder).describe(),
+        files=file_fingerprint([r.path for r in records]),
+        extra={"flip": bool(flip), "transform": transform_id, "on_bad_image": on_bad_image},
+    )
+
+
+@dataclass
+class FeatureStore:
+    """Features of record lists under weather conditions, through the feature caches.
+
+    Args:
+        embedder: the model (``for_view`` picks the encoder of each view).
+        caches: cache folders searched for an entry, in order; new entries go to the first.
+        flip: flip test-time augmentation (must match the evaluation to hit its cache).
+        weather_seed, dark_variant: on-the-fly weather, as in ``mcgf evaluate``.
+        device, batch_size, num_workers, progress: feature extraction settings.
+    """
+
+    embedder: Embedder
+    caches: list[Path]
+    flip: bool = True
+    weather_seed: int = 0
+    dark_variant: str = "train"
+    device: str | None = None
+    batch_size: int = 32
+    num_workers: int = 0
+    progress: bool = True
+    log: Callable[[str], None] | None = None
+    computed: list[str] = field(default_factory=list)
+
+    def transform(self, condition: str) -> tuple[Degrade | None, str]:
+        """The per-image weather transform of ``condition`` and its cache description."""
+        return weather_transform(condition, self.weather_seed, self.dark_variant)
+
+    def cached(self, records: Sequence[ImageRecord], view: str, condition: str) -> FeatureSet | None:
+        """The features if some cache holds them, else ``None`` (nothing is computed)."""
+        emb = for_view(self.embedder, view)
+        _, tid = self.transform(condition)
+        key = feature_key(records, emb, flip=self.flip, transform_id=tid)
+        for folder in self.caches:
+            hit = FeatureCache(folder).load(key)
+            if hit is not None and hit.features.shape[0] == len(records):
+                return FeatureSet(hit.features, hit.valid, from_cache=True)
+        return None
+
+    def get(self, records: Sequence[ImageRecord], view: str, condition: str = "normal", *,
+            compute: bool = True, store: bool = True, desc: str = "") -> FeatureSet | None:
+        """Features of ``records`` (all of one ``view``) under ``condition``.
+
+        Args:
+            compute: embed them when no cache has them (else return ``None``).
+            store: write computed features to the first cache folder (whole folders are
+                worth keeping; a handful of picked images is not).
+            desc: progress label.
+        """
+        hit = self.cached(records, view, condition)
+        if hit is not None or not compute:
+            return hit
+        transform, tid = self.transform(condition)
+        cache_dir = self.caches[0] if (store and self.caches) else None
+        if cache_dir is not None:  # a whole folder: worth a line (a few picked images are not)
+            if self.log is not None:
+                self.log(f"  embedding {len(records)} {view} images ({desc or view}, {condition}) "
+                         f"-> cache {cache_dir}")
+            self.computed.append(f"{desc or view} ({condition})")
+        return extract_features(
+            records, for_view(self.embedder, view), batch_size=self.batch_size, flip=self.flip,
+            device=self.device, num_workers=self.num_workers, cache_dir=cache_dir,
+            transform=transform, transform_id=tid, progress=self.progress and cache_dir is not None,
+            desc=desc or view,
+        )
+
+
+def subset(features: FeatureSet, rows: np.ndarray) -> FeatureSet:
+    """The rows ``rows`` of a feature set."""
+    return FeatureSet(features.features[rows], features.valid[rows], features.from_cache)

@@ -1,0 +1,141 @@
+"""Report sections that only read files: metrics tables, per-weather bars, training curves.
+
+Each function returns HTML markup (strings); nothing is computed from images.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mcgf.reporting import html
+from mcgf.reporting.sources import MetricsFile, read_log
+from mcgf.reporting.svg import bar_chart, line_chart
+
+#: Metrics shown per direction in the tables: (header, key).
+METRIC_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("R@1", "R@1"), ("R@5", "R@5"), ("R@10", "R@10"), ("R@top1%", "R@top1%"), ("AP", "AP"),
+)
+LOSS_COLUMNS = ("total", "ce", "infonce", "restore")
+VAL_COLUMNS = ("val_R@1", "val_AP")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.2f}" if math.isfinite(value) else "–"
+    return str(value)
+
+
+def metrics_table(mf: MetricsFile) -> str:
+    """One evaluation as a table: a row per condition (then the means), the metrics of
+    each direction side by side."""
+    rows = mf.rows
+    directions = list(dict.fromkeys(str(r.get("direction", "")) for r in rows))
+    by_cell = {(str(r.get("condition", "")), str(r.get("direction", ""))): r.get("metrics", {})
+               for r in rows}
+    heads = "".join(f'<th colspan="{len(METRIC_COLUMNS)}">{html.text(d)}</th>' for d in directions)
+    sub = "".join(f"<th>{html.text(h)}</th>" for _ in directions for h, _ in METRIC_COLUMNS)
+    body = []
+    for cond in dict.fromkeys(str(r.get("condition", "")) for r in rows):
+        cells = [f"<td>{html.text(cond)}</td>"]
+        for d in directions:
+            m = by_cell.get((cond, d), {})
+            cells += [f'<td class="num">{html.text(_cell(m.get(k)))}</td>' for _, k in METRIC_COLUMNS]
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    table = (f'<table><thead><tr><th rowspan="2">condition</th>{heads}</tr><tr>{sub}</tr></thead>'
+             f"<tbody>{''.join(body)}</tbody></table>")
+    sizes = []
+    for d in directions:
+        m = next((r.get("metrics", {}) for r in rows if r.get("direction") == d
+                  and "num_queries" in r.get("metrics", {})), {})
+        if m:
+            sizes.append(f"{d}: {m.get('num_queries')} queries, gallery {m.get('gallery_size')}, "
+                         f"{m.get('queries_without_match', 0)} without a true match")
+    return table + (html.paragraph("; ".join(sizes) + ".", "meta") if sizes else "")
+
+
+def metrics_description(mf: MetricsFile) -> str:
+    """A line naming what was evaluated and how."""
+    r = mf.report
+    parts = [f"{mf.path}", f"protocol {r.get('protocol', '?')}", f"embedder {r.get('embedder', '?')}",
+             f"flip TTA {r.get('flip_tta', '?')}"]
+    if mf.weather:
+        w = mf.weather
+        parts.append("weather " + ", ".join(f"{k}={v}" for k, v in w.items() if k != "conditions"))
+    return " · ".join(parts)
+
+
+def weather_bars(mf: MetricsFile) -> list[str]:
+    """Per-direction bar charts of R@1 and AP per condition (means excluded, drawn as
+    their own category at the end when present)."""
+    out = []
+    rows = mf.rows
+    for direction in dict.fromkeys(r.get("direction") for r in rows):
+        sel = [r for r in rows if r.get("direction") == direction]
+        cats = [str(r.get("condition")) for r in sel]
+        series = {key: [_num(r.get("metrics", {}).get(key)) for r in sel] for key in ("R@1", "AP")}
+        out.append(bar_chart(cats, series, title=f"{direction}: R@1 and AP per condition",
+                             y_label="%", width=560, height=250))
+    return out
+
+
+def _num(value: Any) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def metrics_section(metrics: Sequence[MetricsFile]) -> list[str]:
+    """Tables and bars of every metrics file (the primary one first)."""
+    if not metrics:
+        return [html.note("No evaluation metrics found (RUN/eval/metrics.json or a metrics.json "
+                          "in the run folder): run mcgf evaluate to add them.")]
+    body = []
+    for mf in metrics:
+        body.append(f"<h3>{html.text(mf.path.parent.name or mf.path)}</h3>")
+        body.append(html.paragraph(metrics_description(mf), "meta"))
+        body.append(metrics_table(mf))
+        body.append('<div class="charts">' + "".join(weather_bars(mf)) + "</div>")
+    body.append(html.paragraph("Metrics in percent. R@top1% is the CMC at 0-based index "
+                               "round(0.01·|gallery|) (the public script's convention); AP uses "
+                               "the trapezoid rule.", "meta"))
+    return body
+
+
+def training_section(log_csv: Path | None) -> list[str]:
+    """Loss curves and validation R@1/AP against the optimizer step, from ``log.csv``."""
+    if log_csv is None:
+        return [html.note("No log.csv found (RUN/train/log.csv or RUN/log.csv): no training curves.")]
+    try:
+        cols = read_log(log_csv)
+    except (OSError, ValueError, KeyError) as err:
+        return [html.note(f"{log_csv} could not be read ({err}): no training curves.")]
+    steps = cols.get("step")
+    if not steps or all(s is None for s in steps):
+        return [html.note(f"{log_csv} has no rows: no training curves.")]
+    xs = [float(s) if s is not None else math.nan for s in steps]
+    body = [html.paragraph(f"From {log_csv} ({len(xs)} rows).", "meta")]
+    charts = []
+    losses = {c: (xs, cols[c]) for c in LOSS_COLUMNS if c in cols and any(v is not None for v in cols[c])}
+    if losses:
+        charts.append(line_chart(losses, title="training losses", x_label="step", y_label="loss",
+                                 width=560, height=250))
+    # Validation runs every few steps: join the rows that have a value.
+    val = {}
+    for c in VAL_COLUMNS:
+        pts = [(x, v) for x, v in zip(xs, cols.get(c, []), strict=False) if v is not None]
+        if pts:
+            val[c] = ([x for x, _ in pts], [v for _, v in pts])
+    if val:
+        charts.append(line_chart(val, title="validation", x_label="step", y_label="%",
+                                 y_range=(0.0, 100.0), markers=True, width=560, height=250))
+    body.append('<div class="charts">' + "".join(charts) + "</div>")
+    if not val:
+        body.append(html.note("log.csv has no validation values (val_R@1, val_AP)."))
+    return body

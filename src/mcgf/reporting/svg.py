@@ -1,0 +1,274 @@
+"""Small charts as inline SVG text: grouped bars and line curves.
+
+The report needs a handful of plain charts (per-weather R@1/AP, training curves, posture
+curves). A plotting stack (matplotlib) would be a heavy dependency for that, and its
+output would still have to be embedded; writing the few SVG elements ourselves keeps the
+report one static page with no extra package. Functions here are pure: numbers in,
+SVG text out, with the geometry exposed (:class:`Frame`) so that tests can check it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from html import escape
+
+#: Series colours (colour-blind friendly, Okabe–Ito order).
+PALETTE: tuple[str, ...] = (
+    "#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000",
+)
+FONT = "font-family:sans-serif;font-size:11px"
+
+
+@dataclass(frozen=True)
+class Frame:
+    """The plotting area of a chart, in SVG pixels, and the value range it maps."""
+
+    left: float
+    top: float
+    width: float
+    height: float
+    y_min: float
+    y_max: float
+
+    @property
+    def bottom(self) -> float:
+        return self.top + self.height
+
+    def y(self, value: float) -> float:
+        """SVG y coordinate of ``value`` (clamped to the frame)."""
+        span = self.y_max - self.y_min
+        frac = 0.0 if span <= 0 else (value - self.y_min) / span
+        return self.bottom - min(max(frac, 0.0), 1.0) * self.height
+
+
+def nice_ceiling(value: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 × 10^k that is ≥ ``value`` (an axis maximum)."""
+    if not math.isfinite(value) or value <= 0:
+        return 1.0
+    exp = math.floor(math.log10(value))
+    for step in (1.0, 2.0, 2.5, 5.0, 10.0):
+        top = step * 10.0**exp
+        if top >= value * (1 - 1e-12):
+            return top
+    return 10.0 ** (exp + 1)
+
+
+def ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+    """``count`` evenly spaced tick values from ``lo`` to ``hi`` inclusive."""
+    if count < 2 or hi <= lo:
+        return [lo]
+    return [lo + (hi - lo) * i / (count - 1) for i in range(count)]
+
+
+def round_ticks(lo: float, hi: float, target: int = 5) -> list[float]:
+    """About ``target`` round values (multiples of 1, 2, 2.5 or 5 × 10^k) within [lo, hi]."""
+    if hi <= lo:
+        return [lo]
+    exp = math.floor(math.log10((hi - lo) / max(target - 1, 1)))
+    best: list[float] = [lo, hi]
+    for k in (exp - 1, exp, exp + 1):
+        for mult in (1.0, 2.0, 2.5, 5.0):
+            step = mult * 10.0**k
+            first = math.ceil(lo / step - 1e-9) * step
+            count = math.floor((hi - first) / step + 1e-9) + 1
+            if count >= 2 and abs(count - target) < abs(len(best) - target):
+                best = [first + i * step for i in range(count)]
+    return best
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def _axes(frame: Frame, width: int, height: int, title: str, y_label: str,
+          tick_values: Sequence[float]) -> list[str]:
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
+        f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>',
+        f'<text x="{width / 2:.1f}" y="14" text-anchor="middle" style="{FONT};font-weight:bold">'
+        f"{escape(title)}</text>",
+    ]
+    for t in tick_values:
+        y = frame.y(t)
+        out.append(f'<line x1="{frame.left:.1f}" y1="{y:.1f}" x2="{frame.left + frame.width:.1f}" '
+                   f'y2="{y:.1f}" stroke="#e4e4e4"/>')
+        out.append(f'<text x="{frame.left - 4:.1f}" y="{y + 4:.1f}" text-anchor="end" '
+                   f'style="{FONT}">{_fmt(t)}</text>')
+    out.append(f'<line x1="{frame.left:.1f}" y1="{frame.top:.1f}" x2="{frame.left:.1f}" '
+               f'y2="{frame.bottom:.1f}" stroke="#444"/>')
+    out.append(f'<line x1="{frame.left:.1f}" y1="{frame.bottom:.1f}" '
+               f'x2="{frame.left + frame.width:.1f}" y2="{frame.bottom:.1f}" stroke="#444"/>')
+    if y_label:
+        cy = frame.top + frame.height / 2
+        out.append(f'<text x="12" y="{cy:.1f}" text-anchor="middle" style="{FONT}" '
+                   f'transform="rotate(-90 12 {cy:.1f})">{escape(y_label)}</text>')
+    return out
+
+
+def _legend(names: Sequence[str], x: float, y: float) -> list[str]:
+    out = []
+    for i, name in enumerate(names):
+        colour = PALETTE[i % len(PALETTE)]
+        yy = y + 14 * i
+        out.append(f'<rect x="{x:.1f}" y="{yy - 8:.1f}" width="10" height="10" fill="{colour}"/>')
+        out.append(f'<text x="{x + 14:.1f}" y="{yy + 1:.1f}" style="{FONT}">{escape(name)}</text>')
+    return out
+
+
+def legend_width(names: Sequence[str]) -> float:
+    """Room for the legend on the right of a chart (none for a single series)."""
+    if len(names) < 2:
+        return 0.0
+    return 30.0 + 6.2 * max(len(n) for n in names)
+
+
+def bar_frame(names: Sequence[str], *, width: int, height: int, y_max: float) -> Frame:
+    """The plotting area :func:`bar_chart` uses for these series and sizes."""
+    legend = legend_width(names)
+    return Frame(left=48.0, top=24.0, width=float(width - 48 - 12 - legend),
+                 height=float(height - 24 - 58), y_min=0.0, y_max=y_max)
+
+
+def bar_chart(
+    categories: Sequence[str],
+    series: Mapping[str, Sequence[float | None]],
+    *,
+    title: str = "",
+    y_label: str = "",
+    y_max: float | None = None,
+    width: int = 640,
+    height: int = 260,
+) -> str:
+    """Grouped vertical bars: one group per category, one bar per series.
+
+    Args:
+        categories: group labels along the x axis (written at 40° when long).
+        series: name → one value per category (``None``: no bar).
+        title, y_label: text.
+        y_max: top of the value axis (default: a round number above the largest value).
+        width, height: SVG size in px.
+
+    Returns:
+        An ``<svg>`` element. Each bar is a ``<rect class="bar">`` carrying
+        ``data-series``, ``data-category`` and ``data-value``; its height is
+        ``value / y_max`` of the plotting area's height.
+    """
+    names = list(series)
+    for name, values in series.items():
+        if len(values) != len(categories):
+            raise ValueError(f"series {name!r} has {len(values)} values for {len(categories)} categories")
+    finite = [float(v) for vs in series.values() for v in vs if v is not None and math.isfinite(v)]
+    top = y_max if y_max is not None else nice_ceiling(max(finite, default=1.0))
+    frame = bar_frame(names, width=width, height=height, y_max=top)
+    out = _axes(frame, width, height, title, y_label, ticks(0.0, top))
+    n_cat, n_ser = max(len(categories), 1), max(len(names), 1)
+    group = frame.width / n_cat
+    bar = min(group * 0.8 / n_ser, 36.0)  # one wide category must not give slabs
+    slanted = max((len(c) for c in categories), default=0) * 6 > group
+    for ci, cat in enumerate(categories):
+        gx = frame.left + (ci + 0.5) * group - bar * n_ser / 2
+        for si, name in enumerate(names):
+            v = series[name][ci]
+            if v is None or not math.isfinite(v):
+                continue
+            y = frame.y(float(v))
+            out.append(
+                f'<rect class="bar" x="{gx + si * bar:.2f}" y="{y:.2f}" width="{bar:.2f}" '
+                f'height="{frame.bottom - y:.2f}" fill="{PALETTE[si % len(PALETTE)]}" '
+                f'data-series="{escape(name)}" data-category="{escape(cat)}" '
+                f'data-value="{float(v):.6g}"><title>{escape(cat)} · {escape(name)}: '
+                f"{float(v):.2f}</title></rect>"
+            )
+        cx, cy = frame.left + (ci + 0.5) * group, frame.bottom + 12
+        if slanted:
+            out.append(f'<text x="{cx:.1f}" y="{cy:.1f}" text-anchor="end" style="{FONT}" '
+                       f'transform="rotate(-40 {cx:.1f} {cy:.1f})">{escape(cat)}</text>')
+        else:
+            out.append(f'<text x="{cx:.1f}" y="{cy + 2:.1f}" text-anchor="middle" '
+                       f'style="{FONT}">{escape(cat)}</text>')
+    if len(names) > 1:
+        out += _legend(names, frame.left + frame.width + 14, frame.top + 8)
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def line_chart(
+    series: Mapping[str, tuple[Sequence[float], Sequence[float | None]]],
+    *,
+    title: str = "",
+    x_label: str = "",
+    y_label: str = "",
+    y_range: tuple[float, float] | None = None,
+    x_ticks: Sequence[tuple[float, str]] | None = None,
+    x_range: tuple[float, float] | None = None,
+    markers: bool = False,
+    width: int = 640,
+    height: int = 270,
+) -> str:
+    """Curves of ``y`` against ``x``, one polyline per series.
+
+    Args:
+        series: name → (x values, y values); ``None``/NaN y values break the line.
+        title, x_label, y_label: text.
+        y_range: value axis range (default: 0, or the data minimum when negative, to a
+            round number above the data maximum).
+        x_ticks: (position, label) pairs along the x axis (default: round values); a
+            ``\n`` in a label starts a second line.
+        x_range: x axis range (default: the data's).
+        markers: draw a dot at every point (for curves with few points).
+        width, height: SVG size in px.
+
+    Returns:
+        An ``<svg>`` element with one ``<polyline class="curve">`` per unbroken run of
+        points (``data-series`` names the series).
+    """
+    names = list(series)
+    xs_all = [float(x) for xs, _ in series.values() for x in xs]
+    ys_all = [float(y) for _, ys in series.values() for y in ys if y is not None and math.isfinite(y)]
+    if y_range is None:
+        lo = min(0.0, min(ys_all, default=0.0))
+        y_range = (lo, nice_ceiling(max(ys_all, default=1.0) - lo) + lo if ys_all else 1.0)
+    x_lo, x_hi = x_range if x_range is not None else (
+        (min(xs_all), max(xs_all)) if xs_all else (0.0, 1.0))
+    if x_hi <= x_lo:
+        x_lo, x_hi = x_lo - 0.5, x_hi + 0.5
+    legend = legend_width(names)
+    frame = Frame(left=48.0, top=24.0, width=float(width - 48 - 16 - legend),
+                  height=float(height - 24 - 52), y_min=y_range[0], y_max=y_range[1])
+
+    def px(x: float) -> float:
+        return frame.left + (x - x_lo) / (x_hi - x_lo) * frame.width
+
+    out = _axes(frame, width, height, title, y_label, ticks(*y_range))
+    for pos, label in (x_ticks if x_ticks is not None
+                       else [(t, _fmt(t)) for t in round_ticks(x_lo, x_hi)]):
+        lines = "".join(f'<tspan x="{px(pos):.1f}" dy="{0 if i == 0 else 12}">{escape(part)}</tspan>'
+                        for i, part in enumerate(label.split("\n")))
+        out.append(f'<text x="{px(pos):.1f}" y="{frame.bottom + 14:.1f}" text-anchor="middle" '
+                   f'style="{FONT}">{lines}</text>')
+    if x_label:
+        out.append(f'<text x="{frame.left + frame.width / 2:.1f}" y="{height - 6}" '
+                   f'text-anchor="middle" style="{FONT}">{escape(x_label)}</text>')
+    for si, name in enumerate(names):
+        colour = PALETTE[si % len(PALETTE)]
+        xs, ys = series[name]
+        runs: list[list[tuple[float, float]]] = [[]]
+        for x, y in zip(xs, ys, strict=True):
+            if y is None or not math.isfinite(y):
+                runs.append([])
+                continue
+            runs[-1].append((px(float(x)), frame.y(float(y))))
+        for run in runs:
+            if len(run) > 1:
+                pts = " ".join(f"{a:.2f},{b:.2f}" for a, b in run)
+                out.append(f'<polyline class="curve" points="{pts}" fill="none" stroke="{colour}" '
+                           f'stroke-width="1.6" data-series="{escape(name)}"/>')
+            if markers or len(run) == 1:
+                out += [f'<circle cx="{a:.2f}" cy="{b:.2f}" r="2.5" fill="{colour}"/>' for a, b in run]
+    if len(names) > 1:
+        out += _legend(names, frame.left + frame.width + 14, frame.top + 8)
+    out.append("</svg>")
+    return "\n".join(out)

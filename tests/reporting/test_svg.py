@@ -1,0 +1,65 @@
+"""Inline SVG charts: bar heights, curves and gaps, axis helpers."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from mcgf.reporting.svg import bar_chart, bar_frame, line_chart, nice_ceiling, round_ticks
+
+NS = "{http://www.w3.org/2000/svg}"
+
+
+def test_bar_heights_are_proportional_to_values() -> None:
+    svg = bar_chart(["normal", "fog", "rain"], {"R@1": [80.0, 40.0, None], "AP": [90.0, 10.0, 0.0]},
+                    y_max=100.0, width=600, height=260)
+    root = ET.fromstring(svg)
+    bars = [r for r in root.iter(f"{NS}rect") if r.get("class") == "bar"]
+    frame = bar_frame(["R@1", "AP"], width=600, height=260, y_max=100.0)
+    got = {(b.get("data-series"), b.get("data-category")): float(b.get("height")) for b in bars}
+    # The missing value draws no bar; the others are value/100 of the plotting height.
+    assert set(got) == {("R@1", "normal"), ("R@1", "fog"), ("AP", "normal"), ("AP", "fog"), ("AP", "rain")}
+    for (series, cat), h in got.items():
+        value = {"R@1": {"normal": 80, "fog": 40}, "AP": {"normal": 90, "fog": 10, "rain": 0}}[series][cat]
+        assert h == pytest.approx(value / 100 * frame.height, abs=0.01)
+    # Bars stand on the axis: y + height is the frame's bottom.
+    for b in bars:
+        assert float(b.get("y")) + float(b.get("height")) == pytest.approx(frame.bottom, abs=0.01)
+
+
+def test_bar_axis_defaults_to_a_round_maximum() -> None:
+    svg = bar_chart(["a"], {"x": [3.7]}, width=300, height=200)
+    bar = next(r for r in ET.fromstring(svg).iter(f"{NS}rect") if r.get("class") == "bar")
+    frame = bar_frame(["x"], width=300, height=200, y_max=5.0)
+    assert float(bar.get("height")) == pytest.approx(3.7 / 5.0 * frame.height, abs=0.01)
+
+
+def test_text_is_escaped() -> None:
+    svg = bar_chart(["<b>&"], {"s\"1": [1.0]}, title="a<b")
+    ET.fromstring(svg)  # still well-formed XML
+    assert "<b>&" not in svg
+
+
+def test_line_chart_breaks_at_missing_values() -> None:
+    svg = line_chart({"loss": ([1, 2, 3, 4, 5], [5.0, 4.0, None, 2.0, 1.0]),
+                      "val": ([1, 2, 3, 4, 5], [None, 10.0, None, None, 30.0])},
+                     y_range=(0.0, 10.0), width=400, height=200)
+    root = ET.fromstring(svg)
+    lines = [p for p in root.iter(f"{NS}polyline")]
+    loss = [p.get("points").split() for p in lines if p.get("data-series") == "loss"]
+    assert [len(p) for p in loss] == [2, 2]
+    # Isolated points of "val" become dots, not lines.
+    assert not [p for p in lines if p.get("data-series") == "val"]
+    assert len(list(root.iter(f"{NS}circle"))) == 2
+    # y maps linearly: 5 is half-way between 0 and 10, 1 is a tenth.
+    ys = [float(pt.split(",")[1]) for pt in loss[0] + loss[1]]
+    top, bottom = 24.0, 200 - 52.0
+    assert ys[0] == pytest.approx(bottom - 0.5 * (bottom - top), abs=0.01)
+    assert ys[-1] == pytest.approx(bottom - 0.1 * (bottom - top), abs=0.01)
+
+
+def test_axis_helpers() -> None:
+    assert [nice_ceiling(v) for v in (0.0, 3.7, 10.0, 11.0, 23.0, 0.42)] == [1.0, 5.0, 10.0, 20.0, 25.0, 0.5]
+    assert round_ticks(5, 50) == [10.0, 20.0, 30.0, 40.0, 50.0]
+    assert round_ticks(0, 1) == [0.0, 0.25, 0.5, 0.75, 1.0]
