@@ -39,6 +39,8 @@ def test_demo_generates_checks_trains_evaluates_and_reuses(tmp_path: Path,
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     assert metrics["embedder"].startswith("mcgf-checkpoint:")
     assert (out / "train" / "last" / "model.safetensors").is_file()
+    html = (out / "report" / "index.html").read_text()
+    assert "<img" in html and "report: " in text
     conditions = {r["condition"] for r in metrics["results"]}
     assert len(conditions) == 10 and "fog" in conditions
     assert {r["direction"] for r in metrics["mean"]} == {"drone->satellite", "satellite->drone"}

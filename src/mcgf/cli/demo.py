@@ -4,8 +4,9 @@ It generates the benchmark (or reuses an identical earlier one), validates it wi
 same checker users run on real data, trains the MCGF model of ``configs/demo-cpu.yaml``
 on its training split (or reuses a finished identical run), and evaluates the checkpoint
 under the University-1652 and University-WX protocols (clean and each of the ten weather
-conditions), exactly as ``mcgf train`` and ``mcgf evaluate`` do. The synthetic benchmark's
-defaults are those of ``configs/demo.yaml``.
+conditions), exactly as ``mcgf train`` and ``mcgf evaluate`` do, and ends with the HTML
+report of ``mcgf report``. The synthetic benchmark's defaults are those of
+``configs/demo.yaml``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run the whole pipeline on the built-in synthetic benchmark",
         description="Generate the synthetic benchmark under OUT/data (reused when an identical one "
         "is there), check it, train the demo model on it (OUT/train, reused when finished with the "
-        "same config) and evaluate it clean and under each weather condition (OUT/eval).",
+        "same config), evaluate it clean and under each weather condition (OUT/eval) and write "
+        "the HTML report (OUT/report/index.html).",
     )
     parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     parser.add_argument("--config", default=None, help="YAML config (default: the values of configs/demo.yaml)")
@@ -82,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     data_dir = out / "data"
-    print(f"[1/3] synthetic benchmark -> {data_dir}")
+    print(f"[1/5] synthetic benchmark -> {data_dir}")
     old_config, old_queries = _existing(data_dir)
     weathered = _conditions(old_queries) != {"normal"}
     if not args.regenerate and old_config == asdict(config) and weathered == (weather == "random"):
@@ -92,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
                                      query_transform=query_weather(weather, config.seed))
         print(format_summary(summary))
 
-    print(f"[2/4] dataset check of {data_dir}")
+    print(f"[2/5] dataset check of {data_dir}")
     report = check_dataset(data_dir, workers=args.workers)
     print(format_report(report))
     if not report.ok:
@@ -102,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     root = data_dir / "University-Release"
     train_dir = out / "train"
     run_cfg = _training_config(args, root)
-    print(f"[3/4] training {args.train_config} -> {train_dir}")
+    print(f"[3/5] training {args.train_config} -> {train_dir}")
     if not args.retrain and _finished(train_dir, run_cfg):
         print("  a finished run with the same config is already there; reusing it (--retrain to train again)")
     else:
@@ -116,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  trained {result.epochs} epochs ({result.steps} steps) in {result.seconds:.0f} s")
 
     eval_dir = out / "eval"
-    print(f"[4/4] University-1652 / University-WX evaluation of {train_dir / 'last'} -> {eval_dir}")
+    print(f"[4/5] University-1652 / University-WX evaluation of {train_dir / 'last'} -> {eval_dir}")
     argv = ["evaluate", str(root), "--out", str(eval_dir), "--checkpoint", str(train_dir / "last"),
             "--weather", "all", "--weather-seed", str(config.seed), "--quiet"]
     if args.workers is not None:
@@ -124,7 +126,12 @@ def run(args: argparse.Namespace) -> int:
     code = mcgf_main(argv)
     if code:
         return code
+    from mcgf.reporting import build_report
+
+    print(f"[5/5] report -> {out / 'report'}")
+    report = build_report(out, progress=False)
     print(f"demo finished: data in {data_dir}, model in {train_dir / 'last'}, metrics in {eval_dir}")
+    print(f"report: {report}")
     return 0
 
 
