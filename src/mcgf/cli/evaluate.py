@@ -124,8 +124,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="render weather on the fly on drone images: 'all' or a comma-separated "
                          "list (normal,fog,rain,...)")
     parser.add_argument("--weather-seed", default="0", help="seed of on-the-fly weather (default 0)")
-    parser.add_argument("--dark-variant", choices=("train", "test"), default="train",
-                        help="on-the-fly 'dark': training recipe or the milder test-set one")
+    parser.add_argument("--dark-variant", choices=("train", "test"), default="test",
+                        help="on-the-fly 'dark': the milder one of the published weathered test "
+                        "images (default) or the nearly black training recipe")
     parser.add_argument("--no-match", choices=("zero", "exclude"), default="zero",
                         help="queries without a true match: count as 0 (public script, default) "
                              "or exclude from the means; counted either way")

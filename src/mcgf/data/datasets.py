@@ -163,9 +163,14 @@ class CrossViewTrainSet(Dataset):
             if callable(set_epoch) and getattr(self.degrade, "epoch", None) != epoch:
                 set_epoch(epoch)
             if self.augment_seed is not None:
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(_item_seed(self.augment_seed, epoch, index))
+                # Seed the CPU generator directly (torch.manual_seed records a stack trace
+                # per call, which costs more than loading the image) and restore it after.
+                state = torch.get_rng_state()
+                torch.default_generator.manual_seed(_item_seed(self.augment_seed, epoch, index))
+                try:
                     return self._load(index)
+                finally:
+                    torch.set_rng_state(state)
         return self._load(index)
 
     def _load(self, index: int) -> dict[str, Any] | None:
