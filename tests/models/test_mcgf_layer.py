@@ -341,3 +341,15 @@ def test_restoration_uses_only_the_weathered_drone_images() -> None:
     assert torch.allclose(got, want, atol=1e-6)
     # Unknown conditions: every image is used (as before).
     assert "restoration_loss" in model(batch, generator=gen())
+
+
+def test_image_input_norm_ignores_global_brightness_and_contrast() -> None:
+    x = tiny_batch()["drone"]
+    darker = x * 0.4 - 0.3  # what 'dark' and 'light' do to the normalised image, before clipping
+    normed = tiny_model(input_norm="image").eval()
+    plain = tiny_model().eval()
+    with torch.no_grad():
+        assert torch.allclose(normed.embed(darker, "drone"), normed.embed(x, "drone"), atol=1e-3)
+        assert not torch.allclose(plain.embed(darker, "drone"), plain.embed(x, "drone"), atol=1e-2)
+    with pytest.raises(ValueError, match="input_norm"):
+        tiny_model(input_norm="channel")

@@ -40,6 +40,7 @@ from mcgf.models.model_registry import register_model
 from mcgf.models.restoration import RestorationBranch
 
 VIEWS = ("drone", "satellite")
+INPUT_NORMS = ("none", "image")
 
 
 @register_model("mcgf")
@@ -59,6 +60,12 @@ class MCGFModel(nn.Module):
             the input size). Smaller is cheaper; the encoder still sees full images.
         backbone_args: extra timm ``create_model`` arguments (architecture changes such as
             ``depth``, ``embed_dim``, ``patch_size``, ``global_pool``).
+        input_norm: ``"none"``, or ``"image"`` to standardise each image (one mean and
+            one standard deviation over its pixels and channels) before the encoder, in
+            training and retrieval alike. A global brightness/contrast change — dark,
+            light, much of fog — then no longer reaches the encoder, while colour ratios
+            stay. Meant for encoders trained from scratch; pretrained ones expect their
+            own normalisation.
     """
 
     def __init__(
@@ -79,9 +86,14 @@ class MCGFModel(nn.Module):
         restoration_blocks: int = 2,
         restore_size: int | None = None,
         backbone_args: dict[str, Any] | None = None,
+        input_norm: str = "none",
     ) -> None:
         super().__init__()
         from timm.data import resolve_model_data_config
+
+        if input_norm not in INPUT_NORMS:
+            raise ValueError(f"input_norm must be one of {INPUT_NORMS}, got {input_norm!r}")
+        self.input_norm = input_norm
 
         opts = {
             "img_size": img_size,
@@ -129,7 +141,15 @@ class MCGFModel(nn.Module):
 
         Call under ``model.eval()`` (BatchNorm running statistics, no dropout).
         """
-        return self.head.embed(self.encoder(view)(images))
+        return self.head.embed(self.encoder(view)(self._normalise(images)))
+
+    def _normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """The encoder's input: ``images`` as given, or standardised per image."""
+        if self.input_norm == "none":
+            return images
+        mean = images.mean(dim=(1, 2, 3), keepdim=True)
+        std = images.std(dim=(1, 2, 3), keepdim=True)
+        return (images - mean) / (std + 1e-3)
 
     def _to_unit_range(self, images: torch.Tensor) -> torch.Tensor:
         """Backbone-normalised images → ``[-1, 1]`` (the diffusion branch's data range)."""
@@ -155,9 +175,9 @@ class MCGFModel(nn.Module):
             drone = batch["drone"]
             want_restore = self.restoration is not None and "drone_clean" in batch
             if want_restore:
-                pooled, fmap = encode(self.drone_encoder, drone)
+                pooled, fmap = encode(self.drone_encoder, self._normalise(drone))
             else:
-                pooled = self.drone_encoder(drone)
+                pooled = self.drone_encoder(self._normalise(drone))
             out["drone_embedding"], out["drone_logits"] = self.head(pooled)
             if want_restore:
                 assert self.restoration is not None
@@ -173,7 +193,7 @@ class MCGFModel(nn.Module):
                         generator=generator,
                     )
         if "satellite" in batch:
-            pooled = self.satellite_encoder(batch["satellite"])
+            pooled = self.satellite_encoder(self._normalise(batch["satellite"]))
             out["satellite_embedding"], out["satellite_logits"] = self.head(pooled)
         return out
 
@@ -232,7 +252,7 @@ class MCGFModel(nn.Module):
         """Restored clean drone images in ``[0, 1]`` from backbone-normalised weathered ones."""
         if self.restoration is None:
             raise RuntimeError("this model was built with restoration=False")
-        _, fmap = encode(self.drone_encoder, weathered)
+        _, fmap = encode(self.drone_encoder, self._normalise(weathered))
         x = self.restoration.restore(
             self._to_unit_range(weathered), fmap, steps=steps, generator=generator
         )
