@@ -77,7 +77,7 @@ def _phase(report: dict[str, Any], name: str, fn: Callable[[], dict[str, Any]],
     """Run one phase into ``report[name]`` and save the report so far.
 
     A failing phase (out of memory, or a bug on an untried card) is recorded with its
-    error and the next phase still runs: one GPU session should give every figure it can.
+    error and the next phase still runs: one run on a GPU should give every figure it can.
     """
     t0 = time.perf_counter()
     try:
