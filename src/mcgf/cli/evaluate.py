@@ -10,6 +10,7 @@ import argparse
 import os
 from typing import Any
 
+from mcgf.cli.options import int_option
 from mcgf.errors import UserError
 
 DIRECTION_ALIASES = {
@@ -47,14 +48,6 @@ def add_extract_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _int(value: Any, option: str, minimum: int = 1) -> int:
-    try:
-        out = int(str(value).strip())
-    except ValueError:
-        raise UserError(f"{option} must be an integer (got {value!r})") from None
-    if out < minimum:
-        raise UserError(f"{option} must be at least {minimum} (got {out})")
-    return out
 
 
 def embedder_from_args(args: argparse.Namespace) -> Any:
@@ -77,7 +70,7 @@ def extract_options_from_args(args: argparse.Namespace, out_dir: str, *,
     from mcgf.evaluation.university import ExtractOptions
 
     workers = (max(0, min(4, (os.cpu_count() or 1) - 1)) if args.workers is None
-               else _int(args.workers, "--workers", 0))
+               else int_option(args.workers, "--workers", 0))
     cache: str | None = args.cache_dir
     if cache is None:
         cache = os.path.join(out_dir, "feature-cache")
@@ -94,7 +87,7 @@ def extract_options_from_args(args: argparse.Namespace, out_dir: str, *,
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise UserError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
     return ExtractOptions(
-        batch_size=_int(args.batch_size, "--batch-size"), flip=not args.no_flip, device=device,
+        batch_size=int_option(args.batch_size, "--batch-size"), flip=not args.no_flip, device=device,
         num_workers=workers, cache_dir=cache, on_bad_image=on_bad_image, progress=not args.quiet,
     )
 
@@ -183,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
                    "conditions": [c.name for c in conditions]}
     elif args.weather is not None:
         names = _weather_conditions(args.weather)
-        seed = _int(args.weather_seed, "--weather-seed", 0)
+        seed = int_option(args.weather_seed, "--weather-seed", 0)
         conditions = on_the_fly_conditions(names, seed, args.dark_variant)
         weather = {"mode": "on-the-fly", "conditions": names, "seed": seed,
                    "dark_variant": args.dark_variant}

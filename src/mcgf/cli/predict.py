@@ -7,12 +7,12 @@ import json
 import os
 
 from mcgf.cli.evaluate import (
-    _int,
     add_embedder_options,
     add_extract_options,
     embedder_from_args,
     extract_options_from_args,
 )
+from mcgf.cli.options import int_option
 from mcgf.errors import UserError
 
 
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
                if v is None]
     if missing:
         raise UserError(f"give ROOT or {', '.join(missing)}")
-    threads = None if args.threads is None else _int(args.threads, "--threads")
+    threads = None if args.threads is None else int_option(args.threads, "--threads")
     embedder = embedder_from_args(args)
     options = extract_options_from_args(args, args.out)
     result = predict(queries, names, gallery, embedder, args.out, separator=args.separator,

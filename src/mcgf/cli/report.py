@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
-from mcgf.errors import UserError
+from mcgf.cli.options import int_option
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -54,30 +53,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-def _int(value: Any, option: str, minimum: int) -> int:
-    try:
-        out = int(str(value).strip())
-    except ValueError:
-        raise UserError(f"{option} must be an integer (got {value!r})") from None
-    if out < minimum:
-        raise UserError(f"{option} must be at least {minimum} (got {out})")
-    return out
 
 
 def _run(args: argparse.Namespace) -> int:
     from mcgf.reporting import build_report
 
     queries: int | list[str] = (list(args.query) if args.query
-                                else _int(args.queries, "--queries", 0))
+                                else int_option(args.queries, "--queries", 0))
     path = build_report(
         args.run_dir, data_root=args.data, checkpoint=args.checkpoint, out=args.out,
-        queries=queries, seed=_int(args.seed, "--seed", 0), heatmaps=not args.no_heatmaps,
+        queries=queries, seed=int_option(args.seed, "--seed", 0), heatmaps=not args.no_heatmaps,
         device=args.device, progress=not args.quiet,
-        weather_seed=None if args.weather_seed is None else _int(args.weather_seed, "--weather-seed", 0),
+        weather_seed=None if args.weather_seed is None else int_option(args.weather_seed, "--weather-seed", 0),
         dark_variant=args.dark_variant, compute_weather=args.compute_weather,
-        cache_dir=args.cache_dir, restore_steps=_int(args.restore_steps, "--restore-steps", 1),
-        tile=_int(args.tile, "--tile", 32),
-        threads=None if args.threads is None else _int(args.threads, "--threads", 1),
+        cache_dir=args.cache_dir, restore_steps=int_option(args.restore_steps, "--restore-steps", 1),
+        tile=int_option(args.tile, "--tile", 32),
+        threads=None if args.threads is None else int_option(args.threads, "--threads", 1),
     )
     print(path)
     return 0

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from mcgf.cli.options import int_option
 from mcgf.errors import UserError
 
 _SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -42,14 +43,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-def _int(value: Any, option: str, minimum: int) -> int:
-    try:
-        out = int(str(value).strip())
-    except ValueError:
-        raise UserError(f"{option} must be an integer (got {value!r})") from None
-    if out < minimum:
-        raise UserError(f"{option} must be at least {minimum} (got {out})")
-    return out
 
 
 def _conditions(value: str | None) -> list[str] | None:
@@ -118,10 +111,10 @@ def _run(args: argparse.Namespace) -> int:
     from mcgf.training.checkpoint import read_config
 
     # Every check that needs no model first, so a typo costs no loading time.
-    steps = _int(args.steps, "--steps", 1)
-    seed = _int(args.seed, "--seed", 0)
-    batch_size = _int(args.batch_size, "--batch-size", 1)
-    tile = None if args.tile is None else _int(args.tile, "--tile", 16)
+    steps = int_option(args.steps, "--steps", 1)
+    seed = int_option(args.seed, "--seed", 0)
+    batch_size = int_option(args.batch_size, "--batch-size", 1)
+    tile = None if args.tile is None else int_option(args.tile, "--tile", 16)
     conditions = _conditions(args.condition)
     device = resolve_device(args.device)
     outputs = output_paths(list(args.images), args.output)
