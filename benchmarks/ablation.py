@@ -10,7 +10,7 @@ encoder sees identical batches. Each checkpoint is evaluated with ``mcgf evaluat
 (drone→satellite, clean and each of the ten conditions rendered on the fly with one
 weather seed). Prints R@1 and AP per condition for both runs and their difference, and
 writes ``OUT/ablation.json`` and ``OUT/ablation.md``. Trained runs are reused when
-``OUT/<on|off>/last`` already finished (``--retrain`` to train again).
+``OUT/<on|off>/last`` already finished with the same config (``--retrain`` to train again).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from mcgf.config import apply_overrides, load_config
 from mcgf.errors import UserError
 from mcgf.fileio import write_json_atomic, write_text_atomic
 from mcgf.training.config import parse_run_config
-from mcgf.training.loop import train
+from mcgf.training.loop import finished_run, train
 
 VARIANTS = {"on": True, "off": False}
 
@@ -37,16 +37,6 @@ def variant_config(cfg: dict[str, Any], branch: bool, lambda_on: float) -> dict[
     out.setdefault("model", {})["restoration"] = branch
     out.setdefault("train", {})["lambda_restore"] = lambda_on if branch else 0.0
     return out
-
-
-def _finished(run: Path, epochs: int) -> bool:
-    from mcgf.training.checkpoint import load_checkpoint
-
-    try:
-        st = load_checkpoint(run / "last", load_train_state=True).train_state
-    except Exception:  # anything unreadable means: train again
-        return False
-    return st is not None and st.epoch == epochs
 
 
 def _rows(metrics_file: Path) -> dict[str, dict[str, float]]:
@@ -89,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, branch in VARIANTS.items():
             run_cfg = parse_run_config(variant_config(cfg, branch, lam), args.config)
             run = out / name
-            if args.retrain or not _finished(run, run_cfg.train.epochs):
+            if args.retrain or not finished_run(run, run_cfg):
                 import shutil
 
                 shutil.rmtree(run, ignore_errors=True)

@@ -100,16 +100,15 @@ def run(args: argparse.Namespace) -> int:
     if not report.ok:
         raise UserError(f"the benchmark under {data_dir} failed its check; rerun with --regenerate")
     from mcgf.cli.main import main as mcgf_main
+    from mcgf.training.loop import finished_run, train
 
     root = data_dir / "University-Release"
     train_dir = out / "train"
     run_cfg = _training_config(args, root)
     print(f"[3/5] training {args.train_config} -> {train_dir}")
-    if not args.retrain and _finished(train_dir, run_cfg):
+    if not args.retrain and finished_run(train_dir, run_cfg):
         print("  a finished run with the same config is already there; reusing it (--retrain to train again)")
     else:
-        from mcgf.training.loop import train
-
         if train_dir.exists():
             import shutil
 
@@ -148,20 +147,3 @@ def _training_config(args: argparse.Namespace, root: Path) -> Any:
     cfg = apply_overrides(load_config(path), args.train_overrides)
     cfg.setdefault("data", {})["root"] = str(root)
     return parse_run_config(cfg, str(path))
-
-
-def _finished(train_dir: Path, run_cfg: Any) -> bool:
-    """Whether ``train_dir/last`` is a finished run of exactly ``run_cfg``."""
-    from mcgf.training.checkpoint import load_checkpoint
-
-    try:
-        loaded = load_checkpoint(train_dir / "last", load_train_state=True)
-    except Exception:  # anything unreadable means: train again
-        return False
-    saved, state = loaded.config, loaded.train_state
-    want = run_cfg.as_dict()
-    same = all(saved.get(k) == v for k, v in want.items() if k != "model")
-    model = dict(saved.get("model", {}))
-    model.pop("num_classes", None)
-    return same and model == {k: v for k, v in want["model"].items() if k != "num_classes"} \
-        and state is not None and state.epoch == run_cfg.train.epochs

@@ -6,11 +6,13 @@ interpolation and normalisation when it is trained as when it is evaluated.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 
@@ -72,10 +74,6 @@ class TrainAugment:
 def _random_affine(x: torch.Tensor, rotate: float, scale: float, translate: float) -> torch.Tensor:
     """One random rotation/scale/shift of a ``(C, H, W)`` tensor with reflection padding
     (torchvision's affine fills with a constant, which leaves dark corners)."""
-    import math
-
-    import torch.nn.functional as F
-
     r = torch.rand(4)
     theta = math.radians(float((r[0] * 2 - 1) * rotate))
     s = 1.0 + float((r[1] * 2 - 1) * scale)

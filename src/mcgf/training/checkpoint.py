@@ -385,11 +385,17 @@ def load_checkpoint(
         raise UserError(f"weights in {weights} do not match the model in "
                         f"{folder / CONFIG_FILE}: {_one_line(err)}") from None
     model.to(map_location).eval()
-    state = _read_train_state(folder, map_location) if load_train_state else None
+    state = read_train_state(folder, map_location) if load_train_state else None
     return LoadedCheckpoint(model, config, state)
 
 
-def _read_train_state(folder: Path, map_location: str | torch.device) -> TrainState:
+def read_train_state(folder: str | Path, map_location: str | torch.device = "cpu") -> TrainState:
+    """The training state (``state.pt``) of a checkpoint folder, without its model.
+
+    Raises:
+        UserError: no state file, or a damaged one.
+    """
+    folder = checkpoint_dir(folder)
     state_path = folder / STATE_FILE
     if not state_path.is_file():
         raise UserError(f"checkpoint {folder} has no {STATE_FILE} (it was saved without "

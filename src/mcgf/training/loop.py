@@ -164,6 +164,27 @@ def build_dataset(cfg: RunConfig, drone: ClassFolderSet, satellite: ClassFolderS
     )
 
 
+def finished_run(out: str | Path, cfg: RunConfig) -> bool:
+    """Whether ``out/last`` holds a run of exactly ``cfg`` trained to ``train.epochs``.
+
+    Reads ``config.json`` and ``state.pt`` only (no model is built); ``model.num_classes``,
+    filled in from the data at training time, is not compared. Anything unreadable
+    counts as not finished.
+    """
+    from mcgf.training.checkpoint import read_config, read_train_state
+
+    try:
+        saved = read_config(Path(out) / LAST)
+        state = read_train_state(Path(out) / LAST)
+    except UserError:
+        return False
+    want = cfg.as_dict()
+    model = {k: v for k, v in saved.get("model", {}).items() if k != "num_classes"}
+    return (all(saved.get(k) == v for k, v in want.items() if k != "model")
+            and model == {k: v for k, v in want["model"].items() if k != "num_classes"}
+            and state.epoch == cfg.train.epochs)
+
+
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
             for k, v in batch.items()}
@@ -288,9 +309,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
     validation: dict[str, float] = {}
     end_epoch = tc.epochs if stop_after is None else min(tc.epochs, start_epoch + stop_after)
     for epoch in range(start_epoch, end_epoch):
-        sampler.set_epoch(epoch)
-        if dataset.degrade is not None:
-            dataset.degrade.set_epoch(epoch)
+        sampler.set_epoch(epoch)  # EpochTagged passes it on to the dataset's weather
         sums = dict.fromkeys(_TERMS, 0.0)
         seen = dict.fromkeys(_TERMS, 0)
         window = {"images": 0, "t": time.perf_counter(), "terms": dict.fromkeys(_TERMS, 0.0), "n": 0}
@@ -388,4 +407,5 @@ def _batches(loader: Any) -> Iterator[dict[str, Any]]:
             yield batch
 
 
-__all__ = ["TrainResult", "build_dataset", "read_train_split", "seed_everything", "train"]
+__all__ = ["TrainResult", "build_dataset", "finished_run", "read_train_split", "seed_everything",
+           "train"]
