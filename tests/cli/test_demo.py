@@ -56,6 +56,8 @@ def test_demo_generates_checks_trains_evaluates_and_reuses(tmp_path: Path,
     assert (out / "train" / "last" / "model.safetensors").stat().st_mtime_ns == weights
     # A changed option regenerates (and retrains: the data changed).
     assert main(demo_args(tmp_path, out, cfg, "--set", "synth.views=3")) == 0
+    assert "finished run with the same config" not in capsys.readouterr().out
+    assert (out / "train" / "last" / "model.safetensors").stat().st_mtime_ns != weights
     assert len(list((out / "data" / "University-Release" / "train" / "drone" / "0001").iterdir())) == 3
 
 

@@ -87,9 +87,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"[1/5] synthetic benchmark -> {data_dir}")
     old_config, old_queries = _existing(data_dir)
     weathered = _conditions(old_queries) != {"normal"}
+    regenerated = False
     if not args.regenerate and old_config == asdict(config) and weathered == (weather == "random"):
         print("  an identical benchmark is already there; reusing it (--regenerate to rebuild)")
     else:
+        regenerated = True
         summary = generate_benchmark(data_dir, config, workers=args.workers, overwrite=True,
                                      query_transform=query_weather(weather, config.seed))
         print(format_summary(summary))
@@ -106,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
     train_dir = out / "train"
     run_cfg = _training_config(args, root)
     print(f"[3/5] training {args.train_config} -> {train_dir}")
-    if not args.retrain and finished_run(train_dir, run_cfg):
+    # A new benchmark has the same path, so the config alone cannot tell: retrain.
+    if not args.retrain and not regenerated and finished_run(train_dir, run_cfg):
         print("  a finished run with the same config is already there; reusing it (--retrain to train again)")
     else:
         if train_dir.exists():
