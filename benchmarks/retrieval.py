@@ -167,8 +167,8 @@ def cpu_name() -> str:
                 name = line.split(":", 1)[1].strip()
                 flags = next(x for x in Path("/proc/cpuinfo").read_text().splitlines()
                              if x.startswith("flags")).split()
-                simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx_vnni",
-                                    "avx512_vnni") if f in flags]
+                simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8",
+                                    "avx_vnni", "avx512_vnni") if f in flags]
                 return f"{name} ({', '.join(simd)}), {os.cpu_count()} logical CPUs"
     except (OSError, StopIteration):
         pass
@@ -185,7 +185,8 @@ def main() -> None:
                     help="threads of mcgf's selection steps (default 1)")
     ap.add_argument("--sample", type=int, default=200, help="queries for the loop and the check")
     ap.add_argument("--locations", type=int, default=701)
-    ap.add_argument("--precision", default="auto", help="mcgf candidate precision")
+    ap.add_argument("--precision", default="auto",
+                    help="mcgf candidate precision(s), comma-separated: auto, int8, bf16, fp32")
     ap.add_argument("--isotropic", action="store_true", help="plain random unit vectors")
     ap.add_argument("--skip-faiss", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
@@ -201,24 +202,26 @@ def main() -> None:
     print(f"features: {args.queries} queries x {args.gallery} gallery x {args.dim} dims "
           f"({kind}), built in {time.perf_counter() - t:.1f}s")
 
-    res, t_ours, m_ours = timed(topk_search, q, g, 10, backend="exact", precision=args.precision,
-                                threads=args.threads, aux_threads=args.aux_threads)
-    st = res.stats
-    r1 = float(np.mean(res.indices[:, 0] == truth))
-    nq = max(1, st["queries"])
-    print(f"mcgf exact   : {t_ours:8.1f} s  peak +{m_ours / 2**20:7.0f} MiB  precision={st['precision']}")
-    print(f"               stages: prepare {st.get('prepare_seconds', 0):.1f}s, GEMM "
-          f"{st.get('gemm_seconds', 0):.1f}s, selection {st.get('select_seconds', 0):.1f}s, "
-          f"re-ranking {st.get('rerank_seconds', 0):.1f}s; per query {st.get('candidates', 0) / nq:.0f} "
-          f"candidates, {st.get('survivors', 0) / nq:.0f} re-scored; redone: {st['overflow']} "
-          f"(exhaustive {st['exhaustive']}); R@1 of these features {100 * r1:.1f}%")
-
     rng = np.random.default_rng(args.seed + 1)
     sample = np.sort(rng.choice(args.queries, size=min(args.sample, args.queries), replace=False))
     ref = reference_top10(q[sample], g)
-    same = float(np.mean(np.all(res.indices[sample] == ref, axis=1)))
-    print(f"check        : mcgf top-10 identical to float64 brute force on {len(sample)} "
-          f"sampled queries: {100 * same:.1f}%")
+    ours: dict[str, float] = {}
+    for precision in args.precision.split(","):
+        res, t_ours, m_ours = timed(topk_search, q, g, 10, backend="exact", precision=precision,
+                                    threads=args.threads, aux_threads=args.aux_threads)
+        st = res.stats
+        ours[st["precision"]] = t_ours
+        r1 = float(np.mean(res.indices[:, 0] == truth))
+        nq = max(1, st["queries"])
+        print(f"mcgf exact   : {t_ours:8.1f} s  peak +{m_ours / 2**20:7.0f} MiB  precision={st['precision']}")
+        print(f"               stages: prepare {st.get('prepare_seconds', 0):.1f}s, GEMM "
+              f"{st.get('gemm_seconds', 0):.1f}s, selection {st.get('select_seconds', 0):.1f}s, "
+              f"re-ranking {st.get('rerank_seconds', 0):.1f}s; per query {st.get('candidates', 0) / nq:.0f} "
+              f"candidates, {st.get('survivors', 0) / nq:.0f} re-scored; redone: {st['overflow']} "
+              f"(exhaustive {st['exhaustive']}); R@1 of these features {100 * r1:.1f}%")
+        same = float(np.mean(np.all(res.indices[sample] == ref, axis=1)))
+        print(f"check        : mcgf top-10 identical to float64 brute force on {len(sample)} "
+              f"sampled queries: {100 * same:.1f}%")
 
     if not args.skip_faiss:
         fres, t_faiss, m_faiss = timed(topk_search, q, g, 10, backend="faiss-flat",
@@ -234,9 +237,10 @@ def main() -> None:
     t_loop_full = t_loop / len(loop_q) * args.queries
     print(f"per-query loop: {t_loop_full:8.1f} s  (extrapolated from {len(loop_q)} queries)")
     print("ratios (higher = mcgf faster):")
-    if not args.skip_faiss:
-        print(f"  faiss flat / mcgf exact     = {t_faiss / t_ours:5.2f}x")
-    print(f"  per-query loop / mcgf exact = {t_loop_full / t_ours:5.1f}x")
+    for precision, t_ours in ours.items():
+        if not args.skip_faiss:
+            print(f"  faiss flat / mcgf exact ({precision})     = {t_faiss / t_ours:5.2f}x")
+        print(f"  per-query loop / mcgf exact ({precision}) = {t_loop_full / t_ours:5.1f}x")
 
 
 if __name__ == "__main__":

@@ -13,10 +13,11 @@ exact score):
    of the ``k``-th exact score ``s_k`` are kept: ``L − β_all``, with ``L`` a running
    lower bound of the ``k``-th largest ``t`` (from values of distinct items: each
    chunk's top values or maxima of disjoint column sets), and ``S``, the ``k``-th best
-   exact score among the ``2k`` best items of the first :data:`PRE_CHUNKS` chunks (those
-   chunks are held until ``S`` is known, so that they too are filtered tightly). An item
+   exact score among the ``2k`` best items of the first chunks (up to :data:`HOLD_BYTES` of
+   kernel output; those chunks are held until ``S`` is known, so that they too are
+   filtered tightly). An item
    with ``t + β_chunk < max(S, L − β_all)`` has ``s < s_k`` and is dropped. Runs of
-   :data:`GROUP` adjacent columns (one cache line) whose maximum is below the threshold
+   :data:`GROUP` columns (a strided column set, see :func:`_group_max`) whose maximum is below the threshold
    are skipped wholesale.
 2. *Lower bound*: the ``2k`` best collected items are scored exactly; the ``k``-th best of
    those exact scores raises ``S`` (it is still at most ``s_k``).
@@ -31,8 +32,9 @@ exact duplicates at the ``k``-th place) is redone with float32 candidates, and i
 last resort by scoring the whole gallery in float64.
 
 Peak extra memory: the scorer's copy of the gallery (int8: a quarter of the float32
-gallery, ordered by rounding error so that most chunks get a small bound), one
-``query_block × gallery_chunk`` float32 tile, and the collected candidates. The GEMMs
+gallery, ordered by rounding error so that most chunks get a small bound), the held
+tiles of kernel output (at most :data:`HOLD_BYTES`, or one tile if that is larger), and
+the collected candidates. The GEMMs
 use ``threads``; the many small selection steps run on ``aux_threads`` (default one),
 which avoids waking a thread team for each of them.
 """
@@ -91,9 +93,10 @@ def _exact_topk_of_pairs(qb: torch.Tensor, gallery: torch.Tensor, rows: torch.Te
     return row_sorted_topk(rows, ex, cols, m, k)
 
 
-#: Gallery chunks scored before any candidate is collected: their best items give an
-#: exact lower bound of the k-th score, so even the first chunks are filtered tightly.
-PRE_CHUNKS = 4
+#: Kernel output held before any candidate is collected (bytes): the best items of the
+#: first chunks give an exact lower bound of the k-th score, and the more of the gallery
+#: they cover, the tighter it is and the fewer candidates every chunk yields.
+HOLD_BYTES = 256 * 2**20
 
 
 class _Collector:
@@ -112,19 +115,25 @@ class _Collector:
             scorer: Scorer, c: int) -> None:
         """Collect the values of ``out`` at or above each row's threshold.
 
-        Groups are ``GROUP`` adjacent columns (one cache line); a group whose maximum is
-        below the threshold is skipped wholesale.
+        Groups are the strided column sets of :func:`_group_max`; a group whose maximum
+        is below the threshold is skipped wholesale. Everything is addressed by flat
+        positions and ``index_select``, several times faster than 2-D advanced indexing.
         """
         thr = thr.masked_fill(self.over, math.inf)
-        hr, hc = (gmax >= thr[:, None]).nonzero(as_tuple=True)
-        if hr.numel() == 0:
+        groups = (gmax >= thr[:, None]).view(-1).nonzero().squeeze(1)  # flat (row, group) ids
+        if groups.numel() == 0:
             return
-        vals = out.view(self.m, -1, GROUP)[hr, hc]  # (hits, GROUP), contiguous reads
-        hit, member = (vals >= thr[hr, None]).nonzero(as_tuple=True)
-        r = hr[hit]
+        pos = _group_positions(groups, out.shape[1])  # (hits, GROUP) flat tile positions
+        vals = out.view(-1).index_select(0, pos.view(-1))
+        row_of_group = torch.div(groups, out.shape[1] // GROUP, rounding_mode="floor")
+        thr_hit = thr.index_select(0, row_of_group)[:, None].expand(-1, GROUP).reshape(-1)
+        ok = (vals >= thr_hit).nonzero().squeeze(1)
+        pos = pos.view(-1).index_select(0, ok)
+        width = out.shape[1]
+        r = torch.div(pos, width, rounding_mode="floor")
         self.rows.append(r)
-        self.cols.append(scorer.gallery_rows(base + hc[hit] * GROUP + member))
-        self.vals.append(vals[hit, member])
+        self.cols.append(scorer.gallery_rows(base + pos - r * width))
+        self.vals.append(vals.index_select(0, ok))
         self.chunk.append(torch.full_like(r, c))
         self.count += torch.bincount(r, minlength=self.m)
         self.over |= self.count > self.cap
@@ -137,9 +146,51 @@ class _Collector:
                 torch.cat(self.chunk))
 
 
+def _held_top(held: list[tuple[int, torch.Tensor, torch.Tensor]], scorer: Scorer, n: int
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row, the ``n`` best group maxima over the held tiles and their gallery rows.
+
+    A cheap stand-in for a top-``n`` over all held columns: it ranks the group maxima,
+    then finds each winning group's argmax, so the values belong to distinct items.
+    Entries without an item (padding, or fewer groups than ``n``) have value ``-inf``.
+    """
+    gmax = torch.cat([h[2] for h in held], 1)
+    m, groups = held[0][2].shape
+    v, gi = gmax.topk(n, dim=1)
+    tile, group = torch.div(gi, groups, rounding_mode="floor"), gi % groups
+    flat = group + torch.arange(m, device=gi.device)[:, None] * groups
+    member = torch.zeros_like(gi)
+    width = held[0][1].shape[1]
+    for h, (_, out, _) in enumerate(held):
+        sel = tile == h
+        if sel.any():
+            at = _group_positions(flat[sel], width)
+            member[sel] = out.view(-1).index_select(0, at.view(-1)).view(at.shape).argmax(dim=1)
+    starts = torch.tensor([scorer.chunk_range(c)[0] for c, _, _ in held], device=gi.device)
+    pos = starts[tile] + group + member * groups
+    ok = (v > -math.inf) & (pos < scorer.size)
+    v = v.masked_fill(~ok, -math.inf)
+    return v, scorer.gallery_rows(pos.masked_fill(~ok, 0))
+
+
 def _group_max(out: torch.Tensor) -> torch.Tensor:
-    """Maximum of each run of ``GROUP`` adjacent columns: ``(m, n) -> (m, n / GROUP)``."""
-    return F.max_pool1d(out[:, None, :], GROUP).squeeze(1)
+    """Maximum of each group of ``GROUP`` columns: ``(m, n) -> (m, n / GROUP)``.
+
+    Group ``j`` holds the columns ``j, j + n/GROUP, j + 2n/GROUP, ...``: any disjoint
+    column sets would do, and this choice makes the reduction an elementwise maximum of
+    ``GROUP`` contiguous row slices, which runs near memory speed (a pooling over
+    adjacent columns is about 1.5× slower).
+    """
+    m, n = out.shape
+    return out.view(m, GROUP, n // GROUP).amax(dim=1)
+
+
+def _group_positions(groups: torch.Tensor, width: int) -> torch.Tensor:
+    """Flat tile positions ``(len(groups), GROUP)`` of flat (row, group) ids."""
+    per_row = width // GROUP
+    row = torch.div(groups, per_row, rounding_mode="floor")
+    start = row * width + (groups - row * per_row)
+    return start[:, None] + torch.arange(GROUP, device=groups.device) * per_row
 
 
 def _threshold_pass(scorer: Scorer, gallery: torch.Tensor, queries: torch.Tensor, k: int,
@@ -160,7 +211,8 @@ def _threshold_pass(scorer: Scorer, gallery: torch.Tensor, queries: torch.Tensor
     if scorer.chunk % (GROUP * GROUP):
         raise ValueError(f"gallery chunk must be a multiple of {GROUP * GROUP}")
     gnorm_max = float(scorer.norm.max()) if scorer.size else 0.0
-    pre = min(PRE_CHUNKS, scorer.num_chunks)
+    tile_bytes = min(query_block, nq) * scorer.chunk * 4
+    pre = max(1, min(scorer.num_chunks, HOLD_BYTES // max(1, tile_bytes)))
     for qs in range(0, nq, query_block):
         qb = queries[qs: qs + query_block]
         m = qb.shape[0]
@@ -173,8 +225,6 @@ def _threshold_pass(scorer: Scorer, gallery: torch.Tensor, queries: torch.Tensor
         lower = torch.full((m,), -math.inf, dtype=torch.float64, device=dev)  # ≤ k-th exact score
         coll = _Collector(m, cap, dev)
         held: list[tuple[int, torch.Tensor, torch.Tensor]] = []
-        top_v: list[torch.Tensor] = []
-        top_i: list[torch.Tensor] = []
 
         for c in range(scorer.num_chunks):
             t0 = time.perf_counter()
@@ -186,25 +236,25 @@ def _threshold_pass(scorer: Scorer, gallery: torch.Tensor, queries: torch.Tensor
             # ``best`` only ever merges values of distinct items (each chunk's own top
             # values, or maxima of disjoint column sets), so its k-th entry never exceeds
             # the k-th largest approximate score.
-            if c < pre:
-                # Hold the first chunks; their 2k best items, scored exactly, give a lower
-                # bound of the k-th exact score before anything is collected.
-                v, i = out.topk(min(2 * k, out.shape[1]), dim=1)
-                best = torch.cat([best, v], 1).topk(k, dim=1).values
-                top_v.append(v)
-                top_i.append(scorer.gallery_rows(i + scorer.chunk_range(c)[0]))
-                if c < pre - 1:
-                    clock["gemm"] += t1 - t0
-                    clock["select"] += time.perf_counter() - t1
-                    continue
-                _, pos = torch.cat(top_v, 1).topk(min(2 * k, sum(x.shape[1] for x in top_v)), dim=1)
-                cand = torch.cat(top_i, 1).gather(1, pos)
-                rows = torch.arange(m, device=dev)[:, None].expand_as(cand).reshape(-1)
-                ex = pair_dot(qb, gallery, rows, cand.reshape(-1), torch.float32).double()
-                lower = (ex.view(m, -1) - beta32[:, None]).topk(k, dim=1).values[:, -1]
+            if c < pre - 1:
+                clock["gemm"] += t1 - t0
+                clock["select"] += time.perf_counter() - t1
+                continue
+            if c == pre - 1:
+                # The 2k best items of the held chunks, scored exactly, give a lower bound
+                # of the k-th exact score before anything is collected.
+                v, items = _held_top(held, scorer, min(2 * k, sum(h[2].shape[1] for h in held)))
+                best = torch.cat([best, v[:, :k].float()], 1).topk(k, dim=1).values
+                valid = v > -math.inf
+                rows = torch.arange(m, device=dev)[:, None].expand_as(items)[valid]
+                lo = torch.full(items.shape, -math.inf, dtype=torch.float64, device=dev)
+                lo[valid] = pair_dot(qb, gallery, rows, items[valid], torch.float32).double() - beta32[rows]
+                lower = lo.topk(min(k, lo.shape[1]), dim=1).values[:, -1]
+                if lo.shape[1] < k:
+                    lower = torch.full_like(lower, -math.inf)
             else:
                 coarse = gmax.view(m, GROUP, -1).amax(dim=1)  # maxima of disjoint column sets
-                best = torch.cat([best, coarse], 1).topk(k, dim=1).values
+                best = torch.cat([best, coarse.float()], 1).topk(k, dim=1).values
             # Drop items strictly below the k-th exact score: t + β_chunk < max(lower,
             # L − β_all), with L a lower bound of the k-th largest approximate score.
             floor = torch.maximum(lower / prep.scale, best[:, -1].double() - whole)
@@ -218,8 +268,10 @@ def _threshold_pass(scorer: Scorer, gallery: torch.Tensor, queries: torch.Tensor
         over = coll.over
         overflow[qs: qs + m] = over
         floor = torch.maximum(lower / prep.scale, best[:, -1].double() - whole)
-        keep = (v >= _threshold(floor[r] - chunk_b[ch, r])) & ~over[r]
-        r, c, v = r[keep], c[keep], v[keep]
+        nb = chunk_b.shape[1]
+        limit = (floor.index_select(0, r) - chunk_b.view(-1).index_select(0, ch * nb + r))
+        keep = ((v >= _threshold(limit)) & ~over.index_select(0, r)).nonzero().squeeze(1)
+        r, c, v = r.index_select(0, keep), c.index_select(0, keep), v.index_select(0, keep)
         if r.numel():  # (every row overflowed otherwise)
             # The k-th largest exact score among each row's 2k best approximate items is a
             # lower bound of its k-th exact score.
@@ -230,10 +282,11 @@ def _threshold_pass(scorer: Scorer, gallery: torch.Tensor, queries: torch.Tensor
             lo[ok] = pair_dot(qb, gallery, ar, c[a[ok]], torch.float32).double() - beta32[ar]
             lower = torch.maximum(lower, lo.topk(k, dim=1).values[:, -1])
             # Survivors: approximate score + proven error still reaches that bound.
-            t = v.double() * prep.scale[r]
-            keep = t + scorer.pair_bound(prep, r, c) >= lower[r] - 1e-12 * (1 + lower[r].abs())
-            timing["candidates"] = timing.get("candidates", 0.0) + float(keep.numel())
-            r, c = r[keep], c[keep]
+            t = v.double() * prep.scale.index_select(0, r)
+            low = lower.index_select(0, r)
+            keep = (t + scorer.pair_bound(prep, r, c) >= low - 1e-12 * (1 + low.abs())).nonzero().squeeze(1)
+            timing["candidates"] = timing.get("candidates", 0.0) + float(r.numel())
+            r, c = r.index_select(0, keep), c.index_select(0, keep)
             timing["survivors"] = timing.get("survivors", 0.0) + float(r.numel())
             best_i, best_s = _exact_topk_of_pairs(qb, gallery, r, c, m, k, gnorm_max)
             out_idx[qs: qs + m] = best_i
