@@ -46,7 +46,6 @@ import time
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from mcgf.retrieval.candidates import (
     SCORERS,
