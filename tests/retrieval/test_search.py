@@ -171,3 +171,66 @@ def test_bad_inputs() -> None:
 def test_int8_self_test_is_cached_and_boolean() -> None:
     assert isinstance(candidates.int8_available(), bool)
     assert candidates.default_precision(torch.device("cpu")) in SCORERS
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("hold", [1, 1 << 40])
+def test_exact_for_any_held_share(monkeypatch, precision: str, hold: int) -> None:
+    """One held chunk or all of them: the first bound changes, the answer must not."""
+    from mcgf.retrieval import exact
+
+    monkeypatch.setattr(exact, "HOLD_BYTES", hold)
+    q, g = clustered(3, nq=70, ng=2900)  # the last chunk is padded
+    for k in (1, 10, 37):
+        ref_i, _ = brute_force(q, g, k)
+        res = topk_search(q, g, k, backend="exact", precision=precision, gallery_chunk=256, query_block=32)
+        assert np.array_equal(res.indices, ref_i), k
+
+
+def test_group_positions_cover_each_column_once() -> None:
+    from mcgf.retrieval.exact import GROUP, _group_max, _group_positions
+
+    m, n = 3, 4 * GROUP * GROUP
+    out = torch.randn(m, n)
+    gmax = _group_max(out)
+    groups = torch.arange(gmax.numel())
+    pos = _group_positions(groups, n)
+    assert sorted(pos.flatten().tolist()) == list(range(m * n))
+    assert torch.equal(out.view(-1)[pos].amax(dim=1), gmax.view(-1))
+    # every group lies within one row of the tile
+    assert torch.equal(pos // n, (groups // (n // GROUP))[:, None].expand_as(pos))
+
+
+def test_held_top_returns_distinct_real_items() -> None:
+    from mcgf.retrieval.candidates import Fp32Scorer
+    from mcgf.retrieval.exact import _group_max, _held_top
+
+    rng = np.random.default_rng(6)
+    g = torch.from_numpy(unit(rng.standard_normal((600, 24))))  # chunks of 256: last one padded
+    q = torch.from_numpy(unit(rng.standard_normal((5, 24))))
+    scorer = Fp32Scorer(g, chunk=256)
+    prep = scorer.prepare_queries(q)
+    held = []
+    for c in range(scorer.num_chunks):
+        out = scorer.scores(prep, c)
+        held.append((c, out, _group_max(out)))
+    v, items = _held_top(held, scorer, 40)
+    exact = (q.double() @ g.double().T).numpy()
+    for r in range(q.shape[0]):
+        ok = v[r] > -np.inf
+        assert len(set(items[r][ok].tolist())) == int(ok.sum())  # distinct items
+        assert np.allclose(v[r][ok].numpy(), exact[r, items[r][ok].numpy()], atol=1e-5)
+        # the best of them is the row's best item
+        assert int(items[r, 0]) == int(np.argmax(exact[r]))
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_k_larger_than_the_groups_of_a_chunk(precision: str) -> None:
+    """k above the number of column groups: no first bound, padding must stay out."""
+    rng = np.random.default_rng(8)
+    g = unit(rng.standard_normal((300, 12)))
+    q = unit(rng.standard_normal((4, 12)))
+    for k in (150, 300):
+        ref_i, _ = brute_force(q, g, k)
+        res = topk_search(q, g, k, backend="exact", precision=precision)
+        assert np.array_equal(res.indices, ref_i)

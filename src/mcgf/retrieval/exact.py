@@ -304,8 +304,12 @@ def _chunk_size(requested: int, gallery_size: int) -> int:
 
 
 def _threshold(x: torch.Tensor) -> torch.Tensor:
-    """A float32 threshold never above the float64 one (relative slack for rounding)."""
-    return (x - 1e-6 * (1.0 + x.abs())).float()
+    """A float32 threshold never above the float64 one (relative slack for rounding).
+
+    It is at least the lowest finite float32, so the ``-inf`` padding of the last chunk
+    is never collected, even before any bound is known (kernel values are finite).
+    """
+    return (x - 1e-6 * (1.0 + x.abs())).float().clamp_min(torch.finfo(torch.float32).min)
 
 
 def _exhaustive(gallery: torch.Tensor, query: torch.Tensor, k: int, chunk: int = 8192
