@@ -55,11 +55,7 @@ def apply_overrides(config: Mapping[str, Any], overrides: Iterable[str]) -> dict
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise UserError(f"override {item!r} must look like section.option=value")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
-        value = _number_or_value(value)
+        value = parse_value(raw)
         node = out
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -69,6 +65,22 @@ def apply_overrides(config: Mapping[str, Any], overrides: Iterable[str]) -> dict
             node = nxt
         node[parts[-1]] = value
     return out
+
+
+def parse_value(raw: str) -> Any:
+    """One command-line value, read as a YAML scalar: ``3`` an int, ``1e-3`` a float,
+    ``true`` a bool, ``null`` None, ``[1, 2]`` a list, anything else the text itself.
+
+    Every ``KEY=VALUE`` option of the CLI (``--set``, ``--embedder-arg``) reads values
+    this way, so one spelling means the same everywhere.
+    """
+    if not raw.strip():
+        return ""
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+    return _number_or_value(value)
 
 
 def _number_or_value(value: Any) -> Any:

@@ -64,3 +64,13 @@ def test_parse_embedder_args() -> None:
     }
     with pytest.raises(UserError):
         parse_embedder_args(["novalue"])
+
+
+def test_embedder_args_read_values_like_set_overrides() -> None:
+    """--embedder-arg and --set spell values the same way."""
+    from mcgf.config import apply_overrides
+
+    raw = {"a": "1e-3", "b": "null", "c": "[1, 2]", "d": "False", "e": "", "f": "a: b: c"}
+    from_args = parse_embedder_args([f"{k}={v}" for k, v in raw.items()])
+    from_set = apply_overrides({}, [f"s.{k}={v}" for k, v in raw.items()])["s"]
+    assert from_args == from_set == {"a": 1e-3, "b": None, "c": [1, 2], "d": False, "e": "", "f": "a: b: c"}

@@ -22,6 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from mcgf.config import parse_value
 from mcgf.errors import UserError
 from mcgf.registry import Registry
 
@@ -88,7 +89,8 @@ def build_embedder(name: str, **kwargs: Any) -> Embedder:
 
 
 def parse_embedder_args(pairs: list[str] | None) -> dict[str, Any]:
-    """``["grid=8", "size=64"]`` → ``{"grid": 8, "size": 64}`` (ints, floats, booleans or text).
+    """``["grid=8", "size=64"]`` → ``{"grid": 8, "size": 64}``; values are read like
+    ``--set`` values (:func:`mcgf.config.parse_value`).
 
     Raises:
         UserError: for an item without ``=``.
@@ -98,17 +100,5 @@ def parse_embedder_args(pairs: list[str] | None) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise UserError(f"--embedder-arg {item!r} is not KEY=VALUE (e.g. --embedder-arg grid=8)")
-        out[key.strip().replace("-", "_")] = _parse_value(raw.strip())
+        out[key.strip().replace("-", "_")] = parse_value(raw)
     return out
-
-
-def _parse_value(raw: str) -> Any:
-    lowered = raw.lower()
-    if lowered in {"true", "false"}:
-        return lowered == "true"
-    for cast in (int, float):
-        try:
-            return cast(raw)
-        except ValueError:
-            pass
-    return raw

@@ -8,6 +8,7 @@ top-k and compute dot products without Python loops over queries.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -84,11 +85,14 @@ def pair_dot(queries: torch.Tensor, gallery: torch.Tensor, rows: torch.Tensor,
     """Dot products of the flat (query row, gallery row) pairs, multiplied and summed in
     ``dtype`` (float64: products of float32 values are exact; see :func:`exact_scores`).
 
-    On the CPU the rows are gathered and reduced by numpy (``take`` + ``einsum``), several
-    times faster than the equivalent torch indexing; every pair of the same length is
+    On the CPU, float32 pairs go through a sampled matrix product (:func:`_sampled_dot`);
+    float64 pairs are gathered and reduced by numpy (``take`` + ``einsum``), several times
+    faster than the equivalent torch indexing, and every pair of the same length is
     reduced in the same order, so identical rows give identical scores.
     """
     n = rows.numel()
+    if dtype == torch.float32 and queries.device.type == "cpu" and n:
+        return _sampled_dot(queries, gallery, rows, cols)
     step = max(1, (1 << 22) // max(1, queries.shape[1]))  # ~32 MiB per float64 temporary
     if queries.device.type == "cpu":
         npd = np.float64 if dtype == torch.float64 else np.float32
@@ -104,4 +108,29 @@ def pair_dot(queries: torch.Tensor, gallery: torch.Tensor, rows: torch.Tensor,
     for s in range(0, n, step):
         r, c = rows[s: s + step], cols[s: s + step]
         out[s: s + step] = (gallery[c].to(dtype) * queries[r].to(dtype)).sum(dim=1)
+    return out
+
+
+def _sampled_dot(queries: torch.Tensor, gallery: torch.Tensor, rows: torch.Tensor,
+                 cols: torch.Tensor) -> torch.Tensor:
+    """Float32 dot products of (row, col) pairs as ``(Q Gᵀ)`` sampled at those pairs.
+
+    ``torch.sparse.sampled_addmm`` computes only the requested entries and reads each
+    gallery row in place: about 5× faster than gathering both sides into temporaries.
+    The pairs are put in canonical CSR order (by row, then column; pairs are distinct)
+    and the results returned in the callers' order. Its summation order is the kernel's,
+    which the float32 rounding bound of the callers covers whatever it is.
+    """
+    m, size = queries.shape[0], gallery.shape[0]
+    order = torch.argsort(rows * size + cols)
+    r, c = rows.index_select(0, order), cols.index_select(0, order)
+    crow = torch.zeros(m + 1, dtype=torch.int64)
+    crow[1:] = torch.cumsum(torch.bincount(r, minlength=m), 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+        pattern = torch.sparse_csr_tensor(crow, c, torch.zeros(r.numel()), size=(m, size),
+                                          check_invariants=False)
+        vals = torch.sparse.sampled_addmm(pattern, queries.float(), gallery.float().T, beta=0.0).values()
+    out = torch.empty_like(vals)
+    out[order] = vals
     return out
