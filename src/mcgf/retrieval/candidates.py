@@ -251,8 +251,11 @@ _G_LEVELS = 127
 
 def _quantize(x: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric per-row quantisation: (integer levels as float, scale per row)."""
-    scale = (x.abs().amax(dim=1) / levels).clamp_min(torch.finfo(torch.float32).tiny)
-    return torch.round(x / scale[:, None]).clamp_(-levels, levels), scale
+    peak = torch.maximum(x.amax(dim=1), x.amin(dim=1).neg_())  # no |x| temporary
+    scale = (peak / levels).clamp_min(torch.finfo(torch.float32).tiny)
+    # Multiplying by the reciprocal may round a level differently from a division; the
+    # bound is computed from the levels actually chosen, so any rounding is fine.
+    return (x * scale.reciprocal()[:, None]).round_().clamp_(-levels, levels), scale
 
 
 class Int8Scorer(Scorer):
@@ -278,10 +281,10 @@ class Int8Scorer(Scorer):
         self._packed = []
         self._scales = []
         self._zeros = torch.zeros(self.chunk, dtype=torch.int64)
+        levels, scales = levels.index_select(0, self.order), scales.index_select(0, self.order)
         for c in range(self.num_chunks):
             start, stop = self.chunk_range(c)
-            rows = self.order[start:stop]
-            wc, sc = levels[rows], scales[rows]
+            wc, sc = levels[start:stop], scales[start:stop]
             if stop - start < self.chunk:  # pad the last chunk: zero rows, masked later
                 pad = self.chunk - (stop - start)
                 wc = torch.cat([wc, torch.zeros(pad, self.dim, dtype=torch.int8)])

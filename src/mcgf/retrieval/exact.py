@@ -372,8 +372,9 @@ def exact_search(q: torch.Tensor, g: torch.Tensor, k: int, *, precision: str = "
         chunk = _chunk_size(chunk, ng)
         t0 = time.perf_counter()
         if scorer is None:
-            scorer = (Int8Scorer(gd, chunk=chunk, query_block=block) if precision == "int8"
-                      else SCORERS[precision](gd, chunk=chunk))
+            with torch_threads(gemm_threads):  # large elementwise passes: use every thread
+                scorer = (Int8Scorer(gd, chunk=chunk, query_block=block) if precision == "int8"
+                          else SCORERS[precision](gd, chunk=chunk))
         timing: dict[str, float] = {"prepare": time.perf_counter() - t0}
         idx, sc, over = _threshold_pass(scorer, gd, qd, k, block, cap, timing, gemm_threads)
         todo = over.nonzero().flatten()
