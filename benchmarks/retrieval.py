@@ -181,8 +181,8 @@ def main() -> None:
     ap.add_argument("--gallery", type=int, default=168437)
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--aux-threads", type=int, default=1,
-                    help="threads of mcgf's selection steps (default 1)")
+    ap.add_argument("--aux-threads", type=int, default=None,
+                    help="threads of mcgf's selection steps (default: --threads)")
     ap.add_argument("--sample", type=int, default=200, help="queries for the loop and the check")
     ap.add_argument("--locations", type=int, default=701)
     ap.add_argument("--precision", default="auto",
