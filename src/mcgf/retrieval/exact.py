@@ -13,12 +13,12 @@ exact score):
    of the ``k``-th exact score ``s_k`` are kept: ``L − β_all``, with ``L`` a running
    lower bound of the ``k``-th largest ``t`` (from values of distinct items: each
    chunk's top values or maxima of disjoint column sets), and ``S``, the ``k``-th best
-   exact score among the ``2k`` best items of the first chunks (up to :data:`HOLD_BYTES` of
-   kernel output; those chunks are held until ``S`` is known, so that they too are
-   filtered tightly). An item
-   with ``t + β_chunk < max(S, L − β_all)`` has ``s < s_k`` and is dropped. Runs of
-   :data:`GROUP` columns (a strided column set, see :func:`_group_max`) whose maximum is below the threshold
-   are skipped wholesale.
+   exact score among the ``2k`` best items of the first chunks (up to
+   :data:`HOLD_BYTES` of kernel output; those chunks are held until ``S`` is known, so
+   that they too are filtered tightly). An item with
+   ``t + β_chunk < max(S, L − β_all)`` has ``s < s_k`` and is dropped. Groups of
+   :data:`GROUP` columns (strided column sets, see :func:`_group_max`) whose maximum is
+   below the threshold are skipped wholesale.
 2. *Lower bound*: the ``2k`` best collected items are scored exactly; the ``k``-th best of
    those exact scores raises ``S`` (it is still at most ``s_k``).
 3. *Survivors*: an item with ``t + β_pair < S`` is strictly below the top ``k``; the rest
