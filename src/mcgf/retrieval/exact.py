@@ -122,13 +122,13 @@ class _Collector:
         groups = (gmax >= thr[:, None]).view(-1).nonzero().squeeze(1)  # flat (row, group) ids
         if groups.numel() == 0:
             return
-        pos = _group_positions(groups, out.shape[1])  # (hits, GROUP) flat tile positions
+        width = out.shape[1]
+        pos = _group_positions(groups, width)  # (hits, GROUP) flat tile positions
         vals = out.view(-1).index_select(0, pos.view(-1))
-        row_of_group = torch.div(groups, out.shape[1] // GROUP, rounding_mode="floor")
+        row_of_group = torch.div(groups, width // GROUP, rounding_mode="floor")
         thr_hit = thr.index_select(0, row_of_group)[:, None].expand(-1, GROUP).reshape(-1)
         ok = (vals >= thr_hit).nonzero().squeeze(1)
         pos = pos.view(-1).index_select(0, ok)
-        width = out.shape[1]
         r = torch.div(pos, width, rounding_mode="floor")
         self.rows.append(r)
         self.cols.append(scorer.gallery_rows(base + pos - r * width))
