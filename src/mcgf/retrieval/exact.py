@@ -66,7 +66,7 @@ from mcgf.retrieval.rowops import (
 )
 from mcgf.retrieval.search import SearchResult, torch_threads
 
-#: Adjacent columns per group in the within-chunk pre-selection (one cache line).
+#: Columns per group in the within-chunk pre-selection (see :func:`_group_max`).
 GROUP = 16
 #: Galleries up to this size are simply scored exactly in full.
 SMALL_GALLERY = 64
