@@ -76,8 +76,10 @@ def create_backbone(
 
     Args:
         name: timm model name, optionally with a pretrained tag (``arch.tag``).
-        img_size: input size for models that take one (ViTs: position embeddings are
-            sized for it, and resized from pretrained weights by timm's filter).
+        img_size: input size. ViTs are built for it (position embeddings are sized for
+            it, and resized from pretrained weights by timm's filter); models without an
+            ``img_size`` argument (CNNs) take any size, and it becomes their data config's
+            input size, which evaluation resizes images to.
         pretrained: load timm's pretrained weights for ``name`` from the local Hugging
             Face / torch hub cache. Never downloads.
         weights: a local ``.safetensors``, ``.pth``, ``.pt``, ``.bin`` or ``.ckpt`` file
@@ -108,12 +110,19 @@ def create_backbone(
         kwargs["pretrained"] = True
         kwargs["pretrained_cfg_overlay"] = {"file": str(_cached_pretrained_file(name))}
     try:
-        model = timm.create_model(name, **kwargs)
+        try:
+            model = timm.create_model(name, **kwargs)
+        except TypeError as exc:
+            if "img_size" not in kwargs or "img_size" not in str(exc):
+                raise
+            # Convolutional networks take any size and have no img_size argument: the size
+            # becomes the model's data config instead, which sets the evaluation input.
+            size = int(kwargs.pop("img_size"))
+            overlay = dict(kwargs.get("pretrained_cfg_overlay") or {})
+            overlay.update(input_size=(3, size, size), fixed_input_size=False)
+            kwargs["pretrained_cfg_overlay"] = overlay
+            model = timm.create_model(name, **kwargs)
     except TypeError as exc:
-        if "img_size" in kwargs and "img_size" in str(exc):
-            raise UserError(
-                f"backbone {name!r} does not take an image size: drop img_size / --img-size"
-            ) from exc
         if model_args:
             raise UserError(f"backbone {name!r} rejects backbone_args {model_args}: "
                             f"{str(exc).splitlines()[0]}") from exc

@@ -35,12 +35,12 @@ from mcgf.models.backbone import (
     layer_decay_param_groups,
 )
 from mcgf.models.heads import ClassBlock
+from mcgf.models.input_norm import INPUT_NORMS, normalise_input
 from mcgf.models.losses import InfoNCE, cross_entropy_views
 from mcgf.models.model_registry import register_model
 from mcgf.models.restoration import RestorationBranch
 
 VIEWS = ("drone", "satellite")
-INPUT_NORMS = ("none", "image")
 
 
 @register_model("mcgf")
@@ -64,8 +64,16 @@ class MCGFModel(nn.Module):
             one standard deviation over its pixels and channels) before the encoder, in
             training and retrieval alike. A global brightness/contrast change — dark,
             light, much of fog — then no longer reaches the encoder, while colour ratios
-            stay. Meant for encoders trained from scratch; pretrained ones expect their
-            own normalisation.
+            stay; or ``"local"`` for the same in a Gaussian window around each pixel
+            (:func:`~mcgf.models.input_norm.local_contrast_norm`), which also undoes
+            fog's smoothly varying veil. Meant for encoders trained from scratch;
+            pretrained ones expect their own normalisation.
+        input_norm_sigma: window of ``"local"``, as a fraction of the image side.
+        satellite_rotations: retrieval embeds a satellite tile as the sum of the
+            embeddings of this many quarter turns of it (1, 2 or 4). North-up tiles are
+            matched against drone views from every heading; a model trained with
+            random tile rotation (``data.satellite_rotate: 180``) then gets a
+            heading-free tile embedding. Training is unaffected.
     """
 
     def __init__(
@@ -87,13 +95,21 @@ class MCGFModel(nn.Module):
         restore_size: int | None = None,
         backbone_args: dict[str, Any] | None = None,
         input_norm: str = "none",
+        input_norm_sigma: float = 0.08,
+        satellite_rotations: int = 1,
     ) -> None:
         super().__init__()
         from timm.data import resolve_model_data_config
 
         if input_norm not in INPUT_NORMS:
             raise ValueError(f"input_norm must be one of {INPUT_NORMS}, got {input_norm!r}")
+        if input_norm_sigma <= 0:
+            raise ValueError(f"input_norm_sigma must be positive, got {input_norm_sigma}")
+        if satellite_rotations not in (1, 2, 4):
+            raise ValueError(f"satellite_rotations must be 1, 2 or 4, got {satellite_rotations}")
         self.input_norm = input_norm
+        self.input_norm_sigma = float(input_norm_sigma)
+        self.satellite_rotations = int(satellite_rotations)
 
         opts = {
             "img_size": img_size,
@@ -139,17 +155,22 @@ class MCGFModel(nn.Module):
     def embed(self, images: torch.Tensor, view: str) -> torch.Tensor:
         """Retrieval embedding ``(B, bottleneck_dim)``, L2-normalised; no restoration.
 
-        Call under ``model.eval()`` (BatchNorm running statistics, no dropout).
+        Call under ``model.eval()`` (BatchNorm running statistics, no dropout). Satellite
+        tiles are embedded over ``satellite_rotations`` quarter turns (one batched pass).
         """
-        return self.head.embed(self.encoder(view)(self._normalise(images)))
+        turns = self.satellite_rotations if view == "satellite" else 1
+        if turns == 1:
+            return self.head.embed(self.encoder(view)(self._normalise(images)))
+        step = 4 // turns
+        x = torch.cat([torch.rot90(images, k * step, dims=(2, 3)) for k in range(turns)])
+        pooled = self.encoder(view)(self._normalise(x))
+        # Sum the turns' unit embeddings and normalise the sum, as flip TTA does.
+        feats = self.head.embed(pooled).view(turns, images.shape[0], -1).sum(0)
+        return F.normalize(feats, dim=1)
 
     def _normalise(self, images: torch.Tensor) -> torch.Tensor:
-        """The encoder's input: ``images`` as given, or standardised per image."""
-        if self.input_norm == "none":
-            return images
-        mean = images.mean(dim=(1, 2, 3), keepdim=True)
-        std = images.std(dim=(1, 2, 3), keepdim=True)
-        return (images - mean) / (std + 1e-3)
+        """The encoder's input: ``images`` after the configured ``input_norm``."""
+        return normalise_input(images, self.input_norm, self.input_norm_sigma)
 
     def _to_unit_range(self, images: torch.Tensor) -> torch.Tensor:
         """Backbone-normalised images → ``[-1, 1]`` (the diffusion branch's data range)."""

@@ -1,0 +1,83 @@
+"""Input normalisations that remove weather-like intensity changes before the encoder.
+
+Weather in the reference recipe is, to a large part, an affine change of intensity that
+every channel shares: ``dark`` and ``light`` scale and shift brightness over the whole
+image, fog blends towards a bright grey with an opacity that varies smoothly over the
+image. An encoder trained from scratch has to learn to ignore these; dividing them out of
+its input is cheaper and exact where the change is locally constant:
+
+* :func:`standardise_image`: one mean and one standard deviation per image (undoes a
+  global affine change: dark, light);
+* :func:`local_contrast_norm`: the mean and standard deviation over all channels in a
+  Gaussian window around each pixel (undoes an affine change that varies slowly across
+  the image: fog's cloud layer too). Colour relations inside the window stay.
+
+Both are pure tensor functions, differentiable and batched; no library ships this exact
+operation (kornia's normalisations are per channel and global).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+#: Names accepted by ``model.input_norm``.
+INPUT_NORMS = ("none", "image", "local")
+
+
+def standardise_image(images: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """``(B, C, H, W)`` images minus their mean, divided by their standard deviation (one
+    of each per image, over pixels and channels)."""
+    mean = images.mean(dim=(1, 2, 3), keepdim=True)
+    std = images.std(dim=(1, 2, 3), keepdim=True)
+    return (images - mean) / (std + eps)
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``(B, 1, H, W)`` with reflection at the borders."""
+    radius = max(1, min(math.ceil(3.0 * sigma), min(x.shape[-2:]) - 1))
+    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
+    x = F.conv2d(x, k.view(1, 1, 1, -1))
+    return F.conv2d(x, k.view(1, 1, -1, 1))
+
+
+def local_contrast_norm(images: torch.Tensor, sigma: float = 0.08, floor: float = 0.1
+                        ) -> torch.Tensor:
+    """Local contrast normalisation over all channels.
+
+    ``out = (x - μ) / sqrt(v + (floor·s)²)`` where ``μ`` and ``v`` are the Gaussian-weighted
+    mean and variance over the channels of the neighbourhood of each pixel, and ``s`` is
+    the image's global standard deviation: the floor keeps flat regions (sky, a clipped
+    dark area) from amplifying noise, in proportion to the image's own contrast, so that a
+    global scaling of the image still cancels.
+
+    Args:
+        images: ``(B, C, H, W)``.
+        sigma: window standard deviation as a fraction of the shorter image side.
+        floor: share of the global standard deviation added to the local one.
+    """
+    if sigma <= 0:
+        raise ValueError(f"sigma must be positive, got {sigma}")
+    x = images.float()
+    sigma_px = sigma * min(x.shape[-2:])
+    mean = _gaussian_blur(x.mean(dim=1, keepdim=True), sigma_px)
+    var = _gaussian_blur(((x - mean) ** 2).mean(dim=1, keepdim=True), sigma_px)
+    global_var = x.var(dim=(1, 2, 3), keepdim=True)
+    out = (x - mean) / torch.sqrt(var + floor**2 * global_var + 1e-6)
+    return out.to(images.dtype)
+
+
+def normalise_input(images: torch.Tensor, mode: str, sigma: float = 0.08) -> torch.Tensor:
+    """Apply the ``model.input_norm`` named ``mode`` (see :data:`INPUT_NORMS`)."""
+    if mode == "none":
+        return images
+    if mode == "image":
+        return standardise_image(images)
+    if mode == "local":
+        return local_contrast_norm(images, sigma)
+    raise ValueError(f"input_norm must be one of {INPUT_NORMS}, got {mode!r}")
