@@ -212,7 +212,10 @@ def _check_colors(name: str, value: Any) -> None:
         if material not in PALETTE_SLOTS:
             raise UserError(f"{name}.{material} is not a material (known: {', '.join(PALETTE_SLOTS)})")
         count = PALETTE_SLOTS[material]
-        arr = np.asarray(triples, dtype=object)
+        try:
+            arr = np.asarray(triples, dtype=object)
+        except ValueError:  # ragged nesting
+            arr = np.zeros(0, object)
         ok = arr.shape == (count, 3) and all(
             not isinstance(c, bool) and isinstance(c, int | float) and 0 <= c <= 1 for c in arr.reshape(-1))
         if not ok:
