@@ -2,6 +2,7 @@
 
     python benchmarks/synth.py            # stage timings + projected default run (~1 min)
     python benchmarks/synth.py --full     # + the default benchmark, timed end to end
+    python benchmarks/synth.py --style town   # the same figures for another style
 
 Prints the ray-casting time of a 128 px drone view, the cost of one location (with 8
 drone views, and satellite-only), the default benchmark's wall time projected from
@@ -22,7 +23,7 @@ import numpy as np
 
 from mcgf.synth import SynthConfig, generate_benchmark
 from mcgf.synth.benchmark import default_workers
-from mcgf.synth.camera import OrbitSpec, camera_rays, orbit_poses
+from mcgf.synth.camera import camera_rays, orbit_poses
 from mcgf.synth.location import (
     build_location,
     location_rng,
@@ -30,6 +31,7 @@ from mcgf.synth.location import (
     render_satellite_tile,
 )
 from mcgf.synth.raycast import cast_rays
+from mcgf.synth.style import DEFAULT_STYLE, SynthStyle, load_style
 
 
 def _cpu() -> str:
@@ -52,11 +54,11 @@ def _best(fn, repeat: int = 3) -> float:
     return min(times)
 
 
-def bench_raycast(size: int, locations: int) -> None:
+def bench_raycast(size: int, locations: int, style: SynthStyle = DEFAULT_STYLE) -> None:
     per_view = []
     for number in range(1, locations + 1):
-        loc = build_location(0, number, size)
-        for pose in orbit_poses(8, location_rng(0, number, "views"), OrbitSpec()):
+        loc = build_location(0, number, size, style=style)
+        for pose in orbit_poses(8, location_rng(0, number, "views"), style.orbit()):
             origin, d = camera_rays(pose, size)
             per_view.append(_best(lambda s=loc.scene, o=origin, r=d: cast_rays(s, o, r)))
     ms = 1e3 * float(np.mean(per_view))
@@ -64,18 +66,19 @@ def bench_raycast(size: int, locations: int) -> None:
           f"= {size * size / ms / 1e3:.2f} Mrays/s")
 
 
-def bench_location(size: int, views: int, locations: int, workers: int) -> None:
+def bench_location(size: int, views: int, locations: int, workers: int,
+                   style: SynthStyle = DEFAULT_STYLE) -> None:
     numbers = range(1, locations + 1)
 
     def full() -> None:
         for number in numbers:
-            loc = build_location(0, number, size)
+            loc = build_location(0, number, size, style=style)
             render_satellite_tile(loc, 0, size)
             render_drone_views(loc, 0, views, size)
 
     def sat_only() -> None:
         for number in numbers:
-            render_satellite_tile(build_location(0, number, size, satellite_only=True), 0, size)
+            render_satellite_tile(build_location(0, number, size, satellite_only=True, style=style), 0, size)
 
     t_full, t_sat = _best(full) / locations, _best(sat_only) / locations
     print(f"one location at {size} px: {t_full:.3f} s with {views} drone views, "
@@ -103,11 +106,13 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="also time the default benchmark end to end")
     parser.add_argument("--locations", type=int, default=4)
     parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument("--style", default="default", help="benchmark style: a name or a style .yaml")
     args = parser.parse_args()
+    style = load_style(args.style)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"hardware: {_cpu()}, {os.cpu_count()} CPUs, load average {load:.2f} at start")
-    bench_raycast(128, args.locations)
-    bench_location(128, 8, args.locations, args.workers)
+    print(f"hardware: {_cpu()}, {os.cpu_count()} CPUs, load average {load:.2f} at start; style {style.name}")
+    bench_raycast(128, args.locations, style)
+    bench_location(128, 8, args.locations, args.workers, style)
     if args.full:
         bench_full(args.workers)
 

@@ -16,7 +16,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-SYNTH_KEYS = ("train", "test", "distractors", "extra_distractors", "views", "size", "seed", "query_weather")
+SYNTH_KEYS = ("train", "test", "distractors", "extra_distractors", "views", "size", "seed", "train_size",
+              "style", "query_weather")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -58,29 +59,44 @@ def _conditions(queries: dict | None) -> set[str]:
     return {str(q.get("condition")) for q in (queries or {}).values() if isinstance(q, dict)}
 
 
-def run(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
+def synth_config(cfg: dict[str, Any], where: str) -> tuple[Any, str]:
+    """The validated :class:`~mcgf.synth.SynthConfig` of a config's ``synth`` section and
+    its ``query_weather`` mode; ``synth.style`` is a style name or a style YAML file.
 
+    Raises:
+        UserError: one line naming ``where`` and the bad option.
+    """
+    from mcgf.config import section
+    from mcgf.errors import UserError
+    from mcgf.synth import SynthConfig
+    from mcgf.synth.style import load_style
+
+    synth = section(cfg, "synth", SYNTH_KEYS, where)
+    weather = synth.pop("query_weather", "random")
+    if weather not in ("random", "none"):
+        raise UserError(f"{where}: synth.query_weather must be 'random' or 'none' (got {weather!r})")
+    style = load_style(synth.pop("style", "default"), f"{where}: synth.style")
+    try:
+        config = SynthConfig(**synth, style=style)
+    except TypeError as err:
+        raise UserError(f"{where}: bad synth section: {err}") from None
+    config.validate()
+    return config, weather
+
+
+def run(args: argparse.Namespace) -> int:
     from mcgf.cli.synth import query_weather
-    from mcgf.config import apply_overrides, load_config, section
+    from mcgf.config import apply_overrides, load_config
     from mcgf.data.check import check_dataset, format_report
     from mcgf.errors import UserError
-    from mcgf.synth import SynthConfig, format_summary, generate_benchmark
+    from mcgf.synth import format_summary, generate_benchmark
 
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers must be >= 1 (got {args.workers})")
     where = args.config or "the demo config"
     cfg: dict[str, Any] = load_config(args.config) if args.config else {}
     cfg = apply_overrides(cfg, args.overrides)
-    synth = section(cfg, "synth", SYNTH_KEYS, where)
-    weather = synth.pop("query_weather", "random")
-    if weather not in ("random", "none"):
-        raise UserError(f"{where}: synth.query_weather must be 'random' or 'none' (got {weather!r})")
-    try:
-        config = SynthConfig(**synth)
-    except TypeError as err:
-        raise UserError(f"{where}: bad synth section: {err}") from None
-    config.validate()
+    config, weather = synth_config(cfg, where)
 
     out = Path(args.out)
     data_dir = out / "data"
@@ -88,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     old_config, old_queries = _existing(data_dir)
     weathered = _conditions(old_queries) != {"normal"}
     regenerated = False
-    if not args.regenerate and old_config == asdict(config) and weathered == (weather == "random"):
+    if not args.regenerate and old_config == config.to_dict() and weathered == (weather == "random"):
         print("  an identical benchmark is already there; reusing it (--regenerate to rebuild)")
     else:
         regenerated = True

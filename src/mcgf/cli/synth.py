@@ -28,6 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--views", metavar="N", default="8", help="drone views per location, 1-54 (default 8)")
     parser.add_argument("--size", metavar="PX", default="128", help="image side in pixels, 64-512 (default 128)")
     parser.add_argument("--seed", metavar="S", default="0", help="random seed (default 0)")
+    parser.add_argument("--train-size", metavar="PX", default=None,
+                        help="image side of the train split, 64-512 (default: --size), e.g. a model's "
+                        "input size; the test split keeps --size")
+    parser.add_argument("--style", metavar="NAME|FILE.yaml", default="default",
+                        help="look of the world: a built-in style (default, town) or a YAML file "
+                        "overriding fields of the default style (see docs/synth.md)")
     parser.add_argument("--workers", metavar="W", default=None, help="processes (default: all CPUs)")
     parser.add_argument("--force", action="store_true",
                         help="replace OUT if it holds an earlier output of mcgf synth")
@@ -60,8 +66,11 @@ def query_weather(mode: str, seed: int):  # -> QueryTransform | None
 
 def run(args: argparse.Namespace) -> int:
     from mcgf.synth import SynthConfig, format_summary, generate_benchmark, make_contact_sheet
+    from mcgf.synth.style import load_style
 
-    config = SynthConfig(**{name: _int(args, name) for name in _INT_OPTIONS})
+    train_size = None if args.train_size is None else _int(args, "train_size")
+    config = SynthConfig(**{name: _int(args, name) for name in _INT_OPTIONS}, train_size=train_size,
+                         style=load_style(args.style))
     config.validate()
     workers = None if args.workers is None else _int(args, "workers")
     if workers is not None and workers < 1:

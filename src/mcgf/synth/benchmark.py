@@ -41,7 +41,6 @@ from PIL import Image
 from mcgf import __version__
 from mcgf.errors import UserError
 from mcgf.fileio import replace_dir
-from mcgf.synth.camera import OrbitSpec
 from mcgf.synth.layout import HALF_EXTENT_M
 from mcgf.synth.location import (
     SATELLITE_SIDE_M,
@@ -51,6 +50,7 @@ from mcgf.synth.location import (
     render_satellite_tile,
 )
 from mcgf.synth.names import masked_names
+from mcgf.synth.style import DEFAULT_STYLE, SynthStyle
 
 #: Bumped whenever the same arguments would produce different pixels or layout.
 FORMAT_VERSION = 1
@@ -85,7 +85,8 @@ _LIMITS = {
 @dataclass(frozen=True)
 class SynthConfig:
     """What to generate. Field names match the CLI options (``extra_distractors`` is
-    ``--extra-distractors``)."""
+    ``--extra-distractors``); ``train_size`` is the side of the train split's images
+    (``None``: ``size``), ``style`` the look of the world (see :mod:`mcgf.synth.style`)."""
 
     train: int = 100
     test: int = 100
@@ -94,15 +95,23 @@ class SynthConfig:
     views: int = 8
     size: int = 128
     seed: int = 0
+    train_size: int | None = None
+    style: SynthStyle = DEFAULT_STYLE
 
     def validate(self) -> None:
         """Raise :class:`UserError` naming the first out-of-range option."""
-        for name, (lo, hi) in _LIMITS.items():
+        limits = dict(_LIMITS)
+        if self.train_size is not None:
+            limits["train_size"] = _LIMITS["size"]
+        for name, (lo, hi) in limits.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer):
                 raise UserError(f"--{name.replace('_', '-')} must be an integer (got {value!r})")
             if not lo <= value <= hi:
                 raise UserError(f"--{name.replace('_', '-')} must be between {lo} and {hi} (got {value})")
+        if not isinstance(self.style, SynthStyle):
+            raise UserError(f"--style must be a style (got {self.style!r})")
+        self.style.validate(f"style {self.style.name}")
         total = self.train + self.test + self.distractors + self.extra_distractors
         if total > 9999:
             raise UserError(
@@ -113,6 +122,17 @@ class SynthConfig:
     @property
     def num_locations(self) -> int:
         return self.train + self.test + self.distractors + self.extra_distractors
+
+    def size_of(self, role: str) -> int:
+        """Image side (px) of a location with ``role`` (``train``, ``test``, ...)."""
+        return self.train_size if role == "train" and self.train_size is not None else self.size
+
+    def to_dict(self) -> dict[str, object]:
+        """Every field as JSON-able values (the style in full), as recorded in the metadata."""
+        d = {f: getattr(self, f) for f in ("train", "test", "distractors", "extra_distractors", "views",
+                                           "size", "seed", "train_size")}
+        d = {k: (None if v is None else int(v)) for k, v in d.items()}
+        return {**d, "style": self.style.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -222,8 +242,9 @@ def run_job(job: LocationJob) -> dict[str, object]:
     config: SynthConfig = _STATE["config"]  # type: ignore[assignment]
     root: Path = _STATE["root"]  # type: ignore[assignment]
     transform: QueryTransform | None = _STATE["transform"]  # type: ignore[assignment]
-    loc = build_location(config.seed, job.number, config.size, satellite_only=job.role == "extra")
-    sat, sat_light = render_satellite_tile(loc, config.seed, config.size)
+    size = config.size_of(job.role)
+    loc = build_location(config.seed, job.number, size, satellite_only=job.role == "extra", style=config.style)
+    sat, sat_light = render_satellite_tile(loc, config.seed, size)
     sat_jpg = _encode(sat, "JPEG")
     rel = f"{RELEASE}/train" if job.role == "train" else f"{RELEASE}/test"
     if job.role == "train":
@@ -245,7 +266,7 @@ def run_job(job: LocationJob) -> dict[str, object]:
     }
     if job.role == "extra":
         return meta
-    shots = render_drone_views(loc, config.seed, config.views, config.size)
+    shots = render_drone_views(loc, config.seed, config.views, size)
     views: list[dict[str, object]] = []
     queries: dict[str, dict[str, object]] = {}
     for v, shot in enumerate(shots, 1):
@@ -414,13 +435,15 @@ def _write_indexes(root: Path, config: SynthConfig, jobs: list[LocationJob], ord
         "generator": GENERATOR,
         "format_version": FORMAT_VERSION,
         "mcgf_version": __version__,
-        "config": asdict(config),
+        "config": config.to_dict(),
         "seed": config.seed,
+        "style": {"name": config.style.name, "palette": config.style.colours().to_dict()},
         "geometry": {
             "satellite_side_m": SATELLITE_SIDE_M,
             "scene_side_m": 2 * HALF_EXTENT_M,
             "raster_cell_m": round(raster_cell(config.size), 6),
-            "orbit": asdict(OrbitSpec()),
+            "train_raster_cell_m": round(raster_cell(config.size_of("train")), 6),
+            "orbit": asdict(config.style.orbit()),
             "north_up_satellite": True,
             "heading": "compass bearing of the viewing direction, degrees clockwise from north",
         },
@@ -457,9 +480,10 @@ def _write_indexes(root: Path, config: SynthConfig, jobs: list[LocationJob], ord
 def format_summary(summary: SynthSummary) -> str:
     """Human-readable report of a :class:`SynthSummary`."""
     c = summary.config
+    sizes = f"{c.size} px" if c.size_of("train") == c.size else f"{c.size} px (train split {c.train_size} px)"
     lines = [
         f"synthetic benchmark written to {summary.out_dir}",
-        f"  seed {c.seed}, {c.size} px, {c.views} drone views per location"
+        f"  style {c.style.name}, seed {c.seed}, {sizes}, {c.views} drone views per location"
         + (f", {summary.seconds:.1f} s" if summary.seconds else ""),
         f"  locations: {c.train} train, {c.test} test, {c.distractors} distractors, "
         f"{c.extra_distractors} satellite-only distractors",

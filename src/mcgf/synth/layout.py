@@ -19,6 +19,7 @@ import numpy as np
 
 from mcgf.synth import palette
 from mcgf.synth.shapes import Part, footprint
+from mcgf.synth.style import DEFAULT_STYLE, SynthStyle
 
 #: Half the side of the square of land modelled around each location (m).
 HALF_EXTENT_M = 280.0
@@ -177,10 +178,10 @@ def _pick(rng: np.random.Generator, options: list, p: list[float] | None = None)
     return options[-1]
 
 
-def _floors(rng: np.random.Generator, tall: bool = False) -> int:
+def _floors(rng: np.random.Generator, tall: bool = False, style: SynthStyle = DEFAULT_STYLE) -> int:
     if tall:
         return int(_pick(rng, [4, 5, 6, 7, 8, 10, 12]))
-    return int(_pick(rng, [1, 2, 2, 3, 3, 3, 4, 4, 5, 6, 8]))
+    return int(_pick(rng, list(style.floors)))
 
 
 @dataclass(frozen=True)
@@ -196,10 +197,10 @@ class _Style:
     win_pitch: float
 
 
-def _style(rng: np.random.Generator, floors: int, area: float) -> _Style:
-    floor_h = float(rng.uniform(3.2, 4.0))
+def _style(rng: np.random.Generator, floors: int, area: float, style: SynthStyle = DEFAULT_STYLE) -> _Style:
+    floor_h = float(rng.uniform(*style.floor_height_m))
     small = area < 500
-    roof = str(_pick(rng, ["flat", "gabled", "hipped"], p=[0.35, 0.35, 0.30] if small else [0.7, 0.12, 0.18]))
+    roof = str(_pick(rng, ["flat", "gabled", "hipped"], p=list(style.roofs_small if small else style.roofs_large)))
     if floors <= 1 and rng.random() < 0.4:
         windows = "none"
     else:
@@ -246,16 +247,19 @@ def _place(parts: list[tuple[float, float, float, float, float]], x: float, y: f
 
 
 def make_building(rng: np.random.Generator, x: float, y: float, angle: float,
-                  target: bool = False) -> Building:
-    """A building of a random kind centred at (x, y); the target is larger and taller."""
-    scale = rng.uniform(1.5, 2.1) if target else rng.uniform(0.55, 1.25)
-    kinds = ["courtyard", "L", "T", "U", "tower", "rotunda", "hall", "cross"] if target else \
-        ["rect", "rect", "rect", "rect", "L", "L", "T", "U", "courtyard", "round"]
+                  target: bool = False, style: SynthStyle = DEFAULT_STYLE) -> Building:
+    """A building of a random kind centred at (x, y); the target is larger and taller.
+
+    ``style`` sets the kinds, size, floors and roofs of ordinary buildings; the target
+    keeps its own kinds, size and floors in every style.
+    """
+    scale = rng.uniform(1.5, 2.1) if target else rng.uniform(*style.building_scale)
+    kinds = ["courtyard", "L", "T", "U", "tower", "rotunda", "hall", "cross"] if target else style.kinds_bag()
     kind = str(_pick(rng, kinds))
     a = float(rng.uniform(12, 24) * scale)  # half length
     b = float(rng.uniform(6, 11) * scale)  # half width
-    floors = _floors(rng, tall=target)
-    st = _style(rng, floors, 4 * a * b)
+    floors = _floors(rng, tall=target, style=style)
+    st = _style(rng, floors, 4 * a * b, style)
     p: list[tuple[float, float, float, float, float]]
     shapes: list[str]
     ring_w = 0.0
@@ -414,24 +418,26 @@ def _patch_footprint(patch: Patch) -> tuple[Part, ...]:
     return (Part(shape, patch.cx, patch.cy, patch.angle, patch.hu, patch.hv, 0.0),)
 
 
-def generate_layout(rng: np.random.Generator, half_extent: float = HALF_EXTENT_M) -> Layout:
-    """Draw a complete location from ``rng`` (see the module docstring)."""
+def generate_layout(rng: np.random.Generator, half_extent: float = HALF_EXTENT_M,
+                    style: SynthStyle = DEFAULT_STYLE) -> Layout:
+    """Draw a complete location from ``rng`` (see the module docstring); ``style`` sets
+    the building and vegetation knobs."""
     e = half_extent
     occ = _Occupancy(e)
-    style = str(_pick(rng, ROAD_STYLES))
+    road_style = str(_pick(rng, ROAD_STYLES))
     main_angle = float(_pick(rng, [0.0, rng.uniform(0, np.pi / 2)], [0.3, 0.7]))
 
     target = make_building(rng, float(rng.uniform(-6, 6)), float(rng.uniform(-6, 6)),
-                           main_angle + float(_pick(rng, [0, np.pi / 2])), target=True)
+                           main_angle + float(_pick(rng, [0, np.pi / 2])), target=True, style=style)
     clear = max(np.hypot(p.cx, p.cy) + p.radius for p in target.parts) + 10
 
-    if style == "grid":
+    if road_style == "grid":
         roads = _roads_grid(rng, e, clear + 6, main_angle)
-    elif style == "campus":
+    elif road_style == "campus":
         roads = _roads_campus(rng, e, clear + 6, main_angle)
     else:
         roads = _roads_organic(rng, e, clear + 6)
-    layout = Layout(half_extent=e, road_style=style)
+    layout = Layout(half_extent=e, road_style=road_style)
 
     # Paved forecourt (most often) or just a narrow apron around the target's parts,
     # and footpaths leading away from it.
@@ -453,8 +459,8 @@ def generate_layout(rng: np.random.Generator, half_extent: float = HALF_EXTENT_M
 
     # Grounds first so that they find room, then buildings, then trees in what is left.
     _place_grounds(rng, layout, occ, clear, main_angle)
-    _place_buildings(rng, layout, occ, clear, main_angle)
-    layout.trees = _trees(rng, e, occ, layout.roads)
+    _place_buildings(rng, layout, occ, clear, main_angle, style)
+    layout.trees = _trees(rng, e, occ, layout.roads, style)
     return layout
 
 
@@ -495,7 +501,7 @@ def _place_grounds(rng: np.random.Generator, layout: Layout, occ: _Occupancy, cl
 
 
 def _place_buildings(rng: np.random.Generator, layout: Layout, occ: _Occupancy, clear: float,
-                     main_angle: float) -> None:
+                     main_angle: float, style: SynthStyle = DEFAULT_STYLE) -> None:
     """Other buildings, denser toward the centre where the photos look.
 
     Candidates are drawn in bulk; one whose centre or near surroundings are taken is
@@ -503,19 +509,19 @@ def _place_buildings(rng: np.random.Generator, layout: Layout, occ: _Occupancy, 
     5 m around its centre).
     """
     e = layout.half_extent
-    n_try = int(520 * rng.uniform(0.5, 1.0))
+    n_try = int(520 * style.building_density * rng.uniform(0.5, 1.0))
     in_disk = rng.random(n_try) < 0.6
     rad, ang0 = 170.0 * np.sqrt(rng.random(n_try)), rng.uniform(0, 2 * np.pi, n_try)
     xy = np.where(in_disk[:, None], np.stack([rad * np.cos(ang0), rad * np.sin(ang0)], 1),
                   rng.uniform(-e, e, (n_try, 2)))
     aligned = rng.random(n_try) < 0.75
     angles = np.where(aligned, main_angle + rng.integers(0, 4, n_try) * np.pi / 2, rng.uniform(0, np.pi, n_try))
-    pads = rng.uniform(2.5, 6, n_try)
+    pads = rng.uniform(*style.building_gap_m, n_try)
     ring = ((0.0, 0.0), (5.0, 0.0), (-5.0, 0.0), (0.0, 5.0), (0.0, -5.0))
     for (x, y), ang, pad in zip(xy.tolist(), angles.tolist(), pads.tolist(), strict=True):
         if x * x + y * y < clear * clear or any(occ.taken_at(x + dx, y + dy) for dx, dy in ring):
             continue
-        b = make_building(rng, x, y, ang)
+        b = make_building(rng, x, y, ang, style=style)
         if occ.free(b.parts, pad):
             occ.take(b.parts, pad)
             layout.buildings.append(b)
@@ -538,10 +544,11 @@ def _park_cars(rng: np.random.Generator, lot: Patch, n_stalls: int) -> np.ndarra
     return np.stack([x, y, ang, color], 1).astype(np.float32)
 
 
-def _trees(rng: np.random.Generator, e: float, occ: _Occupancy, roads: list[Road]) -> np.ndarray:
+def _trees(rng: np.random.Generator, e: float, occ: _Occupancy, roads: list[Road],
+           style: SynthStyle = DEFAULT_STYLE) -> np.ndarray:
     """Trees as rows (x, y, radius, top height, tone)."""
     # Clusters: dense where a coarse random field is high.
-    n_cand = int((2 * e) ** 2 / 55)
+    n_cand = int((2 * e) ** 2 / 55 * style.tree_density)
     xy = rng.uniform(-e, e, (n_cand, 2))
     lattice = rng.uniform(-1, 1, (int(2 * e / 45) + 2,) * 2)
     li = np.clip(((xy + e) / 45).astype(int), 0, lattice.shape[0] - 1)
@@ -550,7 +557,7 @@ def _trees(rng: np.random.Generator, e: float, occ: _Occupancy, roads: list[Road
     pts = [xy[keep]]
     # Street trees along some roads.
     for road in roads:
-        if road.kind == "path" or rng.random() < 0.4:
+        if road.kind == "path" or rng.random() < 1 - style.street_trees:
             continue
         spacing = rng.uniform(8, 14)
         off = road.width / 2 + road.sidewalk + 1.2
@@ -565,7 +572,7 @@ def _trees(rng: np.random.Generator, e: float, occ: _Occupancy, roads: list[Road
             pts.append(np.concatenate([base + off * nrm, base - off * nrm], 0))
     xy = np.concatenate(pts, 0)
     n = len(xy)
-    radius = rng.uniform(2.2, 5.0, n)
+    radius = rng.uniform(*style.tree_radius_m, n)
     height = radius * rng.uniform(1.4, 2.6, n) + rng.uniform(1.5, 4.0, n)
     tone = rng.integers(0, len(palette.TREE), n)
     ok = occ.is_free_point(xy[:, 0], xy[:, 1])

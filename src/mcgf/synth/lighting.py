@@ -21,10 +21,14 @@ SUNLIGHT = np.array([0.78, 0.75, 0.68], np.float32)
 
 @dataclass(frozen=True)
 class Sun:
-    """Direction toward the sun: azimuth clockwise from north, elevation above the horizon."""
+    """Direction toward the sun: azimuth clockwise from north, elevation above the horizon;
+    with the sky light (``ambient``, × :data:`AMBIENT`) and the share of direct light a
+    cast shadow removes (``shadow``, 0–1)."""
 
     azimuth_deg: float
     elevation_deg: float
+    ambient: float = 1.0
+    shadow: float = 1.0
 
     def vector(self) -> np.ndarray:
         """Unit vector toward the sun in the scene frame (x east, y north, z up)."""
@@ -32,9 +36,23 @@ class Sun:
         return np.array([np.sin(az) * np.cos(el), np.cos(az) * np.cos(el), np.sin(el)], np.float32)
 
 
-def random_sun(rng: np.random.Generator) -> Sun:
-    """A daytime sun of any azimuth, 35–65° high."""
-    return Sun(float(rng.uniform(0, 360)), float(rng.uniform(35, 65)))
+def random_sun(rng: np.random.Generator, azimuth_deg: tuple[float, float] = (0.0, 360.0),
+               elevation_deg: tuple[float, float] = (35.0, 65.0), ambient: float = 1.0,
+               shadow: float = 1.0) -> Sun:
+    """A daytime sun drawn uniformly from the ranges (default: any azimuth, 35–65° high)."""
+    return Sun(float(rng.uniform(*azimuth_deg)), float(rng.uniform(*elevation_deg)), ambient, shadow)
+
+
+def sky_light(sun: Sun) -> np.ndarray:
+    """The ambient RGB light under ``sun``."""
+    return AMBIENT if sun.ambient == 1.0 else (AMBIENT * np.float32(sun.ambient)).astype(np.float32)
+
+
+def soften_shadow(lit: np.ndarray, sun: Sun) -> np.ndarray:
+    """Direct-light factor after a shadow of strength ``sun.shadow`` (unchanged at 1)."""
+    if sun.shadow == 1.0:  # skip the arithmetic so that full shadows stay bit-identical
+        return lit
+    return (1.0 - np.float32(sun.shadow) * (1.0 - lit)).astype(np.float32)
 
 
 def shadow_map(scene: Scene, sun: Sun, bias_m: float = 0.3) -> np.ndarray:
@@ -113,7 +131,7 @@ def shade_top(scene: Scene, sun: Sun) -> np.ndarray:
     gx, gy = scene.grad[..., 0], scene.grad[..., 1]
     norm = np.sqrt(gx * gx + gy * gy + 1.0)
     cos = np.clip((-gx * s[0] - gy * s[1] + s[2]) / norm, 0.0, 1.0)
-    lit = shadow_map(scene, sun)
+    lit = soften_shadow(shadow_map(scene, sun), sun)
     ao = ambient_occlusion(scene)
-    light = AMBIENT * ao[..., None] + SUNLIGHT * (cos * lit)[..., None]
+    light = sky_light(sun) * ao[..., None] + SUNLIGHT * (cos * lit)[..., None]
     return (scene.albedo * light).astype(np.float32)

@@ -26,6 +26,7 @@ from mcgf.synth.render import (
     render_satellite,
 )
 from mcgf.synth.scene import Scene, grid_size, rasterize
+from mcgf.synth.style import DEFAULT_STYLE, SynthStyle
 
 #: Ground side covered by a satellite tile (m).
 SATELLITE_SIDE_M = 180.0
@@ -60,22 +61,32 @@ class Location:
     sun: Sun
     shaded: np.ndarray
     pyramid: TopPyramid = field(repr=False)
+    style: SynthStyle = DEFAULT_STYLE
 
 
-def build_location(seed: int, number: int, size: int, satellite_only: bool = False) -> Location:
-    """Generate and rasterise location ``number`` for images of ``size`` px.
+def shadow_margin(style: SynthStyle = DEFAULT_STYLE) -> float:
+    """Margin (m) around a satellite-only raster: the longest shadow of a 50 m building
+    under the style's lowest sun, and never less than :data:`SHADOW_MARGIN_M`."""
+    return max(SHADOW_MARGIN_M, 50.0 / float(np.tan(np.radians(min(style.sun_elevation_deg)))))
+
+
+def build_location(seed: int, number: int, size: int, satellite_only: bool = False,
+                   style: SynthStyle = DEFAULT_STYLE) -> Location:
+    """Generate and rasterise location ``number`` for images of ``size`` px in ``style``.
 
     With ``satellite_only`` only the tile and a margin for shadows cast into it are
     rasterised (several times faster; the tile is the same up to rare pixels).
     """
-    layout = generate_layout(location_rng(seed, number, "layout"), HALF_EXTENT_M)
+    layout = generate_layout(location_rng(seed, number, "layout"), HALF_EXTENT_M, style)
     cell = raster_cell(size)
     crop = round(SATELLITE_SIDE_M / cell)
-    half = SATELLITE_SIDE_M / 2 + SHADOW_MARGIN_M if satellite_only else HALF_EXTENT_M
-    scene = rasterize(layout, cell, grid_size(half, cell, crop), location_rng(seed, number, "texture"))
-    sun = random_sun(location_rng(seed, number, "sun"))
+    half = min(SATELLITE_SIDE_M / 2 + shadow_margin(style), HALF_EXTENT_M) if satellite_only else HALF_EXTENT_M
+    scene = rasterize(layout, cell, grid_size(half, cell, crop), location_rng(seed, number, "texture"),
+                      style.colours(), style.dry_grass)
+    sun = random_sun(location_rng(seed, number, "sun"), style.sun_azimuth_deg, style.sun_elevation_deg,
+                     style.ambient, style.shadow_strength)
     shaded = shade_top(scene, sun)
-    return Location(number, layout, scene, sun, shaded, TopPyramid(shaded))
+    return Location(number, layout, scene, sun, shaded, TopPyramid(shaded), style)
 
 
 def render_satellite_tile(loc: Location, seed: int, size: int) -> tuple[np.ndarray, ViewLighting]:
@@ -95,9 +106,10 @@ class DroneShot:
 
 def render_drone_views(loc: Location, seed: int, n_views: int, size: int,
                        orbit: OrbitSpec | None = None, supersample: int = 1) -> list[DroneShot]:
-    """The ``n_views`` orbit photos of the location, first (highest) first."""
+    """The ``n_views`` orbit photos of the location, first (highest) first; the orbit is
+    the location's style's unless given."""
     rng = location_rng(seed, loc.number, "views")
-    poses = orbit_poses(n_views, rng, orbit or OrbitSpec())
+    poses = orbit_poses(n_views, rng, orbit or loc.style.orbit())
     lights = [random_view_lighting(rng) for _ in poses]
     return [
         DroneShot(render_drone(loc.scene, loc.pyramid, loc.sun, pose, size, light, supersample), pose, light)

@@ -24,7 +24,7 @@ import numpy as np
 
 from mcgf.synth import palette
 from mcgf.synth.camera import Pose, camera_rays
-from mcgf.synth.lighting import AMBIENT, SUNLIGHT, Sun, sun_visibility
+from mcgf.synth.lighting import SUNLIGHT, Sun, sky_light, soften_shadow, sun_visibility
 from mcgf.synth.palette import Material
 from mcgf.synth.patterns import box_filtered_wave
 from mcgf.synth.raycast import SKY, TOP, WALL, cast_rays
@@ -171,8 +171,9 @@ def _wall_colors(scene: Scene, sun: Sun, pts: np.ndarray, normal: np.ndarray, pa
     lit = np.zeros(len(pts), np.float32)
     sunward = cos > 0
     lit[sunward] = sun_visibility(scene, sun, pts[sunward] + normal[sunward] * 0.3)
+    lit = soften_shadow(lit, sun)
     ground_ao = 0.72 + 0.28 * np.clip(z / 4.0, 0.0, 1.0)
-    light = AMBIENT * 0.85 * ground_ao[:, None] + SUNLIGHT * (cos * lit)[:, None]
+    light = sky_light(sun) * 0.85 * ground_ao[:, None] + SUNLIGHT * (cos * lit)[:, None]
     return (albedo * light).astype(np.float32)
 
 

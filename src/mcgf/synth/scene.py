@@ -21,7 +21,7 @@ import numpy as np
 from mcgf.synth import palette
 from mcgf.synth.layout import Layout, Patch, Road
 from mcgf.synth.noise import fractal_noise, lattice_noise
-from mcgf.synth.palette import Material
+from mcgf.synth.palette import DEFAULT_PALETTE, Material, Palette
 from mcgf.synth.patterns import box_filtered_band, box_filtered_wave
 from mcgf.synth.shapes import WINDOW_STYLES, footprint, roof_height
 
@@ -90,8 +90,9 @@ def grid_size(half_extent: float, cell: float, crop: int) -> int:
 class _Canvas:
     """Mutable maps being painted, with helpers to address a window in metres."""
 
-    def __init__(self, cell: float, n: int) -> None:
+    def __init__(self, cell: float, n: int, colours: Palette = DEFAULT_PALETTE) -> None:
         self.c, self.n = cell, n
+        self.pal = colours
         centers = (np.arange(n) + 0.5) * cell
         self.xs = (centers - n * cell / 2).astype(np.float32)
         self.ys = (n * cell / 2 - centers).astype(np.float32)
@@ -147,14 +148,14 @@ def _coverage(signed_dist: np.ndarray, cell: float) -> np.ndarray:
     return np.clip(0.5 - signed_dist / cell, 0.0, 1.0)
 
 
-def _paint_ground(cv: _Canvas, rng: np.random.Generator, field_extent: float) -> np.ndarray:
+def _paint_ground(cv: _Canvas, rng: np.random.Generator, field_extent: float, dry_grass: float = 0.7) -> np.ndarray:
     broad = fractal_noise(rng, field_extent, 60.0, cv.xs, cv.ys, octaves=3)
     dry = fractal_noise(rng, field_extent, 25.0, cv.xs, cv.ys, octaves=2)
     fine = lattice_noise(rng, field_extent, 2.5, cv.xs, cv.ys)
-    g0, g1, g2 = palette.GRASS
+    g0, g1, g2 = cv.pal.grass
     t = np.clip(broad * 0.9 + 0.5, 0, 1)[..., None]
     grass = g0 * (1 - t) + g1 * t
-    d = np.clip(dry * 1.6 - 0.5, 0, 1)[..., None] * 0.7
+    d = np.clip(dry * 1.6 - 0.5, 0, 1)[..., None] * dry_grass
     cv.albedo[...] = (grass * (1 - d) + g2 * d) * (1 + 0.08 * fine[..., None])
     return fine
 
@@ -177,29 +178,29 @@ def _paint_patch(cv: _Canvas, p: Patch, fine: np.ndarray) -> None:
     f = fine[win][..., None]
     if p.kind == "plaza":
         tiles = 1 - 0.06 * np.maximum(box_filtered_wave(u, 6.0, 0.08, fw), box_filtered_wave(v, 6.0, 0.08, fw))
-        cv.paint(win, _coverage(sd, cv.c), palette.PLAZA * tiles[..., None] * (1 + 0.04 * f), Material.PAVEMENT)
+        cv.paint(win, _coverage(sd, cv.c), cv.pal.plaza * tiles[..., None] * (1 + 0.04 * f), Material.PAVEMENT)
     elif p.kind == "parking":
-        cv.paint(win, _coverage(sd, cv.c), palette.PARKING_ASPHALT * (1 + 0.05 * f), Material.PARKING)
+        cv.paint(win, _coverage(sd, cv.c), cv.pal.parking * (1 + 0.05 * f), Material.PARKING)
         stalls = box_filtered_wave(u + 1.3 + 0.06, 2.6, 0.12 / 2.6, fw) * (np.abs(v) > p.hv - 5.2)
         edge = box_filtered_band(np.abs(v), p.hv - 5.3, p.hv - 5.1, fw)
         lines = np.clip(stalls + edge, 0, 1) * (sd < -0.5)
         cv.paint(win, lines * 0.85, palette.MARKING_WHITE)
     elif p.kind == "water":
-        cv.paint(win, _coverage(sd + 2.5 * fine[win], cv.c), palette.WATER * (1 + 0.05 * f), Material.WATER)
+        cv.paint(win, _coverage(sd + 2.5 * fine[win], cv.c), cv.pal.water * (1 + 0.05 * f), Material.WATER)
     elif p.kind == "dirt":
-        cv.paint(win, _coverage(sd + 2.0 * fine[win], cv.c), palette.DIRT * (1 + 0.1 * f), Material.DIRT)
+        cv.paint(win, _coverage(sd + 2.0 * fine[win], cv.c), cv.pal.dirt * (1 + 0.1 * f), Material.DIRT)
     elif p.kind == "field":
         stripes = 1 + 0.07 * (box_filtered_wave(u, 10.0, 0.5, fw) - 0.5)
-        cv.paint(win, _coverage(sd, cv.c), palette.FIELD * stripes[..., None], Material.FIELD)
+        cv.paint(win, _coverage(sd, cv.c), cv.pal.field * stripes[..., None], Material.FIELD)
         lines = np.maximum(box_filtered_band(sd, -3.2, -2.9, fw), box_filtered_band(np.abs(u), 0, 0.15, fw))
         circle = box_filtered_band(np.abs(np.hypot(u, v) - 8.0), 0, 0.15, fw)
         cv.paint(win, np.maximum(lines, circle) * (sd < -2.5) * 0.9, palette.MARKING_WHITE)
     elif p.kind == "track":
-        cv.paint(win, _coverage(sd, cv.c), palette.TRACK * (1 + 0.04 * f), Material.TRACK)
+        cv.paint(win, _coverage(sd, cv.c), cv.pal.track * (1 + 0.04 * f), Material.TRACK)
         inner = (np.sqrt((u / (p.hu - 8)) ** 2 + (v / (p.hv - 8)) ** 2) - 1) * (min(p.hu, p.hv) - 8)
         lanes = box_filtered_wave(sd, 1.25, 0.1, fw) * (sd < 0) * (inner > 0) * 0.5
         cv.paint(win, lanes, palette.MARKING_WHITE)
-        cv.paint(win, _coverage(inner, cv.c), palette.FIELD, Material.FIELD)
+        cv.paint(win, _coverage(inner, cv.c), cv.pal.field, Material.FIELD)
 
 
 def _segment_fields(x: np.ndarray, y: np.ndarray, a: np.ndarray, b: np.ndarray
@@ -262,10 +263,10 @@ def _paint_roads(cv: _Canvas, roads: list[Road], fine: np.ndarray) -> None:
     f = fine.reshape(-1)[cells][:, None]
     is_path = kind == 2
     side = _coverage(d - hw - walk[r], cv.c) * (~is_path)
-    cv.paint_cells(cells, side, palette.PAVEMENT * (1 + 0.04 * f), Material.PAVEMENT)
-    cv.paint_cells(cells, _coverage(d - hw, cv.c) * is_path, palette.PLAZA * (1 + 0.04 * f), Material.PAVEMENT)
+    cv.paint_cells(cells, side, cv.pal.pavement * (1 + 0.04 * f), Material.PAVEMENT)
+    cv.paint_cells(cells, _coverage(d - hw, cv.c) * is_path, cv.pal.plaza * (1 + 0.04 * f), Material.PAVEMENT)
     asphalt = _coverage(d - hw, cv.c) * (~is_path)
-    cv.paint_cells(cells, asphalt, palette.ASPHALT * (1 + 0.06 * f), Material.ROAD)
+    cv.paint_cells(cells, asphalt, cv.pal.asphalt * (1 + 0.06 * f), Material.ROAD)
 
     fw = cv.c
     single = on_asphalt.reshape(-1)[cells] <= 1
@@ -363,7 +364,7 @@ def _paint_trees(cv: _Canvas, trees: np.ndarray, rng: np.random.Generator, field
     # Crowns: a tone per tree, leafy speckle, darker rims.
     leaf = lattice_noise(rng, field_extent, 1.2, cv.xs, cv.ys).reshape(-1)[cells]
     shade = (0.8 + 0.25 * q[winners] + 0.18 * leaf)[:, None]
-    cv.albedo.reshape(-1, 3)[cells] = np.stack(palette.TREE)[tone[item[winners]].astype(int)] * shade
+    cv.albedo.reshape(-1, 3)[cells] = cv.pal.trees[tone[item[winners]].astype(int)] * shade
 
 
 def _paint_buildings(cv: _Canvas, layout: Layout, fine: np.ndarray) -> PartTable:
@@ -375,7 +376,7 @@ def _paint_buildings(cv: _Canvas, layout: Layout, fine: np.ndarray) -> PartTable
     for bi, b in enumerate(layout.buildings):
         for p in b.parts:
             pid += 1
-            rows_rgb.append(palette.WALLS[p.wall_color])
+            rows_rgb.append(cv.pal.walls[p.wall_color])
             wall_h.append(p.wall_h)
             floor_h.append(p.floor_h)
             pitch.append(p.win_pitch)
@@ -393,7 +394,7 @@ def _paint_buildings(cv: _Canvas, layout: Layout, fine: np.ndarray) -> PartTable
             write = mask & ((cv.part[win] == 0) | (z >= cv.height[win]))
             if not write.any():
                 continue
-            base = palette.ROOFS[p.roof_color]
+            base = cv.pal.roofs[p.roof_color]
             tint = 1 + 0.07 * fine[win]
             if p.roof == "flat":
                 # Parapet rim and a slightly weathered membrane.
@@ -416,15 +417,18 @@ def _paint_buildings(cv: _Canvas, layout: Layout, fine: np.ndarray) -> PartTable
     )
 
 
-def rasterize(layout: Layout, cell: float, n: int, rng: np.random.Generator) -> Scene:
-    """Paint ``layout`` on an ``n`` × ``n`` grid of ``cell`` metres centred on the origin.
+def rasterize(layout: Layout, cell: float, n: int, rng: np.random.Generator,
+              colours: Palette = DEFAULT_PALETTE, dry_grass: float = 0.7) -> Scene:
+    """Paint ``layout`` on an ``n`` × ``n`` grid of ``cell`` metres centred on the origin,
+    in the colours of ``colours``; ``dry_grass`` (0–1) is how far the driest grass
+    patches turn to the dry tone.
 
     ``rng`` drives the texture noise only (the layout is already fixed); its draws do
     not depend on ``cell`` or ``n``, so textures match across raster sizes and a smaller
     grid is an exact crop of a larger one (up to objects reaching in from outside).
     """
-    cv = _Canvas(cell, n)
-    fine = _paint_ground(cv, rng, layout.half_extent)
+    cv = _Canvas(cell, n, colours)
+    fine = _paint_ground(cv, rng, layout.half_extent, dry_grass)
     for patch in layout.patches:
         _paint_patch(cv, patch, fine)
     _paint_roads(cv, layout.roads, fine)
