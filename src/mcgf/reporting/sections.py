@@ -138,7 +138,8 @@ def invariance_block(mf: MetricsFile) -> list[str]:
                 "recognises, 'all' the accuracy. Near the chance line: the embedding does not "
                 "encode the weather.", "meta"),
             '<div class="charts">' + "".join(charts) + "</div>"]
-    body += [html.note(str(n)) for n in section.get("notes", [])]
+    notes = section.get("notes")
+    body += [html.note(str(n)) for n in notes] if isinstance(notes, list) else []
     return body
 
 
