@@ -123,6 +123,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-match", choices=("zero", "exclude"), default="zero",
                         help="queries without a true match: count as 0 (public script, default) "
                              "or exclude from the means; counted either way")
+    probes = parser.add_argument_group("weather-invariance probes (on when two or more conditions "
+                                       "are evaluated with drone->satellite)")
+    probes.add_argument("--no-probes", action="store_true",
+                        help="skip the clean-weathered cosine and the condition probe")
+    probes.add_argument("--probe-folds", default="5",
+                        help="folds of the condition probe, split by location (default 5)")
+    probes.add_argument("--probe-seed", default="0",
+                        help="seed of the probe's folds and image sample (default 0)")
     parser.add_argument("--on-bad-image", choices=("stop", "skip"), default="stop",
                         help="unreadable image: stop (default) or leave it out and count it")
     add_embedder_options(parser)
@@ -158,7 +166,23 @@ def _weather_conditions(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _probes(args: argparse.Namespace, conditions: list[Any] | None,
+            directions: list[str]) -> tuple[Any, str]:
+    """The invariance probes the options ask for (or ``None``) and why they are off."""
+    from mcgf.evaluation.probes import InvarianceProbes
+
+    folds = int_option(args.probe_folds, "--probe-folds", 2)
+    seed = int_option(args.probe_seed, "--probe-seed", 0)
+    if args.no_probes or not conditions or len(conditions) < 2:
+        return None, ""
+    if "drone->satellite" not in directions:
+        return None, ("invariance probes skipped: they look at test/query_drone, which only "
+                      "the d2s direction evaluates")
+    return InvarianceProbes(folds=folds, seed=seed), ""
+
+
 def run(args: argparse.Namespace) -> int:
+    from mcgf.evaluation.probes import summary_line
     from mcgf.evaluation.report import markdown_table, write_report
     from mcgf.evaluation.university import (
         evaluate_university,
@@ -180,11 +204,13 @@ def run(args: argparse.Namespace) -> int:
         conditions = on_the_fly_conditions(names, seed, args.dark_variant)
         weather = {"mode": "on-the-fly", "conditions": names, "seed": seed,
                    "dark_variant": args.dark_variant}
+    probes, probe_note = _probes(args, conditions, directions)
     embedder = embedder_from_args(args)
     options = extract_options_from_args(args, args.out, on_bad_image=args.on_bad_image)
     log = None if args.quiet else print
     rows = evaluate_university(args.data, embedder, directions=directions, conditions=conditions,
-                               options=options, no_match=args.no_match, log=log)
+                               options=options, no_match=args.no_match, log=log, tap=probes,
+                               tap_folders=("query_drone",) if probes is not None else ())
     results = [{"condition": r.condition, "direction": r.direction, "metrics": r.metrics} for r in rows]
     report: dict[str, Any] = {
         "protocol": "university-wx" if conditions else "university-1652",
@@ -198,7 +224,16 @@ def run(args: argparse.Namespace) -> int:
         report["weather"] = weather
         report["mean"] = [{"condition": r.condition, "direction": r.direction, "metrics": r.metrics}
                           for r in mean_over_conditions(rows)]
+    section = probes.result() if probes is not None else None
+    if section is not None:
+        report["invariance"] = section
     json_path, md_path = write_report(args.out, report)
     print(markdown_table(results + report.get("mean", [])), end="")
+    if section is not None:
+        print(summary_line(section))
+        for note in section["notes"]:
+            print(f"note: {note}")
+    elif probe_note:
+        print(f"note: {probe_note}")
     print(f"wrote {json_path} and {md_path}")
     return 0

@@ -41,6 +41,30 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def invariance_markdown(section: dict[str, Any]) -> str:
+    """The ``invariance`` section as a short Markdown table and a line about the probe."""
+    lines = [f"## Weather invariance ({section.get('folder', '')}, {section.get('images', '–')} images)", "",
+             "| condition | cosine clean–weathered | baseline other locations | normalised | probe recall % |",
+             "|---|---:|---:|---:|---:|"]
+    for row in section.get("per_condition", []):
+        lines.append("| " + " | ".join([
+            str(row.get("condition")), _cell(row.get("cosine"), "{:.3f}"),
+            _cell(row.get("baseline"), "{:.3f}"), _cell(row.get("normalised"), "{:.3f}"),
+            _cell(row.get("probe_recall"), "{:.1f}")]) + " |")
+    lines.append("")
+    probe = section.get("probe")
+    if probe:
+        lines.append(f"Condition probe (linear, {probe['folds']} folds split by location, "
+                     f"{probe['n']} samples): accuracy {probe['accuracy']:.1f} ± "
+                     f"{probe['accuracy_std']:.1f} % (chance {probe['chance']:.1f} %). Lower is "
+                     "more invariant.")
+    lines += [f"Note: {n}" for n in section.get("notes", [])]
+    lines.append("normalised = (cosine − baseline) / (1 − baseline): 1 when weather leaves the "
+                 "embedding unchanged, 0 when it is no closer to its clean image than to other "
+                 "locations.")
+    return "\n".join(lines) + "\n"
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """The whole Markdown report: a header naming the run and the results table."""
     lines = [f"# Evaluation: {report.get('protocol', '')}", ""]
@@ -53,6 +77,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "convention: Recall@11 for the 951-tile gallery). AP uses the trapezoid rule. "
         "Metrics in percent."
     )
+    if isinstance(report.get("invariance"), dict):
+        lines += ["", invariance_markdown(report["invariance"])]
     return "\n".join(lines) + "\n"
 
 

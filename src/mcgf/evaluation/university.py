@@ -37,6 +37,9 @@ DIRECTIONS: dict[str, tuple[str, str]] = {
 #: Folders whose images are drone views (weather applies to them only).
 DRONE_FOLDERS = frozenset({"query_drone", "gallery_drone"})
 CLEAN = "clean"
+#: Receives ``(condition, folder, records, features)`` of the folders a caller taps
+#: (see :func:`evaluate_university`); ``condition`` is :data:`CLEAN` for clean images.
+FeatureTap = Callable[[str, str, Sequence[ImageRecord], FeatureSet], None]
 #: The community's order of the ten weather conditions (normal first, composites last).
 COMMUNITY_ORDER: tuple[str, ...] = (
     "normal", "fog", "rain", "snow", "dark", "light", "fog_rain", "fog_snow", "rain_snow", "wind",
@@ -128,6 +131,8 @@ def evaluate_university(
     options: ExtractOptions | None = None,
     no_match: str = "zero",
     log: Callable[[str], None] | None = None,
+    tap: FeatureTap | None = None,
+    tap_folders: Sequence[str] = (),
 ) -> list[EvaluationRow]:
     """Evaluate ``embedder`` on the University-1652 test split under ``root``.
 
@@ -139,6 +144,12 @@ def evaluate_university(
         options: feature extraction settings.
         no_match: policy for queries without a true match (``"zero"`` or ``"exclude"``).
         log: receives one line per finished row.
+        tap: receives the features of every folder in ``tap_folders``: the clean ones
+            first (condition :data:`CLEAN`, computed even when no condition uses them),
+            then each condition's once, as they are extracted — so a caller can analyse
+            them (e.g. :mod:`mcgf.evaluation.probes`) without a second pass. A tapped
+            folder that no evaluated direction uses is only seen clean.
+        tap_folders: test folder names (e.g. ``("query_drone",)``).
 
     Returns:
         One row per (condition, direction), conditions in the given order.
@@ -157,6 +168,10 @@ def evaluate_university(
                                           transform=None, transform_id="", desc=name)
         return clean_cache[name]
 
+    tapped = set(tap_folders) if tap is not None else set()
+    for name in tap_folders if tap is not None else ():
+        tap(CLEAN, name, data.folder("test", name).records(), clean(name)[0])
+
     rows: list[EvaluationRow] = []
     for cond in conds:
         for direction in directions:
@@ -164,15 +179,20 @@ def evaluate_university(
             sides = []
             for name in (qname, gname):
                 if name in cond.folders:
-                    sides.append(_features(cond.folders[name], embedder, opts, view=view_of(name),
+                    folder = cond.folders[name]
+                    sides.append(_features(folder, embedder, opts, view=view_of(name),
                                            transform=None,
                                            transform_id="", desc=f"{cond.name}/{name}"))
                 elif cond.transform is not None and name in DRONE_FOLDERS:
-                    sides.append(_features(data.folder("test", name), embedder, opts, view=view_of(name),
+                    folder = data.folder("test", name)
+                    sides.append(_features(folder, embedder, opts, view=view_of(name),
                                            transform=cond.transform, transform_id=cond.transform_id,
                                            desc=f"{cond.name}/{name}"))
                 else:
+                    folder = data.folder("test", name)
                     sides.append(clean(name))
+                if name in tapped and tap is not None:
+                    tap(cond.name, name, folder.records(), sides[-1][0])
             metrics = evaluate_direction(sides[0], sides[1], no_match=no_match)
             rows.append(EvaluationRow(cond.name, direction, metrics))
             if log is not None:

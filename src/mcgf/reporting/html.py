@@ -16,7 +16,7 @@ STYLE = """
 body{font-family:system-ui,sans-serif;margin:0 auto;max-width:1180px;padding:0 16px 48px;
 color:#222;background:#fafafa}
 h1{font-size:1.5em;margin:20px 0 4px}h2{font-size:1.2em;margin-top:34px;border-bottom:1px solid #ccc}
-h3{font-size:1em;margin:18px 0 6px}
+h3{font-size:1em;margin:18px 0 6px}h4{font-size:.95em;margin:14px 0 4px}
 table{border-collapse:collapse;font-size:13px;margin:6px 0 12px}
 td,th{border:1px solid #d0d0d0;padding:3px 8px}th{background:#eee}td.num{text-align:right}
 figure{margin:8px 0 18px}figcaption{font-size:12px;color:#555;max-width:900px}

@@ -91,6 +91,58 @@ def _num(value: Any) -> float | None:
     return v if math.isfinite(v) else None
 
 
+def invariance_charts(mf: MetricsFile) -> list[str]:
+    """Bars of the ``invariance`` section of ``metrics.json`` (written by ``mcgf evaluate``
+    since the weather-invariance probes exist): per condition the clean–weathered cosine
+    beside its other-location baseline, and the condition probe's recall per condition
+    and overall accuracy against the chance line. Empty for files without the section."""
+    section = mf.report.get("invariance")
+    if not isinstance(section, dict):
+        return []
+    rows = [r for r in section.get("per_condition", []) if isinstance(r, dict)]
+    out = []
+    if rows:
+        cats = [str(r.get("condition")) for r in rows]
+        out.append(bar_chart(cats, {"clean–weathered": [_num(r.get("cosine")) for r in rows],
+                                    "other locations": [_num(r.get("baseline")) for r in rows]},
+                             title=f"cosine to the clean embedding ({section.get('folder', '?')})",
+                             y_label="cosine", y_max=1.0, width=560, height=250))
+    probe = section.get("probe")
+    if isinstance(probe, dict) and _num(probe.get("accuracy")) is not None:
+        cats = [str(r.get("condition")) for r in rows if _num(r.get("probe_recall")) is not None]
+        values = [_num(r.get("probe_recall")) for r in rows if _num(r.get("probe_recall")) is not None]
+        chance = _num(probe.get("chance"))
+        out.append(bar_chart(
+            [*cats, "all"], {"probe": [*values, _num(probe.get("accuracy"))]},
+            title=f"condition probe: {probe['accuracy']:.1f} ± {_num(probe.get('accuracy_std')) or 0:.1f} %"
+                  f" ({probe.get('folds', '?')} folds by location)",
+            y_label="recall / accuracy %", y_max=100.0, width=560, height=250,
+            references=[(chance, f"chance {chance:.0f} %")] if chance is not None else ()))
+    return out
+
+
+def invariance_block(mf: MetricsFile) -> list[str]:
+    """The charts of :func:`invariance_charts` with how to read them (nothing without the
+    section)."""
+    charts = invariance_charts(mf)
+    section = mf.report.get("invariance")
+    if not charts or not isinstance(section, dict):
+        return []
+    body = [f"<h4>Weather invariance of {html.text(str(section.get('folder', '?')))} embeddings</h4>",
+            html.paragraph(
+                "Left: mean cosine between each image's clean embedding and its embedding under "
+                "the condition, beside the mean cosine of the weathered embedding to the clean "
+                "embeddings of all other locations (how similar unrelated places are). Right: "
+                "a linear classifier predicting the condition from the embedding, cross-validated "
+                "with folds split by location; bars are the share of each condition's images it "
+                "recognises, 'all' the accuracy. Near the chance line: the embedding does not "
+                "encode the weather.", "meta"),
+            '<div class="charts">' + "".join(charts) + "</div>"]
+    notes = section.get("notes")
+    body += [html.note(str(n)) for n in notes] if isinstance(notes, list) else []
+    return body
+
+
 def metrics_section(metrics: Sequence[MetricsFile]) -> list[str]:
     """Tables and bars of every metrics file (the primary one first)."""
     if not metrics:
@@ -102,6 +154,7 @@ def metrics_section(metrics: Sequence[MetricsFile]) -> list[str]:
         body.append(html.paragraph(metrics_description(mf), "meta"))
         body.append(metrics_table(mf))
         body.append('<div class="charts">' + "".join(weather_bars(mf)) + "</div>")
+        body += invariance_block(mf)
     body.append(html.paragraph("Metrics in percent. R@top1% is the CMC at 0-based index "
                                "round(0.01·|gallery|) (the public script's convention); AP uses "
                                "the trapezoid rule.", "meta"))

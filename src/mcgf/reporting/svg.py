@@ -141,6 +141,7 @@ def bar_chart(
     y_max: float | None = None,
     width: int = 640,
     height: int = 260,
+    references: Sequence[tuple[float, str]] = (),
 ) -> str:
     """Grouped vertical bars: one group per category, one bar per series.
 
@@ -150,6 +151,8 @@ def bar_chart(
         title, y_label: text.
         y_max: top of the value axis (default: a round number above the largest value).
         width, height: SVG size in px.
+        references: ``(value, label)`` horizontal dashed lines across the bars (e.g. a
+            chance level), each a ``<line class="reference">`` with ``data-value``.
 
     Returns:
         An ``<svg>`` element. Each bar is a ``<rect class="bar">`` carrying
@@ -189,6 +192,13 @@ def bar_chart(
         else:
             out.append(f'<text x="{cx:.1f}" y="{cy + 2:.1f}" text-anchor="middle" '
                        f'style="{FONT}">{escape(cat)}</text>')
+    for value, label in references:  # drawn over the bars so that it stays visible
+        y = frame.y(float(value))
+        out.append(f'<line class="reference" x1="{frame.left:.1f}" y1="{y:.2f}" '
+                   f'x2="{frame.left + frame.width:.1f}" y2="{y:.2f}" stroke="#222" '
+                   f'stroke-dasharray="5,3" data-value="{float(value):.6g}"/>')
+        out.append(f'<text x="{frame.left + 4:.1f}" y="{y - 3:.2f}" '
+                   f'style="{FONT}">{escape(label)}</text>')
     if len(names) > 1:
         out += _legend(names, frame.left + frame.width + 14, frame.top + 8)
     out.append("</svg>")
