@@ -190,6 +190,17 @@ def parse_run_config(config: Mapping[str, Any], where: str) -> RunConfig:
     if not isinstance(model, dict):
         raise UserError(f"{where}: 'model' must be a mapping of create_model options")
     model = {"name": "mcgf", **model}
+    from mcgf.models.model_registry import with_current_defaults
+
+    # Options whose absence in a saved config means a legacy value are written out.
+    name = str(model["name"])
+    model = {"name": name, **with_current_defaults(name, {k: v for k, v in model.items() if k != "name"})}
+    if name == "mcgf":
+        from mcgf.models.restoration import CONDITIONS
+
+        cond = model.get("restoration_condition")
+        _check(cond in CONDITIONS, where, "model.restoration_condition", cond,
+               " or ".join(f"'{c}'" for c in CONDITIONS))
 
     _check(bool(data.root), where, "data.root", data.root, "the University-1652 folder")
     # BatchNorm in the head needs at least two satellite tiles per batch.
