@@ -173,3 +173,28 @@ def test_encoder_gradient_norm_matches_the_gradient_of_the_weighted_term() -> No
     norms = encoder_gradient_norms(terms, [w], {"a": 0.5})
     assert norms == {"grad_encoder_a": pytest.approx(2.5), "grad_encoder_b": 0.0}
     assert w.grad is None  # nothing accumulated
+
+
+def test_cli_restoration_only_validation_logs_psnr_and_ssim(root: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import yaml
+
+    # A validation tree with drone queries only: enough for restoration validation.
+    val = tmp_path / "val"
+    for c in ("0001", "0002"):
+        shutil.copytree(root / "train" / "drone" / c, val / "test" / "query_drone" / c)
+    cfg = config(root, epochs=2, eval_every=2, val_retrieval=False, restore_val_images=3,
+                 restore_val_steps=2)
+    cfg["data"]["val_root"] = str(val)
+    cfg["model"].update(restoration_mults=[1, 2], restore_size=16)
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    assert main(["train", "--config", str(cfg_path), "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    rows = read_log(tmp_path / "o")
+    val_rows = [r for r in rows if r.get("val_restore_psnr")]
+    assert [int(r["epoch"]) for r in val_rows] == [2]
+    assert 0 < float(val_rows[0]["val_restore_psnr"]) < 60
+    assert -1 < float(val_rows[0]["val_restore_ssim"]) <= 1
+    assert "val_R@1" not in rows[0]
+    assert list(rows[0])[-2:] == ["val_restore_psnr", "val_restore_ssim"]
