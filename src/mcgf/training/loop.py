@@ -407,7 +407,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
                 log.add({"step": step, "epoch": epoch + 1, **validation})
             if progress:
                 print(f"epoch {epoch + 1}/{tc.epochs}: " +
-                      ", ".join(f"{k} {v:.2f}" for k, v in validation.items()))
+                      ", ".join(f"{k} {v:.4g}" for k, v in validation.items()))
         if dist_info.main:
             save_checkpoint(out / LAST, model, model_cfg,
                             extra_config={k: v for k, v in cfg.as_dict().items() if k != "model"},
