@@ -129,3 +129,18 @@ def test_errors_are_one_line(ck: Path, image: Path, tmp_path: Path,
         assert err.count("\n") == 1 and message in err and "Traceback" not in err, err
         assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["0001", "bad.jpg", "plain"]
+
+
+def test_checkpoint_saved_before_the_conditioning_option_restores(
+        image: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    ck = tmp_path / "old"
+    save_tiny_restorer(ck, restoration_condition="features+image")
+    config = json.loads((ck / "config.json").read_text())
+    del config["model"]["restoration_condition"]  # as such checkpoints were written
+    (ck / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "a.png"
+    rc, _, _ = run(capsys, "restore", image, "--checkpoint", ck, "-o", out, "--steps", 2,
+                   "--device", "cpu")
+    assert rc == 0 and read_png(out).shape == (H, 2 * W + GAP, 3)

@@ -196,14 +196,18 @@ def test_restoration_branch_fits_budget_at_paper_scale() -> None:
     assert count_parameters(branch) <= 30_000_000
 
 
-def test_ddim_restore_shape_and_determinism() -> None:
+@pytest.mark.parametrize("condition", ["features", "features+image"])
+def test_ddim_restore_shape_and_determinism(condition: str) -> None:
     torch.manual_seed(0)
-    branch = RestorationBranch(8, width=16, mults=(1, 2), num_res_blocks=1)
+    branch = RestorationBranch(8, condition=condition, width=16, mults=(1, 2), num_res_blocks=1)
     torch.nn.init.normal_(branch.denoiser.conv_out.weight, std=0.1)  # non-trivial ε
     weathered, feats = torch.rand(2, 3, 18, 22) * 2 - 1, torch.randn(2, 8, 2, 2)
-    a = branch.restore(weathered, feats, steps=5, generator=torch.Generator().manual_seed(1))
-    b = branch.restore(weathered, feats, steps=5, generator=torch.Generator().manual_seed(1))
-    c = branch.restore(weathered, feats, steps=5, generator=torch.Generator().manual_seed(2))
+    kw = {"weathered": weathered} if condition == "features+image" else {"size": (18, 22)}
+
+    def run(seed: int) -> torch.Tensor:
+        return branch.restore(feats, steps=5, generator=torch.Generator().manual_seed(seed), **kw)
+
+    a, b, c = run(1), run(1), run(2)
     assert a.shape == (2, 3, 18, 22)
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert a.min() >= -1 and a.max() <= 1

@@ -17,7 +17,12 @@ BASE = {"data": {"root": "somewhere"}}
 def test_defaults_and_coercion() -> None:
     cfg = parse_run_config({**BASE, "train": {"lr": "1e-3", "epochs": 2.0}}, "c.yaml")
     assert cfg.train.lr == 1e-3 and cfg.train.epochs == 2 and isinstance(cfg.train.epochs, int)
-    assert cfg.model == {"name": "mcgf"} and cfg.weather.conditions == "random"
+    # Written out so that a saved config never reads as the legacy image-conditioned branch.
+    assert cfg.model == {"name": "mcgf", "restoration_condition": "features"}
+    assert cfg.weather.conditions == "random"
+    assert (cfg.train.restore_val_images, cfg.train.restore_val_steps, cfg.train.val_retrieval) == (16, 10, True)
+    image = parse_run_config({**BASE, "model": {"restoration_condition": "features+image"}}, "c")
+    assert image.model["restoration_condition"] == "features+image"
     assert cfg.as_dict()["data"]["root"] == "somewhere"
 
 
@@ -33,6 +38,10 @@ def test_defaults_and_coercion() -> None:
     ({"data": {}}, "data.root must be"),
     ({**BASE, "weather": {"conditions": "hail"}}, "bad weather section"),
     ({**BASE, "model": [1]}, "'model' must be a mapping"),
+    ({**BASE, "model": {"restoration_condition": "pixels"}},
+     "c.yaml: model.restoration_condition must be 'features' or 'features\\+image' \\(got 'pixels'\\)"),
+    ({**BASE, "train": {"restore_val_steps": 0}}, "train.restore_val_steps must be >= 1"),
+    ({**BASE, "train": {"restore_val_images": -1}}, "train.restore_val_images must be >= 0"),
 ])
 def test_bad_configs_are_one_line_user_errors(cfg: dict, message: str) -> None:
     with pytest.raises(UserError, match=message) as info:

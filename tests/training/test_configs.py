@@ -18,7 +18,8 @@ PAPER = CONFIGS / "mcgf-eva02-l-448.yaml"
 BASELINE = CONFIGS / "baseline-ce.yaml"
 INFONCE = CONFIGS / "mcgf-infonce.yaml"
 EVA = "eva02_large_patch14_448.mim_m38m_ft_in22k_in1k"
-BRANCH_KEYS = {"restoration_width", "restoration_mults", "restoration_blocks", "restore_size"}
+BRANCH_KEYS = {"restoration_width", "restoration_mults", "restoration_blocks", "restore_size",
+               "restoration_condition"}
 
 
 def _parse(path: Path, overrides: tuple[str, ...] = ()) -> RunConfig:

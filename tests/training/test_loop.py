@@ -13,7 +13,6 @@ from PIL import Image
 from mcgf.cli.main import main
 from mcgf.training import load_checkpoint
 from mcgf.training.config import parse_run_config
-from mcgf.training.logging import COLUMNS
 from mcgf.training.loop import train
 
 
@@ -59,7 +58,9 @@ def test_two_epochs_log_checkpoint_and_embedding(root: Path, tmp_path: Path) -> 
     rows = read_log(out)
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
     assert [int(r["epoch"]) for r in rows] == [1, 1, 2, 2]
-    assert tuple(rows[0]) == COLUMNS
+    assert tuple(rows[0]) == ("step", "epoch", "lr", "ce", "infonce", "restore", "total",
+                              "images_per_s", "grad_encoder_ce", "grad_encoder_infonce",
+                              "grad_encoder_restore")
     assert all(float(r["images_per_s"]) > 0 and r["restore"] != "" for r in rows)
     # Warmup: step 1 runs at half the base LR (warmup_steps=1), then the cosine decays.
     assert float(rows[0]["lr"]) == pytest.approx(5e-4)
@@ -95,7 +96,7 @@ def test_loss_decreases_on_a_tiny_overfit_set(root: Path, tmp_path: Path) -> Non
     cfg["weather"] = {"conditions": "none"}
     train(parse_run_config(cfg, "t"), tmp_path / "o", progress=False)
     totals = [float(r["total"]) for r in read_log(tmp_path / "o")]
-    assert all(r == "" for r in (x["restore"] for x in read_log(tmp_path / "o")))
+    assert "restore" not in read_log(tmp_path / "o")[0]
     # Chance level is 2·ln(4) ≈ 2.77 (cross-entropy of both views over 4 locations).
     assert np.mean(totals[:3]) == pytest.approx(2 * np.log(4), rel=0.1)
     assert np.mean(totals[-3:]) < 0.75 * np.mean(totals[:3])
@@ -143,3 +144,57 @@ def test_validation_runs_every_n_epochs_and_is_logged(root: Path, tmp_path: Path
     train(parse_run_config(config(root, epochs=1), "t"), tmp_path / "off", progress=False,
           validate=validate)
     assert calls == []
+
+
+def test_encoder_gradient_norms_are_logged_per_term_on_logged_steps(root: Path, tmp_path: Path) -> None:
+    cfg = config(root, epochs=2, log_every=2, infonce=0.0)
+    train(parse_run_config(cfg, "t"), tmp_path / "on", progress=False)
+    rows = read_log(tmp_path / "on")
+    assert [int(r["step"]) for r in rows] == [2, 4]  # 2 steps per epoch, one row every 2
+    for r in rows:
+        for term in ("ce", "restore"):
+            assert 0 < float(r[f"grad_encoder_{term}"]) < float("inf")
+    assert "grad_encoder_infonce" not in rows[0] and "infonce" not in rows[0]
+    # No branch: no restoration term and no gradient column for it.
+    cfg = config(root, epochs=1, lambda_restore=0.0, infonce=0.0)
+    cfg["model"]["restoration"] = False
+    train(parse_run_config(cfg, "t"), tmp_path / "off", progress=False)
+    rows = read_log(tmp_path / "off")
+    assert "restore" not in rows[0] and "grad_encoder_restore" not in rows[0]
+    assert all(float(r["grad_encoder_ce"]) > 0 for r in rows)
+
+
+def test_encoder_gradient_norm_matches_the_gradient_of_the_weighted_term() -> None:
+    from mcgf.training.loop import encoder_gradient_norms
+
+    w = torch.nn.Parameter(torch.tensor([3.0, 4.0]))
+    other = torch.nn.Parameter(torch.tensor(1.0))
+    terms = {"a": (w**2).sum() / 2, "b": other * 2, "total": (w**2).sum() / 2 + other * 2}
+    norms = encoder_gradient_norms(terms, [w], {"a": 0.5})
+    assert norms == {"grad_encoder_a": pytest.approx(2.5), "grad_encoder_b": 0.0}
+    assert w.grad is None  # nothing accumulated
+
+
+def test_cli_restoration_only_validation_logs_psnr_and_ssim(root: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import yaml
+
+    # A validation tree with drone queries only: enough for restoration validation.
+    val = tmp_path / "val"
+    for c in ("0001", "0002"):
+        shutil.copytree(root / "train" / "drone" / c, val / "test" / "query_drone" / c)
+    cfg = config(root, epochs=2, eval_every=2, val_retrieval=False, restore_val_images=3,
+                 restore_val_steps=2)
+    cfg["data"]["val_root"] = str(val)
+    cfg["model"].update(restoration_mults=[1, 2], restore_size=16)
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    assert main(["train", "--config", str(cfg_path), "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    rows = read_log(tmp_path / "o")
+    val_rows = [r for r in rows if r.get("val_restore_psnr")]
+    assert [int(r["epoch"]) for r in val_rows] == [2]
+    assert 0 < float(val_rows[0]["val_restore_psnr"]) < 60
+    assert -1 < float(val_rows[0]["val_restore_ssim"]) <= 1
+    assert "val_R@1" not in rows[0]
+    assert list(rows[0])[-2:] == ["val_restore_psnr", "val_restore_ssim"]

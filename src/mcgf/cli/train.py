@@ -55,17 +55,30 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _validator(cfg: Any) -> Any:
-    """The University-1652 validator of ``data.val_root`` (or ``data.root``) when
-    ``train.eval_every > 0``."""
+    """The validators of ``data.val_root`` (or ``data.root``) when ``train.eval_every > 0``:
+    University-1652 retrieval (``train.val_retrieval``) and the restoration branch's
+    PSNR/SSIM (``train.restore_val_images`` > 0, a branch trained with
+    ``lambda_restore`` > 0)."""
     if cfg.train.eval_every <= 0:
         return None
     from mcgf.errors import UserError
-    from mcgf.evaluation.validation import university_validator
+    from mcgf.evaluation.validation import (
+        combine_validators,
+        restoration_validator,
+        university_validator,
+    )
 
     root = Path(cfg.data.val_root or cfg.data.root)
-    for folder in ("query_drone", "gallery_satellite"):
-        if not (root / "test" / folder).is_dir():
-            raise UserError(f"train.eval_every needs {root / 'test' / folder} "
-                            "(set data.val_root to a University-1652 tree, or train.eval_every=0)")
-    device = None if cfg.train.device == "auto" else cfg.train.device
-    return university_validator(root, device=device)
+    validators = []
+    if cfg.train.val_retrieval:
+        for folder in ("query_drone", "gallery_satellite"):
+            if not (root / "test" / folder).is_dir():
+                raise UserError(f"train.eval_every needs {root / 'test' / folder} "
+                                "(set data.val_root to a University-1652 tree, or train.eval_every=0)")
+        device = None if cfg.train.device == "auto" else cfg.train.device
+        validators.append(university_validator(root, device=device))
+    branch = cfg.model.get("restoration", True) and cfg.train.lambda_restore > 0
+    if cfg.train.restore_val_images > 0 and branch:
+        validators.append(restoration_validator(root, images=cfg.train.restore_val_images,
+                                                steps=cfg.train.restore_val_steps))
+    return combine_validators(validators) if validators else None

@@ -9,6 +9,8 @@ module only adds what the project needs on top:
   to do), with safe weight loading (safetensors, or ``torch.load(weights_only=True)``);
 * :func:`encode`: one encoder pass giving both the pooled embedding (geo-localization)
   and the spatial feature map (restoration branch), for ViTs and CNNs alike;
+  :func:`feature_sources` / :func:`encode_multiscale`: the same pass with the per-stage
+  maps nearest to given resolutions (timm's ``forward_intermediates``);
 * :func:`layer_decay_param_groups`: timm's layer-decay groups with an explicit ``lr`` so
   that plain ``torch.optim`` optimizers honour them.
 """
@@ -16,13 +18,15 @@ module only adds what the project needs on top:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -313,6 +317,69 @@ def encode(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.
     feats = model.forward_features(images)
     pooled = model.forward_head(feats, pre_logits=True)
     return pooled, features_to_map(model, feats, (images.shape[-2], images.shape[-1]))
+
+
+def feature_sources(
+    model: nn.Module, image_size: int, target_sizes: Sequence[float]
+) -> list[int | None]:
+    """For each target resolution, the encoder feature map nearest to it.
+
+    Args:
+        model: a timm model.
+        image_size: side of the encoder's input image.
+        target_sizes: the sides wanted (e.g. a decoder's scales, finest first).
+
+    Returns:
+        Per target, an index for ``forward_intermediates`` (a ``feature_info`` entry), or
+        ``None`` for the final map (``forward_features``). Resolutions are compared on a
+        log scale from each entry's ``reduction``; ties go to the deeper entry, and the
+        deepest entry is the final map itself, so a ViT (every block at the patch grid)
+        gets ``None`` everywhere. A model without ``forward_intermediates`` or
+        ``feature_info`` gets ``None`` everywhere.
+    """
+    info = getattr(model, "feature_info", None)
+    if not callable(getattr(model, "forward_intermediates", None)) or not isinstance(info, list) \
+            or not info or not all(isinstance(i, dict) and "reduction" in i for i in info):
+        return [None] * len(target_sizes)
+    sides = np.log([image_size / float(i["reduction"]) for i in info])
+    out: list[int | None] = []
+    for size in target_sizes:
+        gap = np.abs(sides - math.log(size))
+        # Deepest among the nearest (a small tolerance makes equal grids tie).
+        k = int(np.flatnonzero(gap <= gap.min() + 1e-9)[-1])
+        out.append(None if k == len(info) - 1 else k)
+    return out
+
+
+def feature_channels(model: nn.Module, sources: Sequence[int | None]) -> list[int]:
+    """Channels of the maps :func:`feature_sources` picked (``None``: the final map)."""
+    info = getattr(model, "feature_info", None) or []
+    return [int(model.num_features) if s is None else int(info[s]["num_chs"]) for s in sources]
+
+
+def encode_multiscale(
+    model: nn.Module, images: torch.Tensor, sources: Sequence[int | None]
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """One encoder pass → ``(pooled (B, D), [map (B, C_i, h_i, w_i) per source])``.
+
+    ``sources`` come from :func:`feature_sources`. The pooled vector is
+    ``forward_head(final, pre_logits=True)`` of the pass's final features, as in
+    :func:`encode` (equal to ``model(images)``). Without intermediate sources this is
+    :func:`encode`; otherwise one ``forward_intermediates`` pass gives the final
+    features and the intermediates together.
+    """
+    wanted = sorted({s for s in sources if s is not None})
+    if not wanted:
+        pooled, fmap = encode(model, images)
+        return pooled, [fmap] * len(sources)
+    feats, inter = model.forward_intermediates(images, indices=wanted, intermediates_only=False)
+    if len(inter) != len(wanted):
+        raise ValueError(f"{type(model).__name__}.forward_intermediates returned {len(inter)} "
+                         f"maps for indices {wanted}")
+    pooled = model.forward_head(feats, pre_logits=True)
+    final = features_to_map(model, feats, (images.shape[-2], images.shape[-1]))
+    by_index = dict(zip(wanted, inter, strict=True))
+    return pooled, [final if s is None else by_index[s] for s in sources]
 
 
 def layer_decay_param_groups(

@@ -1,11 +1,14 @@
 """MCGF: a shared encoder trained for geo-localization and diffusion restoration jointly.
 
 The drone encoder's pooled feature feeds the geo-localization head (:class:`ClassBlock`,
-cross-entropy over locations, optional InfoNCE); the same pass's spatial feature map
-conditions the restoration branch (:class:`RestorationBranch`), which learns to denoise
-the clean drone image given the weathered one. Its ε loss back-propagates into the
-encoder, pushing weather out of the features. Retrieval (:meth:`MCGFModel.embed`) never
-runs the branch.
+cross-entropy over locations, optional InfoNCE); the same pass's feature maps condition
+the restoration branch (:class:`RestorationBranch`), which learns to denoise the clean
+drone image given them. By default (``restoration_condition="features"``) the branch
+sees the weathered image only through the encoder — the map nearest each of its scales
+(timm's ``forward_intermediates``) and the final map — so its ε loss has to shape the
+encoder's features, pushing weather out of them. Retrieval (:meth:`MCGFModel.embed`)
+never runs the branch, and the pooled embedding of the training pass is exactly
+``embed``'s (same pass, ``forward_head(final, pre_logits=True)``).
 
 Batches are dicts of tensors (images normalised with the backbone's ``mean``/``std``):
 
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -31,16 +34,19 @@ from torch import nn
 from mcgf.models.backbone import (
     DEFAULT_BACKBONE,
     create_backbone,
-    encode,
+    encode_multiscale,
+    feature_channels,
+    feature_sources,
     layer_decay_param_groups,
 )
 from mcgf.models.heads import ClassBlock
 from mcgf.models.input_norm import INPUT_NORMS, normalise_input
 from mcgf.models.losses import InfoNCE, cross_entropy_views
 from mcgf.models.model_registry import register_model
-from mcgf.models.restoration import RestorationBranch
+from mcgf.models.restoration import CONDITIONS, RestorationBranch
 
 VIEWS = ("drone", "satellite")
+RESTORATION_CONDITIONS = CONDITIONS
 
 
 @register_model("mcgf")
@@ -74,7 +80,16 @@ class MCGFModel(nn.Module):
             matched against drone views from every heading; a model trained with
             random tile rotation (``data.satellite_rotate: 180``) then gets a
             heading-free tile embedding. Training is unaffected.
+        restoration_condition: what the branch is conditioned on: ``"features"`` (the
+            shared encoder's normalised multi-scale features of the weathered image, and
+            nothing else) or ``"features+image"`` (the weathered image concatenated with
+            ``x_t`` plus the encoder's final map; the ablation, and how checkpoints saved
+            without this option were trained).
     """
+
+    #: Options whose value in a checkpoint saved before they existed differs from today's
+    #: default: a saved config without the key was built this way.
+    legacy_options: ClassVar[dict[str, Any]] = {"restoration_condition": "features+image"}
 
     def __init__(
         self,
@@ -97,6 +112,7 @@ class MCGFModel(nn.Module):
         input_norm: str = "none",
         input_norm_sigma: float = 0.08,
         satellite_rotations: int = 1,
+        restoration_condition: str = "features",
     ) -> None:
         super().__init__()
         from timm.data import resolve_model_data_config
@@ -110,6 +126,10 @@ class MCGFModel(nn.Module):
         self.input_norm = input_norm
         self.input_norm_sigma = float(input_norm_sigma)
         self.satellite_rotations = int(satellite_rotations)
+        if restoration_condition not in RESTORATION_CONDITIONS:
+            raise ValueError(f"restoration_condition must be one of {RESTORATION_CONDITIONS}, "
+                             f"got {restoration_condition!r}")
+        self.restoration_condition = restoration_condition
 
         opts = {
             "img_size": img_size,
@@ -127,20 +147,30 @@ class MCGFModel(nn.Module):
         self.share_encoder = share_encoder
         self.head = ClassBlock(drone.dim, num_classes, bottleneck=bottleneck_dim, dropout=dropout)
         self.infonce = InfoNCE()
-        self.restoration = (
-            RestorationBranch(
-                drone.dim,
-                width=restoration_width,
-                mults=tuple(restoration_mults),
-                num_res_blocks=restoration_blocks,
-            )
-            if restoration
-            else None
-        )
         self.restore_size = restore_size
         cfg = resolve_model_data_config(self.drone_encoder)
         #: What an evaluation embedder needs: input size and normalisation.
         self.input_size: tuple[int, int] = _input_size(self.drone_encoder, cfg)
+        mults = tuple(restoration_mults)
+        #: Per UNet scale (finest first) and the middle block, the encoder map that
+        #: conditions it: a ``forward_intermediates`` index, or ``None`` for the final map.
+        self.restoration_sources: tuple[int | None, ...] = ()
+        self.restoration: RestorationBranch | None = None
+        if restoration:
+            if restoration_condition == "features":
+                side = restore_size or self.input_size[0]
+                scales = feature_sources(self.drone_encoder, self.input_size[0],
+                                         [side / 2**i for i in range(len(mults))])
+                self.restoration_sources = (*scales, None)
+            else:
+                self.restoration_sources = (None,) * (len(mults) + 1)
+            self.restoration = RestorationBranch(
+                feature_channels(self.drone_encoder, self.restoration_sources),
+                condition=restoration_condition,
+                width=restoration_width,
+                mults=mults,
+                num_res_blocks=restoration_blocks,
+            )
         self.mean: tuple[float, float, float] = tuple(float(m) for m in cfg["mean"])  # type: ignore[assignment]
         self.std: tuple[float, float, float] = tuple(float(s) for s in cfg["std"])  # type: ignore[assignment]
         self.register_buffer("_mean", torch.tensor(self.mean).view(1, 3, 1, 1), persistent=False)
@@ -196,7 +226,8 @@ class MCGFModel(nn.Module):
             drone = batch["drone"]
             want_restore = self.restoration is not None and "drone_clean" in batch
             if want_restore:
-                pooled, fmap = encode(self.drone_encoder, self._normalise(drone))
+                pooled, maps = encode_multiscale(self.drone_encoder, self._normalise(drone),
+                                                 self.restoration_sources)
             else:
                 pooled = self.drone_encoder(self._normalise(drone))
             out["drone_embedding"], out["drone_logits"] = self.head(pooled)
@@ -206,11 +237,13 @@ class MCGFModel(nn.Module):
                 if keep is None or bool(keep.any()):
                     clean, weathered = batch["drone_clean"], drone
                     if keep is not None and not bool(keep.all()):
-                        clean, weathered, fmap = clean[keep], weathered[keep], fmap[keep]
+                        clean, weathered = clean[keep], weathered[keep]
+                        maps = [m[keep] for m in maps]
                     out["restoration_loss"] = self.restoration.training_loss(
                         self._to_unit_range(clean),
-                        self._to_unit_range(weathered),
-                        fmap,
+                        maps,
+                        weathered=(self._to_unit_range(weathered)
+                                   if self.restoration.needs_image else None),
                         generator=generator,
                     )
         if "satellite" in batch:
@@ -270,14 +303,36 @@ class MCGFModel(nn.Module):
         steps: int = 25,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Restored clean drone images in ``[0, 1]`` from backbone-normalised weathered ones."""
+        """Restored clean drone images in ``[0, 1]`` from backbone-normalised weathered ones,
+        at the branch's size (``restore_size``, or the input size)."""
         if self.restoration is None:
             raise RuntimeError("this model was built with restoration=False")
-        _, fmap = encode(self.drone_encoder, self._normalise(weathered))
-        x = self.restoration.restore(
-            self._to_unit_range(weathered), fmap, steps=steps, generator=generator
-        )
+        _, maps = encode_multiscale(self.drone_encoder, self._normalise(weathered),
+                                    self.restoration_sources)
+        if self.restoration.needs_image:
+            x = self.restoration.restore(maps, weathered=self._to_unit_range(weathered),
+                                         steps=steps, generator=generator)
+        else:
+            x = self.restoration.restore(maps, size=self._restore_hw(weathered), steps=steps,
+                                         generator=generator)
         return (x + 1.0) / 2.0
+
+    def restoration_target(self, clean: torch.Tensor) -> torch.Tensor:
+        """What :meth:`restore` is trained to give for backbone-normalised ``clean`` images:
+        them in ``[0, 1]`` at the branch's size."""
+        return ((self._to_unit_range(clean) + 1.0) / 2.0).clamp(0.0, 1.0)
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """The trainable parameters of the encoder(s), each once (shared or not)."""
+        encoders = [self.drone_encoder]
+        if not self.share_encoder:
+            encoders.append(self.satellite_encoder)
+        return [p for enc in encoders for p in enc.parameters() if p.requires_grad]
+
+    def _restore_hw(self, images: torch.Tensor) -> tuple[int, int]:
+        if self.restore_size is not None:
+            return (self.restore_size, self.restore_size)
+        return (int(images.shape[-2]), int(images.shape[-1]))
 
     def param_groups(
         self, base_lr: float, weight_decay: float, layer_decay: float | None = None

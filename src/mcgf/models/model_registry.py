@@ -58,6 +58,51 @@ def model_options(name: str) -> set[str]:
     return set(inspect.signature(factory).parameters)
 
 
+def with_legacy_options(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` of a saved model config completed with the model's ``legacy_options``.
+
+    A model lists there the options whose default changed after checkpoints without them
+    were written, with the value such a checkpoint was built with (e.g. MCGF's
+    ``restoration_condition``: ``features+image``). Unknown names are returned unchanged.
+    """
+    try:
+        factory = _factory(name)
+    except UserError:
+        return dict(kwargs)
+    legacy = getattr(factory, "legacy_options", None) or {}
+    return {**legacy, **kwargs}
+
+
+def recorded_options(name: str, model: nn.Module, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` plus the current value of each of the model's ``legacy_options`` that
+    they lack, read from ``model``: a saved config must name them, since a missing key
+    means the legacy value."""
+    try:
+        factory = _factory(name)
+    except UserError:
+        return dict(kwargs)
+    out = dict(kwargs)
+    for key in getattr(factory, "legacy_options", None) or {}:
+        if key not in out and hasattr(model, key):
+            out[key] = getattr(model, key)
+    return out
+
+
+def with_current_defaults(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` plus today's default of each ``legacy_options`` key they lack, so that a
+    config written from them names those options explicitly. Unknown names: unchanged."""
+    try:
+        factory = _factory(name)
+    except UserError:
+        return dict(kwargs)
+    params = inspect.signature(factory).parameters
+    out = dict(kwargs)
+    for key in getattr(factory, "legacy_options", None) or {}:
+        if key not in out and key in params and params[key].default is not inspect.Parameter.empty:
+            out[key] = params[key].default
+    return out
+
+
 def create_model(name: str, **kwargs: Any) -> nn.Module:
     """Build the model registered as ``name``.
 

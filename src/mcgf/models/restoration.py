@@ -1,27 +1,38 @@
 """Lightweight conditional diffusion denoiser: MCGF's restoration branch.
 
 Ours, because no library ships a denoiser conditioned on an external encoder's feature
-map at this size: diffusers' UNets are built for latent/text conditioning and are far
+maps at this size: diffusers' UNets are built for latent/text conditioning and are far
 above the 10 %-of-backbone budget. The noise schedule and the samplers are diffusers'
 (``DDPMScheduler`` for training noise, ``DDIMScheduler`` for sampling).
 
-Design (WeatherDiffusion-style conditioning plus the shared encoder's features):
+Two conditioning modes (``condition``):
 
-* input: ``x_t`` (noisy clean drone image, 3 ch) concatenated with the weathered drone
-  image (3 ch); both in ``[-1, 1]``;
-* a small UNet with ``len(mults)`` scales of residual blocks (GroupNorm, SiLU, 3×3
-  convolutions), stride-2 convolutions down, nearest-neighbour upsampling and skip
-  concatenation up, no attention (keeps it light);
-* timestep: sinusoidal embedding → MLP, added inside every residual block;
-* encoder features ``(B, C, h, w)``: a 1×1 convolution per UNet scale projects them to
-  that scale's width; they are bilinearly resized to the scale's resolution and added
-  after the scale's first block on the way down and in the middle block, so the loss
-  gradient reaches the shared encoder at every scale;
-* output: ε prediction (3 ch), last convolution zero-initialised.
+``features`` (default)
+    The denoiser is a decoder of the shared encoder's features: its only image input is
+    ``x_t`` (3 ch), and everything it knows about the scene comes from the encoder's
+    feature maps of the weathered image. Each map is normalised per position over its
+    channels (:class:`~timm.layers.LayerNorm2d`: encoder stages differ in scale by orders
+    of magnitude, and a ViT's residual stream grows with depth) and then projected. With
+    no side path around the encoder, everything the ε loss needs about the clean image
+    has to be present in, and is trained into, the encoder's features.
+``features+image``
+    WeatherDiffusion-style: ``x_t`` concatenated with the weathered image (6 ch), plus the
+    encoder's final map, projected without normalisation. The denoiser can restore from
+    the raw image alone, so little restoration signal has to pass through the encoder.
+    Kept for the ablation and for checkpoints trained before the option existed.
 
-Default width 64 with scales (1, 2, 4) and 2 blocks per scale: 14.87 M parameters for a
-1024-channel encoder (EVA-02-L at 448 px; the count does not depend on image size),
-4.9 % of EVA-02-L's 304.1 M — within the 10 % budget (width 96 would be 32.9 M, over it).
+Architecture: a small UNet with ``len(mults)`` scales of residual blocks (GroupNorm, SiLU,
+3×3 convolutions), stride-2 convolutions down, nearest-neighbour upsampling and skip
+concatenation up, no attention (keeps it light); timestep: sinusoidal embedding → MLP,
+added inside every residual block; condition: one map per UNet scale plus one for the
+middle block, each (normalised,) projected by a 1×1 convolution to that scale's width,
+bilinearly resized to its resolution and added after the scale's first block on the way
+down and in the middle block, so the loss gradient reaches the encoder at every scale;
+output: ε prediction (3 ch), last convolution zero-initialised.
+
+Default width 64 with scales (1, 2, 4) and 2 blocks per scale, conditioned on EVA-02-L's
+1024-channel maps: 14.87 M parameters in either mode (4.9 % of EVA-02-L's 304.1 M; the
+count does not depend on image size) — within the 10 % budget.
 """
 
 from __future__ import annotations
@@ -85,11 +96,21 @@ class ResBlock(nn.Module):
         return self.skip(x) + h
 
 
+#: Conditioning modes of the restoration branch (see the module docstring).
+CONDITIONS = ("features", "features+image")
+
+
 class ConditionalDenoiser(nn.Module):
-    """Small UNet predicting ε from ``(x_t, weathered, t, encoder features)``.
+    """Small UNet predicting ε from ``x_t``, ``t`` and encoder feature maps.
 
     Args:
-        cond_dim: channels of the encoder feature map.
+        cond_channels: channels of the condition maps: one int (the same map everywhere),
+            or ``len(mults) + 1`` ints — one per UNet scale, finest first, then the middle
+            block's.
+        image_condition: also take the weathered image as input (``x_t ‖ weathered``,
+            6 input channels; the ``features+image`` mode); otherwise 3 input channels.
+        normalise: LayerNorm each condition map over channels at every position before
+            its projection.
         width: channels at full resolution (multiple of 8).
         mults: width multiplier per scale; ``len(mults)`` scales (2–4 sensible).
         num_res_blocks: residual blocks per scale on the way down (one more on the way up).
@@ -98,8 +119,10 @@ class ConditionalDenoiser(nn.Module):
 
     def __init__(
         self,
-        cond_dim: int,
+        cond_channels: int | Sequence[int],
         *,
+        image_condition: bool = False,
+        normalise: bool = True,
         width: int = 64,
         mults: Sequence[int] = (1, 2, 4),
         num_res_blocks: int = 2,
@@ -111,13 +134,23 @@ class ConditionalDenoiser(nn.Module):
         if not mults or num_res_blocks < 1:
             raise ValueError("need at least one scale and one residual block per scale")
         self.levels = len(mults)
+        conds = ([int(cond_channels)] * (self.levels + 1) if isinstance(cond_channels, int)
+                 else [int(c) for c in cond_channels])
+        if len(conds) != self.levels + 1:
+            raise ValueError(f"cond_channels needs {self.levels + 1} entries (one per scale "
+                             f"and the middle block), got {len(conds)}")
+        self.cond_channels = tuple(conds)
+        self.image_condition = image_condition
         chans = [width * m for m in mults]
         t_dim = 4 * width
         self.width = width
         self.t_mlp = nn.Sequential(nn.Linear(width, t_dim), nn.SiLU(), nn.Linear(t_dim, t_dim))
-        self.conv_in = nn.Conv2d(6, width, 3, padding=1)
-        self.cond_proj = nn.ModuleList(nn.Conv2d(cond_dim, c, 1) for c in chans)
-        self.mid_cond = nn.Conv2d(cond_dim, chans[-1], 1)
+        self.conv_in = nn.Conv2d(6 if image_condition else 3, width, 3, padding=1)
+        # Parameter names match checkpoints of the image-conditioned branch (no norms).
+        self.cond_proj = nn.ModuleList(nn.Conv2d(ci, c, 1) for ci, c in zip(conds, chans, strict=False))
+        self.mid_cond = nn.Conv2d(conds[-1], chans[-1], 1)
+        self.cond_norm = nn.ModuleList(_cond_norm(c, normalise) for c in conds[:-1])
+        self.mid_norm = _cond_norm(conds[-1], normalise)
 
         self.down = nn.ModuleList()
         self.downsample = nn.ModuleList()
@@ -155,19 +188,33 @@ class ConditionalDenoiser(nn.Module):
     def forward(
         self,
         x_t: torch.Tensor,
-        weathered: torch.Tensor,
         t: torch.Tensor,
-        features: torch.Tensor,
+        features: torch.Tensor | Sequence[torch.Tensor],
+        weathered: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """ε prediction ``(B, 3, H, W)``; any ``H, W`` (padded internally to fit the scales)."""
+        """ε prediction ``(B, 3, H, W)``; any ``H, W`` (padded internally to fit the scales).
+
+        Args:
+            x_t: noisy images ``(B, 3, H, W)`` in ``[-1, 1]``.
+            t: timesteps ``(B,)``.
+            features: one map ``(B, C, h, w)`` used everywhere, or one per UNet scale plus
+                the middle block's (as in ``cond_channels``).
+            weathered: the weathered images ``(B, 3, H, W)``: required with
+                ``image_condition``, refused without it.
+        """
+        if self.image_condition != (weathered is not None):
+            raise ValueError("this denoiser " + ("needs" if self.image_condition else "takes no")
+                             + " weathered image")
+        maps = [features] * (self.levels + 1) if isinstance(features, torch.Tensor) else list(features)
+        if len(maps) != self.levels + 1:
+            raise ValueError(f"expected {self.levels + 1} condition maps, got {len(maps)}")
         h_in, w_in = x_t.shape[-2:]
         mult = 2 ** (self.levels - 1)
         pad_h, pad_w = (-h_in) % mult, (-w_in) % mult
-        x = torch.cat([x_t, weathered], dim=1)
+        x = x_t if weathered is None else torch.cat([x_t, weathered], dim=1)
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
         temb = self.t_mlp(timestep_embedding(t, self.width))
-        features = features.to(x.dtype)
 
         h = self.conv_in(x)
         hs = [h]
@@ -175,13 +222,13 @@ class ConditionalDenoiser(nn.Module):
             for j, block in enumerate(blocks):
                 h = block(h, temb)
                 if j == 0:
-                    h = h + self._inject(self.cond_proj[i], features, h)
+                    h = h + _inject(self.cond_norm[i], self.cond_proj[i], maps[i], h)
                 hs.append(h)
             if i < self.levels - 1:
                 h = self.downsample[i](h)
                 hs.append(h)
         h = self.mid[0](h, temb)
-        h = h + self._inject(self.mid_cond, features, h)
+        h = h + _inject(self.mid_norm, self.mid_cond, maps[-1], h)
         h = self.mid[1](h, temb)
         for k, blocks in enumerate(self.up):
             for block in blocks:
@@ -191,13 +238,19 @@ class ConditionalDenoiser(nn.Module):
         out = self.conv_out(F.silu(self.norm_out(h)))
         return out[..., :h_in, :w_in]
 
-    @staticmethod
-    def _inject(proj: nn.Conv2d, features: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        # Project first (cheap at the encoder's coarse grid), then resize to this scale.
-        c = proj(features)
-        if c.shape[-2:] != h.shape[-2:]:
-            c = F.interpolate(c, size=h.shape[-2:], mode="bilinear", align_corners=False)
-        return c
+
+def _cond_norm(channels: int, normalise: bool) -> nn.Module:
+    from timm.layers import LayerNorm2d
+
+    return LayerNorm2d(channels) if normalise else nn.Identity()
+
+
+def _inject(norm: nn.Module, proj: nn.Conv2d, features: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    # Normalise and project first (cheap at the encoder's coarse grid), then resize.
+    c = proj(norm(features.to(h.dtype)))
+    if c.shape[-2:] != h.shape[-2:]:
+        c = F.interpolate(c, size=h.shape[-2:], mode="bilinear", align_corners=False)
+    return c
 
 
 class RestorationBranch(nn.Module):
@@ -207,13 +260,31 @@ class RestorationBranch(nn.Module):
     noises the clean image with ``DDPMScheduler.add_noise`` and returns the ε MSE.
     :meth:`restore` starts from Gaussian noise and runs ``DDIMScheduler`` (η = 0, so it is
     deterministic given the generator) for ``steps`` steps.
+
+    Args:
+        cond_channels: channels of the condition maps (see :class:`ConditionalDenoiser`).
+        condition: ``"features"`` (normalised encoder features only) or
+            ``"features+image"`` (also the weathered image; unnormalised features).
+        **denoiser_kwargs: ``width``, ``mults``, ``num_res_blocks``, ``dropout``.
     """
 
-    def __init__(self, cond_dim: int, **denoiser_kwargs: object) -> None:
+    def __init__(
+        self,
+        cond_channels: int | Sequence[int],
+        *,
+        condition: str = "features",
+        **denoiser_kwargs: object,
+    ) -> None:
         super().__init__()
         from diffusers import DDIMScheduler, DDPMScheduler
 
-        self.denoiser = ConditionalDenoiser(cond_dim, **denoiser_kwargs)  # type: ignore[arg-type]
+        if condition not in CONDITIONS:
+            raise ValueError(f"restoration_condition must be one of {CONDITIONS}, got {condition!r}")
+        self.condition = condition
+        image = condition == "features+image"
+        self.denoiser = ConditionalDenoiser(
+            cond_channels, image_condition=image, normalise=not image, **denoiser_kwargs  # type: ignore[arg-type]
+        )
         self.train_scheduler = DDPMScheduler(**SCHEDULE)
         self.sample_scheduler = DDIMScheduler(**SCHEDULE, clip_sample=True)
 
@@ -221,44 +292,59 @@ class RestorationBranch(nn.Module):
     def num_train_timesteps(self) -> int:
         return int(self.train_scheduler.config.num_train_timesteps)
 
+    @property
+    def needs_image(self) -> bool:
+        """Whether the denoiser also takes the weathered image (``features+image``)."""
+        return self.denoiser.image_condition
+
     def training_loss(
         self,
         clean: torch.Tensor,
-        weathered: torch.Tensor,
-        features: torch.Tensor,
+        features: torch.Tensor | Sequence[torch.Tensor],
         *,
+        weathered: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """DDPM ε-prediction loss for one batch (clean target, weathered input, features)."""
+        """DDPM ε-prediction loss for one batch: clean target, condition maps and (only in
+        ``features+image`` mode) the weathered image."""
         b = clean.shape[0]
         t = torch.randint(
             0, self.num_train_timesteps, (b,), device=clean.device, generator=generator
         )
         noise = torch.randn(clean.shape, device=clean.device, dtype=clean.dtype, generator=generator)
         x_t = self.train_scheduler.add_noise(clean, noise, t)
-        return ddpm_epsilon_loss(self.denoiser(x_t, weathered, t, features), noise)
+        return ddpm_epsilon_loss(self.denoiser(x_t, t, features, weathered), noise)
 
     @torch.no_grad()
     def restore(
         self,
-        weathered: torch.Tensor,
-        features: torch.Tensor,
+        features: torch.Tensor | Sequence[torch.Tensor],
         *,
+        size: tuple[int, int] | None = None,
+        weathered: torch.Tensor | None = None,
         steps: int = 25,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Sample the clean image ``(B, 3, H, W)`` in ``[-1, 1]`` with ``steps`` DDIM steps."""
+        """Sample clean images ``(B, 3, H, W)`` in ``[-1, 1]`` with ``steps`` DDIM steps.
+
+        ``(H, W)`` is ``size``, or the weathered image's size when it is given (it must be
+        in ``features+image`` mode).
+        """
         # A private copy: set_timesteps mutates the scheduler, and restore may run
         # concurrently with training on the shared module.
         from diffusers import DDIMScheduler
 
+        ref = features if isinstance(features, torch.Tensor) else features[0]
+        if weathered is not None:
+            size = (weathered.shape[-2], weathered.shape[-1])
+        if size is None:
+            raise ValueError("restore needs size= (or the weathered image) for the output shape")
+        dtype = weathered.dtype if weathered is not None else torch.float32
         scheduler = DDIMScheduler.from_config(self.sample_scheduler.config)
-        scheduler.set_timesteps(steps, device=weathered.device)
-        x = torch.randn(
-            weathered.shape, device=weathered.device, dtype=weathered.dtype, generator=generator
-        )
-        b = weathered.shape[0]
+        scheduler.set_timesteps(steps, device=ref.device)
+        b = ref.shape[0]
+        x = torch.randn((b, 3, *size), device=ref.device, dtype=dtype, generator=generator)
         for t in scheduler.timesteps:
-            eps = self.denoiser(x, weathered, t.expand(b).to(weathered.device), features)
+            eps = self.denoiser(x, t.expand(b).to(ref.device), features, weathered)
             x = scheduler.step(eps, t, x, eta=0.0, generator=generator).prev_sample
         return x.clamp(-1.0, 1.0)

@@ -18,8 +18,33 @@ from mcgf.reporting.svg import bar_chart, line_chart
 METRIC_COLUMNS: tuple[tuple[str, str], ...] = (
     ("R@1", "R@1"), ("R@5", "R@5"), ("R@10", "R@10"), ("R@top1%", "R@top1%"), ("AP", "AP"),
 )
-LOSS_COLUMNS = ("total", "ce", "infonce", "restore")
-VAL_COLUMNS = ("val_R@1", "val_AP")
+#: ``log.csv`` columns that are not loss terms.
+NOT_LOSSES = ("step", "epoch", "lr", "images_per_s")
+#: Validation columns of the restoration branch (PSNR in dB, SSIM in [-1, 1]).
+RESTORE_PSNR, RESTORE_SSIM = "val_restore_psnr", "val_restore_ssim"
+
+
+def column_groups(names: Sequence[str]) -> dict[str, list[str]]:
+    """``log.csv`` columns by chart: ``losses`` (every loss term, ``total`` first),
+    ``gradients`` (``grad_encoder_*``), ``retrieval`` (``val_*`` other than the
+    restoration ones), ``psnr`` and ``ssim``."""
+    groups: dict[str, list[str]] = {"losses": [], "gradients": [], "retrieval": [], "psnr": [],
+                                    "ssim": []}
+    for name in names:
+        if name in NOT_LOSSES:
+            continue
+        if name == RESTORE_PSNR:
+            groups["psnr"].append(name)
+        elif name == RESTORE_SSIM:
+            groups["ssim"].append(name)
+        elif name.startswith("val_"):
+            groups["retrieval"].append(name)
+        elif name.startswith("grad_"):
+            groups["gradients"].append(name)
+        else:
+            groups["losses"].append(name)
+    groups["losses"].sort(key=lambda n: n != "total")
+    return groups
 
 
 def _cell(value: Any) -> str:
@@ -162,7 +187,9 @@ def metrics_section(metrics: Sequence[MetricsFile]) -> list[str]:
 
 
 def training_section(log_csv: Path | None) -> list[str]:
-    """Loss curves and validation R@1/AP against the optimizer step, from ``log.csv``."""
+    """Curves against the optimizer step from ``log.csv``, following its columns: loss
+    terms, the gradient norm each term sends into the encoder, validation R@1/AP and the
+    restoration branch's validation PSNR and SSIM (each chart only when it has values)."""
     if log_csv is None:
         return [html.note("No log.csv found (RUN/train/log.csv or RUN/log.csv): no training curves.")]
     try:
@@ -174,21 +201,32 @@ def training_section(log_csv: Path | None) -> list[str]:
         return [html.note(f"{log_csv} has no rows: no training curves.")]
     xs = [float(s) if s is not None else math.nan for s in steps]
     body = [html.paragraph(f"From {log_csv} ({len(xs)} rows).", "meta")]
+    groups = column_groups(list(cols))
+
+    def points(names: Sequence[str]) -> dict[str, tuple[list[float], list[float | None]]]:
+        # Some columns are logged every few steps only: join the rows that have a value.
+        out = {}
+        for c in names:
+            pts = [(x, v) for x, v in zip(xs, cols[c], strict=False) if v is not None]
+            if pts:
+                out[c] = ([x for x, _ in pts], [v for _, v in pts])
+        return out
+
     charts = []
-    losses = {c: (xs, cols[c]) for c in LOSS_COLUMNS if c in cols and any(v is not None for v in cols[c])}
-    if losses:
-        charts.append(line_chart(losses, title="training losses", x_label="step", y_label="loss",
-                                 width=560, height=250))
-    # Validation runs every few steps: join the rows that have a value.
-    val = {}
-    for c in VAL_COLUMNS:
-        pts = [(x, v) for x, v in zip(xs, cols.get(c, []), strict=False) if v is not None]
-        if pts:
-            val[c] = ([x for x, _ in pts], [v for _, v in pts])
-    if val:
-        charts.append(line_chart(val, title="validation", x_label="step", y_label="%",
-                                 y_range=(0.0, 100.0), markers=True, width=560, height=250))
+    charts_spec: list[tuple[str, str, str, tuple[float, float] | None, bool]] = [
+        ("losses", "training losses", "loss", None, False),
+        ("gradients", "gradient norm reaching the encoder, per weighted term", "L2 norm", None, False),
+        ("retrieval", "validation", "%", (0.0, 100.0), True),
+        ("psnr", "validation restoration PSNR", "dB", None, True),
+        ("ssim", "validation restoration SSIM", "SSIM", None, True),
+    ]
+    for group, title, unit, y_range, markers in charts_spec:
+        series = points(groups[group])
+        if series:
+            charts.append(line_chart(series, title=title, x_label="step", y_label=unit,
+                                     y_range=y_range, markers=markers, width=560, height=250))
     body.append('<div class="charts">' + "".join(charts) + "</div>")
-    if not val:
-        body.append(html.note("log.csv has no validation values (val_R@1, val_AP)."))
+    if not any(points(groups[g]) for g in ("retrieval", "psnr", "ssim")):
+        body.append(html.note("log.csv has no validation values (val_R@1, val_AP, "
+                              "val_restore_psnr, val_restore_ssim)."))
     return body

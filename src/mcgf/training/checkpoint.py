@@ -186,6 +186,12 @@ def save_checkpoint(
     """
     if "name" not in model_config:
         raise ValueError("model_config needs the registered model 'name'")
+    from mcgf.models.model_registry import recorded_options
+
+    # Options whose absence means a legacy value are always written out.
+    model_config = {"name": model_config["name"],
+                    **recorded_options(str(model_config["name"]), model,
+                                       {k: v for k, v in model_config.items() if k != "name"})}
     config: dict[str, Any] = {"format": FORMAT, "version": VERSION, "mcgf_version": _version(),
                               "model": dict(model_config)}
     for key, value in (extra_config or {}).items():
@@ -316,6 +322,10 @@ def checkpoint_dir(path: str | Path) -> Path:
 def read_config(path: str | Path) -> dict[str, Any]:
     """The validated ``config.json`` of the checkpoint at ``path``.
 
+    Model options that a config saved before they existed lacks are filled in with the
+    value such a checkpoint was built with (the model's ``legacy_options``; for MCGF a
+    missing ``restoration_condition`` is ``features+image``).
+
     Raises:
         UserError: missing or unreadable config, not an mcgf checkpoint, or a newer format.
     """
@@ -340,6 +350,12 @@ def read_config(path: str | Path) -> dict[str, Any]:
     model_cfg = config.get("model")
     if not isinstance(model_cfg, dict) or not isinstance(model_cfg.get("name"), str):
         raise UserError(f"{cfg_path} lacks the model section {{\"model\": {{\"name\": ...}}}}")
+    from mcgf.models.model_registry import with_legacy_options
+
+    # A config saved before an option existed was built with the option's legacy value.
+    name = model_cfg["name"]
+    config["model"] = {"name": name, **with_legacy_options(
+        name, {k: v for k, v in model_cfg.items() if k != "name"})}
     return config
 
 

@@ -86,6 +86,12 @@ class TrainConfig:
         log_every: optimizer steps per row of ``log.csv``.
         eval_every: validate every this many epochs and after the last one (0: never);
             needs a validator (``mcgf train`` builds one from ``data.val_root``).
+        val_retrieval: validation includes drone→satellite R@1/AP (``val_R@1``,
+            ``val_AP``).
+        restore_val_images: validation restores this many fixed weathered drone images
+            of the validation split and logs ``val_restore_psnr`` / ``val_restore_ssim``
+            (0: off; also off without a restoration branch or with ``lambda_restore`` 0).
+        restore_val_steps: DDIM steps of that restoration.
     """
 
     epochs: int = 1
@@ -104,6 +110,9 @@ class TrainConfig:
     device: str = "auto"
     log_every: int = 1
     eval_every: int = 0
+    val_retrieval: bool = True
+    restore_val_images: int = 16
+    restore_val_steps: int = 10
 
 
 @dataclass(frozen=True)
@@ -190,6 +199,17 @@ def parse_run_config(config: Mapping[str, Any], where: str) -> RunConfig:
     if not isinstance(model, dict):
         raise UserError(f"{where}: 'model' must be a mapping of create_model options")
     model = {"name": "mcgf", **model}
+    from mcgf.models.model_registry import with_current_defaults
+
+    # Options whose absence in a saved config means a legacy value are written out.
+    name = str(model["name"])
+    model = {"name": name, **with_current_defaults(name, {k: v for k, v in model.items() if k != "name"})}
+    if name == "mcgf":
+        from mcgf.models.restoration import CONDITIONS
+
+        cond = model.get("restoration_condition")
+        _check(cond in CONDITIONS, where, "model.restoration_condition", cond,
+               " or ".join(f"'{c}'" for c in CONDITIONS))
 
     _check(bool(data.root), where, "data.root", data.root, "the University-1652 folder")
     # BatchNorm in the head needs at least two satellite tiles per batch.
@@ -230,4 +250,6 @@ def parse_run_config(config: Mapping[str, Any], where: str) -> RunConfig:
     _check(t.device in ("auto", "cpu", "cuda"), where, "train.device", t.device, "'auto', 'cpu' or 'cuda'")
     _check(t.log_every >= 1, where, "train.log_every", t.log_every, ">= 1")
     _check(t.eval_every >= 0, where, "train.eval_every", t.eval_every, ">= 0")
+    _check(t.restore_val_images >= 0, where, "train.restore_val_images", t.restore_val_images, ">= 0")
+    _check(t.restore_val_steps >= 1, where, "train.restore_val_steps", t.restore_val_steps, ">= 1")
     return RunConfig(data=data, weather=weather, train=train, model=model)

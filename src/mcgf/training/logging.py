@@ -1,6 +1,11 @@
 """Training logs: ``log.csv`` (always) and TensorBoard (when the ``tensorboard`` package
 is installed; otherwise skipped with a one-time note).
 
+The columns follow the keys of the rows: ``step, epoch, lr`` first, then every loss term
+the model returns (``total`` last of them), ``images_per_s``, the per-term gradient norms
+reaching the encoder (``grad_encoder_<term>``) and the validation values (``val_*``),
+each group in the order its keys first appeared. A value a row lacks stays empty.
+
 ``log.csv`` is rewritten atomically on each :meth:`TrainLog.flush`, so a crash never
 leaves a torn row; runs are short enough in rows that the rewrite is cheap.
 """
@@ -15,9 +20,22 @@ from typing import Any
 
 from mcgf.fileio import write_text_atomic
 
-#: Columns of ``log.csv``; a loss term the run does not compute is left empty.
-COLUMNS = ("step", "epoch", "lr", "ce", "infonce", "restore", "total", "images_per_s",
-           "val_R@1", "val_AP")
+#: The first columns of ``log.csv``, always present and in this order.
+LEADING_COLUMNS = ("step", "epoch", "lr")
+#: Row keys that are not TensorBoard scalars.
+_NOT_SCALARS = ("step", "epoch")
+
+
+def column_rank(name: str) -> int:
+    """Where a column goes in ``log.csv``: leading, loss terms, total, throughput,
+    encoder gradient norms, validation."""
+    if name in LEADING_COLUMNS:
+        return 0
+    if name.startswith("val_"):
+        return 5
+    if name.startswith("grad_"):
+        return 4
+    return {"images_per_s": 3, "total": 2}.get(name, 1)
 
 
 class TrainLog:
@@ -33,9 +51,12 @@ class TrainLog:
     def __init__(self, out: Path, *, keep_until_step: int | None = None, tensorboard: bool = True) -> None:
         self.path = Path(out) / "log.csv"
         self.rows: list[dict[str, Any]] = []
+        self._seen: list[str] = list(LEADING_COLUMNS)
         if keep_until_step is not None and self.path.is_file():
             with open(self.path, newline="", encoding="utf-8") as fh:
-                self.rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= keep_until_step]
+                reader = csv.DictReader(fh)
+                self.rows = [r for r in reader if int(r["step"]) <= keep_until_step]
+                self._note_keys(reader.fieldnames or [])
         self.writer = None
         self.note: str | None = None
         if tensorboard:
@@ -46,21 +67,33 @@ class TrainLog:
             else:
                 self.writer = SummaryWriter(str(Path(out) / "tb"))
 
+    @property
+    def columns(self) -> list[str]:
+        """The columns of ``log.csv`` so far (see :func:`column_rank` for the order)."""
+        order = {k: i for i, k in enumerate(self._seen)}
+        return sorted(self._seen, key=lambda k: (column_rank(k), order[k]))
+
+    def _note_keys(self, keys: Any) -> None:
+        for k in keys:
+            if k not in self._seen:
+                self._seen.append(k)
+
     def add(self, row: Mapping[str, Any]) -> None:
-        """Record one row (keys from :data:`COLUMNS`; missing terms stay empty)."""
-        clean = {k: row.get(k, "") for k in COLUMNS}
+        """Record one row (needs ``step``; any other keys become columns)."""
+        clean = {k: v for k, v in row.items() if v is not None and v != ""}
+        self._note_keys(clean)
         self.rows.append(clean)
         if self.writer is not None:
-            for k in COLUMNS[2:]:
-                if clean[k] != "":
-                    group = "val" if k.startswith("val_") else "train"
-                    self.writer.add_scalar(f"{group}/{k.removeprefix('val_')}", float(clean[k]),
-                                           int(clean["step"]))
+            for k, v in clean.items():
+                if k in _NOT_SCALARS:
+                    continue
+                group = "val" if k.startswith("val_") else "train"
+                self.writer.add_scalar(f"{group}/{k.removeprefix('val_')}", float(v), int(clean["step"]))
 
     def flush(self) -> None:
         """Rewrite ``log.csv`` atomically with every row so far."""
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n", restval="",
+        w = csv.DictWriter(buf, fieldnames=self.columns, lineterminator="\n", restval="",
                            extrasaction="ignore")
         w.writeheader()
         for r in self.rows:

@@ -9,7 +9,9 @@ One function, :func:`train`, does the whole run from a :class:`RunConfig`:
 * AdamW over ``model.param_groups`` with warmup + cosine LR per optimizer step, gradient
   accumulation, bf16 autocast on CUDA only;
 * ``OUT/log.csv`` and a checkpoint ``OUT/last`` (weights, resolved config, optimizer,
-  scheduler, counters, RNG states) at each epoch end.
+  scheduler, counters, RNG states) at each epoch end. Rows hold every loss term the
+  model returns and, on each logged step, the gradient norm each weighted term sends
+  into the encoder (:func:`encoder_gradient_norms`).
 
 Resuming restarts at the epoch boundary of ``OUT/last``. The sampler plan and the weather
 depend only on ``(seed, epoch)``, and every RNG is restored, so a resumed single-process
@@ -48,7 +50,6 @@ from mcgf.training.logging import TrainLog
 from mcgf.training.schedule import warmup_cosine_scheduler
 
 LAST = "last"
-_TERMS = ("ce", "infonce", "restore", "total")
 
 
 @dataclass
@@ -61,6 +62,35 @@ class TrainResult:
     final_losses: dict[str, float]
     seconds: float
     validation: dict[str, float] = field(default_factory=dict)
+
+
+def encoder_gradient_norms(
+    terms: Mapping[str, torch.Tensor],
+    params: list[nn.Parameter],
+    weights: Mapping[str, float],
+) -> dict[str, float]:
+    """L2 norm of ``d(weight · term) / d(params)`` per loss term, as ``grad_encoder_<term>``.
+
+    Args:
+        terms: loss terms with their autograd graph (``total`` is skipped).
+        params: the encoder parameters.
+        weights: each term's weight in ``total`` (a term not listed: 1).
+
+    One ``torch.autograd.grad`` pass per term with ``retain_graph=True``, before the real
+    backward: the cost is up to one extra backward pass (through the part of the graph
+    between the term and the encoder) per term, so call it only on logged steps. Nothing
+    is accumulated into ``.grad``. A term that does not reach the encoder gives 0.
+    """
+    out: dict[str, float] = {}
+    for name, term in terms.items():
+        if name == "total" or not term.requires_grad:
+            continue
+        weight = float(weights.get(name, 1.0))
+        grads = torch.autograd.grad(weight * term, params, retain_graph=True, allow_unused=True)
+        present = [g for g in grads if g is not None]
+        norm = torch.nn.utils.get_total_norm(present) if present else torch.zeros(())
+        out[f"grad_encoder_{name}"] = float(norm)
+    return out
 
 
 class _Objective(nn.Module):
@@ -279,6 +309,9 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
     scheduler = warmup_cosine_scheduler(optimizer, total_steps, tc.warmup_steps, tc.min_lr_ratio)
 
     objective: nn.Module = _Objective(model, tc.lambda_restore, tc.infonce, tc.label_smoothing)
+    encoder_params = (list(model.encoder_parameters()) if hasattr(model, "encoder_parameters")
+                      else [])
+    term_weights = {"ce": 1.0, "infonce": tc.infonce, "restore": tc.lambda_restore}
     if dist_info.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -310,9 +343,13 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
     end_epoch = tc.epochs if stop_after is None else min(tc.epochs, start_epoch + stop_after)
     for epoch in range(start_epoch, end_epoch):
         sampler.set_epoch(epoch)  # EpochTagged passes it on to the dataset's weather
-        sums = dict.fromkeys(_TERMS, 0.0)
-        seen = dict.fromkeys(_TERMS, 0)
-        window = {"images": 0, "t": time.perf_counter(), "terms": dict.fromkeys(_TERMS, 0.0), "n": 0}
+        # Per term: sum and count over the epoch, and over the log window in optimizer
+        # steps (a term absent from some micro-batches is averaged over the others).
+        sums: dict[str, float] = {}
+        seen: dict[str, int] = {}
+        window: dict[str, Any] = {"images": 0, "t": time.perf_counter(), "terms": {}, "weight": {},
+                                  "n": 0}
+        grad_norms: dict[str, float] = {}
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{tc.epochs}", unit="step",
                    disable=not (progress and dist_info.main), leave=False)
         optimizer.zero_grad(set_to_none=True)
@@ -321,18 +358,22 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
             last_micro = (i + 1) % tc.accumulate == 0 or i + 1 == micro_per_epoch
             n_micro = (tc.accumulate if (i // tc.accumulate + 1) * tc.accumulate <= micro_per_epoch
                        else micro_per_epoch % tc.accumulate)
+            logged = last_micro and ((window["n"] + 1) % tc.log_every == 0 or i + 1 == micro_per_epoch)
             sync = contextlib.nullcontext() if last_micro or dist_info.world == 1 else objective.no_sync()
             with sync:
                 with autocast:
                     terms = objective(batch)
+                if logged and dist_info.main and encoder_params:
+                    grad_norms = encoder_gradient_norms(terms, encoder_params, term_weights)
                 (terms["total"] / n_micro).backward()
             for k, val in _mean_over_ranks(terms, dist_info.world).items():
                 if not math.isfinite(val):
                     raise FloatingPointError(f"loss term {k} is {val} at step {step} (epoch {epoch + 1}); "
                                              "lower train.lr or enable train.grad_clip")
-                sums[k] += val
-                seen[k] += 1
-                window["terms"][k] += val / n_micro
+                sums[k] = sums.get(k, 0.0) + val
+                seen[k] = seen.get(k, 0) + 1
+                window["terms"][k] = window["terms"].get(k, 0.0) + val / n_micro
+                window["weight"][k] = window["weight"].get(k, 0.0) + 1.0 / n_micro
             window["images"] += (len(batch["drone"]) + len(batch["satellite"])) * dist_info.world
             if not last_micro:
                 continue
@@ -348,15 +389,17 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
             if window["n"] % tc.log_every == 0 or i + 1 == micro_per_epoch:
                 now = time.perf_counter()
                 ips = window["images"] / max(now - window["t"], 1e-9)
-                row: dict[str, Any] = {"step": step, "epoch": epoch + 1, "lr": lr, "images_per_s": ips}
-                n_rows = tc.log_every if window["n"] % tc.log_every == 0 else window["n"] % tc.log_every
-                row.update({k: v / n_rows for k, v in window["terms"].items() if seen[k]})
+                row: dict[str, Any] = {"step": step, "epoch": epoch + 1, "lr": lr}
+                row.update({k: v / window["weight"][k] for k, v in window["terms"].items()})
+                row["images_per_s"] = ips
+                row.update(grad_norms)
                 bar.set_postfix(loss=f"{row['total']:.4f}", img_s=f"{ips:.1f}")
                 if log is not None:
                     log.add(row)
-                window.update(images=0, t=now, terms=dict.fromkeys(_TERMS, 0.0))
+                window.update(images=0, t=now, terms={}, weight={})
+                grad_norms = {}
         bar.close()
-        final = {k: sums[k] / seen[k] for k in _TERMS if seen[k]}
+        final = {k: sums[k] / seen[k] for k in sums}
         due = tc.eval_every > 0 and ((epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs)
         if validate is not None and dist_info.main and due:
             validation = {k: float(v) for k, v in validate(model).items()}
@@ -364,7 +407,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
                 log.add({"step": step, "epoch": epoch + 1, **validation})
             if progress:
                 print(f"epoch {epoch + 1}/{tc.epochs}: " +
-                      ", ".join(f"{k} {v:.2f}" for k, v in validation.items()))
+                      ", ".join(f"{k} {v:.4g}" for k, v in validation.items()))
         if dist_info.main:
             save_checkpoint(out / LAST, model, model_cfg,
                             extra_config={k: v for k, v in cfg.as_dict().items() if k != "model"},
@@ -407,5 +450,5 @@ def _batches(loader: Any) -> Iterator[dict[str, Any]]:
             yield batch
 
 
-__all__ = ["TrainResult", "build_dataset", "finished_run", "read_train_split", "seed_everything",
-           "train"]
+__all__ = ["TrainResult", "build_dataset", "encoder_gradient_norms", "finished_run",
+           "read_train_split", "seed_everything", "train"]
