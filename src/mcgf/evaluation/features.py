@@ -70,6 +70,32 @@ def for_view(embedder: Embedder, view: str) -> Embedder:
     return pick(view) if callable(pick) else embedder
 
 
+def precision(device: torch.device) -> str:
+    """The arithmetic :func:`embed_batch` uses on ``device`` (part of a feature's identity)."""
+    return "bf16-autocast" if device.type == "cuda" else "fp32"
+
+
+def feature_cache_key(records: Sequence[ImageRecord], embedder: Embedder, *, flip: bool,
+                      transform_id: str, on_bad_image: str = "stop",
+                      device: str | torch.device | None = None) -> str:
+    """The one cache key of a feature matrix: every input that changes it.
+
+    The embedder's identity (model and weights), its preprocessing, the files (path, size,
+    modification time), flip TTA, the per-image transform (the weather's id carries the
+    weather engine version), the bad-image policy, the precision the device computes in,
+    and the mcgf version (model code).
+    """
+    from mcgf import __version__
+
+    dev = torch.device(device) if device is not None else default_device()
+    return cache_key(
+        embedder=embedder.identity, preprocess=Preprocess.for_embedder(embedder).describe(),
+        files=file_fingerprint([r.path for r in records]),
+        extra={"flip": bool(flip), "transform": transform_id, "on_bad_image": on_bad_image,
+               "precision": precision(dev), "mcgf": __version__},
+    )
+
+
 def extract_features(
     records: Sequence[ImageRecord],
     embedder: Embedder,
@@ -108,18 +134,15 @@ def extract_features(
         raise ValueError("a transform needs a transform_id (it is part of the cache key)")
     preprocess = Preprocess.for_embedder(embedder)
     cache = FeatureCache(cache_dir) if cache_dir is not None else None
+    dev = torch.device(device) if device is not None else default_device()
     key = ""
     if cache is not None:
-        key = cache_key(
-            embedder=embedder.identity, preprocess=preprocess.describe(),
-            files=file_fingerprint([r.path for r in records]),
-            extra={"flip": bool(flip), "transform": transform_id, "on_bad_image": on_bad_image},
-        )
+        key = feature_cache_key(records, embedder, flip=flip, transform_id=transform_id,
+                                on_bad_image=on_bad_image, device=dev)
         hit = cache.load(key)
         if hit is not None and hit.features.shape[0] == len(records):
             return FeatureSet(hit.features, hit.valid, from_cache=True)
 
-    dev = torch.device(device) if device is not None else default_device()
     to = getattr(embedder, "to", None)
     if callable(to):
         to(dev)
@@ -165,7 +188,7 @@ def weather_transform(condition: str, seed: int, dark_variant: str = "train"
     cacheable and identical for any worker count. Returns ``(None, "")`` for ``"normal"``
     (identity), so clean features are shared with the clean evaluation.
     """
-    from mcgf.weather import CONDITIONS, WeatherTransform
+    from mcgf.weather import CONDITIONS, ENGINE_VERSION, WeatherTransform
 
     if condition not in CONDITIONS:
         from mcgf.errors import UserError
@@ -174,7 +197,7 @@ def weather_transform(condition: str, seed: int, dark_variant: str = "train"
     if condition == "normal":
         return None, ""
     return (WeatherTransform(condition, seed=seed, dark_variant=dark_variant),
-            f"weather:{condition}:seed={seed}:dark={dark_variant}")
+            f"weather:{condition}:seed={seed}:dark={dark_variant}:engine={ENGINE_VERSION}")
 
 
 def embed_images(

@@ -17,21 +17,15 @@ import numpy as np
 
 from mcgf.data.datasets import Degrade
 from mcgf.data.layout import ImageRecord
-from mcgf.data.transforms import Preprocess
-from mcgf.evaluation.cache import FeatureCache, cache_key, file_fingerprint
-from mcgf.evaluation.features import FeatureSet, extract_features, for_view, weather_transform
+from mcgf.evaluation.cache import FeatureCache
+from mcgf.evaluation.features import (
+    FeatureSet,
+    extract_features,
+    feature_cache_key,
+    for_view,
+    weather_transform,
+)
 from mcgf.models.registry import Embedder
-
-
-def feature_key(records: Sequence[ImageRecord], embedder: Embedder, *, flip: bool,
-                transform_id: str, on_bad_image: str = "stop") -> str:
-    """The cache key :func:`mcgf.evaluation.features.extract_features` stores these
-    features under (kept in step with it; a test checks that the two agree)."""
-    return cache_key(
-        embedder=embedder.identity, preprocess=Preprocess.for_embedder(embedder).describe(),
-        files=file_fingerprint([r.path for r in records]),
-        extra={"flip": bool(flip), "transform": transform_id, "on_bad_image": on_bad_image},
-    )
 
 
 @dataclass
@@ -66,7 +60,7 @@ class FeatureStore:
         """The features if some cache holds them, else ``None`` (nothing is computed)."""
         emb = for_view(self.embedder, view)
         _, tid = self.transform(condition)
-        key = feature_key(records, emb, flip=self.flip, transform_id=tid)
+        key = feature_cache_key(records, emb, flip=self.flip, transform_id=tid, device=self.device)
         for folder in self.caches:
             hit = FeatureCache(folder).load(key)
             if hit is not None and hit.features.shape[0] == len(records):
