@@ -28,8 +28,8 @@ between two recipe runs with different seeds.
 
 **Distribution distance**: the Fréchet distance between the two renderings' per-image
 feature vectors (:func:`feature_vector`, 23 weight-free colour/gradient statistics at
-four scales), each feature divided by its spread in the recipe run (floored at 10 % of
-its spread over the clean images), next to the same distance between two recipe runs.
+four scales), each feature divided by its spread over the three runs pooled (recipe,
+recipe with another seed, mcgf), next to the same distance between the two recipe runs.
 
 **Retrieval**: the test queries are weathered (a) by the recipe and (b) by mcgf, both at
 512 px (upsampled bicubically first, as the published sets were weathered at 512 px)
@@ -199,9 +199,10 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return max(0.0, float(value))
 
 
-def feature_scale(reference: np.ndarray, clean: np.ndarray) -> np.ndarray:
-    """Per-feature divisor: the reference set's std, floored at 10 % of the clean set's."""
-    return np.maximum(np.maximum(reference.std(axis=0), 0.1 * clean.std(axis=0)), 1e-6)
+def feature_scale(*sets: np.ndarray) -> np.ndarray:
+    """Per-feature divisor: the std of the pooled sets (a feature constant in all gets 1e-6
+    and, being equal everywhere, contributes nothing)."""
+    return np.maximum(np.concatenate(sets).std(axis=0), 1e-6)
 
 
 # --------------------------------------------------------------------------- image IO
@@ -328,14 +329,17 @@ def _summary(rows: list[dict[str, float]]) -> dict[str, float]:
 
 
 def compare_statistics(images: list[tuple[str, Path]], exe: Path, out: Path, seed: int, workers: int,
+                       rows: Sequence[tuple[str, str, str]] = STAT_ROWS,
                        log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Recipe (two seeds) vs mcgf on ``images``: statistics and Fréchet distances per condition."""
+    """Recipe (two seeds) vs mcgf on ``images``: statistics and Fréchet distances per condition.
+
+    ``rows`` are (label, condition, dark variant) triples, by default :data:`STAT_ROWS`.
+    """
     clean = [to_work_size(read_rgb(p)) for _, p in images]
-    clean_feats = np.stack([feature_vector(x) for x in clean])
     seeds = (seed, seed + 1)
     jobs = []
     for s in seeds:
-        for label, cond, variant in STAT_ROWS:
+        for label, cond, variant in rows:
             for key, path in images:
                 job = {"image": str(path), "condition": cond, "seed": s, "key": key,
                        "dark_variant": variant,
@@ -348,7 +352,7 @@ def compare_statistics(images: list[tuple[str, Path]], exe: Path, out: Path, see
     log(f"recipe renders ready ({time.perf_counter() - t0:.0f} s)")
     result: dict[str, Any] = {"images": len(images), "seeds": list(seeds),
                               "clean": _summary([image_stats(x) for x in clean]), "conditions": {}}
-    for label, cond, variant in STAT_ROWS:
+    for label, cond, variant in rows:
         runs: dict[str, list[np.ndarray]] = {"recipe": [], "recipe2": [], "mcgf": []}
         for (key, _), rgb in zip(images, clean, strict=True):
             for name, s in (("recipe", seeds[0]), ("recipe2", seeds[1])):
@@ -356,17 +360,19 @@ def compare_statistics(images: list[tuple[str, Path]], exe: Path, out: Path, see
             runs["mcgf"].append(mcgf_render(rgb, cond, seeds[0], key, variant))
         stats = {name: _summary([image_stats(x) for x in imgs]) for name, imgs in runs.items()}
         feats = {name: np.stack([feature_vector(x) for x in imgs]) for name, imgs in runs.items()}
-        scale = feature_scale(feats["recipe"], clean_feats)
+        scale = feature_scale(*feats.values())
         fd = frechet_distance(feats["recipe"] / scale, feats["mcgf"] / scale)
+        fd2 = frechet_distance(feats["recipe2"] / scale, feats["mcgf"] / scale)
         floor = frechet_distance(feats["recipe"] / scale, feats["recipe2"] / scale)
         gap = (feats["mcgf"].mean(axis=0) - feats["recipe"].mean(axis=0)) / scale
         worst = [FEATURE_NAMES[i] for i in np.argsort(-np.abs(gap))[:3]]
         result["conditions"][label] = {
             "condition": cond, "dark_variant": variant if cond == "dark" else None,
             "recipe": stats["recipe"], "mcgf": stats["mcgf"], "recipe_other_seed": stats["recipe2"],
-            "frechet": fd, "frechet_floor": floor, "largest_feature_gaps": worst,
+            "frechet": fd, "frechet_other_seed": fd2, "frechet_floor": floor,
+            "largest_feature_gaps": worst,
         }
-        log(f"{label:>10}: Fréchet {fd:7.2f} (floor {floor:.2f}); largest gaps {', '.join(worst)}")
+        log(f"{label:>10}: Fréchet {fd:.2f} / {fd2:.2f} (floor {floor:.2f}); largest gaps {', '.join(worst)}")
     return result
 
 
@@ -399,12 +405,15 @@ def statistics_markdown(result: dict[str, Any]) -> str:
             r, m, r2 = row["recipe"][s], row["mcgf"][s], row["recipe_other_seed"][s]
             cells.append(f"{_fmt(r, s)} / {_fmt(m, s)} ({m - r:+.3g}; {abs(r2 - r):.2g})")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += ["", "| condition | Fréchet(recipe, mcgf) | noise floor (recipe, recipe other seed) | ratio |"
-              " largest mean gaps |", "|---|---|---|---|---|"]
+    lines += ["", "Fréchet distances between feature sets: mcgf against the recipe (seed A, seed B), "
+              "and the noise floor, recipe seed A against seed B; ratio = mean of the first two / floor.",
+              "", "| condition | recipe A ↔ mcgf | recipe B ↔ mcgf | floor: recipe A ↔ B | ratio |"
+              " largest mean gaps (mcgf vs A) |", "|---|---|---|---|---|---|"]
     for label, row in result["conditions"].items():
-        ratio = row["frechet"] / max(row["frechet_floor"], 1e-9)
-        lines.append(f"| {label} | {row['frechet']:.2f} | {row['frechet_floor']:.2f} | {ratio:.1f} | "
-                     f"{', '.join(row['largest_feature_gaps'])} |")
+        both = (row["frechet"] + row["frechet_other_seed"]) / 2
+        ratio = both / max(row["frechet_floor"], 1e-9)
+        lines.append(f"| {label} | {row['frechet']:.2f} | {row['frechet_other_seed']:.2f} | "
+                     f"{row['frechet_floor']:.2f} | {ratio:.1f} | {', '.join(row['largest_feature_gaps'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -555,6 +564,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="University-1652 layout with test/query_drone (for --checkpoint)")
     parser.add_argument("--queries-per-class", default=None, metavar="N",
                         help="retrieval check on the first N drone views of each location (default all)")
+    parser.add_argument("--conditions", default=None, metavar="LIST",
+                        help="comma-separated subset of " + ", ".join(r[0] for r in STAT_ROWS)
+                             + " (default all; dark_test is the statistics' test-set dark)")
     parser.add_argument("--skip-statistics", action="store_true", help="only the retrieval check")
     args = parser.parse_args(argv)
     try:
@@ -576,6 +588,15 @@ def _run(args: argparse.Namespace) -> int:
         seed = int(args.seed)
     except ValueError:
         raise FidelityError(f"--seed must be an integer, got {args.seed!r}") from None
+    rows = STAT_ROWS
+    if args.conditions:
+        wanted = [c.strip() for c in args.conditions.split(",") if c.strip()]
+        known = {r[0] for r in STAT_ROWS}
+        bad = [c for c in wanted if c not in known]
+        if bad or not wanted:
+            raise FidelityError(f"--conditions: unknown {bad[0] if bad else 'empty list'!r}; "
+                                f"use {', '.join(r[0] for r in STAT_ROWS)}")
+        rows = tuple(r for r in STAT_ROWS if r[0] in wanted)
     out = Path(args.out)
     report: dict[str, Any] = {"engine_version": ENGINE_VERSION, "seed": seed}
     markdown = []
@@ -591,15 +612,16 @@ def _run(args: argparse.Namespace) -> int:
             raise FidelityError(f"{folder} holds {len(images)} image(s); need at least 2 (100+ advised)")
         if len(images) < 100:
             print(f"warning: {len(images)} images; statistics of fewer than 100 are noisy", file=sys.stderr)
-        stats = compare_statistics(images, exe, out, seed, workers)
+        stats = compare_statistics(images, exe, out, seed, workers, rows)
         stats["images_folder"] = str(folder)
         report["statistics"] = stats
         markdown += ["## Image statistics", "", statistics_markdown(stats)]
     if args.checkpoint:
         per_class = (None if args.queries_per_class is None
                      else _positive(args.queries_per_class, "--queries-per-class"))
+        weather = [c for c in WEATHER if any(r[1] == c for r in rows)]
         retrieval = retrieval_check(args.checkpoint, args.data, exe, out, seed, workers,
-                                    per_class=per_class)
+                                    conditions=weather, per_class=per_class)
         report["retrieval"] = retrieval
         markdown += ["## Retrieval", "", retrieval_markdown(retrieval)]
     text = "\n".join(markdown)

@@ -95,10 +95,10 @@ def test_frechet_rejects_bad_shapes():
         fid.frechet_distance(np.zeros((5, 2)), np.zeros((5, 3)))
 
 
-def test_feature_scale_floor():
-    ref = np.zeros((4, 2))
-    clean = np.array([[0.0, 0.0], [10.0, 0.0]])
-    np.testing.assert_allclose(fid.feature_scale(ref, clean), [0.5, 1e-6])
+def test_feature_scale_is_pooled_std():
+    a = np.array([[0.0, 5.0], [0.0, 5.0]])
+    b = np.array([[2.0, 5.0], [2.0, 5.0]])
+    np.testing.assert_allclose(fid.feature_scale(a, b), [1.0, 1e-6])
 
 
 def test_missing_legacy_environment_is_one_line(tmp_path, capsys):
@@ -123,10 +123,11 @@ def test_bad_options_are_one_line(tmp_path, capsys):
 
 def test_markdown_tables():
     row = {"recipe": dict.fromkeys(fid.STATS, 1.0), "mcgf": dict.fromkeys(fid.STATS, 2.0),
-           "recipe_other_seed": dict.fromkeys(fid.STATS, 1.5), "frechet": 3.0, "frechet_floor": 1.0,
+           "recipe_other_seed": dict.fromkeys(fid.STATS, 1.5), "frechet": 3.0, "frechet_other_seed": 5.0,
+           "frechet_floor": 1.0,
            "largest_feature_gaps": ["mean_r"]}
     text = fid.statistics_markdown({"clean": dict.fromkeys(fid.STATS, 0.0), "conditions": {"fog": row}})
-    assert "| fog |" in text and "| 3.00 | 1.00 | 3.0 |" in text
+    assert "| fog |" in text and "| 3.00 | 5.00 | 1.00 | 4.0 | mean_r |" in text
     retrieval = {"queries": 8, "clean_R@1": 50.0, "tolerance": 2.0, "passed": True,
                  "max_abs_difference": 1.0,
                  "conditions": {"fog": {"recipe": 40.0, "mcgf512": 41.0, "on_the_fly": 39.0,
