@@ -67,11 +67,13 @@ def test_8bit_wind_matches_the_float_path(size):
         assert np.abs(fast - exact).max() <= 1.5, (size, i)
 
 
-def test_snow_canvas_is_half_size_at_512_and_full_size_below():
-    for size, expected in ((512, (256, 256)), (256, (256, 256)), (64, (64, 64))):
+def test_snow_canvas_has_the_pixels_of_a_512_px_image():
+    # 1 px pitch at 512 px (the recipe composes flakes at full resolution): the image
+    # itself up to 512 px, half of a 1024 px image.
+    for size, expected in ((1024, (512, 512)), (512, (512, 512)), (256, (256, 256)), (64, (64, 64))):
         stage = sample_plan("snow", seed=0, key="a", height=size, width=size).stages[0]
         assert snow_canvas_shape(stage, size, size) == expected
     # Never coarser than a layer's own grid.
-    stage = sample_plan("snow", seed=0, key="a", height=512, width=512).stages[0]
-    fine = replace(stage.layers[0], grid_shape=(400, 300))
-    assert snow_canvas_shape(replace(stage, layers=(fine,)), 512, 512) == (400, 300)
+    stage = sample_plan("snow", seed=0, key="a", height=1024, width=1024).stages[0]
+    fine = replace(stage.layers[0], grid_shape=(800, 600))
+    assert snow_canvas_shape(replace(stage, layers=(fine,)), 1024, 1024) == (800, 600)

@@ -26,7 +26,6 @@ from mcgf.weather.conditions import check_condition, check_dark_variant
 from mcgf.weather.fog import CloudStage
 from mcgf.weather.kernels import pad_kernel
 from mcgf.weather.particles import (
-    RAIN_GREY,
     RAIN_OPACITY,
     RainStage,
     SnowStage,
@@ -189,9 +188,16 @@ def _render_rain(x: torch.Tensor, stages: list[RainStage]) -> torch.Tensor:
         streaks = _grouped_filter(drops * gate, weight, kh, kw)
         trans[sel] *= (1.0 - RAIN_OPACITY * streaks).clamp_(min=0.0)
     inside = trans[:, c.margin_rows : c.margin_rows + c.image_rows, c.margin_x : c.margin_x + c.width]
+    side = torch.tensor([s.soften for s in stages], dtype=inside.dtype, device=inside.device)
+    if bool((side > 0).any()) and inside.shape[-1] > 1:
+        # The CPU path's 3-tap cross-streak filter, mirrored borders (BORDER_REFLECT_101).
+        padded = F.pad(inside[:, None], (1, 1, 0, 0), mode="reflect")[:, 0]
+        w = side.reshape(-1, 1, 1)
+        inside = w * padded[..., :-2] + (1.0 - 2.0 * w) * padded[..., 1:-1] + w * padded[..., 2:]
     full = F.interpolate(inside[:, None], size=(c.height, c.width), mode="bilinear",
                          align_corners=False)
-    return (x - RAIN_GREY) * full + RAIN_GREY
+    grey = torch.tensor([s.grey for s in stages], dtype=x.dtype, device=x.device).reshape(-1, 1, 1, 1)
+    return (x - grey) * full + grey
 
 
 def _render_snow(x: torch.Tensor, stages: list[SnowStage]) -> torch.Tensor:

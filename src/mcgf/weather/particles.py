@@ -33,12 +33,17 @@ upsampling (the recipe blurs after it at full resolution, a 4–13 ms dense conv
 both are linear, so they commute up to interpolation). The streak is rasterised on that
 grid without anti-aliasing, which keeps flakes as narrow and bright as the recipe's (a
 bilinear line on a 2–10 px grid would widen each flake by a cell and halve the number of
-saturated flake pixels). The layers of a stage are composed on a canvas of 2 px pitch
-at 512 px (half size; every flake grid of the recipe is at least that coarse): per layer,
-one bicubic upsampling from its grid, a table look-up, a scaling and three saturating
-uint8 operations on a quarter of the pixels, then A and B are upsampled to the image
-once (applying gamma and saturation 2 px apart softens flake edges by about a pixel;
-the saturated-flake share drops by about a third on a real drone view).
+saturated flake pixels). The layers of a stage are composed on a canvas of 1 px pitch
+at 512 px (the image itself up to 512 px): per layer, one bicubic upsampling from its
+grid, a table look-up, a scaling and three saturating uint8 operations. (Engine version
+2 composed on a half-size canvas; measured against the recipe that halved the flakes'
+high-frequency energy and saturated share, see ``docs/weather.md``.)
+
+Rain, against the recipe (``benchmarks/weather_fidelity.py``): the recipe's bicubic
+upsampling of its sparse uint8 drop grid clips the kernel's negative lobes, so every
+drop carries ~20 % more mass (:data:`RAIN_DROP_GAIN`) spread over ~2 px
+(:data:`RAIN_DROP_SIGMA`, applied once per stage as a 3-tap filter across the streaks),
+and the recipe truncates to uint8 after every layer (:func:`floored_grey`).
 
 Sampling draws each kind of random quantity for all layers of a stage in one NumPy call
 (parameters, drop counts, drop positions, gates): a rain stage has ~200 000 drops, whose
@@ -76,6 +81,17 @@ from mcgf.weather.rng import Range, range_max, range_min
 #: the map's first row is nearly empty; 240 is used throughout.
 RAIN_OPACITY = 1.3 / 255.0
 RAIN_GREY = 240.0
+#: Mass of a drop relative to its salt value × cell area. The recipe upsamples its sparse
+#: salt grid bicubically in uint8: the kernel's negative lobes around an isolated drop are
+#: clipped to 0, which adds ~20 % (measured with imgaug 0.4.0: 1.25 at density 0.03,
+#: 1.20 at 0.08, 1.16 at 0.14) to every drop.
+RAIN_DROP_GAIN = 1.2
+#: Std (in grid cells) of a drop's cross-section. The positive lobe of the bicubic kernel
+#: that spreads the recipe's salt pixel over ~2 image pixels has std 0.40 cells, but
+#: filtering the stage's product once (not each layer) and the canvas rows soften more:
+#: 0.2 balances the high-frequency energy of rain (+12 %), fog_rain (−8 %) and rain_snow
+#: (−3 %) against the recipe (24 views at 512 px).
+RAIN_DROP_SIGMA = 0.2
 #: Canvas rows per shortest possible streak (see module doc).
 ROWS_PER_STREAK = 5
 #: Resolution of the recipe's density gate over the image.
@@ -175,6 +191,39 @@ class RainStage:
 
     canvas: StreakCanvas
     layers: tuple[RainLayer, ...]
+    #: Effective grey of the drops (see :func:`floored_grey`).
+    grey: float = RAIN_GREY
+    #: Side weight ``w`` of the 3-tap horizontal filter ``[w, 1 − 2w, w]`` that gives the
+    #: streaks the recipe's soft cross-section (see :func:`cross_blur`).
+    soften: float = 0.0
+
+
+def cross_blur(sigma: float) -> float:
+    """Side weight of a 3-tap filter ``[w, 1 − 2w, w]`` with standard deviation ``sigma`` px.
+
+    Applied once to a stage's transmittance on the canvas (columns are image pixels): a
+    drop of the recipe is a bicubic blob ~2 px wide, ours a point; filtering the product
+    of the layers instead of every layer costs one small pass and differs only where
+    streaks of several layers overlap.
+    """
+    return float(min(0.25, 0.5 * sigma * sigma))
+
+
+def floored_grey(opacities: list[float]) -> float:
+    """The drops' grey that reproduces, on average, the recipe's flooring between layers.
+
+    The recipe stores every rain layer's blend as uint8 (truncating: −0.5 grey level on
+    average where drops fall), so after layers with mean opacities ``a_i`` the image is
+    darker by ``0.5·Σ_i Π_{j>i}(1 − a_j)``. The closed-form blend has no such steps; a
+    grey lower by that loss divided by the stage's mean opacity ``1 − Π(1 − a_i)`` gives
+    the same mean.
+    """
+    keep, loss = 1.0, 0.0
+    for a in opacities:
+        keep *= 1.0 - a
+        loss = loss * (1.0 - a) + 0.5
+    opacity = 1.0 - keep
+    return RAIN_GREY - loss / opacity if opacity > 1e-3 else RAIN_GREY
 
 
 def _layer_params(
@@ -255,15 +304,20 @@ def sample_rain(
     )
     gates = beta_gate(rng, (len(params), *gate_shape), _uniformity_bounds(params))
     layers = []
+    opacities: list[float] = []
     for i, part in enumerate(_slices(counts)):
-        mass[part] *= np.float32(pitch[i] * pitch[i] / canvas.row_pitch)
+        mass[part] *= np.float32(RAIN_DROP_GAIN * pitch[i] * pitch[i] / canvas.row_pitch)
         # Drops wider than a canvas column (images above 512 px) are thickened in the kernel.
         kernel = line_kernel(
             speed[i] * max(height, width), angle[i], 1.0, 0.0, pitch=(1.0, canvas.row_pitch),
             footprint=pitch[i] - 1.0 if pitch[i] > 1.25 else 0.0,
         )
         layers.append(RainLayer(cells=cells[part], mass=mass[part], gate=gates[i], kernel=kernel))
-    return RainStage(canvas=canvas, layers=tuple(layers))
+        # Mean opacity of the layer: its streak mass per image pixel (times the mean gate).
+        opacities.append(min(1.0, RAIN_OPACITY * float(mass[part].sum(dtype=np.float64))
+                             * canvas.row_pitch * float(gates[i].mean()) / area))
+    return RainStage(canvas=canvas, layers=tuple(layers), grey=floored_grey(opacities),
+                     soften=cross_blur(RAIN_DROP_SIGMA * scale / (1.0 - float(np.mean(size)))))
 
 
 def gate_map(gate: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -292,16 +346,12 @@ def rain_transmittance(stage: RainStage) -> np.ndarray:
         cv2.max(streaks, scalar(0.0), dst=streaks)
         cv2.multiply(trans, streaks, dst=trans)
     inside = trans[c.margin_rows : c.margin_rows + c.image_rows, c.margin_x : c.margin_x + c.width]
+    if stage.soften > 0:
+        w = stage.soften
+        inside = cv2.filter2D(inside, -1, np.array([[w, 1.0 - 2.0 * w, w]], np.float32),
+                              borderType=cv2.BORDER_REFLECT_101)
     out = scratch("rain.trans_full", (c.height, c.width))
     return cv2.resize(inside, (c.width, c.height), dst=out, interpolation=cv2.INTER_LINEAR)
-
-
-@functools.lru_cache(maxsize=2)
-def _grey_image(shape: tuple[int, ...]) -> np.ndarray:
-    """A read-only float32 image of the drops' grey (the second input of the blend)."""
-    out = np.full(shape, RAIN_GREY, np.float32)
-    out.flags.writeable = False
-    return out
 
 
 def render_rain(image: np.ndarray, stage: RainStage) -> np.ndarray:
@@ -312,7 +362,9 @@ def render_rain(image: np.ndarray, stage: RainStage) -> np.ndarray:
     x = owned_float(image)
     # One pass with per-pixel weights, no expanded weight map (OpenCV's 8-bit blendLinear
     # is slower than this float one, so uint8 input is widened first as before).
-    return cv2.blendLinear(x, _grey_image(x.shape), trans, opacity, dst=x)
+    grey = scratch("rain.grey", x.shape)
+    grey.fill(stage.grey)
+    return cv2.blendLinear(x, grey, trans, opacity, dst=x)
 
 
 # --------------------------------------------------------------------------- snow
@@ -404,15 +456,15 @@ def sample_snow(
     return SnowStage(layers=tuple(layers))
 
 
-#: Pitch (px at 512 px) of the canvas on which a snow stage's layers are composed.
-SNOW_CANVAS_PITCH = 2.0
+#: Pitch (px at 512 px) of the canvas on which a snow stage's layers are composed: full
+#: resolution, as the recipe (a 2 px canvas softened flakes measurably).
+SNOW_CANVAS_PITCH = 1.0
 
 
 def snow_canvas_shape(stage: SnowStage, height: int, width: int) -> tuple[int, int]:
-    """Canvas on which a stage's layers are composed: 2 px pitch at 512 px (half size).
+    """Canvas on which a stage's layers are composed: 1 px pitch at 512 px.
 
-    Never coarser than any layer's grid (the recipe's flakes are at least 2 px, so at
-    512 px every grid fits) and never finer than the image.
+    Never coarser than any layer's grid and never finer than the image.
     """
     pitch = SNOW_CANVAS_PITCH * scale_factor(height, width)
     ch = max([math.ceil(height / pitch), *(lay.grid_shape[0] for lay in stage.layers)])

@@ -3,8 +3,9 @@
 * light: brightness ×1.6 and +U(0, 30) (8-bit units), in random order;
 * dark, training recipe: a 50 % blend of (image + 100) and (image × 0.2) per channel,
   then brightness ×0.2 and +U(−30, −15): nearly black;
-* dark, test variant: the same blend, then the milder ×0.4 and −15 used for the published
-  weathered test images (dim but readable). Which one to use is the caller's choice
+* dark, test variant: brightness ×0.4 and −15 only, as the generator of the published
+  weathered test images has it (its blend step is commented out): dim but readable, with
+  the scene's full contrast scaled by 0.4. Which one to use is the caller's choice
   (``dark_variant``), since training and test recipes differ.
 
 uint8 images take OpenCV's colour conversions with a look-up table on the brightness
@@ -41,7 +42,7 @@ class PhotometricParams:
 
 LIGHT = PhotometricParams(mul=1.6, add=(0.0, 30.0))
 DARK_TRAIN = PhotometricParams(mul=0.2, add=(-30.0, -15.0), blend=True)
-DARK_TEST = PhotometricParams(mul=0.4, add=-15.0, blend=True)
+DARK_TEST = PhotometricParams(mul=0.4, add=-15.0)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,159 @@
+"""The pure parts of benchmarks/weather_fidelity.py: statistics, Fréchet distance, errors.
+
+None of these needs imgaug or its legacy environment.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.benchmarks.conftest import BENCHMARKS, load_script
+
+fid = load_script("weather_fidelity")
+
+
+def grey(value: int, size: int = 32) -> np.ndarray:
+    return np.full((size, size, 3), value, np.uint8)
+
+
+def test_luma_and_saturation_of_known_colours():
+    rgb = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255], [128, 128, 128], [0, 0, 0]]], np.uint8)
+    np.testing.assert_allclose(fid.luma(rgb)[0], [76.245, 149.685, 29.07, 128.0, 0.0], rtol=1e-5)
+    np.testing.assert_allclose(fid.saturation(rgb)[0], [1, 1, 1, 0, 0])
+
+
+def test_stats_of_flat_image():
+    s = fid.image_stats(grey(100))
+    assert s["luma_mean"] == pytest.approx(100.0, abs=1e-3)
+    assert s["luma_std"] == pytest.approx(0.0, abs=1e-3)
+    assert s["rms_contrast"] == pytest.approx(0.0, abs=1e-6)
+    assert s["saturation"] == 0.0
+    assert s["hf_energy"] == 0.0
+    assert s["clipped"] == 0.0
+
+
+def test_stats_of_checkerboard():
+    # 0/255 checkerboard: mean 127.5, std 127.5, every pixel clipped, each interior
+    # Laplacian response ±4·255.
+    board = ((np.indices((32, 32)).sum(axis=0) % 2) * 255).astype(np.uint8)
+    s = fid.image_stats(np.repeat(board[:, :, None], 3, axis=2))
+    assert s["luma_mean"] == pytest.approx(127.5, abs=0.01)
+    assert s["luma_std"] == pytest.approx(127.5, abs=0.01)
+    assert s["rms_contrast"] == pytest.approx(127.5, abs=0.01)
+    assert s["clipped"] == pytest.approx(100.0)
+    assert s["hf_energy"] == pytest.approx((4 * 255.0) ** 2, rel=1e-4)
+
+
+def test_clipped_share_thresholds():
+    y = np.array([0, 2, 3, 252, 253, 255], np.float32)
+    assert fid.clipped_share(y) == pytest.approx(100 * 4 / 6)
+
+
+def test_local_contrast_ignores_global_gradient_between_blocks():
+    # Two flat halves: a large global spread, but no contrast inside any 16-px block.
+    y = np.zeros((32, 32), np.float32)
+    y[:, 16:] = 200
+    assert y.std() == pytest.approx(100.0)
+    assert fid.local_rms_contrast(y) == pytest.approx(0.0)
+
+
+def test_feature_vector_shape_and_flat_values():
+    v = fid.feature_vector(grey(50, 64))
+    assert v.shape == (len(fid.FEATURE_NAMES),)
+    named = dict(zip(fid.FEATURE_NAMES, v, strict=True))
+    assert named["mean_g"] == pytest.approx(50.0)
+    assert named["grad_1"] == 0.0 and named["log_lap_8"] == 0.0
+    assert named["clip_low"] == 0.0 and named["y_p50"] == pytest.approx(50.0, abs=1e-3)
+
+
+def test_frechet_identical_sets_is_zero():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(50, 6)) @ rng.normal(size=(6, 6))
+    assert fid.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_frechet_known_values():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(400, 3))
+    # A pure shift of the mean adds |shift|².
+    shift = np.array([3.0, 0.0, 4.0])
+    assert fid.frechet_distance(a, a + shift) == pytest.approx(25.0, rel=1e-9)
+    # Scaling by k: tr(Σ + k²Σ − 2kΣ) = (1 − k)² tr Σ.
+    cov = np.cov(a, rowvar=False)
+    m = a.mean(axis=0)
+    assert fid.frechet_distance(a, 2 * a) == pytest.approx(np.trace(cov) + m @ m, rel=1e-6)
+    # Symmetric.
+    b = rng.normal(size=(300, 3)) * [1, 2, 3]
+    assert fid.frechet_distance(a, b) == pytest.approx(fid.frechet_distance(b, a), rel=1e-9)
+
+
+def test_frechet_rejects_bad_shapes():
+    with pytest.raises(ValueError):
+        fid.frechet_distance(np.zeros((5, 2)), np.zeros((5, 3)))
+
+
+def test_feature_scale_is_pooled_std():
+    a = np.array([[0.0, 5.0], [0.0, 5.0]])
+    b = np.array([[2.0, 5.0], [2.0, 5.0]])
+    np.testing.assert_allclose(fid.feature_scale(a, b), [1.0, 1e-6])
+
+
+def test_missing_legacy_environment_is_one_line(tmp_path, capsys):
+    code = fid.main(["--legacy-python", str(tmp_path / "nope" / "python"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("error: legacy imgaug environment not found")
+    assert "python3.11 -m venv .venv-imgaug" in err and "imgaug==0.4.0" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_options_are_one_line(tmp_path, capsys):
+    exe = tmp_path / "python"
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    assert fid.main(["--legacy-python", str(exe), "--count", "zero"]) == 2
+    assert fid.main(["--legacy-python", str(exe), "--checkpoint", "ck"]) == 2
+    assert fid.main(["--legacy-python", str(exe), "--images", str(tmp_path / "missing")]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 3 and all(ln.startswith("error: ") for ln in lines)
+
+
+def test_markdown_tables():
+    row = {"recipe": dict.fromkeys(fid.STATS, 1.0), "mcgf": dict.fromkeys(fid.STATS, 2.0),
+           "recipe_other_seed": dict.fromkeys(fid.STATS, 1.5), "frechet": 3.0, "frechet_other_seed": 5.0,
+           "frechet_floor": 1.0,
+           "largest_feature_gaps": ["mean_r"]}
+    text = fid.statistics_markdown({"clean": dict.fromkeys(fid.STATS, 0.0), "conditions": {"fog": row}})
+    assert "| fog |" in text and "| 3.00 | 5.00 | 1.00 | 4.0 | mean_r |" in text
+    retrieval = {"queries": 8, "clean_R@1": 50.0, "tolerance": 2.0, "passed": True,
+                 "max_abs_difference": 1.0,
+                 "conditions": {"fog": {"recipe": 40.0, "mcgf512": 41.0, "on_the_fly": 39.0,
+                                        "mcgf512_minus_recipe": 1.0, "on_the_fly_minus_recipe": -1.0}}}
+    text = fid.retrieval_markdown(retrieval)
+    assert "passed" in text and "| fog | 40.00 | 41.00 | 39.00 | +1.00 | -1.00 |" in text
+
+
+def test_recipe_script_is_standalone():
+    # The legacy script must not import mcgf (it runs with imgaug's old NumPy).
+    source = (BENCHMARKS / "imgaug_recipe.py").read_text()
+    assert "import mcgf" not in source and "from mcgf" not in source
+    json.dumps(fid.STAT_ROWS)  # the condition rows are plain data
+
+
+def test_recipe_jobs_seed_per_image_and_fail_in_one_line(tmp_path, capsys):
+    recipe = load_script("imgaug_recipe")
+    a = recipe.job_entropy(0, "0001/image-01.jpeg", "fog", "train")
+    assert a == recipe.job_entropy(0, "0001/image-01.jpeg", "fog", "train")
+    assert a != recipe.job_entropy(1, "0001/image-01.jpeg", "fog", "train")
+    assert a != recipe.job_entropy(0, "0001/image-02.jpeg", "fog", "train")
+    assert 0 <= a < 2**63
+    with pytest.raises(ValueError, match="unknown condition"):
+        recipe._check({"image": "x", "condition": "hail", "output": "y"}, 0)
+    if recipe.iaa is None:  # the project environment has no imgaug: one line, exit 2
+        jobs = tmp_path / "jobs.json"
+        jobs.write_text("[]")
+        assert recipe.main(["--jobs", str(jobs)]) == 2
+        assert capsys.readouterr().err.count("\n") == 1
