@@ -196,8 +196,6 @@ def weather_transform(condition: str, seed: int, dark_variant: str = "train"
         raise UserError(f"unknown weather condition {condition!r}: use {', '.join(CONDITIONS)}")
     if condition == "normal":
         return None, ""
-    from mcgf.weather import ENGINE_VERSION
-
     # The engine version is part of the id: features cached from another engine's pixels
     # must not be reused.
     return (WeatherTransform(condition, seed=seed, dark_variant=dark_variant),
