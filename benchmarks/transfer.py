@@ -2,6 +2,8 @@
 
     python benchmarks/transfer.py                               # default and town styles
     python benchmarks/transfer.py --styles default,town,my.yaml --set train.epochs=12
+    python benchmarks/transfer.py --data default=runs/demo/data --run default=runs/demo/train
+                                  # reuse the benchmark and model of `mcgf demo`
 
 For each style it generates the demo benchmark in that style (``configs/demo.yaml`` with
 ``synth.style`` replaced; reused when an identical one is there), trains the training
@@ -70,10 +72,22 @@ def markdown(table: dict[str, dict[str, dict[str, float]]]) -> str:
     return "\n".join(lines) + "\n\nR@1 (%) clean / mean of the nine weathered conditions.\n"
 
 
-def _benchmark(out: Path, synth: dict[str, Any], style: str, workers: int | None) -> Path:
+def pairs(items: list[str], option: str) -> dict[str, Path]:
+    """``STYLE=PATH`` options as a mapping (one line naming the option when malformed)."""
+    out: dict[str, Path] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise UserError(f"{option} {item!r} must look like STYLE=PATH")
+        out[key.strip()] = Path(value.strip())
+    return out
+
+
+def _benchmark(out: Path, synth: dict[str, Any], style: str, workers: int | None,
+               data: Path | None = None) -> Path:
     cfg = {"synth": {**synth, "style": style}}
     config, weather = synth_config(cfg, f"style {style}")
-    data = out / "data" / style_label(style)
+    data = data or out / "data" / style_label(style)
     try:
         old = json.loads((data / "metadata.json").read_text(encoding="utf-8")).get("config")
     except (OSError, ValueError):
@@ -94,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/transfer")
     p.add_argument("--workers", type=int, default=None, help="synth processes (default: all CPUs)")
     p.add_argument("--weather-seed", default="0")
+    p.add_argument("--data", action="append", default=[], metavar="STYLE=DIR",
+                   help="benchmark folder of a style (generated there unless identical)")
+    p.add_argument("--run", action="append", default=[], metavar="STYLE=DIR",
+                   help="training run folder of a style (reused when finished with this config)")
     p.add_argument("--retrain", action="store_true")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -103,12 +121,14 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError("--styles needs at least two styles (e.g. default,town)")
         synth = dict(load_config(args.synth_config).get("synth") or {})
         cfg = apply_overrides(load_config(args.config), args.overrides)
-        roots = {style_label(s): _benchmark(out, synth, s, args.workers) for s in styles}
+        data_dirs, run_dirs = pairs(args.data, "--data"), pairs(args.run, "--run")
+        roots = {style_label(s): _benchmark(out, synth, s, args.workers, data_dirs.get(style_label(s)))
+                 for s in styles}
         table: dict[str, dict[str, dict[str, float]]] = {}
         for name, root in roots.items():
             run_cfg = parse_run_config({**cfg, "data": {**cfg.get("data", {}), "root": str(root)}},
                                        args.config)
-            run = out / "train" / name
+            run = run_dirs.get(name, out / "train" / name)
             if args.retrain or not finished_run(run, run_cfg):
                 shutil.rmtree(run, ignore_errors=True)
                 result = train(run_cfg, run, progress=True)

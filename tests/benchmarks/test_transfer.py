@@ -47,3 +47,10 @@ def test_one_style_is_a_usage_error(capsys: pytest.CaptureFixture[str], tmp_path
     tr = load()
     assert tr.main(["--styles", "default", "--out", str(tmp_path)]) == 2
     assert "at least two styles" in capsys.readouterr().err
+
+
+def test_style_path_pairs() -> None:
+    tr = load()
+    assert tr.pairs(["default=runs/demo/data"], "--data") == {"default": Path("runs/demo/data")}
+    with pytest.raises(tr.UserError, match="--run 'x' must look like STYLE=PATH"):
+        tr.pairs(["x"], "--run")

@@ -259,7 +259,15 @@ def test_config_style_key_and_reuse_check(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="--train-size"):
         synth_config({"synth": {"train_size": 8}}, "demo.yaml")
     shipped = yaml.safe_load(Path("configs/demo.yaml").read_text())
-    assert shipped["synth"]["style"] == "default" and shipped["synth"]["train_size"] is None
+    assert shipped["synth"]["style"] == "default" and shipped["synth"]["train_size"] == 64
+    # configs/demo.yaml is what `mcgf demo` does without --config.
+    from dataclasses import asdict
+
+    from mcgf.cli.demo import DEMO_SYNTH_DEFAULTS
+
+    builtin, _ = synth_config({"synth": dict(DEMO_SYNTH_DEFAULTS)}, "built-in")
+    from_file, _ = synth_config(shipped, "configs/demo.yaml")
+    assert asdict(builtin) == asdict(from_file)
 
 
 # --------------------------------------------------------------------------- train size
