@@ -22,7 +22,6 @@ import argparse
 import json
 import shutil
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +91,7 @@ def _benchmark(out: Path, synth: dict[str, Any], style: str, workers: int | None
         old = json.loads((data / "metadata.json").read_text(encoding="utf-8")).get("config")
     except (OSError, ValueError):
         old = None
-    if old != json.loads(json.dumps(asdict(config))):
+    if old != config.to_dict():
         generate_benchmark(data, config, workers=workers, overwrite=True,
                            query_transform=query_weather(weather, config.seed))
     return data / "University-Release"
