@@ -38,3 +38,14 @@ def test_index_checks_names() -> None:
         GalleryIndex(np.eye(3, dtype=np.float32), names=["a", "b"])
     idx = GalleryIndex(np.eye(3, dtype=np.float32))
     assert idx.top_names(np.array([[0, 1, 0]], np.float32), k=1) == [["1"]]
+
+
+def test_top_names_never_names_a_missing_item(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mcgf.retrieval.search import SearchResult
+
+    idx = GalleryIndex(np.eye(3, dtype=np.float32), names=["a", "b", "c"])
+    missing = SearchResult(indices=np.array([[1, -1]]), scores=np.array([[1.0, -np.inf]],
+                                                                       np.float32))
+    monkeypatch.setattr(GalleryIndex, "search", lambda self, q, k, **kw: missing)
+    with pytest.raises(ValueError, match="no item"):
+        idx.top_names(np.array([[0, 1, 0]], np.float32), k=2)

@@ -107,3 +107,15 @@ def test_answer_rows_and_parse() -> None:
     rows = answer_rows(np.array([[2, 0, 1]]), ["a", "b", "c"])
     assert rows == [["c", "a", "b"]]
     assert parse_answer_text("a b\tc\n\n") == [["a", "b", "c"]]
+
+
+def test_read_answer_accepts_a_byte_order_mark(tmp_path: Path) -> None:
+    rows = rows_for(3)
+    text = "\n".join("\t".join(r) for r in rows) + "\n"
+    plain = tmp_path / "answer.txt"
+    plain.write_text("\ufeff" + text, encoding="utf-8")
+    assert read_answer(plain) == rows
+    packed = tmp_path / "answer.zip"
+    with zipfile.ZipFile(packed, "w") as zf:
+        zf.writestr("answer.txt", ("\ufeff" + text).encode("utf-8"))
+    assert read_answer(packed) == rows

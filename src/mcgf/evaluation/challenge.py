@@ -120,7 +120,7 @@ def _read_zip(source: str | Path | io.BytesIO, label: str) -> str:
             if ANSWER_TXT not in names:
                 raise UserError(f"{label} has no {ANSWER_TXT} at its root (it holds: "
                                 f"{', '.join(names[:5]) or 'nothing'})")
-            return zf.read(ANSWER_TXT).decode("utf-8")
+            return zf.read(ANSWER_TXT).decode("utf-8-sig")  # editors may add a BOM
     except zipfile.BadZipFile:
         raise UserError(f"{label} is not a valid zip file") from None
 
@@ -131,7 +131,8 @@ def read_answer(path: str | Path) -> list[list[str]]:
     if not p.is_file():
         raise UserError(f"answer file {p} does not exist")
     try:
-        text = _read_zip(p, str(p)) if p.suffix.lower() == ".zip" else p.read_text(encoding="utf-8")
+        text = (_read_zip(p, str(p)) if p.suffix.lower() == ".zip"
+                else p.read_text(encoding="utf-8-sig"))
     except UnicodeDecodeError:
         raise UserError(f"answer file {p} is not UTF-8 text") from None
     return parse_answer_text(text)

@@ -43,6 +43,10 @@ class GalleryIndex:
     def top_names(self, queries: Any, k: int = 10, **options: Any) -> list[list[str]]:
         """Names of the ``k`` best gallery items of every query, best first."""
         result = self.search(queries, k, **options)
+        # A search marks "no item" with -1; indexing with it would name the last item.
+        if (result.indices < 0).any():
+            raise ValueError("the search returned no item for some queries (non-finite or "
+                             "zero features?): refusing to name gallery items for them")
         names = np.asarray(self.names, dtype=object)
         return [list(row) for row in names[result.indices]]
 
