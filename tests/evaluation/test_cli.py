@@ -156,3 +156,13 @@ def test_predict_user_errors(tiny_160k: tuple[Path, Path], tmp_path: Path,
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "Traceback" not in err
     assert not (out / "answer.txt").exists()
+
+
+def test_metrics_markdown_states_the_tie_rule() -> None:
+    from mcgf.evaluation.report import render_markdown
+
+    row = {"condition": "clean", "direction": "drone->satellite",
+           "metrics": {"R@1": 1.0, "R@5": 1.0, "R@10": 1.0, "R@top1%": 1.0, "AP": 1.0,
+                       "queries": 1, "queries_without_match": 0}}
+    text = render_markdown({"protocol": "university-1652", "results": [row]})
+    assert "Equal scores rank the lower gallery index first" in text

@@ -75,7 +75,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines.append(
         "R@top1% is the CMC at 0-based index round(0.01·|gallery|) (the public script's "
         "convention: Recall@11 for the 951-tile gallery). AP uses the trapezoid rule. "
-        "Metrics in percent."
+        "Metrics in percent. Equal scores rank the lower gallery index first (the public "
+        "script's argsort-then-reverse usually puts the higher one first)."
     )
     if isinstance(report.get("invariance"), dict):
         lines += ["", invariance_markdown(report["invariance"])]
