@@ -127,3 +127,25 @@ def test_preprocess_resizes_and_normalises() -> None:
     assert x.shape == (3, 4, 6)
     assert torch.allclose(x[0], torch.ones(4, 6)) and torch.allclose(x[1], -torch.ones(4, 6))
     assert "resize4x6" in pre.describe()
+
+
+class NaNOnBright(LeftRight):
+    """NaN features for images whose left half is brighter than 100 (a broken model)."""
+
+    identity = "nan-on-bright-test"
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        f = super().embed(images)
+        return torch.where(f[:, :1] > 100 / 255, torch.full_like(f, float("nan")), f)
+
+
+def test_non_finite_features_name_the_image_and_are_never_cached(tmp_path: Path) -> None:
+    from mcgf.errors import UserError
+
+    recs = [write(tmp_path / "d" / f"{i}.png", 40 * i, 0) for i in range(5)]  # 3 and 4 bright
+    cache = tmp_path / "cache"
+    for _ in range(2):  # the second run fails the same way: nothing was cached
+        with pytest.raises(UserError, match=r"non-finite features for .*3\.png"):
+            extract_features(recs, NaNOnBright(), batch_size=2, flip=False, cache_dir=cache,
+                             progress=False, device="cpu")
+    assert not cache.exists() or not [p for p in os.listdir(cache) if p.endswith(".json")]

@@ -25,6 +25,7 @@ from mcgf.data.datasets import Degrade, ImageListDataset, collate_images
 from mcgf.data.images import BAD_IMAGE_POLICIES
 from mcgf.data.layout import ImageRecord
 from mcgf.data.transforms import Preprocess
+from mcgf.errors import UserError
 from mcgf.evaluation.cache import CachedFeatures, FeatureCache, cache_key, file_fingerprint
 from mcgf.models.registry import Embedder
 
@@ -164,6 +165,13 @@ def extract_features(
             if kept is None:
                 continue
             f = embed_batch(embedder, batch["image"].to(dev, non_blocking=True), flip=flip).cpu().numpy()
+            bad = ~np.isfinite(f).all(axis=1)
+            if bad.any():
+                # Checked before anything is cached, so a rerun does not replay the failure.
+                first = records[int(kept.numpy()[int(np.argmax(bad))])]
+                raise UserError(f"the embedder gave non-finite features for {first.path} "
+                                f"({int(bad.sum())} image(s) of this batch): check the model "
+                                "weights or the image")
             if features is None:
                 features = np.zeros((len(records), f.shape[1]), np.float32)
             rows = kept.numpy()
