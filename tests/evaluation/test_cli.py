@@ -166,3 +166,16 @@ def test_metrics_markdown_states_the_tie_rule() -> None:
                        "queries": 1, "queries_without_match": 0}}
     text = render_markdown({"protocol": "university-1652", "results": [row]})
     assert "Equal scores rank the lower gallery index first" in text
+
+
+def test_metrics_record_feature_cache_hits(tiny_u1652: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ev"
+    args = ["evaluate", str(tiny_u1652), "--out", str(out), "--directions", "d2s", *COMMON]
+    assert main(args) == 0
+    first = json.loads((out / "metrics.json").read_text())
+    assert first["feature_cache"] == {"hits": 0, "sets": 2}
+    assert first["results"][0]["metrics"]["query_features_cached"] is False
+    assert main(args) == 0
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["feature_cache"] == {"hits": 2, "sets": 2}
+    assert again["results"][0]["metrics"]["gallery_features_cached"] is True

@@ -219,6 +219,12 @@ def run(args: argparse.Namespace) -> int:
         "flip_tta": options.flip,
         "no_match_policy": args.no_match,
         "results": results,
+        # How many (condition, direction, side) feature sets were read from the cache.
+        "feature_cache": {
+            "hits": sum(int(r.metrics["query_features_cached"]) + int(r.metrics["gallery_features_cached"])
+                        for r in rows),
+            "sets": 2 * len(rows),
+        },
     }
     if weather is not None:
         report["weather"] = weather

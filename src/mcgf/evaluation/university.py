@@ -194,6 +194,9 @@ def evaluate_university(
                 if name in tapped and tap is not None:
                     tap(cond.name, name, folder.records(), sides[-1][0])
             metrics = evaluate_direction(sides[0], sides[1], no_match=no_match)
+            # Whether each side's features came from the cache (nothing recomputed).
+            metrics["query_features_cached"] = bool(sides[0][0].from_cache)
+            metrics["gallery_features_cached"] = bool(sides[1][0].from_cache)
             rows.append(EvaluationRow(cond.name, direction, metrics))
             if log is not None:
                 log(f"{cond.name:>10} {direction}: R@1 {metrics['R@1']:.2f}  AP {metrics['AP']:.2f}")
