@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mcgf.cli.demo import synth_config
+from mcgf.cli.demo import same_benchmark, synth_config
 from mcgf.cli.main import main as mcgf_main
 from mcgf.cli.synth import query_weather
 from mcgf.config import apply_overrides, load_config
@@ -87,11 +87,7 @@ def _benchmark(out: Path, synth: dict[str, Any], style: str, workers: int | None
     cfg = {"synth": {**synth, "style": style}}
     config, weather = synth_config(cfg, f"style {style}")
     data = data or out / "data" / style_label(style)
-    try:
-        old = json.loads((data / "metadata.json").read_text(encoding="utf-8")).get("config")
-    except (OSError, ValueError):
-        old = None
-    if old != config.to_dict():
+    if not same_benchmark(data, config, weather):
         generate_benchmark(data, config, workers=workers, overwrite=True,
                            query_transform=query_weather(weather, config.seed))
     return data / "University-Release"

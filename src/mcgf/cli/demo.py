@@ -62,6 +62,14 @@ def _conditions(queries: dict | None) -> set[str]:
     return {str(q.get("condition")) for q in (queries or {}).values() if isinstance(q, dict)}
 
 
+def same_benchmark(data_dir: Path, config: Any, weather: str) -> bool:
+    """Whether ``data_dir`` already holds the benchmark ``config`` with query weather
+    ``weather`` (``random`` or ``none``), so that it can be reused."""
+    old_config, old_queries = _existing(data_dir)
+    weathered = _conditions(old_queries) != {"normal"}
+    return old_config == config.to_dict() and weathered == (weather == "random")
+
+
 def synth_config(cfg: dict[str, Any], where: str) -> tuple[Any, str]:
     """The validated :class:`~mcgf.synth.SynthConfig` of a config's ``synth`` section and
     its ``query_weather`` mode; ``synth.style`` is a style name or a style YAML file.
@@ -105,10 +113,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     data_dir = out / "data"
     print(f"[1/5] synthetic benchmark -> {data_dir}")
-    old_config, old_queries = _existing(data_dir)
-    weathered = _conditions(old_queries) != {"normal"}
     regenerated = False
-    if not args.regenerate and old_config == config.to_dict() and weathered == (weather == "random"):
+    if not args.regenerate and same_benchmark(data_dir, config, weather):
         print("  an identical benchmark is already there; reusing it (--regenerate to rebuild)")
     else:
         regenerated = True
