@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -63,3 +64,10 @@ def tiny_160k(tmp_path: Path) -> tuple[Path, Path]:
     gt = tmp_path / "ground_truth_160k.txt"
     gt.write_text("".join(truth[i] + "\n" for i in order))
     return root, gt
+
+
+def prerendered_copies(root: Path, wx: Path, *conditions: str) -> Path:
+    """A ``--wx-dir`` folder whose conditions are byte copies of ``root``'s clean queries."""
+    for name in conditions:
+        shutil.copytree(root / "test" / "query_drone", wx / name)
+    return wx

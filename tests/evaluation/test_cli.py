@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ from mcgf.data.layout import load_university1652
 from mcgf.evaluation.features import extract_features
 from mcgf.evaluation.university import Condition, evaluate_university, mean_over_conditions
 from mcgf.models import build_embedder
+from tests.evaluation.conftest import prerendered_copies
 from tests.retrieval.test_metrics import naive_query
 
 COMMON = ["--workers", "0", "--quiet", "--device", "cpu"]
@@ -71,8 +71,7 @@ def test_evaluate_exclude_policy_changes_denominator(tiny_u1652: Path, tmp_path:
 
 def test_evaluate_prerendered_wx(tiny_u1652: Path, tmp_path: Path) -> None:
     wx = tmp_path / "wx"
-    shutil.copytree(tiny_u1652 / "test" / "query_drone", wx / "normal")
-    shutil.copytree(tiny_u1652 / "test" / "query_drone", wx / "zz_custom")
+    prerendered_copies(tiny_u1652, wx, "normal", "zz_custom")
     out = tmp_path / "ev"
     assert main(["evaluate", str(tiny_u1652), "--wx-dir", str(wx), "--directions", "d2s",
                  "--out", str(out), *COMMON]) == 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from mcgf.cli.main import main
 from mcgf.evaluation.probes import InvarianceProbes, summary_line
 from mcgf.evaluation.university import ExtractOptions, evaluate_university, on_the_fly_conditions
 from mcgf.models import build_embedder
+from tests.evaluation.conftest import prerendered_copies
 
 COMMON = ["--workers", "0", "--quiet", "--device", "cpu"]
 
@@ -56,8 +56,7 @@ def test_prerendered_copies_are_perfectly_invariant(tiny_u1652: Path, tmp_path: 
     # a probe at exactly chance (each image's two samples have one embedding, so any
     # classifier gets exactly one of them right).
     wx = tmp_path / "wx"
-    shutil.copytree(tiny_u1652 / "test" / "query_drone", wx / "normal")
-    shutil.copytree(tiny_u1652 / "test" / "query_drone", wx / "fog")
+    prerendered_copies(tiny_u1652, wx, "normal", "fog")
     out = tmp_path / "ev"
     assert main(["evaluate", str(tiny_u1652), "--wx-dir", str(wx), "--directions", "d2s",
                  "--out", str(out), *COMMON]) == 0
@@ -70,8 +69,7 @@ def test_prerendered_copies_are_perfectly_invariant(tiny_u1652: Path, tmp_path: 
 def test_prerendered_images_that_do_not_align_are_skipped_with_a_note(
         tiny_u1652: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     wx = tmp_path / "wx"
-    shutil.copytree(tiny_u1652 / "test" / "query_drone", wx / "normal")
-    shutil.copytree(tiny_u1652 / "test" / "query_drone", wx / "fog")
+    prerendered_copies(tiny_u1652, wx, "normal", "fog")
     for p in sorted((wx / "fog").rglob("*.jpeg")):
         p.rename(p.with_name("renamed-" + p.name))
     out = tmp_path / "ev"
