@@ -1,4 +1,5 @@
-"""Training objectives of MCGF: location cross-entropy, contrastive InfoNCE, DDPM ε loss.
+"""Training objectives of MCGF: location cross-entropy, contrastive InfoNCE, weather
+consistency, DDPM ε loss.
 
 Pure functions except :class:`InfoNCE`, which only owns its learnable temperature.
 """
@@ -75,6 +76,15 @@ class InfoNCE(nn.Module):
         logits = self.scale * F.normalize(emb_d, dim=-1) @ F.normalize(emb_s, dim=-1).T
         positives = labels_d[:, None] == labels_s[None, :]
         return 0.5 * (multi_positive_nce(logits, positives) + multi_positive_nce(logits.T, positives.T))
+
+
+def weather_consistency(weathered: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """Mean ``1 − cos`` between each weathered image's embedding and its clean twin's.
+
+    The clean embedding is the target (gradient stopped), so weather is pulled towards
+    the clean view rather than both collapsing towards each other; 0 when they agree.
+    """
+    return (1.0 - F.cosine_similarity(weathered, clean.detach(), dim=-1)).mean()
 
 
 def ddpm_epsilon_loss(eps_pred: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:

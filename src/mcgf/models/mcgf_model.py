@@ -41,7 +41,7 @@ from mcgf.models.backbone import (
 )
 from mcgf.models.heads import ClassBlock
 from mcgf.models.input_norm import INPUT_NORMS, normalise_input
-from mcgf.models.losses import InfoNCE, cross_entropy_views
+from mcgf.models.losses import InfoNCE, cross_entropy_views, weather_consistency
 from mcgf.models.model_registry import register_model
 from mcgf.models.restoration import CONDITIONS, RestorationBranch
 
@@ -212,25 +212,42 @@ class MCGFModel(nn.Module):
         return x
 
     def forward(
-        self, batch: dict[str, torch.Tensor], *, generator: torch.Generator | None = None
+        self, batch: dict[str, torch.Tensor], *, generator: torch.Generator | None = None,
+        clean_pairs: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Embeddings and logits per view present, plus ``restoration_loss`` when possible.
 
         Returns keys ``drone_embedding``, ``drone_logits``, ``satellite_embedding``,
         ``satellite_logits`` (for the views in ``batch``; embeddings are the
         un-normalised bottleneck features) and ``restoration_loss`` when the branch is on
-        and ``drone_clean`` is given. ``generator`` seeds the branch's t and noise.
+        and ``drone_clean`` is given. ``generator`` seeds the branch's t and noise. With
+        ``clean_pairs`` and ``drone_clean`` given, the clean versions of the weathered drone
+        images run in the same encoder pass and come back as ``drone_pair_embedding``
+        (weathered) and ``drone_clean_embedding`` (clean), row by row.
         """
         out: dict[str, torch.Tensor] = {}
         if "drone" in batch:
             drone = batch["drone"]
+            n = drone.shape[0]
             want_restore = self.restoration is not None and "drone_clean" in batch
+            pairs = None
+            if clean_pairs and "drone_clean" in batch:
+                pairs = _weathered(batch.get("drone_condition"), n, drone.device)
+                pairs = torch.ones(n, dtype=torch.bool, device=drone.device) if pairs is None else pairs
+                # One pass for both: BatchNorm sees clean and weathered images together.
+                drone = torch.cat([drone, batch["drone_clean"][pairs]])
             if want_restore:
                 pooled, maps = encode_multiscale(self.drone_encoder, self._normalise(drone),
                                                  self.restoration_sources)
+                maps = [m[:n] for m in maps]
             else:
                 pooled = self.drone_encoder(self._normalise(drone))
-            out["drone_embedding"], out["drone_logits"] = self.head(pooled)
+            embedding, logits = self.head(pooled)
+            out["drone_embedding"], out["drone_logits"] = embedding[:n], logits[:n]
+            if pairs is not None:
+                out["drone_pair_embedding"] = embedding[:n][pairs]
+                out["drone_clean_embedding"] = embedding[n:]
+            drone = drone[:n]
             if want_restore:
                 assert self.restoration is not None
                 keep = _weathered(batch.get("drone_condition"), drone.shape[0], drone.device)
@@ -257,6 +274,7 @@ class MCGFModel(nn.Module):
         lambda_restore: float = 1.0,
         *,
         infonce: float = 0.0,
+        consistency: float = 0.0,
         label_smoothing: float = 0.0,
         generator: torch.Generator | None = None,
     ) -> dict[str, torch.Tensor]:
@@ -265,12 +283,14 @@ class MCGFModel(nn.Module):
         ``total = ce + infonce · infonce_loss + lambda_restore · restoration_loss``, where
         ``ce`` is :func:`cross_entropy_views`; the InfoNCE term is computed only for a
         positive weight, the restoration term only when the branch is on and the batch has
+        ``drone_clean``. A positive ``consistency`` adds ``consistency ·
+        weather_consistency_loss`` (:func:`weather_consistency`) when the batch has
         ``drone_clean``. Needs both views in ``batch``.
         """
         for key in ("drone", "drone_label", "satellite", "satellite_label"):
             if key not in batch:
                 raise KeyError(f"training batch lacks {key!r}")
-        out = self.forward(batch, generator=generator)
+        out = self.forward(batch, generator=generator, clean_pairs=consistency > 0)
         terms: dict[str, torch.Tensor] = {
             "ce": cross_entropy_views(
                 out["drone_logits"],
@@ -289,6 +309,10 @@ class MCGFModel(nn.Module):
                 batch["satellite_label"],
             )
             total = total + infonce * terms["infonce"]
+        if "drone_clean_embedding" in out and out["drone_clean_embedding"].shape[0] > 0:
+            terms["consistency"] = weather_consistency(out["drone_pair_embedding"],
+                                                       out["drone_clean_embedding"])
+            total = total + consistency * terms["consistency"]
         if "restoration_loss" in out and lambda_restore > 0:
             terms["restore"] = out["restoration_loss"]
             total = total + lambda_restore * terms["restore"]

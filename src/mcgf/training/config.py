@@ -79,6 +79,9 @@ class TrainConfig:
         accumulate: micro-batches per optimizer step (gradient accumulation).
         lambda_restore: weight of the restoration loss (0 turns it off).
         infonce: weight of the InfoNCE loss (0 turns it off).
+        consistency: weight of the weather-consistency loss, ``1 − cos`` between each
+            weathered drone image's embedding and its clean twin's (0 turns it off; on,
+            the clean twins run in the same encoder pass).
         label_smoothing: of the cross-entropy.
         grad_clip: max gradient norm (``null``: no clipping).
         amp: ``auto`` (bf16 autocast on CUDA only) or ``off``.
@@ -104,6 +107,7 @@ class TrainConfig:
     accumulate: int = 1
     lambda_restore: float = 1.0
     infonce: float = 0.0
+    consistency: float = 0.0
     label_smoothing: float = 0.0
     grad_clip: float | None = None
     amp: str = "auto"
@@ -244,6 +248,7 @@ def parse_run_config(config: Mapping[str, Any], where: str) -> RunConfig:
     _check(t.accumulate >= 1, where, "train.accumulate", t.accumulate, ">= 1")
     _check(t.lambda_restore >= 0, where, "train.lambda_restore", t.lambda_restore, ">= 0")
     _check(t.infonce >= 0, where, "train.infonce", t.infonce, ">= 0")
+    _check(t.consistency >= 0, where, "train.consistency", t.consistency, ">= 0")
     _check(0 <= t.label_smoothing < 1, where, "train.label_smoothing", t.label_smoothing, "in [0, 1)")
     _check(t.grad_clip is None or t.grad_clip > 0, where, "train.grad_clip", t.grad_clip, "> 0 or null")
     _check(t.amp in ("auto", "off"), where, "train.amp", t.amp, "'auto' or 'off'")

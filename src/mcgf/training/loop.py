@@ -98,15 +98,17 @@ class _Objective(nn.Module):
     (calling ``model.loss`` on a DDP-wrapped module would skip gradient sync)."""
 
     def __init__(self, model: nn.Module, lambda_restore: float, infonce: float,
-                 label_smoothing: float) -> None:
+                 label_smoothing: float, consistency: float = 0.0) -> None:
         super().__init__()
         self.model = model
         self.kw = {"lambda_restore": lambda_restore, "infonce": infonce,
                    "label_smoothing": label_smoothing}
+        if consistency > 0:
+            self.kw["consistency"] = consistency
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return self.model.loss(batch, self.kw["lambda_restore"], infonce=self.kw["infonce"],
-                               label_smoothing=self.kw["label_smoothing"])
+        kw = dict(self.kw)
+        return self.model.loss(batch, kw.pop("lambda_restore"), **kw)
 
 
 @dataclass(frozen=True)
@@ -188,7 +190,7 @@ def build_dataset(cfg: RunConfig, drone: ClassFolderSet, satellite: ClassFolderS
     return CrossViewTrainSet(
         drone, satellite,
         drone_transform=drone_tf, satellite_transform=satellite_tf,
-        degrade=weather, return_clean=cfg.train.lambda_restore > 0,
+        degrade=weather, return_clean=cfg.train.lambda_restore > 0 or cfg.train.consistency > 0,
         on_bad_image=cfg.data.on_bad_image,  # type: ignore[arg-type]
         augment_seed=cfg.train.seed,
     )
@@ -308,10 +310,12 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
     optimizer = torch.optim.AdamW(groups, lr=tc.lr, weight_decay=tc.weight_decay)
     scheduler = warmup_cosine_scheduler(optimizer, total_steps, tc.warmup_steps, tc.min_lr_ratio)
 
-    objective: nn.Module = _Objective(model, tc.lambda_restore, tc.infonce, tc.label_smoothing)
+    objective: nn.Module = _Objective(model, tc.lambda_restore, tc.infonce, tc.label_smoothing,
+                                      tc.consistency)
     encoder_params = (list(model.encoder_parameters()) if hasattr(model, "encoder_parameters")
                       else [])
-    term_weights = {"ce": 1.0, "infonce": tc.infonce, "restore": tc.lambda_restore}
+    term_weights = {"ce": 1.0, "infonce": tc.infonce, "restore": tc.lambda_restore,
+                    "consistency": tc.consistency}
     if dist_info.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
