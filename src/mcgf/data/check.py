@@ -15,7 +15,14 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mcgf.data.images import image_problem
+from mcgf.data.images import (
+    ADJUSTMENTS,
+    BACKGROUND,
+    EXIF_ORIENTATION,
+    SIXTEEN_BIT,
+    TRANSPARENCY,
+    inspect_image,
+)
 from mcgf.data.layout import (
     ClassFolderSet,
     University1652,
@@ -60,6 +67,9 @@ class CheckReport:
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     decoded: int = 0
+    #: Images that decode only with an adjustment (see :data:`mcgf.data.images.ADJUSTMENTS`),
+    #: by adjustment.
+    adjusted: dict[str, list[Path]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -208,23 +218,67 @@ def check_dataset(path: str | Path, *, decode: bool = True, workers: int | None 
     if not images:
         report.errors.append(f"{root}: no image found (.jpg .jpeg .png .webp in any letter case)")
     if decode and images:
-        report.unreadable = _decode_all(images, workers)
+        report.unreadable, report.adjusted = _decode_all(images, workers)
         report.decoded = len(images)
     return report
 
 
-def _problems(paths: list[Path]) -> list[tuple[Path, str]]:
-    return [(p, r) for p in paths if (r := image_problem(p)) is not None]
+_Inspected = tuple[list[tuple[Path, str]], list[tuple[Path, frozenset[str]]]]
 
 
-def _decode_all(images: Iterable[Path], workers: int | None) -> list[tuple[Path, str]]:
+def _inspect(paths: list[Path]) -> _Inspected:
+    """(unreadable images with the reason, images that needed adjustments)."""
+    bad: list[tuple[Path, str]] = []
+    adjusted: list[tuple[Path, frozenset[str]]] = []
+    for p in paths:
+        reason, done = inspect_image(p)
+        if reason is not None:
+            bad.append((p, reason))
+        elif done:
+            adjusted.append((p, done))
+    return bad, adjusted
+
+
+def _decode_all(images: Iterable[Path], workers: int | None
+                ) -> tuple[list[tuple[Path, str]], dict[str, list[Path]]]:
     images = list(images)
     workers = max(1, min(workers or os.cpu_count() or 1, len(images) // 64 or 1))
     if workers == 1:
-        return _problems(images)
-    chunks = [images[i : i + 256] for i in range(0, len(images), 256)]
-    with ProcessPoolExecutor(workers) as pool:
-        return [bad for part in pool.map(_problems, chunks) for bad in part]
+        parts = [_inspect(images)]
+    else:
+        chunks = [images[i : i + 256] for i in range(0, len(images), 256)]
+        with ProcessPoolExecutor(workers) as pool:
+            parts = list(pool.map(_inspect, chunks))
+    bad = [b for part, _ in parts for b in part]
+    adjusted: dict[str, list[Path]] = {}
+    for _, part in parts:
+        for path, done in part:
+            for kind in ADJUSTMENTS:
+                if kind in done:
+                    adjusted.setdefault(kind, []).append(path)
+    return bad, adjusted
+
+
+_BACKGROUND_NAME = "black" if BACKGROUND == (0, 0, 0) else f"RGB {BACKGROUND}"
+#: How ``mcgf data check`` words each decoding adjustment: (one image, several images).
+_ADJUSTED_TEXT = {
+    SIXTEEN_BIT: ("is 16-bit", "are 16-bit", "scaled to 8-bit"),
+    EXIF_ORIENTATION: ("carries an EXIF rotation", "carry an EXIF rotation", "applied"),
+    TRANSPARENCY: ("has transparency", "have transparency", f"composited on {_BACKGROUND_NAME}"),
+}
+
+
+def adjustment_lines(adjusted: dict[str, list[Path]]) -> list[str]:
+    """One line per adjustment: how many images needed it, what was done, an example."""
+    lines = []
+    for kind in ADJUSTMENTS:
+        paths = adjusted.get(kind, [])
+        if paths:
+            one, several, done = _ADJUSTED_TEXT[kind]
+            n = len(paths)
+            what = f"1 image {one}" if n == 1 else f"{n} images {several}"
+            lines.append(f"{what} ({done}), e.g. {paths[0]}")
+    return lines
 
 
 def format_report(report: CheckReport, *, per_class: bool = False) -> str:
@@ -249,6 +303,7 @@ def format_report(report: CheckReport, *, per_class: bool = False) -> str:
     lines += [f"warning: {w}" for w in report.warnings]
     if report.decoded:
         lines.append(f"decoded {report.decoded} images: {len(report.unreadable)} unreadable")
+        lines += [f"note: {line}" for line in adjustment_lines(report.adjusted)]
     lines += [f"unreadable: {p}: {why}" for p, why in report.unreadable]
     lines += [f"error: {e}" for e in report.errors]
     if report.ok:
