@@ -67,6 +67,56 @@ def test_non_integer_class_folder_is_a_clear_error(tmp_path: Path) -> None:
         read_class_folders(tmp_path / "drone", "drone")
 
 
+@pytest.mark.parametrize("name", ["-1", "-0839", "+5", "1_0", "\u0663", "12a"])
+def test_class_folder_must_be_a_non_negative_id(tmp_path: Path, name: str) -> None:
+    # A folder named "-1" would otherwise give its images the junk label: dropped silently.
+    write_image(tmp_path / "drone" / "0001" / "x.jpg")
+    write_image(tmp_path / "drone" / name / "y.jpg")
+    with pytest.raises(UserError, match="non-negative integer location id") as err:
+        read_class_folders(tmp_path / "drone", "drone")
+    assert str(tmp_path / "drone" / name) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_two_folders_of_one_id_are_refused(tmp_path: Path) -> None:
+    write_image(tmp_path / "drone" / "0839" / "x.jpg")
+    write_image(tmp_path / "drone" / "839" / "y.jpg", 1)
+    with pytest.raises(UserError, match="0839 and 839 .* both location 839"):
+        read_class_folders(tmp_path / "drone", "drone")
+
+
+def test_junk_and_unknown_labels_are_distinct() -> None:
+    from mcgf.data.layout import JUNK_LABEL, UNKNOWN_LABEL, ImageRecord, class_id
+    from mcgf.retrieval.metrics import JUNK_LABEL as METRICS_JUNK
+
+    assert JUNK_LABEL == METRICS_JUNK and UNKNOWN_LABEL != JUNK_LABEL and UNKNOWN_LABEL < 0
+    assert class_id("0839") == 839 and class_id("0") == 0 and class_id("-1") is None
+    ImageRecord(Path("a.jpg"), UNKNOWN_LABEL, "drone")
+    with pytest.raises(ValueError, match="neither a location id"):
+        ImageRecord(Path("a.jpg"), -3, "drone")
+
+
+def test_challenge_and_embedding_records_are_unknown_not_junk(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Images without a label (160k queries, embed_images) carry UNKNOWN_LABEL, never junk."""
+    import mcgf.evaluation.features as features
+    from mcgf.data.layout import UNKNOWN_LABEL
+
+    seen: list[int] = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_extract(records, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.extend(r.label for r in records)
+        raise Stop
+
+    monkeypatch.setattr(features, "extract_features", fake_extract)
+    monkeypatch.setattr(features, "for_view", lambda embedder, view: embedder)
+    with pytest.raises(Stop):
+        features.embed_images(object(), [write_image(tmp_path / "a.jpg")])
+    assert seen == [UNKNOWN_LABEL]
+
+
 def test_list_images_missing_folder_is_empty(tmp_path: Path) -> None:
     assert list_images(tmp_path / "missing") == []
 

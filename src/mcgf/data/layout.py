@@ -6,8 +6,12 @@ University-1652 (``University-Release/``)::
     test/{query_drone,gallery_drone,query_satellite,gallery_satellite,
           query_street,gallery_street}/<class id>/<images>
 
-Labels come from the class folder *name* (``int("0839") == 839``), so views stay aligned
-however many folders a view has; empty and missing class folders are allowed.
+Labels come from the class folder *name* (``"0839"`` is location 839), so views stay
+aligned however many folders a view has; empty and missing class folders are allowed.
+A class folder name must be a non-negative integer written in ASCII digits: other names
+(``-1``, ``+5``, ``1_0``, ``tmp``) and two names of one id (``839`` and ``0839``) are
+refused, so that no folder can produce a negative label, which the metrics would read
+as junk.
 
 University-160k(-WX): a flat query folder with a names file fixing the submission
 order, and a flat gallery folder; names are masked and no labels are given.
@@ -41,8 +45,15 @@ TEST_FOLDERS: dict[str, str] = {
     "gallery_street": "street",
 }
 
-#: Label of an image whose location is unknown (flat layouts, distractors without id).
-UNKNOWN_LABEL = -1
+#: Label of a *junk* gallery image: the University-1652 metrics remove it from every
+#: ranking (the same value as :data:`mcgf.retrieval.metrics.JUNK_LABEL`). No folder of a
+#: dataset is read as junk.
+JUNK_LABEL = -1
+
+#: Label of an image whose location is not given (University-160k queries and gallery).
+#: Kept apart from :data:`JUNK_LABEL`: junk is a gallery item the protocol drops from
+#: the ranking, while an unknown image has no ground truth and is never scored by label.
+UNKNOWN_LABEL = -2
 
 
 def is_hidden(name: str) -> bool:
@@ -85,6 +96,11 @@ class ImageRecord:
     label: int
     view: str
 
+    def __post_init__(self) -> None:
+        if self.label < 0 and self.label not in (JUNK_LABEL, UNKNOWN_LABEL):
+            raise ValueError(f"label {self.label} of {self.path} is neither a location id (>= 0), "
+                             f"JUNK_LABEL ({JUNK_LABEL}) nor UNKNOWN_LABEL ({UNKNOWN_LABEL})")
+
     @property
     def key(self) -> str:
         """A stable identifier of the image (``<class folder>/<file name>``).
@@ -124,24 +140,41 @@ class ClassFolderSet:
         return [int(name) for name, paths in self.classes.items() if paths]
 
 
+def class_id(name: str) -> int | None:
+    """The location id a class folder name stands for, or ``None`` if it is not one.
+
+    Only ASCII digits are an id (``"0839"`` -> 839). ``int()`` alone would also accept
+    ``"-1"`` (the junk label), ``"+5"``, ``" 7"``, ``"1_0"`` and non-ASCII digits.
+    """
+    return int(name) if name.isascii() and name.isdigit() else None
+
+
 def read_class_folders(root: str | Path, view: str) -> ClassFolderSet:
-    """Read ``root/<class id>/<images>``; class folder names must be integers.
+    """Read ``root/<class id>/<images>``; class folder names must be location ids
+    (see :func:`class_id`), one folder per id.
 
     Raises:
-        UserError: if ``root`` is not a folder or a class folder name is not an integer.
+        UserError: if ``root`` is not a folder, a class folder name is not a non-negative
+            integer id, or two folders name the same id.
     """
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"{root} is not a folder (expected <class id>/<images> inside)")
     classes: dict[str, list[Path]] = {}
+    folder_of: dict[int, str] = {}
     for entry in list_subfolders(root):
-        try:
-            int(entry.name)
-        except ValueError:
+        cid = class_id(entry.name)
+        if cid is None:
             raise UserError(
-                f"class folder {entry.path} is not named by an integer location id "
-                "(University-1652 uses 4-digit ids such as 0839); rename or remove it"
-            ) from None
+                f"class folder {entry.path} is not named by a non-negative integer location id "
+                "(digits only; University-1652 uses 4-digit ids such as 0839); rename or remove it"
+            )
+        if cid in folder_of:
+            raise UserError(
+                f"class folders {folder_of[cid]} and {entry.name} in {root} are both location {cid}; "
+                "merge or remove one"
+            )
+        folder_of[cid] = entry.name
         classes[entry.name] = list_images(entry.path)
     return ClassFolderSet(root=root, view=view, classes=classes)
 

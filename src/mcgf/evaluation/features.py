@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from mcgf.data.datasets import Degrade, ImageListDataset, collate_images
 from mcgf.data.images import BAD_IMAGE_POLICIES
-from mcgf.data.layout import ImageRecord
+from mcgf.data.layout import UNKNOWN_LABEL, ImageRecord
 from mcgf.data.transforms import Preprocess
 from mcgf.errors import UserError
 from mcgf.evaluation.cache import CachedFeatures, FeatureCache, cache_key, file_fingerprint
@@ -227,7 +227,7 @@ def embed_images(
     encoder of models that have one per view (``"drone"`` or ``"satellite"``); an
     unreadable image raises :class:`~mcgf.errors.ImageReadError` naming it.
     """
-    records = [ImageRecord(Path(p), -1, view) for p in images]
+    records = [ImageRecord(Path(p), UNKNOWN_LABEL, view) for p in images]
     return extract_features(records, for_view(embedder, view), batch_size=batch_size, flip=flip,
                             device=device, num_workers=num_workers, progress=progress,
                             desc=view).features
