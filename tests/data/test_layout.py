@@ -80,7 +80,7 @@ def test_class_folder_must_be_a_non_negative_id(tmp_path: Path, name: str) -> No
 def test_two_folders_of_one_id_are_refused(tmp_path: Path) -> None:
     write_image(tmp_path / "drone" / "0839" / "x.jpg")
     write_image(tmp_path / "drone" / "839" / "y.jpg", 1)
-    with pytest.raises(UserError, match="0839 and 839 .* both location 839"):
+    with pytest.raises(UserError, match=r"0839 and 839 .* both location 839"):
         read_class_folders(tmp_path / "drone", "drone")
 
 
@@ -157,3 +157,25 @@ def test_gallery_duplicate_stems_rejected(tmp_path: Path) -> None:
     write_image(tmp_path / "g" / "abc.png")
     with pytest.raises(UserError, match="stems must be unique"):
         load_flat_gallery(tmp_path / "g")
+
+
+def test_loading_warns_about_broken_symlinks(u1652: Path, flat160k: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    drone = u1652 / "train" / "drone" / "0002"
+    (drone / "image-09.jpeg").symlink_to(u1652 / "missing.jpeg")
+    query = flat160k / "query_drone_160k_wx_24"
+    (query / "zz9.jpeg").symlink_to(flat160k / "missing.jpeg")
+    with caplog.at_level("WARNING", logger="mcgf.data.layout"):
+        fs = read_class_folders(u1652 / "train" / "drone", "drone")
+        q = load_flat_queries(query, flat160k / "query_drone_name.txt")
+    assert fs.broken == [drone / "image-09.jpeg"] and len(fs.classes["0002"]) == 2
+    assert q.broken == [query / "zz9.jpeg"] and len(q.paths) == 4
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{u1652 / 'train' / 'drone'}: 1 broken symbolic link skipped (target missing), e.g. {drone / 'image-09.jpeg'}",
+        f"{query}: 1 broken symbolic link skipped (target missing), e.g. {query / 'zz9.jpeg'}",
+    ]
+    # a listed query whose file is a broken link is missing, and the error says why
+    (query / "aB1.jpeg").unlink()
+    (query / "aB1.jpeg").symlink_to(flat160k / "missing2.jpeg")
+    with pytest.raises(UserError, match=r"1 queries .* \(2 broken symbolic links in that folder\): aB1.jpeg"):
+        load_flat_queries(query, flat160k / "query_drone_name.txt")

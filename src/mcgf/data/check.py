@@ -27,6 +27,7 @@ from mcgf.data.layout import (
     ClassFolderSet,
     University1652,
     aligned_classes,
+    broken_links_text,
     list_images,
     list_subfolders,
     load_flat_gallery,
@@ -131,6 +132,8 @@ def _check_university(data: University1652, report: CheckReport) -> list[Path]:
             )
     for fs_split, folders in (("train", data.train), ("test", data.test)):
         for name, fs in folders.items():
+            if fs.broken:
+                report.warnings.append(broken_links_text(fs.root, fs.broken))
             empty = [k for k, v in fs.classes.items() if not v]
             if empty:
                 shown = ", ".join(empty[:5]) + (" ..." if len(empty) > 5 else "")
@@ -140,24 +143,39 @@ def _check_university(data: University1652, report: CheckReport) -> list[Path]:
     return images
 
 
-def _find_flat_splits(root: Path) -> list[tuple[Path, Path]]:
+def _find_flat_splits(root: Path, report: CheckReport) -> list[tuple[Path, Path]]:
     """(query folder, names file) pairs: a names file beside a folder of images whose
-    name starts like it (``query_drone_name.txt`` ~ ``query_drone_160k_wx/``)."""
+    name starts like it (``query_drone_name.txt`` ~ ``query_drone_160k_wx_24/``).
+
+    A names file that fits no folder, or several, is not checked; a warning says so.
+    """
     out: list[tuple[Path, Path]] = []
     for names in sorted(root.glob(NAMES_FILE_GLOB)):
         prefix = names.stem.replace("_name", "").replace("name", "")
         cands = [Path(e.path) for e in list_subfolders(root) if e.name.startswith(prefix) and list_images(e.path)]
         if len(cands) == 1:
             out.append((cands[0], names))
+        elif not cands:
+            report.warnings.append(
+                f"{names}: no folder of images named {prefix}*/ beside it, so its queries were not "
+                "checked"
+            )
+        else:
+            folders = ", ".join(f"{c.name}/" for c in cands)
+            report.warnings.append(
+                f"{names}: fits several query folders ({folders}), so it was checked against none "
+                "of them; keep one query folder per names file (mcgf predict then needs "
+                "--queries and --names)"
+            )
     return out
 
 
 def _check_flat(root: Path, report: CheckReport) -> list[Path]:
     images: list[Path] = []
     rel = root.relative_to(report.root) if root != report.root else Path(".")
-    for qdir, names in _find_flat_splits(root):
+    for qdir, names in _find_flat_splits(root, report):
         try:
-            q = load_flat_queries(qdir, names)
+            q = load_flat_queries(qdir, names, warn=False)
         except UserError as err:
             report.errors.append(str(err))
             continue
@@ -166,15 +184,19 @@ def _check_flat(root: Path, report: CheckReport) -> list[Path]:
         report.notes.append(f"{rel}: {names.name} lists {len(q.names)} queries, all found in {qdir.name}/")
         if extra:
             report.warnings.append(f"{qdir}: {extra} images are not listed in {names.name} (not submitted)")
+        if q.broken:
+            report.warnings.append(broken_links_text(qdir, q.broken))
         images.extend(q.paths)
     for entry in list_subfolders(root):
         if entry.name.startswith("gallery"):
             try:
-                g = load_flat_gallery(entry.path)
+                g = load_flat_gallery(entry.path, warn=False)
             except UserError as err:
                 report.errors.append(str(err))
                 continue
             report.folders.append(FolderCounts(str(rel), entry.name, 0, 0, len(g.paths), {}))
+            if g.broken:
+                report.warnings.append(broken_links_text(entry.path, g.broken))
             images.extend(g.paths)
     return images
 
@@ -212,7 +234,7 @@ def check_dataset(path: str | Path, *, decode: bool = True, workers: int | None 
         )
     images: list[Path] = []
     for r in u1652:
-        images += _check_university(load_university1652(r), report)
+        images += _check_university(load_university1652(r, warn=False), report)
     for r in flat:
         images += _check_flat(r, report)
     if not images:
