@@ -39,6 +39,11 @@ BAD_IMAGE_POLICIES: tuple[str, ...] = ("stop", "skip")
 #: picture then gives the same pixels whether or not its producer kept the alpha channel.
 BACKGROUND: tuple[int, int, int] = (0, 0, 0)
 
+#: Changes whenever the same file may decode to other pixels (1: plain ``convert``;
+#: 2: 16-bit scaling, EXIF orientation, transparency compositing). Caches of anything
+#: computed from pixels (features) include it in their key.
+DECODER_VERSION = 2
+
 #: Adjustments :func:`decode_image` may make, by the name reports count them under.
 SIXTEEN_BIT = "16-bit"
 EXIF_ORIENTATION = "exif-orientation"
