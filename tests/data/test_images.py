@@ -157,3 +157,15 @@ def test_data_check_counts_each_adjustment(u1652: Path) -> None:
     assert "note: 1 image carries an EXIF rotation (applied), e.g. " in text
     assert "note: 1 image has transparency (composited on black), e.g. " in text
     assert text.endswith("OK: the dataset can be used")
+
+
+def test_corrupt_exif_is_no_orientation_and_no_warning(tmp_path: Path) -> None:
+    path = tmp_path / "bad-exif.jpg"
+    Image.new("RGB", (8, 8), (10, 200, 30)).save(path, exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\xff\xff")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        decoded, done = decode_image(path)
+    assert done == frozenset() and decoded.size == (8, 8)
+    assert abs(np.asarray(decoded).astype(int)[4, 4] - np.array([10, 200, 30])).max() <= 3

@@ -118,6 +118,9 @@ def decode_image(path: str | Path, mode: str = "RGB") -> tuple[Image.Image, froz
     """
     try:
         with warnings.catch_warnings():
+            # Corrupt EXIF data is only a warning in Pillow: the pixels are fine, and an
+            # orientation that cannot be read is taken as none.
+            warnings.filterwarnings("ignore", "Corrupt EXIF data", UserWarning)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 im.load()
