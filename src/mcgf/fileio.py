@@ -2,6 +2,8 @@
 
 Everything is written to a temporary file in the destination folder and moved into
 place with :func:`os.replace`, which is atomic on POSIX and Windows within one volume.
+Files that only make sense together (an answer and its zip) are written as one unit by
+:func:`write_files_together`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -61,6 +63,65 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
 def write_json_atomic(path: str | Path, obj: Any, indent: int = 2) -> None:
     """Write ``obj`` as JSON to ``path`` atomically (keys kept in insertion order)."""
     write_text_atomic(path, json.dumps(obj, indent=indent) + "\n")
+
+
+def _write_temp(path: Path, data: bytes) -> Path:
+    """``data`` in a new, fsynced temporary sibling of ``path`` with normal permissions."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return Path(tmp)
+
+
+def write_files_together(files: Mapping[str | Path, bytes], *, remove: Iterable[str | Path] = ()) -> None:
+    """Write several files as one unit, and remove files that described their earlier versions.
+
+    All new contents are written to temporary siblings first. Then the earlier files
+    (the destinations and everything in ``remove``) are renamed aside, the new files
+    renamed into place, and the earlier ones deleted. If anything fails the new files are
+    taken away and the earlier ones put back: the folder holds either the complete old
+    set or the complete new one (without the ``remove`` files), never a mix. An
+    interruption by the operating system (power loss) can leave hidden ``.NAME.old-*``
+    copies, never a new file beside an old partner.
+    """
+    targets = [Path(p) for p in files]
+    stale = list(dict.fromkeys([*targets, *(Path(p) for p in remove)]))
+    temps: list[Path] = []
+    aside: list[tuple[Path, Path]] = []
+    placed: list[Path] = []
+    try:
+        for path, data in zip(targets, files.values(), strict=True):
+            temps.append(_write_temp(path, data))
+        for path in stale:
+            if path.exists() or path.is_symlink():
+                old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+                os.replace(path, old)
+                aside.append((path, old))
+        for tmp, path in zip(temps, targets, strict=True):
+            os.replace(tmp, path)
+            placed.append(path)
+    except BaseException:
+        for path in [*placed, *temps]:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        for path, old in reversed(aside):
+            with contextlib.suppress(OSError):
+                os.replace(old, path)
+        raise
+    for folder in dict.fromkeys(p.parent for p in stale):
+        fsync_dir(folder)
+    for _, old in aside:
+        with contextlib.suppress(OSError):
+            os.unlink(old)
 
 
 def fsync_dir(path: str | Path) -> None:

@@ -38,3 +38,30 @@ def test_replace_dir_swaps_whole_folders(tmp_path: Path) -> None:
         replace_dir(tmp, dest)
         assert (dest / "f.txt").read_text() == text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # old copy and temp gone
+
+
+def test_write_files_together_is_all_or_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mcgf import fileio
+
+    a, b, report = tmp_path / "a.txt", tmp_path / "b.bin", tmp_path / "report.json"
+    fileio.write_files_together({a: b"old a", b: b"old b"})
+    report.write_text("about the old pair")
+    real = os.replace
+    calls: list[str] = []
+
+    def flaky(src: str | Path, dst: str | Path) -> None:
+        calls.append(Path(dst).name)
+        if Path(dst) == b and str(src).endswith(".tmp"):
+            raise OSError("disk full")
+        real(src, dst)
+
+    monkeypatch.setattr(fileio.os, "replace", flaky)
+    with pytest.raises(OSError, match="disk full"):
+        fileio.write_files_together({a: b"new a", b: b"new b"}, remove=[report])
+    assert "a.txt" in calls  # the first new file had been moved into place before the failure
+    assert (a.read_bytes(), b.read_bytes(), report.read_text()) == (b"old a", b"old b", "about the old pair")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.bin", "report.json"]
+    monkeypatch.setattr(fileio.os, "replace", real)
+    fileio.write_files_together({a: b"new a", b: b"new b"}, remove=[report, tmp_path / "absent.json"])
+    assert (a.read_bytes(), b.read_bytes()) == (b"new a", b"new b")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.bin"]

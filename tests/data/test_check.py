@@ -57,3 +57,41 @@ def test_unusable_trees(tmp_path: Path) -> None:
     rep = check_dataset(tmp_path / "y")
     assert not rep.ok
     assert any("needs both drone/ and satellite/" in e for e in rep.errors)
+
+
+def test_names_file_fitting_two_query_folders_is_reported(flat160k: Path) -> None:
+    second = flat160k / "query_drone_160k"
+    second.mkdir()
+    for p in (flat160k / "query_drone_160k_wx_24").iterdir():
+        (second / p.name).write_bytes(p.read_bytes())
+    rep = check_dataset(flat160k, workers=1)
+    text = format_report(rep)
+    assert ("warning: " + str(flat160k / "query_drone_name.txt") + ": fits several query folders "
+            "(query_drone_160k/, query_drone_160k_wx_24/), so it was checked against none") in text
+    assert {f.name for f in rep.folders} == {"gallery_satellite_160k"}
+
+
+def test_names_file_without_query_folder_is_reported(flat160k: Path) -> None:
+    (flat160k / "query_drone_160k_wx_24").rename(flat160k / "queries")
+    rep = check_dataset(flat160k, decode=False)
+    assert any("query_drone_name.txt: no folder of images named query_drone*/" in w for w in rep.warnings)
+
+
+def test_broken_symlinks_are_counted(u1652: Path, flat160k: Path, caplog: pytest.LogCaptureFixture) -> None:
+    drone = u1652 / "train" / "drone" / "0001"
+    for name in ("lost-1.jpeg", "lost-2.jpeg"):
+        (drone / name).symlink_to(u1652 / "nowhere" / name)
+    (u1652 / "train" / "drone" / "0099").symlink_to(u1652 / "unmounted")  # a lost class folder
+    (drone / "notes-link.txt").symlink_to(u1652 / "nothing.txt")  # not an image: ignored
+    gallery = flat160k / "gallery_satellite_160k"
+    (gallery / "gone.webp").symlink_to(flat160k / "gone.webp")
+    with caplog.at_level("WARNING"):
+        rep = check_dataset(u1652, workers=1)
+        rep_flat = check_dataset(flat160k, workers=1)
+    assert not caplog.records  # the check reports them itself, once
+    text = format_report(rep)
+    assert (f"warning: {u1652 / 'train' / 'drone'}: 3 broken symbolic links skipped (target missing), "
+            f"e.g. {u1652 / 'train' / 'drone' / '0099'}") in text
+    assert rep.ok and rep.decoded == 19
+    assert (f"warning: {gallery}: 1 broken symbolic link skipped (target missing), e.g. {gallery / 'gone.webp'}"
+            in format_report(rep_flat))

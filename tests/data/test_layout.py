@@ -67,6 +67,56 @@ def test_non_integer_class_folder_is_a_clear_error(tmp_path: Path) -> None:
         read_class_folders(tmp_path / "drone", "drone")
 
 
+@pytest.mark.parametrize("name", ["-1", "-0839", "+5", "1_0", "\u0663", "12a"])
+def test_class_folder_must_be_a_non_negative_id(tmp_path: Path, name: str) -> None:
+    # A folder named "-1" would otherwise give its images the junk label: dropped silently.
+    write_image(tmp_path / "drone" / "0001" / "x.jpg")
+    write_image(tmp_path / "drone" / name / "y.jpg")
+    with pytest.raises(UserError, match="non-negative integer location id") as err:
+        read_class_folders(tmp_path / "drone", "drone")
+    assert str(tmp_path / "drone" / name) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_two_folders_of_one_id_are_refused(tmp_path: Path) -> None:
+    write_image(tmp_path / "drone" / "0839" / "x.jpg")
+    write_image(tmp_path / "drone" / "839" / "y.jpg", 1)
+    with pytest.raises(UserError, match=r"0839 and 839 .* both location 839"):
+        read_class_folders(tmp_path / "drone", "drone")
+
+
+def test_junk_and_unknown_labels_are_distinct() -> None:
+    from mcgf.data.layout import JUNK_LABEL, UNKNOWN_LABEL, ImageRecord, class_id
+    from mcgf.retrieval.metrics import JUNK_LABEL as METRICS_JUNK
+
+    assert JUNK_LABEL == METRICS_JUNK and UNKNOWN_LABEL != JUNK_LABEL and UNKNOWN_LABEL < 0
+    assert class_id("0839") == 839 and class_id("0") == 0 and class_id("-1") is None
+    ImageRecord(Path("a.jpg"), UNKNOWN_LABEL, "drone")
+    with pytest.raises(ValueError, match="neither a location id"):
+        ImageRecord(Path("a.jpg"), -3, "drone")
+
+
+def test_challenge_and_embedding_records_are_unknown_not_junk(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Images without a label (160k queries, embed_images) carry UNKNOWN_LABEL, never junk."""
+    import mcgf.evaluation.features as features
+    from mcgf.data.layout import UNKNOWN_LABEL
+
+    seen: list[int] = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_extract(records, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.extend(r.label for r in records)
+        raise Stop
+
+    monkeypatch.setattr(features, "extract_features", fake_extract)
+    monkeypatch.setattr(features, "for_view", lambda embedder, view: embedder)
+    with pytest.raises(Stop):
+        features.embed_images(object(), [write_image(tmp_path / "a.jpg")])
+    assert seen == [UNKNOWN_LABEL]
+
+
 def test_list_images_missing_folder_is_empty(tmp_path: Path) -> None:
     assert list_images(tmp_path / "missing") == []
 
@@ -107,3 +157,25 @@ def test_gallery_duplicate_stems_rejected(tmp_path: Path) -> None:
     write_image(tmp_path / "g" / "abc.png")
     with pytest.raises(UserError, match="stems must be unique"):
         load_flat_gallery(tmp_path / "g")
+
+
+def test_loading_warns_about_broken_symlinks(u1652: Path, flat160k: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    drone = u1652 / "train" / "drone" / "0002"
+    (drone / "image-09.jpeg").symlink_to(u1652 / "missing.jpeg")
+    query = flat160k / "query_drone_160k_wx_24"
+    (query / "zz9.jpeg").symlink_to(flat160k / "missing.jpeg")
+    with caplog.at_level("WARNING", logger="mcgf.data.layout"):
+        fs = read_class_folders(u1652 / "train" / "drone", "drone")
+        q = load_flat_queries(query, flat160k / "query_drone_name.txt")
+    assert fs.broken == [drone / "image-09.jpeg"] and len(fs.classes["0002"]) == 2
+    assert q.broken == [query / "zz9.jpeg"] and len(q.paths) == 4
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{u1652 / 'train' / 'drone'}: 1 broken symbolic link skipped (target missing), e.g. {drone / 'image-09.jpeg'}",
+        f"{query}: 1 broken symbolic link skipped (target missing), e.g. {query / 'zz9.jpeg'}",
+    ]
+    # a listed query whose file is a broken link is missing, and the error says why
+    (query / "aB1.jpeg").unlink()
+    (query / "aB1.jpeg").symlink_to(flat160k / "missing2.jpeg")
+    with pytest.raises(UserError, match=r"1 queries .* \(2 broken symbolic links in that folder\): aB1.jpeg"):
+        load_flat_queries(query, flat160k / "query_drone_name.txt")

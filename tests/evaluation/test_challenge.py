@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import zipfile
 from pathlib import Path
 
@@ -119,3 +120,49 @@ def test_read_answer_accepts_a_byte_order_mark(tmp_path: Path) -> None:
     with zipfile.ZipFile(packed, "w") as zf:
         zf.writestr("answer.txt", ("\ufeff" + text).encode("utf-8"))
     assert read_answer(packed) == rows
+
+
+def _old_set(out: Path) -> list[list[str]]:
+    """An earlier answer pair with its score, as a previous run leaves them."""
+    old = rows_for(3, seed=1)
+    write_answer(out, old, num_queries=3, gallery_stems=STEMS)
+    (out / "score.json").write_text('{"R@1": 50.0}\n')
+    return old
+
+
+def _failing_on(monkeypatch: pytest.MonkeyPatch, target_name: str) -> None:
+    """Make moving a new file into place as ``target_name`` fail, as a full disk might."""
+    import mcgf.fileio
+
+    real = os.replace
+
+    def replace(src: str | Path, dst: str | Path) -> None:
+        if Path(dst).name == target_name and Path(src).name.endswith(".tmp"):
+            raise OSError(28, "No space left on device")
+        real(src, dst)
+
+    monkeypatch.setattr(mcgf.fileio.os, "replace", replace)
+
+
+@pytest.mark.parametrize("failing", ["answer.txt", "answer.zip"])
+def test_failed_answer_write_leaves_the_old_set_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      failing: str) -> None:
+    out = tmp_path / "pred"
+    old = _old_set(out)
+    _failing_on(monkeypatch, failing)
+    with pytest.raises(OSError, match="No space left"):
+        write_answer(out, rows_for(3, seed=2), num_queries=3, gallery_stems=STEMS)
+    # never a new answer.txt beside the old answer.zip (or the reverse), nor temp files
+    assert read_answer(out / "answer.txt") == old and read_answer(out / "answer.zip") == old
+    assert (out / "score.json").read_text() == '{"R@1": 50.0}\n'
+    assert sorted(p.name for p in out.iterdir()) == ["answer.txt", "answer.zip", "score.json"]
+
+
+def test_new_answer_removes_the_reports_of_the_old_one(tmp_path: Path) -> None:
+    out = tmp_path / "pred"
+    _old_set(out)
+    (out / "prediction.json").write_text("{}\n")
+    new = rows_for(3, seed=2)
+    write_answer(out, new, num_queries=3, gallery_stems=STEMS)
+    assert read_answer(out / "answer.txt") == new and read_answer(out / "answer.zip") == new
+    assert sorted(p.name for p in out.iterdir()) == ["answer.txt", "answer.zip"]

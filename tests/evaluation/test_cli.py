@@ -138,6 +138,11 @@ def test_predict_writes_valid_answer_and_scores(tiny_160k: tuple[Path, Path], tm
     # --score-only gives the same numbers from the zip
     assert main(["predict", "--score-only", str(out / "answer.zip"), "--ground-truth", str(gt)]) == 0
     assert f"R@1 {score['R@1']:.2f}" in capsys.readouterr().out
+    # a new answer without --ground-truth takes the old score with the old answer
+    assert main(["predict", str(root), "--out", str(out), "--separator", "space", *COMMON]) == 0
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == ["answer.txt", "answer.zip",
+                                                                     "prediction.json"]
+    assert " " in (out / "answer.txt").read_text().splitlines()[0]
 
 
 def test_predict_user_errors(tiny_160k: tuple[Path, Path], tmp_path: Path,

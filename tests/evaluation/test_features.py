@@ -82,6 +82,18 @@ def test_cache_hit_and_invalidation(tmp_path: Path) -> None:
     assert np.allclose(changed.features[[0, 1, 3, 4]], first.features[[0, 1, 3, 4]])
 
 
+def test_a_new_image_decoder_misses_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mcgf.evaluation.features as features
+
+    recs = [write(tmp_path / "d" / f"{i}.png", 10 * i, 90) for i in range(2)]
+    cache = tmp_path / "cache"
+    extract_features(recs, LeftRight(), cache_dir=cache, progress=False, device="cpu")
+    assert extract_features(recs, LeftRight(), cache_dir=cache, progress=False, device="cpu").from_cache
+    # the same files may decode to other pixels under another decoder version
+    monkeypatch.setattr(features, "DECODER_VERSION", features.DECODER_VERSION + 1)
+    assert not extract_features(recs, LeftRight(), cache_dir=cache, progress=False, device="cpu").from_cache
+
+
 def test_cache_key_depends_on_every_ingredient(tmp_path: Path) -> None:
     p = write(tmp_path / "k.png", 1, 2).path
     files = file_fingerprint([p])

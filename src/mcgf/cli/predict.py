@@ -55,7 +55,13 @@ def _print_score(score: object) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mcgf.evaluation.challenge import find_160k_layout, predict, score_answer
+    from mcgf.evaluation.challenge import (
+        PREDICTION_JSON,
+        SCORE_JSON,
+        find_160k_layout,
+        predict,
+        score_answer,
+    )
     from mcgf.fileio import write_json_atomic
 
     if args.score_only is not None:
@@ -88,10 +94,10 @@ def run(args: argparse.Namespace) -> int:
     if args.ground_truth is not None:
         score = score_answer(result.answer_txt, args.ground_truth, names_file=names)
         _print_score(score)
-        write_json_atomic(os.path.join(args.out, "score.json"),
+        write_json_atomic(os.path.join(args.out, SCORE_JSON),
                           {"embedder": embedder.identity, **score.as_dict()})
     else:
-        write_json_atomic(os.path.join(args.out, "prediction.json"),
+        write_json_atomic(os.path.join(args.out, PREDICTION_JSON),
                           {"embedder": embedder.identity, "queries": result.num_queries,
                            "gallery": result.gallery_size,
                            "search": json.loads(json.dumps(stats, default=str))})

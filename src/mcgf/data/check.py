@@ -15,11 +15,19 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mcgf.data.images import image_problem
+from mcgf.data.images import (
+    ADJUSTMENTS,
+    BACKGROUND,
+    EXIF_ORIENTATION,
+    SIXTEEN_BIT,
+    TRANSPARENCY,
+    inspect_image,
+)
 from mcgf.data.layout import (
     ClassFolderSet,
     University1652,
     aligned_classes,
+    broken_links_text,
     list_images,
     list_subfolders,
     load_flat_gallery,
@@ -60,6 +68,9 @@ class CheckReport:
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     decoded: int = 0
+    #: Images that decode only with an adjustment (see :data:`mcgf.data.images.ADJUSTMENTS`),
+    #: by adjustment.
+    adjusted: dict[str, list[Path]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -121,6 +132,8 @@ def _check_university(data: University1652, report: CheckReport) -> list[Path]:
             )
     for fs_split, folders in (("train", data.train), ("test", data.test)):
         for name, fs in folders.items():
+            if fs.broken:
+                report.warnings.append(broken_links_text(fs.root, fs.broken))
             empty = [k for k, v in fs.classes.items() if not v]
             if empty:
                 shown = ", ".join(empty[:5]) + (" ..." if len(empty) > 5 else "")
@@ -130,24 +143,39 @@ def _check_university(data: University1652, report: CheckReport) -> list[Path]:
     return images
 
 
-def _find_flat_splits(root: Path) -> list[tuple[Path, Path]]:
+def _find_flat_splits(root: Path, report: CheckReport) -> list[tuple[Path, Path]]:
     """(query folder, names file) pairs: a names file beside a folder of images whose
-    name starts like it (``query_drone_name.txt`` ~ ``query_drone_160k_wx/``)."""
+    name starts like it (``query_drone_name.txt`` ~ ``query_drone_160k_wx_24/``).
+
+    A names file that fits no folder, or several, is not checked; a warning says so.
+    """
     out: list[tuple[Path, Path]] = []
     for names in sorted(root.glob(NAMES_FILE_GLOB)):
         prefix = names.stem.replace("_name", "").replace("name", "")
         cands = [Path(e.path) for e in list_subfolders(root) if e.name.startswith(prefix) and list_images(e.path)]
         if len(cands) == 1:
             out.append((cands[0], names))
+        elif not cands:
+            report.warnings.append(
+                f"{names}: no folder of images named {prefix}*/ beside it, so its queries were not "
+                "checked"
+            )
+        else:
+            folders = ", ".join(f"{c.name}/" for c in cands)
+            report.warnings.append(
+                f"{names}: fits several query folders ({folders}), so it was checked against none "
+                "of them; keep one query folder per names file (mcgf predict then needs "
+                "--queries and --names)"
+            )
     return out
 
 
 def _check_flat(root: Path, report: CheckReport) -> list[Path]:
     images: list[Path] = []
     rel = root.relative_to(report.root) if root != report.root else Path(".")
-    for qdir, names in _find_flat_splits(root):
+    for qdir, names in _find_flat_splits(root, report):
         try:
-            q = load_flat_queries(qdir, names)
+            q = load_flat_queries(qdir, names, warn=False)
         except UserError as err:
             report.errors.append(str(err))
             continue
@@ -156,15 +184,19 @@ def _check_flat(root: Path, report: CheckReport) -> list[Path]:
         report.notes.append(f"{rel}: {names.name} lists {len(q.names)} queries, all found in {qdir.name}/")
         if extra:
             report.warnings.append(f"{qdir}: {extra} images are not listed in {names.name} (not submitted)")
+        if q.broken:
+            report.warnings.append(broken_links_text(qdir, q.broken))
         images.extend(q.paths)
     for entry in list_subfolders(root):
         if entry.name.startswith("gallery"):
             try:
-                g = load_flat_gallery(entry.path)
+                g = load_flat_gallery(entry.path, warn=False)
             except UserError as err:
                 report.errors.append(str(err))
                 continue
             report.folders.append(FolderCounts(str(rel), entry.name, 0, 0, len(g.paths), {}))
+            if g.broken:
+                report.warnings.append(broken_links_text(entry.path, g.broken))
             images.extend(g.paths)
     return images
 
@@ -202,29 +234,73 @@ def check_dataset(path: str | Path, *, decode: bool = True, workers: int | None 
         )
     images: list[Path] = []
     for r in u1652:
-        images += _check_university(load_university1652(r), report)
+        images += _check_university(load_university1652(r, warn=False), report)
     for r in flat:
         images += _check_flat(r, report)
     if not images:
         report.errors.append(f"{root}: no image found (.jpg .jpeg .png .webp in any letter case)")
     if decode and images:
-        report.unreadable = _decode_all(images, workers)
+        report.unreadable, report.adjusted = _decode_all(images, workers)
         report.decoded = len(images)
     return report
 
 
-def _problems(paths: list[Path]) -> list[tuple[Path, str]]:
-    return [(p, r) for p in paths if (r := image_problem(p)) is not None]
+_Inspected = tuple[list[tuple[Path, str]], list[tuple[Path, frozenset[str]]]]
 
 
-def _decode_all(images: Iterable[Path], workers: int | None) -> list[tuple[Path, str]]:
+def _inspect(paths: list[Path]) -> _Inspected:
+    """(unreadable images with the reason, images that needed adjustments)."""
+    bad: list[tuple[Path, str]] = []
+    adjusted: list[tuple[Path, frozenset[str]]] = []
+    for p in paths:
+        reason, done = inspect_image(p)
+        if reason is not None:
+            bad.append((p, reason))
+        elif done:
+            adjusted.append((p, done))
+    return bad, adjusted
+
+
+def _decode_all(images: Iterable[Path], workers: int | None
+                ) -> tuple[list[tuple[Path, str]], dict[str, list[Path]]]:
     images = list(images)
     workers = max(1, min(workers or os.cpu_count() or 1, len(images) // 64 or 1))
     if workers == 1:
-        return _problems(images)
-    chunks = [images[i : i + 256] for i in range(0, len(images), 256)]
-    with ProcessPoolExecutor(workers) as pool:
-        return [bad for part in pool.map(_problems, chunks) for bad in part]
+        parts = [_inspect(images)]
+    else:
+        chunks = [images[i : i + 256] for i in range(0, len(images), 256)]
+        with ProcessPoolExecutor(workers) as pool:
+            parts = list(pool.map(_inspect, chunks))
+    bad = [b for part, _ in parts for b in part]
+    adjusted: dict[str, list[Path]] = {}
+    for _, part in parts:
+        for path, done in part:
+            for kind in ADJUSTMENTS:
+                if kind in done:
+                    adjusted.setdefault(kind, []).append(path)
+    return bad, adjusted
+
+
+_BACKGROUND_NAME = "black" if BACKGROUND == (0, 0, 0) else f"RGB {BACKGROUND}"
+#: How ``mcgf data check`` words each decoding adjustment: (one image, several images).
+_ADJUSTED_TEXT = {
+    SIXTEEN_BIT: ("is 16-bit", "are 16-bit", "scaled to 8-bit"),
+    EXIF_ORIENTATION: ("carries an EXIF rotation", "carry an EXIF rotation", "applied"),
+    TRANSPARENCY: ("has transparency", "have transparency", f"composited on {_BACKGROUND_NAME}"),
+}
+
+
+def adjustment_lines(adjusted: dict[str, list[Path]]) -> list[str]:
+    """One line per adjustment: how many images needed it, what was done, an example."""
+    lines = []
+    for kind in ADJUSTMENTS:
+        paths = adjusted.get(kind, [])
+        if paths:
+            one, several, done = _ADJUSTED_TEXT[kind]
+            n = len(paths)
+            what = f"1 image {one}" if n == 1 else f"{n} images {several}"
+            lines.append(f"{what} ({done}), e.g. {paths[0]}")
+    return lines
 
 
 def format_report(report: CheckReport, *, per_class: bool = False) -> str:
@@ -249,6 +325,7 @@ def format_report(report: CheckReport, *, per_class: bool = False) -> str:
     lines += [f"warning: {w}" for w in report.warnings]
     if report.decoded:
         lines.append(f"decoded {report.decoded} images: {len(report.unreadable)} unreadable")
+        lines += [f"note: {line}" for line in adjustment_lines(report.adjusted)]
     lines += [f"unreadable: {p}: {why}" for p, why in report.unreadable]
     lines += [f"error: {e}" for e in report.errors]
     if report.ok:

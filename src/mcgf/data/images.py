@@ -1,4 +1,18 @@
-"""Image decoding with errors that name the file.
+"""Image decoding with errors that name the file: the one place that turns a file into pixels.
+
+Every image the project reads (datasets, weather rendering, restoration previews,
+reports) goes through :func:`read_image`, so that the same file gives the same pixels
+everywhere. Beyond a plain ``convert("RGB")`` it fixes three cases that decode without
+error but would give wrong pixels:
+
+* **16-bit greyscale** (PNG modes ``I;16``/``I``): samples are scaled to 8 bits by
+  keeping their high byte (``v >> 8``); a plain conversion clips every sample above 255
+  and turns the image almost entirely white.
+* **EXIF orientation**: the rotation or mirroring the camera recorded is applied
+  (:func:`PIL.ImageOps.exif_transpose`), as every image viewer shows the file.
+* **Transparency** (RGBA, LA, palette or greyscale with a transparent colour): the image
+  is composited on :data:`BACKGROUND` (black) instead of keeping whatever colour values
+  lie under transparent pixels.
 
 A run decides by an explicit policy what a bad image does: ``"stop"`` (the default)
 raises :class:`~mcgf.errors.ImageReadError`; ``"skip"`` returns ``None`` so that the
@@ -11,12 +25,34 @@ import warnings
 from pathlib import Path
 from typing import Literal
 
-from PIL import Image, UnidentifiedImageError
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mcgf.errors import ImageReadError
 
 BadImagePolicy = Literal["stop", "skip"]
 BAD_IMAGE_POLICIES: tuple[str, ...] = ("stop", "skip")
+
+#: Colour that transparent pixels are composited on. Black, because transparent areas of
+#: aerial images are no-data areas (outside a rotated or clipped tile or frame), and map
+#: and GIS tools write no-data as black when they save without an alpha channel: the same
+#: picture then gives the same pixels whether or not its producer kept the alpha channel.
+BACKGROUND: tuple[int, int, int] = (0, 0, 0)
+
+#: Changes whenever the same file may decode to other pixels (1: plain ``convert``;
+#: 2: 16-bit scaling, EXIF orientation, transparency compositing). Caches of anything
+#: computed from pixels (features) include it in their key.
+DECODER_VERSION = 2
+
+#: Adjustments :func:`decode_image` may make, by the name reports count them under.
+SIXTEEN_BIT = "16-bit"
+EXIF_ORIENTATION = "exif-orientation"
+TRANSPARENCY = "transparency"
+ADJUSTMENTS: tuple[str, ...] = (SIXTEEN_BIT, EXIF_ORIENTATION, TRANSPARENCY)
+
+_ORIENTATION_TAG = 0x0112
+_HIGH_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA"})
 
 
 def _describe(err: BaseException) -> str:
@@ -32,8 +68,48 @@ def _describe(err: BaseException) -> str:
     return text.splitlines()[0]
 
 
-def read_image(path: str | Path, mode: str = "RGB") -> Image.Image:
-    """Decode ``path`` fully and convert it to ``mode``.
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """A 16-bit (or 32-bit integer) greyscale image as 8-bit ``L``, or ``LA`` when it has
+    a transparent grey value.
+
+    Mode ``I`` (how some Pillow versions open a 16-bit greyscale PNG) holds the same
+    16-bit samples in 32-bit integers; values outside 0..65535 cannot come from the
+    accepted formats and are clipped.
+    """
+    arr = np.asarray(im).astype(np.int64)
+    grey = (np.clip(arr, 0, 65535) >> 8).astype(np.uint8)
+    transparent = im.info.get("transparency")
+    if isinstance(transparent, int):
+        alpha = np.where(arr == transparent, 0, 255).astype(np.uint8)
+        return Image.fromarray(np.stack([grey, alpha], axis=-1), "LA")
+    return Image.fromarray(grey, "L")
+
+
+def _has_alpha(im: Image.Image) -> bool:
+    return im.mode in _ALPHA_MODES or "transparency" in im.info
+
+
+def _normalise(im: Image.Image, mode: str) -> tuple[Image.Image, frozenset[str]]:
+    """Pixels of a loaded image in ``mode`` and the adjustments that needed."""
+    done: set[str] = set()
+    if im.getexif().get(_ORIENTATION_TAG, 1) in range(2, 9):
+        im = ImageOps.exif_transpose(im)
+        done.add(EXIF_ORIENTATION)
+    if im.mode in _HIGH_DEPTH_MODES:
+        im = _to_8bit(im)
+        done.add(SIXTEEN_BIT)
+    if _has_alpha(im):
+        rgba = im.convert("RGBA")
+        if rgba.getchannel("A").getextrema()[0] < 255:  # fully opaque alpha changes nothing
+            background = Image.new("RGBA", rgba.size, (*BACKGROUND, 255))
+            rgba = Image.alpha_composite(background, rgba)
+            done.add(TRANSPARENCY)
+        im = rgba.convert("RGB")
+    return im.convert(mode), frozenset(done)
+
+
+def decode_image(path: str | Path, mode: str = "RGB") -> tuple[Image.Image, frozenset[str]]:
+    """Decode ``path`` fully into ``mode`` and say which :data:`ADJUSTMENTS` it needed.
 
     Truncated files are errors here (PIL would otherwise pad them with grey).
 
@@ -42,13 +118,26 @@ def read_image(path: str | Path, mode: str = "RGB") -> Image.Image:
     """
     try:
         with warnings.catch_warnings():
+            # Corrupt EXIF data is only a warning in Pillow: the pixels are fine, and an
+            # orientation that cannot be read is taken as none.
+            warnings.filterwarnings("ignore", "Corrupt EXIF data", UserWarning)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 im.load()
-                return im.convert(mode)
+                return _normalise(im, mode)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning,
             Image.DecompressionBombError) as err:
         raise ImageReadError(path, _describe(err)) from err
+
+
+def read_image(path: str | Path, mode: str = "RGB") -> Image.Image:
+    """Decode ``path`` fully into ``mode`` (16-bit scaled, EXIF orientation applied,
+    transparency composited on :data:`BACKGROUND`; see the module doc).
+
+    Raises:
+        ImageReadError: naming the file and the reason.
+    """
+    return decode_image(path, mode)[0]
 
 
 def read_image_or_none(path: str | Path, policy: BadImagePolicy = "stop", mode: str = "RGB") -> Image.Image | None:
@@ -63,10 +152,14 @@ def read_image_or_none(path: str | Path, policy: BadImagePolicy = "stop", mode: 
         raise
 
 
+def inspect_image(path: str | Path) -> tuple[str | None, frozenset[str]]:
+    """``(why path cannot be used or None, adjustments decoding it needs)``."""
+    try:
+        return None, decode_image(path)[1]
+    except ImageReadError as err:
+        return err.reason, frozenset()
+
+
 def image_problem(path: str | Path) -> str | None:
     """Why ``path`` cannot be used as an image, or ``None`` if it decodes."""
-    try:
-        read_image(path)
-    except ImageReadError as err:
-        return err.reason
-    return None
+    return inspect_image(path)[0]

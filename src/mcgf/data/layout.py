@@ -6,18 +6,28 @@ University-1652 (``University-Release/``)::
     test/{query_drone,gallery_drone,query_satellite,gallery_satellite,
           query_street,gallery_street}/<class id>/<images>
 
-Labels come from the class folder *name* (``int("0839") == 839``), so views stay aligned
-however many folders a view has; empty and missing class folders are allowed.
+Labels come from the class folder *name* (``"0839"`` is location 839), so views stay
+aligned however many folders a view has; empty and missing class folders are allowed.
+A class folder name must be a non-negative integer written in ASCII digits: other names
+(``-1``, ``+5``, ``1_0``, ``tmp``) and two names of one id (``839`` and ``0839``) are
+refused, so that no folder can produce a negative label, which the metrics would read
+as junk.
 
 University-160k(-WX): a flat query folder with a names file fixing the submission
 order, and a flat gallery folder; names are masked and no labels are given.
 
 Only the file system is read here (no image is decoded), so listing the 168k-image
 gallery takes a fraction of a second.
+
+Symbolic links are followed. A link that points to nothing (a *broken* link: its target
+was moved or its drive is not mounted) cannot be listed as an image or class folder; the
+loaders collect such links in ``broken`` and log one warning per folder, so that missing
+images never vanish without notice (``mcgf data check`` reports them too).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -41,8 +51,15 @@ TEST_FOLDERS: dict[str, str] = {
     "gallery_street": "street",
 }
 
-#: Label of an image whose location is unknown (flat layouts, distractors without id).
-UNKNOWN_LABEL = -1
+#: Label of a *junk* gallery image: the University-1652 metrics remove it from every
+#: ranking (the same value as :data:`mcgf.retrieval.metrics.JUNK_LABEL`). No folder of a
+#: dataset is read as junk.
+JUNK_LABEL = -1
+
+#: Label of an image whose location is not given (University-160k queries and gallery).
+#: Kept apart from :data:`JUNK_LABEL`: junk is a gallery item the protocol drops from
+#: the ranking, while an unknown image has no ground truth and is never scored by label.
+UNKNOWN_LABEL = -2
 
 
 def is_hidden(name: str) -> bool:
@@ -55,26 +72,57 @@ def is_image_file(name: str) -> bool:
     return not is_hidden(name) and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files directly inside ``folder``, sorted by name; ``[]`` if it does not exist."""
+_log = logging.getLogger(__name__)
+
+
+def _is_broken_link(entry: os.DirEntry[str]) -> bool:
+    """True for a symbolic link whose target does not exist (or a link loop)."""
+    return entry.is_symlink() and not os.path.exists(entry.path)
+
+
+def list_images(folder: str | Path, broken: list[Path] | None = None) -> list[Path]:
+    """Image files directly inside ``folder``, sorted by name; ``[]`` if it does not exist.
+
+    Broken symbolic links with an image name are not images; when ``broken`` is given
+    they are appended to it (sorted by name).
+    """
     folder = Path(folder)
     try:
         entries = list(os.scandir(folder))
     except (FileNotFoundError, NotADirectoryError):
         return []
-    return sorted(
-        (Path(e.path) for e in entries if e.is_file() and is_image_file(e.name)),
-        key=lambda p: p.name,
-    )
+    images = [e for e in entries if is_image_file(e.name)]
+    if broken is not None:
+        broken.extend(sorted(Path(e.path) for e in images if _is_broken_link(e)))
+    return sorted((Path(e.path) for e in images if e.is_file()), key=lambda p: p.name)
 
 
-def list_subfolders(folder: str | Path) -> list[os.DirEntry[str]]:
-    """Visible sub-folders of ``folder`` sorted by name; ``[]`` if it does not exist."""
+def list_subfolders(folder: str | Path, broken: list[Path] | None = None) -> list[os.DirEntry[str]]:
+    """Visible sub-folders of ``folder`` sorted by name; ``[]`` if it does not exist.
+
+    When ``broken`` is given, visible broken symbolic links (which may have been
+    sub-folders) are appended to it.
+    """
     try:
         entries = list(os.scandir(folder))
     except (FileNotFoundError, NotADirectoryError):
         return []
-    return sorted((e for e in entries if e.is_dir() and not is_hidden(e.name)), key=lambda e: e.name)
+    visible = [e for e in entries if not is_hidden(e.name)]
+    if broken is not None:
+        broken.extend(sorted(Path(e.path) for e in visible if _is_broken_link(e)))
+    return sorted((e for e in visible if e.is_dir()), key=lambda e: e.name)
+
+
+def broken_links_text(folder: str | Path, broken: list[Path]) -> str:
+    """One line saying how many broken symbolic links under ``folder`` were skipped."""
+    n = len(broken)
+    return (f"{folder}: {n} broken symbolic link{'s' if n != 1 else ''} skipped "
+            f"(target missing), e.g. {broken[0]}")
+
+
+def _warn_broken(folder: Path, broken: list[Path], warn: bool) -> None:
+    if warn and broken:
+        _log.warning("%s", broken_links_text(folder, broken))
 
 
 @dataclass(frozen=True)
@@ -84,6 +132,11 @@ class ImageRecord:
     path: Path
     label: int
     view: str
+
+    def __post_init__(self) -> None:
+        if self.label < 0 and self.label not in (JUNK_LABEL, UNKNOWN_LABEL):
+            raise ValueError(f"label {self.label} of {self.path} is neither a location id (>= 0), "
+                             f"JUNK_LABEL ({JUNK_LABEL}) nor UNKNOWN_LABEL ({UNKNOWN_LABEL})")
 
     @property
     def key(self) -> str:
@@ -100,12 +153,14 @@ class ClassFolderSet:
     """One view folder of University-1652 (e.g. ``train/drone`` or ``test/query_drone``).
 
     ``classes`` maps the class folder name to its images (possibly empty), in folder
-    name order.
+    name order; ``broken`` lists the broken symbolic links that were skipped (class
+    folders or images).
     """
 
     root: Path
     view: str
     classes: dict[str, list[Path]] = field(default_factory=dict)
+    broken: list[Path] = field(default_factory=list)
 
     @property
     def num_images(self) -> int:
@@ -124,26 +179,48 @@ class ClassFolderSet:
         return [int(name) for name, paths in self.classes.items() if paths]
 
 
-def read_class_folders(root: str | Path, view: str) -> ClassFolderSet:
-    """Read ``root/<class id>/<images>``; class folder names must be integers.
+def class_id(name: str) -> int | None:
+    """The location id a class folder name stands for, or ``None`` if it is not one.
+
+    Only ASCII digits are an id (``"0839"`` -> 839). ``int()`` alone would also accept
+    ``"-1"`` (the junk label), ``"+5"``, ``" 7"``, ``"1_0"`` and non-ASCII digits.
+    """
+    return int(name) if name.isascii() and name.isdigit() else None
+
+
+def read_class_folders(root: str | Path, view: str, *, warn: bool = True) -> ClassFolderSet:
+    """Read ``root/<class id>/<images>``; class folder names must be location ids
+    (see :func:`class_id`), one folder per id.
+
+    Broken symbolic links are skipped, collected in ``broken`` and, with ``warn``, logged
+    as one warning.
 
     Raises:
-        UserError: if ``root`` is not a folder or a class folder name is not an integer.
+        UserError: if ``root`` is not a folder, a class folder name is not a non-negative
+            integer id, or two folders name the same id.
     """
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"{root} is not a folder (expected <class id>/<images> inside)")
     classes: dict[str, list[Path]] = {}
-    for entry in list_subfolders(root):
-        try:
-            int(entry.name)
-        except ValueError:
+    folder_of: dict[int, str] = {}
+    broken: list[Path] = []
+    for entry in list_subfolders(root, broken):
+        cid = class_id(entry.name)
+        if cid is None:
             raise UserError(
-                f"class folder {entry.path} is not named by an integer location id "
-                "(University-1652 uses 4-digit ids such as 0839); rename or remove it"
-            ) from None
-        classes[entry.name] = list_images(entry.path)
-    return ClassFolderSet(root=root, view=view, classes=classes)
+                f"class folder {entry.path} is not named by a non-negative integer location id "
+                "(digits only; University-1652 uses 4-digit ids such as 0839); rename or remove it"
+            )
+        if cid in folder_of:
+            raise UserError(
+                f"class folders {folder_of[cid]} and {entry.name} in {root} are both location {cid}; "
+                "merge or remove one"
+            )
+        folder_of[cid] = entry.name
+        classes[entry.name] = list_images(entry.path, broken)
+    _warn_broken(root, broken, warn)
+    return ClassFolderSet(root=root, view=view, classes=classes, broken=broken)
 
 
 @dataclass
@@ -199,19 +276,21 @@ def find_university1652_root(path: str | Path) -> Path:
     raise UserError(f"{path} holds several datasets ({names}); point at one of them")
 
 
-def load_university1652(path: str | Path, splits: Iterable[str] = ("train", "test")) -> University1652:
-    """Read the University-1652 layout under ``path`` (see :func:`find_university1652_root`)."""
+def load_university1652(path: str | Path, splits: Iterable[str] = ("train", "test"), *,
+                        warn: bool = True) -> University1652:
+    """Read the University-1652 layout under ``path`` (see :func:`find_university1652_root`);
+    ``warn`` as in :func:`read_class_folders`."""
     root = find_university1652_root(path)
     data = University1652(root=root)
     splits = tuple(splits)
     if "train" in splits:
         for view in VIEWS:
             if (root / "train" / view).is_dir():
-                data.train[view] = read_class_folders(root / "train" / view, view)
+                data.train[view] = read_class_folders(root / "train" / view, view, warn=warn)
     if "test" in splits:
         for name, view in TEST_FOLDERS.items():
             if (root / "test" / name).is_dir():
-                data.test[name] = read_class_folders(root / "test" / name, view)
+                data.test[name] = read_class_folders(root / "test" / name, view, warn=warn)
     return data
 
 
@@ -264,6 +343,8 @@ class FlatQuerySet:
     names_file: Path
     names: list[str]
     paths: list[Path]
+    #: Broken symbolic links with an image name in ``folder`` (skipped).
+    broken: list[Path] = field(default_factory=list)
 
 
 @dataclass
@@ -272,16 +353,19 @@ class FlatGallery:
 
     folder: Path
     paths: list[Path]
+    #: Broken symbolic links with an image name in ``folder`` (skipped).
+    broken: list[Path] = field(default_factory=list)
 
     @property
     def stems(self) -> list[str]:
         return [p.stem for p in self.paths]
 
 
-def load_flat_queries(folder: str | Path, names_file: str | Path) -> FlatQuerySet:
+def load_flat_queries(folder: str | Path, names_file: str | Path, *, warn: bool = True) -> FlatQuerySet:
     """Match every line of the names file to a file of ``folder``, keeping its order.
 
-    A line may carry the extension (``0AD9uIptRbTXM6h.jpeg``) or not.
+    A line may carry the extension (``0AD9uIptRbTXM6h.jpeg``) or not. Broken symbolic
+    links are skipped (and logged with ``warn``); a listed query that is one is missing.
 
     Raises:
         UserError: if a listed query has no file, or a stem matches several files.
@@ -290,7 +374,8 @@ def load_flat_queries(folder: str | Path, names_file: str | Path) -> FlatQuerySe
     if not folder.is_dir():
         raise UserError(f"query folder {folder} does not exist")
     names = read_names_file(names_file)
-    files = list_images(folder)
+    broken: list[Path] = []
+    files = list_images(folder, broken)
     by_name = {p.name: p for p in files}
     by_stem: dict[str, list[Path]] = {}
     for p in files:
@@ -313,19 +398,24 @@ def load_flat_queries(folder: str | Path, names_file: str | Path) -> FlatQuerySe
             paths.append(p)
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        why = f" ({len(broken)} broken symbolic links in that folder)" if broken else ""
         raise UserError(
-            f"{len(missing)} queries of {names_file} have no image in {folder}: "
+            f"{len(missing)} queries of {names_file} have no image in {folder}{why}: "
             + ", ".join(missing[:3]) + more
         )
-    return FlatQuerySet(folder=folder, names_file=Path(names_file), names=names, paths=paths)
+    _warn_broken(folder, broken, warn)
+    return FlatQuerySet(folder=folder, names_file=Path(names_file), names=names, paths=paths,
+                        broken=broken)
 
 
-def load_flat_gallery(folder: str | Path) -> FlatGallery:
-    """List a flat gallery folder; stems must be unique (they are what is submitted)."""
+def load_flat_gallery(folder: str | Path, *, warn: bool = True) -> FlatGallery:
+    """List a flat gallery folder; stems must be unique (they are what is submitted).
+    Broken symbolic links are skipped (and logged with ``warn``)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"gallery folder {folder} does not exist")
-    paths = list_images(folder)
+    broken: list[Path] = []
+    paths = list_images(folder, broken)
     if not paths:
         raise UserError(f"gallery folder {folder} holds no image (.jpg .jpeg .png .webp)")
     stems: dict[str, Path] = {}
@@ -336,4 +426,5 @@ def load_flat_gallery(folder: str | Path) -> FlatGallery:
                 "submissions name gallery images without extension, so stems must be unique"
             )
         stems[p.stem] = p
-    return FlatGallery(folder=folder, paths=paths)
+    _warn_broken(folder, broken, warn)
+    return FlatGallery(folder=folder, paths=paths, broken=broken)

@@ -4,7 +4,10 @@ An answer (University-160k challenge format) is ``answer.txt``: one line per que
 each the 10 best gallery names without extension, best first, separated by a tab (the
 official script) or a space; LF line ends; submitted as ``answer.zip`` with
 ``answer.txt`` at the zip root. Both files are validated before anything is written and
-written atomically, so a partial answer never reaches the disk.
+written as one unit (:func:`mcgf.fileio.write_files_together`): the output folder holds
+the old pair or the new pair, never a partial answer or a new file beside an old
+partner, and writing a new answer removes the reports of the old one
+(:data:`ANSWER_REPORTS`).
 
 :func:`score_answer` scores any answer file against a ground-truth file
 (``<query file name>\\t<true gallery stem>`` per line, as written by ``mcgf synth``):
@@ -23,11 +26,15 @@ from pathlib import Path
 import numpy as np
 
 from mcgf.errors import UserError
-from mcgf.fileio import write_bytes_atomic, write_text_atomic
+from mcgf.fileio import write_files_together
 from mcgf.retrieval.metrics import Summary, per_query_metrics, summarize
 
 ANSWER_TXT = "answer.txt"
 ANSWER_ZIP = "answer.zip"
+#: Files ``mcgf predict`` writes about an answer: removed when a new answer replaces it.
+SCORE_JSON = "score.json"
+PREDICTION_JSON = "prediction.json"
+ANSWER_REPORTS: tuple[str, ...] = (SCORE_JSON, PREDICTION_JSON)
 ANSWER_LENGTH = 10
 SEPARATORS = {"tab": "\t", "space": " "}
 #: A fixed timestamp keeps answer.zip byte-identical for identical answers.
@@ -89,7 +96,9 @@ def write_answer(out_dir: str | Path, rows: Sequence[Sequence[str]], *, num_quer
                  gallery_stems: Sequence[str], separator: str = "tab") -> tuple[Path, Path]:
     """Validate ``rows`` and write ``answer.txt`` and ``answer.zip`` into ``out_dir``.
 
-    Nothing is written unless the whole answer is valid; each file is written atomically.
+    Nothing is written unless the whole answer is valid. The two files are written as one
+    unit, and the reports of an earlier answer there (:data:`ANSWER_REPORTS`) are removed
+    with it: if writing fails, the earlier answer and its reports are left as they were.
     """
     validate_rows(rows, num_queries, set(gallery_stems))
     text = format_answer(rows, separator)
@@ -99,8 +108,8 @@ def write_answer(out_dir: str | Path, rows: Sequence[Sequence[str]], *, num_quer
         raise RuntimeError("answer.zip does not round-trip; refusing to write it")
     out = Path(out_dir)
     txt_path, zip_path = out / ANSWER_TXT, out / ANSWER_ZIP
-    write_text_atomic(txt_path, text)
-    write_bytes_atomic(zip_path, blob)
+    write_files_together({txt_path: text.encode("utf-8"), zip_path: blob},
+                         remove=[out / name for name in ANSWER_REPORTS])
     return txt_path, zip_path
 
 

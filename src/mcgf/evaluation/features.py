@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from mcgf.data.datasets import Degrade, ImageListDataset, collate_images
-from mcgf.data.images import BAD_IMAGE_POLICIES
-from mcgf.data.layout import ImageRecord
+from mcgf.data.images import BAD_IMAGE_POLICIES, DECODER_VERSION
+from mcgf.data.layout import UNKNOWN_LABEL, ImageRecord
 from mcgf.data.transforms import Preprocess
 from mcgf.errors import UserError
 from mcgf.evaluation.cache import CachedFeatures, FeatureCache, cache_key, file_fingerprint
@@ -83,8 +83,8 @@ def feature_cache_key(records: Sequence[ImageRecord], embedder: Embedder, *, fli
 
     The embedder's identity (model and weights), its preprocessing, the files (path, size,
     modification time), flip TTA, the per-image transform (the weather's id carries the
-    weather engine version), the bad-image policy, the precision the device computes in,
-    and the mcgf version (model code).
+    weather engine version), the bad-image policy, the image decoder version, the
+    precision the device computes in, and the mcgf version (model code).
     """
     from mcgf import __version__
 
@@ -93,7 +93,7 @@ def feature_cache_key(records: Sequence[ImageRecord], embedder: Embedder, *, fli
         embedder=embedder.identity, preprocess=Preprocess.for_embedder(embedder).describe(),
         files=file_fingerprint([r.path for r in records]),
         extra={"flip": bool(flip), "transform": transform_id, "on_bad_image": on_bad_image,
-               "precision": precision(dev), "mcgf": __version__},
+               "decoder": DECODER_VERSION, "precision": precision(dev), "mcgf": __version__},
     )
 
 
@@ -227,7 +227,7 @@ def embed_images(
     encoder of models that have one per view (``"drone"`` or ``"satellite"``); an
     unreadable image raises :class:`~mcgf.errors.ImageReadError` naming it.
     """
-    records = [ImageRecord(Path(p), -1, view) for p in images]
+    records = [ImageRecord(Path(p), UNKNOWN_LABEL, view) for p in images]
     return extract_features(records, for_view(embedder, view), batch_size=batch_size, flip=flip,
                             device=device, num_workers=num_workers, progress=progress,
                             desc=view).features

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from mcgf.data.images import read_image
 from mcgf.errors import UserError
 from mcgf.fileio import write_bytes_atomic
 from mcgf.synth.benchmark import METADATA, RELEASE
@@ -19,7 +20,7 @@ _BAND = 16
 
 
 def _tile(path: Path, size: int, label: str) -> np.ndarray:
-    img = np.asarray(Image.open(path).convert("RGB").resize((size, size), Image.Resampling.LANCZOS))
+    img = np.asarray(read_image(path).resize((size, size), Image.Resampling.LANCZOS))
     band = np.full((_BAND, size, 3), 255, np.uint8)
     cv2.putText(band, label, (3, _BAND - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.36, (20, 20, 20), 1, cv2.LINE_AA)
     return np.concatenate([band, img], 0)
