@@ -171,3 +171,16 @@ def test_any_finite_output_is_normalised_and_zero_stays_zero(tmp_path: Path) -> 
     assert np.allclose(huge, ref, atol=1e-6)
     zero = extract_features(recs, Scaled(0.0), progress=False, device="cpu")
     assert zero.valid.all() and not zero.features.any()
+
+
+def test_non_finite_cache_entry_is_a_miss(tmp_path: Path) -> None:
+    from mcgf.evaluation.cache import CachedFeatures, FeatureCache
+    from mcgf.evaluation.features import feature_cache_key
+
+    recs = [write(tmp_path / "n" / f"{i}.png", 50 * i, 0) for i in range(2)]
+    emb = LeftRight()
+    key = feature_cache_key(recs, emb, flip=True, transform_id="", device="cpu")
+    bad = np.full((2, 3), np.nan, np.float32)
+    FeatureCache(tmp_path / "cache").store(key, CachedFeatures(bad, np.ones(2, bool)), {})
+    fs = extract_features(recs, emb, cache_dir=tmp_path / "cache", progress=False, device="cpu")
+    assert not fs.from_cache and np.isfinite(fs.features).all() and emb.calls > 0

@@ -145,7 +145,9 @@ def extract_features(
         key = feature_cache_key(records, embedder, flip=flip, transform_id=transform_id,
                                 on_bad_image=on_bad_image, device=dev)
         hit = cache.load(key)
-        if hit is not None and hit.features.shape[0] == len(records):
+        # A non-finite entry (written before the check below existed) is a miss, so the
+        # extraction runs and names the image.
+        if hit is not None and hit.features.shape[0] == len(records) and np.isfinite(hit.features).all():
             return FeatureSet(hit.features, hit.valid, from_cache=True)
 
     to = getattr(embedder, "to", None)

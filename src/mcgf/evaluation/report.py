@@ -17,6 +17,9 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("AP", "AP", "{:.2f}"),
     ("queries", "num_queries", "{:d}"),
     ("no match", "queries_without_match", "{:d}"),
+    # Unreadable images left out by --on-bad-image skip (a skipped query counts as a miss).
+    ("skipped queries", "skipped_query_images", "{:d}"),
+    ("skipped gallery", "skipped_gallery_images", "{:d}"),
 )
 
 

@@ -105,16 +105,37 @@ def _features(folder: ClassFolderSet, embedder: Embedder, opts: ExtractOptions, 
         transform_id=transform_id, on_bad_image=opts.on_bad_image, progress=opts.progress,
         desc=desc,
     )
+    if not fs.valid.any():
+        raise UserError(f"none of the {len(records)} images of {folder.root} could be read "
+                        "(all skipped by --on-bad-image skip): nothing to evaluate")
     return fs, labels
 
 
 def evaluate_direction(query: tuple[FeatureSet, np.ndarray], gallery: tuple[FeatureSet, np.ndarray],
                        *, no_match: str = "zero") -> dict[str, Any]:
-    """Metrics of one direction from extracted features (skipped images are left out
-    and counted)."""
+    """Metrics of one direction from extracted features.
+
+    A skipped (unreadable) query counts as a miss: it stays in every denominator with
+    R@K 0 and AP 0, as the public script divides by all queries (its true matches still
+    count, so ``no_match="exclude"`` does not drop it). A skipped gallery image is absent
+    from the gallery. Both are counted (``skipped_query_images``,
+    ``skipped_gallery_images``).
+    """
     (qf, ql), (gf, gl) = query, gallery
     qv, gv = qf.valid, gf.valid
-    per: PerQuery = rank_and_score(qf.features[qv], ql[qv], gf.features[gv], gl[gv])
+    if not qv.any() or not gv.any():
+        side = "query" if not qv.any() else "gallery"
+        raise UserError(f"no {side} image could be read: nothing to evaluate")
+    ranked = rank_and_score(qf.features[qv], ql[qv], gf.features[gv], gl[gv])
+    # Every query gets a row; skipped ones: no good item found, AP 0, and as many true
+    # matches as the (readable) gallery holds for their label.
+    labels, counts = np.unique(gl[gv], return_counts=True)
+    at = np.clip(np.searchsorted(labels, ql), 0, len(labels) - 1)
+    num_good = np.where(labels[at] == ql, counts[at], 0).astype(np.int64)
+    first = np.full(len(ql), -1, np.int64)
+    ap = np.zeros(len(ql), np.float64)
+    first[qv], ap[qv], num_good[qv] = ranked.first_good, ranked.ap, ranked.num_good
+    per = PerQuery(first, ap, num_good)
     summary = summarize(per, int(gv.sum()), no_match=no_match)  # type: ignore[arg-type]
     out = summary.as_dict()
     out["skipped_query_images"] = int((~qv).sum())
