@@ -161,3 +161,38 @@ def test_non_finite_features_name_the_image_and_are_never_cached(tmp_path: Path)
             extract_features(recs, NaNOnBright(), batch_size=2, flip=False, cache_dir=cache,
                              progress=False, device="cpu")
     assert not cache.exists() or not [p for p in os.listdir(cache) if p.endswith(".json")]
+
+
+class Scaled(LeftRight):
+    """LeftRight times a huge factor (a float32 norm of it overflows) or zero."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+        self.identity = f"left-right-times-{factor}"
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        return super().embed(images) * self.factor
+
+
+def test_any_finite_output_is_normalised_and_zero_stays_zero(tmp_path: Path) -> None:
+    recs = [write(tmp_path / "s" / f"{i}.png", 30 * i, 200) for i in range(3)]
+    ref = extract_features(recs, LeftRight(), progress=False, device="cpu").features
+    huge = extract_features(recs, Scaled(1e20), progress=False, device="cpu").features
+    assert np.allclose(np.linalg.norm(huge, axis=1), 1.0, atol=1e-6)  # was all zero
+    assert np.allclose(huge, ref, atol=1e-6)
+    zero = extract_features(recs, Scaled(0.0), progress=False, device="cpu")
+    assert zero.valid.all() and not zero.features.any()
+
+
+def test_non_finite_cache_entry_is_a_miss(tmp_path: Path) -> None:
+    from mcgf.evaluation.cache import CachedFeatures, FeatureCache
+    from mcgf.evaluation.features import feature_cache_key
+
+    recs = [write(tmp_path / "n" / f"{i}.png", 50 * i, 0) for i in range(2)]
+    emb = LeftRight()
+    key = feature_cache_key(recs, emb, flip=True, transform_id="", device="cpu")
+    bad = np.full((2, 3), np.nan, np.float32)
+    FeatureCache(tmp_path / "cache").store(key, CachedFeatures(bad, np.ones(2, bool)), {})
+    fs = extract_features(recs, emb, cache_dir=tmp_path / "cache", progress=False, device="cpu")
+    assert not fs.from_cache and np.isfinite(fs.features).all() and emb.calls > 0

@@ -234,3 +234,30 @@ def test_k_larger_than_the_groups_of_a_chunk(precision: str) -> None:
         ref_i, _ = brute_force(q, g, k)
         res = topk_search(q, g, k, backend="exact", precision=precision)
         assert np.array_equal(res.indices, ref_i)
+
+
+@pytest.mark.parametrize("backend", ["exact", "auto"])
+def test_unsearchable_norms_are_refused_naming_side_and_row(backend: str) -> None:
+    from mcgf.errors import UserError
+    from mcgf.retrieval import GalleryIndex
+
+    rng = np.random.default_rng(3)
+    g = unit(rng.standard_normal((300, 16)))
+    q = unit(rng.standard_normal((4, 16)))
+    huge = g.copy()
+    huge[7] *= np.float32(1e19)  # squared norm overflows float32: used to return -1 everywhere
+    huge[9] *= np.float32(1e30)
+    with pytest.raises(UserError, match=r"gallery features row 7 has norm 1e\+19"):
+        topk_search(q, huge, 5, backend=backend)
+    bad_q = q.copy()
+    bad_q[2] *= np.float32(3e38)
+    with pytest.raises(ValueError, match=r"query features row 2 "):  # also a ValueError
+        topk_search(bad_q, g, 5, backend=backend)
+    with pytest.raises(UserError, match="gallery features row 7"):
+        GalleryIndex(huge)
+    # Large but representable norms, and zero rows, are searched exactly.
+    big = g * np.float32(2.0**62)
+    ref_i, _ = brute_force(q, big, 5)
+    assert np.array_equal(topk_search(q, big, 5, backend=backend).indices, ref_i)
+    zero = topk_search(np.zeros_like(q), g, 3, backend=backend)
+    assert zero.indices.tolist() == [[0, 1, 2]] * 4

@@ -107,12 +107,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("data", metavar="DATA", help="University-1652 root (holding test/)")
     parser.add_argument("--out", default="evaluation", help="output folder (default ./evaluation)")
-    parser.add_argument("--directions", default="d2s,s2d",
+    parser.add_argument("--directions", default=None,
                         help="comma-separated: d2s (drone->satellite), s2d (satellite->drone); "
-                             "default both")
+                             "default: each direction whose test folders exist (the others are "
+                             "named in a note); a direction named here must have its folders")
     wx = parser.add_mutually_exclusive_group()
     wx.add_argument("--wx-dir", default=None, metavar="DIR",
                     help="pre-rendered weathered query_drone images, DIR/<condition>/<class>/<image>")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="--wx-dir: score a condition folder holding fewer images than its "
+                             "test/ folder on that subset (its rows are marked partial) instead "
+                             "of stopping")
     wx.add_argument("--weather", default=None, metavar="CONDITIONS",
                     help="render weather on the fly on drone images: 'all' or a comma-separated "
                          "list (normal,fog,rain,...)")
@@ -181,6 +186,48 @@ def _probes(args: argparse.Namespace, conditions: list[Any] | None,
     return InvarianceProbes(folds=folds, seed=seed), ""
 
 
+def _choose_directions(args: argparse.Namespace) -> tuple[list[str], dict[str, list[Any]]]:
+    """The directions to evaluate and, per direction left out, its missing test folders.
+
+    ``--directions`` given: each named direction must have its folders (else a
+    :class:`UserError` naming the missing one). Default: the directions the data has.
+    """
+    from mcgf.evaluation.university import missing_folders
+
+    explicit = args.directions is not None
+    requested = _directions(args.directions if explicit else "d2s,s2d")
+    missing = missing_folders(args.data, requested)
+    if explicit and missing:
+        direction, folders = next(iter(missing.items()))
+        raise UserError(f"--directions {direction}: {folders[0]} is missing (leave the option "
+                        "out to evaluate the directions this dataset has)")
+    chosen = [d for d in requested if d not in missing]
+    if not chosen:
+        firsts = dict.fromkeys(str(folders[0]) for folders in missing.values())
+        raise UserError(f"nothing to evaluate: {' and '.join(firsts)} missing")
+    return chosen, missing
+
+
+def _unweathered_note(conditions: list[Any] | None, directions: list[str], explicit: bool,
+                      wx_dir: str | None) -> tuple[list[str], str]:
+    """Pre-rendered conditions without a weathered drone gallery, and the note saying so.
+
+    Their satellite->drone rows would be the clean result; they are left out of the table
+    and the mean. An explicit satellite->drone with no condition to evaluate is an error.
+    """
+    if not conditions or "satellite->drone" not in directions:
+        return [], ""
+    names = [c.name for c in conditions if c.unweathered("satellite->drone")]
+    if not names:
+        return [], ""
+    if explicit and len(names) == len(conditions):
+        raise UserError(f"--directions s2d with --wx-dir: no condition has a weathered drone "
+                        f"gallery ({wx_dir}/<condition>/gallery_drone is missing, e.g. for "
+                        f"{names[0]})")
+    return names, (f"satellite->drone left out for {', '.join(names)}: no weathered drone "
+                   "gallery (DIR/<condition>/gallery_drone); their rows would be the clean result")
+
+
 def run(args: argparse.Namespace) -> int:
     from mcgf.evaluation.probes import summary_line
     from mcgf.evaluation.report import markdown_table, write_report
@@ -191,13 +238,28 @@ def run(args: argparse.Namespace) -> int:
         prerendered_conditions,
     )
 
-    directions = _directions(args.directions)
+    directions, left_out = _choose_directions(args)
+    notes = [f"{d} left out: {', '.join(str(f) for f in folders)} missing"
+             for d, folders in left_out.items()]
     conditions = None
     weather: dict[str, Any] | None = None
+    if args.allow_partial and args.wx_dir is None:
+        raise UserError("--allow-partial applies to --wx-dir only")
     if args.wx_dir is not None:
-        conditions = prerendered_conditions(args.wx_dir)
+        conditions = prerendered_conditions(args.wx_dir, dataset=args.data,
+                                            allow_partial=args.allow_partial)
         weather = {"mode": "pre-rendered", "folder": os.path.abspath(args.wx_dir),
                    "conditions": [c.name for c in conditions]}
+        unweathered, note = _unweathered_note(conditions, directions, args.directions is not None,
+                                              args.wx_dir)
+        weather["no_weathered_gallery_drone"] = unweathered
+        notes += [note] if note else []
+        partial = {c.name: {f: {"images": n, "of": total} for f, (n, total) in c.partial.items()}
+                   for c in conditions if c.partial}
+        weather["partial"] = partial
+        notes += [f"{name}: scored on part of its pre-rendered images (" + ", ".join(
+            f"{f} {p['images']}/{p['of']}" for f, p in folders.items()) + "), --allow-partial"
+            for name, folders in partial.items()]
     elif args.weather is not None:
         names = _weather_conditions(args.weather)
         seed = int_option(args.weather_seed, "--weather-seed", 0)
@@ -218,6 +280,10 @@ def run(args: argparse.Namespace) -> int:
         "embedder": embedder.identity,
         "flip_tta": options.flip,
         "no_match_policy": args.no_match,
+        "directions": directions,
+        # Directions the data has no folders for: {direction: [missing folders]}.
+        "directions_left_out": {d: [str(f) for f in folders] for d, folders in left_out.items()},
+        "notes": notes,
         "results": results,
         # How many (condition, direction, side) feature sets were read from the cache.
         "feature_cache": {
@@ -235,6 +301,8 @@ def run(args: argparse.Namespace) -> int:
         report["invariance"] = section
     json_path, md_path = write_report(args.out, report)
     print(markdown_table(results + report.get("mean", [])), end="")
+    for note in notes:
+        print(f"note: {note}")
     if section is not None:
         print(summary_line(section))
         for note in section["notes"]:

@@ -5,8 +5,9 @@
 native resolution (the weather engine: weather parameters are pixel-sized, so they must
 act before resizing), resizes and normalises it as the embedder asks, and embeds it in
 batches. With ``flip=True`` (the public baselines' test-time augmentation) the feature
-is ``embed(x) + embed(flip(x))``. Features are always L2-normalised, so inner product is
-cosine similarity. On a GPU the embedder runs under bf16 autocast.
+is ``embed(x) + embed(flip(x))``. Features are always L2-normalised (in float64, so any
+finite output can be; an exactly zero output stays zero), so inner product is cosine
+similarity. On a GPU the embedder runs under bf16 autocast.
 """
 
 from __future__ import annotations
@@ -60,7 +61,10 @@ def embed_batch(embedder: Embedder, images: torch.Tensor, *, flip: bool) -> torc
         f = embedder.embed(images).float()
         if flip:
             f = f + embedder.embed(torch.flip(images, dims=[3])).float()
-    return F.normalize(f, dim=1)
+    # In float64: a float32 norm overflows for outputs of about 1e19 and more (the row
+    # would silently become zero) and underflows for tiny ones. An exactly zero output
+    # stays zero.
+    return F.normalize(f.double(), dim=1).float()
 
 
 def for_view(embedder: Embedder, view: str) -> Embedder:
@@ -141,7 +145,9 @@ def extract_features(
         key = feature_cache_key(records, embedder, flip=flip, transform_id=transform_id,
                                 on_bad_image=on_bad_image, device=dev)
         hit = cache.load(key)
-        if hit is not None and hit.features.shape[0] == len(records):
+        # A non-finite entry (written before the check below existed) is a miss, so the
+        # extraction runs and names the image.
+        if hit is not None and hit.features.shape[0] == len(records) and np.isfinite(hit.features).all():
             return FeatureSet(hit.features, hit.valid, from_cache=True)
 
     to = getattr(embedder, "to", None)

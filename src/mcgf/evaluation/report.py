@@ -17,6 +17,9 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("AP", "AP", "{:.2f}"),
     ("queries", "num_queries", "{:d}"),
     ("no match", "queries_without_match", "{:d}"),
+    # Unreadable images left out by --on-bad-image skip (a skipped query counts as a miss).
+    ("skipped queries", "skipped_query_images", "{:d}"),
+    ("skipped gallery", "skipped_gallery_images", "{:d}"),
 )
 
 
@@ -29,13 +32,26 @@ def _cell(value: Any, fmt: str) -> str:
         return str(value)
 
 
+def row_label(row: dict[str, Any]) -> str:
+    """The condition cell of a row: ``fog (partial 120/200)`` for a row scored on part of
+    a pre-rendered folder, ``mean (with partial rows: fog)`` for a mean over such rows."""
+    m = row["metrics"]
+    label = str(row["condition"])
+    if isinstance(m.get("partial"), dict):
+        parts = [f"{p['images']}/{p['of']}" for p in m["partial"].values()]
+        label += f" (partial {', '.join(parts)})"
+    if m.get("partial_conditions"):
+        label += f" (with partial rows: {', '.join(m['partial_conditions'])})"
+    return label
+
+
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     """A Markdown table of result rows (each with ``condition``, ``direction``, ``metrics``)."""
     head = ["condition", "direction", *(c[0] for c in COLUMNS)]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * len(COLUMNS)) + "|"]
     for row in rows:
         m = row["metrics"]
-        cells = [str(row["condition"]), str(row["direction"])]
+        cells = [row_label(row), str(row["direction"])]
         cells += [_cell(m.get(key), fmt) for _, key, fmt in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -72,6 +88,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         if key in report:
             lines.append(f"- {key}: `{report[key]}`")
     lines += ["", markdown_table(report["results"] + report.get("mean", []))]
+    for note in report.get("notes", []):  # rows or directions left out, partial folders
+        lines += [f"Note: {note}", ""]
     lines.append(
         "R@top1% is the CMC at 0-based index round(0.01·|gallery|) (the public script's "
         "convention: Recall@11 for the 951-tile gallery). AP uses the trapezoid rule. "

@@ -29,14 +29,19 @@ Scorers:
     Plain float32 GEMM; the bound is the classic ``γ_D = D·u/(1 − D·u)`` rounding bound
     of a length-``D`` dot product in any summation order.
 
+Both GEMMs run under :func:`strict_matmul`, so process-wide settings that allow TF32,
+bfloat16 internals or reduced-precision reductions cannot void those bounds.
+
 Written here because no library exposes a GEMM together with a rigorous per-query error
 bound, which is what turns a low-precision ranking into an exact one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -52,6 +57,56 @@ def dot_rounding_bound(n: int, u: float) -> float:
     if nu >= 1.0:
         raise ValueError(f"dimension {n} too large for a rounding bound at u={u}")
     return nu / (1.0 - nu)
+
+
+def _legacy_matmul_precision() -> str | None:
+    """``torch.get_float32_matmul_precision()``, or ``None`` where PyTorch refuses to say
+    (a program that mixed the legacy and the ``fp32_precision`` settings)."""
+    try:
+        return torch.get_float32_matmul_precision()
+    except RuntimeError:
+        return None
+
+
+@contextlib.contextmanager
+def strict_matmul() -> Iterator[None]:
+    """Run the block with matrix products at their nominal precision.
+
+    The bounds of the scorers assume that a float32 GEMM rounds as float32 and that a
+    bfloat16 GEMM accumulates in float32, with the result rounded once. PyTorch lets a
+    program trade that for speed process-wide: TF32 or bfloat16 internals for float32
+    products (``torch.set_float32_matmul_precision``,
+    ``torch.backends.cuda.matmul.allow_tf32`` / ``fp32_precision``,
+    ``torch.backends.mkldnn.matmul.fp32_precision`` on the CPU) and reduced-precision
+    reductions in cuBLAS's bf16/fp16 GEMMs
+    (``torch.backends.cuda.matmul.allow_{bf16,fp16}_reduced_precision_reduction``).
+    This turns all of them off and restores the previous values on exit, also when the
+    block raises. ``torch.backends.cudnn.allow_tf32`` is left alone: it governs cuDNN
+    convolutions, which no search runs.
+    """
+    cuda = torch.backends.cuda.matmul
+    mkldnn = torch.backends.mkldnn.matmul
+    legacy = _legacy_matmul_precision()
+    saved_fp32 = (cuda.fp32_precision, mkldnn.fp32_precision)
+    saved_bf16 = (cuda.allow_bf16_reduced_precision_reduction,
+                  cuda.allow_bf16_reduced_precision_reduction_split_k)
+    saved_fp16 = (cuda.allow_fp16_reduced_precision_reduction,
+                  cuda.allow_fp16_reduced_precision_reduction_split_k)
+    try:
+        if legacy is not None:
+            # Keeps the legacy and the new setting consistent (PyTorch refuses a mix).
+            torch.set_float32_matmul_precision("highest")
+        cuda.fp32_precision = "ieee"
+        mkldnn.fp32_precision = "ieee"
+        cuda.allow_bf16_reduced_precision_reduction = False
+        cuda.allow_fp16_reduced_precision_reduction = False
+        yield
+    finally:
+        if legacy is not None:
+            torch.set_float32_matmul_precision(legacy)
+        cuda.fp32_precision, mkldnn.fp32_precision = saved_fp32
+        cuda.allow_bf16_reduced_precision_reduction = saved_bf16
+        cuda.allow_fp16_reduced_precision_reduction = saved_fp16
 
 
 @dataclass
@@ -210,7 +265,9 @@ class Fp32Scorer(Scorer):
 
     def scores(self, block: QueryBlock, c: int) -> torch.Tensor:
         start, stop = self.chunk_range(c)
-        return _pad(block.data @ self.gallery[start:stop].T, self.chunk)
+        with strict_matmul():  # no TF32 / bf16 internals: the bound is float32's
+            out = block.data @ self.gallery[start:stop].T
+        return _pad(out, self.chunk)
 
 
 class Bf16Scorer(Scorer):
@@ -239,8 +296,11 @@ class Bf16Scorer(Scorer):
     def scores(self, block: QueryBlock, c: int) -> torch.Tensor:
         start, stop = self.chunk_range(c)
         # Left in bfloat16: the selection reads it directly, which halves its memory
-        # traffic (the bound already covers the output rounding).
-        return _pad(block.data @ self.gallery[start:stop].T, self.chunk)
+        # traffic (the bound already covers the output rounding). Float32 accumulation:
+        # no reduced-precision reductions (see strict_matmul).
+        with strict_matmul():
+            out = block.data @ self.gallery[start:stop].T
+        return _pad(out, self.chunk)
 
 
 #: Query levels: values ``x - 64`` with ``x`` in ``[1, 127]`` (see module docstring).

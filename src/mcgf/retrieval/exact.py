@@ -56,6 +56,7 @@ from mcgf.retrieval.candidates import (
     default_precision,
     dot_rounding_bound,
     int8_available,
+    strict_matmul,
 )
 from mcgf.retrieval.rowops import (
     exact_scores,
@@ -352,7 +353,9 @@ def exact_search(q: torch.Tensor, g: torch.Tensor, k: int, *, precision: str = "
     nq, ng = q.shape[0], g.shape[0]
     gemm_threads = threads if threads is not None else torch.get_num_threads()
     aux = aux_threads if aux_threads is not None else gemm_threads
-    with torch_threads(aux), torch.inference_mode():
+    # strict_matmul: the float32 re-scoring's rounding bound holds only for true float32
+    # products (the candidate GEMMs also enter it themselves).
+    with torch_threads(aux), torch.inference_mode(), strict_matmul():
         if ng <= SMALL_GALLERY or nq == 0:
             idx_l, sc_l = [], []
             for s in range(0, nq, 64):

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from mcgf.retrieval.search import SearchResult, as_float_tensor, topk_search
+from mcgf.retrieval.search import SearchResult, as_float_tensor, check_norms, topk_search
 
 
 class GalleryIndex:
@@ -28,6 +28,7 @@ class GalleryIndex:
         self.features = as_float_tensor(features, "gallery features").contiguous()
         if self.features.shape[0] == 0:
             raise ValueError("the gallery is empty")
+        check_norms(self.features, "gallery")  # refused when built, not at the first search
         if names is not None and len(names) != self.features.shape[0]:
             raise ValueError(f"{len(names)} names for {self.features.shape[0]} gallery rows")
         self.names = [str(n) for n in names] if names is not None else [str(i) for i in range(len(self))]

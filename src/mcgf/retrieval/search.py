@@ -2,7 +2,9 @@
 
 ``topk_search(queries, gallery, k)`` returns, for every query, the ``k`` gallery items of
 highest inner product (cosine similarity for L2-normalised features), best first, ties
-broken by the lower gallery index. Backends (:data:`BACKENDS`, selected by name):
+broken by the lower gallery index. Inputs must be finite with row norms up to
+:data:`MAX_NORM` (zero rows are fine); anything else is refused with an error naming the
+side and the row. Backends (:data:`BACKENDS`, selected by name):
 
 ``exact``
     :mod:`mcgf.retrieval.exact`: exact for any data, never materialises the score matrix.
@@ -27,7 +29,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from mcgf.errors import UserError
 from mcgf.retrieval.candidates import default_precision
+
+#: Largest feature norm a search accepts (2^63 ≈ 9.2e18). The low-precision passes and
+#: their error bounds work in float32: a row's squared norm, and the product of a query's
+#: and a gallery item's norms, must stay below float32's largest value (≈ 2^128).
+MAX_NORM = 2.0**63
+
+
+class UnsearchableFeatures(UserError, ValueError):
+    """Feature rows the search cannot score (a norm beyond :data:`MAX_NORM`)."""
 
 
 @dataclass
@@ -84,6 +96,27 @@ def as_float_tensor(x: Any, what: str) -> torch.Tensor:
     return t
 
 
+def check_norms(t: torch.Tensor, side: str, rows: int = 8192) -> None:
+    """Refuse rows of a finite float32 matrix whose norm exceeds :data:`MAX_NORM`.
+
+    Such rows (values of about 1e19 and more) overflow the float32 arithmetic of the
+    search, which would otherwise return no item at all for them. Zero rows are accepted:
+    they score 0 against every item (ties, so the lowest gallery indices come first).
+
+    Raises:
+        UnsearchableFeatures: naming ``side`` (``"query"`` or ``"gallery"``) and the
+            first offending row.
+    """
+    for s in range(0, t.shape[0], rows):
+        bad = ~(torch.linalg.vector_norm(t[s: s + rows], dim=1) <= MAX_NORM)
+        if bool(bad.any()):
+            i = s + int(bad.nonzero()[0, 0])
+            norm = float(t[i].double().norm())
+            raise UnsearchableFeatures(
+                f"{side} features row {i} has norm {norm:.3g}, beyond the {MAX_NORM:.2g} the "
+                "search can score in float32: L2-normalise the features before searching")
+
+
 def _all_finite(t: torch.Tensor, rows: int = 8192) -> bool:
     """True if every value is finite, checked in slices without copying the matrix.
 
@@ -118,6 +151,8 @@ def topk_search(queries: Any, gallery: Any, k: int = 10, *, backend: str = "auto
         raise ValueError(f"query features have {q.shape[1]} dims but gallery features {g.shape[1]}")
     if g.shape[0] == 0:
         raise ValueError("the gallery is empty")
+    check_norms(q, "query")
+    check_norms(g, "gallery")
     start = time.perf_counter()
     result = BACKENDS[backend](q, g, min(k, g.shape[0]), **options)
     result.stats.setdefault("backend", backend)
