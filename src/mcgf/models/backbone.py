@@ -42,6 +42,8 @@ DEFAULT_BACKBONE = "eva02_large_patch14_448.mim_m38m_ft_in22k_in1k"
 _KEY_PREFIXES = ("module.", "model.", "backbone.", "encoder.", "drone_encoder.", "state_dict.")
 # Checkpoint containers that hold the state dict under one key.
 _CONTAINER_KEYS = ("state_dict", "model", "model_state", "module", "ema")
+#: Extensions of the weights files :func:`read_state_dict` reads.
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 # File names timm checkpoints use on the Hugging Face Hub, most preferred first.
 _HUB_FILENAMES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
 
@@ -102,7 +104,7 @@ def create_backbone(
     """
     import timm
 
-    if not timm.is_model(name.split(".", 1)[0]):
+    if not is_backbone_name(name):
         raise UserError(
             f"unknown backbone {name!r}: use a timm model name, e.g. {DEFAULT_BACKBONE} "
             "(list them with python -c 'import timm; print(timm.list_models())')"
@@ -135,6 +137,19 @@ def create_backbone(
     if grad_checkpointing:
         model.set_grad_checkpointing(True)
     return Backbone(model=model, dim=int(model.num_features), name=name, load_report=report)
+
+
+def is_backbone_name(name: str) -> bool:
+    """Whether ``name`` (``arch`` or ``arch.pretrained_tag``) is a timm architecture."""
+    import timm
+
+    return bool(name) and timm.is_model(name.split(".", 1)[0])
+
+
+def is_weights_file(path: str | Path) -> bool:
+    """Whether ``path`` is an existing file with one of :data:`WEIGHT_SUFFIXES`."""
+    p = Path(path)
+    return p.suffix.lower() in WEIGHT_SUFFIXES and p.is_file()
 
 
 def _cached_pretrained_file(name: str) -> Path:
