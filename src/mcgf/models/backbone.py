@@ -184,31 +184,31 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     containers (``{"state_dict": ...}``, ``{"model": ...}``) are unwrapped.
 
     Raises:
+        PickledObjectsError: a ``torch.save`` file holding Python objects or code besides
+            tensors (one line saying how to convert it to safetensors).
         UserError: the file is missing, has an unsupported extension or cannot be read.
     """
+    from mcgf.safeload import load_plain, one_line, safetensors_hint
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"weights file {path} does not exist: check --weights")
     suffix = path.suffix.lower()
-    try:
-        if suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            obj: Any = load_file(str(path), device="cpu")
-        elif suffix in (".pth", ".pt", ".bin", ".ckpt"):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        else:
-            raise UserError(
-                f"weights file {path} has an unsupported extension {suffix!r}: "
-                "use .safetensors, .pth, .pt, .bin or .ckpt"
-            )
-    except UserError:
-        raise
-    except Exception as exc:  # corrupt file, or pickle holding non-tensor objects
+    if suffix not in WEIGHT_SUFFIXES:
         raise UserError(
-            f"cannot read weights file {path}: {exc.__class__.__name__}: {exc} "
-            "(re-export it as .safetensors or a plain state dict)"
-        ) from exc
+            f"weights file {path} has an unsupported extension {suffix!r}: "
+            f"use {', '.join(WEIGHT_SUFFIXES)}"
+        )
+    if suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            obj: Any = load_file(str(path), device="cpu")
+        except Exception as exc:  # SafetensorError, OSError: a damaged or foreign file
+            raise UserError(f"cannot read weights file {path}: {one_line(exc)} (damaged, or "
+                            "not a safetensors file)") from None
+    else:
+        obj = load_plain(path, "weights file", safetensors_hint(path))
     for key in _CONTAINER_KEYS:
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
             obj = obj[key]
