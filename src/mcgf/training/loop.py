@@ -39,10 +39,12 @@ from torch import nn
 from mcgf.data.layout import ClassFolderSet, aligned_classes, load_university1652
 from mcgf.errors import UserError
 from mcgf.training.checkpoint import (
+    STATE_FILE,
     TrainState,
     capture_rng_state,
     load_checkpoint,
-    restore_rng_state,
+    recover_interrupted_save,
+    restore_train_state,
     save_checkpoint,
 )
 from mcgf.training.config import RunConfig
@@ -266,7 +268,8 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
     ckpt = None
     if resume:
         last = out / LAST
-        if not (last / "state.pt").is_file():
+        recover_interrupted_save(last)
+        if not (last / STATE_FILE).is_file():
             raise UserError(f"--resume: {last} holds no resumable checkpoint (train without --resume first)")
         ckpt = load_checkpoint(last, map_location="cpu", load_train_state=True)
 
@@ -321,14 +324,11 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
     step, start_epoch = 0, 0
     if ckpt is not None and ckpt.train_state is not None:
         st = ckpt.train_state
-        optimizer.load_state_dict(st.optimizer or {})
-        scheduler.load_state_dict(st.scheduler or {})
+        restore_train_state(st, optimizer, scheduler, out / LAST / STATE_FILE)
         # The schedule follows this run's config (e.g. more epochs), not the saved one.
         scheduler.lr_lambdas[0].__dict__.update(total_steps=total_steps,
                                                 warmup_steps=tc.warmup_steps, min_ratio=tc.min_lr_ratio)
         step, start_epoch = st.step, st.epoch
-        if st.rng is not None:
-            restore_rng_state(st.rng)
         del ckpt
 
     log = TrainLog(out, keep_until_step=step if resume else None, tensorboard=dist_info.main) \
