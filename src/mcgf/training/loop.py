@@ -353,7 +353,8 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{tc.epochs}", unit="step",
                    disable=not (progress and dist_info.main), leave=False)
         optimizer.zero_grad(set_to_none=True)
-        for i, batch in enumerate(_batches(loader)):
+        resumed_workers = epoch == start_epoch > 0 and cfg.data.workers > 0
+        for i, batch in enumerate(_batches(loader, keep_rng=resumed_workers)):
             batch = _to_device(batch, device)
             last_micro = (i + 1) % tc.accumulate == 0 or i + 1 == micro_per_epoch
             n_micro = (tc.accumulate if (i // tc.accumulate + 1) * tc.accumulate <= micro_per_epoch
@@ -443,9 +444,24 @@ def _mean_over_ranks(terms: Mapping[str, torch.Tensor], world: int) -> dict[str,
     return dict(zip(names, values.tolist(), strict=True))
 
 
-def _batches(loader: Any) -> Iterator[dict[str, Any]]:
-    """The loader's batches, skipping ones left without a view by ``on_bad_image=skip``."""
-    for batch in loader:
+def _batches(loader: Any, keep_rng: bool = False) -> Iterator[dict[str, Any]]:
+    """The loader's batches, skipping ones left without a view by ``on_bad_image=skip``.
+
+    ``keep_rng``: leave torch's global RNG as it was while the loader starts. A loader
+    draws its workers' base seed from that RNG when it creates its iterator: every epoch
+    without workers, but once per run with persistent workers, at its first epoch. A
+    resumed run with workers creates it again at a later epoch, where the uninterrupted
+    run drew nothing; the draw would shift every later random number (dropout, diffusion
+    noise). Items do not depend on the workers' seeds (their randomness is seeded per
+    item).
+    """
+    if keep_rng:
+        state = torch.get_rng_state()
+        batches = iter(loader)
+        torch.set_rng_state(state)
+    else:
+        batches = iter(loader)
+    for batch in batches:
         if len(batch["drone"]) and len(batch["satellite"]):
             yield batch
 
