@@ -101,13 +101,18 @@ def test_config_without_branch_is_refused(capsys: pytest.CaptureFixture[str]) ->
     assert code == 2 and "model.restoration true" in err and err.count("\n") == 1
 
 
-def test_benchmark_config_forces_offline_random_init() -> None:
+def test_benchmark_config_forces_offline_random_init(tmp_path: Path) -> None:
     raw = load_config(PAPER)
     raw["model"]["weights"] = "/nowhere/w.safetensors"
     cfg = benchmark_config(raw, ["train.lr=2e-5"], "t")
     assert cfg.model["pretrained"] is False and "weights" not in cfg.model
     assert cfg.weather.conditions == "none" and cfg.train.lr == 2e-5
+    with pytest.raises(UserError, match=r"model\.weights must be an existing"):
+        benchmark_config(raw, [], "t", keep_weights=True)
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"")  # the config check needs the file to exist
+    raw["model"]["weights"] = str(weights)
     kept = benchmark_config(raw, [], "t", keep_weights=True)
-    assert kept.model["weights"] == "/nowhere/w.safetensors"
+    assert kept.model["weights"] == str(weights)
     with pytest.raises(UserError, match=r"train\.epochs"):
         benchmark_config(raw, ["train.epochs=0"], "t")

@@ -64,4 +64,4 @@ def test_demo_generates_checks_trains_evaluates_and_reuses(tmp_path: Path,
 def test_demo_bad_config_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--out", str(tmp_path), "--set", "synth.views=0"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--views" in err
+    assert err.count("\n") == 1 and "the demo config: synth.views must be between 1 and 54 (got 0)" in err

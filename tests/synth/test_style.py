@@ -256,7 +256,7 @@ def test_config_style_key_and_reuse_check(tmp_path: Path) -> None:
     assert town.to_dict() != default.to_dict()
     with pytest.raises(UserError, match=r"demo.yaml: synth.style nosuch"):
         synth_config({"synth": {"style": "nosuch"}}, "demo.yaml")
-    with pytest.raises(UserError, match="--train-size"):
+    with pytest.raises(UserError, match=r"demo.yaml: synth.train_size must be between 64 and 512"):
         synth_config({"synth": {"train_size": 8}}, "demo.yaml")
     shipped = yaml.safe_load(Path("configs/demo.yaml").read_text())
     assert shipped["synth"]["style"] == "default" and shipped["synth"]["train_size"] == 64

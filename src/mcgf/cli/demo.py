@@ -91,7 +91,7 @@ def synth_config(cfg: dict[str, Any], where: str) -> tuple[Any, str]:
         config = SynthConfig(**synth, style=style)
     except TypeError as err:
         raise UserError(f"{where}: bad synth section: {err}") from None
-    config.validate()
+    config.validate(f"{where}: synth.")
     return config, weather
 
 
@@ -112,6 +112,9 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     data_dir = out / "data"
+    root = data_dir / "University-Release"
+    # Every value of both configs is checked before any work starts.
+    run_cfg = _training_config(args, root)
     print(f"[1/5] synthetic benchmark -> {data_dir}")
     regenerated = False
     if not args.regenerate and same_benchmark(data_dir, config, weather):
@@ -130,9 +133,7 @@ def run(args: argparse.Namespace) -> int:
     from mcgf.cli.main import main as mcgf_main
     from mcgf.training.loop import finished_run, train
 
-    root = data_dir / "University-Release"
     train_dir = out / "train"
-    run_cfg = _training_config(args, root)
     print(f"[3/5] training {args.train_config} -> {train_dir}")
     # A new benchmark has the same path, so the config alone cannot tell: retrain.
     if not args.retrain and not regenerated and finished_run(train_dir, run_cfg):

@@ -42,6 +42,8 @@ DEFAULT_BACKBONE = "eva02_large_patch14_448.mim_m38m_ft_in22k_in1k"
 _KEY_PREFIXES = ("module.", "model.", "backbone.", "encoder.", "drone_encoder.", "state_dict.")
 # Checkpoint containers that hold the state dict under one key.
 _CONTAINER_KEYS = ("state_dict", "model", "model_state", "module", "ema")
+#: Extensions of the weights files :func:`read_state_dict` reads.
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 # File names timm checkpoints use on the Hugging Face Hub, most preferred first.
 _HUB_FILENAMES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
 
@@ -102,7 +104,7 @@ def create_backbone(
     """
     import timm
 
-    if not timm.is_model(name.split(".", 1)[0]):
+    if not is_backbone_name(name):
         raise UserError(
             f"unknown backbone {name!r}: use a timm model name, e.g. {DEFAULT_BACKBONE} "
             "(list them with python -c 'import timm; print(timm.list_models())')"
@@ -137,6 +139,19 @@ def create_backbone(
     return Backbone(model=model, dim=int(model.num_features), name=name, load_report=report)
 
 
+def is_backbone_name(name: str) -> bool:
+    """Whether ``name`` (``arch`` or ``arch.pretrained_tag``) is a timm architecture."""
+    import timm
+
+    return bool(name) and timm.is_model(name.split(".", 1)[0])
+
+
+def is_weights_file(path: str | Path) -> bool:
+    """Whether ``path`` is an existing file with one of :data:`WEIGHT_SUFFIXES`."""
+    p = Path(path)
+    return p.suffix.lower() in WEIGHT_SUFFIXES and p.is_file()
+
+
 def _cached_pretrained_file(name: str) -> Path:
     """Locate timm's pretrained file for ``name`` in the local caches, without network."""
     from huggingface_hub import try_to_load_from_cache
@@ -169,31 +184,31 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     containers (``{"state_dict": ...}``, ``{"model": ...}``) are unwrapped.
 
     Raises:
+        PickledObjectsError: a ``torch.save`` file holding Python objects or code besides
+            tensors (one line saying how to convert it to safetensors).
         UserError: the file is missing, has an unsupported extension or cannot be read.
     """
+    from mcgf.safeload import load_plain, one_line, safetensors_hint
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"weights file {path} does not exist: check --weights")
     suffix = path.suffix.lower()
-    try:
-        if suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            obj: Any = load_file(str(path), device="cpu")
-        elif suffix in (".pth", ".pt", ".bin", ".ckpt"):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        else:
-            raise UserError(
-                f"weights file {path} has an unsupported extension {suffix!r}: "
-                "use .safetensors, .pth, .pt, .bin or .ckpt"
-            )
-    except UserError:
-        raise
-    except Exception as exc:  # corrupt file, or pickle holding non-tensor objects
+    if suffix not in WEIGHT_SUFFIXES:
         raise UserError(
-            f"cannot read weights file {path}: {exc.__class__.__name__}: {exc} "
-            "(re-export it as .safetensors or a plain state dict)"
-        ) from exc
+            f"weights file {path} has an unsupported extension {suffix!r}: "
+            f"use {', '.join(WEIGHT_SUFFIXES)}"
+        )
+    if suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            obj: Any = load_file(str(path), device="cpu")
+        except Exception as exc:  # SafetensorError, OSError: a damaged or foreign file
+            raise UserError(f"cannot read weights file {path}: {one_line(exc)} (damaged, or "
+                            "not a safetensors file)") from None
+    else:
+        obj = load_plain(path, "weights file", safetensors_hint(path))
     for key in _CONTAINER_KEYS:
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
             obj = obj[key]

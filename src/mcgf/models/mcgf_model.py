@@ -24,6 +24,7 @@ Batches are dicts of tensors (images normalised with the backbone's ``mean``/``s
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -33,10 +34,13 @@ from torch import nn
 
 from mcgf.models.backbone import (
     DEFAULT_BACKBONE,
+    WEIGHT_SUFFIXES,
     create_backbone,
     encode_multiscale,
     feature_channels,
     feature_sources,
+    is_backbone_name,
+    is_weights_file,
     layer_decay_param_groups,
 )
 from mcgf.models.heads import ClassBlock
@@ -44,12 +48,47 @@ from mcgf.models.input_norm import INPUT_NORMS, normalise_input
 from mcgf.models.losses import InfoNCE, cross_entropy_views, weather_consistency
 from mcgf.models.model_registry import register_model
 from mcgf.models.restoration import CONDITIONS, RestorationBranch
+from mcgf.options import Check, above, at_least, checked, in_range, multiple_of, one_of, option
 
 VIEWS = ("drone", "satellite")
 RESTORATION_CONDITIONS = CONDITIONS
 
+_BACKBONE = Check(is_backbone_name, "a timm model name such as resnet18 (see timm.list_models())",
+                  ("no_such_net_v9",))
+_WEIGHTS = Check(is_weights_file, f"an existing {', '.join(WEIGHT_SUFFIXES[:-1])} or "
+                 f"{WEIGHT_SUFFIXES[-1]} file", ("no/such/weights.safetensors",))
+_MULTS = Check(lambda v: len(v) >= 1 and all(m >= 1 for m in v), "a non-empty list of integers >= 1",
+               ([], [1, 0], [-1]))
 
-@register_model("mcgf")
+
+@dataclass(frozen=True)
+class MCGFOptions:
+    """The options of ``create_model("mcgf", ...)`` (the config's ``model:`` section), with
+    their types and ranges; :class:`MCGFModel` documents what each does. Checked before
+    anything is built (:func:`mcgf.models.model_registry.check_model_options`)."""
+
+    backbone_name: str = option(DEFAULT_BACKBONE, _BACKBONE)
+    num_classes: int = option(701, at_least(1))
+    share_encoder: bool = True
+    restoration: bool = True
+    img_size: int | None = option(None, at_least(1))
+    pretrained: bool = False
+    weights: str | None = option(None, _WEIGHTS)
+    grad_checkpointing: bool = False
+    bottleneck_dim: int = option(512, at_least(1))
+    dropout: float = option(0.5, in_range(0, 1, hi_open=True))
+    restoration_width: int = option(64, multiple_of(8))
+    restoration_mults: list[int] = field(default_factory=lambda: [1, 2, 4], metadata=checked(_MULTS))
+    restoration_blocks: int = option(2, at_least(1))
+    restore_size: int | None = option(None, at_least(1))
+    backbone_args: dict[str, Any] | None = None
+    input_norm: str = option("none", one_of(*INPUT_NORMS))
+    input_norm_sigma: float = option(0.08, above(0))
+    satellite_rotations: int = option(1, one_of(1, 2, 4))
+    restoration_condition: str = option("features", one_of(*CONDITIONS))
+
+
+@register_model("mcgf", options=MCGFOptions)
 class MCGFModel(nn.Module):
     """Geo-localization encoder(s) + shared ``ClassBlock`` + optional restoration branch.
 

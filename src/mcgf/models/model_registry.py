@@ -3,30 +3,50 @@
 Each variant lives in its own module and registers a factory with
 :func:`register_model`; :func:`create_model` builds one by name. Built-in modules are
 imported on first use so that importing :mod:`mcgf.models` stays free of timm/diffusers.
+
+A model declares its options as a typed dataclass (``register_model(name,
+options=...)``, see :mod:`mcgf.options`): :func:`check_model_options` checks a config's
+``model:`` section against it before anything is built, so a bad value is a one-line
+error naming ``model.<option>``.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import nn
 
 from mcgf.errors import UserError
+from mcgf.options import parse_section
 from mcgf.registry import Registry
 
 ModelFactory = Callable[..., nn.Module]
 _MODELS: Registry[ModelFactory] = Registry("model")
+# The options dataclass each model declared (see mcgf.options).
+_OPTIONS: dict[str, type] = {}
 # Modules whose import registers the built-in models.
 _BUILTIN_MODULES = ("mcgf.models.mcgf_model",)
 
 
-def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
-    """Decorator: register ``factory(**kwargs) -> nn.Module`` (a class works) as ``name``."""
+def register_model(name: str, *, options: type | None = None) -> Callable[[ModelFactory], ModelFactory]:
+    """Decorator: register ``factory(**kwargs) -> nn.Module`` (a class works) as ``name``.
 
-    return _MODELS.register(name)
+    ``options``: a dataclass with one field per keyword of the factory, typed and
+    constrained with :func:`mcgf.options.option`; configs are checked against it. Without
+    it only the option names are checked.
+    """
+    register = _MODELS.register(name)
+
+    def deco(factory: ModelFactory) -> ModelFactory:
+        register(factory)
+        if options is not None:
+            _OPTIONS[name] = options
+        return factory
+
+    return deco
 
 
 def _load_builtins() -> None:
@@ -56,6 +76,43 @@ def model_options(name: str) -> set[str]:
     """
     factory = _factory(name)
     return set(inspect.signature(factory).parameters)
+
+
+def model_options_type(name: str) -> type | None:
+    """The options dataclass the model registered as ``name`` declared, if any.
+
+    Raises:
+        UserError: unknown name.
+    """
+    _factory(name)
+    return _OPTIONS.get(name)
+
+
+def check_model_options(name: str, values: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The options of a ``model:`` section (without ``name``) checked against what the
+    model registered as ``name`` declares, converted to their types (``64.0`` → ``64``).
+
+    Only the given keys are returned: defaults stay implicit, so that a saved config
+    lists what its author set.
+
+    Raises:
+        UserError: unknown model, unknown option or bad value, naming ``model.<option>``
+            and ``where``.
+    """
+    try:
+        factory = _factory(name)
+    except UserError as err:
+        raise UserError(f"{where}: model.name: {err}") from None
+    spec = _OPTIONS.get(name)
+    if spec is None:
+        known = set(inspect.signature(factory).parameters)
+        unknown = sorted(str(k) for k in values if k not in known)
+        if unknown:
+            raise UserError(f"{where}: unknown option model.{unknown[0]} "
+                            f"(known: {', '.join(sorted(known))})")
+        return dict(values)
+    parsed = parse_section(spec, values, "model", where)
+    return {k: getattr(parsed, k) for k in values}
 
 
 def with_legacy_options(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -107,11 +164,12 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     """Build the model registered as ``name``.
 
     Raises:
-        UserError: unknown name, or an option the model does not take.
+        UserError: unknown name, an option the model does not take, or a value its
+            declared options reject.
     """
     factory = _factory(name)
     try:
         inspect.signature(factory).bind(**kwargs)
     except TypeError as exc:
         raise UserError(f"bad options for model {name!r}: {exc}") from exc
-    return factory(**kwargs)
+    return factory(**check_model_options(name, kwargs, f"create_model({name!r})"))

@@ -98,25 +98,35 @@ class SynthConfig:
     train_size: int | None = None
     style: SynthStyle = DEFAULT_STYLE
 
-    def validate(self) -> None:
-        """Raise :class:`UserError` naming the first out-of-range option."""
+    def validate(self, prefix: str | None = None) -> None:
+        """Raise :class:`UserError` naming the first out-of-range option.
+
+        Options are named as command-line flags (``--train-size``), or as ``prefix`` plus the
+        field name (``prefix="configs/demo.yaml: synth."`` gives
+        ``configs/demo.yaml: synth.train_size``).
+        """
+
+        def opt(name: str) -> str:
+            return f"--{name.replace('_', '-')}" if prefix is None else f"{prefix}{name}"
+
         limits = dict(_LIMITS)
         if self.train_size is not None:
             limits["train_size"] = _LIMITS["size"]
         for name, (lo, hi) in limits.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer):
-                raise UserError(f"--{name.replace('_', '-')} must be an integer (got {value!r})")
+                raise UserError(f"{opt(name)} must be an integer (got {value!r})")
             if not lo <= value <= hi:
-                raise UserError(f"--{name.replace('_', '-')} must be between {lo} and {hi} (got {value})")
+                raise UserError(f"{opt(name)} must be between {lo} and {hi} (got {value})")
         if not isinstance(self.style, SynthStyle):
-            raise UserError(f"--style must be a style (got {self.style!r})")
+            raise UserError(f"{opt('style')} must be a style (got {self.style!r})")
         self.style.validate(f"style {self.style.name}")
         total = self.train + self.test + self.distractors + self.extra_distractors
         if total > 9999:
+            names = " + ".join(opt(n) for n in ("train", "test", "distractors", "extra_distractors"))
             raise UserError(
-                f"--train + --test + --distractors + --extra-distractors = {total}, but class ids "
-                "have 4 digits: ask for at most 9999 locations in all"
+                f"{names} = {total}, but class ids have 4 digits: ask for at most 9999 locations "
+                "in all"
             )
 
     @property

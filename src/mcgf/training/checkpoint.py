@@ -15,7 +15,13 @@ code. Weights use safetensors for the same reason and because it memory-maps.
 The folder is written into a hidden sibling, fsynced, then renamed into place; a previous
 checkpoint of the same name is swapped out only once the new one is complete. POSIX cannot
 rename a folder over a non-empty one, so the swap is two renames: for a moment between them
-``PATH`` does not exist, but it is never half-written.
+``PATH`` does not exist, but it is never half-written; a process killed there leaves the
+previous checkpoint as ``.PATH.old-*``, which :func:`recover_interrupted_save` puts back.
+
+Reading checks the structure of each file before using it (``config.json`` a checkpoint
+config whose model options the model accepts, ``model.safetensors`` readable tensors with
+well-formed alias metadata, ``state.pt`` a training state of the expected shape): a file
+that fails is a one-line :class:`~mcgf.errors.UserError` naming it and what is wrong.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from torch import nn
 
 from mcgf.errors import UserError
 from mcgf.fileio import fsync_dir, replace_dir
+from mcgf.safeload import load_plain, one_line
 
 FORMAT = "mcgf-checkpoint"
 VERSION = 1
@@ -224,6 +231,41 @@ def save_checkpoint(
     return path
 
 
+def recover_interrupted_save(path: str | Path) -> bool:
+    """Undo what a save of the checkpoint ``path`` that was killed midway left behind.
+
+    A kill between the two renames of the swap leaves no ``path`` and the previous
+    checkpoint as ``.NAME.old-*``: it is put back (the newest complete one). Once ``path``
+    exists, the hidden ``.NAME.tmp-*`` / ``.NAME.old-*`` siblings of killed saves are
+    deleted. Call it before reading a checkpoint that a killed process may have been
+    writing (``mcgf train --resume`` does); nothing may be saving to ``path`` meanwhile.
+
+    Returns:
+        Whether a previous checkpoint was put back.
+    """
+    path = Path(path)
+    parent = path.parent
+    if not parent.is_dir():
+        return False
+    olds = [d for d in parent.glob(f".{path.name}.old-*") if d.is_dir()]
+    restored = False
+    if not path.exists() and not path.is_symlink():
+        complete = sorted((d for d in olds if (d / CONFIG_FILE).is_file()),
+                          key=lambda d: d.stat().st_mtime_ns)
+        if complete:
+            try:
+                os.replace(complete[-1], path)
+                fsync_dir(parent)
+                restored = True
+            except OSError:  # another process (a DDP rank) put it back first
+                pass
+    if path.is_dir():
+        for leftover in [*olds, *parent.glob(f".{path.name}.tmp-*")]:
+            if leftover.is_dir() and leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
+    return restored
+
+
 def _save_weights(model: nn.Module, path: Path) -> None:
     """State dict → safetensors, each shared tensor once (first name in state-dict order).
 
@@ -263,10 +305,17 @@ def _load_weights(model: nn.Module, path: Path) -> None:
     with safe_open(str(path), framework="pt") as fh:
         meta = fh.metadata() or {}
     aliases = json.loads(meta.get("aliases", "{}"))
+    if not isinstance(aliases, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in aliases.items()):
+        raise _Damaged("its \"aliases\" metadata is not a mapping of tensor names")
     for name, target in aliases.items():
         if target in tensors:
             tensors[name] = tensors[target]
     model.load_state_dict(tensors, strict=True)
+
+
+class _Damaged(ValueError):
+    """A checkpoint file whose contents do not have the expected structure."""
 
 
 def _swap_into_place(tmp: Path, path: Path) -> None:
@@ -336,7 +385,7 @@ def read_config(path: str | Path) -> dict[str, Any]:
     try:
         config = json.loads(cfg_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UserError(f"cannot read {cfg_path}: {_one_line(err)} (the checkpoint is "
+        raise UserError(f"cannot read {cfg_path}: {one_line(err)} (the checkpoint is "
                         "damaged: save it again)") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise UserError(f"{cfg_path} is not an mcgf checkpoint config (no "
@@ -382,48 +431,144 @@ def load_checkpoint(
     """
     from safetensors import SafetensorError
 
-    from mcgf.models.model_registry import create_model
+    from mcgf.models.model_registry import check_model_options, create_model
 
     folder = checkpoint_dir(path)
     config = read_config(folder)
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise UserError(f"checkpoint {folder} has no {WEIGHTS_FILE}: save it again")
+    # The small files are checked before the model is built and the weights are read.
+    state = read_train_state(folder, map_location) if load_train_state else None
     model_cfg = dict(config["model"])
     name = model_cfg.pop("name")
-    model = create_model(name, **_offline(name, model_cfg))
+    options = check_model_options(name, _offline(name, model_cfg), str(folder / CONFIG_FILE))
+    model = create_model(name, **options)
     try:
         _load_weights(model, weights)
-    except (SafetensorError, json.JSONDecodeError) as err:
-        raise UserError(f"cannot read {weights}: {_one_line(err)} (the file is damaged: "
+    except (SafetensorError, json.JSONDecodeError, _Damaged, OSError) as err:
+        raise UserError(f"cannot read {weights}: {one_line(err)} (the file is damaged: "
                         "save the checkpoint again)") from None
     except RuntimeError as err:
         raise UserError(f"weights in {weights} do not match the model in "
-                        f"{folder / CONFIG_FILE}: {_one_line(err)}") from None
+                        f"{folder / CONFIG_FILE}: {one_line(err)}") from None
     model.to(map_location).eval()
-    state = read_train_state(folder, map_location) if load_train_state else None
     return LoadedCheckpoint(model, config, state)
 
 
 def read_train_state(folder: str | Path, map_location: str | torch.device = "cpu") -> TrainState:
     """The training state (``state.pt``) of a checkpoint folder, without its model.
 
+    The file is read without unpickling objects, then its structure is checked
+    (:func:`train_state_problem`).
+
     Raises:
-        UserError: no state file, or a damaged one.
+        UserError: no state file, a damaged one, or one that is not a training state;
+            one line naming the file and what is wrong.
     """
     folder = checkpoint_dir(folder)
     state_path = folder / STATE_FILE
     if not state_path.is_file():
         raise UserError(f"checkpoint {folder} has no {STATE_FILE} (it was saved without "
                         "training state): resume from a checkpoint saved with train_state")
-    try:
-        data = torch.load(state_path, map_location=map_location, weights_only=True)
-    except Exception as err:  # unpickling errors share no narrower base class
-        raise UserError(f"cannot read {state_path}: {_one_line(err)} (damaged, or holds "
-                        "objects other than tensors, numbers, strings, lists and dicts)") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{state_path} does not hold a training state dict")
+    data = load_plain(state_path, "training state", "mcgf writes only tensors, numbers, "
+                      "strings, lists and dicts there: resume from a checkpoint mcgf saved",
+                      map_location=map_location)
+    problem = train_state_problem(data)
+    if problem is not None:
+        raise UserError(f"{state_path} is not a training state saved by mcgf: {problem} "
+                        "(resume from another checkpoint, or start a new run)")
     return TrainState.from_dict(data)
+
+
+def train_state_problem(data: Any) -> str | None:
+    """What keeps ``data`` (a loaded ``state.pt``) from being a :class:`TrainState`, in a
+    few words, or ``None`` when its structure is right: ``step`` and ``epoch``
+    non-negative integers; ``optimizer`` an optimizer state dict (``state``,
+    ``param_groups`` with ``params``), ``scheduler``/``scaler``/``extra`` mappings and
+    ``rng`` a :func:`capture_rng_state` record, each where present and not ``None``."""
+    if not isinstance(data, dict):
+        return f"it holds {_a(type(data).__name__)}, not a mapping"
+    missing = [k for k in ("step", "epoch") if k not in data]
+    if missing:
+        have = ", ".join(repr(k) for k in list(data)[:4]) or "nothing"
+        return f"it lacks {' and '.join(missing)} (it holds {have}{', ...' if len(data) > 4 else ''})"
+    for key in ("step", "epoch"):
+        if isinstance(data[key], bool) or not isinstance(data[key], int) or data[key] < 0:
+            return f"{key} is {data[key]!r}, not a non-negative integer"
+    for key in ("scheduler", "scaler", "extra"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            return f"{key} is {_a(type(data[key]).__name__)}, not a mapping"
+    opt = data.get("optimizer")
+    if opt is not None:
+        groups = opt.get("param_groups") if isinstance(opt, dict) else None
+        if not isinstance(opt, dict) or not isinstance(opt.get("state"), dict) \
+                or not isinstance(groups, list) \
+                or not all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups):
+            return "optimizer is not an optimizer state (state, param_groups with params)"
+    rng = data.get("rng")
+    if rng is not None:
+        problem = _rng_problem(rng)
+        if problem is not None:
+            return f"rng: {problem}"
+    return None
+
+
+def _rng_problem(rng: Any) -> str | None:
+    """What keeps ``rng`` from being a :func:`capture_rng_state` record, or ``None``."""
+    if not isinstance(rng, dict):
+        return f"{_a(type(rng).__name__)}, not a mapping"
+    py = rng.get("python")
+    if not (isinstance(py, (list, tuple)) and len(py) == 3 and isinstance(py[1], (list, tuple))
+            and all(isinstance(x, int) for x in py[1])):
+        return "python is not a random.getstate() record"
+    np_state = rng.get("numpy")
+    inner = np_state.get("state") if isinstance(np_state, dict) else None
+    if not (isinstance(inner, dict) and isinstance(inner.get("key"), list) and "pos" in inner
+            and isinstance(np_state.get("bit_generator"), str)):
+        return "numpy is not a NumPy RNG state"
+    t = rng.get("torch")
+    if not (isinstance(t, torch.Tensor) and t.dtype == torch.uint8 and t.ndim == 1):
+        return "torch is not a torch RNG state (a uint8 tensor)"
+    if not isinstance(rng.get("cuda", []), list) or not isinstance(rng.get("generators", {}), dict):
+        return "cuda must be a list and generators a mapping"
+    return None
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
+def restore_train_state(state: TrainState, optimizer: torch.optim.Optimizer,
+                        scheduler: Any, where: str | Path) -> None:
+    """Put a resumed run's optimizer, LR scheduler and RNG states back from ``state``.
+
+    Args:
+        state: from :func:`read_train_state` (its structure already checked).
+        optimizer, scheduler: built for this run's model and config.
+        where: the state file, for messages.
+
+    Raises:
+        UserError: the state lacks them, or they do not fit this optimizer/scheduler
+            (e.g. saved for another model); one line naming ``where``.
+    """
+    for key in ("optimizer", "scheduler"):
+        if getattr(state, key) is None:
+            raise UserError(f"{where} holds no {key} state, so the run cannot be resumed "
+                            "exactly: resume from a checkpoint mcgf train saved")
+    for key, target in (("optimizer", optimizer), ("scheduler", scheduler)):
+        try:
+            target.load_state_dict(getattr(state, key))
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError, RuntimeError) as err:
+            raise UserError(f"{where}: its {key} state does not fit this run's model and "
+                            f"config ({one_line(err, 160)}): resume with the config it was "
+                            "saved with") from None
+    if state.rng is not None:
+        try:
+            restore_rng_state(state.rng)
+        except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as err:
+            raise UserError(f"{where}: its rng state cannot be restored ({one_line(err, 160)})"
+                            ) from None
 
 
 def _offline(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -432,9 +577,3 @@ def _offline(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
 
     params = model_options(name)
     return {**kwargs, **{k: v for k, v in _OFFLINE.items() if k in params}}
-
-
-def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    line = " ".join(t.strip() for t in text if t.strip())
-    return line[:300] + ("..." if len(line) > 300 else "") or type(err).__name__

@@ -8,11 +8,33 @@ Each section becomes a frozen dataclass; unknown keys and bad values raise a one
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mcgf.config import section
 from mcgf.errors import UserError
+from mcgf.options import (
+    Check,
+    above,
+    at_least,
+    checked,
+    in_range,
+    one_of,
+    option,
+    parse_section,
+)
+from mcgf.weather.conditions import CONDITIONS, DARK_VARIANTS
+
+
+def _conditions_ok(value: str | list[str]) -> bool:
+    if isinstance(value, str):
+        return value in ("random", "none") or value in CONDITIONS
+    return bool(value) and len(set(value)) == len(value) and all(c in CONDITIONS for c in value)
+
+
+_ROOT = Check(lambda v: bool(v.strip()), "the University-1652 folder", ("",))
+_WEATHER = Check(_conditions_ok, "'random', 'none', a condition or a list of distinct conditions "
+                 f"({', '.join(CONDITIONS)})", ("hail", [], ["fog", "fog"]))
+_FRACTION_OPEN = in_range(0, 1, hi_open=True)
 
 
 @dataclass(frozen=True)
@@ -35,16 +57,17 @@ class DataConfig:
             (empty: ``root``).
     """
 
-    root: str = ""
-    locations_per_batch: int = 8
-    drones_per_location: int = 2
-    workers: int = 0
+    root: str = option("", _ROOT)
+    # BatchNorm in the head needs at least two satellite tiles per batch.
+    locations_per_batch: int = option(8, at_least(2))
+    drones_per_location: int = option(2, at_least(1))
+    workers: int = option(0, at_least(0))
     satellite_flip: bool = True
-    satellite_rotate: float = 0.0
+    satellite_rotate: float = option(0.0, in_range(0, 180))
     drone_flip: bool = False
-    scale_jitter: float = 0.0
-    shift_jitter: float = 0.0
-    on_bad_image: str = "stop"
+    scale_jitter: float = option(0.0, _FRACTION_OPEN)
+    shift_jitter: float = option(0.0, _FRACTION_OPEN)
+    on_bad_image: str = option("stop", one_of("stop", "skip"))
     val_root: str = ""
 
 
@@ -59,10 +82,10 @@ class WeatherConfig:
         clean_fraction: share of drone images left clean before a condition is drawn.
     """
 
-    conditions: str | list[str] = "random"
-    seed: int = 0
-    dark_variant: str = "train"
-    clean_fraction: float = 0.0
+    conditions: str | list[str] = field(default="random", metadata=checked(_WEATHER))
+    seed: int = option(0, at_least(0))
+    dark_variant: str = option("train", one_of(*DARK_VARIANTS))
+    clean_fraction: float = option(0.0, in_range(0, 1))
 
 
 @dataclass(frozen=True)
@@ -97,26 +120,26 @@ class TrainConfig:
         restore_val_steps: DDIM steps of that restoration.
     """
 
-    epochs: int = 1
-    seed: int = 0
-    lr: float = 1e-4
-    weight_decay: float = 0.05
-    layer_decay: float | None = None
-    warmup_steps: int = 0
-    min_lr_ratio: float = 0.0
-    accumulate: int = 1
-    lambda_restore: float = 1.0
-    infonce: float = 0.0
-    consistency: float = 0.0
-    label_smoothing: float = 0.0
-    grad_clip: float | None = None
-    amp: str = "auto"
-    device: str = "auto"
-    log_every: int = 1
-    eval_every: int = 0
+    epochs: int = option(1, at_least(1))
+    seed: int = option(0, at_least(0))
+    lr: float = option(1e-4, above(0))
+    weight_decay: float = option(0.05, at_least(0))
+    layer_decay: float | None = option(None, in_range(0, 1, lo_open=True))
+    warmup_steps: int = option(0, at_least(0))
+    min_lr_ratio: float = option(0.0, in_range(0, 1))
+    accumulate: int = option(1, at_least(1))
+    lambda_restore: float = option(1.0, at_least(0))
+    infonce: float = option(0.0, at_least(0))
+    consistency: float = option(0.0, at_least(0))
+    label_smoothing: float = option(0.0, _FRACTION_OPEN)
+    grad_clip: float | None = option(None, above(0))
+    amp: str = option("auto", one_of("auto", "off"))
+    device: str = option("auto", one_of("auto", "cpu", "cuda"))
+    log_every: int = option(1, at_least(1))
+    eval_every: int = option(0, at_least(0))
     val_retrieval: bool = True
-    restore_val_images: int = 16
-    restore_val_steps: int = 10
+    restore_val_images: int = option(16, at_least(0))
+    restore_val_steps: int = option(10, in_range(1, 1000))
 
 
 @dataclass(frozen=True)
@@ -137,124 +160,37 @@ class RunConfig:
 SECTIONS = ("data", "weather", "train", "model")
 
 
-def _build(cls: type, values: dict[str, Any], name: str, where: str) -> Any:
-    """Instantiate ``cls`` from ``values`` coercing ints/floats; errors name ``name.key``."""
-    out: dict[str, Any] = {}
-    for f in fields(cls):
-        if f.name not in values:
-            continue
-        v = values[f.name]
-        kind = str(f.type)
-        try:
-            if v is None and "None" in kind:
-                out[f.name] = None
-            elif kind.startswith("int"):
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v:
-                    raise ValueError
-                out[f.name] = int(v)
-            elif kind.startswith("float"):
-                # YAML 1.1 reads 1e-3 (no dot) as a string: accept numeric strings.
-                if isinstance(v, bool) or not isinstance(v, (int, float, str)):
-                    raise ValueError
-                out[f.name] = float(v)
-            elif kind == "bool":
-                if not isinstance(v, bool):
-                    raise ValueError
-                out[f.name] = v
-            elif kind == "str":
-                if not isinstance(v, (str, int, float)) or isinstance(v, bool):
-                    raise ValueError
-                out[f.name] = str(v)
-            else:
-                out[f.name] = v
-        except ValueError:
-            raise UserError(f"{where}: {name}.{f.name} has a bad value {v!r} "
-                            f"(expected {kind.replace(' | ', ' or ')})") from None
-    return cls(**out)
-
-
-def _section(config: Mapping[str, Any], cls: type, name: str, where: str) -> Any:
-    """The dataclass ``cls`` built from section ``name`` (unknown keys rejected)."""
-    return _build(cls, section(config, name, [f.name for f in fields(cls)], where), name, where)
-
-
-def _check(ok: bool, where: str, option: str, value: Any, need: str) -> None:
-    if not ok:
-        raise UserError(f"{where}: {option} must be {need} (got {value!r})")
-
-
 def parse_run_config(config: Mapping[str, Any], where: str) -> RunConfig:
     """Validate a loaded YAML config (after overrides) into a :class:`RunConfig`.
+
+    Every value is checked here, before any data is read or model built: the ``data``,
+    ``weather`` and ``train`` sections against their dataclasses, the ``model`` section
+    against the options the registered model declares
+    (:func:`mcgf.models.model_registry.check_model_options`).
 
     Args:
         config: the nested mapping.
         where: how to name the config in errors (usually its file path).
 
     Raises:
-        UserError: an unknown section or option, or a bad value, naming it.
+        UserError: an unknown section or option, or a bad value, naming it as
+            ``section.key``.
     """
-    unknown = sorted(set(config) - set(SECTIONS))
+    unknown = sorted(str(k) for k in config if k not in SECTIONS)
     if unknown:
         raise UserError(f"{where}: unknown section '{unknown[0]}' (known: {', '.join(SECTIONS)})")
-    data = _section(config, DataConfig, "data", where)
-    weather = _section(config, WeatherConfig, "weather", where)
-    train = _section(config, TrainConfig, "train", where)
+    data = parse_section(DataConfig, config.get("data"), "data", where)
+    weather = parse_section(WeatherConfig, config.get("weather"), "weather", where)
+    train = parse_section(TrainConfig, config.get("train"), "train", where)
     model = config.get("model") or {}
-    if not isinstance(model, dict):
-        raise UserError(f"{where}: 'model' must be a mapping of create_model options")
-    model = {"name": "mcgf", **model}
-    from mcgf.models.model_registry import with_current_defaults
+    if not isinstance(model, Mapping):
+        raise UserError(f"{where}: 'model' must be a mapping of create_model options (got {model!r})")
+    from mcgf.models.model_registry import check_model_options, with_current_defaults
 
+    name = model.get("name", "mcgf")
+    if not isinstance(name, str) or not name:
+        raise UserError(f"{where}: model.name must be a registered model name (got {name!r})")
+    options = check_model_options(name, {k: v for k, v in model.items() if k != "name"}, where)
     # Options whose absence in a saved config means a legacy value are written out.
-    name = str(model["name"])
-    model = {"name": name, **with_current_defaults(name, {k: v for k, v in model.items() if k != "name"})}
-    if name == "mcgf":
-        from mcgf.models.restoration import CONDITIONS
-
-        cond = model.get("restoration_condition")
-        _check(cond in CONDITIONS, where, "model.restoration_condition", cond,
-               " or ".join(f"'{c}'" for c in CONDITIONS))
-
-    _check(bool(data.root), where, "data.root", data.root, "the University-1652 folder")
-    # BatchNorm in the head needs at least two satellite tiles per batch.
-    _check(data.locations_per_batch >= 2, where, "data.locations_per_batch", data.locations_per_batch, ">= 2")
-    _check(data.drones_per_location >= 1, where, "data.drones_per_location", data.drones_per_location, ">= 1")
-    _check(data.workers >= 0, where, "data.workers", data.workers, ">= 0")
-    _check(0 <= data.satellite_rotate <= 180, where, "data.satellite_rotate", data.satellite_rotate,
-           "in [0, 180] degrees")
-    _check(0 <= data.scale_jitter < 1, where, "data.scale_jitter", data.scale_jitter, "in [0, 1)")
-    _check(0 <= data.shift_jitter < 1, where, "data.shift_jitter", data.shift_jitter, "in [0, 1)")
-    _check(data.on_bad_image in ("stop", "skip"), where, "data.on_bad_image", data.on_bad_image,
-           "'stop' or 'skip'")
-    cond = weather.conditions
-    _check(isinstance(cond, str) or (isinstance(cond, list) and cond and all(isinstance(c, str) for c in cond)),
-           where, "weather.conditions", cond, "'random', 'none', a condition name or a list of names")
-    if cond != "none":
-        from mcgf.weather import UnknownConditionError, WeatherTransform
-
-        try:
-            WeatherTransform(cond, seed=weather.seed, dark_variant=weather.dark_variant,
-                             clean_fraction=weather.clean_fraction)
-        except (UnknownConditionError, ValueError) as err:
-            raise UserError(f"{where}: bad weather section: {str(err).splitlines()[0]}") from None
-    t = train
-    _check(t.epochs >= 1, where, "train.epochs", t.epochs, ">= 1")
-    _check(t.lr > 0, where, "train.lr", t.lr, "> 0")
-    _check(t.weight_decay >= 0, where, "train.weight_decay", t.weight_decay, ">= 0")
-    _check(t.layer_decay is None or 0 < t.layer_decay <= 1, where, "train.layer_decay", t.layer_decay,
-           "in (0, 1] or null")
-    _check(t.warmup_steps >= 0, where, "train.warmup_steps", t.warmup_steps, ">= 0")
-    _check(0 <= t.min_lr_ratio <= 1, where, "train.min_lr_ratio", t.min_lr_ratio, "in [0, 1]")
-    _check(t.accumulate >= 1, where, "train.accumulate", t.accumulate, ">= 1")
-    _check(t.lambda_restore >= 0, where, "train.lambda_restore", t.lambda_restore, ">= 0")
-    _check(t.infonce >= 0, where, "train.infonce", t.infonce, ">= 0")
-    _check(t.consistency >= 0, where, "train.consistency", t.consistency, ">= 0")
-    _check(0 <= t.label_smoothing < 1, where, "train.label_smoothing", t.label_smoothing, "in [0, 1)")
-    _check(t.grad_clip is None or t.grad_clip > 0, where, "train.grad_clip", t.grad_clip, "> 0 or null")
-    _check(t.amp in ("auto", "off"), where, "train.amp", t.amp, "'auto' or 'off'")
-    _check(t.device in ("auto", "cpu", "cuda"), where, "train.device", t.device, "'auto', 'cpu' or 'cuda'")
-    _check(t.log_every >= 1, where, "train.log_every", t.log_every, ">= 1")
-    _check(t.eval_every >= 0, where, "train.eval_every", t.eval_every, ">= 0")
-    _check(t.restore_val_images >= 0, where, "train.restore_val_images", t.restore_val_images, ">= 0")
-    _check(t.restore_val_steps >= 1, where, "train.restore_val_steps", t.restore_val_steps, ">= 1")
+    model = {"name": name, **with_current_defaults(name, options)}
     return RunConfig(data=data, weather=weather, train=train, model=model)

@@ -18,7 +18,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from mcgf.errors import UserError
 from mcgf.fileio import write_text_atomic
+from mcgf.safeload import one_line
 
 #: The first columns of ``log.csv``, always present and in this order.
 LEADING_COLUMNS = ("step", "epoch", "lr")
@@ -53,10 +55,7 @@ class TrainLog:
         self.rows: list[dict[str, Any]] = []
         self._seen: list[str] = list(LEADING_COLUMNS)
         if keep_until_step is not None and self.path.is_file():
-            with open(self.path, newline="", encoding="utf-8") as fh:
-                reader = csv.DictReader(fh)
-                self.rows = [r for r in reader if int(r["step"]) <= keep_until_step]
-                self._note_keys(reader.fieldnames or [])
+            self._read(keep_until_step)
         self.writer = None
         self.note: str | None = None
         if tensorboard:
@@ -66,6 +65,23 @@ class TrainLog:
                 self.note = "TensorBoard logging off (pip install tensorboard to enable it)"
             else:
                 self.writer = SummaryWriter(str(Path(out) / "tb"))
+
+    def _read(self, keep_until_step: int) -> None:
+        """Keep the rows of the existing log up to ``keep_until_step``.
+
+        Raises:
+            UserError: the log is not a ``log.csv`` of this format (one line naming it).
+        """
+        try:
+            with open(self.path, newline="", encoding="utf-8") as fh:
+                reader = csv.DictReader(fh)
+                if "step" not in (reader.fieldnames or []):
+                    raise ValueError("no step column")
+                self.rows = [r for r in reader if int(r["step"]) <= keep_until_step]
+                self._note_keys(reader.fieldnames or [])
+        except (OSError, ValueError, TypeError, csv.Error) as err:  # UnicodeError is a ValueError
+            raise UserError(f"cannot continue {self.path}: {one_line(err)} (move the file away "
+                            "to resume with a new log)") from None
 
     @property
     def columns(self) -> list[str]:

@@ -39,10 +39,12 @@ from torch import nn
 from mcgf.data.layout import ClassFolderSet, aligned_classes, load_university1652
 from mcgf.errors import UserError
 from mcgf.training.checkpoint import (
+    STATE_FILE,
     TrainState,
     capture_rng_state,
     load_checkpoint,
-    restore_rng_state,
+    recover_interrupted_save,
+    restore_train_state,
     save_checkpoint,
 )
 from mcgf.training.config import RunConfig
@@ -268,7 +270,8 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
     ckpt = None
     if resume:
         last = out / LAST
-        if not (last / "state.pt").is_file():
+        recover_interrupted_save(last)
+        if not (last / STATE_FILE).is_file():
             raise UserError(f"--resume: {last} holds no resumable checkpoint (train without --resume first)")
         ckpt = load_checkpoint(last, map_location="cpu", load_train_state=True)
 
@@ -325,14 +328,11 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
     step, start_epoch = 0, 0
     if ckpt is not None and ckpt.train_state is not None:
         st = ckpt.train_state
-        optimizer.load_state_dict(st.optimizer or {})
-        scheduler.load_state_dict(st.scheduler or {})
+        restore_train_state(st, optimizer, scheduler, out / LAST / STATE_FILE)
         # The schedule follows this run's config (e.g. more epochs), not the saved one.
         scheduler.lr_lambdas[0].__dict__.update(total_steps=total_steps,
                                                 warmup_steps=tc.warmup_steps, min_ratio=tc.min_lr_ratio)
         step, start_epoch = st.step, st.epoch
-        if st.rng is not None:
-            restore_rng_state(st.rng)
         del ckpt
 
     log = TrainLog(out, keep_until_step=step if resume else None, tensorboard=dist_info.main) \
@@ -357,7 +357,8 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{tc.epochs}", unit="step",
                    disable=not (progress and dist_info.main), leave=False)
         optimizer.zero_grad(set_to_none=True)
-        for i, batch in enumerate(_batches(loader)):
+        resumed_workers = epoch == start_epoch > 0 and cfg.data.workers > 0
+        for i, batch in enumerate(_batches(loader, keep_rng=resumed_workers)):
             batch = _to_device(batch, device)
             last_micro = (i + 1) % tc.accumulate == 0 or i + 1 == micro_per_epoch
             n_micro = (tc.accumulate if (i // tc.accumulate + 1) * tc.accumulate <= micro_per_epoch
@@ -447,9 +448,24 @@ def _mean_over_ranks(terms: Mapping[str, torch.Tensor], world: int) -> dict[str,
     return dict(zip(names, values.tolist(), strict=True))
 
 
-def _batches(loader: Any) -> Iterator[dict[str, Any]]:
-    """The loader's batches, skipping ones left without a view by ``on_bad_image=skip``."""
-    for batch in loader:
+def _batches(loader: Any, keep_rng: bool = False) -> Iterator[dict[str, Any]]:
+    """The loader's batches, skipping ones left without a view by ``on_bad_image=skip``.
+
+    ``keep_rng``: leave torch's global RNG as it was while the loader starts. A loader
+    draws its workers' base seed from that RNG when it creates its iterator: every epoch
+    without workers, but once per run with persistent workers, at its first epoch. A
+    resumed run with workers creates it again at a later epoch, where the uninterrupted
+    run drew nothing; the draw would shift every later random number (dropout, diffusion
+    noise). Items do not depend on the workers' seeds (their randomness is seeded per
+    item).
+    """
+    if keep_rng:
+        state = torch.get_rng_state()
+        batches = iter(loader)
+        torch.set_rng_state(state)
+    else:
+        batches = iter(loader)
+    for batch in batches:
         if len(batch["drone"]) and len(batch["satellite"]):
             yield batch
 
