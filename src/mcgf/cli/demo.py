@@ -65,8 +65,10 @@ def _conditions(queries: dict | None) -> set[str]:
 def same_benchmark(data_dir: Path, config: Any, weather: str) -> bool:
     """Whether ``data_dir`` already holds the benchmark ``config`` with query weather
     ``weather`` (``random`` or ``none``), so that it can be reused."""
+    from mcgf.weather import CLEAN
+
     old_config, old_queries = _existing(data_dir)
-    weathered = _conditions(old_queries) != {"normal"}
+    weathered = _conditions(old_queries) != {CLEAN}
     return old_config == config.to_dict() and weathered == (weather == "random")
 
 

@@ -155,22 +155,6 @@ def _directions(text: str) -> list[str]:
     return out
 
 
-def _weather_conditions(text: str) -> list[str]:
-    try:
-        from mcgf.weather import CONDITIONS
-    except ImportError:
-        raise UserError("--weather needs the mcgf.weather package; use --wx-dir with "
-                        "pre-rendered images instead") from None
-    if text.strip().lower() == "all":
-        return list(CONDITIONS)
-    names = [p.strip() for p in text.split(",") if p.strip()]
-    bad = [n for n in names if n not in CONDITIONS]
-    if bad or not names:
-        raise UserError(f"--weather: unknown condition {bad[0] if bad else text!r}; "
-                        f"use 'all' or some of {', '.join(CONDITIONS)}")
-    return list(dict.fromkeys(names))
-
-
 def _probes(args: argparse.Namespace, conditions: list[Any] | None,
             directions: list[str]) -> tuple[Any, str]:
     """The invariance probes the options ask for (or ``None``) and why they are off."""
@@ -237,6 +221,7 @@ def run(args: argparse.Namespace) -> int:
         on_the_fly_conditions,
         prerendered_conditions,
     )
+    from mcgf.weather.conditions import parse_conditions
 
     directions, left_out = _choose_directions(args)
     notes = [f"{d} left out: {', '.join(str(f) for f in folders)} missing"
@@ -261,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
             f"{f} {p['images']}/{p['of']}" for f, p in folders.items()) + "), --allow-partial"
             for name, folders in partial.items()]
     elif args.weather is not None:
-        names = _weather_conditions(args.weather)
+        names = parse_conditions(args.weather, "--weather")
         seed = int_option(args.weather_seed, "--weather-seed", 0)
         conditions = on_the_fly_conditions(names, seed, args.dark_variant)
         weather = {"mode": "on-the-fly", "conditions": names, "seed": seed,

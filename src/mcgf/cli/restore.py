@@ -45,20 +45,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 
-def _conditions(value: str | None) -> list[str] | None:
-    from mcgf.weather import CONDITIONS
-    from mcgf.weather.conditions import check_condition
-
-    if value is None:
-        return None
-    names = [v.strip() for v in value.split(",") if v.strip()]
-    if names == ["all"]:
-        return list(CONDITIONS)
-    if not names:
-        raise UserError(f"--condition is empty: use 'all' or one of {', '.join(CONDITIONS)}")
-    return [check_condition(n, "--condition") for n in names]
-
-
 def output_paths(images: list[Path], output: Path) -> list[Path]:
     """Where each input's picture goes.
 
@@ -109,13 +95,14 @@ def _run(args: argparse.Namespace) -> int:
         restoration_preview,
     )
     from mcgf.training.checkpoint import read_config
+    from mcgf.weather.conditions import parse_conditions
 
     # Every check that needs no model first, so a typo costs no loading time.
     steps = int_option(args.steps, "--steps", 1)
     seed = int_option(args.seed, "--seed", 0)
     batch_size = int_option(args.batch_size, "--batch-size", 1)
     tile = None if args.tile is None else int_option(args.tile, "--tile", 16)
-    conditions = _conditions(args.condition)
+    conditions = None if args.condition is None else parse_conditions(args.condition, "--condition")
     device = resolve_device(args.device)
     outputs = output_paths(list(args.images), args.output)
     read_config(args.checkpoint)

@@ -20,6 +20,7 @@ from mcgf.data.images import BadImagePolicy, read_image_or_none
 from mcgf.data.layout import ClassFolderSet, ImageRecord, aligned_classes
 from mcgf.data.sampler import LocationIndex
 from mcgf.errors import UserError
+from mcgf.weather.conditions import CLEAN
 
 #: ``transform(image) -> tensor`` applied to a decoded RGB image.
 Transform = Callable[[Image.Image], torch.Tensor]
@@ -55,7 +56,7 @@ class ImageListDataset(Dataset):
         image = read_image_or_none(rec.path, self.on_bad_image)
         if image is None:
             return None
-        condition = "normal"
+        condition = CLEAN
         if self.degrade is not None:
             arr, condition = self.degrade(np.asarray(image), rec.key)
             image = Image.fromarray(arr)
@@ -182,7 +183,7 @@ class CrossViewTrainSet(Dataset):
         if rec.view == "satellite":
             item["image"] = self.satellite_transform(image)
             return item
-        condition = "normal"
+        condition = CLEAN
         if self.degrade is not None:
             arr, condition = self.degrade(np.asarray(image), rec.key)
             degraded = Image.fromarray(arr)

@@ -29,6 +29,8 @@ from mcgf.data.transforms import Preprocess
 from mcgf.errors import UserError
 from mcgf.evaluation.cache import CachedFeatures, FeatureCache, cache_key, file_fingerprint
 from mcgf.models.registry import Embedder
+from mcgf.weather import CLEAN, ENGINE_VERSION, WeatherTransform
+from mcgf.weather.conditions import check_condition
 
 
 @dataclass
@@ -199,16 +201,14 @@ def weather_transform(condition: str, seed: int, dark_variant: str = "train"
     """A picklable per-image weather transform (:class:`mcgf.weather.WeatherTransform`).
 
     Pixels depend only on (image, condition, seed, record key), so the features are
-    cacheable and identical for any worker count. Returns ``(None, "")`` for ``"normal"``
-    (identity), so clean features are shared with the clean evaluation.
+    cacheable and identical for any worker count. Returns ``(None, "")`` for
+    :data:`~mcgf.weather.CLEAN` (identity), so clean features are shared with the clean
+    evaluation.
+
+    Raises:
+        UserError: ``condition`` is not a weather condition.
     """
-    from mcgf.weather import CONDITIONS, ENGINE_VERSION, WeatherTransform
-
-    if condition not in CONDITIONS:
-        from mcgf.errors import UserError
-
-        raise UserError(f"unknown weather condition {condition!r}: use {', '.join(CONDITIONS)}")
-    if condition == "normal":
+    if check_condition(condition) == CLEAN:
         return None, ""
     # The engine version is part of the id: features cached from another engine's pixels
     # must not be reused.

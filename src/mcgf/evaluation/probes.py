@@ -27,13 +27,13 @@ from mcgf.evaluation.invariance import (
     condition_probe,
     cosine_invariance,
 )
+from mcgf.evaluation.university import NO_WEATHER
 
 #: The folder whose images the probes look at.
 PROBE_FOLDER = "query_drone"
 #: Images (each under every condition) the probe classifier is trained on at most: the
 #: 37,855 University-1652 queries × 10 conditions would hold 1.5 GB of float64 features.
 PROBE_MAX_IMAGES = 5000
-CLEAN = "clean"
 
 
 class InvarianceProbes:
@@ -67,7 +67,7 @@ class InvarianceProbes:
         """The :data:`~mcgf.evaluation.university.FeatureTap` (only ``query_drone`` is used)."""
         if folder != PROBE_FOLDER:
             return
-        if condition == CLEAN:
+        if condition == NO_WEATHER:
             self._set_clean(records, features)
         elif self._clean is not None:
             self._add(condition, records, features)

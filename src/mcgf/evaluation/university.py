@@ -34,6 +34,7 @@ from mcgf.evaluation.features import FeatureSet, extract_features, for_view
 from mcgf.models.registry import Embedder
 from mcgf.retrieval.metrics import PerQuery, summarize
 from mcgf.retrieval.ranking import rank_and_score
+from mcgf.weather.conditions import CONDITIONS
 
 #: direction name -> (query folder, gallery folder) under ``test/``.
 DIRECTIONS: dict[str, tuple[str, str]] = {
@@ -42,14 +43,15 @@ DIRECTIONS: dict[str, tuple[str, str]] = {
 }
 #: Folders whose images are drone views (weather applies to them only).
 DRONE_FOLDERS = frozenset({"query_drone", "gallery_drone"})
-CLEAN = "clean"
+#: The condition name of an evaluation without weather (the University-1652 protocol): the
+#: row of a clean-only run and the tap of the clean features. Not a weather condition:
+#: with weather, the clean images are also evaluated as condition ``mcgf.weather.CLEAN``.
+NO_WEATHER = "clean"
 #: Receives ``(condition, folder, records, features)`` of the folders a caller taps
-#: (see :func:`evaluate_university`); ``condition`` is :data:`CLEAN` for clean images.
+#: (see :func:`evaluate_university`); ``condition`` is :data:`NO_WEATHER` for clean images.
 FeatureTap = Callable[[str, str, Sequence[ImageRecord], FeatureSet], None]
 #: The community's order of the ten weather conditions (normal first, composites last).
-COMMUNITY_ORDER: tuple[str, ...] = (
-    "normal", "fog", "rain", "snow", "dark", "light", "fog_rain", "fog_snow", "rain_snow", "wind",
-)
+COMMUNITY_ORDER: tuple[str, ...] = CONDITIONS
 
 
 @dataclass
@@ -196,7 +198,7 @@ def evaluate_university(
         no_match: policy for queries without a true match (``"zero"`` or ``"exclude"``).
         log: receives one line per finished or left-out row.
         tap: receives the features of every folder in ``tap_folders``: the clean ones
-            first (condition :data:`CLEAN`, computed even when no condition uses them),
+            first (condition :data:`NO_WEATHER`, computed even when no condition uses them),
             then each condition's once, as they are extracted — so a caller can analyse
             them (e.g. :mod:`mcgf.evaluation.probes`) without a second pass. A tapped
             folder that no evaluated direction uses is only seen clean.
@@ -213,7 +215,7 @@ def evaluate_university(
     if unknown:
         raise UserError(f"unknown direction {unknown[0]!r}: use {', '.join(DIRECTIONS)}")
     data = load_university1652(root, splits=("test",))
-    conds = list(conditions) if conditions else [Condition(CLEAN)]
+    conds = list(conditions) if conditions else [Condition(NO_WEATHER)]
     clean_cache: dict[str, tuple[FeatureSet, np.ndarray]] = {}
 
     def clean(name: str) -> tuple[FeatureSet, np.ndarray]:
@@ -224,7 +226,7 @@ def evaluate_university(
 
     tapped = set(tap_folders) if tap is not None else set()
     for name in tap_folders if tap is not None else ():
-        tap(CLEAN, name, data.folder("test", name).records(), clean(name)[0])
+        tap(NO_WEATHER, name, data.folder("test", name).records(), clean(name)[0])
 
     rows: list[EvaluationRow] = []
     for cond in conds:

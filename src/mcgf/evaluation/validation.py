@@ -18,7 +18,7 @@ from torch import nn
 
 from mcgf.errors import UserError
 from mcgf.evaluation.university import (
-    CLEAN,
+    NO_WEATHER,
     ExtractOptions,
     evaluate_university,
     mean_over_conditions,
@@ -67,7 +67,7 @@ def university_validator(
         finally:
             model.train(was_training)
         pick: Any = mean_over_conditions(rows)[0] if conds else rows[0]
-        assert conds or pick.condition == CLEAN
+        assert conds or pick.condition == NO_WEATHER
         return {"val_R@1": float(pick.metrics["R@1"]), "val_AP": float(pick.metrics["AP"])}
 
     return validate
@@ -112,14 +112,14 @@ def restoration_validator(
     from mcgf.data.layout import read_class_folders
     from mcgf.data.transforms import Preprocess
     from mcgf.evaluation.image_quality import mean_finite, psnr, ssim
-    from mcgf.weather import CONDITIONS, apply_weather
+    from mcgf.weather import CLEAN, CONDITIONS, apply_weather
 
     folder = Path(root) / "test" / "query_drone"
     records = sorted(read_class_folders(folder, "drone").records(), key=lambda r: r.key)[:images]
     if not records:
         raise UserError(f"restoration validation needs drone images in {folder} "
                         "(set data.val_root, or train.restore_val_images=0)")
-    weathers = [c for c in CONDITIONS if c != "normal"]
+    weathers = [c for c in CONDITIONS if c != CLEAN]
     clean = [np.asarray(read_image(r.path)) for r in records]
     weathered = [apply_weather(im, weathers[i % len(weathers)], seed=seed, key=r.key,
                                dark_variant="test")

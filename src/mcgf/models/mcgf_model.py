@@ -18,7 +18,7 @@ Batches are dicts of tensors (images normalised with the backbone's ``mean``/``s
 ``satellite_label``  (S,) location class indices
 ``drone_clean``      (B, 3, H, W) optional: the same drone images without weather
 ``drone_condition``  optional list of B condition names: the restoration term then uses
-                     only the weathered images (``!= "normal"``)
+                     only the weathered images (``!= mcgf.weather.CLEAN``)
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from mcgf.models.losses import InfoNCE, cross_entropy_views, weather_consistency
 from mcgf.models.model_registry import register_model
 from mcgf.models.restoration import CONDITIONS, RestorationBranch
 from mcgf.options import Check, above, at_least, checked, in_range, multiple_of, one_of, option
+from mcgf.weather.conditions import CLEAN
 
 VIEWS = ("drone", "satellite")
 RESTORATION_CONDITIONS = CONDITIONS
@@ -428,7 +429,7 @@ def _weathered(conditions: Any, n: int, device: torch.device) -> torch.Tensor | 
     """
     if not isinstance(conditions, (list, tuple)) or len(conditions) != n:
         return None
-    return torch.tensor([c != "normal" for c in conditions], device=device)
+    return torch.tensor([c != CLEAN for c in conditions], device=device)
 
 
 def _decay_split(params: Any, lr: float, weight_decay: float) -> list[dict[str, Any]]:

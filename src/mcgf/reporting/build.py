@@ -22,7 +22,6 @@ import numpy as np
 
 from mcgf.data.layout import ImageRecord, University1652, load_university1652
 from mcgf.errors import UserError
-from mcgf.evaluation.university import COMMUNITY_ORDER
 from mcgf.fileio import replace_dir
 from mcgf.reporting import html
 from mcgf.reporting.drawing import COLOURS, GridLayout, GridRow, Tile, draw_grid, fit, overlay_heat
@@ -38,6 +37,7 @@ from mcgf.reporting.posture import posture_axes, posture_curves, top1_correct
 from mcgf.reporting.sections import metrics_section, training_section
 from mcgf.reporting.sources import MetricsFile, RunInputs, resolve_run
 from mcgf.reporting.svg import line_chart
+from mcgf.weather import CLEAN, CONDITIONS
 
 IMG = "img"
 
@@ -65,19 +65,19 @@ class ReportContext:
 
     def raw(self, record: ImageRecord) -> np.ndarray:
         """The decoded RGB image."""
-        return self.weathered(record, "normal")
+        return self.weathered(record, CLEAN)
 
     def weathered(self, record: ImageRecord, condition: str) -> np.ndarray:
         """The image at its native size under ``condition`` (drone views only; satellite
         images are never weathered), with the same pixels as the features saw."""
-        if condition != "normal" and record.view != "drone":
-            condition = "normal"
+        if condition != CLEAN and record.view != "drone":
+            condition = CLEAN
         key = (record.path, condition)
         if key not in self._native:
             from mcgf.data.images import read_image
 
             image = np.asarray(read_image(record.path))
-            if condition != "normal":
+            if condition != CLEAN:
                 from mcgf.weather import apply_weather
 
                 image = apply_weather(image, condition, seed=self.store.weather_seed, key=record.key,
@@ -89,7 +89,7 @@ class ReportContext:
 
     def shown(self, record: ImageRecord, condition: str) -> np.ndarray:
         """``weathered`` scaled to the tile size (kept: tiles repeat across rows)."""
-        key = (record.path, condition if record.view == "drone" else "normal")
+        key = (record.path, condition if record.view == "drone" else CLEAN)
         if key not in self._shown:
             self._shown[key] = fit(self.weathered(record, condition), self.tile)
         return self._shown[key]
@@ -244,7 +244,7 @@ def heatmap_section(ctx: ReportContext, picked: list[ImageRecord], batch: int = 
     qm, mm, sim = np.concatenate(q_maps), np.concatenate(m_maps), np.concatenate(sims)
     n = len(ctx.conditions)
     for i, q in enumerate(shown):
-        sat = ctx.shown(tiles[q.label], "normal")
+        sat = ctx.shown(tiles[q.label], CLEAN)
         drone_row, sat_row = [], []
         for j, cond in enumerate(ctx.conditions):
             k = i * n + j
@@ -297,14 +297,14 @@ def posture_section(ctx: ReportContext, compute_weather: bool) -> list[str]:
     per_condition = []
     missing = []
     for cond in ctx.conditions:
-        f = ctx.store.get(queries, "drone", cond, compute=cond == "normal" or compute_weather,
+        f = ctx.store.get(queries, "drone", cond, compute=cond == CLEAN or compute_weather,
                           desc="query_drone")
         if f is None:
             missing.append(cond)
             continue
         top = top_matches(f.features, qlabels, g, glabels, k=1)
         per_condition.append(top1_correct(glabels[top.indices[:, 0]], qlabels, f.valid))
-        if cond == "normal":
+        if cond == CLEAN:
             correct["clean"] = per_condition[-1]
     weathered = len(per_condition) - (1 if "clean" in correct else 0)
     if weathered > 0:
@@ -445,7 +445,7 @@ def build_report(
         (tmp / IMG).mkdir(parents=True)
         try:
             ctx = ReportContext(inputs, tmp, data, store, getattr(embedder, "model", None), dev, tile,
-                                COMMUNITY_ORDER, log, compute_weather)
+                                CONDITIONS, log, compute_weather)
             picked = pick_queries(data.test["query_drone"].records(), queries, seed,
                                   set(data.test["gallery_satellite"].labels()))
             sections: list[tuple[str, str, list[str]]] = [

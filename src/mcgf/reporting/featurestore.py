@@ -26,6 +26,7 @@ from mcgf.evaluation.features import (
     weather_transform,
 )
 from mcgf.models.registry import Embedder
+from mcgf.weather import CLEAN
 
 
 @dataclass
@@ -67,7 +68,7 @@ class FeatureStore:
                 return FeatureSet(hit.features, hit.valid, from_cache=True)
         return None
 
-    def get(self, records: Sequence[ImageRecord], view: str, condition: str = "normal", *,
+    def get(self, records: Sequence[ImageRecord], view: str, condition: str = CLEAN, *,
             compute: bool = True, store: bool = True, desc: str = "") -> FeatureSet | None:
         """Features of ``records`` (all of one ``view``) under ``condition``.
 

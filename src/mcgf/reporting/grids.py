@@ -26,6 +26,7 @@ from mcgf.evaluation.features import FeatureSet
 from mcgf.reporting.drawing import GridLayout, GridRow, Tile, draw_grid
 from mcgf.reporting.featurestore import FeatureStore
 from mcgf.retrieval.search import topk_search
+from mcgf.weather import CLEAN
 
 #: direction → (query folder, gallery folder, query view, gallery view).
 GRID_DIRECTIONS: dict[str, tuple[str, str, str, str]] = {
@@ -118,7 +119,7 @@ def satellite_to_drone(store: FeatureStore, queries: Sequence[ImageRecord],
                        *, compute_weather: bool = False) -> GridSet:
     """Grids of clean satellite ``queries`` against the drone gallery under each condition.
 
-    The clean gallery (``normal``) is embedded when not cached; a weathered gallery only
+    The clean gallery (:data:`~mcgf.weather.CLEAN`) is embedded when not cached; a weathered gallery only
     with ``compute_weather`` (it is as large as an evaluation), otherwise conditions the
     cache lacks are listed in :attr:`GridSet.missing`.
     """
@@ -129,7 +130,7 @@ def satellite_to_drone(store: FeatureStore, queries: Sequence[ImageRecord],
     grids = [QueryGrid("satellite->drone", r.label) for r in queries]
     missing = []
     for cond in conditions:
-        g = store.get(gallery, "drone", cond, compute=cond == "normal" or compute_weather,
+        g = store.get(gallery, "drone", cond, compute=cond == CLEAN or compute_weather,
                       desc="gallery_drone")
         if g is None:
             missing.append(cond)
@@ -157,11 +158,11 @@ def render_grid(grid: QueryGrid, load: ImageLoader, *, layout: GridLayout | None
     drone_queries = grid.direction.startswith("drone")
     rows = []
     for line in grid.lines:
-        tiles = [Tile(load(line.query, line.condition if drone_queries else "normal"), "query",
+        tiles = [Tile(load(line.query, line.condition if drone_queries else CLEAN), "query",
                       f"query {line.query.path.parent.name}")]
         for rec, score, ok in zip(line.items, line.scores, line.is_match, strict=True):
             status = "match" if ok else ("unknown" if rec.label < 0 else "wrong")
-            shown = "normal" if drone_queries else line.condition
+            shown = CLEAN if drone_queries else line.condition
             tiles.append(Tile(load(rec, shown), status, f"{rec.path.parent.name}  {score:.3f}"))
         rows.append(GridRow(line.condition, tiles))
     k = max((len(line.items) for line in grid.lines), default=0)

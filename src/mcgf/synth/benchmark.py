@@ -51,6 +51,7 @@ from mcgf.synth.location import (
 )
 from mcgf.synth.names import masked_names
 from mcgf.synth.style import DEFAULT_STYLE, SynthStyle
+from mcgf.weather.conditions import CLEAN
 
 #: Bumped whenever the same arguments would produce different pixels or layout.
 FORMAT_VERSION = 1
@@ -291,7 +292,7 @@ def run_job(job: LocationJob) -> dict[str, object]:
             key = f"{job.id}/{fname}"
             qname = job.query_names[v - 1]
             if transform is None:
-                qdata, cond = data, "normal"
+                qdata, cond = data, CLEAN
             else:
                 img, cond = _check_transformed(transform(shot.view.image.copy(), key), key)
                 qdata = _encode(img, "JPEG")
@@ -397,7 +398,7 @@ def generate_benchmark(
         query_transform: applied to the 160k-WX query images only (weather); receives
             the clean image and the key ``"<id>/image-XX.jpeg"`` and returns the new
             image and the condition name recorded in the metadata. ``None`` keeps the
-            queries clean (condition ``"normal"``). With several workers it runs in
+            queries clean (condition :data:`~mcgf.weather.CLEAN`). With several workers it runs in
             forked worker processes.
 
     Raises:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from mcgf.weather.apply import apply_plan, apply_weather
 from mcgf.weather.conditions import (
+    CLEAN,
     CONDITIONS,
     DARK_VARIANTS,
     UnknownConditionError,
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from mcgf.weather.batch import apply_weather_batch
 
 __all__ = [
+    "CLEAN",
     "CONDITIONS",
     "DARK_VARIANTS",
     "ENGINE_VERSION",

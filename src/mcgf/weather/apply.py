@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from mcgf.weather.arrays import to_uint8
-from mcgf.weather.conditions import check_condition, check_dark_variant
+from mcgf.weather.conditions import CLEAN, check_condition, check_dark_variant
 from mcgf.weather.plan import WeatherPlan, render_stages, sample_plan
 
 _SCALES = {np.dtype(np.uint8): 1.0, np.dtype(np.uint16): 257.0}
@@ -95,7 +95,7 @@ def apply_weather(
     check_condition(condition)
     check_dark_variant(dark_variant)
     _split(image)  # validates type and shape before any work
-    if condition == "normal":
+    if condition == CLEAN:
         return image.copy()
     plan = sample_plan(
         condition, seed=seed, key=key, height=image.shape[0], width=image.shape[1],

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from mcgf.weather.blur import MotionBlurStage
 from mcgf.weather.colorspace import SPACES, adjust_brightness
-from mcgf.weather.conditions import check_condition, check_dark_variant
+from mcgf.weather.conditions import CLEAN, check_condition, check_dark_variant
 from mcgf.weather.fog import CloudStage
 from mcgf.weather.kernels import pad_kernel
 from mcgf.weather.particles import (
@@ -102,7 +102,7 @@ def apply_weather_batch(
     for i, c in enumerate(conds):
         groups.setdefault(c, []).append(i)
     for cond, idx in groups.items():
-        if cond == "normal":
+        if cond == CLEAN:
             continue
         sub = x[idx]
         stage_lists = [plans[i].stages for i in idx]

@@ -15,9 +15,15 @@ from mcgf.weather.particles import ParticleParams, rain, snow
 from mcgf.weather.photometric import DARK_TEST, DARK_TRAIN, LIGHT, PhotometricParams
 from mcgf.weather.rng import choose_from
 
-#: The conditions in the community's order.
+#: The condition of an unweathered image. The community's name (it is what the
+#: University-WX folders, manifests and metric tables say), used everywhere as this one
+#: constant.
+CLEAN = "normal"
+
+#: The conditions in the community's order (clean first, composites last); every other
+#: list of condition names in mcgf derives from this one.
 CONDITIONS: tuple[str, ...] = (
-    "normal", "fog", "rain", "snow", "dark", "light", "fog_rain", "fog_snow", "rain_snow", "wind",
+    CLEAN, "fog", "rain", "snow", "dark", "light", "fog_rain", "fog_snow", "rain_snow", "wind",
 )
 
 #: Variants of ``dark``: the training recipe (nearly black) or the milder test-set one.
@@ -28,7 +34,7 @@ Effect = CloudParams | ParticleParams | PhotometricParams | MotionBlurParams
 FOG = CloudParams()
 
 _RECIPES: dict[str, tuple[Effect, ...]] = {
-    "normal": (),
+    CLEAN: (),
     "fog": (FOG,),
     "rain": (rain((0.05, 0.1)), rain((0.05, 0.1)), rain((0.1, 0.2)), rain((0.1, 0.2)),
              rain((0.05, 0.2))),
@@ -44,7 +50,7 @@ _RECIPES: dict[str, tuple[Effect, ...]] = {
 }
 
 _DESCRIPTIONS: dict[str, str] = {
-    "normal": "unchanged",
+    CLEAN: "unchanged",
     "fog": "one cloud layer (dense, low-frequency)",
     "rain": "five rain augmenters, 1-3 streak layers each",
     "snow": "five snowflake augmenters, 1-3 flake layers each",
@@ -84,6 +90,20 @@ def check_conditions(names: object, where: str = "conditions") -> tuple[str, ...
     if len(set(out)) != len(out):
         raise UnknownConditionError(f"{where} lists a condition twice: {', '.join(out)}")
     return out
+
+
+def parse_conditions(text: str, where: str) -> list[str]:
+    """The conditions a command-line option names: ``"all"`` or a comma-separated list.
+
+    Names are checked with :func:`check_condition` (a one-line error naming ``where``);
+    a name given twice is kept once, in its first place.
+    """
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    if [n.lower() for n in names] == ["all"]:
+        return list(CONDITIONS)
+    if not names:
+        raise UnknownConditionError(f"{where} is empty: use 'all' or some of {', '.join(CONDITIONS)}")
+    return list(dict.fromkeys(check_condition(n, where) for n in names))
 
 
 def check_dark_variant(variant: str) -> str:

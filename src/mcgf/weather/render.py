@@ -33,6 +33,7 @@ from mcgf.data.layout import list_images, load_flat_queries, read_class_folders
 from mcgf.errors import UserError
 from mcgf.fileio import write_bytes_atomic, write_json_atomic, write_text_atomic
 from mcgf.weather.conditions import (
+    CLEAN,
     CONDITIONS,
     check_conditions,
     check_dark_variant,
@@ -162,7 +163,7 @@ def _render_one(args: tuple[RenderJob, Path, int, str, int, str]) -> tuple[str, 
         if image is None:
             return "bad", str(job.source)
         target = dst / job.relative
-        if job.condition == "normal":  # the original file, not a re-encoded copy
+        if job.condition == CLEAN:  # the original file, not a re-encoded copy
             write_bytes_atomic(target, job.source.read_bytes())
             return "ok", ""
         out = apply_weather(np.asarray(image), job.condition, seed=seed, key=job.key,

@@ -15,6 +15,7 @@ from PIL import Image
 
 from mcgf.weather.apply import apply_weather
 from mcgf.weather.conditions import (
+    CLEAN,
     CONDITIONS,
     check_condition,
     check_conditions,
@@ -76,7 +77,7 @@ class WeatherTransform:
         if self.clean_fraction > 0:
             u = image_rng(self.effective_seed, key, "clean-fraction").random()
             if u < self.clean_fraction:
-                return "normal"
+                return CLEAN
         if len(self.conditions) == 1:
             return self.conditions[0]
         return choose_condition(self.effective_seed, key, self.conditions)
