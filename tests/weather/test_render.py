@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mcgf.data.weather_render import MANIFEST, SETTINGS, RenderSettings, plan_jobs, render_jobs
 from mcgf.errors import UserError
 from mcgf.weather import CONDITIONS, choose_condition
 from mcgf.weather.plan import ENGINE_VERSION
-from mcgf.weather.render import MANIFEST, SETTINGS, RenderSettings, plan_jobs, render_jobs
 
 from .conftest import natural_image
 

@@ -109,8 +109,8 @@ def _run_preview(args: argparse.Namespace) -> int:
 def _run_render(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from mcgf.data.weather_render import RenderSettings, plan_jobs, render_jobs
     from mcgf.weather.conditions import CONDITIONS
-    from mcgf.weather.render import RenderSettings, plan_jobs, render_jobs
 
     if not 1 <= args.jpeg_quality <= 100:
         raise UserError(f"--jpeg-quality must be 1..100, got {args.jpeg_quality}")

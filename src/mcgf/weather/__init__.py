@@ -10,7 +10,8 @@ current NumPy), on NumPy/OpenCV with a batched torch path:
 * :class:`WeatherTransform` is a picklable dataset transform;
 * :func:`apply_weather_batch` (torch, CPU or GPU) renders whole batches from the same
   per-image plans;
-* :mod:`mcgf.weather.render` pre-renders dataset splits with a manifest.
+* :mod:`mcgf.data.weather_render` pre-renders dataset splits with a manifest (it reads
+  datasets, so it sits with the data layer, above the weather engine).
 
 See ``docs/weather.md`` for the recipe, resolution scaling and speed.
 """
