@@ -44,12 +44,13 @@ import torch
 from mcgf.config import load_config
 from mcgf.errors import UserError
 from mcgf.fileio import write_json_atomic, write_text_atomic
+from mcgf.models.params import count_parameters
+from mcgf.runtime import mixed_precision
 from mcgf.training.profiling import (
     batch_shape,
     benchmark_config,
     build_model,
     compare_step_cost,
-    count_params,
     device_name,
     make_optimizer,
     num_classes,
@@ -111,7 +112,7 @@ def run_check(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         "python": platform.python_version(), "model_config": dict(cfg.model),
         "batch": {"locations": shape.locations, "drones_per_location": shape.drones_per_location,
                   "drone_images": shape.drone_images, "images": shape.images},
-        "amp": "bf16" if device.type == "cuda" and cfg.train.amp == "auto" else "fp32",
+        "amp": "bf16" if mixed_precision(device, cfg.train.amp) else "fp32",
     }
     print(f"[gpu_check] {report['device']}, torch {torch.__version__}, "
           f"{'tiny CPU config' if tiny else args.config}", flush=True)
@@ -124,9 +125,9 @@ def run_check(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     report["phase_seconds"] = {"build": time.perf_counter() - t0}
     branch = getattr(model, "restoration", None)
     encoder = getattr(model, "drone_encoder", model)
-    report["params"] = {"total": count_params(model), "encoder": count_params(encoder),
-                        "branch": count_params(branch),
-                        "branch_share_of_encoder": count_params(branch) / count_params(encoder)}
+    report["params"] = {"total": count_parameters(model), "encoder": count_parameters(encoder),
+                        "branch": count_parameters(branch),
+                        "branch_share_of_encoder": count_parameters(branch) / count_parameters(encoder)}
     print(f"[gpu_check] build: {report['phase_seconds']['build']:.1f} s", flush=True)
     objective = objective_of(cfg)
     tc = cfg.train

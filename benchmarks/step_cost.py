@@ -25,6 +25,7 @@ import torch
 
 from mcgf.config import load_config
 from mcgf.errors import UserError
+from mcgf.runtime import resolve_device
 from mcgf.training.profiling import (
     StepCost,
     batch_shape,
@@ -35,7 +36,6 @@ from mcgf.training.profiling import (
     num_classes,
     objective_of,
     random_batch,
-    resolve_device,
 )
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "mcgf-eva02-l-448.yaml"
@@ -66,10 +66,7 @@ def measure(
     if not cfg.model.get("restoration", True) or cfg.train.lambda_restore <= 0:
         raise UserError(f"{config}: the step cost compares the restoration branch on and off: "
                         "use a config with model.restoration true and train.lambda_restore > 0")
-    try:
-        dev = resolve_device(device)
-    except ValueError as err:
-        raise UserError(f"--device: {err}") from None
+    dev = resolve_device(device)
     shape = batch_shape(cfg, drone_images)
     model = build_model(cfg, dev)
     batch = random_batch(shape, model.input_size, num_classes(cfg), clean=True, device=dev,

@@ -14,7 +14,8 @@ from mcgf.models.heads import ClassBlock
 from mcgf.models.losses import InfoNCE, cross_entropy_views, ddpm_epsilon_loss
 from mcgf.models.mcgf_model import MCGFModel
 from mcgf.models.model_registry import available_models, create_model
-from mcgf.models.restoration import RestorationBranch, count_parameters
+from mcgf.models.params import count_parameters
+from mcgf.models.restoration import RestorationBranch
 
 VIT = "vit_tiny_patch16_224"
 SMALL_BRANCH = {"restoration_width": 16, "restoration_mults": (1, 2), "restoration_blocks": 1}

@@ -78,14 +78,9 @@ def extract_options_from_args(args: argparse.Namespace, out_dir: str, *,
         cache = None
     device = args.device
     if device is not None:
-        import torch
+        from mcgf.runtime import resolve_device
 
-        try:
-            dev = torch.device(device)
-        except RuntimeError:
-            raise UserError(f"--device {device!r} is not a device name (cpu, cuda, cuda:0, ...)") from None
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise UserError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
+        resolve_device(device)  # a one-line error now rather than after loading the model
     return ExtractOptions(
         batch_size=int_option(args.batch_size, "--batch-size"), flip=not args.no_flip, device=device,
         num_workers=workers, cache_dir=cache, on_bad_image=on_bad_image, progress=not args.quiet,

@@ -91,9 +91,9 @@ def _run(args: argparse.Namespace) -> int:
     from mcgf.models.restore_api import (
         load_restoration_model,
         max_steps,
-        resolve_device,
         restoration_preview,
     )
+    from mcgf.runtime import resolve_device
     from mcgf.training.checkpoint import read_config
     from mcgf.weather.conditions import parse_conditions
 

@@ -7,7 +7,7 @@ act before resizing), resizes and normalises it as the embedder asks, and embeds
 batches. With ``flip=True`` (the public baselines' test-time augmentation) the feature
 is ``embed(x) + embed(flip(x))``. Features are always L2-normalised (in float64, so any
 finite output can be; an exactly zero output stays zero), so inner product is cosine
-similarity. On a GPU the embedder runs under bf16 autocast.
+similarity. The embedder runs under :func:`mcgf.runtime.autocast` (bf16 on a GPU).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -29,6 +28,7 @@ from mcgf.data.transforms import Preprocess
 from mcgf.errors import UserError
 from mcgf.evaluation.cache import CachedFeatures, FeatureCache, cache_key, file_fingerprint
 from mcgf.models.registry import Embedder
+from mcgf.runtime import autocast, precision, resolve_device
 from mcgf.weather import CLEAN, ENGINE_VERSION, WeatherTransform
 from mcgf.weather.conditions import check_condition
 
@@ -47,19 +47,10 @@ class FeatureSet:
         return int((~self.valid).sum())
 
 
-def default_device() -> torch.device:
-    """The GPU if there is one, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 @torch.inference_mode()
 def embed_batch(embedder: Embedder, images: torch.Tensor, *, flip: bool) -> torch.Tensor:
     """Features of one batch: ``embed(x)`` (+ ``embed(flip(x))``), L2-normalised, float32."""
-    if images.device.type == "cuda":
-        ctx: Any = torch.autocast("cuda", dtype=torch.bfloat16)
-    else:
-        ctx = torch.autocast("cpu", enabled=False)
-    with ctx:
+    with autocast(images.device):
         f = embedder.embed(images).float()
         if flip:
             f = f + embedder.embed(torch.flip(images, dims=[3])).float()
@@ -77,11 +68,6 @@ def for_view(embedder: Embedder, view: str) -> Embedder:
     return pick(view) if callable(pick) else embedder
 
 
-def precision(device: torch.device) -> str:
-    """The arithmetic :func:`embed_batch` uses on ``device`` (part of a feature's identity)."""
-    return "bf16-autocast" if device.type == "cuda" else "fp32"
-
-
 def feature_cache_key(records: Sequence[ImageRecord], embedder: Embedder, *, flip: bool,
                       transform_id: str, on_bad_image: str = "stop",
                       device: str | torch.device | None = None) -> str:
@@ -94,7 +80,7 @@ def feature_cache_key(records: Sequence[ImageRecord], embedder: Embedder, *, fli
     """
     from mcgf import __version__
 
-    dev = torch.device(device) if device is not None else default_device()
+    dev = resolve_device(device)
     return cache_key(
         embedder=embedder.identity, preprocess=Preprocess.for_embedder(embedder).describe(),
         files=file_fingerprint([r.path for r in records]),
@@ -141,7 +127,7 @@ def extract_features(
         raise ValueError("a transform needs a transform_id (it is part of the cache key)")
     preprocess = Preprocess.for_embedder(embedder)
     cache = FeatureCache(cache_dir) if cache_dir is not None else None
-    dev = torch.device(device) if device is not None else default_device()
+    dev = resolve_device(device)
     key = ""
     if cache is not None:
         key = feature_cache_key(records, embedder, flip=flip, transform_id=transform_id,

@@ -178,7 +178,7 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, classes: int, *, l2: float = PROB
         loss.backward()
         return loss
 
-    from mcgf.retrieval.search import torch_threads
+    from mcgf.runtime import torch_threads
 
     with torch_threads(1 if xt.numel() < ONE_THREAD_BELOW else None):
         opt.step(closure)

@@ -55,11 +55,6 @@ SCHEDULE = {
 }
 
 
-def count_parameters(module: nn.Module, *, trainable_only: bool = False) -> int:
-    """Number of parameters (optionally only those with ``requires_grad``)."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
-
-
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
     """Sinusoidal embedding ``(B,) → (B, dim)`` of (possibly fractional) timesteps."""
     half = dim // 2

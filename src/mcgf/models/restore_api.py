@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from mcgf.errors import UserError
+from mcgf.runtime import resolve_device
 
 #: Pixels between panels and between rows.
 GAP = 4
@@ -56,24 +57,6 @@ def require_restoration(model: Any, source: str | Path | None = None) -> None:
     raise UserError(f"{what} was trained without the restoration branch "
                     "(model.restoration: false): restoration previews need a model trained "
                     "with model.restoration: true")
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` or ``"auto"`` → the GPU if there is one, else the CPU; else validate the name.
-
-    Raises:
-        UserError: not a device name, or a CUDA device where none is available.
-    """
-    if device is None or (isinstance(device, str) and device.strip().lower() == "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise UserError(f"--device {device!r} is not a device name (auto, cpu, cuda, cuda:0, "
-                        "...)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
-    return dev
 
 
 def load_restoration_model(checkpoint: str | Path, device: str | torch.device | None = None) -> Any:

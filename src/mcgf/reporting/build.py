@@ -403,8 +403,7 @@ def build_report(
         UserError: a missing run folder, checkpoint or dataset, or a bad option.
     """
     from mcgf.models.registry import build_embedder
-    from mcgf.models.restore_api import resolve_device
-    from mcgf.retrieval.search import torch_threads
+    from mcgf.runtime import resolve_device, torch_threads
 
     t0 = time.perf_counter()
 

@@ -65,7 +65,8 @@ from mcgf.retrieval.rowops import (
     row_topk,
     sort_candidates,
 )
-from mcgf.retrieval.search import SearchResult, torch_threads
+from mcgf.retrieval.search import SearchResult
+from mcgf.runtime import torch_threads
 
 #: Columns per group in the within-chunk pre-selection (see :func:`_group_max`).
 GROUP = 16

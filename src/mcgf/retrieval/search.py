@@ -20,9 +20,8 @@ side and the row. Backends (:data:`BACKENDS`, selected by name):
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,20 +68,6 @@ def register_backend(name: str) -> Callable[[Backend], Backend]:
         return fn
 
     return deco
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Run the block with ``threads`` intra-op threads (``None``: leave as is)."""
-    if threads is None:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(threads)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def as_float_tensor(x: Any, what: str) -> torch.Tensor:

@@ -22,6 +22,7 @@ from mcgf.options import (
     option,
     parse_section,
 )
+from mcgf.runtime import AMP_MODES
 from mcgf.weather.conditions import CONDITIONS, DARK_VARIANTS
 
 
@@ -133,7 +134,7 @@ class TrainConfig:
     consistency: float = option(0.0, at_least(0))
     label_smoothing: float = option(0.0, _FRACTION_OPEN)
     grad_clip: float | None = option(None, above(0))
-    amp: str = option("auto", one_of("auto", "off"))
+    amp: str = option("auto", one_of(*AMP_MODES))
     device: str = option("auto", one_of("auto", "cpu", "cuda"))
     log_every: int = option(1, at_least(1))
     eval_every: int = option(0, at_least(0))

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mcgf import runtime
 from mcgf.data.layout import ClassFolderSet, aligned_classes, load_university1652
 from mcgf.errors import UserError
 from mcgf.training.checkpoint import (
@@ -137,11 +138,7 @@ def _init_distributed(device_kind: str) -> _Dist:
 
 
 def _device(kind: str, dist_info: _Dist) -> torch.device:
-    if kind == "auto":
-        kind = "cuda" if torch.cuda.is_available() else "cpu"
-    if kind == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError("train.device is 'cuda' but no CUDA device is visible: use 'auto' or 'cpu'")
+    if runtime.resolve_device(kind, "train.device").type == "cuda":
         torch.cuda.set_device(dist_info.local_rank)
         return torch.device("cuda", dist_info.local_rank)
     return torch.device("cpu")
@@ -262,8 +259,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
 
     out = Path(out)
     tc = cfg.train
-    device_kind = "cuda" if tc.device == "cuda" or (tc.device == "auto" and torch.cuda.is_available()) else "cpu"
-    dist_info = _init_distributed(device_kind)
+    dist_info = _init_distributed(runtime.resolve_device(tc.device, "train.device").type)
     device = _device(tc.device, dist_info)
     seed_everything(tc.seed)
 
@@ -339,8 +335,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
         if dist_info.main else None
     if log is not None and log.note and progress:
         print(log.note)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
-                if device.type == "cuda" and tc.amp == "auto" else contextlib.nullcontext())
+    autocast = runtime.autocast(device, tc.amp)
     t_run = time.perf_counter()
     final: dict[str, float] = {}
     validation: dict[str, float] = {}

@@ -28,6 +28,8 @@ import torch
 from torch import nn
 
 from mcgf.errors import UserError
+from mcgf.models.params import count_parameters
+from mcgf.runtime import autocast
 from mcgf.training.config import RunConfig
 
 #: Locations (classes) of the University-1652 training split: the default head size.
@@ -115,22 +117,6 @@ def _gib(n: int | None) -> float | None:
     return None if n is None else n / 2**30
 
 
-def count_params(module: nn.Module | None) -> int:
-    """All parameters of ``module`` (0 for ``None``); shared tensors counted once."""
-    return 0 if module is None else sum(p.numel() for p in module.parameters())
-
-
-def resolve_device(kind: str) -> torch.device:
-    """``auto`` → CUDA when visible, else CPU; ``cuda`` without a GPU is a ValueError."""
-    if kind == "auto":
-        kind = "cuda" if torch.cuda.is_available() else "cpu"
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' asked for but no CUDA device is visible")
-    if kind not in ("cpu", "cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda, got {kind!r}")
-    return torch.device(kind)
-
-
 def device_name(device: torch.device) -> str:
     """Human-readable hardware: the GPU's name, or the CPU model and torch's thread count."""
     if device.type == "cuda":
@@ -143,13 +129,6 @@ def device_name(device: torch.device) -> str:
                 break
     n = torch.get_num_threads()
     return f"{cpu} (CPU, {n} thread{'s' if n != 1 else ''})"
-
-
-def autocast(device: torch.device, amp: str = "auto") -> contextlib.AbstractContextManager[Any]:
-    """The training loop's rule: bf16 autocast on CUDA when ``amp == 'auto'``, else fp32."""
-    if device.type == "cuda" and amp == "auto":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def random_batch(
@@ -412,9 +391,9 @@ def compare_step_cost(
     return StepCost(
         on=StepTiming(t_on, images, peaks["on"]),
         off=StepTiming(t_off, images, peaks["off"]),
-        encoder_params=count_params(encoder),
-        branch_params=count_params(branch),
-        total_params=count_params(model),
+        encoder_params=count_parameters(encoder),
+        branch_params=count_parameters(branch),
+        total_params=count_parameters(model),
         restore_size=getattr(model, "restore_size", None),
     )
 
@@ -466,18 +445,15 @@ __all__ = [
     "Objective",
     "StepCost",
     "StepTiming",
-    "autocast",
     "batch_shape",
     "benchmark_config",
     "build_model",
     "compare_step_cost",
-    "count_params",
     "device_name",
     "make_optimizer",
     "num_classes",
     "objective_of",
     "random_batch",
-    "resolve_device",
     "step_fn",
     "time_embedding",
     "time_training",
