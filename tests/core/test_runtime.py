@@ -53,9 +53,9 @@ def test_torch_threads_restores_the_count() -> None:
 
 
 #: Calls that decide a device, a precision or a thread count, and who may make them. The
-#: checkpoint reads CUDA's presence only to save and restore the GPU's RNG states.
+#: resume code reads CUDA's presence only to save and restore the GPU's RNG states.
 _RULED = {
-    "torch.cuda.is_available": {"runtime.py", "training/checkpoint.py"},
+    "torch.cuda.is_available": {"runtime.py", "training/resume.py"},
     "torch.autocast": {"runtime.py"},
     "torch.set_num_threads": {"runtime.py"},
 }

@@ -148,8 +148,8 @@ def test_bad_condition_is_rejected() -> None:
 
 
 def test_checkpoint_without_the_option_loads_as_the_image_conditioned_variant(tmp_path) -> None:
+    from mcgf.models.checkpoint import read_config
     from mcgf.training import load_checkpoint, save_checkpoint
-    from mcgf.training.checkpoint import read_config
 
     name, opts = EVA
     cfg = {"name": "mcgf", "backbone_name": name, "num_classes": 3, "bottleneck_dim": 16,

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from mcgf.errors import UserError
+from mcgf.models import checkpoint as ckpt
 from mcgf.models.mcgf_model import MCGFModel
 from mcgf.training import (
     TrainState,
@@ -19,7 +20,6 @@ from mcgf.training import (
     restore_rng_state,
     save_checkpoint,
 )
-from mcgf.training import checkpoint as ckpt
 
 CONFIG = {"name": "mcgf", "backbone_name": "vit_tiny_patch16_224", "num_classes": 3,
           "img_size": 32, "bottleneck_dim": 16, "dropout": 0.0, "restoration_width": 8,

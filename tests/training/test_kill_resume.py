@@ -22,7 +22,7 @@ import torch
 
 import mcgf
 from mcgf.cli.main import main
-from mcgf.training.checkpoint import read_train_state
+from mcgf.models.checkpoint import read_train_state
 from mcgf.training.config import parse_run_config
 from mcgf.training.loop import train
 from tests.training.tiny_run import tiny_config, write_config, write_tree

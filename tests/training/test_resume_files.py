@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from mcgf.cli.main import main
-from mcgf.training.checkpoint import (
+from mcgf.models.checkpoint import (
     TrainState,
     read_train_state,
     recover_interrupted_save,
@@ -194,7 +194,7 @@ def test_a_good_copy_still_resumes(trained: Path, tmp_path: Path) -> None:
 
 
 def test_train_state_problem_accepts_what_save_checkpoint_writes(tmp_path: Path) -> None:
-    from mcgf.training.checkpoint import capture_rng_state
+    from mcgf.training.resume import capture_rng_state
 
     model = torch.nn.Linear(2, 2)
     opt = torch.optim.AdamW(model.parameters())

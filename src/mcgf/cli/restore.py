@@ -88,13 +88,13 @@ def _run(args: argparse.Namespace) -> int:
 
     from mcgf.data.images import read_image
     from mcgf.fileio import write_bytes_atomic
+    from mcgf.models.checkpoint import read_config
     from mcgf.models.restore_api import (
         load_restoration_model,
         max_steps,
         restoration_preview,
     )
     from mcgf.runtime import resolve_device
-    from mcgf.training.checkpoint import read_config
     from mcgf.weather.conditions import parse_conditions
 
     # Every check that needs no model first, so a typo costs no loading time.

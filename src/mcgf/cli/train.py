@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from mcgf.config import apply_overrides, load_config
     from mcgf.errors import UserError
-    from mcgf.training.checkpoint import read_config, recover_interrupted_save
+    from mcgf.models.checkpoint import read_config, recover_interrupted_save
     from mcgf.training.config import SECTIONS, parse_run_config
     from mcgf.training.loop import LAST, train
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from mcgf.models.checkpoint import WEIGHTS_FILE, checkpoint_dir, load_checkpoint
 from mcgf.models.registry import register_embedder
 
 VIEWS = ("drone", "satellite")
@@ -75,8 +76,6 @@ def file_digest(path: str | Path, length: int = 16) -> str:
 
 def checkpoint_identity(folder: str | Path, config: dict[str, Any]) -> str:
     """``mcgf-checkpoint:<weights sha256[:16]>:<model config sha256[:12]>``."""
-    from mcgf.training.checkpoint import WEIGHTS_FILE
-
     cfg = json.dumps(config.get("model", {}), sort_keys=True, separators=(",", ":"))
     cfg_digest = hashlib.sha256(cfg.encode()).hexdigest()[:12]
     return f"mcgf-checkpoint:{file_digest(Path(folder) / WEIGHTS_FILE)}:{cfg_digest}"
@@ -87,12 +86,10 @@ def checkpoint(checkpoint: str, device: str | None = None, view: str = "drone") 
     """Load the checkpoint folder ``checkpoint`` (or a file in it) as an embedder.
 
     Args:
-        checkpoint: written by :func:`mcgf.training.checkpoint.save_checkpoint`.
+        checkpoint: written by :func:`mcgf.models.checkpoint.save_checkpoint`.
         device: move the model there now (evaluation also moves it to its device).
         view: encoder used by :meth:`CheckpointEmbedder.embed` (``drone`` or ``satellite``).
     """
-    from mcgf.training.checkpoint import checkpoint_dir, load_checkpoint
-
     if view not in VIEWS:
         raise ValueError(f"view must be one of {', '.join(VIEWS)}, got {view!r}")
     folder = checkpoint_dir(checkpoint)

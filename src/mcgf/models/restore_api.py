@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from mcgf.errors import UserError
+from mcgf.models.checkpoint import checkpoint_dir, load_checkpoint
 from mcgf.runtime import resolve_device
 
 #: Pixels between panels and between rows.
@@ -67,8 +68,6 @@ def load_restoration_model(checkpoint: str | Path, device: str | torch.device | 
     Raises:
         UserError: not a checkpoint, a damaged one, or one without the restoration branch.
     """
-    from mcgf.training.checkpoint import checkpoint_dir, load_checkpoint
-
     dev = resolve_device(device)
     folder = checkpoint_dir(checkpoint)
     model = load_checkpoint(folder).model

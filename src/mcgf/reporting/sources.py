@@ -61,7 +61,7 @@ class RunInputs:
 
 def is_checkpoint(folder: Path) -> bool:
     """Whether ``folder`` holds a checkpoint written by ``save_checkpoint``."""
-    from mcgf.training.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+    from mcgf.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 
     return (folder / CONFIG_FILE).is_file() and (folder / WEIGHTS_FILE).is_file()
 

@@ -39,17 +39,18 @@ from torch import nn
 from mcgf import runtime
 from mcgf.data.layout import ClassFolderSet, aligned_classes, load_university1652
 from mcgf.errors import UserError
-from mcgf.training.checkpoint import (
+from mcgf.models.checkpoint import (
     STATE_FILE,
     TrainState,
-    capture_rng_state,
     load_checkpoint,
+    read_config,
+    read_train_state,
     recover_interrupted_save,
-    restore_train_state,
     save_checkpoint,
 )
 from mcgf.training.config import RunConfig
 from mcgf.training.logging import TrainLog
+from mcgf.training.resume import capture_rng_state, restore_train_state
 from mcgf.training.schedule import warmup_cosine_scheduler
 
 LAST = "last"
@@ -202,8 +203,6 @@ def finished_run(out: str | Path, cfg: RunConfig) -> bool:
     filled in from the data at training time, is not compared. Anything unreadable
     counts as not finished.
     """
-    from mcgf.training.checkpoint import read_config, read_train_state
-
     try:
         saved = read_config(Path(out) / LAST)
         state = read_train_state(Path(out) / LAST)

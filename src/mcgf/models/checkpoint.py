@@ -1,5 +1,10 @@
 """Checkpoints: a folder holding weights, the model config and (optionally) training state.
 
+The folder format and its readers live at the model level, so that everything that loads
+a trained model (the ``checkpoint`` embedder, restoration, the report) does so without
+the training code; what a resumed run does with the training state (optimizer,
+scheduler, RNG streams) is :mod:`mcgf.training.resume`.
+
 Layout of ``PATH/``::
 
     model.safetensors   weights (safetensors; a tensor shared between modules is stored
@@ -28,7 +33,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import uuid
 from collections.abc import Mapping
@@ -40,8 +44,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from mcgf import __version__
 from mcgf.errors import UserError
 from mcgf.fileio import fsync_dir, replace_dir
+from mcgf.models.model_registry import (
+    check_model_options,
+    create_model,
+    model_options,
+    recorded_options,
+    with_legacy_options,
+)
 from mcgf.safeload import load_plain, one_line
 
 FORMAT = "mcgf-checkpoint"
@@ -63,7 +75,7 @@ class TrainState:
         optimizer: ``optimizer.state_dict()``.
         scheduler: ``lr_scheduler.state_dict()``.
         scaler: ``GradScaler.state_dict()`` (mixed precision), if any.
-        rng: :func:`capture_rng_state` output.
+        rng: :func:`~mcgf.training.resume.capture_rng_state` output.
         extra: anything else made of tensors, numbers, strings, lists and dicts.
     """
 
@@ -99,73 +111,6 @@ class LoadedCheckpoint:
     train_state: TrainState | None = None
 
 
-# --- RNG state ------------------------------------------------------------------------------
-
-
-def capture_rng_state(
-    generators: Mapping[str, torch.Generator | np.random.Generator] | None = None,
-) -> dict[str, Any]:
-    """State of every global RNG (Python, NumPy legacy, torch CPU, torch CUDA if present),
-    plus the named ``generators``, in a form that ``torch.load(weights_only=True)`` reads."""
-    version, internal, gauss = random.getstate()
-    np_state = np.random.get_state(legacy=False)
-    assert isinstance(np_state, dict)
-    np_state = {**np_state, "state": {"key": np_state["state"]["key"].tolist(),
-                                      "pos": int(np_state["state"]["pos"])}}
-    state: dict[str, Any] = {
-        "python": [version, list(internal), gauss],
-        "numpy": np_state,
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "generators": {},
-    }
-    for name, gen in (generators or {}).items():
-        if isinstance(gen, torch.Generator):
-            state["generators"][name] = {"kind": "torch", "state": gen.get_state()}
-        else:
-            state["generators"][name] = {"kind": "numpy", "state": _plain(gen.bit_generator.state)}
-    return state
-
-
-def restore_rng_state(
-    state: Mapping[str, Any],
-    generators: Mapping[str, torch.Generator | np.random.Generator] | None = None,
-) -> None:
-    """Put back what :func:`capture_rng_state` captured (the named ``generators`` in place).
-
-    CUDA states are restored only when as many devices are visible as were captured.
-    """
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    np_state = dict(state["numpy"])
-    inner = np_state["state"]
-    np.random.set_state({**np_state, "state": {"key": np.asarray(inner["key"], np.uint32),
-                                               "pos": int(inner["pos"])}})
-    torch.set_rng_state(state["torch"])
-    cuda = list(state.get("cuda") or [])
-    if cuda and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
-        torch.cuda.set_rng_state_all(cuda)
-    saved = state.get("generators") or {}
-    for name, gen in (generators or {}).items():
-        if name not in saved:
-            raise KeyError(f"no saved state for generator {name!r}")
-        if isinstance(gen, torch.Generator):
-            gen.set_state(saved[name]["state"])
-        else:
-            gen.bit_generator.state = saved[name]["state"]
-
-
-def _plain(obj: Any) -> Any:
-    """NumPy values inside an RNG state → Python lists/ints."""
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
-
-
 # --- save -----------------------------------------------------------------------------------
 
 
@@ -193,8 +138,6 @@ def save_checkpoint(
     """
     if "name" not in model_config:
         raise ValueError("model_config needs the registered model 'name'")
-    from mcgf.models.model_registry import recorded_options
-
     # Options whose absence means a legacy value are always written out.
     model_config = {"name": model_config["name"],
                     **recorded_options(str(model_config["name"]), model,
@@ -341,8 +284,6 @@ def _json_default(obj: Any) -> Any:
 
 
 def _version() -> str:
-    from mcgf import __version__
-
     return __version__
 
 
@@ -399,8 +340,6 @@ def read_config(path: str | Path) -> dict[str, Any]:
     model_cfg = config.get("model")
     if not isinstance(model_cfg, dict) or not isinstance(model_cfg.get("name"), str):
         raise UserError(f"{cfg_path} lacks the model section {{\"model\": {{\"name\": ...}}}}")
-    from mcgf.models.model_registry import with_legacy_options
-
     # A config saved before an option existed was built with the option's legacy value.
     name = model_cfg["name"]
     config["model"] = {"name": name, **with_legacy_options(
@@ -430,8 +369,6 @@ def load_checkpoint(
             newer format, or weights that do not match the configured model.
     """
     from safetensors import SafetensorError
-
-    from mcgf.models.model_registry import check_model_options, create_model
 
     folder = checkpoint_dir(path)
     config = read_config(folder)
@@ -486,7 +423,7 @@ def train_state_problem(data: Any) -> str | None:
     few words, or ``None`` when its structure is right: ``step`` and ``epoch``
     non-negative integers; ``optimizer`` an optimizer state dict (``state``,
     ``param_groups`` with ``params``), ``scheduler``/``scaler``/``extra`` mappings and
-    ``rng`` a :func:`capture_rng_state` record, each where present and not ``None``."""
+    ``rng`` a :func:`~mcgf.training.resume.capture_rng_state` record, each where present and not ``None``."""
     if not isinstance(data, dict):
         return f"it holds {_a(type(data).__name__)}, not a mapping"
     missing = [k for k in ("step", "epoch") if k not in data]
@@ -515,7 +452,7 @@ def train_state_problem(data: Any) -> str | None:
 
 
 def _rng_problem(rng: Any) -> str | None:
-    """What keeps ``rng`` from being a :func:`capture_rng_state` record, or ``None``."""
+    """What keeps ``rng`` from being a :func:`~mcgf.training.resume.capture_rng_state` record, or ``None``."""
     if not isinstance(rng, dict):
         return f"{_a(type(rng).__name__)}, not a mapping"
     py = rng.get("python")
@@ -539,41 +476,7 @@ def _a(noun: str) -> str:
     return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 
 
-def restore_train_state(state: TrainState, optimizer: torch.optim.Optimizer,
-                        scheduler: Any, where: str | Path) -> None:
-    """Put a resumed run's optimizer, LR scheduler and RNG states back from ``state``.
-
-    Args:
-        state: from :func:`read_train_state` (its structure already checked).
-        optimizer, scheduler: built for this run's model and config.
-        where: the state file, for messages.
-
-    Raises:
-        UserError: the state lacks them, or they do not fit this optimizer/scheduler
-            (e.g. saved for another model); one line naming ``where``.
-    """
-    for key in ("optimizer", "scheduler"):
-        if getattr(state, key) is None:
-            raise UserError(f"{where} holds no {key} state, so the run cannot be resumed "
-                            "exactly: resume from a checkpoint mcgf train saved")
-    for key, target in (("optimizer", optimizer), ("scheduler", scheduler)):
-        try:
-            target.load_state_dict(getattr(state, key))
-        except (ValueError, KeyError, TypeError, IndexError, AttributeError, RuntimeError) as err:
-            raise UserError(f"{where}: its {key} state does not fit this run's model and "
-                            f"config ({one_line(err, 160)}): resume with the config it was "
-                            "saved with") from None
-    if state.rng is not None:
-        try:
-            restore_rng_state(state.rng)
-        except (ValueError, KeyError, TypeError, IndexError, RuntimeError) as err:
-            raise UserError(f"{where}: its rng state cannot be restored ({one_line(err, 160)})"
-                            ) from None
-
-
 def _offline(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     """``kwargs`` with the weight-fetching options turned off where the model takes them."""
-    from mcgf.models.model_registry import model_options
-
     params = model_options(name)
     return {**kwargs, **{k: v for k, v in _OFFLINE.items() if k in params}}
