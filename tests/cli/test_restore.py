@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mcgf.cli.main import main
-from mcgf.models.restore_api import GAP
+from mcgf.panels import GAP
 from tests.models.test_restore_api import one_thread, random_image, save_tiny_restorer  # noqa: F401
 
 H, W = 48, 64

@@ -13,15 +13,9 @@ from PIL import Image
 from mcgf.data.transforms import Preprocess
 from mcgf.errors import UserError
 from mcgf.models.mcgf_model import MCGFModel
-from mcgf.models.restore_api import (
-    BACKGROUND,
-    GAP,
-    load_restoration_model,
-    restoration_preview,
-    restore_images,
-    side_by_side,
-    stack_rows,
-)
+from mcgf.models.restore_api import load_restoration_model, restore_images
+from mcgf.panels import BACKGROUND, GAP, side_by_side, stack_rows
+from mcgf.reporting.restoration import restoration_preview
 from mcgf.training import save_checkpoint
 from mcgf.weather import apply_weather
 

@@ -89,11 +89,8 @@ def _run(args: argparse.Namespace) -> int:
     from mcgf.data.images import read_image
     from mcgf.fileio import write_bytes_atomic
     from mcgf.models.checkpoint import read_config
-    from mcgf.models.restore_api import (
-        load_restoration_model,
-        max_steps,
-        restoration_preview,
-    )
+    from mcgf.models.restore_api import load_restoration_model, max_steps
+    from mcgf.reporting.restoration import restoration_preview
     from mcgf.runtime import resolve_device
     from mcgf.weather.conditions import parse_conditions
 

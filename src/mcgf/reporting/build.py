@@ -261,7 +261,8 @@ def heatmap_section(ctx: ReportContext, picked: list[ImageRecord], batch: int = 
 
 def restoration_section(ctx: ReportContext, picked: list[ImageRecord], steps: int) -> list[str]:
     """weathered | restored | clean for each condition, for each picked query."""
-    from mcgf.models.restore_api import has_restoration, restoration_preview
+    from mcgf.models.restore_api import has_restoration
+    from mcgf.reporting.restoration import restoration_preview
 
     if ctx.model is None or not has_restoration(ctx.model):
         return [html.note("This checkpoint has no restoration branch (model.restoration: false): "
