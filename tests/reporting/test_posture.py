@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from mcgf.data.layout import ImageRecord
+from mcgf.evaluation.features import FeatureSet
 from mcgf.reporting.posture import (
     COMPASS,
     bin_rate,
@@ -97,6 +98,14 @@ def test_university1652_falls_back_to_the_image_index(tmp_path: Path) -> None:
     assert bin_rate(axes[0].values, np.ones(4), axes[0].edges).counts.tolist() == [2, 1, 0, 0, 0, 1]
 
 
-def test_top1_correct_marks_unreadable_queries_unknown() -> None:
-    out = top1_correct(np.array([1, 2, 3]), np.array([1, 5, 3]), np.array([True, True, False]))
+def test_top1_correct_is_the_evaluations_r1() -> None:
+    """Unreadable queries are unknown; a junk gallery item ranked first does not count
+    (the evaluation leaves junk out), so the mean is the evaluation's R@1."""
+    eye = np.eye(3, dtype=np.float32)
+    query = FeatureSet(eye, np.array([True, True, False]))
+    # Gallery: junk (-1) identical to query 0, then the true tile of query 0 (close), a tile
+    # of location 7 identical to query 1, and the true tile of query 1 (far).
+    g = np.array([[1, 0, 0], [0.9, 0.1, 0], [0, 1, 0], [0, 0.2, 1]], np.float32)
+    gallery = FeatureSet(g, np.ones(4, bool))
+    out = top1_correct(query, np.array([1, 2, 3]), gallery, np.array([-1, 1, 7, 2]))
     assert out[:2].tolist() == [1.0, 0.0] and np.isnan(out[2])

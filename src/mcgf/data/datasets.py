@@ -28,6 +28,17 @@ Transform = Callable[[Image.Image], torch.Tensor]
 Degrade = Callable[[np.ndarray, str], tuple[np.ndarray, str]]
 
 
+def degrade_image(image: Image.Image, key: str, degrade: Degrade | None) -> tuple[Image.Image, str]:
+    """``image`` under ``degrade`` (applied to its pixels, at its own size) and the condition
+    name it reports; unchanged and :data:`~mcgf.weather.CLEAN` without one. What every
+    dataset here does to an image before its transform, so anything that shows "the image
+    the model saw" (e.g. the report) calls this too."""
+    if degrade is None:
+        return image, CLEAN
+    arr, condition = degrade(np.asarray(image), key)
+    return Image.fromarray(arr), condition
+
+
 class ImageListDataset(Dataset):
     """Images of a list of records; item ``i`` is ``{"image", "label", "index", "key"}``.
 
@@ -56,10 +67,7 @@ class ImageListDataset(Dataset):
         image = read_image_or_none(rec.path, self.on_bad_image)
         if image is None:
             return None
-        condition = CLEAN
-        if self.degrade is not None:
-            arr, condition = self.degrade(np.asarray(image), rec.key)
-            image = Image.fromarray(arr)
+        image, condition = degrade_image(image, rec.key, self.degrade)
         return {
             "image": self.transform(image),
             "label": rec.label,
@@ -183,12 +191,7 @@ class CrossViewTrainSet(Dataset):
         if rec.view == "satellite":
             item["image"] = self.satellite_transform(image)
             return item
-        condition = CLEAN
-        if self.degrade is not None:
-            arr, condition = self.degrade(np.asarray(image), rec.key)
-            degraded = Image.fromarray(arr)
-        else:
-            degraded = image
+        degraded, condition = degrade_image(image, rec.key, self.degrade)
         # The clean target must get the same random augmentation as the weathered input:
         # replay the torch RNG state (what random transforms draw from) for it.
         state = torch.get_rng_state() if self.return_clean else None

@@ -31,7 +31,6 @@ from mcgf.reporting.grids import (
     drone_to_satellite,
     render_grid,
     satellite_to_drone,
-    top_matches,
 )
 from mcgf.reporting.posture import posture_axes, posture_curves, top1_correct
 from mcgf.reporting.sections import metrics_section, training_section
@@ -74,14 +73,7 @@ class ReportContext:
             condition = CLEAN
         key = (record.path, condition)
         if key not in self._native:
-            from mcgf.data.images import read_image
-
-            image = np.asarray(read_image(record.path))
-            if condition != CLEAN:
-                from mcgf.weather import apply_weather
-
-                image = apply_weather(image, condition, seed=self.store.weather_seed, key=record.key,
-                                      dark_variant=self.store.dark_variant)
+            image = self.store.image(record, condition)
             if len(self._native) >= self.NATIVE_CACHE:
                 self._native.pop(next(iter(self._native)))
             self._native[key] = image
@@ -303,8 +295,7 @@ def posture_section(ctx: ReportContext, compute_weather: bool) -> list[str]:
         if f is None:
             missing.append(cond)
             continue
-        top = top_matches(f.features, qlabels, g, glabels, k=1)
-        per_condition.append(top1_correct(glabels[top.indices[:, 0]], qlabels, f.valid))
+        per_condition.append(top1_correct(f, qlabels, g, glabels))
         if cond == CLEAN:
             correct["clean"] = per_condition[-1]
     weathered = len(per_condition) - (1 if "clean" in correct else 0)
@@ -335,11 +326,15 @@ def posture_section(ctx: ReportContext, compute_weather: bool) -> list[str]:
 # --------------------------------------------------------------------------- entry point
 
 
-def _pick_primary(metrics: list[MetricsFile], identity: str) -> MetricsFile | None:
-    """The metrics file of this checkpoint when there is one, else the first."""
-    base = identity.split(":view=")[0]
+def _pick_primary(metrics: list[MetricsFile], checkpoint_identity: str) -> MetricsFile | None:
+    """The metrics file of this checkpoint when there is one, else the first.
+
+    ``checkpoint_identity`` is the embedder's view-independent identity
+    (:attr:`~mcgf.models.checkpoint_embedder.CheckpointEmbedder.base_identity`); a metrics
+    file of a model with one encoder per view names a view after it.
+    """
     for mf in metrics:
-        if str(mf.report.get("embedder", "")).startswith(base):
+        if str(mf.report.get("embedder", "")).startswith(checkpoint_identity):
             return mf
     return metrics[0] if metrics else None
 
@@ -403,7 +398,7 @@ def build_report(
     Raises:
         UserError: a missing run folder, checkpoint or dataset, or a bad option.
     """
-    from mcgf.models.registry import build_embedder
+    from mcgf.models import load_embedder
     from mcgf.runtime import resolve_device, torch_threads
 
     t0 = time.perf_counter()
@@ -429,9 +424,8 @@ def build_report(
     if threads is not None and threads < 1:
         raise UserError(f"threads must be at least 1 (got {threads})")
     with torch_threads(threads):
-        embedder = build_embedder("checkpoint", checkpoint=str(inputs.checkpoint))
-        embedder.to(dev)  # type: ignore[attr-defined]
-        primary = _pick_primary(inputs.metrics, embedder.identity)
+        embedder = load_embedder(str(inputs.checkpoint), device=str(dev))
+        primary = _pick_primary(inputs.metrics, embedder.base_identity)
         weather = primary.weather if primary is not None and primary.weather.get("mode") == "on-the-fly" else {}
         store = FeatureStore(
             embedder, _caches(inputs, cache_dir),
@@ -444,7 +438,7 @@ def build_report(
         tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
         (tmp / IMG).mkdir(parents=True)
         try:
-            ctx = ReportContext(inputs, tmp, data, store, getattr(embedder, "model", None), dev, tile,
+            ctx = ReportContext(inputs, tmp, data, store, embedder.model, dev, tile,
                                 CONDITIONS, log, compute_weather)
             picked = pick_queries(data.test["query_drone"].records(), queries, seed,
                                   set(data.test["gallery_satellite"].labels()))

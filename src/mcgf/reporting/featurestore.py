@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mcgf.data.datasets import Degrade
+from mcgf.data.datasets import Degrade, degrade_image
+from mcgf.data.images import read_image
 from mcgf.data.layout import ImageRecord
 from mcgf.evaluation.cache import FeatureCache
 from mcgf.evaluation.features import (
@@ -56,6 +57,13 @@ class FeatureStore:
     def transform(self, condition: str) -> tuple[Degrade | None, str]:
         """The per-image weather transform of ``condition`` and its cache description."""
         return weather_transform(condition, self.weather_seed, self.dark_variant)
+
+    def image(self, record: ImageRecord, condition: str = CLEAN) -> np.ndarray:
+        """The (H, W, 3) uint8 pixels of ``record`` under ``condition``, at its native size:
+        decoded and weathered exactly as for its features (satellite views never carry
+        weather)."""
+        transform = self.transform(condition)[0] if record.view == "drone" else None
+        return np.asarray(degrade_image(read_image(record.path), record.key, transform)[0])
 
     def cached(self, records: Sequence[ImageRecord], view: str, condition: str) -> FeatureSet | None:
         """The features if some cache holds them, else ``None`` (nothing is computed)."""

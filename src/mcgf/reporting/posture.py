@@ -12,7 +12,8 @@ Where the poses come from:
   path, and altitude falls as the index grows. The report bins by index and labels the
   axis as such; reading it as a heading or a height in metres is only approximate.
 
-Per-query correctness comes from the retrieval (top-1 label == query label). Binning is
+Per-query correctness is the evaluation's R@1 of each query (its ranking, junk handling
+included), so the curves average to the R@1 of ``mcgf evaluate``. Binning is
 pure NumPy (:func:`bin_rate`), vectorised over queries and conditions.
 """
 
@@ -28,6 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from mcgf.data.layout import ImageRecord
+from mcgf.evaluation.features import FeatureSet
+from mcgf.retrieval.ranking import rank_and_score
 
 COMPASS = ("N", "NE", "E", "SE", "S", "SW", "W", "NW")
 _INDEX = re.compile(r"(\d+)$")
@@ -198,9 +201,18 @@ def posture_curves(axes: Sequence[Axis], correct: Mapping[str, np.ndarray]) -> l
     return curves
 
 
-def top1_correct(top1_labels: np.ndarray, query_labels: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """1.0 where the best gallery item has the query's label, 0.0 where not, NaN for a
+def top1_correct(query: FeatureSet, query_labels: np.ndarray, gallery: FeatureSet,
+                 gallery_labels: np.ndarray) -> np.ndarray:
+    """Each query's R@1 as the evaluation scores it: 1.0 where the evaluation's ranking
+    (:func:`~mcgf.retrieval.ranking.rank_and_score`: junk gallery items left out,
+    unreadable gallery images absent) puts a true match first, 0.0 where not, NaN for a
     query image that could not be read."""
-    out = (np.asarray(top1_labels) == np.asarray(query_labels)).astype(np.float64)
-    out[~np.asarray(valid, bool)] = np.nan
+    qv, gv = np.asarray(query.valid, bool), np.asarray(gallery.valid, bool)
+    ql, gl = np.asarray(query_labels), np.asarray(gallery_labels)
+    out = np.full(len(ql), np.nan)
+    if qv.any() and gv.any():
+        ranked = rank_and_score(query.features[qv], ql[qv], gallery.features[gv], gl[gv])
+        out[qv] = (ranked.first_good == 0).astype(np.float64)
+    elif qv.any():
+        out[qv] = 0.0
     return out
