@@ -304,8 +304,9 @@ def posture_section(ctx: ReportContext, compute_weather: bool) -> list[str]:
     source, axes = posture_axes(queries, ctx.inputs.data_root)
     curves = posture_curves(axes, correct)
     body = [html.paragraph(f"R@1 (drone → satellite, {len(queries)} queries) per bin of the "
-                           f"drone's pose; {source}. Per-query correctness is top-1 label == "
-                           "query label. Bins with no query are gaps.", "meta")]
+                           f"drone's pose; {source}. Per-query correctness is the evaluation's R@1 "
+                           "of the query (a true match ranked first). Bins with no query are gaps.",
+                           "meta")]
     if missing:
         body.append(html.note("Weather conditions without cached query features, left out of the "
                               "mean: " + ", ".join(missing) + " (run mcgf evaluate --weather all "
