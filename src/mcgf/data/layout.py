@@ -38,8 +38,11 @@ from mcgf.errors import UserError
 #: Image file extensions accepted everywhere, compared case-insensitively.
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp"})
 
-#: The views University-1652 ships, in its own order.
-VIEWS: tuple[str, ...] = ("drone", "satellite", "street", "google")
+#: The two views a cross-view model matches (its encoder for each, or one shared): the
+#: one definition the models, the datasets and the evaluation use.
+VIEWS: tuple[str, ...] = ("drone", "satellite")
+#: The views University-1652 ships, in its own order (street and google are read, not matched).
+RELEASE_VIEWS: tuple[str, ...] = (*VIEWS, "street", "google")
 
 #: Test folders of University-1652 and the view each holds.
 TEST_FOLDERS: dict[str, str] = {
@@ -284,7 +287,7 @@ def load_university1652(path: str | Path, splits: Iterable[str] = ("train", "tes
     data = University1652(root=root)
     splits = tuple(splits)
     if "train" in splits:
-        for view in VIEWS:
+        for view in RELEASE_VIEWS:
             if (root / "train" / view).is_dir():
                 data.train[view] = read_class_folders(root / "train" / view, view, warn=warn)
     if "test" in splits:

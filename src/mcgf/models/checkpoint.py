@@ -36,7 +36,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,32 +74,27 @@ class TrainState:
         epoch: epochs completed.
         optimizer: ``optimizer.state_dict()``.
         scheduler: ``lr_scheduler.state_dict()``.
-        scaler: ``GradScaler.state_dict()`` (mixed precision), if any.
         rng: :func:`~mcgf.training.resume.capture_rng_state` output.
-        extra: anything else made of tensors, numbers, strings, lists and dicts.
     """
 
     step: int = 0
     epoch: int = 0
     optimizer: dict[str, Any] | None = None
     scheduler: dict[str, Any] | None = None
-    scaler: dict[str, Any] | None = None
     rng: dict[str, Any] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (what ``state.pt`` stores)."""
         return {"step": int(self.step), "epoch": int(self.epoch), "optimizer": self.optimizer,
-                "scheduler": self.scheduler, "scaler": self.scaler, "rng": self.rng,
-                "extra": self.extra}
+                "scheduler": self.scheduler, "rng": self.rng}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainState:
-        """Inverse of :meth:`as_dict` (unknown keys are ignored)."""
+        """Inverse of :meth:`as_dict` (unknown keys, e.g. the ``scaler`` and ``extra`` that
+        earlier versions wrote, are ignored)."""
         return cls(step=int(data.get("step", 0)), epoch=int(data.get("epoch", 0)),
                    optimizer=data.get("optimizer"), scheduler=data.get("scheduler"),
-                   scaler=data.get("scaler"), rng=data.get("rng"),
-                   extra=dict(data.get("extra") or {}))
+                   rng=data.get("rng"))
 
 
 @dataclass
@@ -422,8 +417,9 @@ def train_state_problem(data: Any) -> str | None:
     """What keeps ``data`` (a loaded ``state.pt``) from being a :class:`TrainState`, in a
     few words, or ``None`` when its structure is right: ``step`` and ``epoch``
     non-negative integers; ``optimizer`` an optimizer state dict (``state``,
-    ``param_groups`` with ``params``), ``scheduler``/``scaler``/``extra`` mappings and
-    ``rng`` a :func:`~mcgf.training.resume.capture_rng_state` record, each where present and not ``None``."""
+    ``param_groups`` with ``params``), ``scheduler`` a mapping and ``rng`` a
+    :func:`~mcgf.training.resume.capture_rng_state` record, each where present and not
+    ``None``."""
     if not isinstance(data, dict):
         return f"it holds {_a(type(data).__name__)}, not a mapping"
     missing = [k for k in ("step", "epoch") if k not in data]
@@ -433,9 +429,8 @@ def train_state_problem(data: Any) -> str | None:
     for key in ("step", "epoch"):
         if isinstance(data[key], bool) or not isinstance(data[key], int) or data[key] < 0:
             return f"{key} is {data[key]!r}, not a non-negative integer"
-    for key in ("scheduler", "scaler", "extra"):
-        if data.get(key) is not None and not isinstance(data[key], dict):
-            return f"{key} is {_a(type(data[key]).__name__)}, not a mapping"
+    if data.get("scheduler") is not None and not isinstance(data["scheduler"], dict):
+        return f"scheduler is {_a(type(data['scheduler']).__name__)}, not a mapping"
     opt = data.get("optimizer")
     if opt is not None:
         groups = opt.get("param_groups") if isinstance(opt, dict) else None

@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 
+from mcgf.data.layout import VIEWS
 from mcgf.models.checkpoint import WEIGHTS_FILE, checkpoint_dir, load_checkpoint
 from mcgf.models.registry import register_embedder
 
-VIEWS = ("drone", "satellite")
 _HASH_CHUNK = 1 << 20
 
 

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mcgf.data.layout import VIEWS
 from mcgf.models.backbone import (
     DEFAULT_BACKBONE,
     WEIGHT_SUFFIXES,
@@ -51,7 +52,6 @@ from mcgf.models.restoration import CONDITIONS, RestorationBranch
 from mcgf.options import Check, above, at_least, checked, in_range, multiple_of, one_of, option
 from mcgf.weather.conditions import CLEAN
 
-VIEWS = ("drone", "satellite")
 RESTORATION_CONDITIONS = CONDITIONS
 
 _BACKBONE = Check(is_backbone_name, "a timm model name such as resnet18 (see timm.list_models())",

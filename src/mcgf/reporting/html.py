@@ -64,12 +64,6 @@ def figure(src: str, caption: str, alt: str, width: int | None = None, height: i
             f"<figcaption>{text(caption)}</figcaption></figure>")
 
 
-def svg_figure(svg: str, caption: str = "") -> str:
-    """An inline SVG chart (already markup) with an optional caption."""
-    cap = f"<figcaption>{text(caption)}</figcaption>" if caption else ""
-    return f"<figure>{svg}{cap}</figure>"
-
-
 def section(anchor: str, title: str, body: Sequence[str]) -> str:
     """A titled section with an anchor for the navigation bar."""
     return f'<section id="{escape(anchor, quote=True)}"><h2>{text(title)}</h2>\n' + "\n".join(body) + "</section>"

@@ -53,11 +53,6 @@ class RunInputs:
     log_csv: Path | None = None
     notes: list[str] = field(default_factory=list)
 
-    @property
-    def primary_metrics(self) -> MetricsFile | None:
-        """The evaluation the report follows (``RUN/eval/metrics.json`` when present)."""
-        return self.metrics[0] if self.metrics else None
-
 
 def is_checkpoint(folder: Path) -> bool:
     """Whether ``folder`` holds a checkpoint written by ``save_checkpoint``."""

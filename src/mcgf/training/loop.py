@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from mcgf import runtime
-from mcgf.data.layout import ClassFolderSet, aligned_classes, load_university1652
+from mcgf.data.layout import VIEWS, ClassFolderSet, aligned_classes, load_university1652
 from mcgf.errors import UserError
 from mcgf.models.checkpoint import (
     STATE_FILE,
@@ -159,7 +159,7 @@ def read_train_split(root: str | Path) -> tuple[ClassFolderSet, ClassFolderSet]:
         UserError: a view folder is missing or no location has both views.
     """
     data = load_university1652(root, splits=("train",))
-    missing = [v for v in ("drone", "satellite") if v not in data.train]
+    missing = [v for v in VIEWS if v not in data.train]
     if missing:
         raise UserError(f"data.root {root}: no train/{missing[0]} folder (expected the "
                         "University-1652 layout train/drone/<class>, train/satellite/<class>)")

@@ -74,13 +74,6 @@ def draw(rng: np.random.Generator, value: Range) -> float:
     return float(value)
 
 
-def draw_many(rng: np.random.Generator, value: Range, size: int | tuple[int, ...]) -> np.ndarray:
-    """Like :func:`draw` for an array of independent values (float64)."""
-    if isinstance(value, tuple):
-        return rng.uniform(value[0], value[1], size)
-    return np.full(size, float(value))
-
-
 def range_max(value: Range) -> float:
     """Largest value a parameter can take (used to size canvases and kernels)."""
     return float(max(value)) if isinstance(value, tuple) else float(value)
