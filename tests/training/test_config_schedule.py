@@ -76,3 +76,24 @@ def test_scheduler_applies_per_group_and_round_trips() -> None:
     opt2.step()
     sched2.step()
     assert opt2.param_groups[0]["lr"] == pytest.approx(opt.param_groups[0]["lr"])
+
+
+def test_loading_a_state_keeps_this_schedules_shape() -> None:
+    """A resumed run with more epochs continues the saved progress on its own schedule."""
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=1.0)
+    short = warmup_cosine_scheduler(opt, total_steps=10, warmup_steps=2, min_ratio=0.1)
+    for _ in range(3):
+        opt.step()
+        short.step()
+    opt2 = torch.optim.SGD([p], lr=1.0)
+    longer = warmup_cosine_scheduler(opt2, total_steps=40, warmup_steps=4, min_ratio=0.0)
+    longer.load_state_dict(short.state_dict())
+    assert longer.last_epoch == 3
+    opt2.step()
+    longer.step()
+    assert opt2.param_groups[0]["lr"] == pytest.approx(warmup_cosine(4, 40, 4, 0.0))
+    two_groups = torch.optim.SGD([{"params": [p]}, {"params": [torch.nn.Parameter(torch.zeros(1))]}], lr=1.0)
+    with pytest.raises(ValueError, match="the state has 1 learning-rate multipliers, this scheduler 2"):
+        warmup_cosine_scheduler(two_groups, 10).load_state_dict(
+            {**short.state_dict(), "lr_lambdas": [None]})

@@ -323,10 +323,8 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
     step, start_epoch = 0, 0
     if ckpt is not None and ckpt.train_state is not None:
         st = ckpt.train_state
+        # The schedule keeps this run's shape (e.g. more epochs): see WarmupCosineLR.
         restore_train_state(st, optimizer, scheduler, out / LAST / STATE_FILE)
-        # The schedule follows this run's config (e.g. more epochs), not the saved one.
-        scheduler.lr_lambdas[0].__dict__.update(total_steps=total_steps,
-                                                warmup_steps=tc.warmup_steps, min_ratio=tc.min_lr_ratio)
         step, start_epoch = st.step, st.epoch
         del ckpt
 

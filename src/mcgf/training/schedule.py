@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
@@ -32,9 +33,26 @@ class _Lambda:
         return warmup_cosine(step, self.total_steps, self.warmup_steps, self.min_ratio)
 
 
+class WarmupCosineLR(LambdaLR):
+    """A ``LambdaLR`` of :func:`warmup_cosine` whose shape is always this run's.
+
+    Its state dict is a ``LambdaLR``'s (the multiplier's settings included), but loading
+    one takes only the progress (steps taken, base and last learning rates): the total
+    steps, warmup and floor stay those the scheduler was built with, so a resumed run
+    follows its own config (e.g. more epochs) rather than the saved one.
+    """
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved = state_dict["lr_lambdas"]
+        if len(saved) != len(self.lr_lambdas):
+            raise ValueError(f"the state has {len(saved)} learning-rate multipliers, this "
+                             f"scheduler {len(self.lr_lambdas)}")
+        super().load_state_dict({**state_dict, "lr_lambdas": [None] * len(saved)})
+
+
 def warmup_cosine_scheduler(
     optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0, min_ratio: float = 0.0
-) -> LambdaLR:
-    """A ``LambdaLR`` applying :func:`warmup_cosine` to every param group's initial LR;
-    call ``scheduler.step()`` after each optimizer step."""
-    return LambdaLR(optimizer, _Lambda(total_steps, warmup_steps, min_ratio))
+) -> WarmupCosineLR:
+    """A :class:`WarmupCosineLR` applying :func:`warmup_cosine` to every param group's
+    initial LR; call ``scheduler.step()`` after each optimizer step."""
+    return WarmupCosineLR(optimizer, _Lambda(total_steps, warmup_steps, min_ratio))
