@@ -10,7 +10,8 @@ import pytest
 from mcgf.data.layout import load_university1652
 from mcgf.evaluation.features import extract_features
 from mcgf.models.baselines import ThumbnailEmbedder
-from mcgf.reporting.drawing import COLOURS, GridLayout, fit
+from mcgf.panels import fit_square
+from mcgf.reporting.drawing import COLOURS, GridLayout
 from mcgf.reporting.featurestore import FeatureStore
 from mcgf.reporting.grids import drone_to_satellite, render_grid, satellite_to_drone
 from tests.reporting.conftest import make_dataset
@@ -67,7 +68,7 @@ def test_the_picture_marks_the_true_match_where_the_retrieval_says(setup) -> Non
 
     def load(record, condition):
         shown.append((record.view, condition))
-        return fit(np.full((8, 8, 3), 128, np.uint8), 8)
+        return fit_square(np.full((8, 8, 3), 128, np.uint8), 8)
 
     for grid in gs.grids:
         pic = render_grid(grid, load, layout=lay)

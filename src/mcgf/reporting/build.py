@@ -23,8 +23,9 @@ import numpy as np
 from mcgf.data.layout import ImageRecord, University1652, load_university1652
 from mcgf.errors import UserError
 from mcgf.fileio import replace_dir
+from mcgf.panels import fit_square
 from mcgf.reporting import html
-from mcgf.reporting.drawing import COLOURS, GridLayout, GridRow, Tile, draw_grid, fit, overlay_heat
+from mcgf.reporting.drawing import COLOURS, GridLayout, GridRow, Tile, draw_grid, overlay_heat
 from mcgf.reporting.featurestore import FeatureStore
 from mcgf.reporting.grids import (
     GridSet,
@@ -83,7 +84,7 @@ class ReportContext:
         """``weathered`` scaled to the tile size (kept: tiles repeat across rows)."""
         key = (record.path, condition if record.view == "drone" else CLEAN)
         if key not in self._shown:
-            self._shown[key] = fit(self.weathered(record, condition), self.tile)
+            self._shown[key] = fit_square(self.weathered(record, condition), self.tile)
         return self._shown[key]
 
     def save(self, name: str, image: np.ndarray) -> str:

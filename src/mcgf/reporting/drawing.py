@@ -1,7 +1,8 @@
 """Picture assembly for the report: framed tiles in labelled grids, heat overlays.
 
-Pure functions on uint8 RGB arrays (NumPy + OpenCV text). Nothing here retrieves,
-embeds or reads files, so the pictures can be tested pixel by pixel.
+Pure functions on uint8 RGB arrays, built on :mod:`mcgf.panels` (resizing and text).
+Nothing here retrieves, embeds or reads files, so the pictures can be tested pixel by
+pixel.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from mcgf.panels import fit_square, put_text
+
 #: Frame colours (RGB) by status of a tile.
 COLOURS: dict[str, tuple[int, int, int]] = {
     "match": (0, 170, 60),      # a true match of the query
@@ -21,25 +24,6 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "none": (24, 24, 24),
 }
 BACKGROUND = (255, 255, 255)
-TEXT = (30, 30, 30)
-FONT = cv2.FONT_HERSHEY_SIMPLEX
-
-
-def fit(image: np.ndarray, size: int) -> np.ndarray:
-    """``image`` resized to ``size`` × ``size`` (area filter when shrinking)."""
-    if image.shape[0] == size and image.shape[1] == size:
-        return image
-    interp = cv2.INTER_AREA if size < max(image.shape[:2]) else cv2.INTER_CUBIC
-    return cv2.resize(image, (size, size), interpolation=interp)
-
-
-def put_text(canvas: np.ndarray, text: str, x: int, y: int, *, scale: float = 0.4,
-             colour: tuple[int, int, int] = TEXT, max_width: int | None = None) -> None:
-    """Draw ``text`` with its baseline at ``(x, y)``, shrunk to fit ``max_width`` px."""
-    (w, _), _ = cv2.getTextSize(text, FONT, scale, 1)
-    if max_width is not None and w > max_width > 0:
-        scale *= max_width / w
-    cv2.putText(canvas, text, (x, y), FONT, scale, colour, 1, cv2.LINE_AA)
 
 
 @dataclass(frozen=True)
@@ -89,7 +73,7 @@ def framed(image: np.ndarray, size: int, border: int, colour: tuple[int, int, in
     out = np.empty((size, size, 3), np.uint8)
     out[:] = colour
     inner = size - 2 * border
-    out[border: border + inner, border: border + inner] = fit(image, inner)
+    out[border: border + inner, border: border + inner] = fit_square(image, inner)
     return out
 
 

@@ -7,23 +7,22 @@ import io
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PIL import Image
 
 from mcgf.data.images import read_image
 from mcgf.errors import UserError
 from mcgf.fileio import write_bytes_atomic
+from mcgf.panels import WHITE, caption_above, pad, side_by_side, stack_rows
 from mcgf.synth.benchmark import METADATA, RELEASE
 
 _BAND = 16
+_GAP = 4
 
 
 def _tile(path: Path, size: int, label: str) -> np.ndarray:
     img = np.asarray(read_image(path).resize((size, size), Image.Resampling.LANCZOS))
-    band = np.full((_BAND, size, 3), 255, np.uint8)
-    cv2.putText(band, label, (3, _BAND - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.36, (20, 20, 20), 1, cv2.LINE_AA)
-    return np.concatenate([band, img], 0)
+    return caption_above(img, label, height=_BAND)
 
 
 def _images_of(root: Path, meta: dict, loc_id: str) -> tuple[Path, Path]:
@@ -64,14 +63,13 @@ def make_contact_sheet(dataset_dir: str | Path, path: str | Path, locations: int
             pose = shots[k]["pose"]
             label = f"view {shots[k]['view']:02d}  {pose['heading_deg']:.0f} deg  {pose['altitude_m']:.0f} m"
             cells.append(_tile(root / drone_dir / shots[k]["file"], tile, label))
-        width = (views + 1) * (tile + 4)
-        row = np.full((tile + _BAND, width, 3), 255, np.uint8)
-        for j, cell in enumerate(cells):
-            row[:, j * (tile + 4): j * (tile + 4) + tile] = cell
-        rows.append(row)
+        rows.append(side_by_side(cells, gap=_GAP, background=WHITE))
     if not rows:
         raise UserError(f"{root} holds no location with drone views")
-    sheet = np.concatenate([np.concatenate([r, np.full((4, r.shape[1], 3), 255, np.uint8)], 0) for r in rows], 0)
+    # Every row has room for ``views`` drone views, and a gap follows each row and tile.
+    sheet = stack_rows(rows, gap=_GAP, background=WHITE)
+    width = (views + 1) * (tile + _GAP)
+    sheet = pad(sheet, right=width - sheet.shape[1], bottom=_GAP, background=WHITE)
     pil = Image.fromarray(sheet)
     buf = io.BytesIO()
     pil.save(buf, "PNG", optimize=True)
