@@ -28,10 +28,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from mcgf.data.images import BAD_IMAGE_POLICIES, read_image_or_none
 from mcgf.data.layout import list_images, load_flat_queries, read_class_folders
 from mcgf.errors import UserError
 from mcgf.fileio import write_bytes_atomic, write_json_atomic, write_text_atomic
+from mcgf.weather.apply import apply_weather
 from mcgf.weather.conditions import (
     CLEAN,
     CONDITIONS,
@@ -152,11 +156,6 @@ def _encode(image: object, suffix: str, quality: int) -> bytes:
 
 def _render_one(args: tuple[RenderJob, Path, int, str, int, str]) -> tuple[str, str]:
     """Render one job; returns ("ok" | "bad" | "error", message). Runs in workers."""
-    import numpy as np
-    from PIL import Image
-
-    from mcgf.weather.apply import apply_weather
-
     job, dst, seed, dark_variant, quality, policy = args
     try:
         image = read_image_or_none(job.source, policy)  # type: ignore[arg-type]

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from mcgf import __version__
 from mcgf.data.datasets import Degrade, ImageListDataset, collate_images
 from mcgf.data.images import BAD_IMAGE_POLICIES, DECODER_VERSION
 from mcgf.data.layout import UNKNOWN_LABEL, ImageRecord
@@ -78,8 +79,6 @@ def feature_cache_key(records: Sequence[ImageRecord], embedder: Embedder, *, fli
     weather engine version), the bad-image policy, the image decoder version, the
     precision the device computes in, and the mcgf version (model code).
     """
-    from mcgf import __version__
-
     dev = resolve_device(device)
     return cache_key(
         embedder=embedder.identity, preprocess=Preprocess.for_embedder(embedder).describe(),

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from mcgf.runtime import torch_threads
+
 #: Defaults of the condition probe.
 PROBE_FOLDS = 5
 PROBE_L2 = 1e-3
@@ -177,8 +179,6 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, classes: int, *, l2: float = PROB
         loss = torch.nn.functional.cross_entropy(xt @ w + b, yt) + 0.5 * l2 * (w * w).sum()
         loss.backward()
         return loss
-
-    from mcgf.runtime import torch_threads
 
     with torch_threads(1 if xt.numel() < ONE_THREAD_BELOW else None):
         opt.step(closure)

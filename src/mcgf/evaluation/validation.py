@@ -13,10 +13,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
+from mcgf.data.images import read_image
+from mcgf.data.layout import read_class_folders
+from mcgf.data.transforms import Preprocess
 from mcgf.errors import UserError
+from mcgf.evaluation.image_quality import mean_finite, psnr, ssim
 from mcgf.evaluation.university import (
     NO_WEATHER,
     ExtractOptions,
@@ -24,6 +30,9 @@ from mcgf.evaluation.university import (
     mean_over_conditions,
     on_the_fly_conditions,
 )
+from mcgf.models.checkpoint_embedder import CheckpointEmbedder
+from mcgf.models.restore_api import has_restoration
+from mcgf.weather import CLEAN, CONDITIONS, apply_weather
 
 Validator = Callable[[nn.Module], dict[str, float]]
 
@@ -51,8 +60,6 @@ def university_validator(
         have ``embed(images, view)``, ``input_size``, ``mean`` and ``std``; it is put in
         eval mode for the pass and back in its previous mode afterwards.
     """
-    from mcgf.models.checkpoint_embedder import CheckpointEmbedder
-
     conds = on_the_fly_conditions(list(conditions), seed, "test") if conditions else None
     opts = ExtractOptions(batch_size=batch_size, flip=False, device=device,
                           num_workers=num_workers, progress=False)
@@ -105,15 +112,6 @@ def restoration_validator(
     Raises:
         UserError: no ``test/query_drone`` images under ``root``.
     """
-    import numpy as np
-    from PIL import Image
-
-    from mcgf.data.images import read_image
-    from mcgf.data.layout import read_class_folders
-    from mcgf.data.transforms import Preprocess
-    from mcgf.evaluation.image_quality import mean_finite, psnr, ssim
-    from mcgf.weather import CLEAN, CONDITIONS, apply_weather
-
     folder = Path(root) / "test" / "query_drone"
     records = sorted(read_class_folders(folder, "drone").records(), key=lambda r: r.key)[:images]
     if not records:
@@ -135,8 +133,6 @@ def restoration_validator(
         return prepared[pre]
 
     def validate(model: nn.Module) -> dict[str, float]:
-        from mcgf.models.restore_api import has_restoration
-
         if not has_restoration(model):
             return {}
         x_w, x_c = tensors(model)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from mcgf.data.transforms import Preprocess
 from mcgf.errors import UserError
 from mcgf.models.checkpoint import checkpoint_dir, load_checkpoint
 from mcgf.panels import check_panel
@@ -108,8 +109,6 @@ def restore_images(
         UserError: the model has no restoration branch, or ``steps`` is out of range.
         ValueError: an image is not an (H, W, 3) uint8 array, or ``batch_size`` < 1.
     """
-    from mcgf.data.transforms import Preprocess
-
     require_restoration(model, source)
     limit = max_steps(model)
     if not isinstance(steps, int) or not 1 <= steps <= limit:

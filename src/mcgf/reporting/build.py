@@ -19,10 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from PIL import Image
 
 from mcgf.data.layout import ImageRecord, University1652, load_university1652
+from mcgf.data.transforms import Preprocess
 from mcgf.errors import UserError
 from mcgf.fileio import replace_dir
+from mcgf.models import load_embedder
+from mcgf.models.restore_api import has_restoration
 from mcgf.panels import fit_square
 from mcgf.reporting import html
 from mcgf.reporting.drawing import COLOURS, GridLayout, GridRow, Tile, draw_grid, overlay_heat
@@ -33,10 +38,13 @@ from mcgf.reporting.grids import (
     render_grid,
     satellite_to_drone,
 )
+from mcgf.reporting.heatmaps import similarity_saliency
 from mcgf.reporting.posture import posture_axes, posture_curves, top1_correct
+from mcgf.reporting.restoration import restoration_preview
 from mcgf.reporting.sections import metrics_section, training_section
 from mcgf.reporting.sources import MetricsFile, RunInputs, resolve_run
 from mcgf.reporting.svg import line_chart
+from mcgf.runtime import resolve_device, torch_threads
 from mcgf.weather import CLEAN, CONDITIONS
 
 IMG = "img"
@@ -89,8 +97,6 @@ class ReportContext:
 
     def save(self, name: str, image: np.ndarray) -> str:
         """Write ``image`` as ``img/<name>`` (JPEG or PNG by suffix); returns the relative path."""
-        from PIL import Image
-
         path = self.folder / IMG / name
         kwargs = {"quality": 88} if path.suffix.lower() in (".jpg", ".jpeg") else {"optimize": True}
         Image.fromarray(image).save(path, **kwargs)
@@ -199,11 +205,6 @@ def grids_section(ctx: ReportContext, picked: list[ImageRecord]) -> list[str]:
 def heatmap_section(ctx: ReportContext, picked: list[ImageRecord], batch: int = 16) -> list[str]:
     """Similarity saliency of each picked drone query (under each condition) and its true
     satellite tile."""
-    import torch
-
-    from mcgf.data.transforms import Preprocess
-    from mcgf.reporting.heatmaps import similarity_saliency
-
     if ctx.model is None or not callable(getattr(ctx.model, "embed", None)):
         return [html.note("The embedder exposes no model.embed(images, view): heatmaps skipped.")]
     tiles: dict[int, ImageRecord] = {}
@@ -223,8 +224,6 @@ def heatmap_section(ctx: ReportContext, picked: list[ImageRecord], batch: int = 
     if not pairs:
         return body
     prep = Preprocess.for_embedder(ctx.model)
-    from PIL import Image
-
     q_maps, m_maps, sims = [], [], []
     for start in range(0, len(pairs), batch):
         chunk = pairs[start: start + batch]
@@ -254,9 +253,6 @@ def heatmap_section(ctx: ReportContext, picked: list[ImageRecord], batch: int = 
 
 def restoration_section(ctx: ReportContext, picked: list[ImageRecord], steps: int) -> list[str]:
     """weathered | restored | clean for each condition, for each picked query."""
-    from mcgf.models.restore_api import has_restoration
-    from mcgf.reporting.restoration import restoration_preview
-
     if ctx.model is None or not has_restoration(ctx.model):
         return [html.note("This checkpoint has no restoration branch (model.restoration: false): "
                           "no restoration previews.")]
@@ -400,9 +396,6 @@ def build_report(
     Raises:
         UserError: a missing run folder, checkpoint or dataset, or a bad option.
     """
-    from mcgf.models import load_embedder
-    from mcgf.runtime import resolve_device, torch_threads
-
     t0 = time.perf_counter()
 
     def log(msg: str) -> None:

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mcgf.data.layout import find_university1652_root
 from mcgf.errors import UserError
+from mcgf.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 
 #: Where a checkpoint folder is looked for, relative to the run folder, in this order.
 CHECKPOINT_CANDIDATES = ("train/last", "last", "train/best", "best", ".")
@@ -56,8 +58,6 @@ class RunInputs:
 
 def is_checkpoint(folder: Path) -> bool:
     """Whether ``folder`` holds a checkpoint written by ``save_checkpoint``."""
-    from mcgf.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE
-
     return (folder / CONFIG_FILE).is_file() and (folder / WEIGHTS_FILE).is_file()
 
 
@@ -93,8 +93,6 @@ def find_data_root(run_dir: Path, data_root: str | Path | None, checkpoint: Path
     Order: ``data_root``; ``RUN/data``; the dataset named in ``metrics.json``; the
     checkpoint's training ``data.root``.
     """
-    from mcgf.data.layout import find_university1652_root
-
     if data_root is not None:
         root = find_university1652_root(data_root)
         if not _has_test(root):
