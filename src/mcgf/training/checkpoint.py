@@ -373,7 +373,8 @@ def read_config(path: str | Path) -> dict[str, Any]:
 
     Model options that a config saved before they existed lacks are filled in with the
     value such a checkpoint was built with (the model's ``legacy_options``; for MCGF a
-    missing ``restoration_condition`` is ``features+image``).
+    missing ``restoration_condition`` is ``features+image``), and model options that an
+    older config kept under ``train:`` (MCGF's loss weights) are moved to ``model``.
 
     Raises:
         UserError: missing or unreadable config, not an mcgf checkpoint, or a newer format.
@@ -399,8 +400,14 @@ def read_config(path: str | Path) -> dict[str, Any]:
     model_cfg = config.get("model")
     if not isinstance(model_cfg, dict) or not isinstance(model_cfg.get("name"), str):
         raise UserError(f"{cfg_path} lacks the model section {{\"model\": {{\"name\": ...}}}}")
-    from mcgf.models.model_registry import with_legacy_options
+    from mcgf.models.model_registry import move_legacy_train_options, with_legacy_options
 
+    # Options older configs kept under train: (loss weights) are model options now.
+    try:
+        config, _ = move_legacy_train_options(config)
+    except UserError as err:
+        raise UserError(f"{cfg_path}: {err}") from None
+    model_cfg = config["model"]
     # A config saved before an option existed was built with the option's legacy value.
     name = model_cfg["name"]
     config["model"] = {"name": name, **with_legacy_options(
