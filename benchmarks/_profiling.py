@@ -3,7 +3,7 @@
 Private helper of ``benchmarks/step_cost.py`` and ``benchmarks/gpu_check.py`` (imported
 by those scripts from this folder). A training step is the training loop's own
 :func:`mcgf.training.step.train_step` — ``model.loss`` through the loop's
-:class:`~mcgf.training.step.Objective` under the same
+:class:`~mcgf.training.step.Objective` (with its dedicated generator) under the same
 autocast, backward, optional gradient clipping, AdamW over ``model.param_groups`` — minus
 data loading, so the figures are the model's cost alone.
 
@@ -31,7 +31,7 @@ from torch import nn
 
 from mcgf.errors import UserError
 from mcgf.training.config import RunConfig
-from mcgf.training.step import Objective, train_step
+from mcgf.training.step import Objective, model_generator, train_step
 
 
 @dataclass(frozen=True)
@@ -324,7 +324,7 @@ def step_fn(
     """A closure running one full training step: the loop's
     :func:`~mcgf.training.step.train_step` (forward, backward, clip, AdamW)."""
     device = batch["drone"].device
-    objective = Objective(model)
+    objective = Objective(model, model_generator(options.seed, 0, device))
     ctx = autocast(device, options.amp)
 
     def step() -> None:

@@ -16,11 +16,16 @@
 * at each epoch end, validation (optional) and a checkpoint ``OUT/last`` (weights,
   resolved config, optimizer, scheduler, counters, RNG states).
 
-Resuming restarts at the epoch boundary of ``OUT/last``. The sampler plan and the weather
-depend only on ``(seed, epoch)``, and every RNG is restored, so a resumed single-process
-run reproduces the uninterrupted one. With several processes (``torchrun``, detected by
-``WORLD_SIZE > 1``) only rank 0's RNG state is saved: resumes there are correct but not
-bit-identical.
+Randomness: model init draws from ``train.seed`` on every rank; under ``torchrun`` each
+rank then reseeds torch's RNG with ``seed + rank`` (distinct dropout masks). The model's
+own draws (diffusion t and noise) come from a dedicated generator seeded from
+``(seed, rank)`` (:func:`~mcgf.training.step.model_generator`), so switching the
+restoration term on or off leaves the global RNG stream (dropout) unchanged. The sampler
+plan and the weather depend only on ``(seed, epoch)``, identical on all ranks.
+
+Resuming restarts at the epoch boundary of ``OUT/last``; every RNG (each rank's, under
+DDP, when resumed with the same number of processes) is restored, so a resumed
+single-process run reproduces the uninterrupted one bit for bit.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from mcgf.training.checkpoint import (
     capture_rng_state,
     load_checkpoint,
     recover_interrupted_save,
+    restore_rng_state,
     restore_train_state,
     save_checkpoint,
 )
@@ -58,6 +64,7 @@ from mcgf.training.step import (
     Objective,
     StepResult,
     encoder_gradient_norms,
+    model_generator,
     train_step,
 )
 
@@ -220,6 +227,7 @@ class TrainRun:
         model_cfg: its ``model:`` section with ``num_classes`` filled in (what is saved).
         objective: :class:`~mcgf.training.step.Objective` around ``model`` (DDP-wrapped
             under ``torchrun``).
+        generator: the dedicated generator of the model's own random draws.
         optimizer, scheduler: AdamW and its warmup-cosine schedule.
         sampler, loader: the batch plan and the DataLoader over it.
         dist: world size and rank.
@@ -235,6 +243,7 @@ class TrainRun:
     model: nn.Module
     model_cfg: dict[str, Any]
     objective: nn.Module
+    generator: torch.Generator
     optimizer: torch.optim.Optimizer
     scheduler: Any
     sampler: Any
@@ -269,6 +278,10 @@ def setup_run(cfg: RunConfig, out: str | Path, *, resume: bool = False,
     drone, satellite = read_train_split(cfg.data.root)
     model_cfg = _resolve_model_config(cfg, len(aligned_classes(drone, satellite)))
     model = _build_model(cfg, model_cfg, ckpt, out, device)
+    # Model init is identical on all ranks; what is drawn afterwards (dropout) is not.
+    if dist_info.world > 1:
+        torch.manual_seed(tc.seed + dist_info.rank)
+    generator = model_generator(tc.seed, dist_info.rank, device)
     sampler, loader = _build_loader(cfg, build_dataset(cfg, drone, satellite, model),
                                     dist_info, device)
     steps_per_epoch = math.ceil(len(sampler) / tc.accumulate)
@@ -276,7 +289,7 @@ def setup_run(cfg: RunConfig, out: str | Path, *, resume: bool = False,
                                   lr=tc.lr, weight_decay=tc.weight_decay)
     scheduler = warmup_cosine_scheduler(optimizer, steps_per_epoch * tc.epochs, tc.warmup_steps,
                                         tc.min_lr_ratio)
-    objective: nn.Module = Objective(model)
+    objective: nn.Module = Objective(model, generator)
     if dist_info.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -284,7 +297,7 @@ def setup_run(cfg: RunConfig, out: str | Path, *, resume: bool = False,
                         find_unused_parameters=True)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                 if device.type == "cuda" and tc.amp == "auto" else contextlib.nullcontext())
-    run = TrainRun(cfg, out, model, model_cfg, objective, optimizer, scheduler,
+    run = TrainRun(cfg, out, model, model_cfg, objective, generator, optimizer, scheduler,
                    sampler, loader, dist_info, None, autocast, steps_per_epoch, progress=progress)
     if ckpt is not None and ckpt.train_state is not None:
         _restore(run, ckpt.train_state)
@@ -351,11 +364,40 @@ def _restore(run: TrainRun, st: TrainState) -> None:
                                                 warmup_steps=tc.warmup_steps,
                                                 min_ratio=tc.min_lr_ratio)
     run.step, run.start_epoch = st.step, st.epoch
+    ranks = st.extra.get("rank_rng")
+    rng = st.rng
+    if run.dist.world > 1:
+        if isinstance(ranks, list) and len(ranks) == run.dist.world:
+            rng = ranks[run.dist.rank]
+            restore_rng_state(rng)
+        else:  # saved by another number of processes: distinct, not identical, streams
+            torch.manual_seed(tc.seed + run.dist.rank + run.dist.world * st.epoch)
+    saved = ((rng or {}).get("generators") or {}).get(_MODEL_RNG)
+    try:
+        if saved is not None:
+            run.generator.set_state(saved["state"])
+    except (RuntimeError, TypeError, KeyError):
+        # Saved on another kind of device (a CPU and a CUDA generator's states differ):
+        # a fresh stream, distinct from the first epoch's.
+        run.generator.manual_seed(model_generator(tc.seed + st.epoch, run.dist.rank,
+                                                  torch.device("cpu")).initial_seed())
+
+
+#: Name of the model's generator among the saved RNG states.
+_MODEL_RNG = "model"
 
 
 def _rng_states(run: TrainRun) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
-    """This rank's RNG states."""
-    return capture_rng_state(), None
+    """This rank's RNG states (with the model's generator) and, under DDP, every rank's
+    (gathered on all ranks: a collective call)."""
+    state = capture_rng_state({_MODEL_RNG: run.generator})
+    if run.dist.world == 1:
+        return state, None
+    import torch.distributed as dist
+
+    states: list[Any] = [None] * run.dist.world
+    dist.all_gather_object(states, state)
+    return state, states
 
 
 def _micro_groups(batches: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
