@@ -39,12 +39,12 @@ from mcgf.fileio import write_json_atomic, write_text_atomic
 from mcgf.training.config import parse_run_config
 from mcgf.training.loop import finished_run, train
 
-_OFF = {"model": {"restoration": False}, "train": {"lambda_restore": 0.0}}
+_OFF = {"model": {"restoration": False, "lambda_restore": 0.0}}
 
 
 def _mcgf(condition: str, lam: float) -> dict[str, dict[str, Any]]:
-    return {"model": {"restoration": True, "restoration_condition": condition},
-            "train": {"lambda_restore": lam}}
+    return {"model": {"restoration": True, "restoration_condition": condition,
+                      "lambda_restore": lam}}
 
 
 #: Variant name → the config keys it sets (``section → option → value``); everything
@@ -79,12 +79,15 @@ def variant_config(base: Mapping[str, Any], variant: str, seed: int) -> dict[str
 
     Returns:
         A deep copy of ``base`` that differs from it only in :data:`VARIANTS` ``[variant]``'s
-        keys and ``train.seed``.
+        keys and ``train.seed`` (model options that an older ``base`` kept under ``train:``,
+        e.g. ``train.lambda_restore``, are moved to ``model:`` first).
 
     Raises:
         KeyError: unknown ``variant``.
     """
-    out = copy.deepcopy(dict(base))
+    from mcgf.models.model_registry import move_legacy_train_options
+
+    out = copy.deepcopy(move_legacy_train_options(base)[0])
     for section, options in VARIANTS[variant].items():
         out[section] = {**(out.get(section) or {}), **options}
     out["train"] = {**(out.get("train") or {}), "seed": seed}
@@ -445,6 +448,13 @@ def main(argv: list[str] | None = None) -> int:
         base = apply_overrides(load_config(args.config), args.overrides)
         if args.epochs is not None:
             base["train"] = {**(base.get("train") or {}), "epochs": args.epochs}
+        from mcgf.models.model_registry import move_legacy_train_options
+
+        base, moved = move_legacy_train_options(base)
+        if moved:
+            print(f"ablation: warning: {args.config}: "
+                  f"{', '.join(f'train.{k}' for k in moved)} moved to the model section: "
+                  f"write {', '.join(f'model.{k}' for k in moved)} instead", file=sys.stderr)
         if (base.get("weather") or {}).get("conditions", "random") == "none" and variants != ["no-weather"]:
             raise UserError(f"{args.config}: weather.conditions is 'none', so the weather variants would "
                             "train without weather: set it (e.g. --set weather.conditions=random)")

@@ -11,8 +11,8 @@ Phases, each bounded by ``--max-seconds`` of timing:
 2. **train** — ``--steps`` full training steps on one batch of random tensors shaped like
    the config's (``P`` locations × ``M`` drone views + one satellite tile each), with the
    config's objective and the training loop's AdamW / layer decay / clipping / bf16
-   autocast. The steps call ``model.loss`` directly rather than ``mcgf.training.train``:
-   the loop's throughput on a real dataset also depends on JPEG decoding and the weather
+   autocast. Each step is the loop's own ``mcgf.training.step.train_step``, fed random
+   tensors rather than the loop's loader: the loop's throughput on a real dataset also depends on JPEG decoding and the weather
    rendered by CPU workers, which this check keeps out so the figure is the GPU's;
 3. **step cost** — the same model with the branch on vs off (see ``step_cost.py``), at the
    config's ``restore_size`` and at each of ``--restore-sizes``;
@@ -41,12 +41,7 @@ from typing import Any
 
 import torch
 
-from mcgf.config import load_config
-from mcgf.errors import UserError
-from mcgf.fileio import write_json_atomic, write_text_atomic
-from mcgf.models.params import count_parameters
-from mcgf.runtime import mixed_precision
-from mcgf.training.profiling import (
+from _profiling import (
     batch_shape,
     benchmark_config,
     build_model,
@@ -54,12 +49,18 @@ from mcgf.training.profiling import (
     device_name,
     make_optimizer,
     num_classes,
-    objective_of,
     random_batch,
+    restore_weight,
+    step_options,
     time_embedding,
     time_training,
     timing_dict,
 )
+from mcgf.config import load_config
+from mcgf.errors import UserError
+from mcgf.fileio import write_json_atomic, write_text_atomic
+from mcgf.models.params import count_parameters
+from mcgf.runtime import mixed_precision
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "mcgf-eva02-l-448.yaml"
 #: Overrides that shrink any MCGF config to a model that steps in milliseconds on a CPU.
@@ -121,7 +122,8 @@ def run_check(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         torch.backends.cudnn.allow_tf32 = True
 
     t0 = time.perf_counter()
-    model = build_model(cfg, device)
+    n_classes = num_classes(cfg, args.classes)
+    model = build_model(cfg, device, n_classes)
     report["phase_seconds"] = {"build": time.perf_counter() - t0}
     branch = getattr(model, "restoration", None)
     encoder = getattr(model, "drone_encoder", model)
@@ -129,16 +131,15 @@ def run_check(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                         "branch": count_parameters(branch),
                         "branch_share_of_encoder": count_parameters(branch) / count_parameters(encoder)}
     print(f"[gpu_check] build: {report['phase_seconds']['build']:.1f} s", flush=True)
-    objective = objective_of(cfg)
+    options = step_options(cfg)
     tc = cfg.train
-    n_classes = num_classes(cfg)
-    with_clean = branch is not None and tc.lambda_restore > 0
+    with_clean = branch is not None and restore_weight(model) > 0
 
     def train_phase() -> dict[str, Any]:
         batch = random_batch(shape, model.input_size, n_classes, clean=with_clean, device=device,
                              seed=tc.seed)
         opt = make_optimizer(model, tc.lr, tc.weight_decay, tc.layer_decay)
-        timing = time_training(model, batch, opt, objective, steps=args.steps, warmup=args.warmup,
+        timing = time_training(model, batch, opt, options, steps=args.steps, warmup=args.warmup,
                                max_seconds=args.max_seconds)
         del opt
         out = timing_dict(timing)
@@ -149,7 +150,7 @@ def run_check(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
     def cost_phase() -> dict[str, Any]:
         if not with_clean:
-            return {"skipped": "the config has no restoration branch or lambda_restore = 0"}
+            return {"skipped": "the config has no restoration branch or model.lambda_restore = 0"}
         batch = random_batch(shape, model.input_size, n_classes, clean=True, device=device,
                              seed=tc.seed)
         sizes: list[int | None] = [getattr(model, "restore_size", None)]
@@ -158,7 +159,7 @@ def run_check(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         for size in sizes:
             model.restore_size = size
             try:
-                cost = compare_step_cost(model, batch, objective, lr=tc.lr,
+                cost = compare_step_cost(model, batch, options, lr=tc.lr,
                                          weight_decay=tc.weight_decay, layer_decay=tc.layer_decay,
                                          steps=args.cost_steps, warmup=args.warmup,
                                          max_seconds=args.max_seconds / len(sizes))
@@ -257,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value (repeatable)")
     parser.add_argument("--weights", default=None, help="local backbone weights file (optional)")
+    parser.add_argument("--classes", type=int, default=None,
+                        help="head size (default: model.num_classes, else the model's default)")
     parser.add_argument("--steps", type=int, default=200, help="timed training steps")
     parser.add_argument("--cost-steps", type=int, default=20,
                         help="timed steps per variant of the step-cost comparison")
@@ -273,8 +276,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch CPU threads (default: 1 for the tiny CPU run, whose small "
                         "operators gain nothing from more and lose much on a busy machine)")
     args = parser.parse_args(argv)
-    if min(args.steps, args.cost_steps, args.embed_batch, args.embed_batches) < 1 or args.warmup < 0:
-        parser.error("--steps, --cost-steps, --embed-batch, --embed-batches must be >= 1, --warmup >= 0")
+    if min(args.steps, args.cost_steps, args.embed_batch, args.embed_batches) < 1 or args.warmup < 0 \
+            or (args.classes is not None and args.classes < 2):
+        parser.error("--steps, --cost-steps, --embed-batch, --embed-batches must be >= 1, "
+                     "--warmup >= 0, --classes >= 2")
     if args.threads:
         torch.set_num_threads(args.threads)
     elif args.tiny or not torch.cuda.is_available():

@@ -8,7 +8,7 @@ Builds the config's model (random init: ``model.pretrained`` is forced false), m
 batch of random tensors shaped like the config's (``P`` locations × ``M`` drone views + one
 satellite tile each; ``--batch`` sets the drone images), and times full training steps —
 forward, backward, gradient clipping, AdamW, under the loop's autocast (bf16 on CUDA) —
-with the branch on (``drone_clean`` in the batch, ``train.lambda_restore`` > 0) and off
+with the branch on (``drone_clean`` in the batch, ``model.lambda_restore`` > 0) and off
 (no ``drone_clean``: the branch does nothing and its parameters are not stepped). After
 warmup, timed steps alternate off/on. Prints the median seconds per step of each, their
 ratio (target ≤ 1.25 at paper scale), the branch's parameter share of the encoder
@@ -23,10 +23,7 @@ from pathlib import Path
 
 import torch
 
-from mcgf.config import load_config
-from mcgf.errors import UserError
-from mcgf.runtime import resolve_device
-from mcgf.training.profiling import (
+from _profiling import (
     StepCost,
     batch_shape,
     benchmark_config,
@@ -34,9 +31,13 @@ from mcgf.training.profiling import (
     compare_step_cost,
     device_name,
     num_classes,
-    objective_of,
     random_batch,
+    step_options,
 )
+from mcgf.config import load_config
+from mcgf.errors import UserError
+from mcgf.models.model_registry import resolved_options
+from mcgf.runtime import resolve_device
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "mcgf-eva02-l-448.yaml"
 RATIO_TARGET = 1.25
@@ -52,26 +53,31 @@ def measure(
     warmup: int = 2,
     device: str = "auto",
     max_seconds: float | None = None,
+    classes: int | None = None,
 ) -> tuple[StepCost, str]:
     """Build the config's model and compare steps with the branch on/off.
 
+    ``classes``: the head size (default: ``model.num_classes``, else the model's default).
+
     Returns:
-        The :class:`~mcgf.training.profiling.StepCost` and the hardware's name.
+        The :class:`~_profiling.StepCost` and the hardware's name.
 
     Raises:
         UserError: bad config/override, a model without restoration branch or
-            ``train.lambda_restore`` = 0, or a bad ``--batch``.
+            ``model.lambda_restore`` = 0, or a bad ``--batch``.
     """
     cfg = benchmark_config(load_config(config), overrides, str(config))
-    if not cfg.model.get("restoration", True) or cfg.train.lambda_restore <= 0:
+    options = resolved_options(cfg.model["name"], cfg.model)
+    if not options.get("restoration") or options.get("lambda_restore", 0) <= 0:
         raise UserError(f"{config}: the step cost compares the restoration branch on and off: "
-                        "use a config with model.restoration true and train.lambda_restore > 0")
+                        "use a config with model.restoration true and model.lambda_restore > 0")
     dev = resolve_device(device)
     shape = batch_shape(cfg, drone_images)
-    model = build_model(cfg, dev)
-    batch = random_batch(shape, model.input_size, num_classes(cfg), clean=True, device=dev,
+    n_classes = num_classes(cfg, classes)
+    model = build_model(cfg, dev, n_classes)
+    batch = random_batch(shape, model.input_size, n_classes, clean=True, device=dev,
                          seed=cfg.train.seed)
-    cost = compare_step_cost(model, batch, objective_of(cfg), lr=cfg.train.lr,
+    cost = compare_step_cost(model, batch, step_options(cfg), lr=cfg.train.lr,
                              weight_decay=cfg.train.weight_decay, layer_decay=cfg.train.layer_decay,
                              steps=steps, warmup=warmup, max_seconds=max_seconds)
     return cost, device_name(dev)
@@ -110,17 +116,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--classes", type=int, default=None,
+                        help="head size (default: model.num_classes, else the model's default)")
     parser.add_argument("--max-seconds", type=float, default=None,
                         help="stop timing after this long (at least one step each)")
     args = parser.parse_args(argv)
-    if args.steps < 1 or args.warmup < 0:
-        parser.error("--steps must be >= 1 and --warmup >= 0")
+    if args.steps < 1 or args.warmup < 0 or (args.classes is not None and args.classes < 2):
+        parser.error("--steps must be >= 1, --warmup >= 0 and --classes >= 2")
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
         cost, hardware = measure(args.config, args.overrides, drone_images=args.batch,
                                  steps=args.steps, warmup=args.warmup, device=args.device,
-                                 max_seconds=args.max_seconds)
+                                 max_seconds=args.max_seconds, classes=args.classes)
     except UserError as err:
         print(f"step_cost: error: {err}", file=sys.stderr)
         return 2

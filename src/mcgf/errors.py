@@ -26,3 +26,9 @@ class ImageReadError(UserError):
             f"cannot read image {self.path}: {reason} "
             "(fix or remove the file, or run with --on-bad-image skip)"
         )
+
+
+class DeprecatedOptionWarning(FutureWarning):
+    """A config uses an option under its former name or section; it still works, and the
+    one-line message says what to write instead (the command line prints it as
+    ``mcgf: warning: ...``)."""

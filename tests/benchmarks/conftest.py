@@ -10,6 +10,10 @@ from types import ModuleType
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+# The scripts import their private helpers (``_profiling``) from their own folder, which is
+# on the path when a script runs; tests load them by path, so put the folder there too.
+if str(BENCHMARKS) not in sys.path:
+    sys.path.insert(0, str(BENCHMARKS))
 
 #: Shrinks a paper-scale MCGF config to a model that steps in well under a second on a CPU.
 TINY = [

@@ -34,7 +34,7 @@ def abl() -> ModuleType:
 BASE = {"data": {"root": "/data/U", "locations_per_batch": 2},
         "weather": {"conditions": "random", "clean_fraction": 0.5},
         "model": {"restoration": True, "img_size": 32, "restoration_width": 8},
-        "train": {"epochs": 3, "seed": 7, "lambda_restore": 0.3, "lr": 1.0}}
+        "train": {"epochs": 3, "seed": 7, "lr": 1.0}}
 
 
 def _diff(a: dict, b: dict) -> set[str]:
@@ -48,7 +48,7 @@ def _diff(a: dict, b: dict) -> set[str]:
 
 
 def test_variant_configs_differ_from_the_base_only_in_their_keys(abl: ModuleType) -> None:
-    documented = {"model.restoration", "model.restoration_condition", "train.lambda_restore", "train.seed"}
+    documented = {"model.restoration", "model.restoration_condition", "model.lambda_restore", "train.seed"}
     for name in abl.VARIANTS:
         cfg = abl.variant_config(BASE, name, 2)
         extra = {"weather.conditions"} if name == "no-weather" else set()
@@ -58,22 +58,29 @@ def test_variant_configs_differ_from_the_base_only_in_their_keys(abl: ModuleType
     assert BASE["train"]["seed"] == 7 and BASE["model"]["restoration"] is True  # input untouched
 
     off = abl.variant_config(BASE, "weather", 0)
-    assert off["model"]["restoration"] is False and off["train"]["lambda_restore"] == 0.0
+    assert off["model"]["restoration"] is False and off["model"]["lambda_restore"] == 0.0
     assert off["weather"] == BASE["weather"] and "restoration_condition" not in off["model"]
     assert abl.variant_config(BASE, "no-weather", 0)["weather"] == {"conditions": "none", "clean_fraction": 0.5}
     image = abl.variant_config(BASE, "mcgf-image", 0)
     assert image["model"]["restoration_condition"] == "features+image"
-    assert image["train"]["lambda_restore"] == 0.1
+    assert image["model"]["lambda_restore"] == 0.1
     for name, lam in (("mcgf-features-0.1", 0.1), ("mcgf-features-0.5", 0.5), ("mcgf-features-1", 1.0)):
         cfg = abl.variant_config(BASE, name, 0)
-        assert cfg["model"] == {**BASE["model"], "restoration": True, "restoration_condition": "features"}
-        assert cfg["train"]["lambda_restore"] == lam
+        assert cfg["model"] == {**BASE["model"], "restoration": True, "restoration_condition": "features",
+                                "lambda_restore": lam}
+    # A base config of the former layout (loss weights under train:) gets them moved first.
+    old = {**BASE, "train": {**BASE["train"], "lambda_restore": 0.3, "infonce": 0.2}}
+    cfg = abl.variant_config(old, "mcgf-features-0.5", 0)
+    assert cfg["model"]["lambda_restore"] == 0.5 and cfg["model"]["infonce"] == 0.2
+    assert "lambda_restore" not in cfg["train"] and "infonce" not in cfg["train"]
+    assert abl.variant_config(old, "weather", 0)["model"]["lambda_restore"] == 0.0
 
 
 def test_variant_config_adds_missing_sections(abl: ModuleType) -> None:
     cfg = abl.variant_config({"data": {"root": "x"}}, "mcgf-features-0.5", 1)
-    assert cfg["model"] == {"restoration": True, "restoration_condition": "features"}
-    assert cfg["train"] == {"lambda_restore": 0.5, "seed": 1}
+    assert cfg["model"] == {"restoration": True, "restoration_condition": "features",
+                            "lambda_restore": 0.5}
+    assert cfg["train"] == {"seed": 1}
 
 
 @pytest.mark.skipif(not HAS_CONDITION, reason="this MCGFModel has no restoration_condition option")
@@ -90,7 +97,7 @@ def test_parse_variants_and_missing_options(abl: ModuleType) -> None:
         abl.parse_variants("weather,mcgf")
     with pytest.raises(UserError, match="no variant"):
         abl.parse_variants(",")
-    accepted = {"restoration", "img_size"}
+    accepted = {"restoration", "img_size", "lambda_restore"}
     assert abl.missing_model_options(["weather", "no-weather"], accepted) == {}
     assert abl.missing_model_options(["weather", "mcgf-image"], accepted) == {
         "mcgf-image": ["restoration_condition"]}
@@ -261,7 +268,8 @@ def test_bad_input_is_one_line_and_exit_2(abl: ModuleType, tmp_path: Path, capsy
     # A model without restoration_condition (before that option existed) stops the MCGF variants.
     import mcgf.models.model_registry as registry
 
-    monkeypatch.setattr(registry, "model_options", lambda name: {"restoration", "img_size"})
+    monkeypatch.setattr(registry, "model_options",
+                        lambda name: {"restoration", "img_size", "lambda_restore"})
     assert abl.main(["--config", str(cfg), "--out", str(tmp_path / "o")]) == 2
     assert "variant mcgf-image needs model.restoration_condition" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
@@ -280,7 +288,7 @@ def test_tiny_ablation_end_to_end(abl: ModuleType, root: Path, tmp_path: Path) -
         "weather: {conditions: random}\n"
         "model: {backbone_name: vit_tiny_patch16_224, img_size: 32, bottleneck_dim: 8,"
         " restoration_width: 8, restoration_mults: [1], restoration_blocks: 1}\n"
-        "train: {epochs: 3, lr: 0.001, lambda_restore: 0.3}\n")
+        "train: {epochs: 3, lr: 0.001, lambda_restore: 0.3}\n")  # the former layout still works
     out = tmp_path / "abl"
     argv = ["--config", str(cfg), "--out", str(out), "--seeds", "1", "--epochs", "1",
             "--variants", "weather,no-weather"]
@@ -293,7 +301,8 @@ def test_tiny_ablation_end_to_end(abl: ModuleType, root: Path, tmp_path: Path) -
     assert result["paired"] == {}  # no MCGF variant ran
     for v, conditions in (("weather", "random"), ("no-weather", "none")):
         saved = json.loads((out / v / "seed0" / "last" / "config.json").read_text())
-        assert saved["model"]["restoration"] is False and saved["train"]["lambda_restore"] == 0.0
+        assert saved["model"]["restoration"] is False and saved["model"]["lambda_restore"] == 0.0
+        assert "lambda_restore" not in saved["train"]
         assert saved["weather"]["conditions"] == conditions
         assert saved["train"]["epochs"] == 1 and saved["train"]["seed"] == 0
     has_probes = "invariance" in json.loads((out / "weather" / "seed0" / "eval" / "metrics.json").read_text())

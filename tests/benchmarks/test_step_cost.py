@@ -1,4 +1,4 @@
-"""``benchmarks/step_cost.py`` and the timing helpers of ``mcgf.training.profiling``."""
+"""``benchmarks/step_cost.py`` and the timing helpers of ``benchmarks/_profiling.py``."""
 
 from __future__ import annotations
 
@@ -7,19 +7,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from mcgf.config import load_config
-from mcgf.errors import UserError
-from mcgf.training.profiling import (
+from _profiling import (
     BatchShape,
     StepTiming,
     batch_shape,
     benchmark_config,
     build_model,
     make_optimizer,
-    objective_of,
     random_batch,
     step_fn,
+    step_options,
 )
+from mcgf.config import load_config
+from mcgf.errors import UserError
 from tests.benchmarks.conftest import TINY, load_script
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -57,10 +57,10 @@ def test_branch_off_step_leaves_the_branch_alone() -> None:
                 model.drone_encoder.patch_embed.proj.weight.detach().clone())
 
     branch0, enc0 = snapshot()
-    step_fn(model, plain, opt_off, objective_of(cfg), CPU)()
+    step_fn(model, plain, opt_off, step_options(cfg))()
     branch1, enc1 = snapshot()
     assert torch.equal(branch0, branch1) and not torch.equal(enc0, enc1)
-    step_fn(model, batch, opt_on, objective_of(cfg), CPU)()
+    step_fn(model, batch, opt_on, step_options(cfg))()
     branch2, _ = snapshot()
     assert not torch.equal(branch1, branch2)
 

@@ -14,8 +14,8 @@ model: {name: mcgf, backbone_name: eva02_tiny_patch14_224, img_size: 32, bottlen
         backbone_args: {patch_size: 8, depth: 1, embed_dim: 32, num_heads: 1, global_pool: avg,
                         ref_feat_shape: [4, 4]},
         restoration: true, restoration_width: 8, restoration_mults: [1], restoration_blocks: 1,
-        restore_size: 16}
-train: {epochs: 1, lr: 0.001, lambda_restore: 0.1}
+        restore_size: 16, lambda_restore: 0.1}
+train: {epochs: 1, lr: 0.001}
 """
 
 

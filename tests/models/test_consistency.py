@@ -26,9 +26,10 @@ def test_clean_side_is_the_target() -> None:
     assert w.grad is not None and float(w.grad.abs().sum()) > 0
 
 
-def tiny() -> MCGFModel:
+def tiny(consistency: float = 0.0) -> MCGFModel:
     torch.manual_seed(0)
     return MCGFModel("resnet18", 3, bottleneck_dim=16, dropout=0.0, restoration=False,
+                     consistency=consistency,
                      backbone_args={"layers": [1, 1, 1, 1], "channels": [16, 32, 64, 128],
                                     "pretrained_cfg_overlay": {"input_size": [3, 32, 32]}})
 
@@ -57,13 +58,15 @@ def test_pairs_only_the_weathered_images_and_embeds_them_like_embed() -> None:
 
 
 def test_loss_term_appears_only_when_asked_and_vanishes_for_identical_twins() -> None:
-    model = tiny().eval()
     b = batch(["fog", "snow", "normal"])
-    assert "consistency" not in model.loss(b)
-    terms = model.loss(b, consistency=2.0)
+    off = tiny().eval()
+    assert "consistency" not in off.loss(b) and not off.needs_clean_targets
+    model = tiny(consistency=2.0).eval()
+    assert model.needs_clean_targets and model.loss_weights["consistency"] == 2.0
+    terms = model.loss(b)
     assert terms["consistency"].item() > 0.01
     torch.testing.assert_close(terms["total"], terms["ce"] + 2.0 * terms["consistency"])
     same = dict(b, drone_clean=b["drone"])
-    assert model.loss(same, consistency=1.0)["consistency"].item() == pytest.approx(0.0, abs=1e-6)
+    assert model.loss(same)["consistency"].item() == pytest.approx(0.0, abs=1e-6)
     # No weathered image in the batch: no term, and nothing breaks.
-    assert "consistency" not in model.loss(batch(["normal", "normal"]), consistency=1.0)
+    assert "consistency" not in model.loss(batch(["normal", "normal"]))

@@ -265,19 +265,19 @@ def test_unshared_encoders_are_separate_modules() -> None:
 
 
 def test_loss_decreases_on_tiny_overfit_batch() -> None:
-    model = tiny_model()
+    model = tiny_model(lambda_restore=1.0, infonce=0.5)
     batch = tiny_batch()
     opt = torch.optim.AdamW(model.param_groups(base_lr=1e-3, weight_decay=0.0))
     first = None
     for step in range(8):
-        terms = model.loss(batch, 1.0, infonce=0.5, generator=torch.Generator().manual_seed(step % 2))
+        terms = model.loss(batch, generator=torch.Generator().manual_seed(step % 2))
         if first is None:
             first = {k: v.item() for k, v in terms.items()}
         opt.zero_grad()
         terms["total"].backward()
         opt.step()
     assert set(first) == {"ce", "infonce", "restore", "total"}
-    last = model.loss(batch, 1.0, infonce=0.5, generator=torch.Generator().manual_seed(0))
+    last = model.loss(batch, generator=torch.Generator().manual_seed(0))
     assert last["ce"].item() < first["ce"]
     assert last["total"].item() < first["total"]
 
@@ -325,8 +325,8 @@ def test_model_consumes_the_data_layer_batches(tmp_path) -> None:
     )
     batch = collate_cross_view([ds[i] for i in range(len(ds))])
     model = create_model("mcgf", backbone_name="vit_tiny_patch16_224", num_classes=ds.num_classes,
-                         img_size=32, restoration_width=8)
-    losses = model.loss(batch, lambda_restore=1.0)
+                         img_size=32, restoration_width=8, lambda_restore=1.0)
+    losses = model.loss(batch)
     assert torch.isfinite(losses["total"]) and losses["restore"] > 0
 
 

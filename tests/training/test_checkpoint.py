@@ -85,7 +85,7 @@ def test_train_state_round_trip_resumes_exactly(tmp_path: Path) -> None:
     ts = loaded.train_state
     assert ts is not None and (ts.step, ts.epoch) == (1, 2)
     assert sorted(torch.load(tmp_path / "ck" / "state.pt", weights_only=True)) == [
-        "epoch", "optimizer", "rng", "scheduler", "step"]
+        "epoch", "optimizer", "rank_rng", "rng", "scheduler", "step"]
     opt2 = torch.optim.AdamW(loaded.model.parameters(), lr=1e-3)
     opt2.load_state_dict(ts.optimizer)  # type: ignore[arg-type]
     sched2 = torch.optim.lr_scheduler.StepLR(opt2, step_size=1, gamma=0.5)

@@ -64,7 +64,7 @@ def test_paper_scale_values() -> None:
     assert cfg.data.root == "data/University-Release"
     assert cfg.weather.conditions == "random"
     assert t.layer_decay is not None and 0 < t.layer_decay < 1
-    assert t.amp == "auto" and t.lambda_restore > 0 and t.infonce == 0
+    assert t.amp == "auto" and m["lambda_restore"] > 0 and m["infonce"] == 0
     model = _on_meta(cfg)
     assert _params(model.drone_encoder) == pytest.approx(304.1e6, rel=1e-3)
     assert _params(model.restoration) == pytest.approx(14.87e6, rel=1e-3)
@@ -74,18 +74,18 @@ def test_baseline_is_the_paper_config_without_branch() -> None:
     paper, base = load_config(PAPER), load_config(BASELINE)
     assert base["data"] == paper["data"] and base["weather"] == paper["weather"]
     expected_model = {k: v for k, v in paper["model"].items() if k not in BRANCH_KEYS}
-    assert base["model"] == {**expected_model, "restoration": False}
-    assert base["train"] == {**paper["train"], "lambda_restore": 0.0}
-    assert _parse(BASELINE).train.lambda_restore == 0
+    assert base["model"] == {**expected_model, "restoration": False, "lambda_restore": 0.0}
+    assert base["train"] == paper["train"]
+    assert _parse(BASELINE).model["lambda_restore"] == 0
     assert _on_meta(_parse(BASELINE)).restoration is None
 
 
 def test_infonce_is_the_paper_config_plus_infonce() -> None:
     paper, nce = load_config(PAPER), load_config(INFONCE)
-    assert {k: nce[k] for k in ("data", "weather", "model")} == \
-        {k: paper[k] for k in ("data", "weather", "model")}
-    assert nce["train"]["infonce"] > 0
-    assert nce["train"] == {**paper["train"], "infonce": nce["train"]["infonce"]}
+    assert {k: nce[k] for k in ("data", "weather", "train")} == \
+        {k: paper[k] for k in ("data", "weather", "train")}
+    assert nce["model"]["infonce"] > 0
+    assert nce["model"] == {**paper["model"], "infonce": nce["model"]["infonce"]}
 
 
 def test_paper_config_is_overridable() -> None:

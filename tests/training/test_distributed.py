@@ -20,7 +20,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _worker(rank: int, world: int, port: int, cfg: dict, out: str) -> None:
+def _worker(rank: int, world: int, port: int, cfg: dict, out: str, resume: bool = False,
+            stop_after: int | None = None) -> None:
     import torch.distributed as dist
 
     from mcgf.training.config import parse_run_config
@@ -30,21 +31,36 @@ def _worker(rank: int, world: int, port: int, cfg: dict, out: str) -> None:
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     try:
-        train(parse_run_config(cfg, "t"), out, progress=False)
+        train(parse_run_config(cfg, "t"), out, progress=False, resume=resume, stop_after=stop_after)
     finally:
         dist.destroy_process_group()
 
 
 @pytest.mark.slow
 def test_two_process_gloo_training(root: Path, tmp_path: Path) -> None:
+    """Both ranks train; each rank's RNG states are saved (per-rank dropout and diffusion
+    noise), and a run resumed with as many processes ends with the uninterrupted weights."""
     cfg = config(root, epochs=2, device="cpu")  # P=2: 2 batches per epoch → 1 per rank
+    cfg["model"]["dropout"] = 0.2
     out = tmp_path / "ddp"
     mp.spawn(_worker, args=(2, _free_port(), cfg, str(out)), nprocs=2, join=True)
     rows = read_log(out)
     assert [int(r["step"]) for r in rows] == [1, 2]
     from mcgf.training import load_checkpoint
 
-    assert load_checkpoint(out / "last", load_train_state=True).train_state.step == 2
+    state = load_checkpoint(out / "last", load_train_state=True).train_state
+    assert state.step == 2
+    ranks = state.rank_rng
+    assert len(ranks) == 2 and torch.equal(ranks[0]["torch"], state.rng["torch"])
+    assert not torch.equal(ranks[0]["torch"], ranks[1]["torch"])
+    assert not torch.equal(ranks[0]["generators"]["model"]["state"],
+                           ranks[1]["generators"]["model"]["state"])
+    part = tmp_path / "part"
+    mp.spawn(_worker, args=(2, _free_port(), cfg, str(part), False, 1), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, _free_port(), cfg, str(part), True), nprocs=2, join=True)
+    a = load_checkpoint(out / "last").model.state_dict()
+    b = load_checkpoint(part / "last").model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_two_processes_match_one_process_with_the_same_global_batch(root: Path, tmp_path: Path) -> None:

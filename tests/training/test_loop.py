@@ -14,6 +14,7 @@ from mcgf.cli.main import main
 from mcgf.training import load_checkpoint
 from mcgf.training.config import parse_run_config
 from mcgf.training.loop import train
+from tests.training.tiny_run import MODEL_KEYS
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +34,16 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def config(root: Path, **train: object) -> dict:
+    """The test config; loss options among ``train`` go to the ``model:`` section."""
+    model = {k: train.pop(k) for k in MODEL_KEYS if k in train}
     return {
         "data": {"root": str(root), "locations_per_batch": 2, "drones_per_location": 2, "workers": 0},
         "weather": {"conditions": ["fog", "rain"], "seed": 1},
         "model": {"backbone_name": "vit_tiny_patch16_224", "img_size": 32, "bottleneck_dim": 16,
                   "dropout": 0.0, "restoration_width": 8, "restoration_mults": [1],
-                  "restoration_blocks": 1},
-        "train": {"epochs": 2, "seed": 3, "lr": 1e-3, "warmup_steps": 1, "infonce": 0.1,
-                  "lambda_restore": 0.5, "log_every": 1, **train},
+                  "restoration_blocks": 1, "infonce": 0.1, "lambda_restore": 0.5, **model},
+        "train": {"epochs": 2, "seed": 3, "lr": 1e-3, "warmup_steps": 1, "log_every": 1,
+                  **train},
     }
 
 

@@ -26,8 +26,14 @@ def write_tree(base: Path, locations: int = 4, drones: int = 2, size: int = 24) 
     return base
 
 
+#: Keyword arguments of :func:`tiny_config` that are model options (loss weights).
+MODEL_KEYS = ("lambda_restore", "infonce", "consistency", "label_smoothing")
+
+
 def tiny_config(root: Path, **train: Any) -> dict[str, Any]:
-    """The config (``train`` entries override the ``train:`` section)."""
+    """The config (``train`` entries override the ``train:`` section, or the ``model:``
+    section for the loss options of :data:`MODEL_KEYS`)."""
+    model = {k: train.pop(k) for k in MODEL_KEYS if k in train}
     return {
         "data": {"root": str(root), "locations_per_batch": 2, "drones_per_location": 2,
                  "workers": 0, "satellite_rotate": 180, "drone_flip": True, "scale_jitter": 0.1,
@@ -37,9 +43,10 @@ def tiny_config(root: Path, **train: Any) -> dict[str, Any]:
                   "backbone_args": {"layers": [1, 1, 1, 1], "channels": [8, 8, 16, 16],
                                     "stem_width": 8},
                   "bottleneck_dim": 8, "dropout": 0.1, "restoration_width": 8,
-                  "restoration_mults": [1], "restoration_blocks": 1, "restore_size": 8},
-        "train": {"epochs": 2, "seed": 3, "lr": 1e-3, "warmup_steps": 1, "infonce": 0.1,
-                  "lambda_restore": 0.5, "device": "cpu", "log_every": 1, **train},
+                  "restoration_mults": [1], "restoration_blocks": 1, "restore_size": 8,
+                  "infonce": 0.1, "lambda_restore": 0.5, **model},
+        "train": {"epochs": 2, "seed": 3, "lr": 1e-3, "warmup_steps": 1, "device": "cpu",
+                  "log_every": 1, **train},
     }
 
 

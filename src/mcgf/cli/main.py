@@ -12,10 +12,12 @@ import argparse
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
+from typing import TextIO
 
 from mcgf import __version__
-from mcgf.errors import UserError
+from mcgf.errors import DeprecatedOptionWarning, UserError
 
 # Order here is the order in ``mcgf --help``.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -56,7 +58,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_deprecations(warnings.showwarning)
+            return int(args.func(args) or 0)
     except UserError as err:
         print(f"mcgf: error: {err}", file=sys.stderr)
         return 2
@@ -68,6 +72,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+
+
+def _one_line_deprecations(fallback: Callable[..., None]) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints a deprecated option as one line
+    (``mcgf: warning: ...``) and leaves other warnings to ``fallback``."""
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: TextIO | None = None, line: str | None = None) -> None:
+        if issubclass(category, DeprecatedOptionWarning):
+            print(f"mcgf: warning: {message}", file=file or sys.stderr)
+        else:
+            fallback(message, category, filename, lineno, file, line)
+
+    return show
 
 
 if __name__ == "__main__":

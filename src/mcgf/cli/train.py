@@ -61,7 +61,7 @@ def _validator(cfg: Any) -> Any:
     """The validators of ``data.val_root`` (or ``data.root``) when ``train.eval_every > 0``:
     University-1652 retrieval (``train.val_retrieval``) and the restoration branch's
     PSNR/SSIM (``train.restore_val_images`` > 0, a branch trained with
-    ``lambda_restore`` > 0)."""
+    ``model.lambda_restore`` > 0)."""
     if cfg.train.eval_every <= 0:
         return None
     from mcgf.errors import UserError
@@ -80,7 +80,10 @@ def _validator(cfg: Any) -> Any:
                                 "(set data.val_root to a University-1652 tree, or train.eval_every=0)")
         device = None if cfg.train.device == "auto" else cfg.train.device
         validators.append(university_validator(root, device=device))
-    branch = cfg.model.get("restoration", True) and cfg.train.lambda_restore > 0
+    from mcgf.models.model_registry import resolved_options
+
+    model = resolved_options(cfg.model["name"], {k: v for k, v in cfg.model.items() if k != "name"})
+    branch = model.get("restoration", False) and model.get("lambda_restore", 0) > 0
     if cfg.train.restore_val_images > 0 and branch:
         validators.append(restoration_validator(root, images=cfg.train.restore_val_images,
                                                 steps=cfg.train.restore_val_steps))

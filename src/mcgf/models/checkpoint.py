@@ -51,6 +51,7 @@ from mcgf.models.model_registry import (
     check_model_options,
     create_model,
     model_options,
+    move_legacy_train_options,
     recorded_options,
     with_legacy_options,
 )
@@ -74,7 +75,10 @@ class TrainState:
         epoch: epochs completed.
         optimizer: ``optimizer.state_dict()``.
         scheduler: ``lr_scheduler.state_dict()``.
-        rng: :func:`~mcgf.training.resume.capture_rng_state` output.
+        rng: :func:`~mcgf.training.resume.capture_rng_state` output (rank 0's under
+            ``torchrun``).
+        rank_rng: under ``torchrun``, every rank's RNG record, by rank (``None`` for a
+            single process).
     """
 
     step: int = 0
@@ -82,11 +86,12 @@ class TrainState:
     optimizer: dict[str, Any] | None = None
     scheduler: dict[str, Any] | None = None
     rng: dict[str, Any] | None = None
+    rank_rng: list[dict[str, Any]] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (what ``state.pt`` stores)."""
         return {"step": int(self.step), "epoch": int(self.epoch), "optimizer": self.optimizer,
-                "scheduler": self.scheduler, "rng": self.rng}
+                "scheduler": self.scheduler, "rng": self.rng, "rank_rng": self.rank_rng}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainState:
@@ -94,7 +99,7 @@ class TrainState:
         earlier versions wrote, are ignored)."""
         return cls(step=int(data.get("step", 0)), epoch=int(data.get("epoch", 0)),
                    optimizer=data.get("optimizer"), scheduler=data.get("scheduler"),
-                   rng=data.get("rng"))
+                   rng=data.get("rng"), rank_rng=data.get("rank_rng"))
 
 
 @dataclass
@@ -309,7 +314,8 @@ def read_config(path: str | Path) -> dict[str, Any]:
 
     Model options that a config saved before they existed lacks are filled in with the
     value such a checkpoint was built with (the model's ``legacy_options``; for MCGF a
-    missing ``restoration_condition`` is ``features+image``).
+    missing ``restoration_condition`` is ``features+image``), and model options that an
+    older config kept under ``train:`` (MCGF's loss weights) are moved to ``model``.
 
     Raises:
         UserError: missing or unreadable config, not an mcgf checkpoint, or a newer format.
@@ -335,6 +341,12 @@ def read_config(path: str | Path) -> dict[str, Any]:
     model_cfg = config.get("model")
     if not isinstance(model_cfg, dict) or not isinstance(model_cfg.get("name"), str):
         raise UserError(f"{cfg_path} lacks the model section {{\"model\": {{\"name\": ...}}}}")
+    # Options older configs kept under train: (loss weights) are model options now.
+    try:
+        config, _ = move_legacy_train_options(config)
+    except UserError as err:
+        raise UserError(f"{cfg_path}: {err}") from None
+    model_cfg = config["model"]
     # A config saved before an option existed was built with the option's legacy value.
     name = model_cfg["name"]
     config["model"] = {"name": name, **with_legacy_options(
@@ -417,9 +429,9 @@ def train_state_problem(data: Any) -> str | None:
     """What keeps ``data`` (a loaded ``state.pt``) from being a :class:`TrainState`, in a
     few words, or ``None`` when its structure is right: ``step`` and ``epoch``
     non-negative integers; ``optimizer`` an optimizer state dict (``state``,
-    ``param_groups`` with ``params``), ``scheduler`` a mapping and ``rng`` a
-    :func:`~mcgf.training.resume.capture_rng_state` record, each where present and not
-    ``None``."""
+    ``param_groups`` with ``params``), ``scheduler`` a mapping, ``rng`` a
+    :func:`~mcgf.training.resume.capture_rng_state` record and ``rank_rng`` a list of
+    them, each where present and not ``None``."""
     if not isinstance(data, dict):
         return f"it holds {_a(type(data).__name__)}, not a mapping"
     missing = [k for k in ("step", "epoch") if k not in data]
@@ -443,6 +455,14 @@ def train_state_problem(data: Any) -> str | None:
         problem = _rng_problem(rng)
         if problem is not None:
             return f"rng: {problem}"
+    ranks = data.get("rank_rng")
+    if ranks is not None:
+        if not isinstance(ranks, list):
+            return f"rank_rng is {_a(type(ranks).__name__)}, not a list"
+        for i, rank_state in enumerate(ranks):
+            problem = _rng_problem(rank_state)
+            if problem is not None:
+                return f"rank_rng[{i}]: {problem}"
     return None
 
 

@@ -44,6 +44,7 @@ from mcgf.models.backbone import (
     is_weights_file,
     layer_decay_param_groups,
 )
+from mcgf.models.base import decay_split
 from mcgf.models.heads import ClassBlock
 from mcgf.models.input_norm import INPUT_NORMS, normalise_input
 from mcgf.models.losses import InfoNCE, cross_entropy_views, weather_consistency
@@ -52,6 +53,8 @@ from mcgf.models.restoration import CONDITIONS, RestorationBranch
 from mcgf.options import Check, above, at_least, checked, in_range, multiple_of, one_of, option
 from mcgf.weather.conditions import CLEAN
 
+#: The options that weight and shape the training objective (see :meth:`MCGFModel.loss`).
+LOSS_OPTIONS = ("lambda_restore", "infonce", "consistency", "label_smoothing")
 RESTORATION_CONDITIONS = CONDITIONS
 
 _BACKBONE = Check(is_backbone_name, "a timm model name such as resnet18 (see timm.list_models())",
@@ -87,6 +90,10 @@ class MCGFOptions:
     input_norm_sigma: float = option(0.08, above(0))
     satellite_rotations: int = option(1, one_of(1, 2, 4))
     restoration_condition: str = option("features", one_of(*CONDITIONS))
+    lambda_restore: float = option(1.0, at_least(0))
+    infonce: float = option(0.0, at_least(0))
+    consistency: float = option(0.0, at_least(0))
+    label_smoothing: float = option(0.0, in_range(0, 1, hi_open=True))
 
 
 @register_model("mcgf", options=MCGFOptions)
@@ -125,11 +132,24 @@ class MCGFModel(nn.Module):
             nothing else) or ``"features+image"`` (the weathered image concatenated with
             ``x_t`` plus the encoder's final map; the ablation, and how checkpoints saved
             without this option were trained).
+        lambda_restore: weight of the restoration ε loss in ``total`` (0 turns the term
+            off: no clean drone images are loaded for it and the branch does not run).
+        infonce: weight of the symmetric drone↔satellite InfoNCE (0: not computed).
+        consistency: weight of the weather-consistency loss, ``1 − cos`` between each
+            weathered drone image's embedding and its clean twin's (0: off; on, the clean
+            twins run in the same encoder pass).
+        label_smoothing: of the cross-entropy.
+
+    Meets :class:`~mcgf.models.base.TrainableModel`: :meth:`loss` applies these weights
+    itself and :attr:`loss_weights` reports them.
     """
 
     #: Options whose value in a checkpoint saved before they existed differs from today's
     #: default: a saved config without the key was built this way.
     legacy_options: ClassVar[dict[str, Any]] = {"restoration_condition": "features+image"}
+    #: Options that configs and checkpoints written before they were model options kept
+    #: in their ``train:`` section (moved into ``model:`` when such a config is read).
+    legacy_train_options: ClassVar[tuple[str, ...]] = LOSS_OPTIONS
 
     def __init__(
         self,
@@ -153,23 +173,25 @@ class MCGFModel(nn.Module):
         input_norm_sigma: float = 0.08,
         satellite_rotations: int = 1,
         restoration_condition: str = "features",
+        lambda_restore: float = 1.0,
+        infonce: float = 0.0,
+        consistency: float = 0.0,
+        label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
         from timm.data import resolve_model_data_config
 
-        if input_norm not in INPUT_NORMS:
-            raise ValueError(f"input_norm must be one of {INPUT_NORMS}, got {input_norm!r}")
-        if input_norm_sigma <= 0:
-            raise ValueError(f"input_norm_sigma must be positive, got {input_norm_sigma}")
-        if satellite_rotations not in (1, 2, 4):
-            raise ValueError(f"satellite_rotations must be 1, 2 or 4, got {satellite_rotations}")
+        _check_args(input_norm, input_norm_sigma, satellite_rotations, restoration_condition,
+                    (lambda_restore, infonce, consistency, label_smoothing))
         self.input_norm = input_norm
         self.input_norm_sigma = float(input_norm_sigma)
         self.satellite_rotations = int(satellite_rotations)
-        if restoration_condition not in RESTORATION_CONDITIONS:
-            raise ValueError(f"restoration_condition must be one of {RESTORATION_CONDITIONS}, "
-                             f"got {restoration_condition!r}")
         self.restoration_condition = restoration_condition
+        #: The objective's weights (see :meth:`loss`); ``self.infonce`` is the InfoNCE module.
+        self.lambda_restore = float(lambda_restore)
+        self.infonce_weight = float(infonce)
+        self.consistency = float(consistency)
+        self.label_smoothing = float(label_smoothing)
 
         opts = {
             "img_size": img_size,
@@ -191,30 +213,45 @@ class MCGFModel(nn.Module):
         cfg = resolve_model_data_config(self.drone_encoder)
         #: What an evaluation embedder needs: input size and normalisation.
         self.input_size: tuple[int, int] = _input_size(self.drone_encoder, cfg)
-        mults = tuple(restoration_mults)
         #: Per UNet scale (finest first) and the middle block, the encoder map that
         #: conditions it: a ``forward_intermediates`` index, or ``None`` for the final map.
         self.restoration_sources: tuple[int | None, ...] = ()
         self.restoration: RestorationBranch | None = None
         if restoration:
-            if restoration_condition == "features":
-                side = restore_size or self.input_size[0]
-                scales = feature_sources(self.drone_encoder, self.input_size[0],
-                                         [side / 2**i for i in range(len(mults))])
-                self.restoration_sources = (*scales, None)
-            else:
-                self.restoration_sources = (None,) * (len(mults) + 1)
-            self.restoration = RestorationBranch(
-                feature_channels(self.drone_encoder, self.restoration_sources),
-                condition=restoration_condition,
-                width=restoration_width,
-                mults=mults,
-                num_res_blocks=restoration_blocks,
-            )
+            self._build_restoration(tuple(restoration_mults), restoration_width, restoration_blocks)
         self.mean: tuple[float, float, float] = tuple(float(m) for m in cfg["mean"])  # type: ignore[assignment]
         self.std: tuple[float, float, float] = tuple(float(s) for s in cfg["std"])  # type: ignore[assignment]
         self.register_buffer("_mean", torch.tensor(self.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("_std", torch.tensor(self.std).view(1, 3, 1, 1), persistent=False)
+
+    def _build_restoration(self, mults: tuple[int, ...], width: int, blocks: int) -> None:
+        """The restoration branch and the encoder maps that condition its scales."""
+        if self.restoration_condition == "features":
+            side = self.restore_size or self.input_size[0]
+            scales = feature_sources(self.drone_encoder, self.input_size[0],
+                                     [side / 2**i for i in range(len(mults))])
+            self.restoration_sources = (*scales, None)
+        else:
+            self.restoration_sources = (None,) * (len(mults) + 1)
+        self.restoration = RestorationBranch(
+            feature_channels(self.drone_encoder, self.restoration_sources),
+            condition=self.restoration_condition,
+            width=width,
+            mults=mults,
+            num_res_blocks=blocks,
+        )
+
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        """Weight of each term of :meth:`loss` in ``total``."""
+        return {"ce": 1.0, "infonce": self.infonce_weight, "restore": self.lambda_restore,
+                "consistency": self.consistency}
+
+    @property
+    def needs_clean_targets(self) -> bool:
+        """Whether training batches must hold ``drone_clean``: the restoration term (branch
+        built, ``lambda_restore > 0``) or the consistency term (``consistency > 0``)."""
+        return (self.restoration is not None and self.lambda_restore > 0) or self.consistency > 0
 
     def encoder(self, view: str) -> nn.Module:
         """The encoder used for ``view`` (``"drone"`` or ``"satellite"``)."""
@@ -253,14 +290,15 @@ class MCGFModel(nn.Module):
 
     def forward(
         self, batch: dict[str, torch.Tensor], *, generator: torch.Generator | None = None,
-        clean_pairs: bool = False,
+        clean_pairs: bool = False, restore: bool = True,
     ) -> dict[str, torch.Tensor]:
         """Embeddings and logits per view present, plus ``restoration_loss`` when possible.
 
         Returns keys ``drone_embedding``, ``drone_logits``, ``satellite_embedding``,
         ``satellite_logits`` (for the views in ``batch``; embeddings are the
         un-normalised bottleneck features) and ``restoration_loss`` when the branch is on
-        and ``drone_clean`` is given. ``generator`` seeds the branch's t and noise. With
+        and ``drone_clean`` is given (and ``restore``). ``generator`` draws the branch's t
+        and noise (``None``: torch's global RNG). With
         ``clean_pairs`` and ``drone_clean`` given, the clean versions of the weathered drone
         images run in the same encoder pass and come back as ``drone_pair_embedding``
         (weathered) and ``drone_clean_embedding`` (clean), row by row.
@@ -269,7 +307,7 @@ class MCGFModel(nn.Module):
         if "drone" in batch:
             drone = batch["drone"]
             n = drone.shape[0]
-            want_restore = self.restoration is not None and "drone_clean" in batch
+            want_restore = restore and self.restoration is not None and "drone_clean" in batch
             pairs = None
             if clean_pairs and "drone_clean" in batch:
                 pairs = _weathered(batch.get("drone_condition"), n, drone.device)
@@ -311,51 +349,50 @@ class MCGFModel(nn.Module):
     def loss(
         self,
         batch: dict[str, torch.Tensor],
-        lambda_restore: float = 1.0,
         *,
-        infonce: float = 0.0,
-        consistency: float = 0.0,
-        label_smoothing: float = 0.0,
         generator: torch.Generator | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Training objective and its terms.
+        """Training objective and its (unweighted) terms.
 
-        ``total = ce + infonce · infonce_loss + lambda_restore · restoration_loss``, where
-        ``ce`` is :func:`cross_entropy_views`; the InfoNCE term is computed only for a
-        positive weight, the restoration term only when the branch is on and the batch has
-        ``drone_clean``. A positive ``consistency`` adds ``consistency ·
-        weather_consistency_loss`` (:func:`weather_consistency`) when the batch has
-        ``drone_clean``. Needs both views in ``batch``.
+        ``total = ce + infonce · infonce_loss + consistency · consistency_loss +
+        lambda_restore · restoration_loss`` with the model's weights
+        (:attr:`loss_weights`), where ``ce`` is :func:`cross_entropy_views` (with
+        ``label_smoothing``). The InfoNCE term is computed only for a positive weight; the
+        consistency term (:func:`weather_consistency`) for a positive weight and a batch
+        with ``drone_clean``; the restoration term only when the branch is on,
+        ``lambda_restore > 0`` and the batch has ``drone_clean``. ``generator`` draws the
+        branch's diffusion t and noise. Needs both views in ``batch``.
         """
         for key in ("drone", "drone_label", "satellite", "satellite_label"):
             if key not in batch:
                 raise KeyError(f"training batch lacks {key!r}")
-        out = self.forward(batch, generator=generator, clean_pairs=consistency > 0)
+        out = self.forward(batch, generator=generator, clean_pairs=self.consistency > 0,
+                           restore=self.lambda_restore > 0)
         terms: dict[str, torch.Tensor] = {
             "ce": cross_entropy_views(
                 out["drone_logits"],
                 batch["drone_label"],
                 out["satellite_logits"],
                 batch["satellite_label"],
-                label_smoothing=label_smoothing,
+                label_smoothing=self.label_smoothing,
             )
         }
         total = terms["ce"]
-        if infonce > 0:
+        if self.infonce_weight > 0:
             terms["infonce"] = self.infonce(
                 out["drone_embedding"],
                 batch["drone_label"],
                 out["satellite_embedding"],
                 batch["satellite_label"],
             )
-            total = total + infonce * terms["infonce"]
+            total = total + self.infonce_weight * terms["infonce"]
         if "drone_clean_embedding" in out and out["drone_clean_embedding"].shape[0] > 0:
             terms["consistency"] = weather_consistency(out["drone_pair_embedding"],
                                                        out["drone_clean_embedding"])
-            total = total + consistency * terms["consistency"]
-        if "restoration_loss" in out and lambda_restore > 0:
+            total = total + self.consistency * terms["consistency"]
+        if "restoration_loss" in out:
             terms["restore"] = out["restoration_loss"]
-            total = total + lambda_restore * terms["restore"]
+            total = total + self.lambda_restore * terms["restore"]
         terms["total"] = total
         return terms
 
@@ -413,11 +450,11 @@ class MCGFModel(nn.Module):
             if layer_decay is not None:
                 groups += layer_decay_param_groups(enc, base_lr, weight_decay, layer_decay)
             else:
-                groups += _decay_split(enc.parameters(), base_lr, weight_decay)
+                groups += decay_split(enc.parameters(), base_lr, weight_decay)
         rest = [self.head, self.infonce]
         if self.restoration is not None:
             rest.append(self.restoration)
-        groups += _decay_split((p for m in rest for p in m.parameters()), base_lr, weight_decay)
+        groups += decay_split((p for m in rest for p in m.parameters()), base_lr, weight_decay)
         return [g for g in groups if g["params"]]
 
 
@@ -432,13 +469,22 @@ def _weathered(conditions: Any, n: int, device: torch.device) -> torch.Tensor | 
     return torch.tensor([c != CLEAN for c in conditions], device=device)
 
 
-def _decay_split(params: Any, lr: float, weight_decay: float) -> list[dict[str, Any]]:
-    """Two groups: weight decay on matrices/kernels, none on vectors and scalars."""
-    params = [p for p in params if p.requires_grad]
-    return [
-        {"params": [p for p in params if p.ndim > 1], "lr": lr, "weight_decay": weight_decay},
-        {"params": [p for p in params if p.ndim <= 1], "lr": lr, "weight_decay": 0.0},
-    ]
+def _check_args(input_norm: str, input_norm_sigma: float, satellite_rotations: int,
+                restoration_condition: str, loss_options: tuple[float, ...]) -> None:
+    """Raise ``ValueError`` for a bad option value (``create_model`` checks them earlier,
+    with config-style messages; this guards direct construction)."""
+    if input_norm not in INPUT_NORMS:
+        raise ValueError(f"input_norm must be one of {INPUT_NORMS}, got {input_norm!r}")
+    if input_norm_sigma <= 0:
+        raise ValueError(f"input_norm_sigma must be positive, got {input_norm_sigma}")
+    if satellite_rotations not in (1, 2, 4):
+        raise ValueError(f"satellite_rotations must be 1, 2 or 4, got {satellite_rotations}")
+    if restoration_condition not in RESTORATION_CONDITIONS:
+        raise ValueError(f"restoration_condition must be one of {RESTORATION_CONDITIONS}, "
+                         f"got {restoration_condition!r}")
+    if min(loss_options) < 0 or loss_options[-1] >= 1:
+        raise ValueError(f"{', '.join(LOSS_OPTIONS)} must be >= 0 (label_smoothing < 1), "
+                         f"got {loss_options}")
 
 
 def _input_size(encoder: nn.Module, data_config: dict[str, Any]) -> tuple[int, int]:

@@ -12,6 +12,7 @@ error naming ``model.<option>``.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 from collections.abc import Callable, Mapping
@@ -158,6 +159,68 @@ def with_current_defaults(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
         if key not in out and key in params and params[key].default is not inspect.Parameter.empty:
             out[key] = params[key].default
     return out
+
+
+def legacy_train_options(name: str) -> tuple[str, ...]:
+    """Options of the model registered as ``name`` that older configs kept in their
+    ``train:`` section (the model's ``legacy_train_options``; MCGF's loss weights).
+    Unknown names: none."""
+    try:
+        factory = _factory(name)
+    except UserError:
+        return ()
+    return tuple(getattr(factory, "legacy_train_options", None) or ())
+
+
+def move_legacy_train_options(config: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A copy of a whole config (``model:``, ``train:``, ... sections) with the options its
+    model now takes in ``model:`` but that it still has under ``train:`` moved there.
+
+    Returns:
+        The config and the moved option names (empty: nothing to move).
+
+    Raises:
+        UserError: an option is set in both sections with different values.
+    """
+    out = dict(config)
+    train, model = out.get("train"), out.get("model")
+    if not isinstance(train, Mapping) or not isinstance(model, (Mapping, type(None))):
+        return out, []
+    model = dict(model or {})
+    name = model.get("name", "mcgf")
+    known = legacy_train_options(name) if isinstance(name, str) else ()
+    moved = [k for k in known if k in train]
+    if not moved:
+        return out, []
+    for key in moved:
+        if key in model and model[key] != train[key]:
+            raise UserError(f"train.{key} ({train[key]!r}) and model.{key} ({model[key]!r}) "
+                            f"are both set: keep model.{key} only")
+        model[key] = train[key]
+    out["model"] = model
+    out["train"] = {k: v for k, v in train.items() if k not in moved}
+    return out, moved
+
+
+def resolved_options(name: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``kwargs`` completed with the default of every option the model registered as
+    ``name`` declares and they lack: what the model is built with. Two configs that
+    resolve alike build the same model. Values are not checked; without a declared
+    options dataclass, the factory's keyword defaults are used."""
+    factory = _factory(name)
+    spec = _OPTIONS.get(name)
+    out: dict[str, Any] = {}
+    if spec is not None:
+        for f in dataclasses.fields(spec):
+            if f.default is not dataclasses.MISSING:
+                out[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                out[f.name] = f.default_factory()
+    else:
+        for p in inspect.signature(factory).parameters.values():
+            if p.default is not inspect.Parameter.empty:
+                out[p.name] = p.default
+    return {**out, **kwargs}
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:

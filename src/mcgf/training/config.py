@@ -7,11 +7,12 @@ Each section becomes a frozen dataclass; unknown keys and bad values raise a one
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from mcgf.errors import UserError
+from mcgf.errors import DeprecatedOptionWarning, UserError
 from mcgf.options import (
     Check,
     above,
@@ -95,18 +96,13 @@ class TrainConfig:
 
     Attributes:
         epochs: passes over every drone image.
-        seed: fixes model init, batch plans, augmentation and dropout.
+        seed: fixes model init, batch plans, augmentation, dropout and the model's own
+            random draws (diffusion noise).
         lr, weight_decay: AdamW base learning rate and weight decay.
         layer_decay: per-layer LR decay of the encoder (``null``: none).
         warmup_steps: linear warmup length in optimizer steps.
         min_lr_ratio: final LR as a fraction of ``lr`` at the end of the cosine.
         accumulate: micro-batches per optimizer step (gradient accumulation).
-        lambda_restore: weight of the restoration loss (0 turns it off).
-        infonce: weight of the InfoNCE loss (0 turns it off).
-        consistency: weight of the weather-consistency loss, ``1 − cos`` between each
-            weathered drone image's embedding and its clean twin's (0 turns it off; on,
-            the clean twins run in the same encoder pass).
-        label_smoothing: of the cross-entropy.
         grad_clip: max gradient norm (``null``: no clipping).
         amp: ``auto`` (bf16 autocast on CUDA only) or ``off``.
         device: ``auto``, ``cpu`` or ``cuda``.
@@ -117,7 +113,8 @@ class TrainConfig:
             ``val_AP``).
         restore_val_images: validation restores this many fixed weathered drone images
             of the validation split and logs ``val_restore_psnr`` / ``val_restore_ssim``
-            (0: off; also off without a restoration branch or with ``lambda_restore`` 0).
+            (0: off; also off without a restoration branch or with ``model.lambda_restore``
+            0).
         restore_val_steps: DDIM steps of that restoration.
     """
 
@@ -129,10 +126,6 @@ class TrainConfig:
     warmup_steps: int = option(0, at_least(0))
     min_lr_ratio: float = option(0.0, in_range(0, 1))
     accumulate: int = option(1, at_least(1))
-    lambda_restore: float = option(1.0, at_least(0))
-    infonce: float = option(0.0, at_least(0))
-    consistency: float = option(0.0, at_least(0))
-    label_smoothing: float = option(0.0, _FRACTION_OPEN)
     grad_clip: float | None = option(None, above(0))
     amp: str = option("auto", one_of(*AMP_MODES))
     device: str = option("auto", one_of("auto", "cpu", "cuda"))
@@ -173,10 +166,16 @@ def parse_run_config(config: Mapping[str, Any], where: str) -> RunConfig:
         config: the nested mapping.
         where: how to name the config in errors (usually its file path).
 
+    The loss options older configs had under ``train:`` (``train.lambda_restore``,
+    ``train.infonce``, ``train.consistency``, ``train.label_smoothing``) are model options
+    now: they are moved to ``model:`` with a one-line
+    :class:`~mcgf.errors.DeprecatedOptionWarning`.
+
     Raises:
         UserError: an unknown section or option, or a bad value, naming it as
             ``section.key``.
     """
+    config = _move_loss_options(config, where)
     unknown = sorted(str(k) for k in config if k not in SECTIONS)
     if unknown:
         raise UserError(f"{where}: unknown section '{unknown[0]}' (known: {', '.join(SECTIONS)})")
@@ -195,3 +194,22 @@ def parse_run_config(config: Mapping[str, Any], where: str) -> RunConfig:
     # Options whose absence in a saved config means a legacy value are written out.
     model = {"name": name, **with_current_defaults(name, options)}
     return RunConfig(data=data, weather=weather, train=train, model=model)
+
+
+def _move_loss_options(config: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    """``config`` with the model options it still sets under ``train:`` moved to ``model:``,
+    warning once per config."""
+    from mcgf.models.model_registry import move_legacy_train_options
+
+    if not isinstance(config.get("train"), Mapping):
+        return config
+    try:
+        moved_config, moved = move_legacy_train_options(config)
+    except UserError as err:
+        raise UserError(f"{where}: {err}") from None
+    if moved:
+        keys = ", ".join(f"train.{k}" for k in moved)
+        warnings.warn(f"{where}: {keys} moved to the model section: write "
+                      f"{', '.join(f'model.{k}' for k in moved)} instead",
+                      DeprecatedOptionWarning, stacklevel=3)
+    return moved_config

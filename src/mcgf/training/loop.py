@@ -1,23 +1,31 @@
-"""The training loop: University-1652 train split → MCGF model, single process or DDP.
+"""The training loop: University-1652 train split → a trainable model, single process or DDP.
 
-One function, :func:`train`, does the whole run from a :class:`RunConfig`:
+:func:`train` does the whole run from a :class:`RunConfig`, in three parts:
 
-* data: :class:`~mcgf.data.datasets.CrossViewTrainSet` with drone weather on the fly
-  (:class:`~mcgf.weather.WeatherTransform`, fresh per epoch) and the clean drone image as
-  restoration target when ``train.lambda_restore > 0``; batches from
-  :class:`~mcgf.data.sampler.CrossViewBatchSampler` (``P`` locations × ``M`` drones);
-* AdamW over ``model.param_groups`` with warmup + cosine LR per optimizer step, gradient
-  accumulation, bf16 autocast on CUDA only;
-* ``OUT/log.csv`` and a checkpoint ``OUT/last`` (weights, resolved config, optimizer,
-  scheduler, counters, RNG states) at each epoch end. Rows hold every loss term the
-  model returns and, on each logged step, the gradient norm each weighted term sends
-  into the encoder (:func:`encoder_gradient_norms`).
+* :func:`setup_run` — data, model, optimizer, schedule, logs (a :class:`TrainRun`):
+  :class:`~mcgf.data.datasets.CrossViewTrainSet` with drone weather on the fly
+  (:class:`~mcgf.weather.WeatherTransform`, fresh per epoch) and the clean drone image
+  when the model's ``needs_clean_targets`` says so; batches from
+  :class:`~mcgf.data.sampler.CrossViewBatchSampler` (``P`` locations × ``M`` drones); the
+  model from ``model:`` (any :class:`~mcgf.models.base.TrainableModel`); AdamW over
+  ``model.param_groups`` with warmup + cosine LR per optimizer step; bf16 autocast on CUDA;
+* :func:`train_one_epoch` — the epoch's optimizer steps, each one
+  :func:`~mcgf.training.step.train_step` (gradient accumulation, clipping), logged to
+  ``OUT/log.csv``: every loss term the model returns and, on each logged step, the
+  gradient norm each weighted term sends into the encoder;
+* at each epoch end, validation (optional) and a checkpoint ``OUT/last`` (weights,
+  resolved config, optimizer, scheduler, counters, RNG states).
 
-Resuming restarts at the epoch boundary of ``OUT/last``. The sampler plan and the weather
-depend only on ``(seed, epoch)``, and every RNG is restored, so a resumed single-process
-run reproduces the uninterrupted one. With several processes (``torchrun``, detected by
-``WORLD_SIZE > 1``) only rank 0's RNG state is saved: resumes there are correct but not
-bit-identical.
+Randomness: model init draws from ``train.seed`` on every rank; under ``torchrun`` each
+rank then reseeds torch's RNG with ``seed + rank`` (distinct dropout masks). The model's
+own draws (diffusion t and noise) come from a dedicated generator seeded from
+``(seed, rank)`` (:func:`~mcgf.training.step.model_generator`), so switching the
+restoration term on or off leaves the global RNG stream (dropout) unchanged. The sampler
+plan and the weather depend only on ``(seed, epoch)``, identical on all ranks.
+
+Resuming restarts at the epoch boundary of ``OUT/last``; every RNG (each rank's, under
+DDP, when resumed with the same number of processes) is restored, so a resumed
+single-process run reproduces the uninterrupted one bit for bit.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +49,7 @@ from mcgf.data.layout import VIEWS, ClassFolderSet, aligned_classes, load_univer
 from mcgf.errors import UserError
 from mcgf.models.checkpoint import (
     STATE_FILE,
+    LoadedCheckpoint,
     TrainState,
     load_checkpoint,
     read_config,
@@ -50,8 +59,15 @@ from mcgf.models.checkpoint import (
 )
 from mcgf.training.config import RunConfig
 from mcgf.training.logging import TrainLog
-from mcgf.training.resume import capture_rng_state, restore_train_state
+from mcgf.training.resume import capture_rng_state, restore_rng_state, restore_train_state
 from mcgf.training.schedule import warmup_cosine_scheduler
+from mcgf.training.step import (
+    Objective,
+    StepResult,
+    encoder_gradient_norms,
+    model_generator,
+    train_step,
+)
 
 LAST = "last"
 
@@ -66,53 +82,6 @@ class TrainResult:
     final_losses: dict[str, float]
     seconds: float
     validation: dict[str, float] = field(default_factory=dict)
-
-
-def encoder_gradient_norms(
-    terms: Mapping[str, torch.Tensor],
-    params: list[nn.Parameter],
-    weights: Mapping[str, float],
-) -> dict[str, float]:
-    """L2 norm of ``d(weight · term) / d(params)`` per loss term, as ``grad_encoder_<term>``.
-
-    Args:
-        terms: loss terms with their autograd graph (``total`` is skipped).
-        params: the encoder parameters.
-        weights: each term's weight in ``total`` (a term not listed: 1).
-
-    One ``torch.autograd.grad`` pass per term with ``retain_graph=True``, before the real
-    backward: the cost is up to one extra backward pass (through the part of the graph
-    between the term and the encoder) per term, so call it only on logged steps. Nothing
-    is accumulated into ``.grad``. A term that does not reach the encoder gives 0.
-    """
-    out: dict[str, float] = {}
-    for name, term in terms.items():
-        if name == "total" or not term.requires_grad:
-            continue
-        weight = float(weights.get(name, 1.0))
-        grads = torch.autograd.grad(weight * term, params, retain_graph=True, allow_unused=True)
-        present = [g for g in grads if g is not None]
-        norm = torch.nn.utils.get_total_norm(present) if present else torch.zeros(())
-        out[f"grad_encoder_{name}"] = float(norm)
-    return out
-
-
-class _Objective(nn.Module):
-    """``forward(batch) -> loss terms`` so that DDP sees the loss pass as ``forward``
-    (calling ``model.loss`` on a DDP-wrapped module would skip gradient sync)."""
-
-    def __init__(self, model: nn.Module, lambda_restore: float, infonce: float,
-                 label_smoothing: float, consistency: float = 0.0) -> None:
-        super().__init__()
-        self.model = model
-        self.kw = {"lambda_restore": lambda_restore, "infonce": infonce,
-                   "label_smoothing": label_smoothing}
-        if consistency > 0:
-            self.kw["consistency"] = consistency
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        kw = dict(self.kw)
-        return self.model.loss(batch, kw.pop("lambda_restore"), **kw)
 
 
 @dataclass(frozen=True)
@@ -167,15 +136,16 @@ def read_train_split(root: str | Path) -> tuple[ClassFolderSet, ClassFolderSet]:
 
 
 def build_dataset(cfg: RunConfig, drone: ClassFolderSet, satellite: ClassFolderSet,
-                  input_size: tuple[int, int], mean: tuple[float, ...], std: tuple[float, ...]) -> Any:
+                  model: Any) -> Any:
     """The :class:`~mcgf.data.datasets.CrossViewTrainSet` over ``drone``/``satellite`` with
-    the model's input transforms and the configured weather."""
+    the model's input transforms (``input_size``, ``mean``, ``std``), the configured
+    weather and the clean drone twins when ``model.needs_clean_targets``."""
     from mcgf.data.datasets import CrossViewTrainSet
     from mcgf.data.transforms import Preprocess, TrainAugment
 
     # The evaluation's preprocessing, so that training and test images match, then the
     # configured random augmentation.
-    base = Preprocess(tuple(input_size), tuple(mean), tuple(std))  # type: ignore[arg-type]
+    base = Preprocess(tuple(model.input_size), tuple(model.mean), tuple(model.std))  # type: ignore[arg-type]
     d = cfg.data
     drone_tf = TrainAugment(base, flip=d.drone_flip, scale=d.scale_jitter, translate=d.shift_jitter)
     satellite_tf = TrainAugment(base, flip=d.satellite_flip, rotate=d.satellite_rotate,
@@ -190,7 +160,7 @@ def build_dataset(cfg: RunConfig, drone: ClassFolderSet, satellite: ClassFolderS
     return CrossViewTrainSet(
         drone, satellite,
         drone_transform=drone_tf, satellite_transform=satellite_tf,
-        degrade=weather, return_clean=cfg.train.lambda_restore > 0 or cfg.train.consistency > 0,
+        degrade=weather, return_clean=bool(model.needs_clean_targets),
         on_bad_image=cfg.data.on_bad_image,  # type: ignore[arg-type]
         augment_seed=cfg.train.seed,
     )
@@ -199,9 +169,10 @@ def build_dataset(cfg: RunConfig, drone: ClassFolderSet, satellite: ClassFolderS
 def finished_run(out: str | Path, cfg: RunConfig) -> bool:
     """Whether ``out/last`` holds a run of exactly ``cfg`` trained to ``train.epochs``.
 
-    Reads ``config.json`` and ``state.pt`` only (no model is built); ``model.num_classes``,
-    filled in from the data at training time, is not compared. Anything unreadable
-    counts as not finished.
+    Reads ``config.json`` and ``state.pt`` only (no model is built); model options
+    compare by the values the model is built with (an omitted option equals its default),
+    and ``model.num_classes``, filled in from the data at training time, is not compared.
+    Anything unreadable counts as not finished.
     """
     try:
         saved = read_config(Path(out) / LAST)
@@ -209,15 +180,27 @@ def finished_run(out: str | Path, cfg: RunConfig) -> bool:
     except UserError:
         return False
     want = cfg.as_dict()
-    model = {k: v for k, v in saved.get("model", {}).items() if k != "num_classes"}
     return (all(saved.get(k) == v for k, v in want.items() if k != "model")
-            and model == {k: v for k, v in want["model"].items() if k != "num_classes"}
+            and same_model(saved.get("model", {}), want["model"], ignore=("num_classes",))
             and state.epoch == cfg.train.epochs)
 
 
-def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
-            for k, v in batch.items()}
+def same_model(a: Mapping[str, Any], b: Mapping[str, Any], ignore: Iterable[str] = ()) -> bool:
+    """Whether two ``model:`` sections (with ``name``) build the same model with the same
+    objective: equal after filling in each option's default, ``ignore`` left out."""
+    from mcgf.models.model_registry import resolved_options
+
+    name = a.get("name")
+    if name != b.get("name") or not isinstance(name, str):
+        return False
+    try:
+        ra, rb = (resolved_options(name, {k: v for k, v in m.items() if k != "name"})
+                  for m in (a, b))
+    except UserError:
+        return False
+    skip = set(ignore)
+    return {k: v for k, v in ra.items() if k not in skip} == {k: v for k, v in rb.items()
+                                                              if k not in skip}
 
 
 def _resolve_model_config(cfg: RunConfig, num_classes: int) -> dict[str, Any]:
@@ -227,6 +210,321 @@ def _resolve_model_config(cfg: RunConfig, num_classes: int) -> dict[str, Any]:
         raise UserError(f"model.num_classes is {given} but {cfg.data.root} has {num_classes} "
                         "training locations: remove model.num_classes (it is set from the data)")
     return model_cfg
+
+
+@dataclass
+class TrainRun:
+    """Everything :func:`setup_run` prepares and the epochs advance.
+
+    Attributes:
+        cfg, out: the configuration and the run folder.
+        model: the model being trained (a :class:`~mcgf.models.base.TrainableModel`).
+        model_cfg: its ``model:`` section with ``num_classes`` filled in (what is saved).
+        objective: :class:`~mcgf.training.step.Objective` around ``model`` (DDP-wrapped
+            under ``torchrun``).
+        generator: the dedicated generator of the model's own random draws.
+        optimizer, scheduler: AdamW and its warmup-cosine schedule.
+        sampler, loader: the batch plan and the DataLoader over it.
+        dist: world size and rank.
+        log: ``log.csv``/TensorBoard (rank 0 only).
+        autocast: entered around each loss pass.
+        steps_per_epoch: optimizer steps per epoch.
+        step, start_epoch: optimizer steps taken so far, and the first epoch to train.
+        progress: show a progress bar and epoch lines (rank 0 only).
+    """
+
+    cfg: RunConfig
+    out: Path
+    model: nn.Module
+    model_cfg: dict[str, Any]
+    objective: nn.Module
+    generator: torch.Generator
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    sampler: Any
+    loader: Any
+    dist: _Dist
+    log: TrainLog | None
+    autocast: contextlib.AbstractContextManager[Any]
+    steps_per_epoch: int
+    step: int = 0
+    start_epoch: int = 0
+    progress: bool = True
+
+
+def setup_run(cfg: RunConfig, out: str | Path, *, resume: bool = False,
+              progress: bool = True) -> TrainRun:
+    """Everything a run needs before its first step (see :class:`TrainRun`); with
+    ``resume``, weights, optimizer, scheduler, counters and RNG states come from ``out/last``.
+
+    Raises:
+        UserError: bad data, a model config that does not fit the checkpoint, a model that
+            is not trainable, or nothing to resume.
+    """
+    out = Path(out)
+    tc = cfg.train
+    dist_info = _init_distributed(runtime.resolve_device(tc.device, "train.device").type)
+    device = _device(tc.device, dist_info)
+    seed_everything(tc.seed)
+    ckpt = _resume_checkpoint(out) if resume else None
+    # The transforms need the model's input size and the model needs the class count:
+    # count classes from the folder listing, build the model, then the dataset.
+    drone, satellite = read_train_split(cfg.data.root)
+    model_cfg = _resolve_model_config(cfg, len(aligned_classes(drone, satellite)))
+    model = _build_model(cfg, model_cfg, ckpt, out, device)
+    # Model init is identical on all ranks; what is drawn afterwards (dropout) is not.
+    if dist_info.world > 1:
+        torch.manual_seed(tc.seed + dist_info.rank)
+    generator = model_generator(tc.seed, dist_info.rank, device)
+    sampler, loader = _build_loader(cfg, build_dataset(cfg, drone, satellite, model),
+                                    dist_info, device)
+    steps_per_epoch = math.ceil(len(sampler) / tc.accumulate)
+    optimizer = torch.optim.AdamW(model.param_groups(tc.lr, tc.weight_decay, tc.layer_decay),
+                                  lr=tc.lr, weight_decay=tc.weight_decay)
+    scheduler = warmup_cosine_scheduler(optimizer, steps_per_epoch * tc.epochs, tc.warmup_steps,
+                                        tc.min_lr_ratio)
+    objective: nn.Module = Objective(model, generator)
+    if dist_info.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        objective = DDP(objective, device_ids=[device.index] if device.type == "cuda" else None,
+                        find_unused_parameters=True)
+    autocast = runtime.autocast(device, tc.amp)
+    run = TrainRun(cfg, out, model, model_cfg, objective, generator, optimizer, scheduler,
+                   sampler, loader, dist_info, None, autocast, steps_per_epoch, progress=progress)
+    if ckpt is not None and ckpt.train_state is not None:
+        _restore(run, ckpt.train_state)
+    del ckpt
+    if dist_info.main:
+        run.log = TrainLog(out, keep_until_step=run.step if resume else None, tensorboard=True)
+        if run.log.note and progress:
+            print(run.log.note)
+    return run
+
+
+def _resume_checkpoint(out: Path) -> LoadedCheckpoint:
+    """``out/last`` with its training state (after undoing a killed save)."""
+    last = out / LAST
+    recover_interrupted_save(last)
+    if not (last / STATE_FILE).is_file():
+        raise UserError(f"--resume: {last} holds no resumable checkpoint (train without --resume first)")
+    return load_checkpoint(last, map_location="cpu", load_train_state=True)
+
+
+def _build_model(cfg: RunConfig, model_cfg: dict[str, Any], ckpt: LoadedCheckpoint | None,
+                 out: Path, device: torch.device) -> nn.Module:
+    """The configured model, seeded with ``train.seed``, checked against the trainable
+    contract, with the checkpoint's weights on resume, on ``device`` in train mode."""
+    from mcgf.models.base import check_trainable
+    from mcgf.models.model_registry import create_model
+
+    if ckpt is not None and not same_model(ckpt.config["model"], model_cfg):
+        raise UserError(f"--resume: the model section differs from {out / LAST}/config.json: "
+                        "resume with the same model options (or start a new --out)")
+    seed_everything(cfg.train.seed)
+    model = create_model(**model_cfg)
+    check_trainable(model, model_cfg.get("name"))
+    if ckpt is not None:
+        model.load_state_dict(ckpt.model.state_dict())
+    return model.to(device).train()
+
+
+def _build_loader(cfg: RunConfig, dataset: Any, dist_info: _Dist, device: torch.device) -> tuple[Any, Any]:
+    """The batch sampler over ``dataset`` (this rank's share of the plan) and its loader."""
+    from mcgf.data.datasets import EpochTagged, collate_cross_view
+    from mcgf.data.sampler import CrossViewBatchSampler
+
+    sampler = CrossViewBatchSampler(dataset.location_index, cfg.data.locations_per_batch,
+                                    cfg.data.drones_per_location, seed=cfg.train.seed,
+                                    num_replicas=dist_info.world, rank=dist_info.rank)
+    loader = torch.utils.data.DataLoader(
+        # Indices carry their epoch, so persistent workers follow the weather epoch and
+        # seed each item's augmentation from (seed, epoch, index): no worker start-up per
+        # epoch, and items do not depend on the worker count.
+        dataset, batch_sampler=EpochTagged(sampler), collate_fn=collate_cross_view,
+        num_workers=cfg.data.workers, pin_memory=device.type == "cuda",
+        persistent_workers=cfg.data.workers > 0,
+    )
+    return sampler, loader
+
+
+def _restore(run: TrainRun, st: TrainState) -> None:
+    """Optimizer, scheduler, counters and RNG states of a resumed run."""
+    tc = run.cfg.train
+    # The schedule keeps this run's shape (e.g. more epochs): see WarmupCosineLR.
+    restore_train_state(st, run.optimizer, run.scheduler, run.out / LAST / STATE_FILE)
+    run.step, run.start_epoch = st.step, st.epoch
+    ranks = st.rank_rng
+    rng = st.rng
+    if run.dist.world > 1:
+        if isinstance(ranks, list) and len(ranks) == run.dist.world:
+            rng = ranks[run.dist.rank]
+            restore_rng_state(rng)
+        else:  # saved by another number of processes: distinct, not identical, streams
+            torch.manual_seed(tc.seed + run.dist.rank + run.dist.world * st.epoch)
+    saved = ((rng or {}).get("generators") or {}).get(_MODEL_RNG)
+    try:
+        if saved is not None:
+            run.generator.set_state(saved["state"])
+    except (RuntimeError, TypeError, KeyError):
+        # Saved on another kind of device (a CPU and a CUDA generator's states differ):
+        # a fresh stream, distinct from the first epoch's.
+        run.generator.manual_seed(model_generator(tc.seed + st.epoch, run.dist.rank,
+                                                  torch.device("cpu")).initial_seed())
+
+
+#: Name of the model's generator among the saved RNG states.
+_MODEL_RNG = "model"
+
+
+def _rng_states(run: TrainRun) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+    """This rank's RNG states (with the model's generator) and, under DDP, every rank's
+    (gathered on all ranks: a collective call)."""
+    state = capture_rng_state({_MODEL_RNG: run.generator})
+    if run.dist.world == 1:
+        return state, None
+    import torch.distributed as dist
+
+    states: list[Any] = [None] * run.dist.world
+    dist.all_gather_object(states, state)
+    return state, states
+
+
+def _micro_groups(batches: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    """Consecutive micro-batches in groups of ``size`` (the last group may be shorter)."""
+    group: list[dict[str, Any]] = []
+    for batch in batches:
+        group.append(batch)
+        if len(group) == size:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+class _Window:
+    """Loss terms and throughput over the optimizer steps of one ``log.csv`` row.
+
+    A term is averaged over the micro-batches that have it, each weighted by one over its
+    step's micro-batch count.
+    """
+
+    def __init__(self) -> None:
+        self.n = 0  # optimizer steps of the epoch so far
+        self.pending = False
+        self._reset(time.perf_counter())
+
+    def _reset(self, now: float) -> None:
+        self.images = 0
+        self.t = now
+        self.terms: dict[str, float] = {}
+        self.weight: dict[str, float] = {}
+        self.pending = False
+
+    def add(self, res: StepResult) -> None:
+        n_micro = len(res.terms)
+        for values in res.terms:
+            for k, val in values.items():
+                self.terms[k] = self.terms.get(k, 0.0) + val / n_micro
+                self.weight[k] = self.weight.get(k, 0.0) + 1.0 / n_micro
+        self.images += res.images
+        self.n += 1
+        self.pending = True
+
+    def row(self, step: int, epoch: int, res: StepResult) -> dict[str, Any]:
+        """The row of the steps since the last one (ending with ``res``), then start anew."""
+        now = time.perf_counter()
+        row: dict[str, Any] = {"step": step, "epoch": epoch + 1, "lr": res.lr}
+        row.update({k: v / self.weight[k] for k, v in self.terms.items()})
+        row["images_per_s"] = self.images / max(now - self.t, 1e-9)
+        row.update(res.grad_norms)
+        self._reset(now)
+        return row
+
+
+def train_one_epoch(run: TrainRun, epoch: int) -> dict[str, float]:
+    """Train epoch ``epoch`` (0-based) of ``run``: its optimizer steps, one
+    :func:`~mcgf.training.step.train_step` each, with a ``log.csv`` row every
+    ``train.log_every`` steps and after the last.
+
+    Returns:
+        Each loss term's mean over the epoch's micro-batches.
+
+    Raises:
+        FloatingPointError: a loss term is not finite, naming the step and epoch.
+    """
+    from tqdm import tqdm
+
+    tc = run.cfg.train
+    run.sampler.set_epoch(epoch)  # EpochTagged passes it on to the dataset's weather
+    sums: dict[str, float] = {}
+    seen: dict[str, int] = {}
+    window = _Window()
+    bar = tqdm(total=run.steps_per_epoch, desc=f"epoch {epoch + 1}/{tc.epochs}", unit="step",
+               disable=not (run.progress and run.dist.main), leave=False)
+    run.optimizer.zero_grad(set_to_none=True)
+    resumed_workers = epoch == run.start_epoch > 0 and run.cfg.data.workers > 0
+    res: StepResult | None = None
+    for i, micro in enumerate(_micro_groups(_batches(run.loader, keep_rng=resumed_workers),
+                                            tc.accumulate)):
+        logged = (window.n + 1) % tc.log_every == 0 or i + 1 == run.steps_per_epoch
+        try:
+            res = train_step(run.objective, run.optimizer, run.scheduler, micro,
+                             autocast=run.autocast, grad_clip=tc.grad_clip,
+                             grad_norms=logged and run.dist.main)
+        except FloatingPointError as err:
+            raise FloatingPointError(f"{err} at step {run.step} (epoch {epoch + 1}); lower "
+                                     "train.lr or enable train.grad_clip") from None
+        run.step += 1
+        window.add(res)
+        for values in res.terms:
+            for k, val in values.items():
+                sums[k] = sums.get(k, 0.0) + val
+                seen[k] = seen.get(k, 0) + 1
+        bar.update(1)
+        if logged:
+            _log_row(run, bar, window.row(run.step, epoch, res))
+    if window.pending and res is not None:  # batches skipped (on_bad_image=skip) left a tail
+        _log_row(run, bar, window.row(run.step, epoch, res))
+    bar.close()
+    return {k: sums[k] / seen[k] for k in sums}
+
+
+def _log_row(run: TrainRun, bar: Any, row: dict[str, Any]) -> None:
+    bar.set_postfix(loss=f"{row['total']:.4f}", img_s=f"{row['images_per_s']:.1f}")
+    if run.log is not None:
+        run.log.add(row)
+
+
+def _end_epoch(run: TrainRun, epoch: int, losses: Mapping[str, float],
+               validate: Callable[[nn.Module], Mapping[str, float]] | None,
+               started: float) -> dict[str, float] | None:
+    """Validation when due (its values, else ``None``), then the checkpoint and log flush."""
+    tc = run.cfg.train
+    validation = None
+    due = tc.eval_every > 0 and ((epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs)
+    if validate is not None and run.dist.main and due:
+        validation = {k: float(v) for k, v in validate(run.model).items()}
+        if run.log is not None:
+            run.log.add({"step": run.step, "epoch": epoch + 1, **validation})
+        if run.progress:
+            print(f"epoch {epoch + 1}/{tc.epochs}: " +
+                  ", ".join(f"{k} {v:.4g}" for k, v in validation.items()))
+    rng, ranks = _rng_states(run)
+    if run.dist.main:
+        state = TrainState(step=run.step, epoch=epoch + 1, optimizer=run.optimizer.state_dict(),
+                           scheduler=run.scheduler.state_dict(), rng=rng,
+                           rank_rng=ranks)
+        save_checkpoint(run.out / LAST, run.model, run.model_cfg,
+                        extra_config={k: v for k, v in run.cfg.as_dict().items() if k != "model"},
+                        train_state=state)
+        assert run.log is not None
+        run.log.flush()
+        if run.progress:
+            loss_txt = ", ".join(f"{k} {v:.4f}" for k, v in losses.items())
+            print(f"epoch {epoch + 1}/{tc.epochs}: {loss_txt} (step {run.step}, "
+                  f"{time.perf_counter() - started:.1f} s)")
+    return validation
 
 
 def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bool = True,
@@ -247,197 +545,26 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
             :func:`mcgf.evaluation.validation.university_validator`.
 
     Raises:
-        UserError: bad data, a model config that does not fit the checkpoint, or nothing
-            to resume.
+        UserError: bad data, a model config that does not fit the checkpoint, a model
+            that is not trainable, or nothing to resume.
     """
-    from tqdm import tqdm
-
-    from mcgf.data.datasets import EpochTagged, collate_cross_view
-    from mcgf.data.sampler import CrossViewBatchSampler
-    from mcgf.models.model_registry import create_model
-
-    out = Path(out)
-    tc = cfg.train
-    dist_info = _init_distributed(runtime.resolve_device(tc.device, "train.device").type)
-    device = _device(tc.device, dist_info)
-    seed_everything(tc.seed)
-
-    ckpt = None
-    if resume:
-        last = out / LAST
-        recover_interrupted_save(last)
-        if not (last / STATE_FILE).is_file():
-            raise UserError(f"--resume: {last} holds no resumable checkpoint (train without --resume first)")
-        ckpt = load_checkpoint(last, map_location="cpu", load_train_state=True)
-
-    # The transforms need the model's input size and the model needs the class count:
-    # count classes from the folder listing, build the model, then the dataset.
-    drone, satellite = read_train_split(cfg.data.root)
-    model_cfg = _resolve_model_config(cfg, len(aligned_classes(drone, satellite)))
-    if ckpt is not None:
-        saved = dict(ckpt.config["model"])
-        if saved != model_cfg:
-            raise UserError(f"--resume: the model section differs from {out / LAST}/config.json: "
-                            "resume with the same model options (or start a new --out)")
-    seed_everything(tc.seed)
-    model = create_model(**model_cfg)
-    if ckpt is not None:
-        model.load_state_dict(ckpt.model.state_dict())
-    model.to(device).train()
-    dataset = build_dataset(cfg, drone, satellite, model.input_size, model.mean, model.std)
-
-    sampler = CrossViewBatchSampler(dataset.location_index, cfg.data.locations_per_batch,
-                                    cfg.data.drones_per_location, seed=tc.seed,
-                                    num_replicas=dist_info.world, rank=dist_info.rank)
-    loader = torch.utils.data.DataLoader(
-        # Indices carry their epoch, so persistent workers follow the weather epoch and
-        # seed each item's augmentation from (seed, epoch, index): no worker start-up per
-        # epoch, and items do not depend on the worker count.
-        dataset, batch_sampler=EpochTagged(sampler), collate_fn=collate_cross_view,
-        num_workers=cfg.data.workers, pin_memory=device.type == "cuda",
-        persistent_workers=cfg.data.workers > 0,
-    )
-    micro_per_epoch = len(sampler)
-    steps_per_epoch = math.ceil(micro_per_epoch / tc.accumulate)
-    total_steps = steps_per_epoch * tc.epochs
-
-    groups = (model.param_groups(tc.lr, tc.weight_decay, tc.layer_decay)
-              if hasattr(model, "param_groups") else
-              [{"params": [p for p in model.parameters() if p.requires_grad], "lr": tc.lr,
-                "weight_decay": tc.weight_decay}])
-    optimizer = torch.optim.AdamW(groups, lr=tc.lr, weight_decay=tc.weight_decay)
-    scheduler = warmup_cosine_scheduler(optimizer, total_steps, tc.warmup_steps, tc.min_lr_ratio)
-
-    objective: nn.Module = _Objective(model, tc.lambda_restore, tc.infonce, tc.label_smoothing,
-                                      tc.consistency)
-    encoder_params = (list(model.encoder_parameters()) if hasattr(model, "encoder_parameters")
-                      else [])
-    term_weights = {"ce": 1.0, "infonce": tc.infonce, "restore": tc.lambda_restore,
-                    "consistency": tc.consistency}
-    if dist_info.world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        objective = DDP(objective, device_ids=[device.index] if device.type == "cuda" else None,
-                        find_unused_parameters=True)
-
-    step, start_epoch = 0, 0
-    if ckpt is not None and ckpt.train_state is not None:
-        st = ckpt.train_state
-        # The schedule keeps this run's shape (e.g. more epochs): see WarmupCosineLR.
-        restore_train_state(st, optimizer, scheduler, out / LAST / STATE_FILE)
-        step, start_epoch = st.step, st.epoch
-        del ckpt
-
-    log = TrainLog(out, keep_until_step=step if resume else None, tensorboard=dist_info.main) \
-        if dist_info.main else None
-    if log is not None and log.note and progress:
-        print(log.note)
-    autocast = runtime.autocast(device, tc.amp)
-    t_run = time.perf_counter()
+    run = setup_run(cfg, out, resume=resume, progress=progress)
+    started = time.perf_counter()
     final: dict[str, float] = {}
     validation: dict[str, float] = {}
-    end_epoch = tc.epochs if stop_after is None else min(tc.epochs, start_epoch + stop_after)
-    for epoch in range(start_epoch, end_epoch):
-        sampler.set_epoch(epoch)  # EpochTagged passes it on to the dataset's weather
-        # Per term: sum and count over the epoch, and over the log window in optimizer
-        # steps (a term absent from some micro-batches is averaged over the others).
-        sums: dict[str, float] = {}
-        seen: dict[str, int] = {}
-        window: dict[str, Any] = {"images": 0, "t": time.perf_counter(), "terms": {}, "weight": {},
-                                  "n": 0}
-        grad_norms: dict[str, float] = {}
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{tc.epochs}", unit="step",
-                   disable=not (progress and dist_info.main), leave=False)
-        optimizer.zero_grad(set_to_none=True)
-        resumed_workers = epoch == start_epoch > 0 and cfg.data.workers > 0
-        for i, batch in enumerate(_batches(loader, keep_rng=resumed_workers)):
-            batch = _to_device(batch, device)
-            last_micro = (i + 1) % tc.accumulate == 0 or i + 1 == micro_per_epoch
-            n_micro = (tc.accumulate if (i // tc.accumulate + 1) * tc.accumulate <= micro_per_epoch
-                       else micro_per_epoch % tc.accumulate)
-            logged = last_micro and ((window["n"] + 1) % tc.log_every == 0 or i + 1 == micro_per_epoch)
-            sync = contextlib.nullcontext() if last_micro or dist_info.world == 1 else objective.no_sync()
-            with sync:
-                with autocast:
-                    terms = objective(batch)
-                if logged and dist_info.main and encoder_params:
-                    grad_norms = encoder_gradient_norms(terms, encoder_params, term_weights)
-                (terms["total"] / n_micro).backward()
-            for k, val in _mean_over_ranks(terms, dist_info.world).items():
-                if not math.isfinite(val):
-                    raise FloatingPointError(f"loss term {k} is {val} at step {step} (epoch {epoch + 1}); "
-                                             "lower train.lr or enable train.grad_clip")
-                sums[k] = sums.get(k, 0.0) + val
-                seen[k] = seen.get(k, 0) + 1
-                window["terms"][k] = window["terms"].get(k, 0.0) + val / n_micro
-                window["weight"][k] = window["weight"].get(k, 0.0) + 1.0 / n_micro
-            window["images"] += (len(batch["drone"]) + len(batch["satellite"])) * dist_info.world
-            if not last_micro:
-                continue
-            if tc.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            lr = optimizer.param_groups[-1]["lr"]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            window["n"] += 1
-            bar.update(1)
-            if window["n"] % tc.log_every == 0 or i + 1 == micro_per_epoch:
-                now = time.perf_counter()
-                ips = window["images"] / max(now - window["t"], 1e-9)
-                row: dict[str, Any] = {"step": step, "epoch": epoch + 1, "lr": lr}
-                row.update({k: v / window["weight"][k] for k, v in window["terms"].items()})
-                row["images_per_s"] = ips
-                row.update(grad_norms)
-                bar.set_postfix(loss=f"{row['total']:.4f}", img_s=f"{ips:.1f}")
-                if log is not None:
-                    log.add(row)
-                window.update(images=0, t=now, terms={}, weight={})
-                grad_norms = {}
-        bar.close()
-        final = {k: sums[k] / seen[k] for k in sums}
-        due = tc.eval_every > 0 and ((epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs)
-        if validate is not None and dist_info.main and due:
-            validation = {k: float(v) for k, v in validate(model).items()}
-            if log is not None:
-                log.add({"step": step, "epoch": epoch + 1, **validation})
-            if progress:
-                print(f"epoch {epoch + 1}/{tc.epochs}: " +
-                      ", ".join(f"{k} {v:.4g}" for k, v in validation.items()))
-        if dist_info.main:
-            save_checkpoint(out / LAST, model, model_cfg,
-                            extra_config={k: v for k, v in cfg.as_dict().items() if k != "model"},
-                            train_state=TrainState(step=step, epoch=epoch + 1,
-                                                   optimizer=optimizer.state_dict(),
-                                                   scheduler=scheduler.state_dict(),
-                                                   rng=capture_rng_state()))
-            assert log is not None
-            log.flush()
-            if progress:
-                loss_txt = ", ".join(f"{k} {v:.4f}" for k, v in final.items())
-                print(f"epoch {epoch + 1}/{tc.epochs}: {loss_txt} (step {step}, "
-                      f"{time.perf_counter() - t_run:.1f} s)")
-    if log is not None:
-        log.close()
-    if dist_info.world > 1:
+    tc = cfg.train
+    end_epoch = tc.epochs if stop_after is None else min(tc.epochs, run.start_epoch + stop_after)
+    for epoch in range(run.start_epoch, end_epoch):
+        final = train_one_epoch(run, epoch)
+        validation = _end_epoch(run, epoch, final, validate, started) or validation
+    if run.log is not None:
+        run.log.close()
+    if run.dist.world > 1:
         import torch.distributed as dist
 
         dist.barrier()
-    return TrainResult(out / LAST, step, end_epoch, final, time.perf_counter() - t_run, validation)
-
-
-def _mean_over_ranks(terms: Mapping[str, torch.Tensor], world: int) -> dict[str, float]:
-    """Loss terms as floats, averaged over ranks under DDP so that the log shows the loss
-    of the global batch (what one process with the same batch would log)."""
-    names = sorted(terms)
-    values = torch.stack([terms[k].detach().float() for k in names])
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.all_reduce(values)
-        values /= world
-    return dict(zip(names, values.tolist(), strict=True))
+    return TrainResult(run.out / LAST, run.step, end_epoch, final,
+                       time.perf_counter() - started, validation)
 
 
 def _batches(loader: Any, keep_rng: bool = False) -> Iterator[dict[str, Any]]:
@@ -462,5 +589,6 @@ def _batches(loader: Any, keep_rng: bool = False) -> Iterator[dict[str, Any]]:
             yield batch
 
 
-__all__ = ["TrainResult", "build_dataset", "encoder_gradient_norms", "finished_run",
-           "read_train_split", "seed_everything", "train"]
+__all__ = ["StepResult", "TrainResult", "TrainRun", "build_dataset", "encoder_gradient_norms",
+           "finished_run", "read_train_split", "same_model", "seed_everything", "setup_run",
+           "train", "train_one_epoch", "train_step"]

@@ -1,9 +1,11 @@
 """Timing of training steps and embedding passes on random tensors (no dataset needed).
 
-Shared by ``benchmarks/step_cost.py`` and ``benchmarks/gpu_check.py``. A training step is
-exactly what :func:`mcgf.training.loop.train` does per optimizer step — ``model.loss``
-under the same autocast, backward, optional gradient clipping, AdamW over
-``model.param_groups`` — minus data loading, so the figures are the model's cost alone.
+Private helper of ``benchmarks/step_cost.py`` and ``benchmarks/gpu_check.py`` (imported
+by those scripts from this folder). A training step is the training loop's own
+:func:`mcgf.training.step.train_step` — ``model.loss`` through the loop's
+:class:`~mcgf.training.step.Objective` (with its dedicated generator) under the same
+autocast, backward, optional gradient clipping, AdamW over ``model.param_groups`` — minus
+data loading, so the figures are the model's cost alone.
 
 Step cost of the restoration branch: the same model is stepped with ``drone_clean`` in the
 batch (branch on) and without it (branch off: the encoder runs its plain forward, the
@@ -31,9 +33,7 @@ from mcgf.errors import UserError
 from mcgf.models.params import count_parameters
 from mcgf.runtime import autocast
 from mcgf.training.config import RunConfig
-
-#: Locations (classes) of the University-1652 training split: the default head size.
-UNIVERSITY1652_TRAIN_CLASSES = 701
+from mcgf.training.step import Objective, model_generator, train_step
 
 
 @dataclass(frozen=True)
@@ -175,10 +175,7 @@ def make_optimizer(
     """AdamW over ``model.param_groups`` as the training loop builds it, minus ``exclude``'s
     parameters (the branch, for the branch-off measurement)."""
     skip = {id(p) for p in exclude.parameters()} if exclude is not None else set()
-    if hasattr(model, "param_groups"):
-        groups = model.param_groups(lr, weight_decay, layer_decay)
-    else:
-        groups = [{"params": list(model.parameters()), "lr": lr, "weight_decay": weight_decay}]
+    groups = model.param_groups(lr, weight_decay, layer_decay)
     kept = []
     for g in groups:
         params = [p for p in g["params"] if p.requires_grad and id(p) not in skip]
@@ -188,14 +185,13 @@ def make_optimizer(
 
 
 @dataclass(frozen=True)
-class Objective:
-    """The loss options of a training step (``train:`` section values)."""
+class StepOptions:
+    """How a training step runs (the config's ``train:`` values the step uses); the loss
+    weights are the model's own."""
 
-    lambda_restore: float = 1.0
-    infonce: float = 0.0
-    label_smoothing: float = 0.0
     grad_clip: float | None = None
     amp: str = "auto"
+    seed: int = 0
 
 
 def benchmark_config(
@@ -226,19 +222,36 @@ def benchmark_config(
     return parse_run_config(cfg, where)
 
 
-def num_classes(cfg: RunConfig) -> int:
-    """The head size: ``model.num_classes``, else the 701 University-1652 training locations."""
-    return int(cfg.model.get("num_classes", UNIVERSITY1652_TRAIN_CLASSES))
+def num_classes(cfg: RunConfig, classes: int | None = None) -> int:
+    """The head size: ``classes`` when given, else ``model.num_classes`` of the config,
+    else the default that the registered model declares for ``num_classes``.
+
+    Raises:
+        UserError: none of them gives a size.
+    """
+    from mcgf.models.model_registry import resolved_options
+
+    if classes is not None:
+        return int(classes)
+    options = resolved_options(cfg.model["name"], {k: v for k, v in cfg.model.items()
+                                                   if k != "name"})
+    if not isinstance(options.get("num_classes"), int):
+        raise UserError(f"model {cfg.model['name']!r} declares no num_classes default: "
+                        "set model.num_classes (the number of training locations)")
+    return int(options["num_classes"])
 
 
-def build_model(cfg: RunConfig, device: torch.device) -> nn.Module:
-    """``create_model`` from ``cfg.model`` (head sized ``model.num_classes``, default the 701
-    University-1652 training locations), seeded with ``train.seed``, moved to ``device``."""
+def build_model(cfg: RunConfig, device: torch.device, classes: int | None = None) -> nn.Module:
+    """``create_model`` from ``cfg.model`` with a head of :func:`num_classes` classes,
+    seeded with ``train.seed``, moved to ``device``."""
+    from mcgf.models.base import check_trainable
     from mcgf.models.model_registry import create_model
 
-    options = {**cfg.model, "num_classes": num_classes(cfg)}
+    options = {**cfg.model, "num_classes": num_classes(cfg, classes)}
     torch.manual_seed(cfg.train.seed)
-    return create_model(**options).to(device)
+    model = create_model(**options).to(device)
+    check_trainable(model, cfg.model["name"])
+    return model
 
 
 def batch_shape(cfg: RunConfig, drone_images: int | None = None) -> BatchShape:
@@ -256,10 +269,15 @@ def batch_shape(cfg: RunConfig, drone_images: int | None = None) -> BatchShape:
     return BatchShape(drone_images // m, m)
 
 
-def objective_of(cfg: RunConfig) -> Objective:
-    """The :class:`Objective` of ``cfg.train``."""
+def step_options(cfg: RunConfig) -> StepOptions:
+    """The :class:`StepOptions` of ``cfg.train``."""
     t = cfg.train
-    return Objective(t.lambda_restore, t.infonce, t.label_smoothing, t.grad_clip, t.amp)
+    return StepOptions(t.grad_clip, t.amp, t.seed)
+
+
+def restore_weight(model: nn.Module) -> float:
+    """The weight of the model's restoration term (0: none)."""
+    return float(getattr(model, "loss_weights", {}).get("restore", 0.0))
 
 
 def _sync(device: torch.device) -> None:
@@ -280,21 +298,16 @@ def step_fn(
     model: nn.Module,
     batch: dict[str, torch.Tensor],
     optimizer: torch.optim.Optimizer,
-    objective: Objective,
-    device: torch.device,
+    options: StepOptions,
 ) -> Callable[[], None]:
-    """A closure running one full training step (forward, backward, clip, AdamW)."""
-    params = [p for g in optimizer.param_groups for p in g["params"]]
+    """A closure running one full training step: the loop's
+    :func:`~mcgf.training.step.train_step` (forward, backward, clip, AdamW)."""
+    device = batch["drone"].device
+    objective = Objective(model, model_generator(options.seed, 0, device))
+    ctx = autocast(device, options.amp)
 
     def step() -> None:
-        with autocast(device, objective.amp):
-            terms = model.loss(batch, objective.lambda_restore, infonce=objective.infonce,
-                               label_smoothing=objective.label_smoothing)
-        terms["total"].backward()
-        if objective.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(params, objective.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        train_step(objective, optimizer, None, batch, autocast=ctx, grad_clip=options.grad_clip)
 
     return step
 
@@ -320,7 +333,7 @@ def time_training(
     model: nn.Module,
     batch: dict[str, torch.Tensor],
     optimizer: torch.optim.Optimizer,
-    objective: Objective,
+    options: StepOptions,
     *,
     steps: int,
     warmup: int = 2,
@@ -333,7 +346,7 @@ def time_training(
     """
     device = batch["drone"].device
     model.train()
-    step = step_fn(model, batch, optimizer, objective, device)
+    step = step_fn(model, batch, optimizer, options)
     _reset_peak(device)
     for _ in range(warmup):
         step()
@@ -344,7 +357,7 @@ def time_training(
 def compare_step_cost(
     model: nn.Module,
     batch: dict[str, torch.Tensor],
-    objective: Objective,
+    options: StepOptions,
     *,
     lr: float = 1e-4,
     weight_decay: float = 0.05,
@@ -355,15 +368,15 @@ def compare_step_cost(
 ) -> StepCost:
     """Training-step time of ``model`` with its restoration branch on vs off.
 
-    ``batch`` must hold ``drone_clean``; ``objective.lambda_restore`` must be > 0. Warmup
-    runs off then on (recording each one's peak memory); timed steps then alternate.
+    ``batch`` must hold ``drone_clean``; the model's restoration weight must be > 0.
+    Warmup runs off then on (recording each one's peak memory); timed steps then alternate.
 
     Raises:
         ValueError: the model has no restoration branch, the batch no ``drone_clean``, or
-            ``lambda_restore`` is 0.
+            the model's ``lambda_restore`` is 0.
     """
     branch = getattr(model, "restoration", None)
-    if branch is None or "drone_clean" not in batch or objective.lambda_restore <= 0:
+    if branch is None or "drone_clean" not in batch or restore_weight(model) <= 0:
         raise ValueError("the step cost needs a model with restoration=True, a batch with "
                          "drone_clean and lambda_restore > 0")
     device = batch["drone"].device
@@ -371,8 +384,8 @@ def compare_step_cost(
     plain = {k: v for k, v in batch.items() if k != "drone_clean"}
     opt_on = make_optimizer(model, lr, weight_decay, layer_decay)
     opt_off = make_optimizer(model, lr, weight_decay, layer_decay, exclude=branch)
-    step_on = step_fn(model, batch, opt_on, objective, device)
-    step_off = step_fn(model, plain, opt_off, objective, device)
+    step_on = step_fn(model, batch, opt_on, options)
+    step_off = step_fn(model, plain, opt_off, options)
     peaks: dict[str, int | None] = {}
     for name, step in (("off", step_off), ("on", step_on)):
         if device.type == "cuda":
@@ -440,10 +453,9 @@ def timing_dict(timing: StepTiming | StepCost) -> dict[str, Any]:
 
 
 __all__ = [
-    "UNIVERSITY1652_TRAIN_CLASSES",
     "BatchShape",
-    "Objective",
     "StepCost",
+    "StepOptions",
     "StepTiming",
     "batch_shape",
     "benchmark_config",
@@ -452,9 +464,10 @@ __all__ = [
     "device_name",
     "make_optimizer",
     "num_classes",
-    "objective_of",
     "random_batch",
+    "restore_weight",
     "step_fn",
+    "step_options",
     "time_embedding",
     "time_training",
     "timing_dict",

@@ -1,0 +1,170 @@
+"""What a trainable model provides: the contract between :mod:`mcgf.training` and a model.
+
+Every model registered with :func:`mcgf.models.model_registry.register_model` for
+training meets :class:`TrainableModel`. The training loop, the benchmarks and the
+checkpoint embedder use nothing else, so a new method (one module and one config) trains,
+logs, checkpoints and evaluates without edits elsewhere:
+
+``input_size``, ``mean``, ``std``
+    ``(height, width)`` the images are resized to and the per-channel normalisation of
+    ``[0, 1]`` pixels the model expects (the loader's transforms and the evaluation's).
+``embed(images, view)``
+    Retrieval embedding ``(B, D)``, L2-normalised, for ``view`` ``"drone"`` or
+    ``"satellite"``; called in ``eval()`` mode.
+``loss(batch, *, generator=None)``
+    The training objective of one batch (see :mod:`mcgf.models.mcgf_model` for the batch
+    keys) as a dict of scalar tensors: ``total``, the sum that is optimised, plus any named
+    terms (``ce``, ``restore``, ...). The model applies its own term weights (its options:
+    the config's ``model:`` section) inside ``total``; each term is returned unweighted
+    and ``loss_weights`` says its weight. ``generator``: a dedicated
+    :class:`torch.Generator` on the model's device for the model's own random draws that
+    must not consume torch's global RNG (e.g. diffusion noise), so that turning such a
+    part on or off leaves dropout and everything else unchanged; ``None`` draws from the
+    global RNG. The loop logs every returned key (``log.csv`` columns, TensorBoard).
+``loss_weights``
+    ``{term: weight}``: the weight of each returned term in ``total`` (a term not listed
+    has weight 1). The per-term encoder gradient norms are ``d(weight · term)/d(encoder)``.
+``param_groups(lr, weight_decay, layer_decay)``
+    AdamW parameter groups (``layer_decay`` ``None``: no layer-wise decay).
+``encoder_parameters()``
+    The trainable encoder parameters, each once: what the per-term gradient norms measure.
+``needs_clean_targets``
+    Whether the training batches must hold ``drone_clean``, the clean twin of each
+    weathered drone image (restoration targets, consistency pairs); loading it costs an
+    extra transform per drone image, so a model that does not use it says ``False``.
+
+:class:`TrainableMixin` provides the defaults a simple model can inherit
+(``needs_clean_targets = False``, unit ``loss_weights``, two decay groups over every
+parameter). :func:`check_trainable` is the run-time check: it names what a model lacks.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from mcgf.errors import UserError
+
+
+@runtime_checkable
+class TrainableModel(Protocol):
+    """What :func:`mcgf.training.loop.train` needs from a model (see the module docstring)."""
+
+    input_size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    needs_clean_targets: bool
+
+    @property
+    def loss_weights(self) -> Mapping[str, float]:
+        """Weight of each loss term in ``total`` (unlisted terms: 1)."""
+        ...
+
+    def embed(self, images: torch.Tensor, view: str) -> torch.Tensor:
+        """``(B, 3, H, W)`` normalised images of ``view`` → ``(B, D)`` L2-normalised."""
+        ...
+
+    def loss(self, batch: dict[str, Any], *,
+             generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Scalar loss terms of ``batch``, ``total`` (the weighted sum) among them."""
+        ...
+
+    def param_groups(self, lr: float, weight_decay: float,
+                     layer_decay: float | None = None) -> list[dict[str, Any]]:
+        """AdamW parameter groups."""
+        ...
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """The trainable encoder parameters, each once."""
+        ...
+
+
+#: Attributes of :class:`TrainableModel` (values) and its methods (called).
+_ATTRIBUTES = ("input_size", "mean", "std", "needs_clean_targets", "loss_weights")
+_METHODS = ("embed", "loss", "param_groups", "encoder_parameters")
+
+
+def missing_members(model: Any) -> list[str]:
+    """What ``model`` lacks of :class:`TrainableModel`, as ``name`` or ``name(...)``
+    entries in contract order (empty: it meets the contract). ``loss`` must also take a
+    ``generator`` keyword."""
+    missing = [name for name in _ATTRIBUTES if not hasattr(model, name)]
+    for name in _METHODS:
+        method = getattr(model, name, None)
+        if not callable(method):
+            missing.append(f"{name}()")
+        elif name == "loss" and not _takes_keyword(method, "generator"):
+            missing.append("loss(batch, *, generator=None)")
+    return missing
+
+
+def _takes_keyword(fn: Any, name: str) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable: trust it
+        return True
+    return any((p.name == name and p.kind is not inspect.Parameter.POSITIONAL_ONLY)
+               or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+class NotTrainableError(UserError, TypeError):
+    """A model that does not meet :class:`TrainableModel` was given to training."""
+
+
+def check_trainable(model: Any, name: str | None = None) -> None:
+    """Raise unless ``model`` meets :class:`TrainableModel`.
+
+    Args:
+        model: the built model.
+        name: its registered name, for the message.
+
+    Raises:
+        NotTrainableError: one line naming every missing attribute or method.
+    """
+    missing = missing_members(model)
+    if missing:
+        what = f"model {name!r} ({type(model).__name__})" if name else type(model).__name__
+        raise NotTrainableError(
+            f"{what} cannot be trained: it lacks {', '.join(missing)} (see "
+            "mcgf.models.base.TrainableModel for what a trainable model provides)")
+
+
+class TrainableMixin:
+    """Defaults for a :class:`TrainableModel` built on :class:`torch.nn.Module`.
+
+    A subclass still provides ``input_size``, ``mean``, ``std``, ``embed``, ``loss`` and
+    ``encoder_parameters``; it overrides these defaults where it differs.
+    """
+
+    #: No clean drone twins are loaded unless a model asks for them.
+    needs_clean_targets: ClassVar[bool] = False
+
+    @property
+    def loss_weights(self) -> Mapping[str, float]:
+        """No weighted terms: every term counts once in ``total``."""
+        return {}
+
+    def param_groups(self, lr: float, weight_decay: float,
+                     layer_decay: float | None = None) -> list[dict[str, Any]]:
+        """Every trainable parameter at ``lr``; ``layer_decay`` is ignored."""
+        assert isinstance(self, nn.Module)
+        return [g for g in decay_split(self.parameters(), lr, weight_decay) if g["params"]]
+
+
+def decay_split(params: Iterable[nn.Parameter], lr: float,
+                weight_decay: float) -> list[dict[str, Any]]:
+    """Two AdamW groups of the trainable ``params``: weight decay on matrices and kernels,
+    none on vectors and scalars (biases, norms, temperatures)."""
+    params = [p for p in params if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.ndim > 1], "lr": lr, "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim <= 1], "lr": lr, "weight_decay": 0.0},
+    ]
+
+
+__all__ = ["NotTrainableError", "TrainableMixin", "TrainableModel", "check_trainable",
+           "decay_split", "missing_members"]

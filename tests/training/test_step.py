@@ -1,0 +1,112 @@
+"""``train_step`` (the loop's optimizer step, reused by the benchmarks) and the loop with a
+model other than MCGF: whatever meets the trainable contract trains, and its log follows
+the terms it returns."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from mcgf.errors import UserError
+from mcgf.training.config import parse_run_config
+from mcgf.training.loop import train
+from mcgf.training.step import Objective, StepResult, train_step
+from tests.training.tiny_run import tiny_config, write_tree
+from tests.training.toy_model import TOY, ToyNet, toy_batch
+from tests.training.toy_model import toy_registered as toy_registered
+
+CPU = torch.device("cpu")
+
+
+def _opt(model: torch.nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), lr=0.1)
+
+
+def test_encoder_gradient_norms_use_the_models_own_weights() -> None:
+    norms = {}
+    for aux in (0.5, 1.0):
+        torch.manual_seed(0)
+        model = ToyNet(aux=aux)
+        res = train_step(Objective(model), _opt(model), None, toy_batch(), grad_norms=True)
+        norms[aux] = res.grad_norms
+    assert set(norms[0.5]) == {"grad_encoder_ce", "grad_encoder_aux"}
+    assert norms[0.5]["grad_encoder_ce"] == pytest.approx(norms[1.0]["grad_encoder_ce"])
+    assert norms[0.5]["grad_encoder_aux"] == pytest.approx(0.5 * norms[1.0]["grad_encoder_aux"])
+    assert norms[1.0]["grad_encoder_aux"] > 0
+
+
+def test_accumulated_micro_batches_step_like_their_union() -> None:
+    """Two halves accumulated = one step on the whole batch (the toy has no batch statistics)."""
+    batch = toy_batch(8)
+    halves = [{k: v[:4] for k, v in batch.items()}, {k: v[4:] for k, v in batch.items()}]
+    weights = []
+    for micro in (batch, halves):
+        torch.manual_seed(0)
+        model = ToyNet()
+        opt = _opt(model)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 ** s)
+        res = train_step(Objective(model), opt, sched, micro, grad_clip=10.0)
+        assert isinstance(res, StepResult) and res.lr == 0.1 and res.images == 16
+        assert opt.param_groups[0]["lr"] == 0.05  # the scheduler stepped once
+        assert all(p.grad is None for p in model.parameters())  # zeroed after the step
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+        assert len(res.terms) == (1 if micro is batch else 2)
+    torch.testing.assert_close(weights[0], weights[1], atol=1e-6, rtol=1e-5)
+    res = StepResult([{"ce": 1.0, "restore": 4.0}, {"ce": 3.0}], 0.1, 8)
+    assert res.mean_terms() == {"ce": 2.0, "restore": 4.0}
+
+
+def test_a_non_finite_loss_takes_no_step() -> None:
+    model = ToyNet()
+    before = [p.detach().clone() for p in model.parameters()]
+    batch = toy_batch()
+    batch["drone"][0, 0, 0, 0] = float("nan")
+    with pytest.raises(FloatingPointError, match="loss term"):
+        train_step(Objective(model), _opt(model), None, batch)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def _toy_config(root: Path, **model: object) -> dict:
+    cfg = tiny_config(root, epochs=2)
+    cfg["model"] = {"name": TOY, **model}
+    return cfg
+
+
+def test_the_loop_trains_any_contract_model_and_logs_its_terms(
+        tmp_path: Path, toy_registered: str) -> None:
+    root = write_tree(tmp_path / "U")
+    out = tmp_path / "run"
+    result = train(parse_run_config(_toy_config(root, aux=0.25), "t"), out, progress=False)
+    assert set(result.final_losses) == {"ce", "aux", "total"} and result.steps == 4
+    with open(out / "log.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert tuple(rows[0]) == ("step", "epoch", "lr", "aux", "ce", "total", "images_per_s",
+                              "grad_encoder_ce", "grad_encoder_aux")
+    assert all(float(r["grad_encoder_aux"]) > 0 for r in rows)
+    from mcgf.training import load_checkpoint
+
+    ck = load_checkpoint(out / "last")
+    assert isinstance(ck.model, ToyNet) and ck.model.aux == 0.25
+    assert ck.config["model"] == {"name": TOY, "aux": 0.25, "num_classes": 4}
+
+
+def test_a_model_without_the_contract_is_refused_by_name(tmp_path: Path) -> None:
+    from mcgf.models import model_registry
+
+    @model_registry.register_model("toy-viewer")
+    class Viewer(torch.nn.Module):
+        def __init__(self, num_classes: int = 1) -> None:
+            super().__init__()
+            self.input_size = (16, 16)
+
+    try:
+        cfg = tiny_config(write_tree(tmp_path / "U"))
+        cfg["model"] = {"name": "toy-viewer"}
+        with pytest.raises(UserError, match=r"model 'toy-viewer' \(Viewer\) cannot be trained: "
+                                            r"it lacks mean, std, needs_clean_targets"):
+            train(parse_run_config(cfg, "t"), tmp_path / "run", progress=False)
+    finally:
+        model_registry._MODELS._factories.pop("toy-viewer", None)
