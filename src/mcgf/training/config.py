@@ -33,6 +33,9 @@ class DataConfig:
         on_bad_image: ``stop`` (raise) or ``skip`` unreadable images.
         val_root: University-1652 root whose ``test`` split validates during training
             (empty: ``root``).
+        layout: dataset layout of ``root`` and ``val_root`` (``university1652``,
+            ``sues200``, ``denseuav``, optionally with sub-sets: ``sues200:150``; empty:
+            detected from the folder tree, see :mod:`mcgf.data.layouts`).
     """
 
     root: str = ""
@@ -46,6 +49,7 @@ class DataConfig:
     shift_jitter: float = 0.0
     on_bad_image: str = "stop"
     val_root: str = ""
+    layout: str = ""
 
 
 @dataclass(frozen=True)
@@ -226,6 +230,10 @@ def parse_run_config(config: Mapping[str, Any], where: str) -> RunConfig:
     _check(0 <= data.shift_jitter < 1, where, "data.shift_jitter", data.shift_jitter, "in [0, 1)")
     _check(data.on_bad_image in ("stop", "skip"), where, "data.on_bad_image", data.on_bad_image,
            "'stop' or 'skip'")
+    if data.layout:
+        from mcgf.data.layouts import parse_layout
+
+        parse_layout(data.layout, f"{where}: data.layout")
     cond = weather.conditions
     _check(isinstance(cond, str) or (isinstance(cond, list) and cond and all(isinstance(c, str) for c in cond)),
            where, "weather.conditions", cond, "'random', 'none', a condition name or a list of names")
