@@ -217,7 +217,8 @@ def _choose_directions(args: argparse.Namespace, dataset: Any = None
 
 
 def _unweathered_note(conditions: list[Any] | None, directions: list[str], explicit: bool,
-                      wx_dir: str | None, subsets: tuple[str, ...] = ("",)) -> tuple[list[str], str]:
+                      wx_dir: str | None, subsets: tuple[str, ...] = ("",),
+                      subset_label: str = "") -> tuple[list[str], str]:
     """Pre-rendered conditions without a weathered drone gallery, and the note saying so.
 
     Their satellite->drone rows would be the clean result; they are left out of the table
@@ -234,7 +235,8 @@ def _unweathered_note(conditions: list[Any] | None, directions: list[str], expli
         raise UserError(f"--directions s2d with --wx-dir: no condition has a weathered drone "
                         f"gallery ({wx_dir}/<condition>/gallery_drone is missing, e.g. for "
                         f"{names[0]})")
-    where = "DIR/<condition>/gallery_drone" if subsets == ("",) else "DIR/<condition>/<set>/gallery_drone"
+    where = ("DIR/<condition>/gallery_drone" if subsets == ("",)
+             else f"DIR/<condition>/<{subset_label or 'test set'}>/gallery_drone")
     return names, (f"satellite->drone left out for {', '.join(names)}: no weathered drone "
                    f"gallery ({where}); their rows would be the clean result")
 
@@ -281,7 +283,7 @@ def run(args: argparse.Namespace) -> int:
         weather = {"mode": "pre-rendered", "folder": os.path.abspath(args.wx_dir),
                    "conditions": [c.name for c in conditions]}
         unweathered, note = _unweathered_note(conditions, directions, args.directions is not None,
-                                              args.wx_dir, subsets)
+                                              args.wx_dir, subsets, dataset.subset_label)
         weather["no_weathered_gallery_drone"] = unweathered
         notes += [note] if note else []
         notes += _missing_query_notes(conditions, directions, dataset)
