@@ -29,9 +29,6 @@ from mcgf.data.layouts.base import (
 )
 from mcgf.errors import UserError
 
-#: The layout of a tree that names none and shows no other (today's default).
-DEFAULT_LAYOUT = "university1652"
-
 
 def detect_layouts(folder: Path) -> list[type[DatasetLayout]]:
     """The layouts whose tree ``folder`` is the root of (a layout that refines another,
@@ -110,7 +107,7 @@ def find_datasets(path: Path, layout: str | None = None) -> tuple[list[DatasetLa
 
 
 __all__ = [
-    "DEFAULT_LAYOUT", "DIRECTIONS", "DRONE_ROLES", "TEST_ROLES", "DatasetLayout", "TestFolders",
+    "DIRECTIONS", "DRONE_ROLES", "TEST_ROLES", "DatasetLayout", "TestFolders",
     "TestSet", "TrainView", "detect_layouts", "find_dataset", "find_datasets", "get_layout",
     "layout_names", "merge_class_folders", "parse_layout", "register_layout",
 ]

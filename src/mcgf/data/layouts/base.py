@@ -121,6 +121,8 @@ class DatasetLayout:
     test_roles: ClassVar[Mapping[str, str]] = TEST_ROLES
     #: The top-level folders that make the tree, for messages (``"train/, test/"``).
     tree: ClassVar[str] = ""
+    #: Where the layout comes in listings of the choices (lower first).
+    order: ClassVar[int] = 100
 
     def __init__(self, root: str | Path, subsets: Sequence[str] = ()) -> None:
         self.root = Path(root)
@@ -304,23 +306,23 @@ def register_layout(cls: type[DatasetLayout]) -> type[DatasetLayout]:
 
 
 def layout_names() -> list[str]:
-    """Names of the registered layouts, in registration order."""
-    return list(_REGISTRY)
+    """Names of the registered layouts (the built-in ones first)."""
+    return sorted(_REGISTRY, key=lambda n: (_REGISTRY[n].order, n))
 
 
 def get_layout(name: str, option: str = "--layout") -> type[DatasetLayout]:
     """The layout class registered as ``name``; a :class:`UserError` naming ``option``
     and the choices otherwise."""
     if name not in _REGISTRY:
-        raise UserError(f"{option}: unknown dataset layout {name!r} (choose {' | '.join(_REGISTRY)})")
+        raise UserError(f"{option}: unknown dataset layout {name!r} (choose {' | '.join(layout_names())})")
     return _REGISTRY[name]
 
 
 def parse_layout(spec: str, option: str = "--layout") -> tuple[type[DatasetLayout], tuple[str, ...]]:
     """``"sues200"`` or ``"sues200:150,250"`` -> (layout class, selected sub-sets)."""
-    name, _, rest = str(spec).strip().partition(":")
+    name, colon, rest = str(spec).strip().partition(":")
     cls = get_layout(name.strip(), option)
     subsets = tuple(dict.fromkeys(p.strip() for p in rest.split(",") if p.strip()))
-    if rest and not subsets:
+    if colon and not subsets:
         raise UserError(f"{option} {spec}: name the sub-sets after the colon (e.g. {name}:150)")
     return cls, cls.check_subsets(subsets, option)

@@ -121,6 +121,7 @@ class DenseUAVLayout(DatasetLayout):
     title: ClassVar[str] = "DenseUAV"
     extensions: ClassVar[frozenset[str]] = IMAGE_EXTENSIONS | {".tif", ".tiff"}
     tree: ClassVar[str] = "train/ or test/"
+    order: ClassVar[int] = 2
     #: A DenseUAV tree has University-1652's structure: when detected, it wins over it.
     refines: ClassVar[str] = "university1652"
     extra_topk: ClassVar[int] = 10

@@ -41,6 +41,7 @@ class Sues200Layout(DatasetLayout):
     subset_label: ClassVar[str] = "height"
     subset_unit: ClassVar[str] = "m"
     tree: ClassVar[str] = "Training/ or Testing/"
+    order: ClassVar[int] = 1
 
     @classmethod
     def structure(cls, folder: Path) -> bool:

@@ -35,6 +35,7 @@ class University1652Layout(DatasetLayout):
     title: ClassVar[str] = "University-1652"
     test_roles = TEST_FOLDERS
     tree: ClassVar[str] = "train/ or test/"
+    order: ClassVar[int] = 0
 
     @classmethod
     def structure(cls, folder: Path) -> bool:
