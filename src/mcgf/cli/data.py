@@ -11,13 +11,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check = sub.add_parser(
         "check",
         help="count images per split/view/class, decode every image, report problems",
-        description="Validate a University-1652 tree, a University-160k(-WX) flat split, or a folder "
-        "holding such datasets. Exit code 0 if the dataset can be used, 1 otherwise.",
+        description="Validate a dataset tree (University-1652, SUES-200, DenseUAV: see "
+        "docs/data.md), a University-160k(-WX) flat split, or a folder holding such datasets. "
+        "Exit code 0 if the dataset can be used, 1 otherwise.",
     )
     check.add_argument("path", help="dataset root (e.g. University-Release, or the output of mcgf synth)")
     check.add_argument("--no-decode", action="store_true", help="only list files; do not decode images")
     check.add_argument("--per-class", action="store_true", help="also print the image count of every class")
     check.add_argument("--workers", type=int, default=None, help="decoding processes (default: all CPUs)")
+    check.add_argument("--layout", default=None, metavar="NAME",
+                       help="dataset layout: university1652, sues200 or denseuav (default: each tree's "
+                            "own, detected from its folders)")
     check.set_defaults(func=run_check)
 
 
@@ -27,6 +31,7 @@ def run_check(args: argparse.Namespace) -> int:
 
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers must be >= 1 (got {args.workers})")
-    report = check_dataset(args.path, decode=not args.no_decode, workers=args.workers)
+    report = check_dataset(args.path, decode=not args.no_decode, workers=args.workers,
+                           layout=args.layout)
     print(format_report(report, per_class=args.per_class))
     return 0 if report.ok else 1

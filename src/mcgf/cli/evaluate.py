@@ -93,14 +93,20 @@ def extract_options_from_args(args: argparse.Namespace, out_dir: str, *,
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate",
-        help="University-1652 / University-WX retrieval metrics of a model",
-        description="Rank test/gallery_satellite for every test/query_drone image (and "
-        "gallery_drone for query_satellite), compute R@1/5/10, R@top1%% and AP exactly as the "
-        "University-1652 protocol does, print a table and write OUT/metrics.json and "
-        "OUT/metrics.md. With --wx-dir or --weather, one row per weather condition plus the "
-        "mean (University-WX). See docs/evaluation.md.",
+        help="University-1652 / University-WX retrieval metrics of a model (also SUES-200, DenseUAV)",
+        description="Rank gallery_satellite for every query_drone image (and gallery_drone for "
+        "query_satellite) of each test set of the dataset's layout, compute R@1/5/10, R@top1%% "
+        "and AP exactly as the University-1652 protocol does (SUES-200: a row per height and "
+        "the mean over heights; DenseUAV: also SDM@1/3/5/10), print a table and write "
+        "OUT/metrics.json and OUT/metrics.md. With --wx-dir or --weather, one row per weather "
+        "condition plus the mean (University-WX). See docs/evaluation.md.",
     )
-    parser.add_argument("data", metavar="DATA", help="University-1652 root (holding test/)")
+    parser.add_argument("data", metavar="DATA",
+                        help="dataset root (University-1652: holding test/; SUES-200: Testing/; "
+                             "DenseUAV: test/)")
+    parser.add_argument("--layout", default=None, metavar="NAME",
+                        help="dataset layout: university1652, sues200 (or sues200:150,200 for some "
+                             "heights) or denseuav (default: detected from the folder tree)")
     parser.add_argument("--out", default="evaluation", help="output folder (default ./evaluation)")
     parser.add_argument("--directions", default=None,
                         help="comma-separated: d2s (drone->satellite), s2d (satellite->drone); "
@@ -165,17 +171,19 @@ def _probes(args: argparse.Namespace, conditions: list[Any] | None,
     return InvarianceProbes(folds=folds, seed=seed), ""
 
 
-def _choose_directions(args: argparse.Namespace) -> tuple[list[str], dict[str, list[Any]]]:
+def _choose_directions(args: argparse.Namespace, dataset: Any = None
+                       ) -> tuple[list[str], dict[str, list[Any]]]:
     """The directions to evaluate and, per direction left out, its missing test folders.
 
     ``--directions`` given: each named direction must have its folders (else a
     :class:`UserError` naming the missing one). Default: the directions the data has.
+    ``dataset``: the opened layout (default: found from ``args.data``/``args.layout``).
     """
     from mcgf.evaluation.university import missing_folders
 
     explicit = args.directions is not None
     requested = _directions(args.directions if explicit else "d2s,s2d")
-    missing = missing_folders(args.data, requested)
+    missing = missing_folders(args.data, requested, dataset or getattr(args, "layout", None))
     if explicit and missing:
         direction, folders = next(iter(missing.items()))
         raise UserError(f"--directions {direction}: {folders[0]} is missing (leave the option "
@@ -188,37 +196,61 @@ def _choose_directions(args: argparse.Namespace) -> tuple[list[str], dict[str, l
 
 
 def _unweathered_note(conditions: list[Any] | None, directions: list[str], explicit: bool,
-                      wx_dir: str | None) -> tuple[list[str], str]:
+                      wx_dir: str | None, subsets: tuple[str, ...] = ("",),
+                      subset_label: str = "") -> tuple[list[str], str]:
     """Pre-rendered conditions without a weathered drone gallery, and the note saying so.
 
     Their satellite->drone rows would be the clean result; they are left out of the table
     and the mean. An explicit satellite->drone with no condition to evaluate is an error.
+    ``subsets``: the dataset's test sets (a condition lacking one in any is named).
     """
     if not conditions or "satellite->drone" not in directions:
         return [], ""
-    names = [c.name for c in conditions if c.unweathered("satellite->drone")]
+    names = [c.name for c in conditions
+             if any(c.unweathered("satellite->drone", s) for s in subsets)]
     if not names:
         return [], ""
     if explicit and len(names) == len(conditions):
         raise UserError(f"--directions s2d with --wx-dir: no condition has a weathered drone "
                         f"gallery ({wx_dir}/<condition>/gallery_drone is missing, e.g. for "
                         f"{names[0]})")
+    where = ("DIR/<condition>/gallery_drone" if subsets == ("",)
+             else f"DIR/<condition>/<{subset_label or 'test set'}>/gallery_drone")
     return names, (f"satellite->drone left out for {', '.join(names)}: no weathered drone "
-                   "gallery (DIR/<condition>/gallery_drone); their rows would be the clean result")
+                   f"gallery ({where}); their rows would be the clean result")
+
+
+def _missing_query_notes(conditions: list[Any] | None, directions: list[str], dataset: Any) -> list[str]:
+    """Notes on pre-rendered conditions that have no weathered queries for some test set
+    of a layout with several (their drone->satellite rows there are left out)."""
+    sets = [ts.name for ts in dataset.test_sets() if ts.name]
+    if not conditions or "drone->satellite" not in directions or not sets:
+        return []
+    notes = []
+    for c in conditions:
+        lacking = [s for s in sets if c.unweathered("drone->satellite", s)]
+        if c.folders and lacking:
+            notes.append(f"{c.name}: drone->satellite left out for {dataset.subset_label} "
+                         f"{', '.join(lacking)} (no DIR/{c.name}/<{dataset.subset_label}>/query_drone)")
+    return notes
 
 
 def run(args: argparse.Namespace) -> int:
+    from mcgf.data.layouts import find_dataset
     from mcgf.evaluation.probes import summary_line
     from mcgf.evaluation.report import markdown_table, write_report
     from mcgf.evaluation.university import (
         evaluate_university,
         mean_over_conditions,
+        mean_over_subsets,
         on_the_fly_conditions,
         prerendered_conditions,
     )
     from mcgf.weather.conditions import parse_conditions
 
-    directions, left_out = _choose_directions(args)
+    dataset = find_dataset(args.data, args.layout)
+    subsets = tuple(ts.name for ts in dataset.test_sets()) or ("",)
+    directions, left_out = _choose_directions(args, dataset)
     notes = [f"{d} left out: {', '.join(str(f) for f in folders)} missing"
              for d, folders in left_out.items()]
     conditions = None
@@ -227,13 +259,14 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--allow-partial applies to --wx-dir only")
     if args.wx_dir is not None:
         conditions = prerendered_conditions(args.wx_dir, dataset=args.data,
-                                            allow_partial=args.allow_partial)
+                                            allow_partial=args.allow_partial, layout=dataset)
         weather = {"mode": "pre-rendered", "folder": os.path.abspath(args.wx_dir),
                    "conditions": [c.name for c in conditions]}
         unweathered, note = _unweathered_note(conditions, directions, args.directions is not None,
-                                              args.wx_dir)
+                                              args.wx_dir, subsets, dataset.subset_label)
         weather["no_weathered_gallery_drone"] = unweathered
         notes += [note] if note else []
+        notes += _missing_query_notes(conditions, directions, dataset)
         partial = {c.name: {f: {"images": n, "of": total} for f, (n, total) in c.partial.items()}
                    for c in conditions if c.partial}
         weather["partial"] = partial
@@ -250,12 +283,15 @@ def run(args: argparse.Namespace) -> int:
     embedder = embedder_from_args(args)
     options = extract_options_from_args(args, args.out, on_bad_image=args.on_bad_image)
     log = None if args.quiet else print
+    notes += dataset.notes()
     rows = evaluate_university(args.data, embedder, directions=directions, conditions=conditions,
                                options=options, no_match=args.no_match, log=log, tap=probes,
-                               tap_folders=("query_drone",) if probes is not None else ())
-    results = [{"condition": r.condition, "direction": r.direction, "metrics": r.metrics} for r in rows]
+                               tap_folders=("query_drone",) if probes is not None else (),
+                               layout=dataset)
+    results = [r.as_dict() for r in rows]
     report: dict[str, Any] = {
-        "protocol": "university-wx" if conditions else "university-1652",
+        "protocol": dataset.protocol(bool(conditions)),
+        "layout": dataset.spec,
         "dataset": os.path.abspath(args.data),
         "embedder": embedder.identity,
         "flip_tta": options.flip,
@@ -272,15 +308,22 @@ def run(args: argparse.Namespace) -> int:
             "sets": 2 * len(rows),
         },
     }
+    if dataset.subset_label and any(r.subset for r in rows):
+        report["subset_label"] = dataset.subset_label
+    means = mean_over_conditions(rows) if weather is not None else []
+    means += mean_over_subsets(rows + means)
     if weather is not None:
         report["weather"] = weather
-        report["mean"] = [{"condition": r.condition, "direction": r.direction, "metrics": r.metrics}
-                          for r in mean_over_conditions(rows)]
+    if means:
+        report["mean"] = [r.as_dict() for r in means]
     section = probes.result() if probes is not None else None
     if section is not None:
+        if len(subsets) > 1:
+            section.setdefault("notes", []).append(
+                f"probes on the {dataset.subset_title(subsets[0])} test set only")
         report["invariance"] = section
     json_path, md_path = write_report(args.out, report)
-    print(markdown_table(results + report.get("mean", [])), end="")
+    print(markdown_table(results + report.get("mean", []), report.get("subset_label", "")), end="")
     for note in notes:
         print(f"note: {note}")
     if section is not None:

@@ -20,8 +20,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("run_dir", metavar="RUN_DIR",
                    help="output folder of mcgf demo, or of mcgf train (then give --data)")
+    p.add_argument("--layout", default=None, metavar="NAME",
+                   help="dataset layout: university1652, sues200 or denseuav (default: the run's, "
+                        "else detected from the folder tree)")
     p.add_argument("--data", default=None, metavar="ROOT",
-                   help="University-1652-style dataset with test/ (default: RUN_DIR/data, the "
+                   help="dataset with its test split (default: RUN_DIR/data, the "
                         "dataset of metrics.json or the checkpoint's data.root)")
     p.add_argument("--checkpoint", default=None, metavar="DIR",
                    help="checkpoint folder (default RUN_DIR/train/last or RUN_DIR/last)")
@@ -69,6 +72,7 @@ def _run(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir, restore_steps=int_option(args.restore_steps, "--restore-steps", 1),
         tile=int_option(args.tile, "--tile", 32),
         threads=None if args.threads is None else int_option(args.threads, "--threads", 1),
+        layout=args.layout,
     )
     print(path)
     return 0

@@ -10,10 +10,10 @@ from typing import Any
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
-        help="train a model on a University-1652 training split",
+        help="train a model on a dataset's training split (University-1652, SUES-200, DenseUAV)",
         description="Train the model of a YAML config (sections data, weather, model, train) on the "
-        "University-1652 train split with on-the-fly weather. Writes OUT/log.csv and a resumable "
-        "checkpoint OUT/last at each epoch end. Under torchrun (WORLD_SIZE>1) it trains with DDP.",
+        "training split of data.root (its layout: data.layout, else detected) with on-the-fly "
+        "weather. Writes OUT/log.csv and a resumable checkpoint OUT/last at each epoch end. Under torchrun (WORLD_SIZE>1) it trains with DDP.",
     )
     parser.add_argument("--config", default=None,
                         help="YAML config (e.g. configs/demo-cpu.yaml); with --resume the default is "
@@ -58,12 +58,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _validator(cfg: Any) -> Any:
-    """The validators of ``data.val_root`` (or ``data.root``) when ``train.eval_every > 0``:
-    University-1652 retrieval (``train.val_retrieval``) and the restoration branch's
-    PSNR/SSIM (``train.restore_val_images`` > 0, a branch trained with
-    ``model.lambda_restore`` > 0)."""
+    """The validators of ``data.val_root`` (or ``data.root``, read with ``data.layout``)
+    when ``train.eval_every > 0``: drone->satellite retrieval (``train.val_retrieval``)
+    and the restoration branch's PSNR/SSIM (``train.restore_val_images`` > 0, a branch
+    trained with ``model.lambda_restore`` > 0)."""
     if cfg.train.eval_every <= 0:
         return None
+    from mcgf.data.layouts import find_dataset
     from mcgf.errors import UserError
     from mcgf.evaluation.validation import (
         combine_validators,
@@ -72,19 +73,23 @@ def _validator(cfg: Any) -> Any:
     )
 
     root = Path(cfg.data.val_root or cfg.data.root)
+    layout = cfg.data.layout
     validators = []
     if cfg.train.val_retrieval:
-        for folder in ("query_drone", "gallery_satellite"):
-            if not (root / "test" / folder).is_dir():
-                raise UserError(f"train.eval_every needs {root / 'test' / folder} "
-                                "(set data.val_root to a University-1652 tree, or train.eval_every=0)")
+        dataset = find_dataset(root, layout or None, option="data.layout")
+        for ts in dataset.test_sets() or [None]:
+            for folder in ("query_drone", "gallery_satellite"):
+                path = ts.path(folder) if ts is not None else dataset.root / "test" / folder
+                if ts is None or not ts.has(folder):
+                    raise UserError(f"train.eval_every needs {path} (set data.val_root to a "
+                                    f"{dataset.title} tree with its test split, or train.eval_every=0)")
         device = None if cfg.train.device == "auto" else cfg.train.device
-        validators.append(university_validator(root, device=device))
+        validators.append(university_validator(root, device=device, layout=layout))
     from mcgf.models.model_registry import resolved_options
 
     model = resolved_options(cfg.model["name"], {k: v for k, v in cfg.model.items() if k != "name"})
     branch = model.get("restoration", False) and model.get("lambda_restore", 0) > 0
     if cfg.train.restore_val_images > 0 and branch:
         validators.append(restoration_validator(root, images=cfg.train.restore_val_images,
-                                                steps=cfg.train.restore_val_steps))
+                                                steps=cfg.train.restore_val_steps, layout=layout))
     return combine_validators(validators) if validators else None

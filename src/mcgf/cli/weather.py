@@ -35,17 +35,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "render", help="pre-render a weathered split with a manifest",
-        description="University-WX: every condition separately, DST/<condition>/<class>/<image>. "
-        "160k-WX: one random condition per image of a flat folder, DST/<image>. "
-        "Writes DST/manifest.csv (image, condition, seed) last; re-running resumes.",
+        description="University-WX: every condition separately, DST/<condition>/<class>/<image> "
+        "for a class-folder view; for a dataset root (University-1652, SUES-200, DenseUAV) the "
+        "drone queries of each test set, DST/<condition>[/<test set>]/query_drone/<class>/<image>, "
+        "as mcgf evaluate --wx-dir reads them. 160k-WX: one random condition per image of a flat "
+        "folder, DST/<image>. Writes DST/manifest.csv (image, condition, seed) last; re-running "
+        "resumes.",
     )
-    p.add_argument("source", type=Path, help="class-folder view (university-wx) or flat folder (160k-wx)")
+    p.add_argument("source", type=Path,
+                   help="class-folder view or dataset root (university-wx), flat folder (160k-wx)")
     p.add_argument("destination", type=Path, help="output folder")
     p.add_argument("--protocol", required=True, choices=("university-wx", "160k-wx"))
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     p.add_argument("--workers", type=int, default=max(1, (_cpu_count() or 1)),
                    help="worker processes (default: all cores); the output does not depend on it")
     p.add_argument("--names-file", type=Path, help="160k-wx: query names file (submission order)")
+    p.add_argument("--layout", default=None, metavar="NAME",
+                   help="university-wx on a dataset root: its layout (university1652, sues200, "
+                        "denseuav; default: detected)")
+    p.add_argument("--gallery-drone", action="store_true",
+                   help="university-wx on a dataset root: also render the drone galleries "
+                        "(weathered satellite->drone rows)")
     p.add_argument("--dark-variant", choices=("train", "test"), default="test",
                    help="dark variant (default test: the milder dark of the published test sets)")
     p.add_argument("--conditions", help="comma-separated subset of conditions (default: all ten)")
@@ -119,7 +129,7 @@ def _run_render(args: argparse.Namespace) -> int:
         if args.conditions else CONDITIONS
     )
     jobs = plan_jobs(args.protocol, args.source, seed=args.seed, conditions=conditions,
-                     names_file=args.names_file)
+                     names_file=args.names_file, layout=args.layout, gallery_drone=args.gallery_drone)
     settings = RenderSettings(
         protocol=args.protocol, seed=args.seed, dark_variant=args.dark_variant,
         conditions=tuple(conditions), jpeg_quality=args.jpeg_quality,

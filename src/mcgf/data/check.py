@@ -1,8 +1,9 @@
 """Validate a dataset folder before a long run does it the hard way.
 
-:func:`check_dataset` finds every University-1652 tree and University-160k-style flat
-split under a folder, counts images per split, view and class, decodes every image
-(in parallel) and reports what would stop a run. It returns a :class:`CheckReport`;
+:func:`check_dataset` finds every dataset tree (of any layout of
+:mod:`mcgf.data.layouts`: University-1652, SUES-200, DenseUAV) and University-160k-style
+flat split under a folder, counts images per split, view and class, runs each layout's
+own checks, decodes every image (in parallel) and reports what would stop a run. It returns a :class:`CheckReport`;
 :func:`format_report` renders it for people.
 """
 
@@ -10,10 +11,11 @@ from __future__ import annotations
 
 import os
 import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mcgf.data.images import (
     ADJUSTMENTS,
@@ -32,9 +34,11 @@ from mcgf.data.layout import (
     list_subfolders,
     load_flat_gallery,
     load_flat_queries,
-    load_university1652,
 )
 from mcgf.errors import UserError
+
+if TYPE_CHECKING:
+    from mcgf.data.layouts import DatasetLayout
 
 #: Names files of the 160k protocol, by the query folder they belong to.
 NAMES_FILE_GLOB = "*name*.txt"
@@ -90,7 +94,9 @@ def _counts(split: str, name: str, fs: ClassFolderSet) -> FolderCounts:
     )
 
 
-def _check_university(data: University1652, report: CheckReport) -> list[Path]:
+def check_university(data: University1652, report: CheckReport) -> list[Path]:
+    """The checks of a University-1652 tree (all its views and test folders); returns
+    every image path."""
     rel = data.root.relative_to(report.root) if data.root != report.root else Path(".")
     images: list[Path] = []
     for split, folders in (("train", data.train), ("test", data.test)):
@@ -140,6 +146,57 @@ def _check_university(data: University1652, report: CheckReport) -> list[Path]:
                 report.warnings.append(
                     f"{data.root / fs_split / name}: {len(empty)} empty class folders ({shown}); they are ignored"
                 )
+    return images
+
+
+def check_views(report: CheckReport, base: Path, split: str, folders: dict[str, ClassFolderSet],
+                pairs: Sequence[tuple[str, str]]) -> list[Path]:
+    """Counts and cross-view checks of one split folder of a layout (``base`` holds the
+    view or role folders in ``folders``); returns every image path.
+
+    ``split`` ``"train"``: each pair of views must share locations (an error when none
+    does, a warning for locations in only one). ``"test"``: each (query, gallery) pair
+    present is described (query locations, gallery locations, distractors) and query
+    locations without a true match are a warning.
+    """
+    rel = base.relative_to(report.root) if base != report.root else Path(".")
+    images: list[Path] = []
+    for name, fs in folders.items():
+        report.folders.append(_counts(str(rel), name, fs))
+        images.extend(p for paths in fs.classes.values() for p in paths)
+    if split == "train" and folders:
+        for a, b in pairs:
+            if a not in folders or b not in folders:
+                report.errors.append(f"{base}: needs both {a}/ and {b}/ folders for cross-view training")
+                continue
+            both = aligned_classes(folders[a], folders[b])
+            only = set(folders[a].labels()) ^ set(folders[b].labels())
+            report.notes.append(f"{rel}: {len(both)} locations have {a} and {b} images")
+            if not both:
+                report.errors.append(f"{base}: no location has both {a} and {b} images")
+            if only:
+                report.warnings.append(f"{base}: {len(only)} locations have images in only one of "
+                                       f"{a}/{b} (they are left out of cross-view training)")
+    if split == "test":
+        for q, g in pairs:
+            if q not in folders or g not in folders:
+                continue
+            qs, gs = set(folders[q].labels()), set(folders[g].labels())
+            if not qs:
+                report.errors.append(f"{base / q}: holds no image")
+            missing = qs - gs
+            if missing:
+                report.warnings.append(f"{base}: {len(missing)} {q} locations have no true match in {g} "
+                                       "(such queries are counted separately by the evaluation)")
+            report.notes.append(f"{rel}: {q} -> {g}: {len(qs)} query locations, {len(gs)} gallery "
+                                f"locations ({len(gs - qs)} without a query, i.e. distractors)")
+    for name, fs in folders.items():
+        if fs.broken:
+            report.warnings.append(broken_links_text(fs.root, fs.broken))
+        empty = [k for k, v in fs.classes.items() if not v]
+        if empty:
+            shown = ", ".join(empty[:5]) + (" ..." if len(empty) > 5 else "")
+            report.warnings.append(f"{base / name}: {len(empty)} empty class folders ({shown}); they are ignored")
     return images
 
 
@@ -201,23 +258,31 @@ def _check_flat(root: Path, report: CheckReport) -> list[Path]:
     return images
 
 
-def _dataset_roots(root: Path) -> tuple[list[Path], list[Path]]:
-    """University-1652 roots and flat-split folders at ``root`` or one level below."""
+def _dataset_roots(root: Path, layout: str | None) -> tuple[list[DatasetLayout], list[Path], list[str]]:
+    """Datasets of a layout and flat-split folders at ``root`` or one level below, and
+    the folders whose tree fits several layouts."""
+    from mcgf.data.layouts import find_datasets
+
+    trees, problems = find_datasets(root, layout)
+    roots = {t.root for t in trees}
     candidates = [root] + [Path(e.path) for e in list_subfolders(root)]
-    u1652 = [p for p in candidates if (p / "train").is_dir() or (p / "test").is_dir()]
-    flat = [p for p in candidates if any(p.glob(NAMES_FILE_GLOB)) and p not in u1652]
-    return u1652, flat
+    flat = [p for p in candidates if any(p.glob(NAMES_FILE_GLOB)) and p not in roots]
+    return trees, flat, problems
 
 
-def check_dataset(path: str | Path, *, decode: bool = True, workers: int | None = None) -> CheckReport:
+def check_dataset(path: str | Path, *, decode: bool = True, workers: int | None = None,
+                  layout: str | None = None) -> CheckReport:
     """Check every dataset found at ``path`` (or one folder below).
 
     Args:
-        path: a University-1652 root, a 160k-style folder (names file + flat folders),
-            or a folder holding such datasets (e.g. the output of ``mcgf synth``).
+        path: a dataset root (University-1652, SUES-200, DenseUAV), a 160k-style folder
+            (names file + flat folders), or a folder holding such datasets (e.g. the
+            output of ``mcgf synth``).
         decode: decode every image fully (slow on the full dataset, but the only way
             to find truncated files).
         workers: processes used for decoding (default: all CPUs).
+        layout: look only for datasets of this layout (default: every layout, each
+            tree by what it shows).
 
     Raises:
         UserError: if ``path`` does not exist or holds no recognisable dataset.
@@ -226,15 +291,20 @@ def check_dataset(path: str | Path, *, decode: bool = True, workers: int | None 
     if not root.is_dir():
         raise UserError(f"dataset folder {root} does not exist")
     report = CheckReport(root=root)
-    u1652, flat = _dataset_roots(root)
-    if not u1652 and not flat:
+    trees, flat, problems = _dataset_roots(root, layout)
+    report.errors += problems
+    if not trees and not flat and not problems:
         raise UserError(
-            f"{root} holds no University-1652 tree (train/, test/) and no 160k-style split "
-            "(a query names file beside flat image folders); point at the dataset root"
+            f"{root} holds no University-1652 tree (train/, test/), no SUES-200 tree (Training/, "
+            "Testing/) and no 160k-style split (a query names file beside flat image folders); "
+            "point at the dataset root"
         )
     images: list[Path] = []
-    for r in u1652:
-        images += _check_university(load_university1652(r, warn=False), report)
+    for tree in trees:
+        if tree.name != "university1652":
+            report.notes.append(f"{tree.root.relative_to(root) if tree.root != root else Path('.')}: "
+                                f"{tree.title} layout ({tree.name})")
+        images += tree.check(report)
     for r in flat:
         images += _check_flat(r, report)
     if not images:

@@ -70,9 +70,13 @@ def is_hidden(name: str) -> bool:
     return name.startswith((".", "__MACOSX", "~")) or name in {"Thumbs.db", "desktop.ini"}
 
 
-def is_image_file(name: str) -> bool:
-    """True if ``name`` has an accepted image extension (any letter case) and is not hidden."""
-    return not is_hidden(name) and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+def is_image_file(name: str, extensions: frozenset[str] = IMAGE_EXTENSIONS) -> bool:
+    """True if ``name`` has an accepted image extension (any letter case) and is not hidden.
+
+    ``extensions`` (lower case, with the dot) widens the set for a dataset layout that
+    ships other formats (DenseUAV's satellite tiles are ``.tif``).
+    """
+    return not is_hidden(name) and os.path.splitext(name)[1].lower() in extensions
 
 
 _log = logging.getLogger(__name__)
@@ -83,18 +87,19 @@ def _is_broken_link(entry: os.DirEntry[str]) -> bool:
     return entry.is_symlink() and not os.path.exists(entry.path)
 
 
-def list_images(folder: str | Path, broken: list[Path] | None = None) -> list[Path]:
+def list_images(folder: str | Path, broken: list[Path] | None = None,
+                extensions: frozenset[str] = IMAGE_EXTENSIONS) -> list[Path]:
     """Image files directly inside ``folder``, sorted by name; ``[]`` if it does not exist.
 
     Broken symbolic links with an image name are not images; when ``broken`` is given
-    they are appended to it (sorted by name).
+    they are appended to it (sorted by name). ``extensions`` as in :func:`is_image_file`.
     """
     folder = Path(folder)
     try:
         entries = list(os.scandir(folder))
     except (FileNotFoundError, NotADirectoryError):
         return []
-    images = [e for e in entries if is_image_file(e.name)]
+    images = [e for e in entries if is_image_file(e.name, extensions)]
     if broken is not None:
         broken.extend(sorted(Path(e.path) for e in images if _is_broken_link(e)))
     return sorted((Path(e.path) for e in images if e.is_file()), key=lambda p: p.name)
@@ -191,12 +196,13 @@ def class_id(name: str) -> int | None:
     return int(name) if name.isascii() and name.isdigit() else None
 
 
-def read_class_folders(root: str | Path, view: str, *, warn: bool = True) -> ClassFolderSet:
+def read_class_folders(root: str | Path, view: str, *, warn: bool = True,
+                       extensions: frozenset[str] = IMAGE_EXTENSIONS) -> ClassFolderSet:
     """Read ``root/<class id>/<images>``; class folder names must be location ids
     (see :func:`class_id`), one folder per id.
 
     Broken symbolic links are skipped, collected in ``broken`` and, with ``warn``, logged
-    as one warning.
+    as one warning. ``extensions``: the image extensions read (see :func:`is_image_file`).
 
     Raises:
         UserError: if ``root`` is not a folder, a class folder name is not a non-negative
@@ -221,7 +227,7 @@ def read_class_folders(root: str | Path, view: str, *, warn: bool = True) -> Cla
                 "merge or remove one"
             )
         folder_of[cid] = entry.name
-        classes[entry.name] = list_images(entry.path, broken)
+        classes[entry.name] = list_images(entry.path, broken, extensions)
     _warn_broken(root, broken, warn)
     return ClassFolderSet(root=root, view=view, classes=classes, broken=broken)
 

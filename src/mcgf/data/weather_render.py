@@ -3,7 +3,11 @@
 Two protocols:
 
 * ``university-wx``: a University-1652 class-folder view (e.g. ``test/query_drone``) is
-  rendered under every condition separately, to ``DST/<condition>/<class>/<image>``;
+  rendered under every condition separately, to ``DST/<condition>/<class>/<image>``; or
+  a whole dataset (any layout of :mod:`mcgf.data.layouts`): the drone query folder of
+  each of its test sets, to ``DST/<condition>/query_drone/<class>/<image>``
+  (``DST/<condition>/<test set>/query_drone/...`` for a layout with several, e.g.
+  SUES-200's heights), which ``mcgf evaluate --wx-dir DST`` reads;
 * ``160k-wx``: a flat query folder gets one random condition per image
   (:func:`~mcgf.weather.choose_condition`), written to ``DST/<image>``.
 
@@ -27,12 +31,13 @@ import multiprocessing
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from mcgf.data.images import BAD_IMAGE_POLICIES, read_image_or_none
-from mcgf.data.layout import list_images, load_flat_queries, read_class_folders
+from mcgf.data.layout import list_images, list_subfolders, load_flat_queries, read_class_folders
 from mcgf.errors import UserError
 from mcgf.fileio import write_bytes_atomic, write_json_atomic, write_text_atomic
 from mcgf.weather.apply import apply_weather
@@ -44,6 +49,9 @@ from mcgf.weather.conditions import (
     choose_condition,
 )
 from mcgf.weather.plan import ENGINE_VERSION
+
+if TYPE_CHECKING:
+    from mcgf.data.layouts import DatasetLayout
 
 PROTOCOLS: tuple[str, ...] = ("university-wx", "160k-wx")
 MANIFEST = "manifest.csv"
@@ -103,6 +111,25 @@ def plan_university_wx(source: Path, conditions: Sequence[str]) -> list[RenderJo
     ]
 
 
+def plan_dataset_wx(dataset: DatasetLayout, conditions: Sequence[str],
+                    roles: Sequence[str] = ("query_drone",)) -> list[RenderJob]:
+    """Jobs rendering the drone test folders ``roles`` of every test set of ``dataset``
+    under every condition, laid out as ``mcgf evaluate --wx-dir`` reads them."""
+    jobs = []
+    for ts in dataset.test_sets():
+        for role in roles:
+            if not ts.has(role):
+                continue
+            prefix = f"{ts.name}/{role}" if ts.name else role
+            records = dataset.read_folder(ts.path(role), "drone").records()
+            jobs += [RenderJob(r.path, f"{c}/{prefix}/{r.path.parent.name}/{r.path.name}", c, r.key)
+                     for c in conditions for r in records]
+    if not jobs:
+        raise UserError(f"{dataset.root} ({dataset.title} layout) has no drone image in its "
+                        f"{', '.join(roles)} test folders")
+    return jobs
+
+
 def plan_160k_wx(
     source: Path, seed: int, conditions: Sequence[str], names_file: Path | None = None
 ) -> list[RenderJob]:
@@ -123,6 +150,19 @@ def plan_160k_wx(
     return [RenderJob(p, p.name, choose_condition(seed, p.name, conditions), p.name) for p in paths]
 
 
+def source_dataset(source: Path, layout: str | None = None) -> DatasetLayout | None:
+    """The dataset ``source`` is the root of (or the parent of one), opened with its
+    layout; ``None`` for a class-folder view. With ``layout`` it must be a dataset."""
+    from mcgf.data.layouts import detect_layouts, find_dataset
+
+    if layout:
+        return find_dataset(source, layout)
+    if source.is_dir() and (detect_layouts(source) or any(
+            detect_layouts(Path(e.path)) for e in list_subfolders(source))):
+        return find_dataset(source)
+    return None
+
+
 def plan_jobs(
     protocol: str,
     source: str | Path,
@@ -130,14 +170,26 @@ def plan_jobs(
     seed: int,
     conditions: Sequence[str] = CONDITIONS,
     names_file: str | Path | None = None,
+    layout: str | None = None,
+    gallery_drone: bool = False,
 ) -> list[RenderJob]:
-    """The jobs of a protocol (see module doc)."""
+    """The jobs of a protocol (see module doc). ``layout`` names the layout of a dataset
+    ``source`` (default: detected); ``gallery_drone`` renders the drone galleries of a
+    dataset too (weathered satellite -> drone)."""
     source = Path(source)
     conditions = check_conditions(conditions, "--conditions")
     if protocol == "university-wx":
         if names_file is not None:
             raise UserError("--names-file applies to --protocol 160k-wx only")
+        dataset = source_dataset(source, layout)
+        if dataset is not None:
+            roles = ("query_drone", "gallery_drone") if gallery_drone else ("query_drone",)
+            return plan_dataset_wx(dataset, conditions, roles)
+        if gallery_drone:
+            raise UserError("--gallery-drone needs a dataset root as SOURCE (not a class-folder view)")
         return plan_university_wx(source, conditions)
+    if layout or gallery_drone:
+        raise UserError("--layout and --gallery-drone apply to --protocol university-wx only")
     if protocol == "160k-wx":
         return plan_160k_wx(source, seed, conditions, Path(names_file) if names_file else None)
     raise UserError(f"unknown --protocol {protocol!r}: use one of {', '.join(PROTOCOLS)}")
@@ -148,7 +200,8 @@ def plan_jobs(
 
 def _encode(image: object, suffix: str, quality: int) -> bytes:
     buf = io.BytesIO()
-    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}[suffix.lower()]
+    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".tif": "TIFF",
+           ".tiff": "TIFF"}[suffix.lower()]
     kwargs = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
     image.save(buf, format=fmt, **kwargs)  # type: ignore[attr-defined]
     return buf.getvalue()

@@ -45,14 +45,28 @@ def row_label(row: dict[str, Any]) -> str:
     return label
 
 
-def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
-    """A Markdown table of result rows (each with ``condition``, ``direction``, ``metrics``)."""
-    head = ["condition", "direction", *(c[0] for c in COLUMNS)]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * len(COLUMNS)) + "|"]
+def extra_columns(rows: Sequence[dict[str, Any]]) -> tuple[tuple[str, str, str], ...]:
+    """Columns of metrics some layouts add (DenseUAV's ``SDM@K``), in the order the rows
+    first have them; none for rows without them."""
+    keys = dict.fromkeys(k for r in rows for k in r.get("metrics", {}) if str(k).startswith("SDM@"))
+    return tuple((k, k, "{:.2f}") for k in keys)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], subset_label: str = "") -> str:
+    """A Markdown table of result rows (each with ``condition``, ``direction``, ``metrics``
+    and, for a layout with several test sets, ``subset``: then a first column headed
+    ``subset_label``, e.g. ``height``)."""
+    columns = COLUMNS + extra_columns(rows)
+    split = any("subset" in r for r in rows)
+    lead = [subset_label or "test set"] if split else []
+    head = [*lead, "condition", "direction", *(c[0] for c in columns)]
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "|".join(["---"] * (2 + len(lead)) + ["---:"] * len(columns)) + "|"]
     for row in rows:
         m = row["metrics"]
-        cells = [row_label(row), str(row["direction"])]
-        cells += [_cell(m.get(key), fmt) for _, key, fmt in COLUMNS]
+        cells = [str(row.get("subset", ""))] if split else []
+        cells += [row_label(row), str(row["direction"])]
+        cells += [_cell(m.get(key), fmt) for _, key, fmt in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -84,10 +98,10 @@ def invariance_markdown(section: dict[str, Any]) -> str:
 def render_markdown(report: dict[str, Any]) -> str:
     """The whole Markdown report: a header naming the run and the results table."""
     lines = [f"# Evaluation: {report.get('protocol', '')}", ""]
-    for key in ("dataset", "embedder", "flip_tta", "weather", "no_match_policy"):
+    for key in ("dataset", "layout", "embedder", "flip_tta", "weather", "no_match_policy"):
         if key in report:
             lines.append(f"- {key}: `{report[key]}`")
-    lines += ["", markdown_table(report["results"] + report.get("mean", []))]
+    lines += ["", markdown_table(report["results"] + report.get("mean", []), report.get("subset_label", ""))]
     for note in report.get("notes", []):  # rows or directions left out, partial folders
         lines += [f"Note: {note}", ""]
     lines.append(
@@ -96,6 +110,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         "Metrics in percent. Equal scores rank the lower gallery index first (the public "
         "script's argsort-then-reverse usually puts the higher one first)."
     )
+    if extra_columns(report["results"]):
+        lines.append(
+            "SDM@K (DenseUAV): mean over queries of sum_i w_i·exp(−5000·d_i) / sum_i w_i over the K "
+            "best gallery items, d_i the distance in degrees between the query's and the item's "
+            "(longitude, latitude), w_i = 1 − (i−1)/K; in percent.")
     if isinstance(report.get("invariance"), dict):
         lines += ["", invariance_markdown(report["invariance"])]
     return "\n".join(lines) + "\n"

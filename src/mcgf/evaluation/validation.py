@@ -19,7 +19,7 @@ from PIL import Image
 from torch import nn
 
 from mcgf.data.images import read_image
-from mcgf.data.layout import read_class_folders
+from mcgf.data.layouts import find_dataset
 from mcgf.data.transforms import Preprocess
 from mcgf.errors import UserError
 from mcgf.evaluation.image_quality import mean_finite, psnr, ssim
@@ -28,6 +28,7 @@ from mcgf.evaluation.university import (
     ExtractOptions,
     evaluate_university,
     mean_over_conditions,
+    mean_over_subsets,
     on_the_fly_conditions,
 )
 from mcgf.models.checkpoint_embedder import CheckpointEmbedder
@@ -45,15 +46,19 @@ def university_validator(
     batch_size: int = 64,
     device: str | None = None,
     num_workers: int = 0,
+    layout: str = "",
 ) -> Validator:
-    """A validator computing drone→satellite R@1 and AP on ``root``'s ``test`` split.
+    """A validator computing drone→satellite R@1 and AP on ``root``'s test split.
 
     Args:
-        root: a University-1652 tree with ``test/query_drone`` and ``test/gallery_satellite``.
+        root: a dataset with ``query_drone`` and ``gallery_satellite`` test folders
+            (University-1652: ``test/``); with several test sets (SUES-200's heights)
+            the metrics are the means over them.
         conditions: weather conditions rendered on the fly; empty evaluates clean images.
             With conditions, the metrics are the means over them (University-WX).
         seed: weather seed.
         batch_size, device, num_workers: feature extraction.
+        layout: the dataset layout (``data.layout``; empty: detected).
 
     Returns:
         ``validate(model)`` → ``{"val_R@1": ..., "val_AP": ...}`` (percent). The model must
@@ -70,10 +75,11 @@ def university_validator(
         try:
             embedder = CheckpointEmbedder(model, "training-validation")
             rows = evaluate_university(root, embedder, directions=("drone->satellite",),
-                                       conditions=conds, options=opts)
+                                       conditions=conds, options=opts, layout=layout or None)
         finally:
             model.train(was_training)
-        pick: Any = mean_over_conditions(rows)[0] if conds else rows[0]
+        per_set = mean_over_conditions(rows) if conds else rows
+        pick: Any = (mean_over_subsets(per_set) or per_set)[0]
         assert conds or pick.condition == NO_WEATHER
         return {"val_R@1": float(pick.metrics["R@1"]), "val_AP": float(pick.metrics["AP"])}
 
@@ -87,10 +93,12 @@ def restoration_validator(
     steps: int = 10,
     seed: int = 0,
     batch_size: int = 16,
+    layout: str = "",
 ) -> Validator:
     """A validator scoring the restoration branch on a fixed set of weathered drone images.
 
-    The set: the first ``images`` images of ``root/test/query_drone`` by key
+    The set: the first ``images`` images of the drone queries (``test/query_drone``; the
+    first test set's of a layout with several, e.g. SUES-200's lowest height) by key
     (``<class>/<file>``), the i-th weathered with the i-th of the nine non-normal
     conditions (cycling; the test recipe of ``dark``) by :func:`mcgf.weather.apply_weather`
     from ``seed`` and its key, so every validation point and every run sees the same
@@ -98,9 +106,10 @@ def restoration_validator(
     compared with its clean image at the branch's working size, both in ``[0, 1]``.
 
     Args:
-        root: a University-1652 tree with ``test/query_drone``.
+        root: a dataset with drone queries (University-1652: ``test/query_drone``).
         images, steps, seed: as above.
         batch_size: images per restoration pass.
+        layout: the dataset layout (``data.layout``; empty: detected).
 
     Returns:
         ``validate(model)`` → ``{"val_restore_psnr": dB, "val_restore_ssim": ...}`` (means
@@ -110,10 +119,12 @@ def restoration_validator(
         and is put back in its previous mode afterwards.
 
     Raises:
-        UserError: no ``test/query_drone`` images under ``root``.
+        UserError: no drone query images under ``root``.
     """
-    folder = Path(root) / "test" / "query_drone"
-    records = sorted(read_class_folders(folder, "drone").records(), key=lambda r: r.key)[:images]
+    ds = find_dataset(root, layout or None, option="data.layout")
+    sets = ds.test_sets()
+    folder = sets[0].path("query_drone") if sets else ds.root / "test" / "query_drone"
+    records = sorted(ds.read_folder(folder, "drone").records(), key=lambda r: r.key)[:images]
     if not records:
         raise UserError(f"restoration validation needs drone images in {folder} "
                         "(set data.val_root, or train.restore_val_images=0)")

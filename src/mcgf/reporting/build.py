@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mcgf.data.layout import ImageRecord, University1652, load_university1652
+from mcgf.data.layout import ImageRecord
+from mcgf.data.layouts import TestFolders
 from mcgf.data.transforms import Preprocess
 from mcgf.errors import UserError
 from mcgf.fileio import replace_dir
@@ -56,7 +57,7 @@ class ReportContext:
 
     inputs: RunInputs
     folder: Path  # the temporary report folder
-    data: University1652
+    data: TestFolders  # the test set shown (the first of a layout with several)
     store: FeatureStore
     model: Any
     device: Any
@@ -111,7 +112,7 @@ def pick_queries(records: Sequence[ImageRecord], queries: int | Sequence[str], s
     """The drone queries to show.
 
     Args:
-        records: every ``test/query_drone`` image.
+        records: every drone query image (``query_drone``) of the test set shown.
         queries: a number (random distinct locations, seeded, preferring locations with a
             satellite tile in the gallery, one random view each) or keys —
             ``"<class>/<file>"`` for one image, ``"<class>"`` for a random view of it.
@@ -141,7 +142,7 @@ def pick_queries(records: Sequence[ImageRecord], queries: int | Sequence[str], s
             out.append(views[int(rng.integers(len(views)))])
         else:
             example = records[0].key if records else "0001/image-01.jpeg"
-            raise UserError(f"--query {key!r} is not a test/query_drone image: give "
+            raise UserError(f"--query {key!r} is not a query_drone test image: give "
                             f"'<class>/<file>' (e.g. {example}) or a class folder name")
     return list(dict.fromkeys(out))  # a query given twice is shown once
 
@@ -153,7 +154,7 @@ def grids_section(ctx: ReportContext, picked: list[ImageRecord]) -> list[str]:
     """Top-5 grids in both directions for every picked query."""
     if not picked:
         return [html.note("No query picked (--queries 0).")]
-    test = ctx.data.test
+    test = ctx.data
     swatches = "".join(
         f'<span style="background:#{"".join(f"{v:02x}" for v in COLOURS[key])}">{name}</span>'
         for key, name in (("query", "query"), ("match", "true match"), ("wrong", "other location"),
@@ -172,7 +173,7 @@ def grids_section(ctx: ReportContext, picked: list[ImageRecord]) -> list[str]:
                 ctx.store, sat, test["gallery_drone"].records(), ctx.conditions,
                 compute_weather=ctx.compute_weather))
     else:
-        body.append(html.note("No test/query_satellite or test/gallery_drone: satellite → drone "
+        body.append(html.note("No query_satellite or gallery_drone test folder: satellite → drone "
                               "grids skipped."))
     for gs in sets:
         body.append(f"<h3>{html.text(gs.direction)}</h3>")
@@ -208,7 +209,7 @@ def heatmap_section(ctx: ReportContext, picked: list[ImageRecord], batch: int = 
     if ctx.model is None or not callable(getattr(ctx.model, "embed", None)):
         return [html.note("The embedder exposes no model.embed(images, view): heatmaps skipped.")]
     tiles: dict[int, ImageRecord] = {}
-    for r in ctx.data.test["gallery_satellite"].records():
+    for r in ctx.data["gallery_satellite"].records():
         tiles.setdefault(r.label, r)
     shown = [q for q in picked if q.label in tiles]
     pairs = [(q, c) for q in shown for c in ctx.conditions]
@@ -276,7 +277,7 @@ def restoration_section(ctx: ReportContext, picked: list[ImageRecord], steps: in
 
 def posture_section(ctx: ReportContext, compute_weather: bool) -> list[str]:
     """R@1 (drone → satellite) per bin of heading / altitude / image index."""
-    test = ctx.data.test
+    test = ctx.data
     queries = test["query_drone"].records()
     gallery = test["gallery_satellite"].records()
     glabels = np.array([r.label for r in gallery], np.int64)
@@ -365,13 +366,15 @@ def build_report(
     tile: int = 96,
     threads: int | None = None,
     batch_size: int = 32,
+    layout: str | None = None,
 ) -> Path:
     """Build the HTML report of a run; returns the path of ``index.html``.
 
     Args:
         run_dir: the demo's output folder or a ``mcgf train`` run folder.
-        data_root: the University-1652-style dataset (default: ``RUN/data``, the dataset
-            of ``metrics.json``, or the checkpoint's training ``data.root``).
+        data_root: the dataset (default: ``RUN/data``, the dataset of ``metrics.json``,
+            or the checkpoint's training ``data.root``). Of a layout with several test
+            sets (SUES-200's heights) the pictures show the first; the metrics, all.
         checkpoint: the checkpoint folder (default ``RUN/train/last`` or ``RUN/last``).
         out: the report folder (default ``RUN/report``); replaced atomically.
         queries: how many random drone queries to show, or their keys
@@ -392,6 +395,7 @@ def build_report(
             work, loses a lot (5× slower measured with 2 threads on a busy 2-core machine);
             torch's default on a GPU.
         batch_size: images per forward pass when features are computed.
+        layout: the dataset layout (default: the run's, else detected from the folders).
 
     Raises:
         UserError: a missing run folder, checkpoint or dataset, or a bad option.
@@ -408,11 +412,18 @@ def build_report(
         raise UserError(f"restore steps must be at least 1 (got {restore_steps})")
     run = Path(run_dir)
     dest = Path(out) if out is not None else run / "report"
-    inputs = resolve_run(run, data_root=data_root, checkpoint=checkpoint, out=dest)
+    inputs = resolve_run(run, data_root=data_root, checkpoint=checkpoint, out=dest, layout=layout)
     dev = resolve_device(device)
-    data = load_university1652(inputs.data_root, splits=("test",))
+    assert inputs.dataset is not None
+    sets = [ts for ts in inputs.dataset.test_sets() if ts.has("query_drone")]
+    data = inputs.dataset.read_test(sets[0])
     for name in ("query_drone", "gallery_satellite"):
-        data.folder("test", name)  # a one-line UserError when absent
+        data.folder(name)  # a one-line UserError when absent
+    if len(sets) > 1:
+        inputs.notes.append(
+            f"Pictures: the {inputs.dataset.subset_title(sets[0].name)} test set of "
+            f"{inputs.dataset.title} ({sets[0].base}); the metrics cover every "
+            f"{inputs.dataset.subset_label} ({', '.join(ts.name for ts in sets)}).")
     log(f"report of {run}: checkpoint {inputs.checkpoint}, data {inputs.data_root}")
     if threads is None and dev.type == "cpu":
         threads = 1
@@ -433,10 +444,10 @@ def build_report(
         tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
         (tmp / IMG).mkdir(parents=True)
         try:
-            ctx = ReportContext(inputs, tmp, data, store, embedder.model, dev, tile,
-                                CONDITIONS, log, compute_weather)
-            picked = pick_queries(data.test["query_drone"].records(), queries, seed,
-                                  set(data.test["gallery_satellite"].labels()))
+            ctx = ReportContext(inputs, tmp, data, store, getattr(embedder, "model", None), dev,
+                                tile, CONDITIONS, log, compute_weather)
+            picked = pick_queries(data["query_drone"].records(), queries, seed,
+                                  set(data["gallery_satellite"].labels()))
             sections: list[tuple[str, str, list[str]]] = [
                 ("metrics", "Evaluation metrics", metrics_section(inputs.metrics)),
             ]

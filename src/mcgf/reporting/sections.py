@@ -55,24 +55,36 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def row_name(row: dict[str, Any], subset_label: str = "") -> str:
+    """The name of a result row: its condition, after its test set for a layout with
+    several (``height 150 · fog``, ``height mean · clean``)."""
+    cond = str(row.get("condition", ""))
+    if "subset" not in row:
+        return cond
+    return f"{subset_label or 'test set'} {row['subset']} · {cond}"
+
+
 def metrics_table(mf: MetricsFile) -> str:
-    """One evaluation as a table: a row per condition (then the means), the metrics of
-    each direction side by side."""
+    """One evaluation as a table: a row per condition (and test set, for a layout with
+    several; then the means), the metrics of each direction side by side."""
     rows = mf.rows
+    label = str(mf.report.get("subset_label", ""))
+    columns = METRIC_COLUMNS + tuple((k, k) for k in dict.fromkeys(
+        k for r in rows for k in r.get("metrics", {}) if str(k).startswith("SDM@")))
     directions = list(dict.fromkeys(str(r.get("direction", "")) for r in rows))
-    by_cell = {(str(r.get("condition", "")), str(r.get("direction", ""))): r.get("metrics", {})
-               for r in rows}
-    heads = "".join(f'<th colspan="{len(METRIC_COLUMNS)}">{html.text(d)}</th>' for d in directions)
-    sub = "".join(f"<th>{html.text(h)}</th>" for _ in directions for h, _ in METRIC_COLUMNS)
+    by_cell = {(row_name(r, label), str(r.get("direction", ""))): r.get("metrics", {}) for r in rows}
+    heads = "".join(f'<th colspan="{len(columns)}">{html.text(d)}</th>' for d in directions)
+    sub = "".join(f"<th>{html.text(h)}</th>" for _ in directions for h, _ in columns)
     body = []
-    for cond in dict.fromkeys(str(r.get("condition", "")) for r in rows):
-        cells = [f"<td>{html.text(cond)}</td>"]
+    for name in dict.fromkeys(row_name(r, label) for r in rows):
+        cells = [f"<td>{html.text(name)}</td>"]
         for d in directions:
-            m = by_cell.get((cond, d), {})
-            cells += [f'<td class="num">{html.text(_cell(m.get(k)))}</td>' for _, k in METRIC_COLUMNS]
+            m = by_cell.get((name, d), {})
+            cells += [f'<td class="num">{html.text(_cell(m.get(k)))}</td>' for _, k in columns]
         body.append("<tr>" + "".join(cells) + "</tr>")
-    table = (f'<table><thead><tr><th rowspan="2">condition</th>{heads}</tr><tr>{sub}</tr></thead>'
-             f"<tbody>{''.join(body)}</tbody></table>")
+    first = f"{label or 'test set'} · condition" if any("subset" in r for r in rows) else "condition"
+    table = (f'<table><thead><tr><th rowspan="2">{html.text(first)}</th>{heads}</tr><tr>{sub}</tr>'
+             f"</thead><tbody>{''.join(body)}</tbody></table>")
     sizes = []
     for d in directions:
         m = next((r.get("metrics", {}) for r in rows if r.get("direction") == d
@@ -99,9 +111,10 @@ def weather_bars(mf: MetricsFile) -> list[str]:
     their own category at the end when present)."""
     out = []
     rows = mf.rows
+    label = str(mf.report.get("subset_label", ""))
     for direction in dict.fromkeys(r.get("direction") for r in rows):
         sel = [r for r in rows if r.get("direction") == direction]
-        cats = [str(r.get("condition")) for r in sel]
+        cats = [row_name(r, label) for r in sel]
         series = {key: [_num(r.get("metrics", {}).get(key)) for r in sel] for key in ("R@1", "AP")}
         out.append(bar_chart(cats, series, title=f"{direction}: R@1 and AP per condition",
                              y_label="%", width=560, height=250))

@@ -14,11 +14,13 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mcgf.data.layout import find_university1652_root
 from mcgf.errors import UserError
 from mcgf.models.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+
+if TYPE_CHECKING:
+    from mcgf.data.layouts import DatasetLayout
 
 #: Where a checkpoint folder is looked for, relative to the run folder, in this order.
 CHECKPOINT_CANDIDATES = ("train/last", "last", "train/best", "best", ".")
@@ -54,6 +56,8 @@ class RunInputs:
     metrics: list[MetricsFile] = field(default_factory=list)
     log_csv: Path | None = None
     notes: list[str] = field(default_factory=list)
+    #: The dataset opened with its layout (``data_root`` is its root).
+    dataset: DatasetLayout | None = None
 
 
 def is_checkpoint(folder: Path) -> bool:
@@ -82,41 +86,64 @@ def find_checkpoint(run_dir: Path, checkpoint: str | Path | None) -> Path:
                     "pass --checkpoint DIR")
 
 
-def _has_test(root: Path) -> bool:
-    return (root / "test" / "query_drone").is_dir()
+def _has_test(dataset: DatasetLayout) -> bool:
+    return any(ts.has("query_drone") for ts in dataset.test_sets())
+
+
+def _layout_hint(metrics: list[MetricsFile], config: dict[str, Any]) -> str | None:
+    """The layout the run used: that of its ``metrics.json``, else the checkpoint's
+    ``data.layout`` (``None``: detect it)."""
+    for m in metrics:
+        if isinstance(m.report.get("layout"), str) and m.report["layout"]:
+            return str(m.report["layout"])
+    layout = config.get("data", {}).get("layout") if isinstance(config.get("data"), dict) else None
+    return layout if isinstance(layout, str) and layout else None
+
+
+def find_dataset_for_run(run_dir: Path, data_root: str | Path | None, checkpoint: Path,
+                         metrics: list[MetricsFile], layout: str | None = None) -> DatasetLayout:
+    """The dataset whose test split the report shows, opened with its layout.
+
+    Order: ``data_root``; ``RUN/data``; the dataset named in ``metrics.json``; the
+    checkpoint's training ``data.root``. The layout: ``layout``, else the one
+    ``metrics.json`` or the checkpoint's config names, else the folder tree's.
+    """
+    from mcgf.data.layouts import find_dataset
+
+    try:
+        config = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
+        config = config if isinstance(config, dict) else {}
+    except (OSError, ValueError):
+        config = {}
+    if data_root is not None:
+        ds = find_dataset(data_root, layout)
+        if not _has_test(ds):
+            raise UserError(f"--data {data_root} has no query_drone test folder ({ds.title} layout): "
+                            "point at a dataset with its test split")
+        return ds
+    hint = layout or _layout_hint(metrics, config)
+    candidates: list[Path] = [run_dir / "data"]
+    candidates += [Path(m.report["dataset"]) for m in metrics if isinstance(m.report.get("dataset"), str)]
+    root = config.get("data", {}).get("root") if isinstance(config.get("data"), dict) else None
+    if isinstance(root, str):
+        candidates.append(Path(root))
+    for cand in candidates:
+        for spec in dict.fromkeys([hint, None] if layout is None else [layout]):
+            try:
+                ds = find_dataset(cand, spec)
+            except UserError:
+                continue
+            if _has_test(ds):
+                return ds
+    raise UserError(f"no dataset found for {run_dir} (looked in {run_dir / 'data'}, metrics.json "
+                    "and the checkpoint's data.root): pass --data ROOT (the folder holding test/)")
 
 
 def find_data_root(run_dir: Path, data_root: str | Path | None, checkpoint: Path,
                    metrics: list[MetricsFile]) -> Path:
-    """The University-1652-style dataset whose ``test/`` split the report shows.
-
-    Order: ``data_root``; ``RUN/data``; the dataset named in ``metrics.json``; the
-    checkpoint's training ``data.root``.
-    """
-    if data_root is not None:
-        root = find_university1652_root(data_root)
-        if not _has_test(root):
-            raise UserError(f"--data {data_root} has no test/query_drone folder: point at a "
-                            "University-1652-style dataset with its test split")
-        return root
-    candidates: list[Path] = [run_dir / "data"]
-    candidates += [Path(m.report["dataset"]) for m in metrics if isinstance(m.report.get("dataset"), str)]
-    try:
-        config = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
-        root = config.get("data", {}).get("root")
-        if isinstance(root, str):
-            candidates.append(Path(root))
-    except (OSError, ValueError, AttributeError):
-        pass
-    for cand in candidates:
-        try:
-            root = find_university1652_root(cand)
-        except UserError:
-            continue
-        if _has_test(root):
-            return root
-    raise UserError(f"no dataset found for {run_dir} (looked in {run_dir / 'data'}, metrics.json "
-                    "and the checkpoint's data.root): pass --data ROOT (the folder holding test/)")
+    """The root of the dataset whose test split the report shows (see
+    :func:`find_dataset_for_run`)."""
+    return find_dataset_for_run(run_dir, data_root, checkpoint, metrics).root
 
 
 def find_metrics(run_dir: Path, exclude: Path | None = None) -> list[MetricsFile]:
@@ -152,8 +179,10 @@ def find_log(run_dir: Path, checkpoint: Path) -> Path | None:
 
 
 def resolve_run(run_dir: str | Path, *, data_root: str | Path | None = None,
-                checkpoint: str | Path | None = None, out: Path | None = None) -> RunInputs:
-    """Find the checkpoint, dataset, metrics and training log of ``run_dir``.
+                checkpoint: str | Path | None = None, out: Path | None = None,
+                layout: str | None = None) -> RunInputs:
+    """Find the checkpoint, dataset (with its ``layout``, default as the run used or
+    detected), metrics and training log of ``run_dir``.
 
     Raises:
         UserError: ``run_dir`` is not a folder, or no checkpoint / dataset can be found.
@@ -164,8 +193,9 @@ def resolve_run(run_dir: str | Path, *, data_root: str | Path | None = None,
                         "of mcgf demo)")
     ckpt = find_checkpoint(run, checkpoint)
     metrics = find_metrics(run, exclude=out)
-    root = find_data_root(run, data_root, ckpt, metrics)
-    inputs = RunInputs(run, ckpt, root, metrics, find_log(run, ckpt))
+    dataset = find_dataset_for_run(run, data_root, ckpt, metrics, layout)
+    root = dataset.root
+    inputs = RunInputs(run, ckpt, root, metrics, find_log(run, ckpt), dataset=dataset)
     if not metrics:
         inputs.notes.append(f"No metrics.json in {run} (or its eval/ folder): run mcgf evaluate "
                             f"{root} --checkpoint {ckpt} --weather all --out {run / 'eval'} to add "

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from mcgf.data.layouts import parse_layout
 from mcgf.errors import DeprecatedOptionWarning, UserError
 from mcgf.options import (
     Check,
@@ -57,6 +58,9 @@ class DataConfig:
         on_bad_image: ``stop`` (raise) or ``skip`` unreadable images.
         val_root: University-1652 root whose ``test`` split validates during training
             (empty: ``root``).
+        layout: dataset layout of ``root`` and ``val_root`` (``university1652``,
+            ``sues200``, ``denseuav``, optionally with sub-sets: ``sues200:150``; empty:
+            detected from the folder tree, see :mod:`mcgf.data.layouts`).
     """
 
     root: str = option("", _ROOT)
@@ -71,6 +75,7 @@ class DataConfig:
     shift_jitter: float = option(0.0, _FRACTION_OPEN)
     on_bad_image: str = option("stop", one_of("stop", "skip"))
     val_root: str = ""
+    layout: str = ""
 
 
 @dataclass(frozen=True)
@@ -193,6 +198,8 @@ def parse_run_config(config: Mapping[str, Any], where: str) -> RunConfig:
     options = check_model_options(name, {k: v for k, v in model.items() if k != "name"}, where)
     # Options whose absence in a saved config means a legacy value are written out.
     model = {"name": name, **with_current_defaults(name, options)}
+    if data.layout.strip():
+        parse_layout(data.layout, f"{where}: data.layout")
     return RunConfig(data=data, weather=weather, train=train, model=model)
 
 

@@ -45,7 +45,8 @@ import torch
 from torch import nn
 
 from mcgf import runtime
-from mcgf.data.layout import VIEWS, ClassFolderSet, aligned_classes, load_university1652
+from mcgf.data.layout import ClassFolderSet, aligned_classes
+from mcgf.data.layouts import find_dataset
 from mcgf.errors import UserError
 from mcgf.models.checkpoint import (
     STATE_FILE,
@@ -121,18 +122,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def read_train_split(root: str | Path) -> tuple[ClassFolderSet, ClassFolderSet]:
-    """The drone and satellite class folders of ``root``'s ``train`` split.
+def read_train_split(root: str | Path, layout: str = "") -> tuple[ClassFolderSet, ClassFolderSet]:
+    """The drone and satellite class folders of ``root``'s training split, read through
+    its dataset layout (``layout``, else detected; see :mod:`mcgf.data.layouts`).
 
     Raises:
         UserError: a view folder is missing or no location has both views.
     """
-    data = load_university1652(root, splits=("train",))
-    missing = [v for v in VIEWS if v not in data.train]
-    if missing:
-        raise UserError(f"data.root {root}: no train/{missing[0]} folder (expected the "
-                        "University-1652 layout train/drone/<class>, train/satellite/<class>)")
-    return data.train["drone"], data.train["satellite"]
+    return find_dataset(root, layout or None, option="data.layout").read_train()
 
 
 def build_dataset(cfg: RunConfig, drone: ClassFolderSet, satellite: ClassFolderSet,
@@ -269,7 +266,7 @@ def setup_run(cfg: RunConfig, out: str | Path, *, resume: bool = False,
     ckpt = _resume_checkpoint(out) if resume else None
     # The transforms need the model's input size and the model needs the class count:
     # count classes from the folder listing, build the model, then the dataset.
-    drone, satellite = read_train_split(cfg.data.root)
+    drone, satellite = read_train_split(cfg.data.root, cfg.data.layout)
     model_cfg = _resolve_model_config(cfg, len(aligned_classes(drone, satellite)))
     model = _build_model(cfg, model_cfg, ckpt, out, device)
     # Model init is identical on all ranks; what is drawn afterwards (dropout) is not.
