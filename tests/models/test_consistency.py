@@ -26,10 +26,10 @@ def test_clean_side_is_the_target() -> None:
     assert w.grad is not None and float(w.grad.abs().sum()) > 0
 
 
-def tiny(consistency: float = 0.0) -> MCGFModel:
+def tiny(consistency: float = 0.0, twin_ce: bool = False) -> MCGFModel:
     torch.manual_seed(0)
     return MCGFModel("resnet18", 3, bottleneck_dim=16, dropout=0.0, restoration=False,
-                     consistency=consistency,
+                     consistency=consistency, twin_ce=twin_ce,
                      backbone_args={"layers": [1, 1, 1, 1], "channels": [16, 32, 64, 128],
                                     "pretrained_cfg_overlay": {"input_size": [3, 32, 32]}})
 
@@ -70,3 +70,25 @@ def test_loss_term_appears_only_when_asked_and_vanishes_for_identical_twins() ->
     assert model.loss(same)["consistency"].item() == pytest.approx(0.0, abs=1e-6)
     # No weathered image in the batch: no term, and nothing breaks.
     assert "consistency" not in model.loss(batch(["normal", "normal"]))
+
+
+def test_twin_ce_adds_the_clean_twins_as_drone_rows_of_their_location() -> None:
+    from mcgf.models.losses import cross_entropy_views
+
+    b = batch(["fog", "normal", "rain"])
+    model = tiny(twin_ce=True).eval()
+    assert model.needs_clean_targets and "consistency" not in model.loss(b)
+    with torch.no_grad():
+        terms = model.loss(b)
+        out = model(b)
+        twins = model.head(model.drone_encoder(model._normalise(b["drone_clean"][[0, 2]])))[1]
+        want = cross_entropy_views(torch.cat([out["drone_logits"], twins]),
+                                   torch.tensor([0, 1, 2, 0, 2]),
+                                   out["satellite_logits"], b["satellite_label"])
+        plain = tiny().eval().loss(b)["ce"]
+    torch.testing.assert_close(terms["ce"], want, atol=1e-5, rtol=1e-5)
+    assert abs(terms["ce"].item() - plain.item()) > 1e-4  # the twins changed the term
+    # With the consistency term too, both use the same twins.
+    both = tiny(consistency=1.0, twin_ce=True).eval().loss(b)
+    torch.testing.assert_close(both["ce"], want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(both["total"], both["ce"] + both["consistency"])

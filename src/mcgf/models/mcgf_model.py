@@ -93,6 +93,7 @@ class MCGFOptions:
     lambda_restore: float = option(1.0, at_least(0))
     infonce: float = option(0.0, at_least(0))
     consistency: float = option(0.0, at_least(0))
+    twin_ce: bool = False
     label_smoothing: float = option(0.0, in_range(0, 1, hi_open=True))
 
 
@@ -138,6 +139,10 @@ class MCGFModel(nn.Module):
         consistency: weight of the weather-consistency loss, ``1 − cos`` between each
             weathered drone image's embedding and its clean twin's (0: off; on, the clean
             twins run in the same encoder pass).
+        twin_ce: the clean twins of the weathered drone images (the same pass as the
+            consistency term's) also get the cross-entropy, as extra drone rows of their
+            location: every weathered view is then learnt clean as well, at the cost of
+            one more encoder row per weathered image.
         label_smoothing: of the cross-entropy.
 
     Meets :class:`~mcgf.models.base.TrainableModel`: :meth:`loss` applies these weights
@@ -176,6 +181,7 @@ class MCGFModel(nn.Module):
         lambda_restore: float = 1.0,
         infonce: float = 0.0,
         consistency: float = 0.0,
+        twin_ce: bool = False,
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
@@ -191,6 +197,7 @@ class MCGFModel(nn.Module):
         self.lambda_restore = float(lambda_restore)
         self.infonce_weight = float(infonce)
         self.consistency = float(consistency)
+        self.twin_ce = bool(twin_ce)
         self.label_smoothing = float(label_smoothing)
 
         opts = {
@@ -250,8 +257,10 @@ class MCGFModel(nn.Module):
     @property
     def needs_clean_targets(self) -> bool:
         """Whether training batches must hold ``drone_clean``: the restoration term (branch
-        built, ``lambda_restore > 0``) or the consistency term (``consistency > 0``)."""
-        return (self.restoration is not None and self.lambda_restore > 0) or self.consistency > 0
+        built, ``lambda_restore > 0``), the consistency term (``consistency > 0``) or the
+        clean twins' cross-entropy (``twin_ce``)."""
+        return ((self.restoration is not None and self.lambda_restore > 0) or self.consistency > 0
+                or self.twin_ce)
 
     def encoder(self, view: str) -> nn.Module:
         """The encoder used for ``view`` (``"drone"`` or ``"satellite"``)."""
@@ -301,7 +310,8 @@ class MCGFModel(nn.Module):
         and noise (``None``: torch's global RNG). With
         ``clean_pairs`` and ``drone_clean`` given, the clean versions of the weathered drone
         images run in the same encoder pass and come back as ``drone_pair_embedding``
-        (weathered) and ``drone_clean_embedding`` (clean), row by row.
+        (weathered) and ``drone_clean_embedding`` (clean), row by row, with the clean
+        twins' ``drone_clean_logits`` and ``drone_pair_mask`` (which drone rows have one).
         """
         out: dict[str, torch.Tensor] = {}
         if "drone" in batch:
@@ -325,6 +335,7 @@ class MCGFModel(nn.Module):
             if pairs is not None:
                 out["drone_pair_embedding"] = embedding[:n][pairs]
                 out["drone_clean_embedding"] = embedding[n:]
+                out["drone_clean_logits"], out["drone_pair_mask"] = logits[n:], pairs
             drone = drone[:n]
             if want_restore:
                 assert self.restoration is not None
@@ -357,7 +368,8 @@ class MCGFModel(nn.Module):
         ``total = ce + infonce · infonce_loss + consistency · consistency_loss +
         lambda_restore · restoration_loss`` with the model's weights
         (:attr:`loss_weights`), where ``ce`` is :func:`cross_entropy_views` (with
-        ``label_smoothing``). The InfoNCE term is computed only for a positive weight; the
+        ``label_smoothing``; with ``twin_ce``, over the clean twins' logits too). The
+        InfoNCE term is computed only for a positive weight; the
         consistency term (:func:`weather_consistency`) for a positive weight and a batch
         with ``drone_clean``; the restoration term only when the branch is on,
         ``lambda_restore > 0`` and the batch has ``drone_clean``. ``generator`` draws the
@@ -366,12 +378,17 @@ class MCGFModel(nn.Module):
         for key in ("drone", "drone_label", "satellite", "satellite_label"):
             if key not in batch:
                 raise KeyError(f"training batch lacks {key!r}")
-        out = self.forward(batch, generator=generator, clean_pairs=self.consistency > 0,
+        out = self.forward(batch, generator=generator,
+                           clean_pairs=self.consistency > 0 or self.twin_ce,
                            restore=self.lambda_restore > 0)
+        drone_logits, drone_labels = out["drone_logits"], batch["drone_label"]
+        if self.twin_ce and "drone_clean_logits" in out:
+            drone_logits = torch.cat([drone_logits, out["drone_clean_logits"]])
+            drone_labels = torch.cat([drone_labels, drone_labels[out["drone_pair_mask"]]])
         terms: dict[str, torch.Tensor] = {
             "ce": cross_entropy_views(
-                out["drone_logits"],
-                batch["drone_label"],
+                drone_logits,
+                drone_labels,
                 out["satellite_logits"],
                 batch["satellite_label"],
                 label_smoothing=self.label_smoothing,
@@ -386,7 +403,8 @@ class MCGFModel(nn.Module):
                 batch["satellite_label"],
             )
             total = total + self.infonce_weight * terms["infonce"]
-        if "drone_clean_embedding" in out and out["drone_clean_embedding"].shape[0] > 0:
+        if (self.consistency > 0 and "drone_clean_embedding" in out
+                and out["drone_clean_embedding"].shape[0] > 0):
             terms["consistency"] = weather_consistency(out["drone_pair_embedding"],
                                                        out["drone_clean_embedding"])
             total = total + self.consistency * terms["consistency"]
