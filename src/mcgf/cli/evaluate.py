@@ -235,79 +235,58 @@ def _missing_query_notes(conditions: list[Any] | None, directions: list[str], da
     return notes
 
 
-def run(args: argparse.Namespace) -> int:
-    from mcgf.data.layouts import find_dataset
-    from mcgf.evaluation.probes import summary_line
-    from mcgf.evaluation.report import markdown_table, write_report
-    from mcgf.evaluation.university import (
-        evaluate_university,
-        mean_over_conditions,
-        mean_over_subsets,
-        on_the_fly_conditions,
-        prerendered_conditions,
-    )
+def _weather(args: argparse.Namespace, dataset: Any, directions: list[str],
+             subsets: tuple[str, ...]) -> tuple[list[Any] | None, dict[str, Any] | None, list[str]]:
+    """The weather conditions ``--wx-dir`` or ``--weather`` ask for, the report's
+    ``weather`` section and the notes about them (``None, None, []`` for clean images)."""
+    from mcgf.evaluation.university import on_the_fly_conditions
     from mcgf.weather.conditions import parse_conditions
 
-    dataset = find_dataset(args.data, args.layout)
-    subsets = tuple(ts.name for ts in dataset.test_sets()) or ("",)
-    directions, left_out = _choose_directions(args, dataset)
-    notes = [f"{d} left out: {', '.join(str(f) for f in folders)} missing"
-             for d, folders in left_out.items()]
-    conditions = None
-    weather: dict[str, Any] | None = None
     if args.allow_partial and args.wx_dir is None:
         raise UserError("--allow-partial applies to --wx-dir only")
     if args.wx_dir is not None:
-        conditions = prerendered_conditions(args.wx_dir, dataset=args.data,
-                                            allow_partial=args.allow_partial, layout=dataset)
-        weather = {"mode": "pre-rendered", "folder": os.path.abspath(args.wx_dir),
-                   "conditions": [c.name for c in conditions]}
-        unweathered, note = _unweathered_note(conditions, directions, args.directions is not None,
-                                              args.wx_dir, subsets, dataset.subset_label)
-        weather["no_weathered_gallery_drone"] = unweathered
-        notes += [note] if note else []
-        notes += _missing_query_notes(conditions, directions, dataset)
-        partial = {c.name: {f: {"images": n, "of": total} for f, (n, total) in c.partial.items()}
-                   for c in conditions if c.partial}
-        weather["partial"] = partial
-        notes += [f"{name}: scored on part of its pre-rendered images (" + ", ".join(
-            f"{f} {p['images']}/{p['of']}" for f, p in folders.items()) + "), --allow-partial"
-            for name, folders in partial.items()]
-    elif args.weather is not None:
+        return _prerendered_weather(args, dataset, directions, subsets)
+    if args.weather is not None:
         names = parse_conditions(args.weather, "--weather")
         seed = int_option(args.weather_seed, "--weather-seed", 0)
         conditions = on_the_fly_conditions(names, seed, args.dark_variant)
-        weather = {"mode": "on-the-fly", "conditions": names, "seed": seed,
-                   "dark_variant": args.dark_variant}
-    probes, probe_note = _probes(args, conditions, directions)
-    embedder = embedder_from_args(args)
-    options = extract_options_from_args(args, args.out, on_bad_image=args.on_bad_image)
-    log = None if args.quiet else print
-    notes += dataset.notes()
-    rows = evaluate_university(args.data, embedder, directions=directions, conditions=conditions,
-                               options=options, no_match=args.no_match, log=log, tap=probes,
-                               tap_folders=("query_drone",) if probes is not None else (),
-                               layout=dataset)
-    results = [r.as_dict() for r in rows]
-    report: dict[str, Any] = {
-        "protocol": dataset.protocol(bool(conditions)),
-        "layout": dataset.spec,
-        "dataset": os.path.abspath(args.data),
-        "embedder": embedder.identity,
-        "flip_tta": options.flip,
-        "no_match_policy": args.no_match,
-        "directions": directions,
-        # Directions the data has no folders for: {direction: [missing folders]}.
-        "directions_left_out": {d: [str(f) for f in folders] for d, folders in left_out.items()},
-        "notes": notes,
-        "results": results,
-        # How many (condition, direction, side) feature sets were read from the cache.
-        "feature_cache": {
-            "hits": sum(int(r.metrics["query_features_cached"]) + int(r.metrics["gallery_features_cached"])
-                        for r in rows),
-            "sets": 2 * len(rows),
-        },
-    }
+        return conditions, {"mode": "on-the-fly", "conditions": names, "seed": seed,
+                            "dark_variant": args.dark_variant}, []
+    return None, None, []
+
+
+def _prerendered_weather(args: argparse.Namespace, dataset: Any, directions: list[str],
+                         subsets: tuple[str, ...]
+                         ) -> tuple[list[Any], dict[str, Any], list[str]]:
+    """:func:`_weather` for ``--wx-dir``: the condition folders, what the report says of
+    them and notes on the rows left out or scored on part of the images."""
+    from mcgf.evaluation.university import prerendered_conditions
+
+    conditions = prerendered_conditions(args.wx_dir, dataset=args.data,
+                                        allow_partial=args.allow_partial, layout=dataset)
+    weather: dict[str, Any] = {"mode": "pre-rendered", "folder": os.path.abspath(args.wx_dir),
+                               "conditions": [c.name for c in conditions]}
+    unweathered, note = _unweathered_note(conditions, directions, args.directions is not None,
+                                          args.wx_dir, subsets, dataset.subset_label)
+    weather["no_weathered_gallery_drone"] = unweathered
+    notes = [note] if note else []
+    notes += _missing_query_notes(conditions, directions, dataset)
+    partial = {c.name: {f: {"images": n, "of": total} for f, (n, total) in c.partial.items()}
+               for c in conditions if c.partial}
+    weather["partial"] = partial
+    notes += [f"{name}: scored on part of its pre-rendered images (" + ", ".join(
+        f"{f} {p['images']}/{p['of']}" for f, p in folders.items()) + "), --allow-partial"
+        for name, folders in partial.items()]
+    return conditions, weather, notes
+
+
+def _add_means_and_probes(report: dict[str, Any], rows: list[Any], weather: dict[str, Any] | None,
+                          probes: Any, dataset: Any, subsets: tuple[str, ...]
+                          ) -> dict[str, Any] | None:
+    """Add the subset label, the weather section, the means (over conditions and over
+    test sets) and the invariance section to ``report``; returns that last section."""
+    from mcgf.evaluation.university import mean_over_conditions, mean_over_subsets
+
     if dataset.subset_label and any(r.subset for r in rows):
         report["subset_label"] = dataset.subset_label
     means = mean_over_conditions(rows) if weather is not None else []
@@ -322,9 +301,17 @@ def run(args: argparse.Namespace) -> int:
             section.setdefault("notes", []).append(
                 f"probes on the {dataset.subset_title(subsets[0])} test set only")
         report["invariance"] = section
-    json_path, md_path = write_report(args.out, report)
-    print(markdown_table(results + report.get("mean", []), report.get("subset_label", "")), end="")
-    for note in notes:
+    return section
+
+
+def _print_summary(report: dict[str, Any], section: dict[str, Any] | None, probe_note: str) -> None:
+    """The metrics table, the notes and the probes' summary on stdout."""
+    from mcgf.evaluation.probes import summary_line
+    from mcgf.evaluation.report import markdown_table
+
+    print(markdown_table(report["results"] + report.get("mean", []), report.get("subset_label", "")),
+          end="")
+    for note in report["notes"]:
         print(f"note: {note}")
     if section is not None:
         print(summary_line(section))
@@ -332,5 +319,50 @@ def run(args: argparse.Namespace) -> int:
             print(f"note: {note}")
     elif probe_note:
         print(f"note: {probe_note}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from mcgf.data.layouts import find_dataset
+    from mcgf.evaluation.report import write_report
+    from mcgf.evaluation.university import evaluate_university
+
+    dataset = find_dataset(args.data, args.layout)
+    subsets = tuple(ts.name for ts in dataset.test_sets()) or ("",)
+    directions, left_out = _choose_directions(args, dataset)
+    notes = [f"{d} left out: {', '.join(str(f) for f in folders)} missing"
+             for d, folders in left_out.items()]
+    conditions, weather, weather_notes = _weather(args, dataset, directions, subsets)
+    notes += weather_notes
+    probes, probe_note = _probes(args, conditions, directions)
+    embedder = embedder_from_args(args)
+    options = extract_options_from_args(args, args.out, on_bad_image=args.on_bad_image)
+    log = None if args.quiet else print
+    notes += dataset.notes()
+    rows = evaluate_university(args.data, embedder, directions=directions, conditions=conditions,
+                               options=options, no_match=args.no_match, log=log, tap=probes,
+                               tap_folders=("query_drone",) if probes is not None else (),
+                               layout=dataset)
+    report: dict[str, Any] = {
+        "protocol": dataset.protocol(bool(conditions)),
+        "layout": dataset.spec,
+        "dataset": os.path.abspath(args.data),
+        "embedder": embedder.identity,
+        "flip_tta": options.flip,
+        "no_match_policy": args.no_match,
+        "directions": directions,
+        # Directions the data has no folders for: {direction: [missing folders]}.
+        "directions_left_out": {d: [str(f) for f in folders] for d, folders in left_out.items()},
+        "notes": notes,
+        "results": [r.as_dict() for r in rows],
+        # How many (condition, direction, side) feature sets were read from the cache.
+        "feature_cache": {
+            "hits": sum(int(r.metrics["query_features_cached"]) + int(r.metrics["gallery_features_cached"])
+                        for r in rows),
+            "sets": 2 * len(rows),
+        },
+    }
+    section = _add_means_and_probes(report, rows, weather, probes, dataset, subsets)
+    json_path, md_path = write_report(args.out, report)
+    _print_summary(report, section, probe_note)
     print(f"wrote {json_path} and {md_path}")
     return 0

@@ -137,15 +137,7 @@ def check_university(data: University1652, report: CheckReport) -> list[Path]:
                 f"{len(gs)} gallery locations ({distractors} without a query, i.e. distractors)"
             )
     for fs_split, folders in (("train", data.train), ("test", data.test)):
-        for name, fs in folders.items():
-            if fs.broken:
-                report.warnings.append(broken_links_text(fs.root, fs.broken))
-            empty = [k for k, v in fs.classes.items() if not v]
-            if empty:
-                shown = ", ".join(empty[:5]) + (" ..." if len(empty) > 5 else "")
-                report.warnings.append(
-                    f"{data.root / fs_split / name}: {len(empty)} empty class folders ({shown}); they are ignored"
-                )
+        _warn_folder_problems(report, data.root / fs_split, folders)
     return images
 
 
@@ -190,6 +182,13 @@ def check_views(report: CheckReport, base: Path, split: str, folders: dict[str, 
                                        "(such queries are counted separately by the evaluation)")
             report.notes.append(f"{rel}: {q} -> {g}: {len(qs)} query locations, {len(gs)} gallery "
                                 f"locations ({len(gs - qs)} without a query, i.e. distractors)")
+    _warn_folder_problems(report, base, folders)
+    return images
+
+
+def _warn_folder_problems(report: CheckReport, base: Path, folders: dict[str, ClassFolderSet]) -> None:
+    """Warnings for the broken links and the empty class folders of the view or role
+    folders ``folders`` of ``base``."""
     for name, fs in folders.items():
         if fs.broken:
             report.warnings.append(broken_links_text(fs.root, fs.broken))
@@ -197,7 +196,6 @@ def check_views(report: CheckReport, base: Path, split: str, folders: dict[str, 
         if empty:
             shown = ", ".join(empty[:5]) + (" ..." if len(empty) > 5 else "")
             report.warnings.append(f"{base / name}: {len(empty)} empty class folders ({shown}); they are ignored")
-    return images
 
 
 def _find_flat_splits(root: Path, report: CheckReport) -> list[tuple[Path, Path]]:

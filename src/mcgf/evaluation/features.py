@@ -131,11 +131,9 @@ def extract_features(
     if cache is not None:
         key = feature_cache_key(records, embedder, flip=flip, transform_id=transform_id,
                                 on_bad_image=on_bad_image, device=dev)
-        hit = cache.load(key)
-        # A non-finite entry (written before the check below existed) is a miss, so the
-        # extraction runs and names the image.
-        if hit is not None and hit.features.shape[0] == len(records) and np.isfinite(hit.features).all():
-            return FeatureSet(hit.features, hit.valid, from_cache=True)
+        hit = _usable(cache.load(key), len(records))
+        if hit is not None:
+            return hit
 
     to = getattr(embedder, "to", None)
     if callable(to):
@@ -147,6 +145,32 @@ def extract_features(
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=collate_images, pin_memory=dev.type == "cuda",
                         persistent_workers=False)
+    result = _embed_loader(loader, records, embedder, dev, flip=flip, progress=progress, desc=desc)
+    if cache is not None:
+        cache.store(key, CachedFeatures(result.features, result.valid), {
+            "embedder": embedder.identity, "preprocess": preprocess.describe(), "flip": flip,
+            "transform": transform_id, "images": len(records),
+        })
+    return result
+
+
+def _usable(hit: CachedFeatures | None, n: int) -> FeatureSet | None:
+    """A cache entry as a :class:`FeatureSet` when it fits ``n`` records, else ``None``."""
+    # A non-finite entry (written before the check of _embed_loader existed) is a miss, so
+    # the extraction runs and names the image.
+    if hit is not None and hit.features.shape[0] == n and np.isfinite(hit.features).all():
+        return FeatureSet(hit.features, hit.valid, from_cache=True)
+    return None
+
+
+def _embed_loader(loader: DataLoader, records: Sequence[ImageRecord], embedder: Embedder,
+                  dev: torch.device, *, flip: bool, progress: bool, desc: str) -> FeatureSet:
+    """Embed every batch of ``loader`` (over ``records``) into one :class:`FeatureSet`;
+    skipped images keep zero rows.
+
+    Raises:
+        UserError: the embedder gave non-finite features for an image.
+    """
     features: np.ndarray | None = None
     valid = np.zeros(len(records), bool)
     from tqdm import tqdm
@@ -172,13 +196,7 @@ def extract_features(
             valid[rows] = True
     if features is None:
         features = np.zeros((len(records), 0), np.float32)
-    result = FeatureSet(features, valid)
-    if cache is not None:
-        cache.store(key, CachedFeatures(features, valid), {
-            "embedder": embedder.identity, "preprocess": preprocess.describe(), "flip": flip,
-            "transform": transform_id, "images": len(records),
-        })
-    return result
+    return FeatureSet(features, valid)
 
 
 def weather_transform(condition: str, seed: int, dark_variant: str = "train"

@@ -121,18 +121,7 @@ def restoration_validator(
     Raises:
         UserError: no drone query images under ``root``.
     """
-    ds = find_dataset(root, layout or None, option="data.layout")
-    sets = ds.test_sets()
-    folder = sets[0].path("query_drone") if sets else ds.root / "test" / "query_drone"
-    records = sorted(ds.read_folder(folder, "drone").records(), key=lambda r: r.key)[:images]
-    if not records:
-        raise UserError(f"restoration validation needs drone images in {folder} "
-                        "(set data.val_root, or train.restore_val_images=0)")
-    weathers = [c for c in CONDITIONS if c != CLEAN]
-    clean = [np.asarray(read_image(r.path)) for r in records]
-    weathered = [apply_weather(im, weathers[i % len(weathers)], seed=seed, key=r.key,
-                               dark_variant="test")
-                 for i, (im, r) in enumerate(zip(clean, records, strict=True))]
+    clean, weathered = _restoration_set(root, images, seed, layout)
     prepared: dict[Any, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def tensors(model: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -147,27 +136,57 @@ def restoration_validator(
         if not has_restoration(model):
             return {}
         x_w, x_c = tensors(model)
-        device = next(model.parameters()).device
-        generator = torch.Generator(device=device).manual_seed(seed)
-        was_training = model.training
-        model.eval()
-        restored, target = [], []
-        try:
-            with torch.no_grad():
-                for i in range(0, len(x_w), batch_size):
-                    restored.append(model.restore(x_w[i:i + batch_size].to(device), steps=steps,  # type: ignore[operator]
-                                                  generator=generator).float().cpu())
-                    target.append(model.restoration_target(x_c[i:i + batch_size].to(device))  # type: ignore[operator]
-                                  .float().cpu())
-        finally:
-            model.train(was_training)
-        r, t = torch.cat(restored), torch.cat(target)
+        r, t = _restore_in_eval_mode(model, x_w, x_c, steps=steps, seed=seed, batch_size=batch_size)
         out = {"val_restore_psnr": mean_finite(psnr(r, t))}
         if min(r.shape[-2:]) >= 11:
             out["val_restore_ssim"] = float(ssim(r, t).mean())
         return out
 
     return validate
+
+
+def _restoration_set(root: str | Path, images: int, seed: int, layout: str
+                     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The clean and weathered images of :func:`restoration_validator` (its docstring
+    says which), as RGB arrays at their native size.
+
+    Raises:
+        UserError: no drone query images under ``root``.
+    """
+    ds = find_dataset(root, layout or None, option="data.layout")
+    sets = ds.test_sets()
+    folder = sets[0].path("query_drone") if sets else ds.root / "test" / "query_drone"
+    records = sorted(ds.read_folder(folder, "drone").records(), key=lambda r: r.key)[:images]
+    if not records:
+        raise UserError(f"restoration validation needs drone images in {folder} "
+                        "(set data.val_root, or train.restore_val_images=0)")
+    weathers = [c for c in CONDITIONS if c != CLEAN]
+    clean = [np.asarray(read_image(r.path)) for r in records]
+    weathered = [apply_weather(im, weathers[i % len(weathers)], seed=seed, key=r.key,
+                               dark_variant="test")
+                 for i, (im, r) in enumerate(zip(clean, records, strict=True))]
+    return clean, weathered
+
+
+def _restore_in_eval_mode(model: Any, x_w: torch.Tensor, x_c: torch.Tensor, *, steps: int,
+                          seed: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Restorations of ``x_w`` and the restoration targets of ``x_c`` (float32, on the
+    CPU), by batches on the model's device, in eval mode; the model's mode is restored."""
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    restored, target = [], []
+    try:
+        with torch.no_grad():
+            for i in range(0, len(x_w), batch_size):
+                restored.append(model.restore(x_w[i:i + batch_size].to(device), steps=steps,
+                                              generator=generator).float().cpu())
+                target.append(model.restoration_target(x_c[i:i + batch_size].to(device))
+                              .float().cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(restored), torch.cat(target)
 
 
 def combine_validators(validators: Sequence[Validator]) -> Validator:

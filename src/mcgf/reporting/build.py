@@ -401,19 +401,55 @@ def build_report(
         UserError: a missing run folder, checkpoint or dataset, or a bad option.
     """
     t0 = time.perf_counter()
-
-    def log(msg: str) -> None:
-        if progress:
-            print(msg, file=sys.stderr, flush=True)
-
-    if tile < 32:
-        raise UserError(f"tile must be at least 32 px (got {tile})")
-    if restore_steps < 1:
-        raise UserError(f"restore steps must be at least 1 (got {restore_steps})")
+    log = _stderr_log if progress else _no_log
+    _check_sizes(tile, restore_steps)
     run = Path(run_dir)
     dest = Path(out) if out is not None else run / "report"
     inputs = resolve_run(run, data_root=data_root, checkpoint=checkpoint, out=dest, layout=layout)
     dev = resolve_device(device)
+    data = _shown_test_set(inputs)
+    log(f"report of {run}: checkpoint {inputs.checkpoint}, data {inputs.data_root}")
+    with torch_threads(_thread_count(threads, dev)):
+        embedder = load_embedder(str(inputs.checkpoint), device=str(dev))
+        store = _feature_store(inputs, embedder, dev, cache_dir=cache_dir, weather_seed=weather_seed,
+                               dark_variant=dark_variant, batch_size=batch_size, progress=progress,
+                               log=log)
+        page = _PageOptions(run, queries, seed, heatmaps, restore_steps, t0)
+
+        def write(folder: Path) -> None:
+            ctx = ReportContext(inputs, folder, data, store, getattr(embedder, "model", None), dev,
+                                tile, CONDITIONS, log, compute_weather)
+            (folder / "index.html").write_text(_page(ctx, page), encoding="utf-8")
+
+        _write_folder(dest, write)
+    log(f"report written to {dest / 'index.html'} in {time.perf_counter() - t0:.1f} s")
+    return dest / "index.html"
+
+
+def _stderr_log(msg: str) -> None:
+    """Progress of the report, on stderr."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _no_log(msg: str) -> None:
+    """No progress output."""
+
+
+def _check_sizes(tile: int, restore_steps: int) -> None:
+    """A :class:`UserError` for a tile or a restoration step count the report cannot use."""
+    if tile < 32:
+        raise UserError(f"tile must be at least 32 px (got {tile})")
+    if restore_steps < 1:
+        raise UserError(f"restore steps must be at least 1 (got {restore_steps})")
+
+
+def _shown_test_set(inputs: RunInputs) -> TestFolders:
+    """The test set the pictures show: the first with drone queries (a note names it when
+    the layout has several).
+
+    Raises:
+        UserError: it lacks ``query_drone`` or ``gallery_satellite``.
+    """
     assert inputs.dataset is not None
     sets = [ts for ts in inputs.dataset.test_sets() if ts.has("query_drone")]
     data = inputs.dataset.read_test(sets[0])
@@ -424,59 +460,89 @@ def build_report(
             f"Pictures: the {inputs.dataset.subset_title(sets[0].name)} test set of "
             f"{inputs.dataset.title} ({sets[0].base}); the metrics cover every "
             f"{inputs.dataset.subset_label} ({', '.join(ts.name for ts in sets)}).")
-    log(f"report of {run}: checkpoint {inputs.checkpoint}, data {inputs.data_root}")
+    return data
+
+
+def _thread_count(threads: int | None, dev: Any) -> int | None:
+    """The torch intra-op threads of the report (see :func:`build_report`'s ``threads``)."""
     if threads is None and dev.type == "cpu":
         threads = 1
     if threads is not None and threads < 1:
         raise UserError(f"threads must be at least 1 (got {threads})")
-    with torch_threads(threads):
-        embedder = load_embedder(str(inputs.checkpoint), device=str(dev))
-        primary = _pick_primary(inputs.metrics, embedder.base_identity)
-        weather = primary.weather if primary is not None and primary.weather.get("mode") == "on-the-fly" else {}
-        store = FeatureStore(
-            embedder, _caches(inputs, cache_dir),
-            flip=bool(primary.report.get("flip_tta", True)) if primary is not None else True,
-            weather_seed=int(weather_seed if weather_seed is not None else weather.get("seed", 0)),
-            dark_variant=str(dark_variant or weather.get("dark_variant", "train")),
-            device=str(dev), batch_size=batch_size, progress=progress, log=log,
-        )
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
-        (tmp / IMG).mkdir(parents=True)
-        try:
-            ctx = ReportContext(inputs, tmp, data, store, getattr(embedder, "model", None), dev,
-                                tile, CONDITIONS, log, compute_weather)
-            picked = pick_queries(data["query_drone"].records(), queries, seed,
-                                  set(data["gallery_satellite"].labels()))
-            sections: list[tuple[str, str, list[str]]] = [
-                ("metrics", "Evaluation metrics", metrics_section(inputs.metrics)),
-            ]
-            log(f"[1/4] match grids ({time.perf_counter() - t0:.1f} s)")
-            sections.append(("grids", "Top-5 matches under each weather", grids_section(ctx, picked)))
-            log(f"[2/4] heatmaps ({time.perf_counter() - t0:.1f} s)")
-            sections.append(("heatmaps", "Where the model looks",
-                             heatmap_section(ctx, picked) if heatmaps
-                             else [html.note("Heatmaps turned off (--no-heatmaps).")]))
-            log(f"[3/4] restoration previews ({time.perf_counter() - t0:.1f} s)")
-            sections.append(("restoration", "Restoration previews",
-                             restoration_section(ctx, picked, restore_steps)))
-            log(f"[4/4] posture analysis ({time.perf_counter() - t0:.1f} s)")
-            sections.append(("posture", "R@1 against the drone's pose", posture_section(ctx, compute_weather)))
-            sections.append(("training", "Training curves", training_section(inputs.log_csv)))
-            header = [html.paragraph(
-                f"Run {run} · checkpoint {inputs.checkpoint} · data {inputs.data_root} · "
-                f"weather seed {store.weather_seed}, dark variant {store.dark_variant} · flip TTA "
-                f"{store.flip} · queries picked with seed {seed}", "meta")]
-            header += [html.note(n) for n in inputs.notes]
-            if store.computed:
-                header.append(html.paragraph("Features computed for this report (not found in the "
-                                             "feature cache): " + ", ".join(store.computed), "meta"))
-            page = html.page(f"mcgf report: {run.resolve().name}", header,
-                             [(a, t, html.section(a, t, b)) for a, t, b in sections])
-            (tmp / "index.html").write_text(page, encoding="utf-8")
-            replace_dir(tmp, dest)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    log(f"report written to {dest / 'index.html'} in {time.perf_counter() - t0:.1f} s")
-    return dest / "index.html"
+    return threads
+
+
+def _feature_store(inputs: RunInputs, embedder: Any, dev: Any, *, cache_dir: str | Path | None,
+                   weather_seed: int | None, dark_variant: str | None, batch_size: int,
+                   progress: bool, log: Callable[[str], None]) -> FeatureStore:
+    """The features of the report, with the flip TTA and on-the-fly weather of this
+    checkpoint's evaluation unless the options say otherwise."""
+    primary = _pick_primary(inputs.metrics, embedder.base_identity)
+    weather = primary.weather if primary is not None and primary.weather.get("mode") == "on-the-fly" else {}
+    return FeatureStore(
+        embedder, _caches(inputs, cache_dir),
+        flip=bool(primary.report.get("flip_tta", True)) if primary is not None else True,
+        weather_seed=int(weather_seed if weather_seed is not None else weather.get("seed", 0)),
+        dark_variant=str(dark_variant or weather.get("dark_variant", "train")),
+        device=str(dev), batch_size=batch_size, progress=progress, log=log,
+    )
+
+
+def _write_folder(dest: Path, write: Callable[[Path], None]) -> None:
+    """Let ``write`` fill a temporary sibling of ``dest`` (with an empty ``img/``), then
+    swap it into place; on any failure the temporary folder is removed and ``dest`` is
+    left as it was."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
+    (tmp / IMG).mkdir(parents=True)
+    try:
+        write(tmp)
+        replace_dir(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@dataclass(frozen=True)
+class _PageOptions:
+    """What the page shows, as :func:`build_report` was asked (``t0``: when it started)."""
+
+    run: Path
+    queries: int | Sequence[str]
+    seed: int
+    heatmaps: bool
+    restore_steps: int
+    t0: float
+
+
+def _page(ctx: ReportContext, opts: _PageOptions) -> str:
+    """The HTML page: header, then every section (their pictures written on the way)."""
+    data, store, inputs, t0 = ctx.data, ctx.store, ctx.inputs, opts.t0
+    picked = pick_queries(data["query_drone"].records(), opts.queries, opts.seed,
+                          set(data["gallery_satellite"].labels()))
+    sections: list[tuple[str, str, list[str]]] = [
+        ("metrics", "Evaluation metrics", metrics_section(inputs.metrics)),
+    ]
+    ctx.log(f"[1/4] match grids ({time.perf_counter() - t0:.1f} s)")
+    sections.append(("grids", "Top-5 matches under each weather", grids_section(ctx, picked)))
+    ctx.log(f"[2/4] heatmaps ({time.perf_counter() - t0:.1f} s)")
+    sections.append(("heatmaps", "Where the model looks",
+                     heatmap_section(ctx, picked) if opts.heatmaps
+                     else [html.note("Heatmaps turned off (--no-heatmaps).")]))
+    ctx.log(f"[3/4] restoration previews ({time.perf_counter() - t0:.1f} s)")
+    sections.append(("restoration", "Restoration previews",
+                     restoration_section(ctx, picked, opts.restore_steps)))
+    ctx.log(f"[4/4] posture analysis ({time.perf_counter() - t0:.1f} s)")
+    sections.append(("posture", "R@1 against the drone's pose",
+                     posture_section(ctx, ctx.compute_weather)))
+    sections.append(("training", "Training curves", training_section(inputs.log_csv)))
+    header = [html.paragraph(
+        f"Run {opts.run} · checkpoint {inputs.checkpoint} · data {inputs.data_root} · "
+        f"weather seed {store.weather_seed}, dark variant {store.dark_variant} · flip TTA "
+        f"{store.flip} · queries picked with seed {opts.seed}", "meta")]
+    header += [html.note(n) for n in inputs.notes]
+    if store.computed:
+        header.append(html.paragraph("Features computed for this report (not found in the "
+                                     "feature cache): " + ", ".join(store.computed), "meta"))
+    return html.page(f"mcgf report: {opts.run.resolve().name}", header,
+                     [(a, t, html.section(a, t, b)) for a, t, b in sections])
