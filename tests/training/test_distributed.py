@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from PIL import Image
 
 from tests.training.test_loop import config, read_log
 from tests.training.test_loop import root as root
@@ -104,3 +108,95 @@ def test_two_processes_match_one_process_with_the_same_global_batch(root: Path, 
     assert db.abs().max() > 1e-4  # training moved the weights
     cosine = float(torch.nn.functional.cosine_similarity(da, db, dim=0))
     assert cosine > 0.98, cosine
+
+
+@pytest.fixture(scope="module")
+def val_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 locations: train/ (2 drone views + the tile) and test/ (3 drone queries, the
+    tile, and a distractor tile in the gallery), 32 px."""
+    base = tmp_path_factory.mktemp("u1652val") / "University-Release"
+    rng = np.random.default_rng(1)
+    folders = (("train/drone", 2), ("train/satellite", 1), ("test/query_drone", 3),
+               ("test/gallery_satellite", 1))
+    for c in range(5):
+        colour = 128 + rng.integers(-24, 24, 3)  # close colours: retrieval is not trivial
+        for folder, n in folders if c < 4 else folders[3:]:
+            d = base / folder / f"{c + 1:04d}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                arr = np.clip(colour + rng.normal(0, 60, (32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(arr).save(d / f"{i}.png")
+    return base
+
+
+def _validator(root: str) -> Any:
+    """Retrieval in batches of 2 (12 queries, 5 tiles: both ranks get a share) and the
+    restoration of 4 weathered queries."""
+    from mcgf.evaluation.validation import (
+        combine_validators,
+        restoration_validator,
+        university_validator,
+    )
+
+    return combine_validators([university_validator(root, batch_size=2, device="cpu"),
+                               restoration_validator(root, images=4, steps=2)])
+
+
+def _validating_worker(rank: int, world: int, port: int, cfg: dict, out: str) -> None:
+    """Train with validation each epoch; write what this rank validated and embedded."""
+    import torch.distributed as dist
+
+    import mcgf.evaluation.features as features
+    from mcgf.training.config import parse_run_config
+    from mcgf.training.loop import train
+
+    embedded: list[int] = []
+    embed_loader = features._embed_loader
+
+    def counting(loader: Any, records: Any, *args: Any, **kwargs: Any) -> Any:
+        embedded.append(len(records))
+        return embed_loader(loader, records, *args, **kwargs)
+
+    features._embed_loader = counting  # type: ignore[assignment]
+    os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    try:
+        result = train(parse_run_config(cfg, "t"), out, progress=False,
+                       validate=_validator(cfg["data"]["root"]))
+    finally:
+        dist.destroy_process_group()
+    Path(out, f"rank{rank}.json").write_text(json.dumps({"validation": result.validation,
+                                                         "embedded": embedded}))
+
+
+def test_validation_under_two_processes_equals_one_process_validation(val_root: Path,
+                                                                      tmp_path: Path) -> None:
+    """With validation every epoch both ranks validate together (each embeds part of the
+    test images, the features are gathered), the run finishes, and the logged
+    val_R@1 / val_AP equal a 1-process validation of the final checkpoint."""
+    cfg = config(val_root, epochs=2, device="cpu", eval_every=1)
+    out = tmp_path / "ddp"
+    mp.spawn(_validating_worker, args=(2, _free_port(), cfg, str(out)), nprocs=2, join=True)
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+    rows = [r for r in read_log(out) if r.get("val_R@1")]
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    # Each validation embeds 12 queries + 5 tiles, split across the ranks.
+    assert sum(ranks[0]["embedded"]) + sum(ranks[1]["embedded"]) == 2 * (12 + 5)
+    assert 0 < sum(ranks[0]["embedded"]) < 2 * (12 + 5)
+
+    from mcgf.runtime import torch_threads
+    from mcgf.training import load_checkpoint
+
+    model = load_checkpoint(out / "last").model
+    with torch_threads(1):
+        single = _validator(str(val_root))(model)
+    assert {"val_R@1", "val_AP", "val_restore_psnr", "val_restore_ssim"} <= set(single)
+    assert 0 < single["val_R@1"] < 100 and 0 < single["val_AP"] < 100
+    for r in ranks:
+        assert r["validation"]["val_R@1"] == single["val_R@1"]
+        assert r["validation"]["val_AP"] == single["val_AP"]
+        assert r["validation"]["val_restore_psnr"] == pytest.approx(single["val_restore_psnr"],
+                                                                    rel=1e-5)
+    for key in ("val_R@1", "val_AP"):
+        assert float(rows[-1][key]) == pytest.approx(single[key], rel=1e-5)

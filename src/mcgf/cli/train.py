@@ -84,7 +84,9 @@ def _validator(cfg: Any) -> Any:
                     raise UserError(f"train.eval_every needs {path} (set data.val_root to a "
                                     f"{dataset.title} tree with its test split, or train.eval_every=0)")
         device = None if cfg.train.device == "auto" else cfg.train.device
-        validators.append(university_validator(root, device=device, layout=layout))
+        # Decoding 37,855 test images at paper scale is CPU work: the training's workers.
+        validators.append(university_validator(root, device=device, layout=layout,
+                                               num_workers=cfg.data.workers))
     from mcgf.models.model_registry import resolved_options
 
     model = resolved_options(cfg.model["name"], {k: v for k, v in cfg.model.items() if k != "name"})

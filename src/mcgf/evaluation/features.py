@@ -8,6 +8,11 @@ batches. With ``flip=True`` (the public baselines' test-time augmentation) the f
 is ``embed(x) + embed(flip(x))``. Features are always L2-normalised (in float64, so any
 finite output can be; an exactly zero output stays zero), so inner product is cosine
 similarity. The embedder runs under :func:`mcgf.runtime.autocast` (bf16 on a GPU).
+
+With ``shard=`` (a :class:`~mcgf.evaluation.sharding.Shard`) the processes of a
+``torch.distributed`` group split the records and gather the features (see
+:mod:`mcgf.evaluation.sharding`): each rank gets the full matrix, equal to a
+single-process extraction's.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from mcgf.data.layout import UNKNOWN_LABEL, ImageRecord
 from mcgf.data.transforms import Preprocess
 from mcgf.errors import UserError
 from mcgf.evaluation.cache import CachedFeatures, FeatureCache, cache_key, file_fingerprint
+from mcgf.evaluation.sharding import Shard, gather_rows
 from mcgf.models.registry import Embedder
 from mcgf.runtime import autocast, precision, resolve_device
 from mcgf.weather import CLEAN, ENGINE_VERSION, WeatherTransform
@@ -102,6 +108,7 @@ def extract_features(
     on_bad_image: str = "stop",
     progress: bool = True,
     desc: str = "features",
+    shard: Shard | None = None,
 ) -> FeatureSet:
     """Embed every record (in order) and return a :class:`FeatureSet`.
 
@@ -119,11 +126,21 @@ def extract_features(
         on_bad_image: ``"stop"`` raises on an unreadable image; ``"skip"`` marks it invalid.
         progress: show a progress bar.
         desc: progress bar label.
+        shard: split the records over a process group (every rank calls this with the
+            same arguments and gets the same result); ``None`` or a group of one: this
+            process embeds them all. Not cached (``cache_dir`` must be ``None``).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     if transform is not None and not transform_id:
         raise ValueError("a transform needs a transform_id (it is part of the cache key)")
+    if shard is not None and shard.world > 1:
+        if cache_dir is not None:
+            raise ValueError("a sharded extraction is not cached: pass cache_dir=None")
+        return _extract_shard(records, embedder, shard, batch_size=batch_size, flip=flip,
+                              device=device, num_workers=num_workers, transform=transform,
+                              transform_id=transform_id, on_bad_image=on_bad_image,
+                              progress=progress, desc=desc)
     preprocess = Preprocess.for_embedder(embedder)
     cache = FeatureCache(cache_dir) if cache_dir is not None else None
     dev = resolve_device(device)
@@ -152,6 +169,28 @@ def extract_features(
             "transform": transform_id, "images": len(records),
         })
     return result
+
+
+def _extract_shard(records: Sequence[ImageRecord], embedder: Embedder, shard: Shard, *,
+                   batch_size: int, flip: bool, device: str | torch.device | None,
+                   num_workers: int, transform: Degrade | None, transform_id: str,
+                   on_bad_image: str, progress: bool, desc: str) -> FeatureSet:
+    """:func:`extract_features` of this rank's run of batches (:meth:`Shard.span`), then
+    every rank's rows gathered; an error here is raised on every rank, after the gather."""
+    start, end = shard.span(len(records), batch_size)
+    features: np.ndarray | None = None
+    valid: np.ndarray | None = None
+    error: BaseException | None = None
+    try:
+        part = extract_features(records[start:end], embedder, batch_size=batch_size, flip=flip,
+                                device=device, num_workers=num_workers, transform=transform,
+                                transform_id=transform_id, on_bad_image=on_bad_image,
+                                progress=progress, desc=desc)
+        features, valid = part.features, part.valid
+    except Exception as err:  # raised again by gather_rows, once every rank knows
+        error = err
+    all_features, all_valid = gather_rows(features, valid, shard, error)
+    return FeatureSet(all_features, all_valid)
 
 
 def _usable(hit: CachedFeatures | None, n: int) -> FeatureSet | None:

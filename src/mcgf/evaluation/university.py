@@ -32,6 +32,7 @@ from mcgf.data.layout import JUNK_LABEL, ClassFolderSet, ImageRecord, read_class
 from mcgf.data.layouts import DIRECTIONS, DRONE_ROLES, DatasetLayout, find_dataset
 from mcgf.errors import UserError
 from mcgf.evaluation.features import FeatureSet, extract_features, for_view
+from mcgf.evaluation.sharding import Shard
 from mcgf.models.registry import Embedder
 from mcgf.retrieval.metrics import PerQuery, summarize
 from mcgf.retrieval.ranking import rank_and_score
@@ -54,7 +55,12 @@ COMMUNITY_ORDER: tuple[str, ...] = CONDITIONS
 
 @dataclass
 class ExtractOptions:
-    """How features are computed (shared by every folder of a run)."""
+    """How features are computed (shared by every folder of a run).
+
+    ``shard``: split every folder's images over the ranks of a process group and gather
+    the features (see :mod:`mcgf.evaluation.sharding`; no cache); every rank then
+    computes the same rows.
+    """
 
     batch_size: int = 32
     flip: bool = True
@@ -63,6 +69,7 @@ class ExtractOptions:
     cache_dir: str | Path | None = None
     on_bad_image: str = "stop"
     progress: bool = True
+    shard: Shard | None = None
 
 
 def subset_key(subset: str, role: str) -> str:
@@ -162,7 +169,7 @@ def _features(folder: ClassFolderSet, embedder: Embedder, opts: ExtractOptions, 
         records, embedder, batch_size=opts.batch_size, flip=opts.flip, device=opts.device,
         num_workers=opts.num_workers, cache_dir=opts.cache_dir, transform=transform,
         transform_id=transform_id, on_bad_image=opts.on_bad_image, progress=opts.progress,
-        desc=desc,
+        desc=desc, shard=opts.shard,
     )
     if not fs.valid.any():
         raise UserError(f"none of the {len(records)} images of {folder.root} could be read "

@@ -5,10 +5,18 @@ merged by :func:`combine_validators`.
 
 The loop takes any ``validate(model) -> {name: value}``; this module builds the standard
 ones from the evaluation protocol, so that training itself knows no evaluation code.
+
+Under ``torchrun`` the loop calls the validator on every rank at once.
+:func:`university_validator` then splits each test folder's images across the ranks and
+gathers the features (:mod:`mcgf.evaluation.sharding`), so every rank returns the
+single-process metrics after a fraction of the work; :func:`restoration_validator` (a
+handful of images) simply runs whole on every rank, with no collective call. No rank
+ever waits in a collective while another validates alone.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +31,7 @@ from mcgf.data.layouts import find_dataset
 from mcgf.data.transforms import Preprocess
 from mcgf.errors import UserError
 from mcgf.evaluation.image_quality import mean_finite, psnr, ssim
+from mcgf.evaluation.sharding import current_shard
 from mcgf.evaluation.university import (
     NO_WEATHER,
     ExtractOptions,
@@ -47,6 +56,7 @@ def university_validator(
     device: str | None = None,
     num_workers: int = 0,
     layout: str = "",
+    distributed: bool = True,
 ) -> Validator:
     """A validator computing drone→satellite R@1 and AP on ``root``'s test split.
 
@@ -59,6 +69,10 @@ def university_validator(
         seed: weather seed.
         batch_size, device, num_workers: feature extraction.
         layout: the dataset layout (``data.layout``; empty: detected).
+        distributed: when ``torch.distributed`` has a group of several processes at call
+            time, split the images across its ranks and gather the features; every rank
+            must then call ``validate`` (the training loop does) and gets the same values,
+            equal to a single process's. ``False``: each caller embeds everything itself.
 
     Returns:
         ``validate(model)`` → ``{"val_R@1": ..., "val_AP": ...}`` (percent). The model must
@@ -72,10 +86,12 @@ def university_validator(
     def validate(model: nn.Module) -> dict[str, float]:
         was_training = model.training
         model.eval()
+        run_opts = dataclasses.replace(opts, shard=current_shard() if distributed else None)
         try:
             embedder = CheckpointEmbedder(model, "training-validation")
             rows = evaluate_university(root, embedder, directions=("drone->satellite",),
-                                       conditions=conds, options=opts, layout=layout or None)
+                                       conditions=conds, options=run_opts,
+                                       layout=layout or None)
         finally:
             model.train(was_training)
         per_set = mean_over_conditions(rows) if conds else rows
@@ -116,7 +132,9 @@ def restoration_validator(
         over the images; a PSNR of an exact restoration, infinite, is left out of the
         mean; SSIM only when the branch works at 11 px or more). A model without the
         restoration branch gives ``{}``. The model runs on its own device, in eval mode,
-        and is put back in its previous mode afterwards.
+        and is put back in its previous mode afterwards. It makes no collective call:
+        under ``torchrun`` each rank restores the whole (small) set and gets the same
+        values (the same pixels and seeded noise).
 
     Raises:
         UserError: no drone query images under ``root``.

@@ -403,7 +403,8 @@ def layer_decay_param_groups(
     """Optimizer parameter groups with layer-wise learning-rate decay.
 
     Reuses ``timm.optim.param_groups_layer_decay`` (layers from the model's
-    ``group_matcher``; no weight decay on biases, norms, position/class tokens) and sets
+    ``group_matcher``; no weight decay on biases, norms, nor on what the model's
+    ``no_weight_decay()`` lists: position embeddings, class tokens) and sets
     each group's ``lr = base_lr * lr_scale``: the last block trains at ``base_lr``, each
     block below at ``layer_decay`` times the one above. ``lr_scale`` is kept for timm
     schedulers.
@@ -412,8 +413,14 @@ def layer_decay_param_groups(
 
     if not hasattr(model, "group_matcher"):
         raise ValueError(f"{type(model).__name__} has no group_matcher for layer decay")
+    from mcgf.models.base import no_weight_decay_ids
+
+    # timm's own optimizer factory passes model.no_weight_decay() too: without it the
+    # position embedding and the class token (not vectors) would be decayed.
+    keep = no_weight_decay_ids(model)
     groups = param_groups_layer_decay(
-        model, weight_decay=weight_decay, layer_decay=layer_decay
+        model, weight_decay=weight_decay, layer_decay=layer_decay,
+        no_weight_decay_list=[n for n, p in model.named_parameters() if id(p) in keep],
     )
     for group in groups:
         group["lr"] = base_lr * float(group.get("lr_scale", 1.0))

@@ -35,13 +35,14 @@ logs, checkpoints and evaluates without edits elsewhere:
 
 :class:`TrainableMixin` provides the defaults a simple model can inherit
 (``needs_clean_targets = False``, unit ``loss_weights``, two decay groups over every
-parameter). :func:`check_trainable` is the run-time check: it names what a model lacks.
+parameter: none on vectors, scalars and what a submodule's ``no_weight_decay()`` lists). :func:`check_trainable` is the run-time check: it names what a model lacks.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import inspect
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
@@ -152,19 +153,40 @@ class TrainableMixin:
                      layer_decay: float | None = None) -> list[dict[str, Any]]:
         """Every trainable parameter at ``lr``; ``layer_decay`` is ignored."""
         assert isinstance(self, nn.Module)
-        return [g for g in decay_split(self.parameters(), lr, weight_decay) if g["params"]]
+        return [g for g in decay_split(self.parameters(), lr, weight_decay,
+                                       no_decay=no_weight_decay_ids(self)) if g["params"]]
 
 
-def decay_split(params: Iterable[nn.Parameter], lr: float,
-                weight_decay: float) -> list[dict[str, Any]]:
+def no_weight_decay_ids(module: nn.Module) -> set[int]:
+    """``id`` of each parameter of ``module`` (at any depth) that its submodule lists in
+    ``no_weight_decay()`` — timm's convention for parameters that must not shrink towards
+    zero although they are not vectors: position embeddings, class, register and
+    distillation tokens (names or ``fnmatch`` patterns relative to that submodule)."""
+    ids: set[int] = set()
+    for sub in module.modules():
+        listed = getattr(sub, "no_weight_decay", None)
+        if not callable(listed):
+            continue
+        patterns = [str(p) for p in listed()]
+        ids.update(id(p) for name, p in sub.named_parameters()
+                   if any(fnmatch.fnmatchcase(name, pat) for pat in patterns))
+    return ids
+
+
+def decay_split(params: Iterable[nn.Parameter], lr: float, weight_decay: float, *,
+                no_decay: Collection[int] = frozenset()) -> list[dict[str, Any]]:
     """Two AdamW groups of the trainable ``params``: weight decay on matrices and kernels,
-    none on vectors and scalars (biases, norms, temperatures)."""
+    none on vectors and scalars (biases, norms, temperatures) nor on the parameters whose
+    ``id`` is in ``no_decay`` (e.g. :func:`no_weight_decay_ids`)."""
     params = [p for p in params if p.requires_grad]
+    keep = [p.ndim <= 1 or id(p) in no_decay for p in params]
     return [
-        {"params": [p for p in params if p.ndim > 1], "lr": lr, "weight_decay": weight_decay},
-        {"params": [p for p in params if p.ndim <= 1], "lr": lr, "weight_decay": 0.0},
+        {"params": [p for p, k in zip(params, keep, strict=True) if not k], "lr": lr,
+         "weight_decay": weight_decay},
+        {"params": [p for p, k in zip(params, keep, strict=True) if k], "lr": lr,
+         "weight_decay": 0.0},
     ]
 
 
 __all__ = ["NotTrainableError", "TrainableMixin", "TrainableModel", "check_trainable",
-           "decay_split", "missing_members"]
+           "decay_split", "missing_members", "no_weight_decay_ids"]

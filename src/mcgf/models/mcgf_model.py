@@ -44,7 +44,7 @@ from mcgf.models.backbone import (
     is_weights_file,
     layer_decay_param_groups,
 )
-from mcgf.models.base import decay_split
+from mcgf.models.base import decay_split, no_weight_decay_ids
 from mcgf.models.heads import ClassBlock
 from mcgf.models.input_norm import INPUT_NORMS, normalise_input
 from mcgf.models.losses import InfoNCE, cross_entropy_views, weather_consistency
@@ -458,7 +458,8 @@ class MCGFModel(nn.Module):
     ) -> list[dict[str, Any]]:
         """Optimizer groups: encoder(s) with optional layer decay, the rest at ``base_lr``.
 
-        Biases, norms and the temperature get no weight decay.
+        Biases, norms, the temperature and what the encoder's ``no_weight_decay()``
+        lists (position embeddings, class tokens) get no weight decay.
         """
         groups: list[dict[str, Any]] = []
         encoders = [self.drone_encoder]
@@ -468,11 +469,13 @@ class MCGFModel(nn.Module):
             if layer_decay is not None:
                 groups += layer_decay_param_groups(enc, base_lr, weight_decay, layer_decay)
             else:
-                groups += decay_split(enc.parameters(), base_lr, weight_decay)
+                groups += decay_split(enc.parameters(), base_lr, weight_decay,
+                                      no_decay=no_weight_decay_ids(enc))
         rest = [self.head, self.infonce]
         if self.restoration is not None:
             rest.append(self.restoration)
-        groups += decay_split((p for m in rest for p in m.parameters()), base_lr, weight_decay)
+        groups += decay_split((p for m in rest for p in m.parameters()), base_lr, weight_decay,
+                              no_decay=set().union(*(no_weight_decay_ids(m) for m in rest)))
         return [g for g in groups if g["params"]]
 
 

@@ -13,8 +13,9 @@
   :func:`~mcgf.training.step.train_step` (gradient accumulation, clipping), logged to
   ``OUT/log.csv``: every loss term the model returns and, on each logged step, the
   gradient norm each weighted term sends into the encoder;
-* at each epoch end, validation (optional) and a checkpoint ``OUT/last`` (weights,
-  resolved config, optimizer, scheduler, counters, RNG states).
+* at each epoch end, validation (optional; on every rank under ``torchrun``, see
+  :mod:`mcgf.evaluation.validation`) and a checkpoint ``OUT/last`` (weights, resolved
+  config, optimizer, scheduler, counters, RNG states).
 
 Randomness: model init draws from ``train.seed`` on every rank; under ``torchrun`` each
 rank then reseeds torch's RNG with ``seed + rank`` (distinct dropout masks). The model's
@@ -493,6 +494,22 @@ def _log_row(run: TrainRun, bar: Any, row: dict[str, Any]) -> None:
         run.log.add(row)
 
 
+def _share_buffers(run: TrainRun) -> None:
+    """Under DDP, give every rank rank 0's buffers (BatchNorm running statistics).
+
+    Each rank's last training step updated its statistics from its own batch (DDP sends
+    rank 0's only at the start of the next forward), so without this each rank would
+    validate a slightly different model; with it every rank's share of a split
+    validation comes from the model that rank 0 saves.
+    """
+    if run.dist.world == 1:
+        return
+    import torch.distributed as dist
+
+    for buffer in run.model.buffers():
+        dist.broadcast(buffer.data, src=0)
+
+
 def _end_epoch(run: TrainRun, epoch: int, losses: Mapping[str, float],
                validate: Callable[[nn.Module], Mapping[str, float]] | None,
                started: float) -> dict[str, float] | None:
@@ -500,11 +517,15 @@ def _end_epoch(run: TrainRun, epoch: int, losses: Mapping[str, float],
     tc = run.cfg.train
     validation = None
     due = tc.eval_every > 0 and ((epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs)
-    if validate is not None and run.dist.main and due:
+    if validate is not None and due:
+        # On every rank: the standard validators split the images across the ranks and
+        # gather the features, so no rank waits alone in the next collective (the
+        # checkpoint's RNG gather) for a whole validation. Rank 0 logs.
+        _share_buffers(run)
         validation = {k: float(v) for k, v in validate(run.model).items()}
         if run.log is not None:
             run.log.add({"step": run.step, "epoch": epoch + 1, **validation})
-        if run.progress:
+        if run.progress and run.dist.main:
             print(f"epoch {epoch + 1}/{tc.epochs}: " +
                   ", ".join(f"{k} {v:.4g}" for k, v in validation.items()))
     rng, ranks = _rng_states(run)
@@ -536,9 +557,11 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
         progress: show a tqdm progress bar (rank 0 only).
         stop_after: end this call after this many epochs (the schedule still spans
             ``train.epochs``; continue later with ``resume=True``), e.g. for time-limited jobs.
-        validate: called on rank 0 with the model every ``train.eval_every`` epochs and
-            after the last epoch; its values (e.g. ``val_R@1``) go to ``log.csv``, to
-            TensorBoard and to :attr:`TrainResult.validation`. See
+        validate: called with the model every ``train.eval_every`` epochs and after the
+            last epoch — under ``torchrun`` on every rank at once, so it may split its
+            work with collective calls (one without them runs whole on each rank); its values
+            (e.g. ``val_R@1``; rank 0's) go to ``log.csv``, to TensorBoard and to
+            :attr:`TrainResult.validation`. See
             :func:`mcgf.evaluation.validation.university_validator`.
 
     Raises:
