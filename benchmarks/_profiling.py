@@ -31,7 +31,7 @@ from torch import nn
 
 from mcgf.errors import UserError
 from mcgf.models.params import count_parameters
-from mcgf.runtime import autocast
+from mcgf.runtime import autocast, grad_scaler
 from mcgf.training.config import RunConfig
 from mcgf.training.step import Objective, model_generator, train_step
 
@@ -305,9 +305,11 @@ def step_fn(
     device = batch["drone"].device
     objective = Objective(model, model_generator(options.seed, 0, device))
     ctx = autocast(device, options.amp)
+    scaler = grad_scaler(device, options.amp)  # fp16 cards scale the loss, as the loop does
 
     def step() -> None:
-        train_step(objective, optimizer, None, batch, autocast=ctx, grad_clip=options.grad_clip)
+        train_step(objective, optimizer, None, batch, autocast=ctx, grad_clip=options.grad_clip,
+                   scaler=scaler)
 
     return step
 

@@ -60,7 +60,7 @@ from mcgf.config import load_config
 from mcgf.errors import UserError
 from mcgf.fileio import write_json_atomic, write_text_atomic
 from mcgf.models.params import count_parameters
-from mcgf.runtime import mixed_precision
+from mcgf.runtime import precision
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "mcgf-eva02-l-448.yaml"
 #: Overrides that shrink any MCGF config to a model that steps in milliseconds on a CPU.
@@ -113,7 +113,7 @@ def run_check(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         "python": platform.python_version(), "model_config": dict(cfg.model),
         "batch": {"locations": shape.locations, "drones_per_location": shape.drones_per_location,
                   "drone_images": shape.drone_images, "images": shape.images},
-        "amp": "bf16" if mixed_precision(device, cfg.train.amp) else "fp32",
+        "amp": precision(device, cfg.train.amp).removesuffix("-autocast"),
     }
     print(f"[gpu_check] {report['device']}, torch {torch.__version__}, "
           f"{'tiny CPU config' if tiny else args.config}", flush=True)

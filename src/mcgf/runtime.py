@@ -6,8 +6,12 @@ intra-op thread count calls this module, so the rules are written once:
 
 * device: ``None`` or ``"auto"`` is the GPU when one is visible, else the CPU; a named
   device is checked (a CUDA device without a GPU is a one-line :class:`UserError`);
-* precision: bf16 autocast on CUDA (unless the config turns it off with ``amp: off``),
-  fp32 everywhere else; the name of what ran is part of a feature's cache key;
+  :func:`device_line` says which in one line, and why ``auto`` fell back to the CPU on
+  a machine with an NVIDIA driver;
+* precision: autocast on CUDA (unless the config turns it off with ``amp: off``), in
+  bf16 where the card computes it natively, else in fp16 with a loss-scaling
+  :func:`grad_scaler` for training; fp32 everywhere else (the CPU path is plain fp32);
+  the name of what ran is part of a feature's cache key;
 * threads: a block can run with a given number of intra-op threads and gets the
   previous count back afterwards.
 """
@@ -15,6 +19,8 @@ intra-op thread count calls this module, so the rules are written once:
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +28,8 @@ import torch
 
 from mcgf.errors import UserError
 
-#: ``amp`` values: ``auto`` (bf16 autocast on CUDA only) or ``off`` (fp32 everywhere).
+#: ``amp`` values: ``auto`` (autocast on CUDA only: bf16, or fp16 on cards without native
+#: bf16) or ``off`` (fp32 everywhere).
 AMP_MODES: tuple[str, ...] = ("auto", "off")
 
 
@@ -54,27 +61,98 @@ def resolve_device(device: str | torch.device | None, option: str = "--device") 
     return dev
 
 
+def autocast_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
+    """The autocast dtype of work on ``device``: on CUDA with ``amp == "auto"``, bf16 where
+    the card supports it natively (Ampere and later), else fp16; ``None`` (fp32) otherwise."""
+    if device.type != "cuda" or amp != "auto":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) \
+        else torch.float16
+
+
 def mixed_precision(device: torch.device, amp: str = "auto") -> bool:
-    """Whether work on ``device`` runs under bf16 autocast: on CUDA with ``amp == "auto"``."""
-    return device.type == "cuda" and amp == "auto"
+    """Whether work on ``device`` runs under autocast (see :func:`autocast_dtype`)."""
+    return autocast_dtype(device, amp) is not None
 
 
 def autocast(device: torch.device, amp: str = "auto") -> contextlib.AbstractContextManager[Any]:
-    """The context to run a forward pass in on ``device`` (see :func:`mixed_precision`).
+    """The context to run a forward pass in on ``device`` (see :func:`autocast_dtype`).
 
     On the CPU it switches autocast off explicitly, so the computation stays fp32 even
     inside a caller's CPU autocast (a feature's precision must be what its key says).
     """
-    if mixed_precision(device, amp):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    dtype = autocast_dtype(device, amp)
+    if dtype is not None:
+        return torch.autocast("cuda", dtype=dtype)
     if device.type == "cpu":
         return torch.autocast("cpu", enabled=False)
     return contextlib.nullcontext()
 
 
+def grad_scaler(device: torch.device, amp: str = "auto") -> torch.amp.GradScaler | None:
+    """The loss scaler training needs on ``device``: a ``GradScaler`` under fp16 autocast
+    (whose small range would flush gradients to zero), ``None`` for bf16 and fp32."""
+    if autocast_dtype(device, amp) == torch.float16:
+        return torch.amp.GradScaler("cuda")
+    return None
+
+
 def precision(device: torch.device, amp: str = "auto") -> str:
-    """The name of the arithmetic :func:`autocast` gives: ``bf16-autocast`` or ``fp32``."""
-    return "bf16-autocast" if mixed_precision(device, amp) else "fp32"
+    """The name of the arithmetic :func:`autocast` gives: ``bf16-autocast``,
+    ``fp16-autocast`` or ``fp32``."""
+    dtype = autocast_dtype(device, amp)
+    return "fp32" if dtype is None else f"{_SHORT[dtype]}-autocast"
+
+
+_SHORT = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def device_line(device: torch.device, amp: str = "auto",
+                requested: str | torch.device | None = None) -> str:
+    """One line saying where and in which precision work runs, e.g.
+    ``device: cuda:0 (NVIDIA H100 80GB HBM3), precision bf16`` or
+    ``device: cpu, precision fp32``.
+
+    Args:
+        device: the device chosen (:func:`resolve_device`).
+        amp: the ``amp`` mode (see :func:`autocast_dtype`).
+        requested: what was asked for; for ``None``/``"auto"`` that ended on the CPU the
+            line adds why no GPU was used where an NVIDIA driver is visible
+            (:func:`cpu_fallback_reason`).
+    """
+    name = str(device)
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        name = f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    dtype = autocast_dtype(device, amp)
+    line = f"device: {name}, precision {'fp32' if dtype is None else _SHORT[dtype]}"
+    auto = requested is None or (isinstance(requested, str)
+                                 and requested.strip().lower() == "auto")
+    reason = cpu_fallback_reason() if auto and device.type == "cpu" else None
+    return f"{line} ({reason})" if reason else line
+
+
+def nvidia_driver_visible() -> bool:
+    """Whether this machine shows an NVIDIA driver (``/proc/driver/nvidia`` or
+    ``nvidia-smi`` on the PATH)."""
+    return os.path.exists("/proc/driver/nvidia") or shutil.which("nvidia-smi") is not None
+
+
+def cpu_fallback_reason() -> str | None:
+    """Why ``auto`` chose the CPU although an NVIDIA driver is visible, in a few words with
+    what to do; ``None`` when a GPU is usable or no driver is visible."""
+    if torch.cuda.is_available() or not nvidia_driver_visible():
+        return None
+    if torch.version.cuda is None:
+        return (f"an NVIDIA driver is present but torch {torch.__version__} is built without "
+                "CUDA: install a CUDA build of torch to use the GPU")
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if hidden is not None and hidden.strip() in ("", "-1"):
+        return (f"an NVIDIA driver is present but CUDA_VISIBLE_DEVICES={hidden!r} hides every "
+                "GPU")
+    return (f"an NVIDIA driver is present but torch {torch.__version__} (CUDA "
+            f"{torch.version.cuda}) cannot use it: the driver may be older than that CUDA "
+            "needs (nvidia-smi shows the newest it supports), or no GPU is visible here")
 
 
 @contextlib.contextmanager
@@ -94,8 +172,13 @@ def torch_threads(threads: int | None) -> Iterator[None]:
 __all__ = [
     "AMP_MODES",
     "autocast",
+    "autocast_dtype",
+    "cpu_fallback_reason",
     "default_device",
+    "device_line",
+    "grad_scaler",
     "mixed_precision",
+    "nvidia_driver_visible",
     "precision",
     "resolve_device",
     "torch_threads",

@@ -183,3 +183,23 @@ def test_metrics_record_feature_cache_hits(tiny_u1652: Path, tmp_path: Path) -> 
     again = json.loads((out / "metrics.json").read_text())
     assert again["feature_cache"] == {"hits": 2, "sets": 2}
     assert again["results"][0]["metrics"]["gallery_features_cached"] is True
+
+
+def test_evaluate_says_its_device_and_precision_first(tiny_u1652: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from mcgf import runtime
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(runtime, "cpu_fallback_reason", lambda: "an NVIDIA driver is present but")
+    args = ["evaluate", str(tiny_u1652), "--out", str(tmp_path / "ev"), "--workers", "0",
+            "--directions", "d2s"]
+    assert main(args) == 0  # --device auto
+    assert capsys.readouterr().out.splitlines()[0] == \
+        "device: cpu, precision fp32 (an NVIDIA driver is present but)"
+    assert main([*args, "--device", "cpu"]) == 0  # asked for: no reason to give
+    assert capsys.readouterr().out.splitlines()[0] == "device: cpu, precision fp32"
+    assert main([*args, "--quiet"]) == 0
+    assert "device:" not in capsys.readouterr().out

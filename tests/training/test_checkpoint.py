@@ -75,8 +75,9 @@ def test_train_state_round_trip_resumes_exactly(tmp_path: Path) -> None:
     sched.step()
     np_gen = np.random.default_rng(5)
     np_gen.random(3)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)  # fp16 training's loss scale
     state = TrainState(step=1, epoch=2, optimizer=opt.state_dict(), scheduler=sched.state_dict(),
-                       rng=capture_rng_state({"data": np_gen}))
+                       rng=capture_rng_state({"data": np_gen}), scaler=scaler.state_dict())
     save_checkpoint(tmp_path / "ck", model, CONFIG, train_state=state)
     expected = (random.random(), np.random.random(), torch.rand(3), np_gen.random(2))
 
@@ -85,7 +86,10 @@ def test_train_state_round_trip_resumes_exactly(tmp_path: Path) -> None:
     ts = loaded.train_state
     assert ts is not None and (ts.step, ts.epoch) == (1, 2)
     assert sorted(torch.load(tmp_path / "ck" / "state.pt", weights_only=True)) == [
-        "epoch", "optimizer", "rank_rng", "rng", "scheduler", "step"]
+        "epoch", "optimizer", "rank_rng", "rng", "scaler", "scheduler", "step"]
+    scaler2 = torch.amp.GradScaler("cpu")
+    scaler2.load_state_dict(ts.scaler)  # type: ignore[arg-type]
+    assert scaler2.get_scale() == 2.0**12
     opt2 = torch.optim.AdamW(loaded.model.parameters(), lr=1e-3)
     opt2.load_state_dict(ts.optimizer)  # type: ignore[arg-type]
     sched2 = torch.optim.lr_scheduler.StepLR(opt2, step_size=1, gamma=0.5)

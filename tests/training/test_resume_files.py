@@ -204,6 +204,10 @@ def test_train_state_problem_accepts_what_save_checkpoint_writes(tmp_path: Path)
         {"g": torch.Generator().manual_seed(0)}))
     assert train_state_problem(state.as_dict()) is None
     assert train_state_problem(TrainState().as_dict()) is None
+    scaled = TrainState(step=1, epoch=1, scaler=torch.amp.GradScaler("cpu").state_dict())
+    assert train_state_problem(scaled.as_dict()) is None
+    assert train_state_problem({**scaled.as_dict(), "scaler": [2.0]}) == \
+        "scaler is a list, not a mapping"
 
 
 def test_recover_interrupted_save(tmp_path: Path) -> None:

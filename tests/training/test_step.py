@@ -38,6 +38,29 @@ def test_encoder_gradient_norms_use_the_models_own_weights() -> None:
     assert norms[1.0]["grad_encoder_aux"] > 0
 
 
+def _flat(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_a_loss_scaler_steps_exactly_like_none_and_skips_overflows() -> None:
+    """fp16 training's scaler: backward on the loss times a power of two, unscaled before
+    clipping (the clip sees true gradients), so the step equals the unscaled one bit for
+    bit; gradients that overflow skip the step and halve the scale."""
+    weights = []
+    for scaler in (None, torch.amp.GradScaler("cpu", init_scale=2.0**10)):
+        torch.manual_seed(0)
+        model = ToyNet()
+        train_step(Objective(model), _opt(model), None, toy_batch(), grad_clip=0.05, scaler=scaler)
+        weights.append(_flat(model))
+    assert torch.equal(weights[0], weights[1])
+    torch.manual_seed(0)
+    model = ToyNet(aux=1e36)  # a finite loss whose scaled gradients overflow
+    before = _flat(model)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    train_step(Objective(model), _opt(model), None, toy_batch(), scaler=scaler)
+    assert torch.equal(_flat(model), before) and scaler.get_scale() == 2.0**15
+
+
 def test_accumulated_micro_batches_step_like_their_union() -> None:
     """Two halves accumulated = one step on the whole batch (the toy has no batch statistics)."""
     batch = toy_batch(8)

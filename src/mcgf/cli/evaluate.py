@@ -337,6 +337,10 @@ def run(args: argparse.Namespace) -> int:
     embedder = embedder_from_args(args)
     options = extract_options_from_args(args, args.out, on_bad_image=args.on_bad_image)
     log = None if args.quiet else print
+    if log is not None:
+        from mcgf.runtime import device_line, resolve_device
+
+        log(device_line(resolve_device(options.device), requested=options.device))
     notes += dataset.notes()
     rows = evaluate_university(args.data, embedder, directions=directions, conditions=conditions,
                                options=options, no_match=args.no_match, log=log, tap=probes,

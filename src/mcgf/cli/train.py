@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--config is required (e.g. --config configs/demo-cpu.yaml)")
     if not args.resume and (out / LAST).exists():
         raise UserError(f"{out / LAST} already exists: pass --resume to continue it or choose another --out")
-    run_cfg = parse_run_config(apply_overrides(cfg, args.overrides), where)
+    run_cfg = parse_run_config(apply_overrides(cfg, args.overrides), where, resume=args.resume)
     result = train(run_cfg, out, resume=args.resume, progress=not args.quiet,
                    validate=_validator(run_cfg))
     if not args.quiet:

@@ -4,9 +4,12 @@ timm provides the architectures (EVA-02 by default, any timm model works), pretr
 configurations, position-embedding resizing and layer-wise parameter grouping; this
 module only adds what the project needs on top:
 
-* building a backbone that never reaches the network (weights come from a local file or
-  from an already populated Hugging Face cache; otherwise a :class:`UserError` says what
-  to do), with safe weight loading (safetensors, or ``torch.load(weights_only=True)``);
+* building a backbone with its initial weights: a local file, or timm's pretrained weights
+  for the name, taken from the Hugging Face cache and downloaded into it when missing and
+  the hub is reachable (offline with nothing cached: a :class:`UserError` giving the
+  command that fetches them); loading is safe (safetensors, or
+  ``torch.load(weights_only=True)``), reported (:class:`LoadReport`) and complete unless
+  partial weights are accepted explicitly;
 * :func:`encode`: one encoder pass giving both the pooled embedding (geo-localization)
   and the spatial feature map (restoration branch), for ViTs and CNNs alike;
   :func:`feature_sources` / :func:`encode_multiscale`: the same pass with the per-stage
@@ -31,6 +34,7 @@ import torch
 from torch import nn
 
 from mcgf.errors import UserError
+from mcgf.safeload import one_line
 
 _log = logging.getLogger(__name__)
 
@@ -44,19 +48,67 @@ _KEY_PREFIXES = ("module.", "model.", "backbone.", "encoder.", "drone_encoder.",
 _CONTAINER_KEYS = ("state_dict", "model", "model_state", "module", "ema")
 #: Extensions of the weights files :func:`read_state_dict` reads.
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
-# File names timm checkpoints use on the Hugging Face Hub, most preferred first.
-_HUB_FILENAMES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+# File names timm reads from a Hugging Face Hub repository (unless its pretrained config
+# names one), most preferred first.
+_HUB_FILENAMES = ("model.safetensors", "pytorch_model.bin")
+
+
+#: Names each list of a :class:`LoadReport` summary shows.
+_REPORT_NAMES = 5
 
 
 @dataclass(frozen=True)
 class LoadReport:
-    """What happened when a weights file was loaded into a backbone."""
+    """What happened when a weights file was loaded into a backbone.
+
+    Attributes:
+        path: the file read.
+        loaded: tensors of the model set from the file (the matched ones).
+        missing: model tensors the file left unset (including ``mismatched`` ones).
+        unexpected: file tensors the model has no place for (e.g. a classifier head).
+        mismatched: file tensors whose shape still differed from the model's after the
+            model family's checkpoint filter (skipped, hence also ``missing``).
+        resized: tensors the checkpoint filter adapted to the model's shape (e.g. ViT
+            position embeddings resampled to ``img_size``), loaded.
+        origin: where the file came from when it is timm's pretrained file
+            (``hf-hub:<repo id>`` or its URL), else ``None``.
+    """
 
     path: Path
     loaded: int
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
+    resized: list[str] = field(default_factory=list)
+    origin: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able counts and first names (what a checkpoint's ``config.json`` keeps as
+        ``weights_report``)."""
+        out: dict[str, Any] = {"file": str(self.path), "origin": self.origin,
+                               "matched": self.loaded}
+        for key in ("missing", "unexpected", "resized"):
+            names = getattr(self, key)
+            out[key] = len(names)
+            out[f"first_{key}"] = list(names[:_REPORT_NAMES])
+        return out
+
+    def summary(self) -> str:
+        """One line: the file, then matched, missing, unexpected and resized counts with
+        their first names."""
+        return summarize_report(self.as_dict())
+
+
+def summarize_report(report: Mapping[str, Any]) -> str:
+    """One line from :meth:`LoadReport.as_dict` (e.g. read back from a checkpoint)."""
+    where = f"{report.get('file')}" + (f" ({report['origin']})" if report.get("origin") else "")
+    parts = [f"{report.get('matched', 0)} tensors matched"]
+    for key in ("missing", "unexpected", "resized"):
+        count = int(report.get(key, 0) or 0)
+        first = list(report.get(f"first_{key}") or [])
+        more = ", ..." if count > len(first) else ""
+        parts.append(f"{count} {key}" + (f" ({', '.join(first)}{more})" if first else ""))
+    return f"initial weights {where}: " + ", ".join(parts)
 
 
 @dataclass
@@ -77,6 +129,7 @@ def create_backbone(
     weights: str | Path | None = None,
     grad_checkpointing: bool = False,
     model_args: dict[str, Any] | None = None,
+    allow_partial: bool = False,
 ) -> Backbone:
     """Build a timm model with its classifier removed (``num_classes=0``).
 
@@ -86,38 +139,55 @@ def create_backbone(
             it, and resized from pretrained weights by timm's filter); models without an
             ``img_size`` argument (CNNs) take any size, and it becomes their data config's
             input size, which evaluation resizes images to.
-        pretrained: load timm's pretrained weights for ``name`` from the local Hugging
-            Face / torch hub cache. Never downloads.
+        pretrained: load timm's pretrained weights for ``name``: from the Hugging Face
+            cache (``HF_HOME``), or the torch hub cache for weights timm fetches by URL,
+            and downloaded into it first when missing, unless ``HF_HUB_OFFLINE`` is set
+            (see :func:`pretrained_file`).
         weights: a local ``.safetensors``, ``.pth``, ``.pt``, ``.bin`` or ``.ckpt`` file
             to load instead (takes precedence over ``pretrained``).
         grad_checkpointing: trade compute for memory during training.
         model_args: extra keyword arguments for ``timm.create_model`` that change the
             architecture, e.g. ``{"depth": 4, "embed_dim": 128, "patch_size": 8}`` for a
             small EVA-02-style ViT, or ``{"global_pool": "avg"}``.
+        allow_partial: accept weights that leave some of the model's tensors unset
+            (they keep their random initialisation); otherwise that is an error.
 
     Returns:
         The :class:`Backbone` (model, pooled feature dimension, load report).
 
     Raises:
         UserError: unknown model name, missing/unreadable weights, weights that match
-            no parameter, or ``pretrained=True`` with nothing cached.
+            no parameter or (without ``allow_partial``) leave some unset, or
+            ``pretrained=True`` with nothing cached and no way to download.
     """
-    import timm
-
     if not is_backbone_name(name):
         raise UserError(
             f"unknown backbone {name!r}: use a timm model name, e.g. {DEFAULT_BACKBONE} "
             "(list them with python -c 'import timm; print(timm.list_models())')"
         )
     kwargs: dict[str, Any] = {**(model_args or {}), "num_classes": 0}
+    origin = None
+    if pretrained and weights is None:
+        weights, origin = pretrained_file(name, kwargs.get("pretrained_cfg_overlay"))
+    model = _create_timm_model(name, kwargs, img_size, model_args)
+    report = None
+    if weights is not None:
+        report = load_weights(model, weights, allow_partial=allow_partial, origin=origin)
+    if grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    return Backbone(model=model, dim=int(model.num_features), name=name, load_report=report)
+
+
+def _create_timm_model(name: str, kwargs: dict[str, Any], img_size: int | None,
+                       model_args: dict[str, Any] | None) -> nn.Module:
+    """``timm.create_model(name, **kwargs)`` at ``img_size``, randomly initialised."""
+    import timm
+
     if img_size is not None:
         kwargs["img_size"] = int(img_size)
-    if pretrained and weights is None:
-        kwargs["pretrained"] = True
-        kwargs["pretrained_cfg_overlay"] = {"file": str(_cached_pretrained_file(name))}
     try:
         try:
-            model = timm.create_model(name, **kwargs)
+            return timm.create_model(name, **kwargs)
         except TypeError as exc:
             if "img_size" not in kwargs or "img_size" not in str(exc):
                 raise
@@ -127,16 +197,12 @@ def create_backbone(
             overlay = dict(kwargs.get("pretrained_cfg_overlay") or {})
             overlay.update(input_size=(3, size, size), fixed_input_size=False)
             kwargs["pretrained_cfg_overlay"] = overlay
-            model = timm.create_model(name, **kwargs)
+            return timm.create_model(name, **kwargs)
     except TypeError as exc:
         if model_args:
             raise UserError(f"backbone {name!r} rejects backbone_args {model_args}: "
                             f"{str(exc).splitlines()[0]}") from exc
         raise
-    report = load_weights(model, weights) if weights is not None else None
-    if grad_checkpointing:
-        model.set_grad_checkpointing(True)
-    return Backbone(model=model, dim=int(model.num_features), name=name, load_report=report)
 
 
 def is_backbone_name(name: str) -> bool:
@@ -152,29 +218,128 @@ def is_weights_file(path: str | Path) -> bool:
     return p.suffix.lower() in WEIGHT_SUFFIXES and p.is_file()
 
 
-def _cached_pretrained_file(name: str) -> Path:
-    """Locate timm's pretrained file for ``name`` in the local caches, without network."""
-    from huggingface_hub import try_to_load_from_cache
+def pretrained_file(name: str, overlay: Mapping[str, Any] | None = None) -> tuple[Path, str]:
+    """The local file of timm's pretrained weights for ``name``, and where it comes from.
+
+    The cache comes first: the Hugging Face cache (``HF_HOME`` / ``HF_HUB_CACHE``) for the
+    weights timm takes from the hub, the torch hub cache (``TORCH_HOME``) for the few it
+    fetches by URL. A file that is not there is downloaded into that cache, as
+    ``timm.create_model(name, pretrained=True)`` does, unless ``HF_HUB_OFFLINE`` is set.
+
+    Args:
+        name: timm model name, optionally with a pretrained tag.
+        overlay: a ``pretrained_cfg_overlay`` (its ``file``, ``hf_hub_id``,
+            ``hf_hub_filename`` or ``url`` replace the registered ones, as in timm).
+
+    Returns:
+        The file and its origin (``hf-hub:<repo id>``, the URL, or the overlay's file).
+
+    Raises:
+        UserError: timm has no pretrained weights for ``name``; nothing is cached and the
+            hub is off or unreachable (the line gives the command that fetches the file on
+            a machine with network, and the ``model.weights`` alternative); or the hub
+            refuses the download.
+    """
     from timm.models import get_pretrained_cfg
 
-    cfg = get_pretrained_cfg(name, allow_unregistered=True)
-    if cfg is not None:
-        if cfg.hf_hub_id:
-            names = (cfg.hf_hub_filename,) if cfg.hf_hub_filename else _HUB_FILENAMES
-            for filename in names:
-                hit = try_to_load_from_cache(cfg.hf_hub_id, filename)
-                if isinstance(hit, str) and os.path.isfile(hit):
-                    return Path(hit)
-        if cfg.url:
-            hub_dir = Path(torch.hub.get_dir()) / "checkpoints"
-            local = hub_dir / os.path.basename(cfg.url.split("?", 1)[0])
-            if local.is_file():
-                return local
-    raise UserError(
-        f"no pretrained weights for backbone {name!r} in the local cache and downloads are "
-        "off: pass --weights PATH (a .safetensors or .pth file), or populate the Hugging Face "
-        "cache (HF_HOME) with that model on a machine that has network access"
-    )
+    try:
+        cfg = get_pretrained_cfg(name, allow_unregistered=True)
+    except RuntimeError:  # a tag timm does not know
+        cfg = None
+    where = {k: getattr(cfg, k, None) for k in ("file", "hf_hub_id", "hf_hub_filename", "url")}
+    where.update({k: v for k, v in (overlay or {}).items() if k in where and v})
+    if where["file"]:
+        return Path(where["file"]), str(where["file"])
+    if where["hf_hub_id"]:
+        return _hub_file(name, where["hf_hub_id"], where["hf_hub_filename"]), \
+            f"hf-hub:{where['hf_hub_id']}"
+    if where["url"]:
+        return _url_file(name, where["url"]), where["url"]
+    arch = name.split(".", 1)[0]
+    raise UserError(f"timm has no pretrained weights for backbone {name!r}: use a name with a "
+                    f"pretrained tag (python -c \"import timm; print(timm.list_pretrained("
+                    f"'{arch}*'))\"), set model.weights=PATH, or model.pretrained: false")
+
+
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` forbids downloads (read now, and as huggingface_hub read
+    it at import)."""
+    import huggingface_hub.constants as hub
+
+    flag = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
+    return flag in ("1", "ON", "YES", "TRUE") or bool(hub.HF_HUB_OFFLINE)
+
+
+def _hub_file(name: str, hub_id: str, filename: str | None) -> Path:
+    """The file of ``hub_id`` (``repo`` or ``repo@revision``) in the Hugging Face cache,
+    downloaded into it when missing (timm's file order: ``model.safetensors``, then
+    ``pytorch_model.bin``, unless the config names one)."""
+    import huggingface_hub
+    from huggingface_hub.utils import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
+
+    repo, _, revision = hub_id.partition("@")
+    names = (filename,) if filename else _HUB_FILENAMES
+    for candidate in names:
+        hit = huggingface_hub.try_to_load_from_cache(repo, candidate, revision=revision or None)
+        if isinstance(hit, str) and os.path.isfile(hit):
+            return Path(hit)
+    hf = "hf" if _hub_version() >= (0, 34) else "huggingface-cli"
+    fetch = f"{hf} download {repo} {names[0]}" + (f" --revision {revision}" if revision else "")
+    cache = f"the Hugging Face cache ({huggingface_hub.constants.HF_HUB_CACHE})"
+    copy = "its Hugging Face cache (HF_HOME, by default ~/.cache/huggingface)"
+    if hub_offline():
+        raise _not_cached(name, cache, "HF_HUB_OFFLINE is set", fetch, copy)
+    for candidate in names:
+        try:
+            return Path(huggingface_hub.hf_hub_download(repo, candidate, revision=revision or None))
+        except LocalEntryNotFoundError as exc:  # no connection, and not cached
+            raise _not_cached(name, cache, f"the Hugging Face Hub is unreachable ({one_line(exc)})",
+                              fetch, copy) from None
+        except EntryNotFoundError:
+            continue  # the repository has the next file name instead
+        except HfHubHTTPError as exc:
+            raise UserError(f"cannot download the pretrained weights of backbone {name!r} from "
+                            f"the Hugging Face Hub ({repo}): {one_line(exc)} (log in with "
+                            f"'{hf} login' for a gated model, or set model.weights=PATH)") from None
+        except Exception as exc:  # the network itself: connection, proxy, timeout
+            raise _not_cached(name, cache, f"the Hugging Face Hub is unreachable ({one_line(exc)})",
+                              fetch, copy) from None
+    raise UserError(f"the Hugging Face Hub repository {repo} holds none of {', '.join(names)}: "
+                    f"set model.weights=PATH for backbone {name!r}")
+
+
+def _url_file(name: str, url: str) -> Path:
+    """The file of ``url`` in the torch hub cache, downloaded into it when missing."""
+    local = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url.split("?", 1)[0])
+    if local.is_file():
+        return local
+    cache = f"the torch hub cache ({local.parent})"
+    copy = f"its {local.parent} (TORCH_HOME)"
+    if hub_offline():
+        raise _not_cached(name, cache, "HF_HUB_OFFLINE is set", None, copy)
+    local.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(url, str(local), progress=True)  # via a temporary file
+    except Exception as exc:  # URLError, timeouts, HTTP errors
+        raise _not_cached(name, cache, f"{url} is unreachable ({one_line(exc)})", None,
+                          copy) from None
+    return local
+
+
+def _not_cached(name: str, cache: str, why: str, fetch: str | None, copy: str) -> UserError:
+    """The one-line error for pretrained weights that are neither cached nor downloadable."""
+    timm_cmd = f"python -c \"import timm; timm.create_model('{name}', pretrained=True)\""
+    run = f"{fetch} (or {timm_cmd})" if fetch else timm_cmd
+    return UserError(f"no pretrained weights for backbone {name!r} in {cache} and {why}: on a "
+                     f"machine with network run {run}, then copy {copy} here; or set "
+                     "model.weights=PATH to a weights file")
+
+
+def _hub_version() -> tuple[int, int]:
+    import huggingface_hub
+
+    major, minor = [*huggingface_hub.__version__.split("."), "0"][:2]
+    return (int(major), int("".join(c for c in minor if c.isdigit()) or 0))
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -188,7 +353,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             tensors (one line saying how to convert it to safetensors).
         UserError: the file is missing, has an unsupported extension or cannot be read.
     """
-    from mcgf.safeload import load_plain, one_line, safetensors_hint
+    from mcgf.safeload import load_plain, safetensors_hint
 
     path = Path(path)
     if not path.is_file():
@@ -234,20 +399,32 @@ def _strip_prefixes(state: dict[str, torch.Tensor], own: set[str]) -> dict[str, 
         state = best
 
 
-def load_weights(model: nn.Module, path: str | Path) -> LoadReport:
-    """Load a local weights file into ``model`` non-strictly, and report what matched.
+def load_weights(model: nn.Module, path: str | Path, *, allow_partial: bool = False,
+                 origin: str | None = None) -> LoadReport:
+    """Load a local weights file into ``model`` and report what matched.
 
     The model family's timm checkpoint filter (if any) adapts original-format weights,
-    e.g. resizes ViT position embeddings to ``img_size``. Tensors whose shape still
-    differs (such as a classifier head) are skipped and reported.
+    e.g. resizes ViT position embeddings to ``img_size`` (reported as ``resized``).
+    Tensors of the file the model has no place for (such as a classifier head) are
+    skipped and reported; tensors whose shape still differs are skipped too and leave
+    their model tensor unset.
+
+    Args:
+        model: the timm model.
+        path: the weights file (see :func:`read_state_dict`).
+        allow_partial: accept a file that leaves some of the model's tensors unset (they
+            keep their initialisation; a warning names them); otherwise that is an error.
+        origin: where the file came from, for the report (e.g. ``hf-hub:<repo id>``).
 
     Raises:
-        UserError: the file cannot be read, or not one tensor matched the model.
+        UserError: the file cannot be read, not one tensor matched the model, or (without
+            ``allow_partial``) some model tensor is left unset.
     """
     path = Path(path)
     raw = read_state_dict(path)
     own = model.state_dict()
     state = _strip_prefixes(raw, set(own))
+    before = {k: tuple(v.shape) for k, v in state.items()}
     filter_fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
     if filter_fn is not None:
         try:
@@ -256,28 +433,32 @@ def load_weights(model: nn.Module, path: str | Path) -> LoadReport:
             _log.debug("checkpoint filter of %s skipped: %s", type(model).__name__, exc)
     mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     state = {k: v for k, v in state.items() if k not in mismatched}
+    resized = [k for k, v in state.items()
+               if k in own and k in before and before[k] != tuple(v.shape)]
     result = model.load_state_dict(state, strict=False)
     loaded = len(state) - len(result.unexpected_keys)
     if loaded == 0:
         example = next(iter(raw), "<empty>")
         raise UserError(
             f"weights file {path} matches no parameter of {type(model).__name__} "
-            f"(first key {example!r}): pass weights for the same --backbone"
+            f"(first key {example!r}): pass weights for the same backbone"
         )
-    report = LoadReport(
-        path=path,
-        loaded=loaded,
-        missing=list(result.missing_keys),
-        unexpected=list(result.unexpected_keys),
-        mismatched=mismatched,
-    )
-    if report.missing or report.unexpected or report.mismatched:
-        _log.warning(
-            "weights %s: %d tensors loaded, %d missing, %d unexpected, %d shape-mismatched "
-            "(missing e.g. %s; unexpected e.g. %s)",
-            path, loaded, len(report.missing), len(report.unexpected), len(report.mismatched),
-            report.missing[:3], report.unexpected[:3],
+    report = LoadReport(path=path, loaded=loaded, missing=list(result.missing_keys),
+                        unexpected=list(result.unexpected_keys), mismatched=mismatched,
+                        resized=resized, origin=origin)
+    if report.missing and not allow_partial:
+        first = ", ".join(report.missing[:3]) + (", ..." if len(report.missing) > 3 else "")
+        shape = f"; {len(mismatched)} of them of another shape" if mismatched else ""
+        raise UserError(
+            f"weights file {path} leaves {len(report.missing)} of {len(own)} tensors of "
+            f"{type(model).__name__} unset ({first}{shape}): pass weights of the same "
+            "backbone and backbone_args, or set model.allow_partial_weights: true to accept"
         )
+    if report.missing:
+        _log.warning("%s (model.allow_partial_weights: the missing ones keep their random "
+                     "initialisation)", report.summary())
+    else:
+        _log.info("%s", report.summary())
     return report
 
 

@@ -11,7 +11,10 @@ Layout of ``PATH/``::
                         once, its other names listed in the file's "aliases" metadata)
     config.json         {"format": "mcgf-checkpoint", "version": 1, "mcgf_version": ...,
                          "model": {"name": ..., **create_model kwargs}, **extra config}
-    state.pt            optional: optimizer/scheduler state, counters, RNG states
+                        (training adds "weights_report": what loading the initial
+                        weights did, or null; configs without it read alike)
+    state.pt            optional: optimizer/scheduler state, counters, RNG states, fp16
+                        loss scale
 
 ``state.pt`` holds only tensors, dicts, lists, tuples, numbers, strings and ``None``, so it
 is read with ``torch.load(weights_only=True)``: loading a checkpoint never runs pickled
@@ -50,10 +53,10 @@ from mcgf.fileio import fsync_dir, replace_dir
 from mcgf.models.model_registry import (
     check_model_options,
     create_model,
-    model_options,
     move_legacy_train_options,
     recorded_options,
     with_legacy_options,
+    without_initial_weights,
 )
 from mcgf.safeload import load_plain, one_line
 
@@ -62,8 +65,6 @@ VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 STATE_FILE = "state.pt"
-# Options that would fetch or read initial weights; a checkpoint brings its own.
-_OFFLINE = {"pretrained": False, "weights": None}
 
 
 @dataclass
@@ -79,6 +80,7 @@ class TrainState:
             ``torchrun``).
         rank_rng: under ``torchrun``, every rank's RNG record, by rank (``None`` for a
             single process).
+        scaler: the ``torch.amp.GradScaler`` state of fp16 training (``None`` otherwise).
     """
 
     step: int = 0
@@ -87,19 +89,23 @@ class TrainState:
     scheduler: dict[str, Any] | None = None
     rng: dict[str, Any] | None = None
     rank_rng: list[dict[str, Any]] | None = None
+    scaler: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (what ``state.pt`` stores)."""
         return {"step": int(self.step), "epoch": int(self.epoch), "optimizer": self.optimizer,
-                "scheduler": self.scheduler, "rng": self.rng, "rank_rng": self.rank_rng}
+                "scheduler": self.scheduler, "rng": self.rng, "rank_rng": self.rank_rng,
+                "scaler": self.scaler}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainState:
-        """Inverse of :meth:`as_dict` (unknown keys, e.g. the ``scaler`` and ``extra`` that
-        earlier versions wrote, are ignored)."""
+        """Inverse of :meth:`as_dict` (unknown keys, e.g. the ``extra`` that earlier
+        versions wrote, are ignored)."""
+        scaler = data.get("scaler")
         return cls(step=int(data.get("step", 0)), epoch=int(data.get("epoch", 0)),
                    optimizer=data.get("optimizer"), scheduler=data.get("scheduler"),
-                   rng=data.get("rng"), rank_rng=data.get("rank_rng"))
+                   rng=data.get("rng"), rank_rng=data.get("rank_rng"),
+                   scaler=scaler if isinstance(scaler, dict) else None)
 
 
 @dataclass
@@ -386,7 +392,9 @@ def load_checkpoint(
     state = read_train_state(folder, map_location) if load_train_state else None
     model_cfg = dict(config["model"])
     name = model_cfg.pop("name")
-    options = check_model_options(name, _offline(name, model_cfg), str(folder / CONFIG_FILE))
+    # A checkpoint brings its own weights: the initial ones are neither fetched nor read.
+    options = check_model_options(name, without_initial_weights(name, model_cfg),
+                                  str(folder / CONFIG_FILE))
     model = create_model(name, **options)
     try:
         _load_weights(model, weights)
@@ -429,7 +437,7 @@ def train_state_problem(data: Any) -> str | None:
     """What keeps ``data`` (a loaded ``state.pt``) from being a :class:`TrainState`, in a
     few words, or ``None`` when its structure is right: ``step`` and ``epoch``
     non-negative integers; ``optimizer`` an optimizer state dict (``state``,
-    ``param_groups`` with ``params``), ``scheduler`` a mapping, ``rng`` a
+    ``param_groups`` with ``params``), ``scheduler`` and ``scaler`` mappings, ``rng`` a
     :func:`~mcgf.training.resume.capture_rng_state` record and ``rank_rng`` a list of
     them, each where present and not ``None``."""
     if not isinstance(data, dict):
@@ -441,8 +449,9 @@ def train_state_problem(data: Any) -> str | None:
     for key in ("step", "epoch"):
         if isinstance(data[key], bool) or not isinstance(data[key], int) or data[key] < 0:
             return f"{key} is {data[key]!r}, not a non-negative integer"
-    if data.get("scheduler") is not None and not isinstance(data["scheduler"], dict):
-        return f"scheduler is {_a(type(data['scheduler']).__name__)}, not a mapping"
+    for key in ("scheduler", "scaler"):
+        if data.get(key) is not None and not isinstance(data[key], dict):
+            return f"{key} is {_a(type(data[key]).__name__)}, not a mapping"
     opt = data.get("optimizer")
     if opt is not None:
         groups = opt.get("param_groups") if isinstance(opt, dict) else None
@@ -489,9 +498,3 @@ def _rng_problem(rng: Any) -> str | None:
 
 def _a(noun: str) -> str:
     return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
-
-
-def _offline(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """``kwargs`` with the weight-fetching options turned off where the model takes them."""
-    params = model_options(name)
-    return {**kwargs, **{k: v for k, v in _OFFLINE.items() if k in params}}

@@ -78,6 +78,7 @@ class MCGFOptions:
     img_size: int | None = option(None, at_least(1))
     pretrained: bool = False
     weights: str | None = option(None, _WEIGHTS)
+    allow_partial_weights: bool = False
     grad_checkpointing: bool = False
     bottleneck_dim: int = option(512, at_least(1))
     dropout: float = option(0.5, in_range(0, 1, hi_open=True))
@@ -108,6 +109,10 @@ class MCGFModel(nn.Module):
             satellite encoder of the same architecture and initial weights.
         restoration: build the diffusion restoration branch.
         img_size, pretrained, weights, grad_checkpointing: see :func:`create_backbone`.
+        allow_partial_weights: accept initial weights (``weights`` or ``pretrained``) that
+            leave some encoder tensors unset (they keep their random initialisation);
+            otherwise such weights are an error. What was loaded is
+            :attr:`weights_report`.
         bottleneck_dim, dropout: the :class:`ClassBlock`.
         restoration_width, restoration_mults, restoration_blocks: the denoiser's size.
         restore_size: side the branch works at (images are resized to it; ``None`` keeps
@@ -166,6 +171,7 @@ class MCGFModel(nn.Module):
         img_size: int | None = None,
         pretrained: bool = False,
         weights: str | Path | None = None,
+        allow_partial_weights: bool = False,
         grad_checkpointing: bool = False,
         bottleneck_dim: int = 512,
         dropout: float = 0.5,
@@ -206,8 +212,13 @@ class MCGFModel(nn.Module):
             "weights": weights,
             "grad_checkpointing": grad_checkpointing,
             "model_args": dict(backbone_args or {}),
+            "allow_partial": allow_partial_weights,
         }
         drone = create_backbone(backbone_name, **opts)
+        #: What loading the initial weights did (:meth:`LoadReport.as_dict
+        #: <mcgf.models.backbone.LoadReport.as_dict>`), ``None`` without initial weights.
+        self.weights_report: dict[str, Any] | None = (
+            drone.load_report.as_dict() if drone.load_report is not None else None)
         self.backbone_name = backbone_name
         self.drone_encoder = drone.model
         self.satellite_encoder = (

@@ -30,6 +30,9 @@ _MODELS: Registry[ModelFactory] = Registry("model")
 _OPTIONS: dict[str, type] = {}
 # Modules whose import registers the built-in models.
 _BUILTIN_MODULES = ("mcgf.models.mcgf_model",)
+#: Options that fetch or read a model's initial weights, with the values that turn them
+#: off: a model whose weights come from a checkpoint needs neither.
+INITIAL_WEIGHTS_OFF: dict[str, Any] = {"pretrained": False, "weights": None}
 
 
 def register_model(name: str, *, options: type | None = None) -> Callable[[ModelFactory], ModelFactory]:
@@ -87,6 +90,17 @@ def model_options_type(name: str) -> type | None:
     """
     _factory(name)
     return _OPTIONS.get(name)
+
+
+def without_initial_weights(name: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with the options of :data:`INITIAL_WEIGHTS_OFF` that the model registered
+    as ``name`` takes turned off (nothing is downloaded or read when it is built).
+
+    Raises:
+        UserError: unknown name.
+    """
+    params = model_options(name)
+    return {**kwargs, **{k: v for k, v in INITIAL_WEIGHTS_OFF.items() if k in params}}
 
 
 def check_model_options(name: str, values: Mapping[str, Any], where: str) -> dict[str, Any]:

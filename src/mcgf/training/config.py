@@ -159,7 +159,7 @@ class RunConfig:
 SECTIONS = ("data", "weather", "train", "model")
 
 
-def parse_run_config(config: Mapping[str, Any], where: str) -> RunConfig:
+def parse_run_config(config: Mapping[str, Any], where: str, *, resume: bool = False) -> RunConfig:
     """Validate a loaded YAML config (after overrides) into a :class:`RunConfig`.
 
     Every value is checked here, before any data is read or model built: the ``data``,
@@ -176,6 +176,10 @@ def parse_run_config(config: Mapping[str, Any], where: str) -> RunConfig:
     now: they are moved to ``model:`` with a one-line
     :class:`~mcgf.errors.DeprecatedOptionWarning`.
 
+    With ``resume`` the run continues from a checkpoint that brings its own weights, so the
+    initial-weights options (``model.weights``, ``model.pretrained``) are kept as written
+    but not used: the ``model.weights`` file need not exist any more.
+
     Raises:
         UserError: an unknown section or option, or a bad value, naming it as
             ``section.key``.
@@ -190,17 +194,31 @@ def parse_run_config(config: Mapping[str, Any], where: str) -> RunConfig:
     model = config.get("model") or {}
     if not isinstance(model, Mapping):
         raise UserError(f"{where}: 'model' must be a mapping of create_model options (got {model!r})")
-    from mcgf.models.model_registry import check_model_options, with_current_defaults
+    from mcgf.models.model_registry import with_current_defaults
 
     name = model.get("name", "mcgf")
     if not isinstance(name, str) or not name:
         raise UserError(f"{where}: model.name must be a registered model name (got {name!r})")
-    options = check_model_options(name, {k: v for k, v in model.items() if k != "name"}, where)
+    options = _check_model(name, {k: v for k, v in model.items() if k != "name"}, where, resume)
     # Options whose absence in a saved config means a legacy value are written out.
     model = {"name": name, **with_current_defaults(name, options)}
     if data.layout.strip():
         parse_layout(data.layout, f"{where}: data.layout")
     return RunConfig(data=data, weather=weather, train=train, model=model)
+
+
+def _check_model(name: str, options: dict[str, Any], where: str, resume: bool) -> dict[str, Any]:
+    """The model options checked (:func:`~mcgf.models.model_registry.check_model_options`);
+    on resume a ``weights`` path is only checked to be a string, not an existing file."""
+    from mcgf.models.model_registry import check_model_options
+
+    if not resume or options.get("weights") is None:
+        return check_model_options(name, options, where)
+    weights = options["weights"]
+    checked = check_model_options(name, {**options, "weights": None}, where)
+    if not isinstance(weights, str):
+        raise UserError(f"{where}: model.weights must be a string or null (got {weights!r})")
+    return {**checked, "weights": weights}
 
 
 def _move_loss_options(config: Mapping[str, Any], where: str) -> Mapping[str, Any]:

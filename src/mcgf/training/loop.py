@@ -8,7 +8,8 @@
   when the model's ``needs_clean_targets`` says so; batches from
   :class:`~mcgf.data.sampler.CrossViewBatchSampler` (``P`` locations × ``M`` drones); the
   model from ``model:`` (any :class:`~mcgf.models.base.TrainableModel`); AdamW over
-  ``model.param_groups`` with warmup + cosine LR per optimizer step; bf16 autocast on CUDA;
+  ``model.param_groups`` with warmup + cosine LR per optimizer step; autocast on CUDA
+  (bf16, or fp16 with loss scaling on cards without bf16; :mod:`mcgf.runtime`);
 * :func:`train_one_epoch` — the epoch's optimizer steps, each one
   :func:`~mcgf.training.step.train_step` (gradient accumulation, clipping), logged to
   ``OUT/log.csv``: every loss term the model returns and, on each logged step, the
@@ -229,6 +230,9 @@ class TrainRun:
         steps_per_epoch: optimizer steps per epoch.
         step, start_epoch: optimizer steps taken so far, and the first epoch to train.
         progress: show a progress bar and epoch lines (rank 0 only).
+        scaler: the loss scaler of fp16 autocast (``None``: bf16 or fp32).
+        weights_report: what loading the initial weights did (saved in the checkpoint's
+            ``config.json``; a resumed run keeps the one its checkpoint has).
     """
 
     cfg: RunConfig
@@ -248,6 +252,8 @@ class TrainRun:
     step: int = 0
     start_epoch: int = 0
     progress: bool = True
+    scaler: torch.amp.GradScaler | None = None
+    weights_report: dict[str, Any] | None = None
 
 
 def setup_run(cfg: RunConfig, out: str | Path, *, resume: bool = False,
@@ -263,6 +269,9 @@ def setup_run(cfg: RunConfig, out: str | Path, *, resume: bool = False,
     tc = cfg.train
     dist_info = _init_distributed(runtime.resolve_device(tc.device, "train.device").type)
     device = _device(tc.device, dist_info)
+    say = print if dist_info.main and progress else None
+    if say is not None:
+        say(runtime.device_line(device, tc.amp, tc.device))
     seed_everything(tc.seed)
     ckpt = _resume_checkpoint(out) if resume else None
     # The transforms need the model's input size and the model needs the class count:
@@ -270,6 +279,13 @@ def setup_run(cfg: RunConfig, out: str | Path, *, resume: bool = False,
     drone, satellite = read_train_split(cfg.data.root, cfg.data.layout)
     model_cfg = _resolve_model_config(cfg, len(aligned_classes(drone, satellite)))
     model = _build_model(cfg, model_cfg, ckpt, out, device)
+    # A resumed run keeps the report of its first build (its initial weights are not read).
+    report = ckpt.config.get("weights_report") if ckpt is not None else \
+        getattr(model, "weights_report", None)
+    if say is not None and report is not None and ckpt is None:
+        from mcgf.models.backbone import summarize_report
+
+        say(summarize_report(report))
     # Model init is identical on all ranks; what is drawn afterwards (dropout) is not.
     if dist_info.world > 1:
         torch.manual_seed(tc.seed + dist_info.rank)
@@ -289,7 +305,8 @@ def setup_run(cfg: RunConfig, out: str | Path, *, resume: bool = False,
                         find_unused_parameters=True)
     autocast = runtime.autocast(device, tc.amp)
     run = TrainRun(cfg, out, model, model_cfg, objective, generator, optimizer, scheduler,
-                   sampler, loader, dist_info, None, autocast, steps_per_epoch, progress=progress)
+                   sampler, loader, dist_info, None, autocast, steps_per_epoch, progress=progress,
+                   scaler=runtime.grad_scaler(device, tc.amp), weights_report=report)
     if ckpt is not None and ckpt.train_state is not None:
         _restore(run, ckpt.train_state)
     del ckpt
@@ -314,13 +331,16 @@ def _build_model(cfg: RunConfig, model_cfg: dict[str, Any], ckpt: LoadedCheckpoi
     """The configured model, seeded with ``train.seed``, checked against the trainable
     contract, with the checkpoint's weights on resume, on ``device`` in train mode."""
     from mcgf.models.base import check_trainable
-    from mcgf.models.model_registry import create_model
+    from mcgf.models.model_registry import create_model, without_initial_weights
 
     if ckpt is not None and not same_model(ckpt.config["model"], model_cfg):
         raise UserError(f"--resume: the model section differs from {out / LAST}/config.json: "
                         "resume with the same model options (or start a new --out)")
     seed_everything(cfg.train.seed)
-    model = create_model(**model_cfg)
+    name = model_cfg["name"]
+    options = {k: v for k, v in model_cfg.items() if k != "name"}
+    # On resume the checkpoint's weights replace the initial ones: nothing is fetched or read.
+    model = create_model(name, **(without_initial_weights(name, options) if ckpt else options))
     check_trainable(model, model_cfg.get("name"))
     if ckpt is not None:
         model.load_state_dict(ckpt.model.state_dict())
@@ -352,6 +372,10 @@ def _restore(run: TrainRun, st: TrainState) -> None:
     # The schedule keeps this run's shape (e.g. more epochs): see WarmupCosineLR.
     restore_train_state(st, run.optimizer, run.scheduler, run.out / LAST / STATE_FILE)
     run.step, run.start_epoch = st.step, st.epoch
+    if run.scaler is not None and st.scaler:
+        # The loss scale fp16 training reached (one it cannot read starts afresh).
+        with contextlib.suppress(KeyError, RuntimeError, TypeError, ValueError):
+            run.scaler.load_state_dict(st.scaler)
     ranks = st.rank_rng
     rng = st.rng
     if run.dist.world > 1:
@@ -469,7 +493,7 @@ def train_one_epoch(run: TrainRun, epoch: int) -> dict[str, float]:
         try:
             res = train_step(run.objective, run.optimizer, run.scheduler, micro,
                              autocast=run.autocast, grad_clip=tc.grad_clip,
-                             grad_norms=logged and run.dist.main)
+                             grad_norms=logged and run.dist.main, scaler=run.scaler)
         except FloatingPointError as err:
             raise FloatingPointError(f"{err} at step {run.step} (epoch {epoch + 1}); lower "
                                      "train.lr or enable train.grad_clip") from None
@@ -532,9 +556,11 @@ def _end_epoch(run: TrainRun, epoch: int, losses: Mapping[str, float],
     if run.dist.main:
         state = TrainState(step=run.step, epoch=epoch + 1, optimizer=run.optimizer.state_dict(),
                            scheduler=run.scheduler.state_dict(), rng=rng,
-                           rank_rng=ranks)
+                           rank_rng=ranks,
+                           scaler=run.scaler.state_dict() if run.scaler is not None else None)
+        extra = {k: v for k, v in run.cfg.as_dict().items() if k != "model"}
         save_checkpoint(run.out / LAST, run.model, run.model_cfg,
-                        extra_config={k: v for k, v in run.cfg.as_dict().items() if k != "model"},
+                        extra_config={**extra, "weights_report": run.weights_report},
                         train_state=state)
         assert run.log is not None
         run.log.flush()

@@ -4,8 +4,8 @@ what the benchmarks time.
 :func:`train_step` takes the micro-batches of one optimizer step and does, for each,
 ``model.loss`` (through :class:`Objective`, so that DDP sees it as ``forward``) under the
 given autocast, the backward of ``total`` divided by the number of micro-batches (DDP
-gradient sync on the last one only); then optional gradient clipping, the optimizer and
-scheduler steps and ``zero_grad``. On request it also measures, on the last micro-batch,
+gradient sync on the last one only; through a loss scaler under fp16); then optional
+gradient clipping, the optimizer and scheduler steps and ``zero_grad``. On request it also measures, on the last micro-batch,
 the gradient norm each weighted loss term sends into the encoder
 (:func:`encoder_gradient_norms`).
 """
@@ -156,6 +156,7 @@ def train_step(
     autocast: contextlib.AbstractContextManager[Any] | None = None,
     grad_clip: float | None = None,
     grad_norms: bool = False,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> StepResult:
     """One optimizer step over ``batch`` (one batch, or the micro-batches to accumulate).
 
@@ -168,6 +169,9 @@ def train_step(
         grad_clip: clip the model's gradient norm to this (``None``: no clipping).
         grad_norms: also measure the encoder gradient norm of each weighted term on the
             last micro-batch (:func:`encoder_gradient_norms`; extra backward passes).
+        scaler: the loss scaler of fp16 autocast (:func:`mcgf.runtime.grad_scaler`):
+            backward runs on the scaled loss, gradients are unscaled before clipping, and
+            the optimizer step is skipped when they overflowed. ``None``: plain steps.
 
     Returns:
         The :class:`StepResult`.
@@ -192,7 +196,8 @@ def train_step(
             if last and grad_norms:
                 result.grad_norms = encoder_gradient_norms(
                     terms, list(model.encoder_parameters()), model.loss_weights)
-            (terms["total"] / len(micro)).backward()
+            loss = terms["total"] / len(micro)
+            (scaler.scale(loss) if scaler is not None else loss).backward()
         values = mean_over_ranks(terms, world)
         for k, val in values.items():
             if not math.isfinite(val):
@@ -201,8 +206,14 @@ def train_step(
         result.terms.append(values)
         result.images += (len(mb["drone"]) + len(mb["satellite"])) * world
     if grad_clip is not None:
+        if scaler is not None:
+            scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer.step()
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
     if scheduler is not None:
         scheduler.step()
     optimizer.zero_grad(set_to_none=True)
