@@ -104,6 +104,11 @@ def test_embeds_both_views_as_unit_vectors(name: str) -> None:
     assert not torch.allclose(drone[0], drone[1])  # different images, different embeddings
     with pytest.raises(ValueError):
         model.embed(images, "street")
+    # Differentiable with respect to the images: the report's saliency maps need it.
+    x = images.clone().requires_grad_(True)
+    direction = torch.randn(drone.shape, generator=torch.Generator().manual_seed(3))
+    (model.embed(x, "drone") * direction).sum().backward()
+    assert x.grad is not None and float(x.grad.abs().mean()) > 1e-6
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -160,14 +160,16 @@ class MBEGModel(EncoderModel):
         return {"ce": 1.0, "ntxent": self.ntxent}
 
     def pooled(self, images: torch.Tensor) -> torch.Tensor:
-        """The frozen encoder's pooled feature of normalised ``images`` (no gradient)."""
+        """The frozen encoder's pooled feature of normalised ``images``, without an
+        autograd graph (training needs none: nothing in the encoder learns)."""
         with torch.no_grad():
             return self.encoder(images)
 
     def embed(self, images: torch.Tensor, view: str) -> torch.Tensor:
-        """``(B, bottleneck_dim)``, the head's bottleneck feature, L2-normalised."""
+        """``(B, bottleneck_dim)``, the head's bottleneck feature, L2-normalised. It stays
+        differentiable with respect to ``images`` (the report's saliency maps)."""
         check_view(view)
-        return self.head.embed(self.pooled(images))
+        return self.head.embed(self.encoder(images))
 
     def loss(self, batch: dict[str, Any], *,
              generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
