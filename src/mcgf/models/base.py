@@ -35,7 +35,11 @@ logs, checkpoints and evaluates without edits elsewhere:
 
 :class:`TrainableMixin` provides the defaults a simple model can inherit
 (``needs_clean_targets = False``, unit ``loss_weights``, two decay groups over every
-parameter: none on vectors, scalars and what a submodule's ``no_weight_decay()`` lists). :func:`check_trainable` is the run-time check: it names what a model lacks.
+parameter: none on vectors, scalars and what a submodule's ``no_weight_decay()`` lists).
+:func:`check_trainable` is the run-time check: it names what a model lacks. A model may
+also define ``training_problem()``, returning ``None`` or one line saying why training it
+as configured is pointless (e.g. a frozen encoder without weights); the check then
+refuses it with that line.
 """
 
 from __future__ import annotations
@@ -116,22 +120,30 @@ class NotTrainableError(UserError, TypeError):
     """A model that does not meet :class:`TrainableModel` was given to training."""
 
 
-def check_trainable(model: Any, name: str | None = None) -> None:
+def check_trainable(model: Any, name: str | None = None, *, configured: bool = True) -> None:
     """Raise unless ``model`` meets :class:`TrainableModel`.
 
     Args:
         model: the built model.
         name: its registered name, for the message.
+        configured: ``model`` was built with its configured initial weights, so its
+            ``training_problem()`` applies; ``False`` for a model rebuilt without them to
+            take a checkpoint's weights (a resumed run passed that check when it began).
 
     Raises:
-        NotTrainableError: one line naming every missing attribute or method.
+        NotTrainableError: one line naming every missing attribute or method, or the
+            model's own ``training_problem()``.
     """
     missing = missing_members(model)
+    what = f"model {name!r} ({type(model).__name__})" if name else type(model).__name__
     if missing:
-        what = f"model {name!r} ({type(model).__name__})" if name else type(model).__name__
         raise NotTrainableError(
             f"{what} cannot be trained: it lacks {', '.join(missing)} (see "
             "mcgf.models.base.TrainableModel for what a trainable model provides)")
+    problem = getattr(model, "training_problem", None) if configured else None
+    message = problem() if callable(problem) else None
+    if message:
+        raise NotTrainableError(f"{what} cannot be trained: {message}")
 
 
 class TrainableMixin:

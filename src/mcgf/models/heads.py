@@ -9,7 +9,9 @@ from torch import nn
 class ClassBlock(nn.Module):
     """Pooled backbone feature → bottleneck embedding → location logits.
 
-    ``linear(in_dim → bottleneck) → BatchNorm1d → dropout → linear(bottleneck → classes)``.
+    ``linear(in_dim → bottleneck) → BatchNorm1d → dropout → linear(bottleneck → classes)``
+    (with ``gelu``, a GELU between the first linear layer and the BatchNorm, as MBEG's head
+    has; it has no parameters, so the state dict is the same).
 
     Retrieval uses the **bottleneck feature after BatchNorm, before dropout**, and
     L2-normalised (as the University-1652 baselines do): ``forward`` returns it
@@ -19,12 +21,14 @@ class ClassBlock(nn.Module):
     """
 
     def __init__(
-        self, in_dim: int, num_classes: int, *, bottleneck: int = 512, dropout: float = 0.5
+        self, in_dim: int, num_classes: int, *, bottleneck: int = 512, dropout: float = 0.5,
+        gelu: bool = False,
     ) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.bottleneck = nn.Linear(in_dim, bottleneck)
+        self.act: nn.Module = nn.GELU() if gelu else nn.Identity()
         self.bn = nn.BatchNorm1d(bottleneck)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(bottleneck, num_classes)
@@ -42,9 +46,9 @@ class ClassBlock(nn.Module):
 
     def forward(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, in_dim)`` → ``(embedding (B, bottleneck), logits (B, num_classes))``."""
-        emb = self.bn(self.bottleneck(pooled))
+        emb = self.bn(self.act(self.bottleneck(pooled)))
         return emb, self.classifier(self.dropout(emb))
 
     def embed(self, pooled: torch.Tensor) -> torch.Tensor:
         """L2-normalised retrieval embedding (no classifier)."""
-        return nn.functional.normalize(self.bn(self.bottleneck(pooled)), dim=-1)
+        return nn.functional.normalize(self.bn(self.act(self.bottleneck(pooled))), dim=-1)

@@ -29,7 +29,12 @@ _MODELS: Registry[ModelFactory] = Registry("model")
 # The options dataclass each model declared (see mcgf.options).
 _OPTIONS: dict[str, type] = {}
 # Modules whose import registers the built-in models.
-_BUILTIN_MODULES = ("mcgf.models.mcgf_model",)
+_BUILTIN_MODULES = (
+    "mcgf.models.mcgf_model",
+    "mcgf.models.lpn",
+    "mcgf.models.mbeg",
+    "mcgf.models.sample4geo",
+)
 #: Options that fetch or read a model's initial weights, with the values that turn them
 #: off: a model whose weights come from a checkpoint needs neither.
 INITIAL_WEIGHTS_OFF: dict[str, Any] = {"pretrained": False, "weights": None}

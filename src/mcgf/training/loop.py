@@ -341,7 +341,7 @@ def _build_model(cfg: RunConfig, model_cfg: dict[str, Any], ckpt: LoadedCheckpoi
     options = {k: v for k, v in model_cfg.items() if k != "name"}
     # On resume the checkpoint's weights replace the initial ones: nothing is fetched or read.
     model = create_model(name, **(without_initial_weights(name, options) if ckpt else options))
-    check_trainable(model, model_cfg.get("name"))
+    check_trainable(model, model_cfg.get("name"), configured=ckpt is None)
     if ckpt is not None:
         model.load_state_dict(ckpt.model.state_dict())
     return model.to(device).train()

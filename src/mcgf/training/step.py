@@ -87,9 +87,12 @@ def encoder_gradient_norms(
     One ``torch.autograd.grad`` pass per term with ``retain_graph=True``, before the real
     backward: the cost is up to one extra backward pass (through the part of the graph
     between the term and the encoder) per term, so call it only on logged steps. Nothing
-    is accumulated into ``.grad``. A term that does not reach the encoder gives 0.
+    is accumulated into ``.grad``. A term that does not reach the encoder gives 0. A model
+    whose encoder has no trainable parameter (a frozen encoder) gives no entry at all.
     """
     out: dict[str, float] = {}
+    if not params:
+        return out
     for name, term in terms.items():
         if name == "total" or not term.requires_grad:
             continue
