@@ -29,7 +29,10 @@ _MODELS: Registry[ModelFactory] = Registry("model")
 # The options dataclass each model declared (see mcgf.options).
 _OPTIONS: dict[str, type] = {}
 # Modules whose import registers the built-in models.
-_BUILTIN_MODULES = ("mcgf.models.mcgf_model",)
+_BUILTIN_MODULES = (
+    "mcgf.models.mcgf_model",
+    "mcgf.models.musenet",
+)
 
 
 def register_model(name: str, *, options: type | None = None) -> Callable[[ModelFactory], ModelFactory]:
