@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from mcgf.config import apply_overrides, load_config
+from mcgf.models.base import check_trainable
 from mcgf.models.model_registry import create_model
 from mcgf.training.config import RunConfig, parse_run_config
 
@@ -49,6 +50,10 @@ def test_config_parses_and_its_model_builds(path: Path) -> None:
     img = cfg.model.get("img_size")
     if img is not None:
         assert model.input_size == (img, img)
+    if cfg.model.get("name", "mcgf") != "mcgf":  # other methods: trainable, with an encoder
+        check_trainable(model, cfg.model["name"])
+        assert sum(p.numel() for p in model.encoder_parameters()) > 0
+        return
     encoder, branch = _params(model.drone_encoder), _params(model.restoration)
     assert encoder > 0
     assert (branch > 0) == bool(cfg.model.get("restoration", True))
