@@ -180,7 +180,7 @@ def test_loss_terms_weights_and_backward() -> None:
     assert model.needs_clean_targets is False
     terms = model.loss(batch())
     assert set(terms) == {"ce", "env", "total"}
-    assert all(math.isfinite(float(v)) for v in terms.values())
+    assert all(math.isfinite(float(v.detach())) for v in terms.values())
     torch.testing.assert_close(terms["total"], terms["ce"] + 0.5 * terms["env"])
     terms["total"].backward()
     for part in (model.backbone.conv1, model.environment[0], model.env_head[2], model.head,
