@@ -33,6 +33,10 @@ TINY: dict[str, dict[str, Any]] = {
     "lpn": {**RESNET, "bottleneck_dim": 8, "dropout": 0.1, "blocks": 2},
     "mbeg": {**RESNET, "bottleneck_dim": 8, "dropout": 0.1, "allow_random_encoder": True},
     "sample4geo": dict(CONVNEXT),
+    "musenet": {"backbone_name": "resnet50", "img_size": 32,
+                "backbone_args": {"layers": [1, 1, 1, 1], "channels": [8, 16, 32, 64],
+                                  "zero_init_last": False},
+                "spade_blocks": ["layer1.0", "layer2.0"], "bottleneck_dim": 8},
 }
 
 
@@ -60,7 +64,7 @@ MODELS = sorted(available_models())
 def test_every_registered_model_has_tiny_options() -> None:
     missing = [m for m in MODELS if m not in TINY]
     assert not missing, f"add tiny options for {missing} to TINY in {__file__}"
-    assert {"mcgf", "lpn", "mbeg", "sample4geo"} <= set(MODELS)
+    assert {"mcgf", "lpn", "mbeg", "sample4geo", "musenet"} <= set(MODELS)
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -50,7 +50,8 @@ def test_config_parses_and_its_model_builds(path: Path) -> None:
     if img is not None:
         assert model.input_size == (img, img)
     if cfg.model["name"] != "mcgf":  # the comparison methods: tests/models/test_method_configs.py
-        assert _params(model.encoder) > 0
+        encoder = model.backbone if cfg.model["name"] == "musenet" else model.encoder
+        assert _params(encoder) > 0
         return
     encoder, branch = _params(model.drone_encoder), _params(model.restoration)
     assert encoder > 0

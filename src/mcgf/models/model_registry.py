@@ -34,6 +34,7 @@ _BUILTIN_MODULES = (
     "mcgf.models.lpn",
     "mcgf.models.mbeg",
     "mcgf.models.sample4geo",
+    "mcgf.models.musenet",
 )
 #: Options that fetch or read a model's initial weights, with the values that turn them
 #: off: a model whose weights come from a checkpoint needs neither.

@@ -1,0 +1,201 @@
+"""IBN-Net-a on timm's ResNet, with SPADE-style modulation of the instance-normalised half.
+
+timm has no IBN variant, so :func:`ibn_resnet` builds a timm ResNet and replaces the first
+norm (``bn1``) of every block of the chosen stages (layer1-3 for IBN-Net-a) with an
+:class:`IBN` layer: instance norm on the first ``ratio`` of the channels, batch norm on the
+rest. ImageNet weights of the plain ResNet map onto it (:func:`ibn_state_dict`): the BN half
+takes the BN parameters and statistics of its channels, the IN affine starts at weight 1 and
+bias 0. Weights saved from an IBN-a ResNet (IBN-Net's ``resnet50_ibn_a``, whose IBN
+sub-modules are called ``IN`` and ``BN`` as here) load unchanged.
+
+:class:`SpadeModulation` turns an environment feature map into per-pixel scale and shift;
+an :class:`IBN` layer that owns one modulates its instance-normalised half with them,
+``IN(x) · (1 + γ) + β``, while a map is set with :func:`conditioned`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mcgf.errors import UserError
+
+_log = logging.getLogger(__name__)
+
+#: BatchNorm entries of a state dict that the BN half of an :class:`IBN` takes (sliced).
+_BN_TENSORS = ("weight", "bias", "running_mean", "running_var")
+
+
+class SpadeModulation(nn.Module):
+    """Environment feature map → per-pixel ``(γ, β)`` for ``channels`` channels.
+
+    Two 3×3 convolutions (no norm, no activation) on the map resized (nearest) to the
+    modulated layer's resolution. Initialised with N(0, 0.001²) weights and zero biases
+    (from source), so that a new model starts close to plain IBN-a.
+    """
+
+    def __init__(self, env_channels: int, channels: int, *, init_std: float = 1e-3) -> None:
+        super().__init__()
+        self.gamma = nn.Conv2d(env_channels, channels, kernel_size=3, padding=1)
+        self.beta = nn.Conv2d(env_channels, channels, kernel_size=3, padding=1)
+        for conv in (self.gamma, self.beta):
+            nn.init.normal_(conv.weight, std=init_std)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, env: torch.Tensor, size: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, C_env, h, w)`` → ``(γ, β)``, each ``(B, channels, *size)``."""
+        if tuple(env.shape[-2:]) != tuple(size):
+            env = F.interpolate(env, size=tuple(size), mode="nearest")
+        return self.gamma(env), self.beta(env)
+
+
+class IBN(nn.Module):
+    """Instance-Batch Normalisation (IBN-Net-a): IN on the first ``int(channels · ratio)``
+    channels (affine), BN on the others.
+
+    With a :class:`SpadeModulation` attached (``spade``) and an environment map set
+    (:func:`conditioned`), the IN half becomes ``IN(x) · (1 + γ) + β``; without a map it
+    is plain IBN-a.
+    """
+
+    def __init__(self, channels: int, ratio: float = 0.5) -> None:
+        super().__init__()
+        half = int(channels * ratio)
+        if not 0 < half < channels:
+            raise ValueError(f"ratio {ratio} leaves no IN or no BN channel of {channels}")
+        self.half = half
+        # Named as in IBN-Net so that its published IBN-a weights load as they are.
+        self.IN = nn.InstanceNorm2d(half, affine=True)
+        self.BN = nn.BatchNorm2d(channels - half)
+        self.spade: SpadeModulation | None = None
+        #: The environment map while :func:`conditioned` is active (never saved).
+        self.condition: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = torch.split(x, [self.half, x.shape[1] - self.half], dim=1)
+        a = self.IN(a.contiguous())
+        if self.spade is not None and self.condition is not None:
+            gamma, beta = self.spade(self.condition, a.shape[-2:])
+            a = a * (1 + gamma) + beta
+        return torch.cat([a, self.BN(b.contiguous())], dim=1)
+
+
+@contextlib.contextmanager
+def conditioned(layers: Sequence[IBN], env: torch.Tensor) -> Iterator[None]:
+    """Within the block, ``layers`` modulate their IN half from ``env``."""
+    for layer in layers:
+        layer.condition = env
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.condition = None
+
+
+def to_ibn(resnet: nn.Module, stages: Sequence[int], ratio: float = 0.5) -> list[str]:
+    """Replace ``bn1`` of every block of ``layer{s}`` for ``s`` in ``stages`` by an
+    :class:`IBN` (fresh parameters); returns the replaced modules' names
+    (``layer1.0.bn1``, ...). Load weights afterwards through :func:`ibn_state_dict`."""
+    names = []
+    for stage in stages:
+        for i, block in enumerate(getattr(resnet, f"layer{stage}")):
+            bn = block.bn1
+            if not isinstance(bn, nn.BatchNorm2d):
+                raise ValueError(f"layer{stage}.{i}.bn1 is a {type(bn).__name__}, not BatchNorm2d")
+            block.bn1 = IBN(bn.num_features, ratio).to(device=bn.weight.device,
+                                                       dtype=bn.weight.dtype)
+            names.append(f"layer{stage}.{i}.bn1")
+    return names
+
+
+def ibn_state_dict(state: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """``state`` (of a plain ResNet, or already of an IBN-a one) with the keys of ``model``.
+
+    For each :class:`IBN` of ``model`` whose plain BatchNorm entries (``<name>.weight``,
+    ...) are in ``state``: the BN half takes the slice of its channels
+    (``[half:]``) of weight, bias and running statistics, and the IN affine is set to
+    weight 1, bias 0. Other entries pass through unchanged.
+    """
+    out = dict(state)
+    for name, layer in model.named_modules():
+        if not isinstance(layer, IBN) or f"{name}.weight" not in out:
+            continue
+        weight = out[f"{name}.weight"]
+        for key in _BN_TENSORS:
+            value = out.pop(f"{name}.{key}", None)
+            if value is not None:
+                out[f"{name}.BN.{key}"] = value[layer.half:].clone()
+        count = out.pop(f"{name}.num_batches_tracked", None)
+        if count is not None:
+            out[f"{name}.BN.num_batches_tracked"] = count
+        out[f"{name}.IN.weight"] = torch.ones(layer.half, dtype=weight.dtype, device=weight.device)
+        out[f"{name}.IN.bias"] = torch.zeros(layer.half, dtype=weight.dtype, device=weight.device)
+    return out
+
+
+def set_last_stride(resnet: nn.Module, stride: int) -> None:
+    """Give the first block of ``layer4`` (its strided convolution and shortcut) ``stride``
+    (1: the final map stays at 1/16 of the input, as re-identification networks do)."""
+    if stride == 2:
+        return
+    block = resnet.layer4[0]
+    for module in block.modules():
+        if isinstance(module, nn.Conv2d) and module.stride == (2, 2):
+            module.stride = (stride, stride)
+    down = getattr(block, "downsample", None)
+    if isinstance(down, nn.Sequential):  # avg_down variants pool before the 1x1 conv
+        for i, module in enumerate(down):
+            if isinstance(module, nn.AvgPool2d) and module.stride in (2, (2, 2)):
+                down[i] = nn.Identity()
+
+
+def load_ibn_weights(model: nn.Module, path: str | Path, option: str = "model.weights") -> int:
+    """Load a plain-ResNet or IBN-a weights file into the IBN ResNet ``model`` (non-strict;
+    tensors of another shape, e.g. a classifier, are skipped); returns how many loaded.
+
+    Raises:
+        UserError: the file cannot be read or matches no tensor of ``model``.
+    """
+    from mcgf.models.backbone import read_state_dict
+
+    raw = read_state_dict(path)
+    raw = {k.removeprefix("module."): v for k, v in raw.items()}
+    own = model.state_dict()
+    state = {k: v for k, v in ibn_state_dict(raw, model).items()
+             if k in own and own[k].shape == v.shape}
+    if not state:
+        raise UserError(f"{option}: {path} matches no tensor of the IBN ResNet (first key "
+                        f"{next(iter(raw), '<empty>')!r}): pass ResNet or ResNet-IBN-a weights "
+                        "of the same backbone_name")
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys:
+        _log.warning("weights %s: %d tensors loaded, %d missing (e.g. %s)", path, len(state),
+                     len(result.missing_keys), result.missing_keys[:3])
+    return len(state)
+
+
+def ibn_resnet(name: str, *, stages: Sequence[int], ratio: float = 0.5, last_stride: int = 2,
+               **backbone: Any) -> nn.Module:
+    """A timm ResNet ``name`` (built by :func:`mcgf.models.backbone.create_backbone` with
+    ``backbone`` — ``pretrained``, ``img_size``, ``model_args`` — and without classifier)
+    turned into IBN-a on ``stages``: its weights, pretrained or freshly initialised, mapped
+    by :func:`ibn_state_dict`."""
+    from mcgf.models.backbone import create_backbone
+
+    resnet = create_backbone(name, **backbone).model
+    plain = resnet.state_dict()
+    to_ibn(resnet, stages, ratio)
+    resnet.load_state_dict(ibn_state_dict(plain, resnet))
+    set_last_stride(resnet, last_stride)
+    return resnet
+
+
+__all__ = ["IBN", "SpadeModulation", "conditioned", "ibn_resnet", "ibn_state_dict",
+           "load_ibn_weights", "set_last_stride", "to_ibn"]
