@@ -267,9 +267,14 @@ def synth_argv(out: Path, synth: Mapping[str, Any]) -> list[str]:
     return [*argv, "--quiet"]
 
 
-def ensure_benchmark(out: Path, cfg: Mapping[str, Any], where: str) -> bool:
+def ensure_benchmark(out: Path, cfg: Mapping[str, Any], where: str,
+                     workers: int | None = None) -> bool:
     """Render the synthetic benchmark of ``cfg``'s ``synth`` section into ``out`` with
     ``mcgf synth``, unless ``out`` already holds the identical one.
+
+    ``workers``: ``mcgf synth --workers`` (``None``: all CPUs). Its worker processes are
+    forked: call this before torch has run in the process (or with ``workers=1``), since
+    a fork after torch's thread pool has started can deadlock.
 
     Returns:
         Whether it was rendered (``False``: reused).
@@ -284,6 +289,8 @@ def ensure_benchmark(out: Path, cfg: Mapping[str, Any], where: str) -> bool:
         print(f"seed_table: reusing the benchmark in {out}")
         return False
     argv = synth_argv(out, cfg.get("synth") or {})
+    if workers is not None:
+        argv += ["--workers", str(workers)]
     if out.exists():
         argv.append("--force")  # our own folder, holding another benchmark
     if mcgf_main(argv):

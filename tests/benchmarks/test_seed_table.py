@@ -235,11 +235,13 @@ def test_ensure_benchmark_renders_once(st: ModuleType, tmp_path: Path) -> None:
                      "size": 64, "seed": 3}}
     data = tmp_path / "data"
     assert st.synth_argv(data, cfg["synth"])[:6] == ["synth", str(data), "--train", "2", "--test", "2"]
-    assert st.ensure_benchmark(data, cfg, "t.yaml") is True
+    # One process: earlier tests ran torch in this process, and forking after that can hang.
+    assert st.ensure_benchmark(data, cfg, "t.yaml", workers=1) is True
     stamp = (data / "metadata.json").stat().st_mtime_ns
-    assert st.ensure_benchmark(data, cfg, "t.yaml") is False
+    assert st.ensure_benchmark(data, cfg, "t.yaml", workers=1) is False
     assert (data / "metadata.json").stat().st_mtime_ns == stamp
-    assert st.ensure_benchmark(data, {"synth": {**cfg["synth"], "views": 3}}, "t.yaml") is True
+    assert st.ensure_benchmark(data, {"synth": {**cfg["synth"], "views": 3}}, "t.yaml",
+                               workers=1) is True
     paths = st.find_data(data)
     assert paths.university == data / "University-Release"
     assert paths.wx160k == data / "University-160k-WX" and paths.ground_truth is not None
@@ -252,7 +254,7 @@ def tiny_data(st: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> Path:
     fields = ("train", "test", "distractors", "views", "size", "seed")
     data = tmp_path_factory.mktemp("seed_table") / "data"
     st.ensure_benchmark(data, {"synth": {**{k: getattr(TINY, k) for k in fields},
-                                         "extra_distractors": 5}}, "tiny")
+                                         "extra_distractors": 5}}, "tiny", workers=1)
     return data
 
 
