@@ -128,12 +128,38 @@ def test_markdown_tables():
            "largest_feature_gaps": ["mean_r"]}
     text = fid.statistics_markdown({"clean": dict.fromkeys(fid.STATS, 0.0), "conditions": {"fog": row}})
     assert "| fog |" in text and "| 3.00 | 5.00 | 1.00 | 4.0 | mean_r |" in text
-    retrieval = {"queries": 8, "clean_R@1": 50.0, "tolerance": 2.0, "passed": True,
-                 "max_abs_difference": 1.0,
-                 "conditions": {"fog": {"recipe": 40.0, "mcgf512": 41.0, "on_the_fly": 39.0,
-                                        "mcgf512_minus_recipe": 1.0, "on_the_fly_minus_recipe": -1.0}}}
+    retrieval = {"queries": 8, "clean_R@1": 50.0, "tolerance": 2.0, "passed": False,
+                 "max_abs_difference": 3.0,
+                 "conditions": {"fog": fid.retrieval_row(40.0, 42.5, 41.0, 39.0, floor_band=3.5),
+                                "rain": fid.retrieval_row(40.0, 40.5, 43.0, 39.0, floor_band=3.5)}}
     text = fid.retrieval_markdown(retrieval)
-    assert "passed" in text and "| fog | 40.00 | 41.00 | 39.00 | +1.00 | -1.00 |" in text
+    assert "FAILED on rain" in text
+    assert "| fog | 40.00 | 42.50 | 2.50 (3.50) | 41.00 | 39.00 | +1.00 | -1.50 | -1.00 |" in text
+    assert "| rain | 40.00 | 40.50 | 0.50 (3.50) | 43.00 | 39.00 | +3.00 ✗ | +2.50 | -1.00 |" in text
+
+
+def test_paired_band_of_per_query_outcomes():
+    # 100 queries; the two renderings disagree on 20 (10 each way): differences d_i in
+    # {-1, 0, 1} with variance 0.2 * 100/99; two standard errors of the mean, in points.
+    a = {i: i < 50 for i in range(100)}
+    b = {i: (i < 40) or (50 <= i < 60) for i in range(100)}
+    expected = 200.0 * np.sqrt(20 / 99) / 10
+    assert fid.paired_band(a, b) == pytest.approx(expected)
+    assert fid.paired_band(a, a) == 0.0
+    # Only queries both renderings have count.
+    assert fid.paired_band({0: True, 1: False, 2: True}, {0: True, 1: False}) == 0.0
+    assert np.isnan(fid.paired_band({0: True}, {0: False}))
+
+
+def test_retrieval_tolerance_is_the_larger_of_two_points_and_the_floor():
+    # Recipe seeds 3 points apart: a 3-point gap to mcgf is noise; 3.25 is not.
+    row = fid.retrieval_row(30.0, 33.0, 33.0, 31.0)
+    assert (row["floor"], row["tolerance"], row["passed"]) == (3.0, 3.0, True)
+    assert (row["mcgf512_minus_recipe"], row["mcgf512_minus_recipe_other_seed"]) == (3.0, 0.0)
+    assert not fid.retrieval_row(30.0, 33.0, 33.25, 31.0)["passed"]
+    # Seeds that agree: the 2-point tolerance.
+    assert fid.retrieval_row(30.0, 30.5, 32.0, 31.0)["passed"]
+    assert not fid.retrieval_row(30.0, 30.5, 27.75, 31.0)["passed"]
 
 
 def test_recipe_script_is_standalone():
@@ -157,3 +183,23 @@ def test_recipe_jobs_seed_per_image_and_fail_in_one_line(tmp_path, capsys):
         jobs.write_text("[]")
         assert recipe.main(["--jobs", str(jobs)]) == 2
         assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_hit_tap_scores_top_one_per_query(tmp_path):
+    from types import SimpleNamespace as NS
+
+    def feats(rows):
+        x = np.asarray(rows, np.float32)
+        return NS(features=x / np.linalg.norm(x, axis=1, keepdims=True), valid=np.ones(len(x), bool))
+
+    tap = fid._HitTap()
+    gallery = [NS(label=i, path=tmp_path / f"{i}/sat.jpg") for i in range(3)]
+    tap("clean", "gallery_satellite", gallery, feats(np.eye(3)))
+    tap("fog", "gallery_satellite", gallery, feats(np.ones((3, 3))))  # only the first counts
+    queries = [NS(label=0, path=tmp_path / "0/image-01.jpeg"), NS(label=1, path=tmp_path / "1/image-01.jpeg"),
+               NS(label=2, path=tmp_path / "2/image-02.jpeg")]
+    # Query 1 looks like location 0: a miss; the others hit.
+    tap("fog", "query_drone", queries, feats([[1, 0.1, 0], [1, 0.2, 0], [0, 0, 1]]))
+    assert tap.hits("fog") == {(0, "image-01"): True, (1, "image-01"): False, (2, "image-02"): True}
+    with pytest.raises(fid.FidelityError):
+        tap.hits("rain")
