@@ -330,6 +330,17 @@ def _summary(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([r[k] for r in rows])) for k in STATS}
 
 
+def stat_band(a: list[dict[str, float]], b: list[dict[str, float]]) -> dict[str, float]:
+    """Per statistic, two standard errors of the difference of the means of two runs on
+    the same images (from the per-image differences): the noise band of one run against
+    another. Two recipe seeds give the floor a difference to mcgf is compared with."""
+    out = {}
+    for k in STATS:
+        d = np.array([x[k] - y[k] for x, y in zip(a, b, strict=True)])
+        out[k] = float(2.0 * d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    return out
+
+
 def compare_statistics(images: list[tuple[str, Path]], exe: Path, out: Path, seed: int, workers: int,
                        rows: Sequence[tuple[str, str, str]] = STAT_ROWS,
                        log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -360,7 +371,8 @@ def compare_statistics(images: list[tuple[str, Path]], exe: Path, out: Path, see
             for name, s in (("recipe", seeds[0]), ("recipe2", seeds[1])):
                 runs[name].append(read_rgb(out / "stats" / f"recipe-seed{s}" / label / f"{key}.png"))
             runs["mcgf"].append(mcgf_render(rgb, cond, seeds[0], key, variant))
-        stats = {name: _summary([image_stats(x) for x in imgs]) for name, imgs in runs.items()}
+        per_image = {name: [image_stats(x) for x in imgs] for name, imgs in runs.items()}
+        stats = {name: _summary(rows) for name, rows in per_image.items()}
         feats = {name: np.stack([feature_vector(x) for x in imgs]) for name, imgs in runs.items()}
         scale = feature_scale(*feats.values())
         fd = frechet_distance(feats["recipe"] / scale, feats["mcgf"] / scale)
@@ -371,6 +383,7 @@ def compare_statistics(images: list[tuple[str, Path]], exe: Path, out: Path, see
         result["conditions"][label] = {
             "condition": cond, "dark_variant": variant if cond == "dark" else None,
             "recipe": stats["recipe"], "mcgf": stats["mcgf"], "recipe_other_seed": stats["recipe2"],
+            "floor_band": stat_band(per_image["recipe"], per_image["recipe2"]),
             "frechet": fd, "frechet_other_seed": fd2, "frechet_floor": floor,
             "largest_feature_gaps": worst,
         }
@@ -397,15 +410,19 @@ def _fmt(value: float, stat: str) -> str:
 def statistics_markdown(result: dict[str, Any]) -> str:
     """Markdown tables: per condition and statistic recipe / mcgf (Δ, floor); Fréchet distances."""
     head = "| condition | " + " | ".join(STAT_TITLES[s] for s in STATS) + " |"
-    lines = ["Cells: recipe / mcgf (difference; noise floor = |recipe seed A − seed B|).", "",
-             head, "|---" * (len(STATS) + 1) + "|"]
+    lines = ["Cells: recipe / mcgf (difference; noise floor: |recipe seed A − seed B|, and two "
+             "standard errors of that difference from the per-image differences); ✗ marks a "
+             "difference larger than both.", "", head, "|---" * (len(STATS) + 1) + "|"]
     clean = result["clean"]
     lines.append("| original | " + " | ".join(_fmt(clean[s], s) for s in STATS) + " |")
     for label, row in result["conditions"].items():
         cells = []
+        band = row.get("floor_band", {})
         for s in STATS:
             r, m, r2 = row["recipe"][s], row["mcgf"][s], row["recipe_other_seed"][s]
-            cells.append(f"{_fmt(r, s)} / {_fmt(m, s)} ({m - r:+.3g}; {abs(r2 - r):.2g})")
+            b = band.get(s, float("nan"))
+            mark = " ✗" if abs(m - r) > max(abs(r2 - r), b if b == b else 0.0) else ""
+            cells.append(f"{_fmt(r, s)} / {_fmt(m, s)} ({m - r:+.3g}; {abs(r2 - r):.2g}, {b:.2g}){mark}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "Fréchet distances between feature sets: mcgf against the recipe (seed A, seed B), "
               "and the noise floor, recipe seed A against seed B; ratio = mean of the first two / floor.",

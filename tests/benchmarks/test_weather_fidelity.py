@@ -126,8 +126,23 @@ def test_markdown_tables():
            "recipe_other_seed": dict.fromkeys(fid.STATS, 1.5), "frechet": 3.0, "frechet_other_seed": 5.0,
            "frechet_floor": 1.0,
            "largest_feature_gaps": ["mean_r"]}
+    row["floor_band"] = dict.fromkeys(fid.STATS, 0.8)
     text = fid.statistics_markdown({"clean": dict.fromkeys(fid.STATS, 0.0), "conditions": {"fog": row}})
     assert "| fog |" in text and "| 3.00 | 5.00 | 1.00 | 4.0 | mean_r |" in text
+    # mcgf 2.0 vs recipe 1.0: a difference of 1, above |A − B| = 0.5 and the band 0.8.
+    assert "1.0 / 2.0 (+1; 0.5, 0.8) ✗" in text
+    row["floor_band"] = dict.fromkeys(fid.STATS, 1.2)
+    text = fid.statistics_markdown({"clean": dict.fromkeys(fid.STATS, 0.0), "conditions": {"fog": row}})
+    assert "1.0 / 2.0 (+1; 0.5, 1.2) |" in text
+
+
+def test_stat_band_is_two_standard_errors_of_the_paired_differences():
+    a = [dict.fromkeys(fid.STATS, float(v)) for v in (1.0, 2.0, 3.0, 4.0)]
+    b = [dict.fromkeys(fid.STATS, float(v)) for v in (1.0, 1.0, 4.0, 4.0)]
+    # differences 0, 1, -1, 0: std (ddof 1) sqrt(2/3), over sqrt(4), times 2.
+    band = fid.stat_band(a, b)
+    assert band["luma_mean"] == pytest.approx(2 * np.sqrt(2 / 3) / 2)
+    assert fid.stat_band(a, a)["hf_energy"] == 0.0
     retrieval = {"queries": 8, "clean_R@1": 50.0, "tolerance": 2.0, "passed": False,
                  "max_abs_difference": 3.0,
                  "conditions": {"fog": fid.retrieval_row(40.0, 42.5, 41.0, 39.0, floor_band=3.5),
