@@ -462,22 +462,42 @@ def query_subset(data: Path, out: Path, per_class: int) -> Path:
     return root
 
 
-def retrieval_jobs(records: Sequence[Any], base: Path, seed: int,
+def retrieval_seeds(seed: int, count: int) -> dict[str, list[tuple[str, int]]]:
+    """The renderings of the retrieval check and their (folder, weather seed) pairs.
+
+    The recipe is rendered twice, as A (seeds ``seed, seed + 2, …``) and B (``seed + 1,
+    seed + 3, …``), ``count`` seeds each, so that A − B is the noise of the comparison;
+    mcgf at 512 px uses A's seeds. Each pair is a folder ``<kind>-seed<s>``.
+    """
+    a = [seed + 2 * i for i in range(count)]
+    b = [seed + 2 * i + 1 for i in range(count)]
+    return {"recipe": [(f"recipe-seed{s}", s) for s in a],
+            "recipe_other_seed": [(f"recipe-seed{s}", s) for s in b],
+            "mcgf512": [(f"mcgf512-seed{s}", s) for s in a]}
+
+
+def retrieval_jobs(records: Sequence[Any], base: Path, folders: Sequence[tuple[str, int]],
                    conditions: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-    """Render jobs of the retrieval check, by rendering: the recipe with ``seed`` and with
-    ``seed + 1`` (its noise floor), and mcgf at 512 px with ``seed``."""
-    seeds = {"recipe": seed, "recipe2": seed + 1, "mcgf512": seed}
-    jobs: dict[str, list[dict[str, Any]]] = {name: [] for name in seeds}
+    """Render jobs of the retrieval check, by folder (see :func:`retrieval_seeds`): every
+    query of every condition, weathered at 512 px and resized back, as
+    ``<base>/<folder>/<condition>/<class>/<image>.jpg``."""
+    jobs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in folders}
     for cond in conditions:
         for rec in records:
             size = list(read_size(rec.path))
-            for name, s in seeds.items():
+            for name, s in folders:
                 jobs[name].append({
                     "image": str(rec.path), "condition": cond, "seed": s, "key": rec.key,
                     "dark_variant": "test", "work_size": WORK_SIZE, "out_size": size,
                     "output": str(base / name / cond / Path(rec.key).with_suffix(".jpg")),
                 })
     return jobs
+
+
+def _mean_hits(hits: Sequence[dict[Any, bool]]) -> dict[Any, float]:
+    """Per query, the share of renderings whose first match is a true one."""
+    keys = set.intersection(*(set(h) for h in hits)) if hits else set()
+    return {k: float(np.mean([h[k] for h in hits])) for k in keys}
 
 
 def _query_id(record: Any) -> tuple[int, str]:
@@ -542,15 +562,16 @@ def retrieval_row(recipe: float, recipe_other_seed: float, mcgf512: float, on_th
 
 def retrieval_check(checkpoint: str, data: str, exe: Path, out: Path, seed: int, workers: int,
                     conditions: Sequence[str] = WEATHER, batch_size: int = 64,
-                    per_class: int | None = None,
+                    per_class: int | None = None, seeds: int = 1,
                     log: Callable[[str], None] = print) -> dict[str, Any]:
-    """R@1 (drone → satellite) under recipe (two seeds) / mcgf@512 / mcgf on the fly.
+    """R@1 (drone → satellite) under recipe A and B / mcgf@512 / mcgf on the fly.
 
-    The recipe with a second seed gives the noise floor of each condition: the R@1 that
-    differs between two recipe renderings of the same queries, ``|A − B|``, and two
-    standard errors of that difference from the per-query outcomes (``band``). A
-    condition passes when ``|mcgf@512 − recipe A| ≤ max(2, |A − B|)``.
-    ``per_class`` limits the queries to the first N views of each location (all by default).
+    Each rendering is averaged over ``seeds`` weather seeds (:func:`retrieval_seeds`).
+    Recipe B gives the noise floor of each condition: the R@1 two recipe renderings of
+    the same queries differ by, ``|A − B|``, and two standard errors of that difference
+    from the per-query outcomes (``floor_band``). A condition passes when
+    ``|mcgf@512 − A| ≤ max(2, |A − B|)``. ``per_class`` limits the queries to the first N
+    views of each location (all by default).
     """
     from mcgf.data.layout import load_university1652
     from mcgf.errors import UserError
@@ -577,39 +598,46 @@ def retrieval_check(checkpoint: str, data: str, exe: Path, out: Path, seed: int,
     records = dataset.test["query_drone"].records()
     if not records:
         raise FidelityError(f"{data}: test/query_drone holds no image")
-    jobs = retrieval_jobs(records, base, seed, conditions)
+    plan = retrieval_seeds(seed, seeds)
+    folders = list(dict.fromkeys(pair for pairs in plan.values() for pair in pairs))
+    jobs = retrieval_jobs(records, base, folders, conditions)
+    recipe = [j for name, _ in folders if name.startswith("recipe") for j in jobs[name]]
     t0 = time.perf_counter()
-    run_recipe(exe, jobs["recipe"] + jobs["recipe2"], workers)
-    log(f"recipe query sets (two seeds) ready ({time.perf_counter() - t0:.0f} s)")
+    run_recipe(exe, recipe, workers)
+    log(f"recipe query sets ({2 * seeds} seeds) ready ({time.perf_counter() - t0:.0f} s)")
     t0 = time.perf_counter()
-    run_mcgf(jobs["mcgf512"], workers)
-    log(f"mcgf@512 query sets ready ({time.perf_counter() - t0:.0f} s)")
+    run_mcgf([j for name, _ in folders if name.startswith("mcgf") for j in jobs[name]], workers)
+    log(f"mcgf@512 query sets ({seeds} seeds) ready ({time.perf_counter() - t0:.0f} s)")
 
     embedder = build_embedder(CHECKPOINT_EMBEDDER, checkpoint=checkpoint)
     opts = ExtractOptions(batch_size=batch_size, cache_dir=out / "feature-cache", progress=False)
     direction = ("drone->satellite",)
-    folders = ("query_drone", "gallery_satellite")
-    r1, taps = {}, {}
-    for name in jobs:
+    r1, hits = {}, {}
+    for name, _ in folders:
         conds = [c for c in prerendered_conditions(base / name) if c.name in conditions]
-        taps[name] = _HitTap()
+        tap = _HitTap()
         r1[name] = _r1(evaluate_university(data, embedder, directions=direction, conditions=conds,
-                                           options=opts, tap=taps[name], tap_folders=folders))
-    r1["on_the_fly"] = _r1(evaluate_university(
-        data, embedder, directions=direction, options=opts,
-        conditions=on_the_fly_conditions(list(conditions), seed, "test")))
+                                           options=opts, tap=tap,
+                                           tap_folders=("query_drone", "gallery_satellite")))
+        hits[name] = {c: tap.hits(c) for c in conditions}
+    fly = [_r1(evaluate_university(data, embedder, directions=direction, options=opts,
+                                   conditions=on_the_fly_conditions(list(conditions), s, "test")))
+           for _, s in plan["mcgf512"]]
     clean = _r1(evaluate_university(data, embedder, directions=direction, options=opts))
     rows = {}
     for cond in conditions:
-        hits = {k: taps[k].hits(cond) for k in jobs}
+        mean = {k: float(np.mean([r1[name][cond] for name, _ in pairs])) for k, pairs in plan.items()}
+        per_query = {k: _mean_hits([hits[name][cond] for name, _ in pairs]) for k, pairs in plan.items()}
         rows[cond] = retrieval_row(
-            *(r1[k][cond] for k in ("recipe", "recipe2", "mcgf512", "on_the_fly")),
-            floor_band=paired_band(hits["recipe"], hits["recipe2"]),
-            mcgf_band=paired_band(hits["mcgf512"], hits["recipe"]),
+            mean["recipe"], mean["recipe_other_seed"], mean["mcgf512"],
+            float(np.mean([f[cond] for f in fly])),
+            floor_band=paired_band(per_query["recipe"], per_query["recipe_other_seed"]),
+            mcgf_band=paired_band(per_query["mcgf512"], per_query["recipe"]),
         )
     worst = max(abs(r["mcgf512_minus_recipe"]) for r in rows.values())
     return {"checkpoint": os.path.abspath(checkpoint), "data": os.path.abspath(data),
-            "queries": len(records), "seed": seed, "clean_R@1": next(iter(clean.values())),
+            "queries": len(records), "seed": seed, "seeds": seeds,
+            "clean_R@1": next(iter(clean.values())),
             "conditions": rows, "tolerance": R1_TOLERANCE, "max_abs_difference": worst,
             "passed": all(r["passed"] for r in rows.values())}
 
@@ -619,9 +647,11 @@ def retrieval_markdown(result: dict[str, Any]) -> str:
     rows = result["conditions"]
     failed = [c for c, r in rows.items() if not r["passed"]]
     verdict = "passed" if not failed else "FAILED on " + ", ".join(failed)
+    n = result.get("seeds", 1)
+    seeds = "one weather seed each" if n == 1 else f"means over {n} weather seeds each"
     lines = [f"Drone → satellite R@1 (%), {result['queries']} queries, clean R@1 "
-             f"{result['clean_R@1']:.2f}. Floor: |recipe A − recipe B| (two seeds, same "
-             f"queries) and, in brackets, two standard errors of that difference from the "
+             f"{result['clean_R@1']:.2f}, {seeds}. Floor: |recipe A − recipe B| (other seeds, "
+             f"same queries) and, in brackets, two standard errors of that difference from the "
              f"per-query outcomes; check |mcgf@512 − recipe A| ≤ max({result['tolerance']:g}, "
              f"floor): {verdict}.", "",
              "| condition | recipe A | recipe B | floor (2σ) | mcgf@512 | mcgf on the fly "
@@ -674,6 +704,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="University-1652 layout with test/query_drone (for --checkpoint)")
     parser.add_argument("--queries-per-class", default=None, metavar="N",
                         help="retrieval check on the first N drone views of each location (default all)")
+    parser.add_argument("--retrieval-seeds", default="1", metavar="N",
+                        help="weather seeds each retrieval rendering is averaged over (default 1; "
+                             "the recipe is rendered with 2N)")
     parser.add_argument("--conditions", default=None, metavar="LIST",
                         help="comma-separated subset of " + ", ".join(r[0] for r in STAT_ROWS)
                              + " (default all; dark_test is the statistics' test-set dark)")
@@ -731,7 +764,8 @@ def _run(args: argparse.Namespace) -> int:
                      else _positive(args.queries_per_class, "--queries-per-class"))
         weather = [c for c in WEATHER if any(r[1] == c for r in rows)]
         retrieval = retrieval_check(args.checkpoint, args.data, exe, out, seed, workers,
-                                    conditions=weather, per_class=per_class)
+                                    conditions=weather, per_class=per_class,
+                                    seeds=_positive(args.retrieval_seeds, "--retrieval-seeds"))
         report["retrieval"] = retrieval
         markdown += ["## Retrieval", "", retrieval_markdown(retrieval)]
     text = "\n".join(markdown)

@@ -218,3 +218,53 @@ def test_hit_tap_scores_top_one_per_query(tmp_path):
     assert tap.hits("fog") == {(0, "image-01"): True, (1, "image-01"): False, (2, "image-02"): True}
     with pytest.raises(fid.FidelityError):
         tap.hits("rain")
+
+
+def test_retrieval_seeds_pair_recipe_a_and_b_and_mcgf():
+    one = fid.retrieval_seeds(0, 1)
+    assert one == {"recipe": [("recipe-seed0", 0)], "recipe_other_seed": [("recipe-seed1", 1)],
+                   "mcgf512": [("mcgf512-seed0", 0)]}
+    three = fid.retrieval_seeds(5, 3)
+    assert [s for _, s in three["recipe"]] == [5, 7, 9] == [s for _, s in three["mcgf512"]]
+    assert [s for _, s in three["recipe_other_seed"]] == [6, 8, 10]
+
+
+def test_mean_hits_average_renderings_per_query():
+    a = {(0, "x"): True, (1, "y"): False, (2, "z"): True}
+    b = {(0, "x"): False, (1, "y"): False}
+    assert fid._mean_hits([a, b]) == {(0, "x"): 0.5, (1, "y"): 0.0}
+    # Averaged renderings feed the band: a query hit by half of A's seeds and none of B's.
+    assert fid.paired_band({0: 0.5, 1: 0.0}, {0: 0.0, 1: 0.0}) == pytest.approx(200 * np.std([0.5, 0], ddof=1) / np.sqrt(2))
+
+
+def test_recipe_seeding_reaches_children_lists_that_are_augmenters():
+    # imgaug's seed_ walks each children list's members but never seeds a list that is
+    # itself an augmenter (a Sequential holding the multiply/add of a brightness change).
+    recipe = load_script("imgaug_recipe")
+
+    class Rng:
+        def __init__(self, n: int = 0) -> None:
+            self.n, self.k = n, 0
+
+        def copy(self) -> Rng:
+            return Rng(self.n)
+
+        def derive_rng_(self) -> Rng:
+            self.k += 1
+            return Rng(self.n * 10 + self.k)
+
+    class Aug(list):
+        def __init__(self, name, children=(), nested=None):
+            super().__init__(children)
+            self.name, self.nested, self.random_state = name, nested, None
+
+        def get_children_lists(self):
+            return [self.nested] if self.nested is not None else [self]
+
+    order = Aug("order", [Aug("mul"), Aug("add")])  # a Sequential: its own list
+    brightness = Aug("brightness", nested=order)    # children held in that Sequential
+    root = Aug("root", [brightness])
+    recipe.seed_tree(root, Rng(1))
+    states = {a.name: a.random_state.n for a in (root, brightness, order, order[0], order[1])}
+    assert all(v is not None for v in states.values())
+    assert states == {"root": 1, "brightness": 11, "order": 111, "mul": 1111, "add": 1112}
