@@ -7,7 +7,8 @@ One layer (the recipe's ``RainLayer`` / ``SnowflakesLayer``):
    8×8 Beta(1, 1 − uniformity) gate;
 2. the grid is upsampled to the image, so a particle becomes a blob of one grid cell;
 3. a motion blur of length ``speed × image size`` at the layer's angle turns blobs into
-   streaks whose weight ramps from 1 at the head to 0 at the tail;
+   streaks whose weight ramps from 1 at the head to 0 at the tail (snow: ``k`` taps,
+   :func:`~mcgf.weather.kernels.recipe_streak_taps`, after a 0.5 px Gaussian);
 4. rain: the streak map ``n`` is an opacity ``min(1, 1.3·n/255)`` of grey 240;
    snow: ``n`` goes through a gamma curve (gain from the size uniformity), then is added
    (glow, ``0.1 + 20·speed``) and max-blended (flakes, ``1 + 20·speed``) onto the image.
@@ -28,16 +29,25 @@ direction. Rain is therefore drawn on a canvas whose rows are ~4 px tall (five r
 shortest streak) and full-resolution across; drops are placed as sparse points
 (vectorised, no per-drop loop), blurred with a small rasterised line kernel
 (:func:`~mcgf.weather.kernels.line_kernel`) and the stage's transmittance is stretched to
-the image once. Snow flakes are blurred on their own coarse grid before the bicubic
-upsampling (the recipe blurs after it at full resolution, a 4–13 ms dense convolution;
-both are linear, so they commute up to interpolation). The streak is rasterised on that
-grid without anti-aliasing, which keeps flakes as narrow and bright as the recipe's (a
-bilinear line on a 2–10 px grid would widen each flake by a cell and halve the number of
-saturated flake pixels). The layers of a stage are composed on a canvas of 1 px pitch
-at 512 px (the image itself up to 512 px): per layer, one bicubic upsampling from its
-grid, a table look-up, a scaling and three saturating uint8 operations. (Engine version
-2 composed on a half-size canvas; measured against the recipe that halved the flakes'
-high-frequency energy and saturated share, see ``docs/weather.md``.)
+the image once.
+
+Snow, against the recipe (engine version 4): the recipe upsamples its flake grid
+bicubically into uint8 (each flake becomes the positive lobe of the cubic kernel, one
+cell wide), blurs it by a 0.5 px Gaussian and then by a rotated ramp of ``k`` taps at
+full resolution (a dense 4–13 ms convolution per layer). Blurring on the flake grid
+instead (engine 3) cannot keep a tilted streak thin: between grid columns the bicubic
+upsampling of a ridge peaks at 0.75 of its height, and short streaks lose the sub-cell
+blur; measured per layer that was −41 % to +340 % high-frequency energy. Here a layer is
+drawn on a *streak canvas* of the grid's rows and three columns per cell (at most one per
+pixel): flakes are points there, :func:`~mcgf.weather.kernels.flake_profile` gives them
+their lobe across, :func:`~mcgf.weather.kernels.streak_kernels` places every tap of the
+motion blur at its own column with its vertical lobe weight on each grid row, and one
+bicubic upsampling in y brings the canvas to the snow canvas, where the recipe's
+truncating tables (:func:`snow_tables`) turn it into glow and flakes. The layers of a
+stage are composed on a canvas of 1 px pitch at 512 px (the image itself from 256 to
+512 px; below 256 px the image enlarged, see :data:`SNOW_MIN_CANVAS`): per layer, two
+small canvas filters, one upsampling, a table look-up, a scaling and three saturating
+uint8 operations.
 
 Rain, against the recipe (``benchmarks/weather_fidelity.py``): the recipe's bicubic
 upsampling of its sparse uint8 drop grid clips the kernel's negative lobes, so every
@@ -51,7 +61,9 @@ generation and summation dominate its cost.
 
 Resolution: the grid pitch, streak length and the recipe's 0.5 px pre-blur of flakes are
 defined at 512 px and scaled by :func:`~mcgf.weather.kernels.scale_factor`; particle counts
-are per grid cell, so a 256 px rendering has the same particles, half as large.
+are per grid cell, so a 256 px rendering has the same particles, half as large. Snow
+flakes would be smaller than a pixel below 256 px: the stage is then drawn on an enlarged
+canvas and averaged back (:func:`snow_supersampling`).
 """
 
 from __future__ import annotations
@@ -96,9 +108,10 @@ RAIN_DROP_GAIN = 1.2
 #: Std (in grid cells) of a drop's cross-section. The positive lobe of the bicubic kernel
 #: that spreads the recipe's salt pixel over ~2 image pixels has std 0.40 cells, but
 #: filtering the stage's product once (not each layer) and the canvas rows soften more:
-#: 0.2 balances the high-frequency energy of rain (+12 %), fog_rain (−8 %) and rain_snow
-#: (−3 %) against the recipe (24 views at 512 px).
-RAIN_DROP_SIGMA = 0.2
+#: 0.25 balances the high-frequency energy of rain (+4 %), fog_rain (−3 %) and rain_snow
+#: (+4 %) against the recipe (104 views at 512 px, engine 4's snow; 0.2 gave +14 %, +5 %
+#: and +10 %, 0.3 −7 %, −13 % and −3 %).
+RAIN_DROP_SIGMA = 0.25
 #: Canvas rows per shortest possible streak (see module doc).
 ROWS_PER_STREAK = 5
 #: Resolution of the recipe's density gate over the image.
