@@ -27,8 +27,11 @@ ends in .jpg/.jpeg; they are written atomically and existing outputs are kept.
 
 Randomness: the recipe's augmenters carry fixed seeds, so in the original scripts an
 image's weather depends on how many images went before it. Here every job reseeds the
-whole Sequential from BLAKE2b(seed, key, condition, dark variant), so the same job gives
-the same pixels in any order, with any number of ``--workers``.
+whole augmenter tree from BLAKE2b(seed, key, condition, dark variant), so the same job
+gives the same pixels in any order, with any number of ``--workers``. imgaug's own
+``seed_`` misses an augmenter that serves as another's list of children (the
+``Sequential`` inside ``MultiplyAndAddToBrightness``, which draws the order of multiply
+and add): :func:`seed_tree` seeds those too.
 """
 
 from __future__ import annotations
@@ -47,8 +50,9 @@ from PIL import Image
 
 try:
     import imgaug.augmenters as iaa
+    import imgaug.random as iarandom
 except ImportError:  # reported as one line by main()
-    iaa = None
+    iaa = iarandom = None
 
 CONDITIONS = ("normal", "fog", "rain", "snow", "dark", "light", "fog_rain", "fog_snow",
               "rain_snow", "wind")
@@ -111,6 +115,22 @@ def job_entropy(seed: int, key: str, condition: str, dark_variant: str) -> int:
     return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") >> 1
 
 
+def seed_tree(aug, rng) -> None:
+    """Seed ``aug`` and everything under it from ``rng`` (an imgaug ``RNG``), in tree order.
+
+    As imgaug's ``Augmenter.seed_`` (a copy of ``rng`` for the augmenter, a derived RNG
+    per child), except that a children list which is itself an augmenter (a ``Sequential``
+    holding another augmenter's children) is seeded as well, not just its members.
+    """
+    aug.random_state = rng.copy()
+    for children in aug.get_children_lists():
+        if children is not aug and hasattr(children, "get_children_lists"):
+            seed_tree(children, rng.derive_rng_())
+            continue
+        for child in children:
+            seed_tree(child, rng.derive_rng_())
+
+
 def _check(job: object, index: int) -> dict:
     if not isinstance(job, dict):
         raise ValueError(f"job {index} is not an object")
@@ -163,7 +183,7 @@ def run_job(args: tuple[int, dict]) -> str:
     if seq is None:
         seq = _SEQUENCES[(condition, variant)] = build(condition, variant)
     key = str(job.get("key", index))
-    seq.seed_(job_entropy(int(job.get("seed", 0)), key, condition, variant))
+    seed_tree(seq, iarandom.RNG(job_entropy(int(job.get("seed", 0)), key, condition, variant)))
     result = seq(image=image)
     target = job.get("out_size")
     if target:

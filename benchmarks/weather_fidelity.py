@@ -31,14 +31,16 @@ feature vectors (:func:`feature_vector`, 23 weight-free colour/gradient statisti
 four scales), each feature divided by its spread over the three runs pooled (recipe,
 recipe with another seed, mcgf), next to the same distance between the two recipe runs.
 
-**Retrieval**: the test queries are weathered (a) by the recipe and (b) by mcgf, both at
-512 px (upsampled bicubically first, as the published sets were weathered at 512 px)
+**Retrieval**: the test queries are weathered (a) by the recipe, (a') by the recipe with
+the next seed, and (b) by mcgf, all at 512 px (upsampled bicubically first, as the published sets were weathered at 512 px)
 and area-resized back to the source size, written as JPEG (quality 95) in the
 pre-rendered layout ``DIR/<condition>/<class>/<image>`` that
 ``mcgf evaluate --wx-dir DIR`` reads; (c) is mcgf on the fly at the images' own size
 (``mcgf evaluate --weather all``). ``dark`` is the test-set variant throughout, as in
-the published weathered test sets. Drone → satellite R@1 per condition; the check
-passes when |R@1(a) − R@1(b)| ≤ 2 points everywhere.
+the published weathered test sets. Drone → satellite R@1 per condition. The noise floor
+of a condition is |R@1(a) − R@1(a')|, what two recipe renderings of the same queries
+differ by (shown with two standard errors of that difference from the per-query
+outcomes); the check passes when |R@1(a) − R@1(b)| ≤ max(2 points, floor) everywhere.
 
 Renders are cached under ``--out`` (a rerun only computes what is missing); delete the
 folder after changing the recipe script or the mcgf engine.
@@ -328,6 +330,17 @@ def _summary(rows: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.mean([r[k] for r in rows])) for k in STATS}
 
 
+def stat_band(a: list[dict[str, float]], b: list[dict[str, float]]) -> dict[str, float]:
+    """Per statistic, two standard errors of the difference of the means of two runs on
+    the same images (from the per-image differences): the noise band of one run against
+    another. Two recipe seeds give the floor a difference to mcgf is compared with."""
+    out = {}
+    for k in STATS:
+        d = np.array([x[k] - y[k] for x, y in zip(a, b, strict=True)])
+        out[k] = float(2.0 * d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+    return out
+
+
 def compare_statistics(images: list[tuple[str, Path]], exe: Path, out: Path, seed: int, workers: int,
                        rows: Sequence[tuple[str, str, str]] = STAT_ROWS,
                        log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -358,7 +371,8 @@ def compare_statistics(images: list[tuple[str, Path]], exe: Path, out: Path, see
             for name, s in (("recipe", seeds[0]), ("recipe2", seeds[1])):
                 runs[name].append(read_rgb(out / "stats" / f"recipe-seed{s}" / label / f"{key}.png"))
             runs["mcgf"].append(mcgf_render(rgb, cond, seeds[0], key, variant))
-        stats = {name: _summary([image_stats(x) for x in imgs]) for name, imgs in runs.items()}
+        per_image = {name: [image_stats(x) for x in imgs] for name, imgs in runs.items()}
+        stats = {name: _summary(rows) for name, rows in per_image.items()}
         feats = {name: np.stack([feature_vector(x) for x in imgs]) for name, imgs in runs.items()}
         scale = feature_scale(*feats.values())
         fd = frechet_distance(feats["recipe"] / scale, feats["mcgf"] / scale)
@@ -369,6 +383,7 @@ def compare_statistics(images: list[tuple[str, Path]], exe: Path, out: Path, see
         result["conditions"][label] = {
             "condition": cond, "dark_variant": variant if cond == "dark" else None,
             "recipe": stats["recipe"], "mcgf": stats["mcgf"], "recipe_other_seed": stats["recipe2"],
+            "floor_band": stat_band(per_image["recipe"], per_image["recipe2"]),
             "frechet": fd, "frechet_other_seed": fd2, "frechet_floor": floor,
             "largest_feature_gaps": worst,
         }
@@ -395,15 +410,19 @@ def _fmt(value: float, stat: str) -> str:
 def statistics_markdown(result: dict[str, Any]) -> str:
     """Markdown tables: per condition and statistic recipe / mcgf (Δ, floor); Fréchet distances."""
     head = "| condition | " + " | ".join(STAT_TITLES[s] for s in STATS) + " |"
-    lines = ["Cells: recipe / mcgf (difference; noise floor = |recipe seed A − seed B|).", "",
-             head, "|---" * (len(STATS) + 1) + "|"]
+    lines = ["Cells: recipe / mcgf (difference; noise floor: |recipe seed A − seed B|, and two "
+             "standard errors of that difference from the per-image differences); ✗ marks a "
+             "difference larger than both.", "", head, "|---" * (len(STATS) + 1) + "|"]
     clean = result["clean"]
     lines.append("| original | " + " | ".join(_fmt(clean[s], s) for s in STATS) + " |")
     for label, row in result["conditions"].items():
         cells = []
+        band = row.get("floor_band", {})
         for s in STATS:
             r, m, r2 = row["recipe"][s], row["mcgf"][s], row["recipe_other_seed"][s]
-            cells.append(f"{_fmt(r, s)} / {_fmt(m, s)} ({m - r:+.3g}; {abs(r2 - r):.2g})")
+            b = band.get(s, float("nan"))
+            mark = " ✗" if abs(m - r) > max(abs(r2 - r), b if b == b else 0.0) else ""
+            cells.append(f"{_fmt(r, s)} / {_fmt(m, s)} ({m - r:+.3g}; {abs(r2 - r):.2g}, {b:.2g}){mark}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "Fréchet distances between feature sets: mcgf against the recipe (seed A, seed B), "
               "and the noise floor, recipe seed A against seed B; ratio = mean of the first two / floor.",
@@ -443,13 +462,116 @@ def query_subset(data: Path, out: Path, per_class: int) -> Path:
     return root
 
 
+def retrieval_seeds(seed: int, count: int) -> dict[str, list[tuple[str, int]]]:
+    """The renderings of the retrieval check and their (folder, weather seed) pairs.
+
+    The recipe is rendered twice, as A (seeds ``seed, seed + 2, …``) and B (``seed + 1,
+    seed + 3, …``), ``count`` seeds each, so that A − B is the noise of the comparison;
+    mcgf at 512 px uses A's seeds. Each pair is a folder ``<kind>-seed<s>``.
+    """
+    a = [seed + 2 * i for i in range(count)]
+    b = [seed + 2 * i + 1 for i in range(count)]
+    return {"recipe": [(f"recipe-seed{s}", s) for s in a],
+            "recipe_other_seed": [(f"recipe-seed{s}", s) for s in b],
+            "mcgf512": [(f"mcgf512-seed{s}", s) for s in a]}
+
+
+def retrieval_jobs(records: Sequence[Any], base: Path, folders: Sequence[tuple[str, int]],
+                   conditions: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """Render jobs of the retrieval check, by folder (see :func:`retrieval_seeds`): every
+    query of every condition, weathered at 512 px and resized back, as
+    ``<base>/<folder>/<condition>/<class>/<image>.jpg``."""
+    jobs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in folders}
+    for cond in conditions:
+        for rec in records:
+            size = list(read_size(rec.path))
+            for name, s in folders:
+                jobs[name].append({
+                    "image": str(rec.path), "condition": cond, "seed": s, "key": rec.key,
+                    "dark_variant": "test", "work_size": WORK_SIZE, "out_size": size,
+                    "output": str(base / name / cond / Path(rec.key).with_suffix(".jpg")),
+                })
+    return jobs
+
+
+def _mean_hits(hits: Sequence[dict[Any, bool]]) -> dict[Any, float]:
+    """Per query, the share of renderings whose first match is a true one."""
+    keys = set.intersection(*(set(h) for h in hits)) if hits else set()
+    return {k: float(np.mean([h[k] for h in hits])) for k in keys}
+
+
+def _query_id(record: Any) -> tuple[int, str]:
+    """A query's identity across renderings: its label and file stem (a pre-rendered copy
+    is a .jpg whatever the source's extension)."""
+    return record.label, Path(record.path).stem
+
+
+class _HitTap:
+    """Collects, through ``evaluate_university``'s tap, whether each query's first
+    gallery match is a true one (R@1 per query), per condition."""
+
+    def __init__(self) -> None:
+        self.gallery: tuple[np.ndarray, np.ndarray] | None = None
+        self.queries: dict[str, tuple[list[tuple[int, str]], np.ndarray, np.ndarray]] = {}
+
+    def __call__(self, condition: str, folder: str, records: Sequence[Any], features: Any) -> None:
+        labels = np.array([r.label for r in records], np.int64)
+        if folder == "gallery_satellite":
+            if self.gallery is None:
+                self.gallery = (features.features[features.valid], labels[features.valid])
+        elif folder == "query_drone":
+            self.queries[condition] = ([_query_id(r) for r in records], features.features, labels)
+
+    def hits(self, condition: str) -> dict[tuple[int, str], bool]:
+        """Per query id: True when its top-ranked gallery image is a true match."""
+        from mcgf.retrieval.ranking import rank_and_score
+
+        if self.gallery is None or condition not in self.queries:
+            raise FidelityError(f"no features were collected for {condition!r}")
+        ids, feats, labels = self.queries[condition]
+        ranked = rank_and_score(feats, labels, *self.gallery)
+        return dict(zip(ids, (ranked.first_good == 0).tolist(), strict=True))
+
+
+def paired_band(a: dict[Any, bool], b: dict[Any, bool]) -> float:
+    """Two standard errors (R@1 points) of the difference of two renderings' R@1 on the
+    same queries, from the per-query differences (a query hit by one and missed by the
+    other counts ±1)."""
+    common = sorted(set(a) & set(b))
+    if len(common) < 2:
+        return float("nan")
+    d = np.array([float(a[k]) - float(b[k]) for k in common])
+    return float(200.0 * d.std(ddof=1) / np.sqrt(len(d)))
+
+
+def retrieval_row(recipe: float, recipe_other_seed: float, mcgf512: float, on_the_fly: float, *,
+                  floor_band: float = float("nan"), mcgf_band: float = float("nan")) -> dict[str, Any]:
+    """One condition of the retrieval check (R@1 in points): the floor ``|A − B|`` of the
+    two recipe seeds, and whether ``|mcgf@512 − A| ≤ max(2, floor)``."""
+    floor = abs(recipe - recipe_other_seed)
+    tolerance = max(R1_TOLERANCE, floor)
+    return {
+        "recipe": recipe, "recipe_other_seed": recipe_other_seed, "floor": floor,
+        "floor_band": floor_band, "mcgf512": mcgf512, "on_the_fly": on_the_fly,
+        "mcgf512_minus_recipe": mcgf512 - recipe,
+        "mcgf512_minus_recipe_other_seed": mcgf512 - recipe_other_seed,
+        "on_the_fly_minus_recipe": on_the_fly - recipe, "mcgf512_band": mcgf_band,
+        "tolerance": tolerance, "passed": abs(mcgf512 - recipe) <= tolerance,
+    }
+
+
 def retrieval_check(checkpoint: str, data: str, exe: Path, out: Path, seed: int, workers: int,
                     conditions: Sequence[str] = WEATHER, batch_size: int = 64,
-                    per_class: int | None = None,
+                    per_class: int | None = None, seeds: int = 1,
                     log: Callable[[str], None] = print) -> dict[str, Any]:
-    """R@1 (drone → satellite) under recipe / mcgf@512 / mcgf on the fly, per condition.
+    """R@1 (drone → satellite) under recipe A and B / mcgf@512 / mcgf on the fly.
 
-    ``per_class`` limits the queries to the first N views of each location (all by default).
+    Each rendering is averaged over ``seeds`` weather seeds (:func:`retrieval_seeds`).
+    Recipe B gives the noise floor of each condition: the R@1 two recipe renderings of
+    the same queries differ by, ``|A − B|``, and two standard errors of that difference
+    from the per-query outcomes (``floor_band``). A condition passes when
+    ``|mcgf@512 − A| ≤ max(2, |A − B|)``. ``per_class`` limits the queries to the first N
+    views of each location (all by default).
     """
     from mcgf.data.layout import load_university1652
     from mcgf.errors import UserError
@@ -476,61 +598,79 @@ def retrieval_check(checkpoint: str, data: str, exe: Path, out: Path, seed: int,
     records = dataset.test["query_drone"].records()
     if not records:
         raise FidelityError(f"{data}: test/query_drone holds no image")
-    jobs: dict[str, list[dict[str, Any]]] = {"recipe": [], "mcgf512": []}
-    for cond in conditions:
-        for rec in records:
-            size = list(read_size(rec.path))
-            for name in jobs:
-                jobs[name].append({
-                    "image": str(rec.path), "condition": cond, "seed": seed, "key": rec.key,
-                    "dark_variant": "test", "work_size": WORK_SIZE, "out_size": size,
-                    "output": str(base / name / cond / Path(rec.key).with_suffix(".jpg")),
-                })
+    plan = retrieval_seeds(seed, seeds)
+    folders = list(dict.fromkeys(pair for pairs in plan.values() for pair in pairs))
+    jobs = retrieval_jobs(records, base, folders, conditions)
+    recipe = [j for name, _ in folders if name.startswith("recipe") for j in jobs[name]]
     t0 = time.perf_counter()
-    run_recipe(exe, jobs["recipe"], workers)
-    log(f"recipe query sets ready ({time.perf_counter() - t0:.0f} s)")
+    run_recipe(exe, recipe, workers)
+    log(f"recipe query sets ({2 * seeds} seeds) ready ({time.perf_counter() - t0:.0f} s)")
     t0 = time.perf_counter()
-    run_mcgf(jobs["mcgf512"], workers)
-    log(f"mcgf@512 query sets ready ({time.perf_counter() - t0:.0f} s)")
+    run_mcgf([j for name, _ in folders if name.startswith("mcgf") for j in jobs[name]], workers)
+    log(f"mcgf@512 query sets ({seeds} seeds) ready ({time.perf_counter() - t0:.0f} s)")
 
     embedder = build_embedder(CHECKPOINT_EMBEDDER, checkpoint=checkpoint)
     opts = ExtractOptions(batch_size=batch_size, cache_dir=out / "feature-cache", progress=False)
     direction = ("drone->satellite",)
-    r1 = {}
-    for name in jobs:
+    r1, hits = {}, {}
+    for name, _ in folders:
         conds = [c for c in prerendered_conditions(base / name) if c.name in conditions]
+        tap = _HitTap()
         r1[name] = _r1(evaluate_university(data, embedder, directions=direction, conditions=conds,
-                                           options=opts))
-    r1["on_the_fly"] = _r1(evaluate_university(
-        data, embedder, directions=direction, options=opts,
-        conditions=on_the_fly_conditions(list(conditions), seed, "test")))
+                                           options=opts, tap=tap,
+                                           tap_folders=("query_drone", "gallery_satellite")))
+        hits[name] = {c: tap.hits(c) for c in conditions}
+    fly = [_r1(evaluate_university(data, embedder, directions=direction, options=opts,
+                                   conditions=on_the_fly_conditions(list(conditions), s, "test")))
+           for _, s in plan["mcgf512"]]
     clean = _r1(evaluate_university(data, embedder, directions=direction, options=opts))
     rows = {}
     for cond in conditions:
-        a, b, c = r1["recipe"][cond], r1["mcgf512"][cond], r1["on_the_fly"][cond]
-        rows[cond] = {"recipe": a, "mcgf512": b, "on_the_fly": c, "mcgf512_minus_recipe": b - a,
-                      "on_the_fly_minus_recipe": c - a}
+        mean = {k: float(np.mean([r1[name][cond] for name, _ in pairs])) for k, pairs in plan.items()}
+        per_query = {k: _mean_hits([hits[name][cond] for name, _ in pairs]) for k, pairs in plan.items()}
+        rows[cond] = retrieval_row(
+            mean["recipe"], mean["recipe_other_seed"], mean["mcgf512"],
+            float(np.mean([f[cond] for f in fly])),
+            floor_band=paired_band(per_query["recipe"], per_query["recipe_other_seed"]),
+            mcgf_band=paired_band(per_query["mcgf512"], per_query["recipe"]),
+        )
     worst = max(abs(r["mcgf512_minus_recipe"]) for r in rows.values())
     return {"checkpoint": os.path.abspath(checkpoint), "data": os.path.abspath(data),
-            "queries": len(records), "seed": seed, "clean_R@1": next(iter(clean.values())),
+            "queries": len(records), "seed": seed, "seeds": seeds,
+            "clean_R@1": next(iter(clean.values())),
             "conditions": rows, "tolerance": R1_TOLERANCE, "max_abs_difference": worst,
-            "passed": worst <= R1_TOLERANCE}
+            "passed": all(r["passed"] for r in rows.values())}
 
 
 def retrieval_markdown(result: dict[str, Any]) -> str:
     """Markdown table of :func:`retrieval_check`."""
-    lines = [f"Drone → satellite R@1 (%), {result['queries']} queries, clean R@1 "
-             f"{result['clean_R@1']:.2f}; check |mcgf@512 − recipe| ≤ {result['tolerance']:g}: "
-             f"{'passed' if result['passed'] else 'FAILED'} (max {result['max_abs_difference']:.2f}).", "",
-             "| condition | recipe | mcgf@512 | mcgf on the fly | mcgf@512 − recipe | on the fly − recipe |",
-             "|---|---|---|---|---|---|"]
     rows = result["conditions"]
+    failed = [c for c, r in rows.items() if not r["passed"]]
+    verdict = "passed" if not failed else "FAILED on " + ", ".join(failed)
+    n = result.get("seeds", 1)
+    seeds = "one weather seed each" if n == 1 else f"means over {n} weather seeds each"
+    lines = [f"Drone → satellite R@1 (%), {result['queries']} queries, clean R@1 "
+             f"{result['clean_R@1']:.2f}, {seeds}. Floor: |recipe A − recipe B| (other seeds, "
+             f"same queries) and, in brackets, two standard errors of that difference from the "
+             f"per-query outcomes; check |mcgf@512 − recipe A| ≤ max({result['tolerance']:g}, "
+             f"floor): {verdict}.", "",
+             "| condition | recipe A | recipe B | floor (2σ) | mcgf@512 | mcgf on the fly "
+             "| mcgf@512 − A | mcgf@512 − B | on the fly − A |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for cond, r in rows.items():
-        lines.append(f"| {cond} | {r['recipe']:.2f} | {r['mcgf512']:.2f} | {r['on_the_fly']:.2f} | "
-                     f"{r['mcgf512_minus_recipe']:+.2f} | {r['on_the_fly_minus_recipe']:+.2f} |")
-    means = {k: float(np.mean([r[k] for r in rows.values()])) for k in ("recipe", "mcgf512", "on_the_fly")}
-    lines.append(f"| mean | {means['recipe']:.2f} | {means['mcgf512']:.2f} | {means['on_the_fly']:.2f} | "
-                 f"{means['mcgf512'] - means['recipe']:+.2f} | {means['on_the_fly'] - means['recipe']:+.2f} |")
+        lines.append(
+            f"| {cond} | {r['recipe']:.2f} | {r['recipe_other_seed']:.2f} | {r['floor']:.2f} "
+            f"({r['floor_band']:.2f}) | {r['mcgf512']:.2f} | {r['on_the_fly']:.2f} | "
+            f"{r['mcgf512_minus_recipe']:+.2f}{'' if r['passed'] else ' ✗'} | "
+            f"{r['mcgf512_minus_recipe_other_seed']:+.2f} | {r['on_the_fly_minus_recipe']:+.2f} |")
+    keys = ("recipe", "recipe_other_seed", "mcgf512", "on_the_fly")
+    means = {k: float(np.mean([r[k] for r in rows.values()])) for k in keys}
+    lines.append(
+        f"| mean | {means['recipe']:.2f} | {means['recipe_other_seed']:.2f} | "
+        f"{abs(means['recipe'] - means['recipe_other_seed']):.2f} | {means['mcgf512']:.2f} | "
+        f"{means['on_the_fly']:.2f} | {means['mcgf512'] - means['recipe']:+.2f} | "
+        f"{means['mcgf512'] - means['recipe_other_seed']:+.2f} | "
+        f"{means['on_the_fly'] - means['recipe']:+.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -564,6 +704,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="University-1652 layout with test/query_drone (for --checkpoint)")
     parser.add_argument("--queries-per-class", default=None, metavar="N",
                         help="retrieval check on the first N drone views of each location (default all)")
+    parser.add_argument("--retrieval-seeds", default="1", metavar="N",
+                        help="weather seeds each retrieval rendering is averaged over (default 1; "
+                             "the recipe is rendered with 2N)")
     parser.add_argument("--conditions", default=None, metavar="LIST",
                         help="comma-separated subset of " + ", ".join(r[0] for r in STAT_ROWS)
                              + " (default all; dark_test is the statistics' test-set dark)")
@@ -621,7 +764,8 @@ def _run(args: argparse.Namespace) -> int:
                      else _positive(args.queries_per_class, "--queries-per-class"))
         weather = [c for c in WEATHER if any(r[1] == c for r in rows)]
         retrieval = retrieval_check(args.checkpoint, args.data, exe, out, seed, workers,
-                                    conditions=weather, per_class=per_class)
+                                    conditions=weather, per_class=per_class,
+                                    seeds=_positive(args.retrieval_seeds, "--retrieval-seeds"))
         report["retrieval"] = retrieval
         markdown += ["## Retrieval", "", retrieval_markdown(retrieval)]
     text = "\n".join(markdown)

@@ -126,14 +126,55 @@ def test_markdown_tables():
            "recipe_other_seed": dict.fromkeys(fid.STATS, 1.5), "frechet": 3.0, "frechet_other_seed": 5.0,
            "frechet_floor": 1.0,
            "largest_feature_gaps": ["mean_r"]}
+    row["floor_band"] = dict.fromkeys(fid.STATS, 0.8)
     text = fid.statistics_markdown({"clean": dict.fromkeys(fid.STATS, 0.0), "conditions": {"fog": row}})
     assert "| fog |" in text and "| 3.00 | 5.00 | 1.00 | 4.0 | mean_r |" in text
-    retrieval = {"queries": 8, "clean_R@1": 50.0, "tolerance": 2.0, "passed": True,
-                 "max_abs_difference": 1.0,
-                 "conditions": {"fog": {"recipe": 40.0, "mcgf512": 41.0, "on_the_fly": 39.0,
-                                        "mcgf512_minus_recipe": 1.0, "on_the_fly_minus_recipe": -1.0}}}
+    # mcgf 2.0 vs recipe 1.0: a difference of 1, above |A − B| = 0.5 and the band 0.8.
+    assert "1.0 / 2.0 (+1; 0.5, 0.8) ✗" in text
+    row["floor_band"] = dict.fromkeys(fid.STATS, 1.2)
+    text = fid.statistics_markdown({"clean": dict.fromkeys(fid.STATS, 0.0), "conditions": {"fog": row}})
+    assert "1.0 / 2.0 (+1; 0.5, 1.2) |" in text
+
+
+def test_stat_band_is_two_standard_errors_of_the_paired_differences():
+    a = [dict.fromkeys(fid.STATS, float(v)) for v in (1.0, 2.0, 3.0, 4.0)]
+    b = [dict.fromkeys(fid.STATS, float(v)) for v in (1.0, 1.0, 4.0, 4.0)]
+    # differences 0, 1, -1, 0: std (ddof 1) sqrt(2/3), over sqrt(4), times 2.
+    band = fid.stat_band(a, b)
+    assert band["luma_mean"] == pytest.approx(2 * np.sqrt(2 / 3) / 2)
+    assert fid.stat_band(a, a)["hf_energy"] == 0.0
+    retrieval = {"queries": 8, "clean_R@1": 50.0, "tolerance": 2.0, "passed": False,
+                 "max_abs_difference": 3.0,
+                 "conditions": {"fog": fid.retrieval_row(40.0, 42.5, 41.0, 39.0, floor_band=3.5),
+                                "rain": fid.retrieval_row(40.0, 40.5, 43.0, 39.0, floor_band=3.5)}}
     text = fid.retrieval_markdown(retrieval)
-    assert "passed" in text and "| fog | 40.00 | 41.00 | 39.00 | +1.00 | -1.00 |" in text
+    assert "FAILED on rain" in text
+    assert "| fog | 40.00 | 42.50 | 2.50 (3.50) | 41.00 | 39.00 | +1.00 | -1.50 | -1.00 |" in text
+    assert "| rain | 40.00 | 40.50 | 0.50 (3.50) | 43.00 | 39.00 | +3.00 ✗ | +2.50 | -1.00 |" in text
+
+
+def test_paired_band_of_per_query_outcomes():
+    # 100 queries; the two renderings disagree on 20 (10 each way): differences d_i in
+    # {-1, 0, 1} with variance 0.2 * 100/99; two standard errors of the mean, in points.
+    a = {i: i < 50 for i in range(100)}
+    b = {i: (i < 40) or (50 <= i < 60) for i in range(100)}
+    expected = 200.0 * np.sqrt(20 / 99) / 10
+    assert fid.paired_band(a, b) == pytest.approx(expected)
+    assert fid.paired_band(a, a) == 0.0
+    # Only queries both renderings have count.
+    assert fid.paired_band({0: True, 1: False, 2: True}, {0: True, 1: False}) == 0.0
+    assert np.isnan(fid.paired_band({0: True}, {0: False}))
+
+
+def test_retrieval_tolerance_is_the_larger_of_two_points_and_the_floor():
+    # Recipe seeds 3 points apart: a 3-point gap to mcgf is noise; 3.25 is not.
+    row = fid.retrieval_row(30.0, 33.0, 33.0, 31.0)
+    assert (row["floor"], row["tolerance"], row["passed"]) == (3.0, 3.0, True)
+    assert (row["mcgf512_minus_recipe"], row["mcgf512_minus_recipe_other_seed"]) == (3.0, 0.0)
+    assert not fid.retrieval_row(30.0, 33.0, 33.25, 31.0)["passed"]
+    # Seeds that agree: the 2-point tolerance.
+    assert fid.retrieval_row(30.0, 30.5, 32.0, 31.0)["passed"]
+    assert not fid.retrieval_row(30.0, 30.5, 27.75, 31.0)["passed"]
 
 
 def test_recipe_script_is_standalone():
@@ -157,3 +198,73 @@ def test_recipe_jobs_seed_per_image_and_fail_in_one_line(tmp_path, capsys):
         jobs.write_text("[]")
         assert recipe.main(["--jobs", str(jobs)]) == 2
         assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_hit_tap_scores_top_one_per_query(tmp_path):
+    from types import SimpleNamespace as NS
+
+    def feats(rows):
+        x = np.asarray(rows, np.float32)
+        return NS(features=x / np.linalg.norm(x, axis=1, keepdims=True), valid=np.ones(len(x), bool))
+
+    tap = fid._HitTap()
+    gallery = [NS(label=i, path=tmp_path / f"{i}/sat.jpg") for i in range(3)]
+    tap("clean", "gallery_satellite", gallery, feats(np.eye(3)))
+    tap("fog", "gallery_satellite", gallery, feats(np.ones((3, 3))))  # only the first counts
+    queries = [NS(label=0, path=tmp_path / "0/image-01.jpeg"), NS(label=1, path=tmp_path / "1/image-01.jpeg"),
+               NS(label=2, path=tmp_path / "2/image-02.jpeg")]
+    # Query 1 looks like location 0: a miss; the others hit.
+    tap("fog", "query_drone", queries, feats([[1, 0.1, 0], [1, 0.2, 0], [0, 0, 1]]))
+    assert tap.hits("fog") == {(0, "image-01"): True, (1, "image-01"): False, (2, "image-02"): True}
+    with pytest.raises(fid.FidelityError):
+        tap.hits("rain")
+
+
+def test_retrieval_seeds_pair_recipe_a_and_b_and_mcgf():
+    one = fid.retrieval_seeds(0, 1)
+    assert one == {"recipe": [("recipe-seed0", 0)], "recipe_other_seed": [("recipe-seed1", 1)],
+                   "mcgf512": [("mcgf512-seed0", 0)]}
+    three = fid.retrieval_seeds(5, 3)
+    assert [s for _, s in three["recipe"]] == [5, 7, 9] == [s for _, s in three["mcgf512"]]
+    assert [s for _, s in three["recipe_other_seed"]] == [6, 8, 10]
+
+
+def test_mean_hits_average_renderings_per_query():
+    a = {(0, "x"): True, (1, "y"): False, (2, "z"): True}
+    b = {(0, "x"): False, (1, "y"): False}
+    assert fid._mean_hits([a, b]) == {(0, "x"): 0.5, (1, "y"): 0.0}
+    # Averaged renderings feed the band: a query hit by half of A's seeds and none of B's.
+    assert fid.paired_band({0: 0.5, 1: 0.0}, {0: 0.0, 1: 0.0}) == pytest.approx(200 * np.std([0.5, 0], ddof=1) / np.sqrt(2))
+
+
+def test_recipe_seeding_reaches_children_lists_that_are_augmenters():
+    # imgaug's seed_ walks each children list's members but never seeds a list that is
+    # itself an augmenter (a Sequential holding the multiply/add of a brightness change).
+    recipe = load_script("imgaug_recipe")
+
+    class Rng:
+        def __init__(self, n: int = 0) -> None:
+            self.n, self.k = n, 0
+
+        def copy(self) -> Rng:
+            return Rng(self.n)
+
+        def derive_rng_(self) -> Rng:
+            self.k += 1
+            return Rng(self.n * 10 + self.k)
+
+    class Aug(list):
+        def __init__(self, name, children=(), nested=None):
+            super().__init__(children)
+            self.name, self.nested, self.random_state = name, nested, None
+
+        def get_children_lists(self):
+            return [self.nested] if self.nested is not None else [self]
+
+    order = Aug("order", [Aug("mul"), Aug("add")])  # a Sequential: its own list
+    brightness = Aug("brightness", nested=order)    # children held in that Sequential
+    root = Aug("root", [brightness])
+    recipe.seed_tree(root, Rng(1))
+    states = {a.name: a.random_state.n for a in (root, brightness, order, order[0], order[1])}
+    assert all(v is not None for v in states.values())
+    assert states == {"root": 1, "brightness": 11, "order": 111, "mul": 1111, "add": 1112}

@@ -69,10 +69,14 @@ def test_8bit_wind_matches_the_float_path(size):
 
 def test_snow_canvas_has_the_pixels_of_a_512_px_image():
     # 1 px pitch at 512 px (the recipe composes flakes at full resolution): the image
-    # itself up to 512 px, half of a 1024 px image.
-    for size, expected in ((1024, (512, 512)), (512, (512, 512)), (256, (256, 256)), (64, (64, 64))):
+    # itself from 256 to 512 px, half of a 1024 px image; below 256 px the image
+    # enlarged an integer number of times to at least 256 px (flakes would be sub-pixel).
+    for size, expected in ((1024, (512, 512)), (512, (512, 512)), (256, (256, 256)),
+                           (200, (400, 400)), (64, (256, 256))):
         stage = sample_plan("snow", seed=0, key="a", height=size, width=size).stages[0]
         assert snow_canvas_shape(stage, size, size) == expected
+    stage = sample_plan("snow", seed=0, key="a", height=100, width=150).stages[0]
+    assert snow_canvas_shape(stage, 100, 150) == (200, 300)
     # Never coarser than a layer's own grid.
     stage = sample_plan("snow", seed=0, key="a", height=1024, width=1024).stages[0]
     fine = replace(stage.layers[0], grid_shape=(800, 600))

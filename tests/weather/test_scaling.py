@@ -55,7 +55,7 @@ def test_snow_grid_scales():
         gb, gs = big.layers[0].grid_shape, small.layers[0].grid_shape
         if gb[0] < 256:  # not clamped to the small image
             assert gb == gs
-        assert 0.7 < len(big.layers[0].cells) / max(1, len(small.layers[0].cells)) < 1.4
+        assert 0.7 < len(big.layers[0].rows) / max(1, len(small.layers[0].rows)) < 1.4
 
 
 def test_look_is_resolution_independent():

@@ -154,6 +154,24 @@ def _scatter(
     return canvas.reshape(len(cells), *shape)
 
 
+def _place(
+    cells: list[np.ndarray], values: list[np.ndarray], shape: tuple[int, int], like: torch.Tensor
+) -> torch.Tensor:
+    """Write each image's values into its own zeroed canvas of ``shape`` (a cell written
+    twice keeps the last value, as NumPy's assignment)."""
+    size = shape[0] * shape[1]
+    index, value = [], []
+    for i, (c, v) in enumerate(zip(cells, values, strict=True)):
+        # The last write of a cell wins: keep each cell's last occurrence only.
+        _, last = np.unique(c[::-1], return_index=True)
+        keep = len(c) - 1 - last
+        index.append(c[keep].astype(np.int64) + i * size)
+        value.append(v[keep].astype(np.float32))
+    canvas = torch.zeros(len(cells) * size, dtype=torch.float32, device=like.device)
+    canvas[_t(np.concatenate(index), like)] = _t(np.concatenate(value), like)
+    return canvas.reshape(len(cells), *shape)
+
+
 def _layer_groups(stages: Sequence[RainStage | SnowStage]) -> list[tuple[list[int], list]]:
     """For each layer index, the images having that layer and their layers."""
     depth = max((len(s.layers) for s in stages), default=0)
@@ -201,18 +219,24 @@ def _render_rain(x: torch.Tensor, stages: list[RainStage]) -> torch.Tensor:
 
 
 def _render_snow(x: torch.Tensor, stages: list[SnowStage]) -> torch.Tensor:
-    n, _, h, w = x.shape
-    add = torch.zeros(n, h, w, device=x.device)
-    floor = torch.zeros(n, h, w, device=x.device)
+    h, w = x.shape[-2:]
+    out = torch.empty_like(x)
     shapes = [snow_canvas_shape(s, h, w) for s in stages]
     for shape in dict.fromkeys(shapes):  # usually one canvas shape for the whole batch
         idx = [i for i, s in enumerate(shapes) if s == shape]
-        small = _snow_maps([stages[i] for i in idx], shape, x)
-        if shape != (h, w):  # as cv2.resize(INTER_CUBIC) of the uint8 maps
-            small = F.interpolate(small, size=(h, w), mode="bicubic", align_corners=False)
-            small = small.round_().clamp_(0.0, 255.0)
-        add[idx], floor[idx] = small[:, 0], small[:, 1]
-    return torch.maximum((x + add[:, None]).clamp_(0.0, 255.0), floor[:, None])
+        maps = _snow_maps([stages[i] for i in idx], shape, x)
+        factor = shape[0] // h
+        if shape[0] < h or shape[1] < w:  # as cv2.resize(INTER_CUBIC) of the uint8 maps
+            maps = F.interpolate(maps, size=(h, w), mode="bicubic", align_corners=False)
+            maps = maps.round_().clamp_(0.0, 255.0)
+        sub = x[idx]
+        if factor > 1:  # a supersampled canvas: blend each sub-pixel, then average
+            sub = sub.repeat_interleave(factor, dim=2).repeat_interleave(factor, dim=3)
+        res = torch.maximum((sub + maps[:, None, 0]).clamp_(0.0, 255.0), maps[:, None, 1])
+        if factor > 1:
+            res = F.avg_pool2d(res, factor)
+        out[idx] = res
+    return out
 
 
 def _snow_maps(stages: list[SnowStage], shape: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
@@ -224,18 +248,21 @@ def _snow_maps(stages: list[SnowStage], shape: tuple[int, int], like: torch.Tens
     for sel, layers in _layer_groups(stages):
         m = len(sel)
         gh = np.array([lay.grid_shape[0] for lay in layers])
-        gw = np.array([lay.grid_shape[1] for lay in layers])
+        gw = np.array([lay.width for lay in layers])
         big = (int(gh.max()), int(gw.max()))
-        cells = [(lay.cells // g) * big[1] + lay.cells % g for lay, g in zip(layers, gw, strict=True)]
-        grid = _scatter(cells, [lay.mass for lay in layers], big, like)
+        canvas = _place([lay.rows * big[1] + lay.cols for lay in layers],
+                        [lay.value for lay in layers], big, like)
+        # Rounded to whole grey levels after each filter, as OpenCV's uint8 filter2D.
+        weight, kh, kw = _kernels([lay.profile[None, :] for lay in layers], like)
+        canvas = _grouped_filter(canvas, weight, kh, kw).round_().clamp_(0.0, 255.0)
         weight, kh, kw = _kernels([lay.kernel for lay in layers], like)
-        grid = _grouped_filter(grid, weight, kh, kw).clamp_(0.0, 255.0).round_()
-        # Replicate each grid's own border into the padding, as OpenCV's resize does.
+        canvas = _grouped_filter(canvas, weight, kh, kw).round_().clamp_(0.0, 255.0)
+        # Replicate each canvas's own border into the padding, as OpenCV's resize does.
         rows = torch.minimum(torch.arange(big[0], device=like.device)[None], _t(gh - 1, like)[:, None])
         cols = torch.minimum(torch.arange(big[1], device=like.device)[None], _t(gw - 1, like)[:, None])
-        grid = grid.gather(1, rows[:, :, None].expand(m, big[0], big[1]))
-        grid = grid.gather(2, cols[:, None, :].expand(m, big[0], big[1]))
-        # Canvas pixel centre -> own-grid coordinate -> normalised over the padded grid.
+        canvas = canvas.gather(1, rows[:, :, None].expand(m, big[0], big[1]))
+        canvas = canvas.gather(2, cols[:, None, :].expand(m, big[0], big[1]))
+        # Snow canvas pixel centre -> own-canvas coordinate -> normalised over the padding.
         xs = (torch.arange(w, device=like.device) + 0.5) / w
         ys = (torch.arange(h, device=like.device) + 0.5) / h
         gx = xs[None, :] * _t(2.0 * gw / big[1], like)[:, None].float() - 1.0
@@ -243,12 +270,13 @@ def _snow_maps(stages: list[SnowStage], shape: tuple[int, int], like: torch.Tens
         where = torch.stack(
             [gx[:, None, :].expand(m, h, w), gy[:, :, None].expand(m, h, w)], dim=-1
         )
-        streaks = F.grid_sample(grid[:, None], where, mode="bicubic", padding_mode="border",
+        streaks = F.grid_sample(canvas[:, None], where, mode="bicubic", padding_mode="border",
                                 align_corners=False)[:, 0]
         level = streaks.round_().clamp_(0.0, 255.0).long().reshape(m, -1)
-        glow = _stack([lay.lut_glow for lay in layers], like).gather(1, level).reshape(m, h, w)
-        gain = torch.tensor([lay.flake_gain for lay in layers], device=like.device).reshape(m, 1, 1)
-        flake = (glow * gain).round_().clamp_(max=255.0)
+        flake = _stack([lay.lut_flake for lay in layers], like).gather(1, level).reshape(m, h, w)
+        scale = torch.tensor([lay.glow_scale for lay in layers], device=like.device).reshape(m, 1, 1)
+        offset = torch.tensor([lay.glow_offset for lay in layers], device=like.device).reshape(m, 1, 1)
+        glow = (flake * scale + offset).abs_().round_().clamp_(max=255.0)
         add[sel] = (add[sel] + glow).clamp_(max=255.0)
         floor[sel] = torch.maximum((floor[sel] + glow).clamp_(max=255.0), flake)
     return torch.stack([add, floor], dim=1)

@@ -100,16 +100,45 @@ def _ops(x: Any) -> Any:
     return _NumpyOps() if isinstance(x, np.ndarray) else _TorchOps()
 
 
+#: What the recipe's multiplication loses on average: it truncates to whole levels.
+MUL_TRUNCATION = 0.5
+
+
 def transfer(level: Any, mul: Any, add: Any, mul_first: Any, ops: Any) -> Any:
-    """The recipe's brightness op on 8-bit levels: multiply and add, saturating each step.
+    """The recipe's brightness op on levels: multiply and add, saturating each step.
 
     ``mul_first`` picks the order (the recipe shuffles the two operations per image).
+    This continuous form (float images, the torch path) takes off the half level the
+    recipe's truncating multiplication loses on average; :func:`recipe_table` is the
+    exact 8-bit table.
     """
-    a = ops.clip(ops.clip(level * mul, 0.0, 255.0) + add, 0.0, 255.0)
-    b = ops.clip(ops.clip(level + add, 0.0, 255.0) * mul, 0.0, 255.0)
+    def times(x: Any) -> Any:
+        return ops.clip(x * mul - MUL_TRUNCATION, 0.0, 255.0)
+
+    a = ops.clip(times(level) + add, 0.0, 255.0)
+    b = times(ops.clip(level + add, 0.0, 255.0))
     if isinstance(mul_first, (bool, np.bool_)):
         return a if mul_first else b
     return ops.where(mul_first, a, b)
+
+
+def recipe_table(mul: float, add: float, mul_first: bool) -> np.ndarray:
+    """The recipe's 8-bit brightness table (imgaug 0.4.0 ``Multiply``, ``Add`` on uint8).
+
+    ``Multiply`` is ``float32(level)·float32(mul)`` clipped and truncated to uint8;
+    ``Add`` rounds its value to a whole level and saturates. Returns 256 uint8 levels.
+    """
+    levels = np.arange(256, dtype=np.int64)
+    plus = int(np.clip(np.round(add), -255, 255))
+
+    def times(x: np.ndarray) -> np.ndarray:
+        return np.clip(x.astype(np.float32) * np.float32(mul), 0, 255).astype(np.uint8).astype(np.int64)
+
+    def plus_(x: np.ndarray) -> np.ndarray:
+        return np.clip(x + plus, 0, 255)
+
+    out = plus_(times(levels)) if mul_first else times(plus_(levels))
+    return out.astype(np.uint8)
 
 
 def adjust_brightness(rgb: Any, space: str, mul: Any, add: Any, mul_first: Any) -> Any:

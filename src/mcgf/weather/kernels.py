@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -168,3 +169,163 @@ def _trim(kernel: np.ndarray, eps: float = 1e-7) -> np.ndarray:
     return np.ascontiguousarray(
         kernel[h // 2 - ry : h // 2 + ry + 1, w // 2 - rx : w // 2 + rx + 1]
     )
+
+
+# --------------------------------------------------------------------------- snow flakes
+
+#: OpenCV's bicubic constant (``cv2.resize`` INTER_CUBIC; torch's bicubic uses it too).
+CUBIC_A = -0.75
+
+
+def cubic_lobe(u: np.ndarray) -> np.ndarray:
+    """The positive lobe of the bicubic kernel at ``u`` cells (0 from one cell on).
+
+    A single bright cell upsampled bicubically into uint8, as the recipe stores its
+    flake grid, is this lobe in x times this lobe in y: the kernel's negative lobes are
+    clipped to 0.
+    """
+    u = np.abs(np.asarray(u, np.float64))
+    return (((CUBIC_A + 2.0) * u - (CUBIC_A + 3.0)) * u * u + 1.0) * (u < 1.0)
+
+
+def recipe_blur_taps(sigma: float, unit: float) -> tuple[np.ndarray, np.ndarray]:
+    """The recipe's Gaussian pre-blur of flakes: (offsets, weights) of its discrete kernel.
+
+    The recipe blurs with OpenCV's ``ksize``-tap Gaussian, ``ksize`` odd and at least 5,
+    at 512 px; ``unit`` = canvas pixels per pixel at 512 px places the taps. Taps under
+    0.1 % are left out (at the recipe's sigma of 0.5 px, the outer two, 0.03 % each).
+    """
+    size = int(max(3.3 * sigma, 5.0))
+    size += 1 - size % 2
+    weights = cv2.getGaussianKernel(size, sigma).ravel().astype(np.float64)
+    offsets = np.arange(size) - size // 2
+    keep = weights >= 1e-3
+    return offsets[keep] * unit, weights[keep]
+
+
+def recipe_streak_taps(speed: float) -> int:
+    """Taps of the recipe's motion blur of a flake layer at 512 px (1: no blur).
+
+    ``k = int(speed·512)``; no blur for ``k ≤ 1``; else at least 3 and made odd by
+    adding one, a column of ``k`` weights ramping from 1 to 0 (length ``k − 1`` px).
+    """
+    k = int(speed * REFERENCE_SIZE)
+    if k <= 1:
+        return 1
+    k = max(k, 3)
+    return k if k % 2 else k + 1
+
+
+@functools.lru_cache(maxsize=256)
+def _blur_taps_cached(sigma: float, unit: float) -> tuple[np.ndarray, np.ndarray]:
+    return recipe_blur_taps(sigma, unit)
+
+
+def flake_profile(cell: float, pitch: float, unit: float, sigma: float) -> np.ndarray:
+    """Horizontal profile of one flake on a canvas of ``pitch`` px per column.
+
+    The cubic lobe of a grid cell ``cell`` px wide, blurred by the recipe's Gaussian
+    (:func:`recipe_blur_taps`), sampled at ``pitch``: an odd, centred float32 row kernel
+    with the flake's value 1 at the cell centre (cached; sigma rounded to 1/1024).
+    """
+    return _flake_profile_cached(float(cell), float(pitch), float(unit), round(sigma * 1024) / 1024)
+
+
+@functools.lru_cache(maxsize=4096)
+def _flake_profile_cached(cell: float, pitch: float, unit: float, sigma: float) -> np.ndarray:
+    offsets, weights = recipe_blur_taps(sigma, unit)
+    half = math.ceil((cell + float(np.abs(offsets).max())) / pitch)
+    x = np.arange(-half, half + 1) * pitch
+    profile = cubic_lobe((x[:, None] - offsets[None, :]) / cell) @ weights
+    profile[profile < 1e-4] = 0.0  # zero taps cost OpenCV nothing; trimmed at the ends
+    profile = _trim(profile[None, :].astype(np.float32), 1e-4)[0]
+    profile.flags.writeable = False
+    return profile
+
+
+def streak_kernel(
+    taps: int, angle_deg: float, cell: float, pitch: float, unit: float, sigma: float
+) -> np.ndarray:
+    """The kernel of one snow layer (see :func:`streak_kernels`)."""
+    return streak_kernels([taps], [angle_deg], [cell], [pitch], unit, [sigma])[0]
+
+
+def streak_kernels(
+    taps: Sequence[int],
+    angles_deg: Sequence[float],
+    cells: Sequence[float],
+    pitches: Sequence[float],
+    unit: float,
+    sigmas: Sequence[float],
+) -> list[np.ndarray]:
+    """Correlation kernels that draw snow layers' flakes as the recipe's streaks.
+
+    A kernel's rows are grid rows (``cell`` px apart), its columns canvas columns
+    (``pitch`` px apart): applied to a canvas holding every flake at its row and column,
+    after the horizontal :func:`flake_profile`, then upsampled bicubically in y, it gives
+    each flake the recipe's shape — the cubic lobe of its cell, the Gaussian pre-blur
+    (``sigma``) and the motion blur of ``taps`` weights ramping from 1 to 0 along
+    ``(−sin a, cos a)``, ``unit`` px apart (:func:`recipe_streak_taps`). Each row holds
+    the vertical lobe-and-blur weight of every tap at the tap's own column (split
+    linearly between the two nearest), so a tilted streak stays as thin as the recipe's
+    wherever it passes between columns. The flake is recentred on the weighted mean
+    height of its taps, which moves every flake of a layer by the same fraction of a cell
+    (flakes are placed at random anyway) and puts the peak of short streaks on a grid
+    row, where the upsampling keeps it intact.
+
+    All layers of a stage are built in one vectorised pass. Returns read-only, odd-sized
+    float32 arrays, anchor at their centre.
+    """
+    k = np.asarray(taps, np.int64)[:, None]
+    cell = np.asarray(cells, np.float64)[:, None, None, None]
+    i = np.arange(int(k.max()), dtype=np.float64)[None, :]
+    # Tap i of k: ramp weight 1 − i/(k − 1) (a single tap: 1), (k − 1)/2 − i px along.
+    ramp = np.where(i < k, np.where(k > 1, 1.0 - i / np.maximum(k - 1, 1), 1.0), 0.0)
+    weights = ramp / ramp.sum(axis=1, keepdims=True)
+    along = ((k - 1) / 2 - i) * (unit * (ramp > 0))
+    rad = np.radians(np.asarray(angles_deg, np.float64))[:, None]
+    ty, tx = np.cos(rad) * along, -np.sin(rad) * along
+    blur = [_blur_taps_cached(round(float(s), 6), float(unit)) for s in sigmas]
+    size = max(len(w) for _, w in blur)
+    if any(len(w) != size for _, w in blur):  # wider blurs than the recipe's: centre-pad
+        blur = [(np.pad(o, (size - len(o)) // 2), np.pad(w, (size - len(w)) // 2)) for o, w in blur]
+    offsets = np.stack([o for o, _ in blur])
+    blur_w = np.stack([w for _, w in blur])
+    reach = np.abs(ty).max(axis=1) + np.abs(offsets).max(axis=1)
+    half_rows = int(np.ceil(reach / cell[:, 0, 0, 0]).max()) + 1
+    rows = (np.arange(-half_rows, half_rows + 1)[None, :] * cell[:, :, 0, 0]
+            + (weights * ty).sum(axis=1)[:, None])
+    # Vertical weight of every tap on every row: its lobe, blurred, times its ramp weight.
+    lobe = cubic_lobe((rows[:, :, None, None] - ty[:, None, :, None] - offsets[:, None, None, :]) / cell)
+    vertical = (lobe @ blur_w[:, None, :, None])[..., 0] * weights[:, None, :]  # (L, rows, taps)
+    # Each tap at its own column, split linearly between the two nearest.
+    cols = tx / np.asarray(pitches, np.float64)[:, None]
+    half_cols = int(np.ceil(np.abs(cols).max())) + 1
+    grid = np.arange(-half_cols, half_cols + 1, dtype=np.float64)
+    split = np.maximum(0.0, 1.0 - np.abs(grid[None, None, :] - cols[:, :, None]))  # (L, taps, cols)
+    pattern = vertical @ split
+    # Weights under 0.1 % (0.05 % of a streak's mass) cost OpenCV a multiply-add per pixel
+    # each: dropped, the rest rescaled to the same mass.
+    mass = pattern.sum(axis=(1, 2))
+    pattern[pattern < 1e-3] = 0.0
+    pattern *= (mass / np.maximum(pattern.sum(axis=(1, 2)), 1e-12))[:, None, None]
+    # Trim every kernel symmetrically to its non-zero extent (odd, centred).
+    ry = _extent(pattern.any(axis=2), half_rows)
+    rx = _extent(pattern.any(axis=1), half_cols)
+    # A pattern drawn around each flake is a correlation with the mirrored kernel.
+    mirrored = pattern[:, ::-1, ::-1].astype(np.float32)
+    kernels = []
+    for one, y, x in zip(mirrored, ry.tolist(), rx.tolist(), strict=True):
+        kernel = np.ascontiguousarray(one[half_rows - y : half_rows + y + 1, half_cols - x : half_cols + x + 1])
+        kernel.flags.writeable = False
+        kernels.append(kernel)
+    return kernels
+
+
+def _extent(nonzero: np.ndarray, centre: int) -> np.ndarray:
+    """Per row of ``nonzero`` (L, 2·centre + 1): the largest distance of a True from the
+    centre (0 when all are False)."""
+    n = nonzero.shape[1]
+    first = np.where(nonzero.any(axis=1), nonzero.argmax(axis=1), centre)
+    last = np.where(nonzero.any(axis=1), n - 1 - nonzero[:, ::-1].argmax(axis=1), centre)
+    return np.maximum(centre - first, last - centre)

@@ -7,7 +7,8 @@ One layer (the recipe's ``RainLayer`` / ``SnowflakesLayer``):
    8×8 Beta(1, 1 − uniformity) gate;
 2. the grid is upsampled to the image, so a particle becomes a blob of one grid cell;
 3. a motion blur of length ``speed × image size`` at the layer's angle turns blobs into
-   streaks whose weight ramps from 1 at the head to 0 at the tail;
+   streaks whose weight ramps from 1 at the head to 0 at the tail (snow: ``k`` taps,
+   :func:`~mcgf.weather.kernels.recipe_streak_taps`, after a 0.5 px Gaussian);
 4. rain: the streak map ``n`` is an opacity ``min(1, 1.3·n/255)`` of grey 240;
    snow: ``n`` goes through a gamma curve (gain from the size uniformity), then is added
    (glow, ``0.1 + 20·speed``) and max-blended (flakes, ``1 + 20·speed``) onto the image.
@@ -28,16 +29,25 @@ direction. Rain is therefore drawn on a canvas whose rows are ~4 px tall (five r
 shortest streak) and full-resolution across; drops are placed as sparse points
 (vectorised, no per-drop loop), blurred with a small rasterised line kernel
 (:func:`~mcgf.weather.kernels.line_kernel`) and the stage's transmittance is stretched to
-the image once. Snow flakes are blurred on their own coarse grid before the bicubic
-upsampling (the recipe blurs after it at full resolution, a 4–13 ms dense convolution;
-both are linear, so they commute up to interpolation). The streak is rasterised on that
-grid without anti-aliasing, which keeps flakes as narrow and bright as the recipe's (a
-bilinear line on a 2–10 px grid would widen each flake by a cell and halve the number of
-saturated flake pixels). The layers of a stage are composed on a canvas of 1 px pitch
-at 512 px (the image itself up to 512 px): per layer, one bicubic upsampling from its
-grid, a table look-up, a scaling and three saturating uint8 operations. (Engine version
-2 composed on a half-size canvas; measured against the recipe that halved the flakes'
-high-frequency energy and saturated share, see ``docs/weather.md``.)
+the image once.
+
+Snow, against the recipe (engine version 4): the recipe upsamples its flake grid
+bicubically into uint8 (each flake becomes the positive lobe of the cubic kernel, one
+cell wide), blurs it by a 0.5 px Gaussian and then by a rotated ramp of ``k`` taps at
+full resolution (a dense 4–13 ms convolution per layer). Blurring on the flake grid
+instead (engine 3) cannot keep a tilted streak thin: between grid columns the bicubic
+upsampling of a ridge peaks at 0.75 of its height, and short streaks lose the sub-cell
+blur; measured per layer that was −41 % to +340 % high-frequency energy. Here a layer is
+drawn on a *streak canvas* of the grid's rows and three columns per cell (at most one per
+pixel): flakes are points there, :func:`~mcgf.weather.kernels.flake_profile` gives them
+their lobe across, :func:`~mcgf.weather.kernels.streak_kernels` places every tap of the
+motion blur at its own column with its vertical lobe weight on each grid row, and one
+bicubic upsampling in y brings the canvas to the snow canvas, where the recipe's
+truncating tables (:func:`snow_tables`) turn it into glow and flakes. The layers of a
+stage are composed on a canvas of 1 px pitch at 512 px (the image itself from 256 to
+512 px; below 256 px the image enlarged, see :data:`SNOW_MIN_CANVAS`): per layer, two
+small canvas filters, one upsampling, a table look-up, a scaling and three saturating
+uint8 operations.
 
 Rain, against the recipe (``benchmarks/weather_fidelity.py``): the recipe's bicubic
 upsampling of its sparse uint8 drop grid clips the kernel's negative lobes, so every
@@ -51,7 +61,9 @@ generation and summation dominate its cost.
 
 Resolution: the grid pitch, streak length and the recipe's 0.5 px pre-blur of flakes are
 defined at 512 px and scaled by :func:`~mcgf.weather.kernels.scale_factor`; particle counts
-are per grid cell, so a 256 px rendering has the same particles, half as large.
+are per grid cell, so a 256 px rendering has the same particles, half as large. Snow
+flakes would be smaller than a pixel below 256 px: the stage is then drawn on an enlarged
+canvas and averaged back (:func:`snow_supersampling`).
 """
 
 from __future__ import annotations
@@ -65,8 +77,15 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from mcgf.weather.arrays import expand, owned_float, scalar, scratch, to_uint8
-from mcgf.weather.kernels import line_kernel, scale_factor
+from mcgf.weather.arrays import expand, owned_float, scalar, scratch
+from mcgf.weather.kernels import (
+    REFERENCE_SIZE,
+    flake_profile,
+    line_kernel,
+    recipe_streak_taps,
+    scale_factor,
+    streak_kernels,
+)
 from mcgf.weather.noise import (
     SALT_BITS,
     SALT_LEVELS,
@@ -89,9 +108,10 @@ RAIN_DROP_GAIN = 1.2
 #: Std (in grid cells) of a drop's cross-section. The positive lobe of the bicubic kernel
 #: that spreads the recipe's salt pixel over ~2 image pixels has std 0.40 cells, but
 #: filtering the stage's product once (not each layer) and the canvas rows soften more:
-#: 0.2 balances the high-frequency energy of rain (+12 %), fog_rain (−8 %) and rain_snow
-#: (−3 %) against the recipe (24 views at 512 px).
-RAIN_DROP_SIGMA = 0.2
+#: 0.25 balances the high-frequency energy of rain (+4 %), fog_rain (−3 %) and rain_snow
+#: (+4 %) against the recipe (104 views at 512 px, engine 4's snow; 0.2 gave +14 %, +5 %
+#: and +10 %, 0.3 −7 %, −13 % and −3 %).
+RAIN_DROP_SIGMA = 0.25
 #: Canvas rows per shortest possible streak (see module doc).
 ROWS_PER_STREAK = 5
 #: Resolution of the recipe's density gate over the image.
@@ -372,18 +392,28 @@ def render_rain(image: np.ndarray, stage: RainStage) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SnowLayer:
-    """Sampled flakes of one layer on its grid (gated mass), blur kernel and brightness.
+    """Sampled flakes of one layer, where the renderer draws them, and their brightness.
 
-    ``lut_glow[n]`` maps the streak map's grey level to the layer's glow (added to the
-    image); its flakes (max-blended) are ``flake_gain`` times brighter, saturating.
+    A layer is drawn on a *streak canvas* of ``grid_shape[0]`` rows (the flake grid's
+    rows) by ``width`` columns (at least three per grid cell, at most the snow canvas's):
+    flake ``i`` sits at ``(rows[i], cols[i])`` with grey level ``value[i]``; ``profile``
+    (a row kernel) gives it the cubic lobe of its cell across, ``kernel`` draws the
+    streak (see :func:`~mcgf.weather.kernels.streak_kernel`), and an upsampling in y
+    brings the canvas to the snow canvas. ``lut_flake[n]`` maps the resulting streak map
+    to the flake the image is max-blended with, and ``glow_scale·flake + glow_offset``
+    (rounded) is the glow added to it (see :func:`snow_tables`).
     """
 
     grid_shape: tuple[int, int]
-    cells: np.ndarray
-    mass: np.ndarray
+    width: int
+    rows: np.ndarray
+    cols: np.ndarray
+    value: np.ndarray
+    profile: np.ndarray
     kernel: np.ndarray
-    lut_glow: np.ndarray
-    flake_gain: float
+    lut_flake: np.ndarray
+    glow_scale: float
+    glow_offset: float
 
 
 @dataclass(frozen=True)
@@ -393,17 +423,93 @@ class SnowStage:
     layers: tuple[SnowLayer, ...]
 
 
-#: Grey levels 0..255 as fractions, the argument of each layer's gamma table.
-_LEVELS = np.arange(256) / 255.0
+#: Streak-canvas columns per flake-grid cell (at most one per canvas pixel): a streak
+#: tilted between columns is split linearly between them, which softens it by a fraction
+#: of a column; a third of a cell keeps flakes as sharp as the recipe's (two per cell
+#: measurably softened them).
+COLUMNS_PER_CELL = 3
+#: Pitch (px at 512 px) of the canvas on which a snow stage's layers are composed: full
+#: resolution, as the recipe (a 2 px canvas softened flakes measurably).
+SNOW_CANVAS_PITCH = 1.0
+#: Smallest side (px) of a snow canvas. Below it the flake grids would be finer than the
+#: image (flakes smaller than a pixel): the stage is then drawn on the image enlarged an
+#: integer number of times and averaged back, so the recipe's saturating flakes keep
+#: their light instead of being dimmed before the gamma curve.
+SNOW_MIN_CANVAS = 256
+#: Grey levels 0..255 as the recipe's float32 fractions, the argument of the gamma curve.
+_LEVELS = np.linspace(0.0, 1.0, 256, dtype=np.float32)
 
 
 def snow_grid_shape(height: int, width: int, size: float) -> tuple[int, int]:
-    """Grid of one snow layer: ``(1 − size)`` × the image at 512 px, never finer than it."""
+    """Grid of one snow layer: ``(1 − size)`` × the image at 512 px (``int`` as the recipe)."""
     pitch = scale_factor(height, width) / min(max(1.0 - size, 0.001), 1.0)
-    return (
-        max(1, min(height, int(height / pitch))),
-        max(1, min(width, int(width / pitch))),
-    )
+    return max(1, int(height / pitch)), max(1, int(width / pitch))
+
+
+def snow_supersampling(grids: list[tuple[int, int]], height: int, width: int) -> int:
+    """How many times the image is enlarged for a snow stage (1: not at all; see
+    :data:`SNOW_MIN_CANVAS`): enough for a side of 256 px and for every layer's grid."""
+    need = max([SNOW_MIN_CANVAS / max(height, width), *(g[0] / height for g in grids),
+                *(g[1] / width for g in grids)])
+    return max(1, math.ceil(need - 1e-9)) if max(height, width) < SNOW_MIN_CANVAS else 1
+
+
+def _canvas_of(grids: list[tuple[int, int]], height: int, width: int) -> tuple[int, int]:
+    factor = snow_supersampling(grids, height, width)
+    if factor > 1:
+        return height * factor, width * factor
+    pitch = SNOW_CANVAS_PITCH * scale_factor(height, width)
+    ch = max([math.ceil(height / pitch), *(g[0] for g in grids)])
+    cw = max([math.ceil(width / pitch), *(g[1] for g in grids)])
+    return min(height, ch), min(width, cw)
+
+
+def snow_canvas_shape(stage: SnowStage, height: int, width: int) -> tuple[int, int]:
+    """Canvas on which a stage's layers are composed: 1 px pitch at 512 px.
+
+    Never coarser than any layer's grid; finer than the image only below
+    :data:`SNOW_MIN_CANVAS` px, by an integer factor (:func:`snow_supersampling`).
+    """
+    return _canvas_of([lay.grid_shape for lay in stage.layers], height, width)
+
+
+def snow_tables(uniformity: np.ndarray, speed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flake tables of layers ((layers, 256) uint8) and how their glow follows from them.
+
+    The recipe passes the streak map ``n`` through ``GammaContrast(1 + 2(1 − u))`` (a
+    uint8 table, truncated) and multiplies it by ``1 + 5(1 − u)``: ``L``. It adds
+    ``L·(0.1 + 20·speed)`` to the image and max-blends ``L·(1 + 20·speed)`` with it,
+    truncating each to uint8; on integer images that is adding the glow ``trunc(L·g1)``
+    and max-blending the flake ``trunc(L·g2)``. The flake is a table of ``n``; the glow,
+    which matters only where the flake is not saturated, is ``round(r·flake + (r − 1)/2)``
+    with ``r = g1/g2`` — the expected truncation of ``L·g1`` given the flake, within one
+    grey level. Returns (flake tables, r, (r − 1)/2).
+    """
+    u = np.asarray(uniformity, np.float64)[:, None]
+    s = np.asarray(speed, np.float64)[:, None]
+    gamma = (_LEVELS[None, :] ** (1.0 + 2.0 * (1.0 - u)).astype(np.float32)) * np.float32(255)
+    level = np.clip(gamma, 0, 255).astype(np.uint8).astype(np.float32)
+    level = level * (1.0 + 5.0 * (1.0 - u)).astype(np.float32)
+    flake = np.clip(level * (1.0 + 20.0 * s).astype(np.float32), 0, 255).astype(np.uint8)
+    ratio = ((0.1 + 20.0 * s) / (1.0 + 20.0 * s))[:, 0]
+    return flake, ratio, (ratio - 1.0) / 2.0
+
+
+def _layer_gates(rng: np.random.Generator, uniformity: list[float]) -> np.ndarray:
+    """The recipe's 8x8 density gate of each layer: Beta(1, 1 − u), one ``u`` per layer."""
+    b = np.maximum(1.0 - np.asarray(uniformity), 1e-4)[:, None, None]
+    draws = rng.random((len(uniformity), GATE_CELLS, GATE_CELLS))
+    return (1.0 - (1.0 - draws) ** (1.0 / b)).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1024)
+def cubic_weights(size: int, source: int) -> np.ndarray:
+    """(size, source) weights of ``cv2.resize`` INTER_CUBIC from ``source`` to ``size``
+    samples along one axis (replicated border), read-only: row i weighs the sources of
+    output i."""
+    weights = cv2.resize(np.eye(source, dtype=np.float32), (source, size), interpolation=cv2.INTER_CUBIC)
+    weights.flags.writeable = False
+    return weights
 
 
 def sample_snow(
@@ -411,89 +517,92 @@ def sample_snow(
 ) -> SnowStage:
     """Draw the layers of consecutive snowflake augmenters (1–3 layers each).
 
-    Each kind of random quantity is drawn for all layers of the stage at once.
+    Each kind of random quantity is drawn for all layers of the stage at once, and
+    their streak kernels are built in one pass.
     """
     params = _layer_params(rng, augmenters)
     if not params:
         return SnowStage(layers=())
-    size, uniformity, angle, speed, sigma_fraction, density = _draw_layers(
-        rng, params, ("size", "size_uniformity", "angle", "speed", "blur_sigma_fraction", "density")
+    size, uniformity, angle, speed, sigma_fraction, density, evenness = _draw_layers(
+        rng, params, ("size", "size_uniformity", "angle", "speed", "blur_sigma_fraction",
+                      "density", "density_uniformity")
     )
     scale = scale_factor(height, width)
     pitch = [scale / min(max(1.0 - s, 0.001), 1.0) for s in size]
     shapes = [snow_grid_shape(height, width, s) for s in size]
-    counts = rng.poisson(
-        [d * (height / p) * (width / p) for d, p in zip(density, pitch, strict=True)]
-    ).tolist()
+    # The recipe salts each cell with probability d; flakes drawn at random cells land
+    # twice in a cell now and then and count once, so draw -ln(1 - d) per cell.
+    counts = rng.poisson([
+        -math.log1p(-min(d, 0.999)) * (height / p) * (width / p)
+        for d, p in zip(density, pitch, strict=True)
+    ]).tolist()
     u = rng.random(sum(counts))
-    gates = beta_gate(rng, (len(params), GATE_CELLS, GATE_CELLS), _uniformity_bounds(params))
-    gain = np.array([1.0 + 2.0 * (1.0 - x) for x in uniformity])
-    glow = np.array([255.0 * (1.0 + 5.0 * (1.0 - x)) * (0.1 + 20 * s)
-                     for x, s in zip(uniformity, speed, strict=True)])
-    luts = np.rint(np.power(_LEVELS[None, :], gain[:, None]) * glow[:, None])
-    luts = np.minimum(luts, 255.0, out=luts).astype(np.uint8)
+    gates = _layer_gates(rng, evenness)
+    ch, cw = _canvas_of(shapes, height, width)
+    unit = max(ch, cw) / REFERENCE_SIZE  # canvas px per px at 512 px
+    # The recipe's pre-blur: sigma = clip(512·fraction, 0.5, 3.75) px at 512 px.
+    sigma = [min(max(REFERENCE_SIZE * f, 0.5), 3.75) for f in sigma_fraction]
+    columns = [min(cw, COLUMNS_PER_CELL * gw) for _, gw in shapes]
+    kernels = streak_kernels(
+        [recipe_streak_taps(s) for s in speed], angle, [ch / gh for gh, _ in shapes],
+        [cw / c for c in columns], unit, sigma,
+    )
+    flake_lut, glow_scale, glow_offset = snow_tables(np.array(uniformity), np.array(speed))
+    # Every flake of the stage at once: its cell, brightness and gate (np.take: NumPy's
+    # fancy indexing is several times slower on these sizes).
+    layer = np.repeat(np.arange(len(shapes)), counts)
+    gh, gw = (np.take(np.array(side, np.int64), layer) for side in zip(*shapes, strict=True))
+    v = u * (gh * gw)
+    cells = v.astype(np.int64)
+    salt = salt_values(v - cells)
+    rows, col = np.divmod(cells, gw)
+    # The gate: each layer's 8x8 grid upsampled bicubically over its flake grid (as
+    # cv2.resize), i.e. Wy·G·Wxᵀ, evaluated at the flakes only.
+    down = np.concatenate([cubic_weights(h, GATE_CELLS) @ g for (h, _), g in zip(shapes, gates, strict=True)])
+    across = np.concatenate([cubic_weights(w, GATE_CELLS) for _, w in shapes])
+    row_at = np.take(np.cumsum([0] + [h for h, _ in shapes]), layer) + rows
+    col_at = np.take(np.cumsum([0] + [w for _, w in shapes]), layer) + col
+    gate = np.einsum("ij,ij->i", np.take(down, row_at, axis=0), np.take(across, col_at, axis=0))
+    value = np.floor(salt * np.clip(gate, 0.0, 1.0)).astype(np.uint8)
+    # Cell centre (c + 0.5) cells -> nearest streak-canvas column.
+    x = np.rint((col + 0.5) * (np.take(np.array(columns), layer) / gw) - 0.5).astype(np.int32)
+    rows = rows.astype(np.int32)
     layers = []
     for i, part in enumerate(_slices(counts)):
-        gh, gw = shapes[i]
-        cell_y, cell_x = height / gh, width / gw
-        v = u[part]
-        v *= gh * gw
-        cells = v.astype(np.int32)
-        # Mass conservation when the grid had to be clamped to the image (tiny images).
-        mass = salt_values(v - cells) * np.float32(pitch[i] * pitch[i] / (cell_x * cell_y))
-        # The gate is an 8x8 grid stretched over the flake grid (node = cell centre).
-        mass *= cv2.resize(gates[i], (gw, gh), interpolation=cv2.INTER_LINEAR).reshape(-1)[cells]
-        # The recipe's pre-blur: sigma = clip(512·fraction, 0.5, 3.75) px at 512 px.
-        sigma = min(max(512 * sigma_fraction[i], 0.5), 3.75) * scale
-        kernel = line_kernel(
-            speed[i] * max(height, width), angle[i], 1.0, 0.0, pitch=(cell_x, cell_y),
-            sigma=sigma, antialias=False,
-        )
         layers.append(SnowLayer(
-            grid_shape=(gh, gw), cells=cells, mass=mass, kernel=kernel, lut_glow=luts[i],
-            flake_gain=(1.0 + 20 * speed[i]) / (0.1 + 20 * speed[i]),
+            grid_shape=shapes[i], width=columns[i], rows=rows[part], cols=x[part], value=value[part],
+            profile=flake_profile(cw / shapes[i][1], cw / columns[i], unit, sigma[i]), kernel=kernels[i],
+            lut_flake=flake_lut[i], glow_scale=float(glow_scale[i]), glow_offset=float(glow_offset[i]),
         ))
     return SnowStage(layers=tuple(layers))
 
 
-#: Pitch (px at 512 px) of the canvas on which a snow stage's layers are composed: full
-#: resolution, as the recipe (a 2 px canvas softened flakes measurably).
-SNOW_CANVAS_PITCH = 1.0
-
-
-def snow_canvas_shape(stage: SnowStage, height: int, width: int) -> tuple[int, int]:
-    """Canvas on which a stage's layers are composed: 1 px pitch at 512 px.
-
-    Never coarser than any layer's grid and never finer than the image.
-    """
-    pitch = SNOW_CANVAS_PITCH * scale_factor(height, width)
-    ch = max([math.ceil(height / pitch), *(lay.grid_shape[0] for lay in stage.layers)])
-    cw = max([math.ceil(width / pitch), *(lay.grid_shape[1] for lay in stage.layers)])
-    return min(height, ch), min(width, cw)
-
-
 def snow_streak_map(layer: SnowLayer, height: int, width: int) -> np.ndarray:
-    """uint8 streak map ``n`` of one snow layer, upsampled to ``height``×``width``.
+    """uint8 streak map ``n`` of one snow layer on a snow canvas of ``height``×``width``.
 
     Returns a scratch buffer (valid until the next call in this thread).
     """
-    gh, gw = layer.grid_shape
-    grid = np.zeros(gh * gw, np.float32)
-    np.add.at(grid, layer.cells, layer.mass)
-    grid = cv2.filter2D(grid.reshape(gh, gw), -1, layer.kernel, borderType=cv2.BORDER_CONSTANT)
-    streaks = to_uint8(grid)
-    if (gh, gw) != (height, width):
-        out = scratch("snow.streaks", (height, width), np.uint8)
-        streaks = cv2.resize(streaks, (width, height), dst=out, interpolation=cv2.INTER_CUBIC)
-    return streaks
+    gh = layer.grid_shape[0]
+    canvas = scratch("snow.flakes", (gh, layer.width), np.uint8)
+    canvas.fill(0)
+    canvas[layer.rows, layer.cols] = layer.value  # one flake per cell, as the recipe's salt
+    across = cv2.filter2D(canvas, -1, layer.profile[None, :],
+                          dst=scratch("snow.across", (gh, layer.width), np.uint8),
+                          borderType=cv2.BORDER_CONSTANT)
+    streaks = cv2.filter2D(across, -1, layer.kernel, dst=canvas, borderType=cv2.BORDER_CONSTANT)
+    if (gh, layer.width) == (height, width):
+        return streaks
+    out = scratch("snow.streaks", (height, width), np.uint8)
+    return cv2.resize(streaks, (width, height), dst=out, interpolation=cv2.INTER_CUBIC)
 
 
 def snow_maps(stage: SnowStage, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Closed form (A, B) of a snow stage: the image becomes ``max(min(x + A, 255), B)``.
 
-    The layers are composed on the stage's canvas (:func:`snow_canvas_shape`) and A and B
-    are upsampled to the image once. Returns scratch buffers (valid until the next call
-    in this thread).
+    The layers are composed on the stage's canvas (:func:`snow_canvas_shape`); A and B
+    are upsampled to the image once when the canvas is coarser, and returned at the
+    canvas's size when it is finer (see :func:`render_snow`). Returns scratch buffers
+    (valid until the next call in this thread).
     """
     ch, cw = snow_canvas_shape(stage, height, width)
     add = scratch("snow.add", (ch, cw), np.uint8)
@@ -504,12 +613,12 @@ def snow_maps(stage: SnowStage, height: int, width: int) -> tuple[np.ndarray, np
     floor.fill(0)
     for layer in stage.layers:
         streaks = snow_streak_map(layer, ch, cw)
-        cv2.LUT(streaks, layer.lut_glow, dst=glow)
-        cv2.convertScaleAbs(glow, dst=flake, alpha=layer.flake_gain)
+        cv2.LUT(streaks, layer.lut_flake, dst=flake)
+        cv2.convertScaleAbs(flake, dst=glow, alpha=layer.glow_scale, beta=layer.glow_offset)
         cv2.add(add, glow, dst=add)  # uint8 add saturates: A ≥ 255 acts like 255
         cv2.add(floor, glow, dst=floor)
         cv2.max(floor, flake, dst=floor)
-    if (ch, cw) == (height, width):
+    if ch >= height and cw >= width:
         return add, floor
     maps = []
     for name, small in (("add", add), ("floor", floor)):
@@ -521,17 +630,28 @@ def snow_maps(stage: SnowStage, height: int, width: int) -> tuple[np.ndarray, np
 def render_snow(image: np.ndarray, stage: SnowStage) -> np.ndarray:
     """Apply a snow stage to an (H, W, C) image of grey levels (see :func:`owned_float`).
 
-    uint8 input gives a new uint8 image (saturating arithmetic is exact there).
+    uint8 input gives a new uint8 image (saturating arithmetic is exact there). On a
+    supersampled canvas every pixel is the mean of its sub-pixels, each blended with the
+    pixel's own value.
     """
     height, width, channels = image.shape
     add, floor = snow_maps(stage, height, width)
+    factor = add.shape[0] // height
+    if factor > 1:
+        image = cv2.resize(image, (add.shape[1], add.shape[0]), interpolation=cv2.INTER_NEAREST)
+        image = image.reshape(add.shape[0], add.shape[1], channels)
     if image.dtype == np.uint8:
         out = cv2.add(image, expand(add, channels))
-        return cv2.max(out, expand(floor, channels), dst=out)
-    x = owned_float(image)
-    # OpenCV adds uint8 to float32 directly; no clip at 0 is needed since the floor B ≥ 0.
-    cv2.add(x, expand(add, channels), dst=x, dtype=cv2.CV_32F)
-    cv2.min(x, scalar(255.0), dst=x)
-    level = scratch("snow.level", (height, width))
-    np.copyto(level, floor, casting="unsafe")
-    return cv2.max(x, expand(level, channels), dst=x)
+        out = cv2.max(out, expand(floor, channels), dst=out)
+    else:
+        x = owned_float(image)
+        # OpenCV adds uint8 to float32 directly; no clip at 0 is needed since B ≥ 0.
+        cv2.add(x, expand(add, channels), dst=x, dtype=cv2.CV_32F)
+        cv2.min(x, scalar(255.0), dst=x)
+        level = scratch("snow.level", add.shape)
+        np.copyto(level, floor, casting="unsafe")
+        out = cv2.max(x, expand(level, channels), dst=x)
+    if factor > 1:
+        out = cv2.resize(out, (width, height), interpolation=cv2.INTER_AREA)
+        out = out.reshape(height, width, channels)
+    return out

@@ -9,9 +9,13 @@
   (``dark_variant``), since training and test recipes differ.
 
 uint8 images take OpenCV's colour conversions with a look-up table on the brightness
-channel (what the recipe did, and the fastest path); other precisions use the closed
-forms of :mod:`mcgf.weather.colorspace`, which keep 16-bit detail. Both are per-pixel
-operations, so there is nothing to scale with resolution.
+channel (what the recipe did, and the fastest path): the recipe's own 8-bit table, whose
+multiplication truncates and whose addition rounds its amount to a whole level
+(:func:`~mcgf.weather.colorspace.recipe_table`; rounding the multiplication instead made
+``light`` half a level brighter on the brightness channel). Other precisions use the
+closed forms of :mod:`mcgf.weather.colorspace`, which keep 16-bit detail and take off
+the truncation's mean. Both are per-pixel operations, so there is nothing to scale with
+resolution.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import cv2
 import numpy as np
 
 from mcgf.weather.arrays import owned_float, scalar, scratch
-from mcgf.weather.colorspace import SPACES, adjust_brightness, transfer
+from mcgf.weather.colorspace import SPACES, adjust_brightness, recipe_table
 from mcgf.weather.rng import Range, draw
 
 #: Index of the brightness channel in OpenCV's representation of each space.
@@ -71,7 +75,16 @@ def dark_blend(x: np.ndarray | float) -> np.ndarray | float:
     return 0.5 * np.minimum(np.asarray(x) + 100.0, 255.0) + 0.1 * np.asarray(x)
 
 
-_BLEND_LUT = np.clip(np.rint(dark_blend(np.arange(256.0))), 0, 255).astype(np.uint8)
+def _recipe_blend_table() -> np.ndarray:
+    """The recipe's 8-bit blend: ``Add(100)`` saturates, ``Multiply(0.2)`` truncates (float32),
+    and the 50 % alpha blend ``bg + 0.5·(fg − bg)`` is rounded (half to even)."""
+    x = np.arange(256, dtype=np.float32)
+    fg = np.minimum(x + 100, 255)
+    bg = np.clip(x * np.float32(0.2), 0, 255).astype(np.uint8).astype(np.float32)
+    return np.round(bg + np.float32(0.5) * (fg - bg)).astype(np.uint8)
+
+
+_BLEND_LUT = _recipe_blend_table()
 
 
 def render_photometric(image: np.ndarray, stage: PhotometricStage) -> np.ndarray:
@@ -94,23 +107,9 @@ def render_photometric(image: np.ndarray, stage: PhotometricStage) -> np.ndarray
 def _render_uint8(image: np.ndarray, stage: PhotometricStage) -> np.ndarray:
     shape = image.shape
     x = cv2.LUT(image, _BLEND_LUT, dst=scratch("photo.blend", shape, np.uint8)) if stage.blend else image
-    table = transfer(np.arange(256.0), stage.mul, stage.add, stage.mul_first, _NP)
-    table = np.clip(np.rint(table), 0, 255).astype(np.uint8)
+    table = recipe_table(stage.mul, stage.add, stage.mul_first)
     converted = cv2.cvtColor(x, _TO[stage.space], dst=scratch("photo.space", shape, np.uint8))
     i = CHANNEL[stage.space]
     channel = cv2.extractChannel(converted, i, dst=scratch("photo.channel", shape[:2], np.uint8))
     cv2.insertChannel(cv2.LUT(channel, table, dst=channel), converted, i)
     return cv2.cvtColor(converted, _FROM[stage.space])
-
-
-class _NumpyClip:
-    """Minimal ops namespace for :func:`transfer` on a NumPy table."""
-
-    @staticmethod
-    def clip(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
-        return np.clip(x, lo, hi)
-
-    where = staticmethod(np.where)
-
-
-_NP = _NumpyClip()
