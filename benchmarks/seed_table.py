@@ -272,9 +272,9 @@ def ensure_benchmark(out: Path, cfg: Mapping[str, Any], where: str,
     """Render the synthetic benchmark of ``cfg``'s ``synth`` section into ``out`` with
     ``mcgf synth``, unless ``out`` already holds the identical one.
 
-    ``workers``: ``mcgf synth --workers`` (``None``: all CPUs). Its worker processes are
-    forked: call this before torch has run in the process (or with ``workers=1``), since
-    a fork after torch's thread pool has started can deadlock.
+    ``workers``: ``mcgf synth --workers`` (``None``: all CPUs). Once torch has run in this
+    process the workers are started by ``forkserver`` instead of a plain fork (see
+    :mod:`mcgf.pools`), so this may be called at any point.
 
     Returns:
         Whether it was rendered (``False``: reused).

@@ -235,7 +235,7 @@ def test_ensure_benchmark_renders_once(st: ModuleType, tmp_path: Path) -> None:
                      "size": 64, "seed": 3}}
     data = tmp_path / "data"
     assert st.synth_argv(data, cfg["synth"])[:6] == ["synth", str(data), "--train", "2", "--test", "2"]
-    # One process: earlier tests ran torch in this process, and forking after that can hang.
+    # One process keeps this test fast on two cores.
     assert st.ensure_benchmark(data, cfg, "t.yaml", workers=1) is True
     stamp = (data / "metadata.json").stat().st_mtime_ns
     assert st.ensure_benchmark(data, cfg, "t.yaml", workers=1) is False

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import multiprocessing
 import os
 import shutil
 import signal
@@ -41,6 +40,7 @@ from PIL import Image
 from mcgf import __version__
 from mcgf.errors import UserError
 from mcgf.fileio import replace_dir
+from mcgf.pools import pool_context
 from mcgf.synth.layout import HALF_EXTENT_M
 from mcgf.synth.location import (
     SATELLITE_SIDE_M,
@@ -365,10 +365,8 @@ def _run_all(jobs: list[LocationJob], config: SynthConfig, root: Path, workers: 
                 results[job.number] = run_job(job)
                 bar.update()
         else:
-            # fork shares the transform with the workers without pickling it.
-            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-            ctx = multiprocessing.get_context(method)
-            with ctx.Pool(workers, initializer=_init_pool_worker, initargs=(config, root, transform)) as pool:
+            # fork while torch has not run here, else forkserver (see mcgf.pools).
+            with pool_context().Pool(workers, initializer=_init_pool_worker, initargs=(config, root, transform)) as pool:
                 for number, meta in pool.imap_unordered(_run_numbered, ordered, chunksize=1):
                     results[number] = meta
                     bar.update()
@@ -399,7 +397,8 @@ def generate_benchmark(
             the clean image and the key ``"<id>/image-XX.jpeg"`` and returns the new
             image and the condition name recorded in the metadata. ``None`` keeps the
             queries clean (condition :data:`~mcgf.weather.CLEAN`). With several workers it runs in
-            forked worker processes.
+            the worker processes: it must be picklable once torch has been imported in this
+            process (the workers are then started by ``forkserver``, see :mod:`mcgf.pools`).
 
     Raises:
         UserError: bad configuration or output folder.

@@ -38,7 +38,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import multiprocessing
 import shutil
 import signal
 import time
@@ -53,6 +52,7 @@ from PIL import Image
 from mcgf import __version__
 from mcgf.errors import UserError
 from mcgf.fileio import replace_dir
+from mcgf.pools import pool_context
 from mcgf.synth.benchmark import (
     FORMAT_VERSION,
     GENERATOR,
@@ -223,8 +223,7 @@ def _run_all(layout: str, jobs: list[tuple[int, str]], config: SynthConfig, root
                 results[number] = meta
                 bar.update()
         else:
-            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-            with multiprocessing.get_context(method).Pool(
+            with pool_context().Pool(
                     workers, initializer=_init_worker, initargs=(layout, config, root, True)) as pool:
                 for number, meta in pool.imap_unordered(_run_location, jobs, chunksize=1):
                     results[number] = meta
