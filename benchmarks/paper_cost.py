@@ -1,0 +1,191 @@
+"""Step cost and size of every compared method at paper scale, counted without a GPU.
+
+    python benchmarks/paper_cost.py                       # all methods, their paper configs
+    python benchmarks/paper_cost.py --methods mcgf,lpn --json runs/paper_cost.json
+
+Each method's paper config (the ``paper`` column of ``seed_table.METHODS``) builds its
+model on PyTorch's ``meta`` device: shapes only, no memory and no arithmetic, so even
+EVA-02-L at 448 px is counted in seconds on a laptop. For each method it prints the
+parameters (all, and those the optimizer steps), the FLOPs of one training step at the
+config's batch (``model.loss`` forward and its backward, restoration branch included
+where the config has one) and per training image, and the FLOPs of embedding one image
+(the test-time ``embed`` of a drone view). FLOPs are what ``torch.utils.flop_counter``
+counts (matrix multiplications and convolutions, 2 per multiply-add; element-wise work is
+not counted), which is also how ``benchmarks/gpu_check.py`` turns measured images/s into
+a share of the card's peak; a convolution's backward is counted as one forward per
+requested gradient (PyTorch's formula ignores groups there and overcounts depthwise
+convolutions by their channel count). Seconds per step need a GPU: ``benchmarks/gpu_check.py``.
+
+Our own code, because no library counts a whole training step of an arbitrary
+``model.loss`` on the meta device; the counting itself is PyTorch's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from _profiling import batch_shape, benchmark_config, restore_weight
+from mcgf.config import load_config
+from mcgf.errors import UserError
+from mcgf.fileio import write_json_atomic
+from seed_table import CONFIGS, METHODS, parse_methods
+
+#: Training locations of University-1652 (the head size of every paper config).
+U1652_CLASSES = 701
+
+
+@dataclass(frozen=True)
+class PaperCost:
+    """Size and FLOPs of one method at paper scale."""
+
+    method: str
+    config: str
+    image_size: int
+    batch_images: int
+    params_m: float
+    trainable_m: float
+    train_step_gflops: float
+    train_gflops_per_image: float
+    embed_gflops_per_image: float
+    counted: str
+
+
+def _batch(cfg: Any, size: int, clean: bool, device: torch.device,
+           locations: int | None = None) -> dict[str, torch.Tensor]:
+    shape = batch_shape(cfg)
+    p, m = locations or shape.locations, shape.drones_per_location
+    labels = torch.arange(p, device=device)
+    batch = {
+        "drone": torch.randn(p * m, 3, size, size, device=device),
+        "drone_label": labels.repeat_interleave(m),
+        "satellite": torch.randn(p, 3, size, size, device=device),
+        "satellite_label": labels,
+    }
+    if clean:
+        batch["drone_clean"] = torch.randn(p * m, 3, size, size, device=device)
+    return batch
+
+
+def _conv_backward_flops(grad_out_shape: Any, x_shape: Any, w_shape: Any, _bias: Any,
+                         _stride: Any, _padding: Any, _dilation: Any, transposed: bool,
+                         _output_padding: Any, _groups: Any, output_mask: Any, out_shape: Any = None,
+                         **kwargs: Any) -> int:
+    # Each requested gradient (input, weight) costs the forward's multiply-adds. PyTorch's
+    # own formula ignores groups for the weight gradient, counting a depthwise convolution
+    # (ConvNeXt) hundreds of times over.
+    from torch.utils.flop_counter import conv_flop_count
+
+    forward = conv_flop_count(list(x_shape), list(w_shape), list(grad_out_shape), transposed)
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
+def _flops(fn: Any) -> int:
+    # Losses select pairs with data-dependent ops (nonzero, boolean masks); on meta tensors
+    # they are taken as "all selected", which changes only the loss's negligible FLOPs.
+    from torch.fx.experimental import _config as fx_config
+
+    with fx_config.patch(meta_nonzero_assume_all_nonzero=True), \
+            FlopCounterMode(display=False, custom_mapping={
+                torch.ops.aten.convolution_backward: _conv_backward_flops}) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def _count(cfg: Any, classes: int, device: torch.device,
+           locations: int | None) -> tuple[torch.nn.Module, int, int, int]:
+    """(model, images in the counted batch, training-step FLOPs, embedding FLOPs per image)."""
+    from mcgf.models.model_registry import create_model
+
+    size = int(cfg.model.get("img_size") or 224)
+    torch.manual_seed(0)
+    with device:
+        model = create_model(**{**cfg.model, "num_classes": classes})
+    batch = _batch(cfg, size, restore_weight(model) > 0, device, locations)
+    model.train()
+
+    def step() -> None:
+        model.loss(batch)["total"].backward()
+
+    train = _flops(step)
+    model.eval()
+    with torch.no_grad():
+        embed = _flops(lambda: model.embed(batch["drone"][:1], "drone"))
+    return model, batch["drone"].shape[0] + batch["satellite"].shape[0], train, embed
+
+
+def method_cost(name: str, classes: int = U1652_CLASSES) -> PaperCost:
+    """Count ``name``'s paper config (see the module docstring).
+
+    A loss whose control flow depends on values (``if mask.any()``) cannot run on the
+    meta device; that method is counted on the CPU with two locations per batch instead
+    and its step scaled to the config's batch (FLOPs grow linearly with the images; the
+    losses' own pairwise terms are negligible), which ``counted`` says.
+
+    Raises:
+        UserError: the config cannot be read or its model cannot be built.
+    """
+    path = CONFIGS / METHODS[name].paper
+    cfg = benchmark_config(load_config(path), [], str(path))
+    shape = batch_shape(cfg)
+    images = shape.drone_images + shape.locations
+    try:
+        model, counted_images, train, embed = _count(cfg, classes, torch.device("meta"), None)
+        counted = "meta"
+    except (NotImplementedError, RuntimeError):
+        with torch.device("cpu"):
+            model, counted_images, train, embed = _count(cfg, classes, torch.device("cpu"), 2)
+        train = train * images // counted_images
+        counted = f"CPU, {counted_images} images, scaled"
+    params = list(model.parameters())
+    return PaperCost(
+        method=METHODS[name].label, config=f"configs/{METHODS[name].paper}",
+        image_size=int(cfg.model.get("img_size") or 224), batch_images=images,
+        params_m=sum(p.numel() for p in params) / 1e6,
+        trainable_m=sum(p.numel() for p in params if p.requires_grad) / 1e6,
+        train_step_gflops=train / 1e9, train_gflops_per_image=train / 1e9 / images,
+        embed_gflops_per_image=embed / 1e9, counted=counted,
+    )
+
+
+def format_table(rows: list[PaperCost]) -> str:
+    """The costs as a Markdown table."""
+    lines = ["| method | config | px | images/step | params (M) | trained (M) | "
+             "GFLOPs/step | GFLOPs/train image | GFLOPs/embedded image | counted |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        lines.append(f"| {r.method} | `{r.config}` | {r.image_size} | {r.batch_images} | "
+                     f"{r.params_m:.1f} | {r.trainable_m:.1f} | {r.train_step_gflops:,.0f} | "
+                     f"{r.train_gflops_per_image:.1f} | {r.embed_gflops_per_image:.1f} | {r.counted} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--methods", default=None, help=f"comma-separated subset of {','.join(METHODS)}")
+    p.add_argument("--classes", type=int, default=U1652_CLASSES,
+                   help=f"head size (default {U1652_CLASSES}, University-1652 train)")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    args = p.parse_args(argv)
+    try:
+        rows = [method_cost(name, args.classes) for name in parse_methods(args.methods)]
+        print(format_table(rows))
+        print("\nFLOPs from torch.utils.flop_counter, on the meta device (no hardware involved) "
+              "or, where a loss needs values, on the CPU (column counted); "
+              "seconds per step: benchmarks/gpu_check.py on a GPU.")
+        if args.json:
+            write_json_atomic(Path(args.json), [asdict(r) for r in rows])
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
