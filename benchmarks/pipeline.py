@@ -156,6 +156,24 @@ def input_model(cfg: RunConfig, num_classes: int) -> torch.nn.Module:
         return create_model(name, **without_initial_weights(name, options))
 
 
+def training_dataset(cfg: RunConfig) -> Any:
+    """The training set ``mcgf train`` builds from ``cfg`` (its weather, transforms and clean
+    twins), over the training split of ``data.root``.
+
+    Raises:
+        UserError: the split is missing or no location has both views.
+    """
+    from mcgf.data.layout import aligned_classes
+    from mcgf.training.loop import build_dataset, read_train_split
+
+    drone, satellite = read_train_split(cfg.data.root, cfg.data.layout)
+    n_classes = len(aligned_classes(drone, satellite))
+    if n_classes == 0:
+        raise UserError(f"{cfg.data.root}: no training location has both drone views and a "
+                        "satellite tile")
+    return build_dataset(cfg, drone, satellite, input_model(cfg, n_classes))
+
+
 # -- timing -----------------------------------------------------------------------
 
 
@@ -286,9 +304,6 @@ def measure(
         UserError: a missing ``data`` folder, a bad config value or override, a dataset
             without training locations, or a bad size or count of the rendered sample.
     """
-    from mcgf.data.layout import aligned_classes
-    from mcgf.training.loop import build_dataset, read_train_split
-
     say = say or (lambda _line: None)
     load_start = load_average()
     if data is not None:
@@ -304,11 +319,7 @@ def measure(
         root, reused = synthetic_data(cache_dir, locations, views, synth_size,
                                       workers=synth_workers, progress=progress)
     cfg = run_config(config, overrides, root)
-    drone, satellite = read_train_split(cfg.data.root, cfg.data.layout)
-    n_classes = len(aligned_classes(drone, satellite))
-    if n_classes == 0:
-        raise UserError(f"{root}: no training location has both drone views and a satellite tile")
-    dataset = build_dataset(cfg, drone, satellite, input_model(cfg, n_classes))
+    dataset = training_dataset(cfg)
     runs = []
     for w in workers:
         say(f"timing workers={w}: {warmup} warmup + {batches} batches")
@@ -329,7 +340,7 @@ def measure(
         "torch_threads": torch.get_num_threads(),
         "config": str(config), "overrides": list(overrides),
         "data": {"root": str(root), "synthetic": data is None, "reused": reused,
-                 "locations": n_classes, "drone_images": len(dataset.drone_records),
+                 "locations": dataset.num_classes, "drone_images": len(dataset.drone_records),
                  "satellite_images": len(dataset.satellite_records),
                  **({"synth": {"locations": locations, "views": views, "size": synth_size}}
                     if data is None else {})},
