@@ -290,8 +290,8 @@ def setup_run(cfg: RunConfig, out: str | Path, *, resume: bool = False,
     if dist_info.world > 1:
         torch.manual_seed(tc.seed + dist_info.rank)
     generator = model_generator(tc.seed, dist_info.rank, device)
-    sampler, loader = _build_loader(cfg, build_dataset(cfg, drone, satellite, model),
-                                    dist_info, device)
+    sampler, loader = build_loader(cfg, build_dataset(cfg, drone, satellite, model), device,
+                                   world=dist_info.world, rank=dist_info.rank)
     steps_per_epoch = math.ceil(len(sampler) / tc.accumulate)
     optimizer = torch.optim.AdamW(model.param_groups(tc.lr, tc.weight_decay, tc.layer_decay),
                                   lr=tc.lr, weight_decay=tc.weight_decay)
@@ -347,14 +347,17 @@ def _build_model(cfg: RunConfig, model_cfg: dict[str, Any], ckpt: LoadedCheckpoi
     return model.to(device).train()
 
 
-def _build_loader(cfg: RunConfig, dataset: Any, dist_info: _Dist, device: torch.device) -> tuple[Any, Any]:
-    """The batch sampler over ``dataset`` (this rank's share of the plan) and its loader."""
+def build_loader(cfg: RunConfig, dataset: Any, device: torch.device, *, world: int = 1,
+                 rank: int = 0) -> tuple[Any, Any]:
+    """The batch sampler over ``dataset`` (rank ``rank``'s share of the plan of ``world``
+    processes) and the DataLoader of ``cfg.data.workers`` processes that training reads
+    (memory pinned when ``device`` is CUDA). ``benchmarks/pipeline.py`` times this loader."""
     from mcgf.data.datasets import EpochTagged, collate_cross_view
     from mcgf.data.sampler import CrossViewBatchSampler
 
     sampler = CrossViewBatchSampler(dataset.location_index, cfg.data.locations_per_batch,
                                     cfg.data.drones_per_location, seed=cfg.train.seed,
-                                    num_replicas=dist_info.world, rank=dist_info.rank)
+                                    num_replicas=world, rank=rank)
     loader = torch.utils.data.DataLoader(
         # Indices carry their epoch, so persistent workers follow the weather epoch and
         # seed each item's augmentation from (seed, epoch, index): no worker start-up per
