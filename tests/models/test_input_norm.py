@@ -79,3 +79,31 @@ def test_satellite_rotations_make_tile_embeddings_heading_free() -> None:
     with pytest.raises(ValueError, match="satellite_rotations"):
         MCGFModel(CNN, 5, img_size=32, backbone_args=CNN_ARGS, restoration=False,
                   satellite_rotations=3)
+
+
+def _conv_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Reference: the same blur as two reflect-padded single-channel convolutions."""
+    import math
+
+    import torch.nn.functional as F
+
+    radius = max(1, min(math.ceil(3.0 * sigma), min(x.shape[-2:]) - 1))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
+    return F.conv2d(F.conv2d(x, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))
+
+
+@pytest.mark.parametrize("shape,sigma", [((3, 1, 64, 64), 5.12), ((2, 1, 50, 90), 4.0),
+                                         ((1, 1, 17, 17), 1.3)])
+def test_blur_by_matrices_equals_the_convolution(shape: tuple[int, ...], sigma: float) -> None:
+    from mcgf.models.input_norm import _gaussian_blur
+
+    x = torch.rand(*shape, generator=torch.Generator().manual_seed(0))
+    out = _gaussian_blur(x, sigma)
+    assert out.shape == x.shape
+    assert torch.allclose(out, _conv_blur(x, sigma), atol=1e-5)
+    # a constant image stays constant (the reflected weights sum to one in every row)
+    assert torch.allclose(_gaussian_blur(torch.full(shape, 0.3), sigma), torch.full(shape, 0.3),
+                          atol=1e-6)
