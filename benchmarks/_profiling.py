@@ -17,18 +17,16 @@ alternate off/on so that load from other processes hits both alike.
 
 from __future__ import annotations
 
-import contextlib
-import platform
 import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from _hardware import cpu_model
 from mcgf.errors import UserError
 from mcgf.models.params import count_parameters
 from mcgf.runtime import autocast, grad_scaler
@@ -121,12 +119,7 @@ def device_name(device: torch.device) -> str:
     """Human-readable hardware: the GPU's name, or the CPU model and torch's thread count."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = cpu_model()
     n = torch.get_num_threads()
     return f"{cpu} (CPU, {n} thread{'s' if n != 1 else ''})"
 

@@ -62,6 +62,7 @@ from typing import Any
 
 import torch
 
+from _hardware import cpu_model
 from mcgf.config import apply_overrides, load_config
 from mcgf.errors import UserError
 from mcgf.fileio import write_json_atomic
@@ -79,15 +80,6 @@ STAGES = ("decode", "weather", "augment", "collate")
 # -- hardware ---------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    """The CPU's model name from ``/proc/cpuinfo`` (else what ``platform`` knows)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def load_average() -> float | None:

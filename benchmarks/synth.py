@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from _hardware import cpu_model
 from mcgf.synth import SynthConfig, generate_benchmark
 from mcgf.synth.benchmark import default_workers
 from mcgf.synth.camera import camera_rays, orbit_poses
@@ -32,16 +32,6 @@ from mcgf.synth.location import (
 )
 from mcgf.synth.raycast import cast_rays
 from mcgf.synth.style import DEFAULT_STYLE, SynthStyle, load_style
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _best(fn, repeat: int = 3) -> float:
@@ -110,7 +100,7 @@ def main() -> None:
     args = parser.parse_args()
     style = load_style(args.style)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"hardware: {_cpu()}, {os.cpu_count()} CPUs, load average {load:.2f} at start; style {style.name}")
+    print(f"hardware: {cpu_model()}, {os.cpu_count()} CPUs, load average {load:.2f} at start; style {style.name}")
     bench_raycast(128, args.locations, style)
     bench_location(128, 8, args.locations, args.workers, style)
     if args.full:

@@ -213,14 +213,9 @@ class MCGFModel(nn.Module):
         self.twin_ce = bool(twin_ce)
         self.label_smoothing = float(label_smoothing)
 
-        opts = {
-            "img_size": img_size,
-            "pretrained": pretrained,
-            "weights": weights,
-            "grad_checkpointing": grad_checkpointing,
-            "model_args": dict(backbone_args or {}),
-            "allow_partial": allow_partial_weights,
-        }
+        opts = {"img_size": img_size, "pretrained": pretrained, "weights": weights,
+                "grad_checkpointing": grad_checkpointing, "model_args": dict(backbone_args or {}),
+                "allow_partial": allow_partial_weights}
         drone = create_backbone(backbone_name, **opts)
         #: What loading the initial weights did (:meth:`LoadReport.as_dict
         #: <mcgf.models.backbone.LoadReport.as_dict>`), ``None`` without initial weights.
