@@ -71,12 +71,13 @@ SCALES = ("demo", "paper")
 
 #: Demo-scale budget: 10 epochs of 50 steps (64 drone images each) per method. From the
 #: per-step costs on 2 CPU cores (:data:`STEP_SECONDS`) the five trainings take about
-#: 27 min, evaluation about 9 min and the benchmark 1 min: about 37 min in all, inside the
-#: 45 min target (the configs' own 16 epochs would be about 52 min).
+#: 33 min, evaluation about 9 min and the benchmark 1 min: about 43 min in all, inside the
+#: 45 min target (the configs' own 16 epochs would be about 63 min).
 DEMO_EPOCHS = 10
-#: Seconds per training step of each demo config on 2 CPU cores (one 16 × 4 batch; MCGF's
-#: config takes 64 × 1 batches, whose step costs about 1.1× its 16 × 4 one).
-STEP_SECONDS = {"mcgf": 1.05, "lpn": 0.59, "mbeg": 0.40, "sample4geo": 0.28, "musenet": 0.95}
+#: Seconds per training step of each demo config on 2 CPU cores (one 64 × 1 batch): the
+#: 16 × 4 costs measured on a 2-core Intel Xeon VM, scaled by each config's measured
+#: 64 × 1 / 16 × 4 step ratio (1.06, 1.47, 1.33, 1.28, 1.28 on a 2-core AMD EPYC VM).
+STEP_SECONDS = {"mcgf": 1.0, "lpn": 0.87, "mbeg": 0.53, "sample4geo": 0.36, "musenet": 1.22}
 #: Steps per epoch of the demo benchmark (400 places × 8 views / 64 drone images).
 DEMO_STEPS_PER_EPOCH = 50
 #: Seconds per method for its two evaluations on the demo benchmark (ten conditions × 800

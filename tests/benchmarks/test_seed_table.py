@@ -65,8 +65,8 @@ def test_every_method_gets_the_same_data_weather_seed_and_budget(st: ModuleType,
 
 def test_demo_budget_fits_the_target(st: ModuleType) -> None:
     est = st.estimate_demo_seconds(list(st.METHODS), st.DEMO_EPOCHS)
-    assert est["train"] == pytest.approx(3.27 * 500)  # 1.05 + 0.59 + 0.40 + 0.28 + 0.95 s × 500 steps
-    assert est["total"] == pytest.approx(1635 + 5 * 105 + 45)
+    assert est["train"] == pytest.approx(3.98 * 500)  # 1.0 + 0.87 + 0.53 + 0.36 + 1.22 s × 500 steps
+    assert est["total"] == pytest.approx(1990 + 5 * 105 + 45)
     assert est["total"] <= st.DEMO_TARGET_SECONDS
     assert st.estimate_demo_seconds(list(st.METHODS), 16)["total"] > st.DEMO_TARGET_SECONDS
 
