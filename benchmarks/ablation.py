@@ -94,20 +94,30 @@ def variant_config(base: Mapping[str, Any], variant: str, seed: int) -> dict[str
     return out
 
 
+def parse_names(text: str | None, known: Sequence[str], option: str, noun: str) -> list[str]:
+    """A comma-separated ``--option`` list of names from ``known``, in ``known``'s order;
+    all of them when ``None``.
+
+    Raises:
+        UserError: an unknown or empty name list (``noun`` names one item in the message).
+    """
+    if text is None:
+        return list(known)
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        what = f"unknown {noun} {unknown[0]!r}" if unknown else f"no {noun} given"
+        raise UserError(f"{option}: {what} (known: {', '.join(known)})")
+    return [k for k in known if k in names]
+
+
 def parse_variants(text: str | None) -> list[str]:
     """``--variants`` (comma-separated names) in :data:`VARIANTS` order; all when ``None``.
 
     Raises:
         UserError: an unknown or empty name list.
     """
-    if text is None:
-        return list(VARIANTS)
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in VARIANTS]
-    if unknown or not names:
-        what = f"unknown variant {unknown[0]!r}" if unknown else "no variant given"
-        raise UserError(f"--variants: {what} (known: {', '.join(VARIANTS)})")
-    return [v for v in VARIANTS if v in names]
+    return parse_names(text, list(VARIANTS), "--variants", "variant")
 
 
 def missing_model_options(variants: Iterable[str], accepted: set[str]) -> dict[str, list[str]]:

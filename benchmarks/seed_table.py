@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ablation import mean_std
+from ablation import mean_std, parse_names
 from mcgf.cli.main import main as mcgf_main
 from mcgf.cli.options import int_option
 from mcgf.config import apply_overrides, load_config
@@ -120,14 +120,7 @@ def parse_methods(text: str | None) -> list[str]:
     Raises:
         UserError: an unknown or empty name list.
     """
-    if text is None:
-        return list(METHODS)
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in METHODS]
-    if unknown or not names:
-        what = f"unknown method {unknown[0]!r}" if unknown else "no method given"
-        raise UserError(f"--methods: {what} (known: {', '.join(METHODS)})")
-    return [m for m in METHODS if m in names]
+    return parse_names(text, list(METHODS), "--methods", "method")
 
 
 def split_overrides(items: Sequence[str]) -> tuple[list[str], dict[str, list[str]]]:
