@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from _profiling import batch_shape, benchmark_config, restore_weight
+from _profiling import BatchShape, batch_shape, benchmark_config, random_batch, restore_weight
 from mcgf.config import load_config
 from mcgf.errors import UserError
 from mcgf.fileio import write_json_atomic
@@ -55,22 +55,6 @@ class PaperCost:
     train_gflops_per_image: float
     embed_gflops_per_image: float
     counted: str
-
-
-def _batch(cfg: Any, size: int, clean: bool, device: torch.device,
-           locations: int | None = None) -> dict[str, torch.Tensor]:
-    shape = batch_shape(cfg)
-    p, m = locations or shape.locations, shape.drones_per_location
-    labels = torch.arange(p, device=device)
-    batch = {
-        "drone": torch.randn(p * m, 3, size, size, device=device),
-        "drone_label": labels.repeat_interleave(m),
-        "satellite": torch.randn(p, 3, size, size, device=device),
-        "satellite_label": labels,
-    }
-    if clean:
-        batch["drone_clean"] = torch.randn(p * m, 3, size, size, device=device)
-    return batch
 
 
 def _conv_backward_flops(grad_out_shape: Any, x_shape: Any, w_shape: Any, _bias: Any,
@@ -107,7 +91,12 @@ def _count(cfg: Any, classes: int, device: torch.device,
     torch.manual_seed(0)
     with device:
         model = create_model(**{**cfg.model, "num_classes": classes})
-    batch = _batch(cfg, size, restore_weight(model) > 0, device, locations)
+    shape = batch_shape(cfg)
+    if locations is not None:
+        shape = BatchShape(locations, shape.drones_per_location)
+    # Random values drawn on the CPU, then moved (to ``meta``: shapes only).
+    batch = random_batch(shape, (size, size), classes, clean=restore_weight(model) > 0,
+                         device=device)
     model.train()
 
     def step() -> None:
