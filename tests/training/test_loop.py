@@ -17,12 +17,10 @@ from mcgf.training.loop import train
 from tests.training.tiny_run import MODEL_KEYS
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """4 locations × (2 drone views + 1 satellite tile), 32 px, distinct per location."""
-    base = tmp_path_factory.mktemp("u1652") / "University-Release"
+def make_tree(base: Path, locations: int = 4) -> Path:
+    """``locations`` × (2 drone views + 1 satellite tile), 32 px, distinct per location."""
     rng = np.random.default_rng(0)
-    for c in range(4):
+    for c in range(locations):
         colour = rng.integers(0, 255, 3)
         for view, n in (("drone", 2), ("satellite", 1)):
             d = base / "train" / view / f"{c + 1:04d}"
@@ -31,6 +29,12 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 arr = np.clip(colour + rng.normal(0, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
                 Image.fromarray(arr).save(d / f"{i}.png")
     return base
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 locations × (2 drone views + 1 satellite tile)."""
+    return make_tree(tmp_path_factory.mktemp("u1652") / "University-Release")
 
 
 def config(root: Path, **train: object) -> dict:
@@ -165,6 +169,22 @@ def test_encoder_gradient_norms_are_logged_per_term_on_logged_steps(root: Path, 
     rows = read_log(tmp_path / "off")
     assert "restore" not in rows[0] and "grad_encoder_restore" not in rows[0]
     assert all(float(r["grad_encoder_ce"]) > 0 for r in rows)
+
+
+def test_gradient_norms_only_on_every_nth_row_and_the_epochs_last(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "data" / "University-Release", locations=8)
+
+    def measured(every: int) -> list[int]:
+        cfg = config(root, epochs=1, infonce=0.0, grad_norms_every=every)  # 4 steps, 4 rows
+        out = tmp_path / f"every{every}"
+        train(parse_run_config(cfg, "t"), out, progress=False)
+        rows = read_log(out)
+        assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+        return [int(r["step"]) for r in rows if r.get("grad_encoder_ce")]
+
+    assert measured(1) == [1, 2, 3, 4]
+    assert measured(3) == [3, 4]  # the third row, then the epoch's last
+    assert measured(0) == []
 
 
 def test_encoder_gradient_norm_matches_the_gradient_of_the_weighted_term() -> None:

@@ -112,6 +112,11 @@ class TrainConfig:
         amp: ``auto`` (bf16 autocast on CUDA only) or ``off``.
         device: ``auto``, ``cpu`` or ``cuda``.
         log_every: optimizer steps per row of ``log.csv``.
+        grad_norms_every: measure the encoder gradient norm of each loss term
+            (``grad_encoder_<term>``) on every this many rows of ``log.csv`` and on each
+            epoch's last row (0: never). Each measurement costs up to one extra backward
+            pass per term, so measuring on every row slows a small model's training by
+            about a third.
         eval_every: validate every this many epochs and after the last one (0: never);
             needs a validator (``mcgf train`` builds one from ``data.val_root``).
         val_retrieval: validation includes drone→satellite R@1/AP (``val_R@1``,
@@ -135,6 +140,7 @@ class TrainConfig:
     amp: str = option("auto", one_of(*AMP_MODES))
     device: str = option("auto", one_of("auto", "cpu", "cuda"))
     log_every: int = option(1, at_least(1))
+    grad_norms_every: int = option(1, at_least(0))
     eval_every: int = option(0, at_least(0))
     val_retrieval: bool = True
     restore_val_images: int = option(16, at_least(0))

@@ -490,13 +490,20 @@ def train_one_epoch(run: TrainRun, epoch: int) -> dict[str, float]:
     run.optimizer.zero_grad(set_to_none=True)
     resumed_workers = epoch == run.start_epoch > 0 and run.cfg.data.workers > 0
     res: StepResult | None = None
+    rows = 0
     for i, micro in enumerate(_micro_groups(_batches(run.loader, keep_rng=resumed_workers),
                                             tc.accumulate)):
-        logged = (window.n + 1) % tc.log_every == 0 or i + 1 == run.steps_per_epoch
+        last = i + 1 == run.steps_per_epoch
+        logged = (window.n + 1) % tc.log_every == 0 or last
+        rows += logged
+        # Per-term gradient norms cost extra backward passes: only on every
+        # grad_norms_every-th row and on the epoch's last one.
+        norms = (logged and run.dist.main and tc.grad_norms_every > 0
+                 and (rows % tc.grad_norms_every == 0 or last))
         try:
             res = train_step(run.objective, run.optimizer, run.scheduler, micro,
                              autocast=run.autocast, grad_clip=tc.grad_clip,
-                             grad_norms=logged and run.dist.main, scaler=run.scaler)
+                             grad_norms=norms, scaler=run.scaler)
         except FloatingPointError as err:
             raise FloatingPointError(f"{err} at step {run.step} (epoch {epoch + 1}); lower "
                                      "train.lr or enable train.grad_clip") from None
