@@ -142,6 +142,8 @@ def test_bad_value_stops_before_work_with_one_line_naming_the_option(
     ("train.seed=-1", "train.seed must be >= 0 (got -1)"),
     ("weather.clean_fraction=2", "weather.clean_fraction must be in [0, 1] (got 2)"),
     ("weather.dark_variant=night", "weather.dark_variant must be 'train' or 'test' (got 'night')"),
+    ("weather.weights={hail: 2}", "weather.weights must be a mapping of condition names to weights"),
+    ("weather.weights={fog: -1}", "weather.weights must be a mapping of condition names to weights"),
 ])
 def test_messages_say_what_a_good_value_is(setting: str, message: str, tmp_path: Path,
                                            no_work: None, capsys: pytest.CaptureFixture[str]) -> None:
@@ -149,6 +151,16 @@ def test_messages_say_what_a_good_value_is(setting: str, message: str, tmp_path:
     assert main(["train", "--config", str(path), "--out", str(tmp_path), "--set", setting]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"mcgf: error: {path}: {message}") and err.count("\n") == 1, err
+
+
+def test_weights_of_conditions_not_drawn_are_refused(tmp_path: Path, no_work: None,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    path = REPO / "configs" / "demo-cpu.yaml"
+    argv = ["train", "--config", str(path), "--out", str(tmp_path),
+            "--set", "weather.conditions=[fog, rain]", "--set", "weather.weights={snow: 2}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "weather.weights must be weights of conditions among" in err, err
 
 
 def test_resume_checks_the_saved_config_with_its_overrides(tmp_path: Path, no_work: None,

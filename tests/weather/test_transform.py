@@ -91,3 +91,28 @@ def test_clean_fraction_leaves_that_share_clean_reproducibly() -> None:
     assert "normal" not in {WeatherTransform("fog", clean_fraction=0.0).condition_for(k) for k in keys}
     with pytest.raises(ValueError, match="clean_fraction"):
         WeatherTransform("fog", clean_fraction=1.5)
+
+
+def test_weights_draw_conditions_in_proportion_and_reproducibly() -> None:
+    keys = [f"{c:04d}/image-{i:02d}.jpeg" for c in range(400) for i in range(10)]
+    t = WeatherTransform(["fog", "rain", "snow"], seed=3, weights={"fog": 2, "snow": 0})
+    conds = [t.condition_for(k) for k in keys]
+    assert "snow" not in conds  # weight 0: never drawn
+    assert conds.count("fog") / len(conds) == pytest.approx(2 / 3, abs=0.03)
+    again = WeatherTransform(["fog", "rain", "snow"], seed=3, weights={"fog": 2, "snow": 0})
+    assert conds == [again.condition_for(k) for k in keys]
+    # With clean images too: the weights share out the weathered part only.
+    t = WeatherTransform("random", seed=3, clean_fraction=0.5, weights={"fog": 10})
+    conds = [t.condition_for(k) for k in keys]
+    assert conds.count("normal") / len(conds) == pytest.approx(0.5, abs=0.03)
+    assert conds.count("fog") / len(conds) == pytest.approx(0.5 * 10 / 18, abs=0.03)
+    # No weights: exactly the uniform draws.
+    plain = WeatherTransform("random", seed=3)
+    assert [plain.condition_for(k) for k in keys[:50]] == [choose_condition(3, k) for k in keys[:50]]
+    assert pickle.loads(pickle.dumps(t)).condition_for(keys[7]) == t.condition_for(keys[7])
+
+
+@pytest.mark.parametrize("weights", [{"hail": 1}, {"snow": 1}, {"fog": -1}, {"fog": 0, "rain": 0}])
+def test_bad_weights_are_user_errors(weights: dict) -> None:
+    with pytest.raises(UserError, match="weights"):
+        WeatherTransform(["fog", "rain"], weights=weights)

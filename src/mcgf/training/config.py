@@ -16,6 +16,7 @@ from mcgf.data.layouts import parse_layout
 from mcgf.errors import DeprecatedOptionWarning, UserError
 from mcgf.options import (
     Check,
+    OptionError,
     above,
     at_least,
     checked,
@@ -37,6 +38,11 @@ def _conditions_ok(value: str | list[str]) -> bool:
 _ROOT = Check(lambda v: bool(v.strip()), "the University-1652 folder", ("",))
 _WEATHER = Check(_conditions_ok, "'random', 'none', a condition or a list of distinct conditions "
                  f"({', '.join(CONDITIONS)})", ("hail", [], ["fog", "fog"]))
+_WEIGHTS = Check(lambda v: all(k in CONDITIONS and not isinstance(w, bool)
+                                and isinstance(w, (int, float)) and 0 <= w < float("inf")
+                                for k, w in v.items()) and any(v.values()),
+                 "a mapping of condition names to weights >= 0, not all 0",
+                 ({"hail": 1}, {"fog": -1}, {"fog": 0}))
 _FRACTION_OPEN = in_range(0, 1, hi_open=True)
 
 
@@ -87,12 +93,23 @@ class WeatherConfig:
         seed: weather seed (mixed with the epoch, so each epoch sees fresh weather).
         dark_variant: ``train`` or ``test`` recipe of the dark condition.
         clean_fraction: share of drone images left clean before a condition is drawn.
+        weights: sampling weight per condition (a condition not named: 1), e.g.
+            ``{fog: 2, fog_rain: 2}``; ``null``: uniform.
     """
 
     conditions: str | list[str] = field(default="random", metadata=checked(_WEATHER))
     seed: int = option(0, at_least(0))
     dark_variant: str = option("train", one_of(*DARK_VARIANTS))
     clean_fraction: float = option(0.0, in_range(0, 1))
+    weights: dict[str, float] | None = field(default=None, metadata=checked(_WEIGHTS))
+
+    def check(self) -> None:
+        """Weights may name only conditions that are drawn."""
+        if not self.weights or self.conditions == "random":
+            return
+        drawn = [self.conditions] if isinstance(self.conditions, str) else self.conditions
+        if any(k not in drawn for k in self.weights):
+            raise OptionError("weights", f"weights of conditions among weather.conditions ({', '.join(drawn)})")
 
 
 @dataclass(frozen=True)

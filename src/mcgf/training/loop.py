@@ -155,7 +155,8 @@ def build_dataset(cfg: RunConfig, drone: ClassFolderSet, satellite: ClassFolderS
 
         weather = WeatherTransform(cfg.weather.conditions, seed=cfg.weather.seed,
                                    dark_variant=cfg.weather.dark_variant,
-                                   clean_fraction=cfg.weather.clean_fraction)
+                                   clean_fraction=cfg.weather.clean_fraction,
+                                   weights=cfg.weather.weights)
     return CrossViewTrainSet(
         drone, satellite,
         drone_transform=drone_tf, satellite_transform=satellite_tf,

@@ -8,12 +8,14 @@ effects applied one after another, with the parameter values of the published im
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 from mcgf.errors import UserError
 from mcgf.weather.blur import WIND, MotionBlurParams
 from mcgf.weather.fog import CloudParams
 from mcgf.weather.particles import ParticleParams, rain, snow
 from mcgf.weather.photometric import DARK_TEST, DARK_TRAIN, LIGHT, PhotometricParams
-from mcgf.weather.rng import choose_from
+from mcgf.weather.rng import choose_from, choose_weighted
 
 #: The condition of an unweathered image. The community's name (it is what the
 #: University-WX folders, manifests and metric tables say), used everywhere as this one
@@ -128,10 +130,38 @@ def describe(condition: str) -> str:
     return _DESCRIPTIONS[check_condition(condition)]
 
 
-def choose_condition(seed: int, key: str, conditions: object = CONDITIONS) -> str:
-    """The reproducible random condition of image ``key``: uniform over ``conditions``.
+def choose_condition(seed: int, key: str, conditions: object = CONDITIONS,
+                     weights: Mapping[str, float] | None = None) -> str:
+    """The reproducible random condition of image ``key``: uniform over ``conditions``,
+    or with probability proportional to ``weights`` (a condition not named: weight 1).
 
-    Depends only on ``(seed, key)`` and the order of ``conditions``; it uses a random
-    stream of its own, separate from the weather's pixels.
+    Depends only on ``(seed, key)``, the order of ``conditions`` and the weights; it uses
+    a random stream of its own, separate from the weather's pixels.
     """
-    return choose_from(seed, key, check_conditions(conditions))
+    names = check_conditions(conditions)
+    if not weights:
+        return choose_from(seed, key, names)
+    return names[choose_weighted(seed, key, condition_weights(names, weights))]
+
+
+def condition_weights(conditions: Sequence[str], weights: Mapping[str, float],
+                      where: str = "weights") -> tuple[float, ...]:
+    """The sampling weight of each of ``conditions`` (1 where ``weights`` names none).
+
+    Raises:
+        UnknownConditionError: ``weights`` names a condition outside ``conditions``, a
+            weight is negative or not a number, or every weight is 0.
+    """
+    extra = [k for k in weights if k not in conditions]
+    if extra:
+        raise UnknownConditionError(f"{where} names {extra[0]!r}, which is not among the "
+                                    f"conditions drawn ({', '.join(conditions)})")
+    out = []
+    for name in conditions:
+        w = weights.get(name, 1.0)
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0 or w == float("inf"):
+            raise UnknownConditionError(f"{where}.{name} must be a number >= 0 (got {w!r})")
+        out.append(float(w))
+    if not any(out):
+        raise UnknownConditionError(f"{where}: at least one condition needs a weight above 0")
+    return tuple(out)

@@ -57,6 +57,20 @@ def choose_index(seed: int, key: str, n: int) -> int:
     return int(image_rng(seed, key, "choose").integers(n))
 
 
+def choose_weighted(seed: int, key: str, weights: Sequence[float]) -> int:
+    """Reproducible choice of an index with probability proportional to ``weights``.
+
+    Uses the same per-image stream as :func:`choose_index` (one uniform draw, placed on
+    the cumulative weights), so it depends only on ``(seed, key)`` and the weights.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim != 1 or not len(w) or (w < 0).any() or not np.isfinite(w).all() or w.sum() <= 0:
+        raise ValueError(f"weights must be finite, >= 0 and not all 0, got {list(weights)}")
+    u = image_rng(seed, key, "choose").random() * w.sum()
+    # side="right" skips zero-weight entries whatever u is; min() guards rounding at the top.
+    return int(min(np.searchsorted(np.cumsum(w), u, side="right"), len(w) - 1))
+
+
 def choose_from(seed: int, key: str, options: Sequence[str]) -> str:
     """Reproducible uniform choice of one of ``options`` for one image (order matters)."""
     return options[choose_index(seed, key, len(options))]

@@ -8,7 +8,7 @@ result never depends on which worker renders which image.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -21,6 +21,7 @@ from mcgf.weather.conditions import (
     check_conditions,
     check_dark_variant,
     choose_condition,
+    condition_weights,
 )
 from mcgf.weather.rng import image_rng, mix_seed
 
@@ -40,6 +41,9 @@ class WeatherTransform:
             drawn; the rest get a condition from ``conditions``. A clean share speeds up
             learning from scratch, when every image weathered hides too much. The draw is
             reproducible per (seed, epoch, key) like the condition.
+        weights: sampling weight per condition name (a condition not named: 1), e.g.
+            ``{"fog": 2}`` draws fog twice as often as each other condition; ``None``:
+            uniform (the same draws as before weights existed).
     """
 
     def __init__(
@@ -49,6 +53,7 @@ class WeatherTransform:
         dark_variant: str = "train",
         epoch: int = 0,
         clean_fraction: float = 0.0,
+        weights: Mapping[str, float] | None = None,
     ) -> None:
         if not 0.0 <= float(clean_fraction) <= 1.0:
             raise ValueError(f"clean_fraction must be in [0, 1], got {clean_fraction}")
@@ -59,6 +64,10 @@ class WeatherTransform:
             )
         else:
             self.conditions = check_conditions(conditions)
+        self.weights: dict[str, float] | None = None
+        if weights:
+            condition_weights(self.conditions, weights)  # validate once, here
+            self.weights = {str(k): float(v) for k, v in weights.items()}
         self.seed = int(seed)
         self.dark_variant = check_dark_variant(dark_variant)
         self.epoch = int(epoch)
@@ -80,7 +89,7 @@ class WeatherTransform:
                 return CLEAN
         if len(self.conditions) == 1:
             return self.conditions[0]
-        return choose_condition(self.effective_seed, key, self.conditions)
+        return choose_condition(self.effective_seed, key, self.conditions, self.weights)
 
     def __call__(
         self, image: np.ndarray | Image.Image, key: str
@@ -107,5 +116,5 @@ class WeatherTransform:
         return (
             f"WeatherTransform(conditions={list(self.conditions)!r}, seed={self.seed}, "
             f"dark_variant={self.dark_variant!r}, epoch={self.epoch}, "
-            f"clean_fraction={self.clean_fraction})"
+            f"clean_fraction={self.clean_fraction}, weights={self.weights!r})"
         )
