@@ -51,7 +51,10 @@ class TrainAugment:
     ``rotate`` is the largest rotation in degrees (180: any heading, which suits north-up
     satellite tiles matched against drone views of every heading); ``scale`` and
     ``translate`` are relative jitters (0.1: ±10 %); ``flip`` a horizontal flip with
-    probability 0.5. Randomness comes from torch's global RNG, which the DataLoader seeds
+    probability 0.5; ``color`` a colour jitter of strength ``v`` (torchvision's
+    ``ColorJitter(v, v, v, min(v, 0.5))``: brightness, contrast and saturation factors in
+    ``[1 − v, 1 + v]``, hue shifted by up to ``±v`` of the colour circle, in random order),
+    applied to the image in ``[0, 1]`` before it is normalised. Randomness comes from torch's global RNG, which the DataLoader seeds
     per worker from the main process, so a seeded run is reproducible. Rotated corners are
     filled by reflection so that no black wedge tells the views apart.
     """
@@ -61,14 +64,28 @@ class TrainAugment:
     rotate: float = 0.0
     scale: float = 0.0
     translate: float = 0.0
+    color: float = 0.0
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         x = self.base(image)
+        if self.color:
+            x = _color_jitter(x, self.base, self.color)
         if self.flip and torch.rand(()) < 0.5:
             x = x.flip(-1)
         if self.rotate or self.scale or self.translate:
             x = _random_affine(x, self.rotate, self.scale, self.translate)
         return x
+
+
+def _color_jitter(x: torch.Tensor, base: Preprocess, strength: float) -> torch.Tensor:
+    """torchvision's colour jitter of strength ``strength`` on a normalised ``(C, H, W)``
+    image: undone normalisation, jitter in ``[0, 1]``, normalised again."""
+    from torchvision.transforms import v2
+
+    mean = torch.tensor(base.mean, dtype=x.dtype).view(-1, 1, 1)
+    std = torch.tensor(base.std, dtype=x.dtype).view(-1, 1, 1)
+    jitter = v2.ColorJitter(strength, strength, strength, min(strength, 0.5))
+    return (jitter((x * std + mean).clamp(0.0, 1.0)) - mean) / std
 
 
 def _random_affine(x: torch.Tensor, rotate: float, scale: float, translate: float) -> torch.Tensor:

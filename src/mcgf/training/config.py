@@ -61,6 +61,8 @@ class DataConfig:
         drone_flip: random horizontal flips of drone images.
         scale_jitter, shift_jitter: random relative scale and shift of both views
             (0.1: ±10 %; 0: none).
+        color_jitter: colour jitter strength of both views (torchvision ``ColorJitter``
+            with brightness, contrast and saturation ``v`` and hue ``min(v, 0.5)``; 0: none).
         on_bad_image: ``stop`` (raise) or ``skip`` unreadable images.
         val_root: University-1652 root whose ``test`` split validates during training
             (empty: ``root``).
@@ -79,6 +81,7 @@ class DataConfig:
     drone_flip: bool = False
     scale_jitter: float = option(0.0, _FRACTION_OPEN)
     shift_jitter: float = option(0.0, _FRACTION_OPEN)
+    color_jitter: float = option(0.0, in_range(0, 1))
     on_bad_image: str = option("stop", one_of("stop", "skip"))
     val_root: str = ""
     layout: str = ""

@@ -146,9 +146,10 @@ def build_dataset(cfg: RunConfig, drone: ClassFolderSet, satellite: ClassFolderS
     # configured random augmentation.
     base = Preprocess(tuple(model.input_size), tuple(model.mean), tuple(model.std))  # type: ignore[arg-type]
     d = cfg.data
-    drone_tf = TrainAugment(base, flip=d.drone_flip, scale=d.scale_jitter, translate=d.shift_jitter)
+    drone_tf = TrainAugment(base, flip=d.drone_flip, scale=d.scale_jitter, translate=d.shift_jitter,
+                            color=d.color_jitter)
     satellite_tf = TrainAugment(base, flip=d.satellite_flip, rotate=d.satellite_rotate,
-                                scale=d.scale_jitter, translate=d.shift_jitter)
+                                scale=d.scale_jitter, translate=d.shift_jitter, color=d.color_jitter)
     weather = None
     if cfg.weather.conditions != "none":
         from mcgf.weather import WeatherTransform
