@@ -72,7 +72,7 @@ SCALES = ("demo", "paper")
 #: Demo-scale budget: 10 epochs of 50 steps (64 drone images each) per method. From the
 #: per-step costs on 2 CPU cores (:data:`STEP_SECONDS`) the five trainings take about
 #: 33 min, evaluation about 9 min and the benchmark 1 min: about 43 min in all, inside the
-#: 45 min target (the configs' own 16 epochs would be about 63 min).
+#: 45 min target (the configs' own 14 epochs would be about 56 min).
 DEMO_EPOCHS = 10
 #: Seconds per training step of each demo config on 2 CPU cores (one 64 × 1 batch): the
 #: 16 × 4 costs measured on a 2-core Intel Xeon VM, scaled by each config's measured

@@ -56,7 +56,7 @@ def test_every_method_gets_the_same_data_weather_seed_and_budget(st: ModuleType,
     st.check_same_weather(cfgs)  # the ten conditions, one weather seed, for all
     own = st.method_config("lpn", scale, [], ["model.blocks=2"], "/d/U", None, 0)
     assert own["model"]["blocks"] == 2 and own["train"]["seed"] == 0
-    assert own["train"]["epochs"] == (16 if scale == "demo" else 2)  # the file's own without --epochs
+    assert own["train"]["epochs"] == (14 if scale == "demo" else 2)  # the file's own without --epochs
     odd = dict(cfgs)
     odd["lpn"] = parse_run_config(st.method_config("lpn", scale, ["weather.seed=9"], [], "/d", 1, 0), "x")
     with pytest.raises(UserError, match="lpn: its weather section"):
