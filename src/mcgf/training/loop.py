@@ -12,8 +12,9 @@
   (bf16, or fp16 with loss scaling on cards without bf16; :mod:`mcgf.runtime`);
 * :func:`train_one_epoch` — the epoch's optimizer steps, each one
   :func:`~mcgf.training.step.train_step` (gradient accumulation, clipping), logged to
-  ``OUT/log.csv``: every loss term the model returns and, on each logged step, the
-  gradient norm each weighted term sends into the encoder;
+  ``OUT/log.csv``: every loss term the model returns and, on every
+  ``train.grad_norms_every``-th logged step and each epoch's last, the gradient norm
+  each weighted term sends into the encoder;
 * at each epoch end, validation (optional; on every rank under ``torchrun``, see
   :mod:`mcgf.evaluation.validation`) and a checkpoint ``OUT/last`` (weights, resolved
   config, optimizer, scheduler, counters, RNG states).
