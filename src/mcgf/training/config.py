@@ -8,7 +8,7 @@ Each section becomes a frozen dataclass; unknown keys and bad values raise a one
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -26,7 +26,7 @@ from mcgf.options import (
     parse_section,
 )
 from mcgf.runtime import AMP_MODES
-from mcgf.weather.conditions import CONDITIONS, DARK_VARIANTS
+from mcgf.weather.conditions import CONDITIONS, DARK_VARIANTS, condition_weights
 
 
 def _conditions_ok(value: str | list[str]) -> bool:
@@ -38,9 +38,19 @@ def _conditions_ok(value: str | list[str]) -> bool:
 _ROOT = Check(lambda v: bool(v.strip()), "the University-1652 folder", ("",))
 _WEATHER = Check(_conditions_ok, "'random', 'none', a condition or a list of distinct conditions "
                  f"({', '.join(CONDITIONS)})", ("hail", [], ["fog", "fog"]))
-_WEIGHTS = Check(lambda v: all(k in CONDITIONS and not isinstance(w, bool)
-                                and isinstance(w, (int, float)) and 0 <= w < float("inf")
-                                for k, w in v.items()) and any(v.values()),
+
+
+def _weights_fit(weights: dict[str, float], conditions: Sequence[str]) -> bool:
+    """Whether ``weights`` are valid sampling weights of ``conditions`` (the weather
+    package's own check, :func:`~mcgf.weather.conditions.condition_weights`)."""
+    try:
+        condition_weights(conditions, weights)
+    except UserError:
+        return False
+    return True
+
+
+_WEIGHTS = Check(lambda v: _weights_fit(v, CONDITIONS) and any(v.values()),
                  "a mapping of condition names to weights >= 0, not all 0",
                  ({"hail": 1}, {"fog": -1}, {"fog": 0}))
 _FRACTION_OPEN = in_range(0, 1, hi_open=True)
@@ -111,7 +121,7 @@ class WeatherConfig:
         if not self.weights or self.conditions == "random":
             return
         drawn = [self.conditions] if isinstance(self.conditions, str) else self.conditions
-        if any(k not in drawn for k in self.weights):
+        if not _weights_fit(self.weights, drawn):
             raise OptionError("weights", f"weights of conditions among weather.conditions ({', '.join(drawn)})")
 
 

@@ -23,7 +23,7 @@ from mcgf.weather.conditions import (
     choose_condition,
     condition_weights,
 )
-from mcgf.weather.rng import image_rng, mix_seed
+from mcgf.weather.rng import choose_weighted, image_rng, mix_seed
 
 
 class WeatherTransform:
@@ -65,8 +65,10 @@ class WeatherTransform:
         else:
             self.conditions = check_conditions(conditions)
         self.weights: dict[str, float] | None = None
+        # Validated and laid out along ``conditions`` once, not per image.
+        self._draw_weights: tuple[float, ...] | None = None
         if weights:
-            condition_weights(self.conditions, weights)  # validate once, here
+            self._draw_weights = condition_weights(self.conditions, weights)
             self.weights = {str(k): float(v) for k, v in weights.items()}
         self.seed = int(seed)
         self.dark_variant = check_dark_variant(dark_variant)
@@ -89,7 +91,10 @@ class WeatherTransform:
                 return CLEAN
         if len(self.conditions) == 1:
             return self.conditions[0]
-        return choose_condition(self.effective_seed, key, self.conditions, self.weights)
+        if self._draw_weights is not None:
+            # What choose_condition(..., weights) draws, without re-validating per image.
+            return self.conditions[choose_weighted(self.effective_seed, key, self._draw_weights)]
+        return choose_condition(self.effective_seed, key, self.conditions)
 
     def __call__(
         self, image: np.ndarray | Image.Image, key: str
