@@ -99,6 +99,22 @@ def conditioned(layers: Sequence[IBN], env: torch.Tensor) -> Iterator[None]:
             layer.condition = None
 
 
+def is_resnet_name(name: str) -> bool:
+    """Whether ``name`` (``arch`` or ``arch.tag``) is one of timm's ResNet architectures."""
+    import timm
+
+    return bool(name) and name.split(".", 1)[0] in timm.list_models(module="resnet")
+
+
+def make_ibn(resnet: nn.Module, stages: Sequence[int], ratio: float = 0.5) -> None:
+    """Turn the built timm ResNet ``resnet`` into IBN-a on ``stages`` in place, keeping its
+    current weights (pretrained or random): the BN halves take the BN tensors of their
+    channels (:func:`ibn_state_dict`)."""
+    plain = resnet.state_dict()
+    to_ibn(resnet, stages, ratio)
+    resnet.load_state_dict(ibn_state_dict(plain, resnet))
+
+
 def to_ibn(resnet: nn.Module, stages: Sequence[int], ratio: float = 0.5) -> list[str]:
     """Replace ``bn1`` of every block of ``layer{s}`` for ``s`` in ``stages`` by an
     :class:`IBN` (fresh parameters); returns the replaced modules' names
@@ -190,12 +206,10 @@ def ibn_resnet(name: str, *, stages: Sequence[int], ratio: float = 0.5, last_str
     from mcgf.models.backbone import create_backbone
 
     resnet = create_backbone(name, **backbone).model
-    plain = resnet.state_dict()
-    to_ibn(resnet, stages, ratio)
-    resnet.load_state_dict(ibn_state_dict(plain, resnet))
+    make_ibn(resnet, stages, ratio)
     set_last_stride(resnet, last_stride)
     return resnet
 
 
 __all__ = ["IBN", "SpadeModulation", "conditioned", "ibn_resnet", "ibn_state_dict",
-           "load_ibn_weights", "set_last_stride", "to_ibn"]
+           "is_resnet_name", "load_ibn_weights", "make_ibn", "set_last_stride", "to_ibn"]

@@ -46,11 +46,22 @@ from mcgf.models.backbone import (
 )
 from mcgf.models.base import decay_split, no_weight_decay_ids
 from mcgf.models.heads import ClassBlock
+from mcgf.models.ibn import is_resnet_name, make_ibn
 from mcgf.models.input_norm import INPUT_NORMS, normalise_input
 from mcgf.models.losses import InfoNCE, cross_entropy_views, weather_consistency
 from mcgf.models.model_registry import register_model
 from mcgf.models.restoration import CONDITIONS, RestorationBranch
-from mcgf.options import Check, above, at_least, checked, in_range, multiple_of, one_of, option
+from mcgf.options import (
+    Check,
+    OptionError,
+    above,
+    at_least,
+    checked,
+    in_range,
+    multiple_of,
+    one_of,
+    option,
+)
 from mcgf.weather.conditions import CLEAN
 
 #: The options that weight and shape the training objective (see :meth:`MCGFModel.loss`).
@@ -61,6 +72,8 @@ _BACKBONE = Check(is_backbone_name, "a timm model name such as resnet18 (see tim
                   ("no_such_net_v9",))
 _WEIGHTS = Check(is_weights_file, f"an existing {', '.join(WEIGHT_SUFFIXES[:-1])} or "
                  f"{WEIGHT_SUFFIXES[-1]} file", ("no/such/weights.safetensors",))
+_STAGES = Check(lambda v: all(1 <= s <= 4 for s in v) and len(set(v)) == len(v),
+                "a list of distinct stages among 1, 2, 3, 4 ([] for none)", ([0], [1, 5], [2, 2]))
 _MULTS = Check(lambda v: len(v) >= 1 and all(m >= 1 for m in v), "a non-empty list of integers >= 1",
                ([], [1, 0], [-1]))
 
@@ -97,6 +110,14 @@ class MCGFOptions:
     twin_ce: bool = False
     label_smoothing: float = option(0.0, in_range(0, 1, hi_open=True))
     channels_last: bool = False
+    ibn_stages: list[int] = field(default_factory=list, metadata=checked(_STAGES))
+    ibn_ratio: float = option(0.5, in_range(0, 1, lo_open=True, hi_open=True))
+
+    def check(self) -> None:
+        """IBN layers replace the BatchNorm of ResNet blocks: only a ResNet has them."""
+        if self.ibn_stages and not is_resnet_name(self.backbone_name):
+            raise OptionError("ibn_stages", f"[] with backbone_name {self.backbone_name!r} "
+                              "(instance-batch normalisation needs a timm ResNet)")
 
 
 @register_model("mcgf", options=MCGFOptions)
@@ -155,6 +176,13 @@ class MCGFModel(nn.Module):
             pooling kernels are faster: the demo's narrow ResNet embeds 1.8× as fast on a
             CPU core. Values are unchanged up to float summation order; a ViT gains
             nothing (one patch convolution).
+        ibn_stages: ResNet stages (1-4) whose blocks get IBN-Net-a layers
+            (:mod:`mcgf.models.ibn`): instance norm on ``ibn_ratio`` of the channels of
+            each block's first norm, batch norm on the rest. Instance norm removes each
+            image's own feature contrast and offset, which is what weather changes most;
+            initial weights (pretrained or ``weights``) are kept, the BN halves taking
+            their channels' statistics. Empty (default): a plain ResNet.
+        ibn_ratio: share of instance-normalised channels in an IBN layer.
 
     Meets :class:`~mcgf.models.base.TrainableModel`: :meth:`loss` applies these weights
     itself and :attr:`loss_weights` reports them.
@@ -196,6 +224,8 @@ class MCGFModel(nn.Module):
         twin_ce: bool = False,
         label_smoothing: float = 0.0,
         channels_last: bool = False,
+        ibn_stages: Sequence[int] = (),
+        ibn_ratio: float = 0.5,
     ) -> None:
         super().__init__()
         from timm.data import resolve_model_data_config
@@ -226,6 +256,10 @@ class MCGFModel(nn.Module):
         self.satellite_encoder = (
             self.drone_encoder if share_encoder else create_backbone(backbone_name, **opts).model
         )
+        self.ibn_stages = tuple(int(s) for s in ibn_stages)
+        for encoder in {id(e): e for e in (self.drone_encoder, self.satellite_encoder)}.values():
+            if self.ibn_stages:
+                make_ibn(encoder, self.ibn_stages, ibn_ratio)
         self.share_encoder = share_encoder
         self.head = ClassBlock(drone.dim, num_classes, bottleneck=bottleneck_dim, dropout=dropout)
         self.infonce = InfoNCE()

@@ -44,20 +44,20 @@ from mcgf.errors import UserError
 from mcgf.models.backbone import WEIGHT_SUFFIXES, create_backbone, is_weights_file
 from mcgf.models.base import TrainableMixin, decay_split
 from mcgf.models.heads import ClassBlock
-from mcgf.models.ibn import IBN, SpadeModulation, conditioned, ibn_resnet, load_ibn_weights
+from mcgf.models.ibn import (
+    IBN,
+    SpadeModulation,
+    conditioned,
+    ibn_resnet,
+    is_resnet_name,
+    load_ibn_weights,
+)
 from mcgf.models.losses import cross_entropy_views
 from mcgf.models.model_registry import register_model
 from mcgf.options import Check, OptionError, above, at_least, checked, in_range, one_of, option
 from mcgf.weather.conditions import CLEAN, CONDITIONS, check_condition
 
 _BLOCK = re.compile(r"layer([1-4])\.(\d+)")
-
-
-def is_resnet_name(name: str) -> bool:
-    """Whether ``name`` (``arch`` or ``arch.tag``) is one of timm's ResNet architectures."""
-    import timm
-
-    return bool(name) and name.split(".", 1)[0] in timm.list_models(module="resnet")
 
 
 _RESNET = Check(is_resnet_name, "a timm ResNet name such as resnet50 (see "
