@@ -81,6 +81,7 @@ def test_separate_encoders_both_get_ibn_and_the_checkpoint_round_trips(tmp_path:
     ({"ibn_stages": [0]}, r"model.ibn_stages must be a list of distinct stages"),
     ({"ibn_stages": [1, 1]}, r"model.ibn_stages must be a list of distinct stages"),
     ({"ibn_ratio": 1.0}, r"model.ibn_ratio"),
+    ({"ibn_mode": "c"}, r"model.ibn_mode"),
     ({"ibn_stages": [1], "backbone_name": "vit_tiny_patch16_224", "backbone_args": None},
      r"model.ibn_stages must be \[\] with backbone_name 'vit_tiny_patch16_224'"),
 ])
@@ -88,3 +89,29 @@ def test_bad_ibn_options_are_one_line_errors(options: dict, message: str) -> Non
     with pytest.raises(UserError, match=message) as err:
         create_model("mcgf", **{**TINY, **options})
     assert "\n" not in str(err.value)
+
+
+def test_ibn_b_instance_normalises_the_stem_and_each_stages_output() -> None:
+    torch.manual_seed(5)
+    plain = create_model("mcgf", **TINY)
+    stem_bn = plain.drone_encoder.bn1
+    stem_bn.weight.data.uniform_(0.5, 1.5)
+    stem_bn.bias.data.uniform_(-0.5, 0.5)
+    torch.manual_seed(5)
+    model = create_model("mcgf", **TINY, ibn_stages=[1, 2], ibn_mode="b").eval()
+    enc = model.drone_encoder
+    assert isinstance(enc.bn1, torch.nn.InstanceNorm2d) and enc.bn1.affine
+    for stage, channels in ((1, 8), (2, 16)):
+        act = getattr(enc, f"layer{stage}")[-1].act2
+        assert isinstance(act[0], torch.nn.InstanceNorm2d) and act[0].num_features == channels
+    assert not isinstance(enc.layer3[-1].act2, torch.nn.Sequential)
+    # A per-image gain on the input no longer reaches past the stem (the convolution has
+    # no bias, the instance norm divides the gain out), unlike with the stem's BN.
+    x = torch.rand(2, 3, 32, 32)
+    gain = torch.tensor([0.5, 2.0]).view(2, 1, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(enc.bn1(enc.conv1(x * gain)), enc.bn1(enc.conv1(x)),
+                                   atol=1e-2, rtol=1e-2)
+        plain.eval()
+        moved = plain.drone_encoder.bn1(plain.drone_encoder.conv1(x * gain))
+        assert (moved - plain.drone_encoder.bn1(plain.drone_encoder.conv1(x))).abs().mean() > 0.1

@@ -106,13 +106,42 @@ def is_resnet_name(name: str) -> bool:
     return bool(name) and name.split(".", 1)[0] in timm.list_models(module="resnet")
 
 
-def make_ibn(resnet: nn.Module, stages: Sequence[int], ratio: float = 0.5) -> None:
-    """Turn the built timm ResNet ``resnet`` into IBN-a on ``stages`` in place, keeping its
-    current weights (pretrained or random): the BN halves take the BN tensors of their
-    channels (:func:`ibn_state_dict`)."""
+#: IBN-Net variants :func:`make_ibn` builds: ``a`` splits the first norm of each block into
+#: IN and BN halves; ``b`` instance-normalises the stem and each stage's output.
+IBN_MODES = ("a", "b")
+
+
+def make_ibn(resnet: nn.Module, stages: Sequence[int], ratio: float = 0.5, mode: str = "a") -> None:
+    """Turn the built timm ResNet ``resnet`` into IBN-Net on ``stages`` in place, keeping
+    its current weights (pretrained or random).
+
+    ``mode="a"`` (IBN-a): :func:`to_ibn`; the BN halves take the BN tensors of their
+    channels (:func:`ibn_state_dict`). ``mode="b"`` (IBN-b): the stem's BN becomes an
+    affine instance norm (taking the BN's affine), and the last block of each of
+    ``stages`` instance-normalises its output after the residual sum, before the
+    activation (a new affine IN, weight 1 and bias 0); ``ratio`` is unused.
+    """
+    if mode not in IBN_MODES:
+        raise ValueError(f"IBN mode {mode!r}: expected one of {IBN_MODES}")
     plain = resnet.state_dict()
-    to_ibn(resnet, stages, ratio)
-    resnet.load_state_dict(ibn_state_dict(plain, resnet))
+    if mode == "a":
+        to_ibn(resnet, stages, ratio)
+        resnet.load_state_dict(ibn_state_dict(plain, resnet))
+        return
+    stem = resnet.bn1
+    resnet.bn1 = _affine_in(stem)
+    with torch.no_grad():
+        resnet.bn1.weight.copy_(stem.weight)
+        resnet.bn1.bias.copy_(stem.bias)
+    for stage in stages:
+        block = getattr(resnet, f"layer{stage}")[-1]
+        block.act2 = nn.Sequential(_affine_in(block.bn2), block.act2)
+
+
+def _affine_in(bn: nn.Module) -> nn.InstanceNorm2d:
+    """An affine instance norm over ``bn``'s channels, on its device and dtype."""
+    return nn.InstanceNorm2d(bn.num_features, affine=True).to(device=bn.weight.device,
+                                                               dtype=bn.weight.dtype)
 
 
 def to_ibn(resnet: nn.Module, stages: Sequence[int], ratio: float = 0.5) -> list[str]:
@@ -211,5 +240,5 @@ def ibn_resnet(name: str, *, stages: Sequence[int], ratio: float = 0.5, last_str
     return resnet
 
 
-__all__ = ["IBN", "SpadeModulation", "conditioned", "ibn_resnet", "ibn_state_dict",
+__all__ = ["IBN", "IBN_MODES", "SpadeModulation", "conditioned", "ibn_resnet", "ibn_state_dict",
            "is_resnet_name", "load_ibn_weights", "make_ibn", "set_last_stride", "to_ibn"]

@@ -46,7 +46,7 @@ from mcgf.models.backbone import (
 )
 from mcgf.models.base import decay_split, no_weight_decay_ids
 from mcgf.models.heads import ClassBlock
-from mcgf.models.ibn import is_resnet_name, make_ibn
+from mcgf.models.ibn import IBN_MODES, is_resnet_name, make_ibn
 from mcgf.models.input_norm import INPUT_NORMS, normalise_input
 from mcgf.models.losses import InfoNCE, cross_entropy_views, weather_consistency
 from mcgf.models.model_registry import register_model
@@ -112,6 +112,7 @@ class MCGFOptions:
     channels_last: bool = False
     ibn_stages: list[int] = field(default_factory=list, metadata=checked(_STAGES))
     ibn_ratio: float = option(0.5, in_range(0, 1, lo_open=True, hi_open=True))
+    ibn_mode: str = option("a", one_of(*IBN_MODES))
 
     def check(self) -> None:
         """IBN layers replace the BatchNorm of ResNet blocks: only a ResNet has them."""
@@ -182,7 +183,10 @@ class MCGFModel(nn.Module):
             image's own feature contrast and offset, which is what weather changes most;
             initial weights (pretrained or ``weights``) are kept, the BN halves taking
             their channels' statistics. Empty (default): a plain ResNet.
-        ibn_ratio: share of instance-normalised channels in an IBN layer.
+        ibn_ratio: share of instance-normalised channels in an IBN-a layer.
+        ibn_mode: ``"a"`` (IBN-Net-a, above) or ``"b"`` (IBN-Net-b: the stem's norm and
+            the output of the last block of each of ``ibn_stages`` become affine
+            instance norms; see :func:`~mcgf.models.ibn.make_ibn`).
 
     Meets :class:`~mcgf.models.base.TrainableModel`: :meth:`loss` applies these weights
     itself and :attr:`loss_weights` reports them.
@@ -226,6 +230,7 @@ class MCGFModel(nn.Module):
         channels_last: bool = False,
         ibn_stages: Sequence[int] = (),
         ibn_ratio: float = 0.5,
+        ibn_mode: str = "a",
     ) -> None:
         super().__init__()
         from timm.data import resolve_model_data_config
@@ -259,7 +264,7 @@ class MCGFModel(nn.Module):
         self.ibn_stages = tuple(int(s) for s in ibn_stages)
         for encoder in {id(e): e for e in (self.drone_encoder, self.satellite_encoder)}.values():
             if self.ibn_stages:
-                make_ibn(encoder, self.ibn_stages, ibn_ratio)
+                make_ibn(encoder, self.ibn_stages, ibn_ratio, ibn_mode)
         self.share_encoder = share_encoder
         self.head = ClassBlock(drone.dim, num_classes, bottleneck=bottleneck_dim, dropout=dropout)
         self.infonce = InfoNCE()
