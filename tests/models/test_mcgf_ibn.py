@@ -115,3 +115,19 @@ def test_ibn_b_instance_normalises_the_stem_and_each_stages_output() -> None:
         plain.eval()
         moved = plain.drone_encoder.bn1(plain.drone_encoder.conv1(x * gain))
         assert (moved - plain.drone_encoder.bn1(plain.drone_encoder.conv1(x))).abs().mean() > 0.1
+
+
+def test_a_channels_last_model_keeps_its_layout_through_the_ibn_layers() -> None:
+    torch.manual_seed(0)
+    model = create_model("mcgf", **TINY, ibn_stages=[1, 2, 3], channels_last=True)
+    torch.manual_seed(0)
+    reference = create_model("mcgf", **TINY, ibn_stages=[1, 2, 3])
+    layer = model.drone_encoder.layer1[0].bn1
+    x = torch.randn(2, 8, 8, 8)
+    out = layer(x.contiguous(memory_format=torch.channels_last))
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert layer(x).is_contiguous()
+    torch.testing.assert_close(out, layer(x))
+    images = torch.rand(3, 3, 32, 32)
+    torch.testing.assert_close(model.embed(images, "drone"), reference.embed(images, "drone"),
+                               atol=1e-5, rtol=1e-4)
