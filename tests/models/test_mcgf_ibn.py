@@ -47,8 +47,9 @@ def test_initial_weights_survive_the_conversion(tmp_path: Path) -> None:
     torch.manual_seed(3)
     plain = create_model("mcgf", **TINY)
     bn = plain.drone_encoder.layer1[0].bn1
-    for t in (bn.weight.data, bn.bias.data, bn.running_mean, bn.running_var):
-        t.copy_(torch.rand_like(t) + 0.5)
+    for norm in (bn, plain.drone_encoder.bn1):
+        for t in (norm.weight.data, norm.bias.data, norm.running_mean, norm.running_var):
+            t.copy_(torch.rand_like(t) + 0.5)
     state = {k: v.contiguous() for k, v in plain.drone_encoder.state_dict().items()}
     save_file(state, tmp_path / "w.safetensors")
     torch.manual_seed(4)  # a different random init: only the file can make them agree
@@ -58,6 +59,12 @@ def test_initial_weights_survive_the_conversion(tmp_path: Path) -> None:
     torch.testing.assert_close(ibn.BN.weight, bn.weight[ibn.half:])
     torch.testing.assert_close(ibn.IN.weight, torch.ones(ibn.half))
     torch.testing.assert_close(model.drone_encoder.conv1.weight, plain.drone_encoder.conv1.weight)
+    # IBN-b: the stem's instance norm takes the stem BN's affine.
+    stem = plain.drone_encoder.bn1
+    model_b = create_model("mcgf", **TINY, ibn_stages=[1], ibn_mode="b",
+                           weights=str(tmp_path / "w.safetensors"))
+    torch.testing.assert_close(model_b.drone_encoder.bn1.weight, stem.weight)
+    torch.testing.assert_close(model_b.drone_encoder.bn1.bias, stem.bias)
 
 
 def test_separate_encoders_both_get_ibn_and_the_checkpoint_round_trips(tmp_path: Path) -> None:
@@ -100,10 +107,12 @@ def test_ibn_b_instance_normalises_the_stem_and_each_stages_output() -> None:
     torch.manual_seed(5)
     model = create_model("mcgf", **TINY, ibn_stages=[1, 2], ibn_mode="b").eval()
     enc = model.drone_encoder
-    assert isinstance(enc.bn1, torch.nn.InstanceNorm2d) and enc.bn1.affine
+    # Instance norms as group norms of one channel per group (the same function).
+    assert isinstance(enc.bn1, torch.nn.GroupNorm) and enc.bn1.num_groups == 64
     for stage, channels in ((1, 8), (2, 16)):
         act = getattr(enc, f"layer{stage}")[-1].act2
-        assert isinstance(act[0], torch.nn.InstanceNorm2d) and act[0].num_features == channels
+        assert isinstance(act[0], torch.nn.GroupNorm)
+        assert act[0].num_groups == act[0].num_channels == channels
     assert not isinstance(enc.layer3[-1].act2, torch.nn.Sequential)
     # A per-image gain on the input no longer reaches past the stem (the convolution has
     # no bias, the instance norm divides the gain out), unlike with the stem's BN.
@@ -115,6 +124,20 @@ def test_ibn_b_instance_normalises_the_stem_and_each_stages_output() -> None:
         plain.eval()
         moved = plain.drone_encoder.bn1(plain.drone_encoder.conv1(x * gain))
         assert (moved - plain.drone_encoder.bn1(plain.drone_encoder.conv1(x))).abs().mean() > 0.1
+
+
+def test_ibn_b_norms_are_instance_norms_and_keep_a_channels_last_layout() -> None:
+    model = create_model("mcgf", **TINY, ibn_stages=[1], ibn_mode="b")
+    norm = model.drone_encoder.bn1
+    reference = torch.nn.InstanceNorm2d(norm.num_channels, affine=True)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-1, 1)
+    reference.load_state_dict(norm.state_dict())  # same parameter names
+    x = torch.randn(2, norm.num_channels, 8, 8)
+    torch.testing.assert_close(norm(x), reference(x), atol=1e-5, rtol=1e-4)
+    assert norm(x.contiguous(memory_format=torch.channels_last)).is_contiguous(
+        memory_format=torch.channels_last)
 
 
 def test_a_channels_last_model_keeps_its_layout_through_the_ibn_layers() -> None:
