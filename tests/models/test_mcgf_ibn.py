@@ -154,3 +154,16 @@ def test_a_channels_last_model_keeps_its_layout_through_the_ibn_layers() -> None
     images = torch.rand(3, 3, 32, 32)
     torch.testing.assert_close(model.embed(images, "drone"), reference.embed(images, "drone"),
                                atol=1e-5, rtol=1e-4)
+
+
+def test_ibn_b_normalises_a_bottleneck_resnets_block_output() -> None:
+    """In a bottleneck ResNet the norm goes before the block's last activation (act3), over
+    the block's output channels."""
+    model = create_model("mcgf", backbone_name="resnet50", num_classes=3, img_size=32,
+                         restoration=False, bottleneck_dim=16, ibn_stages=[1], ibn_mode="b",
+                         backbone_args={"layers": [1, 1, 1, 1], "channels": [8, 16, 32, 64]})
+    block = model.drone_encoder.layer1[-1]
+    assert isinstance(block.act3, torch.nn.Sequential)
+    assert block.act3[0].num_channels == block.bn3.num_features == 32  # 4 × 8 channels out
+    assert not isinstance(block.act2, torch.nn.Sequential)
+    assert model.embed(torch.rand(2, 3, 32, 32), "drone").shape == (2, 16)

@@ -140,7 +140,10 @@ def make_ibn(resnet: nn.Module, stages: Sequence[int], ratio: float = 0.5, mode:
         resnet.bn1.bias.copy_(stem.bias)
     for stage in stages:
         block = getattr(resnet, f"layer{stage}")[-1]
-        block.act2 = nn.Sequential(_affine_in(block.bn2), block.act2)
+        # The activation after the residual sum: act2 of a basic block, act3 of a bottleneck.
+        last = "3" if hasattr(block, "act3") else "2"
+        norm = _affine_in(getattr(block, f"bn{last}"))
+        setattr(block, f"act{last}", nn.Sequential(norm, getattr(block, f"act{last}")))
 
 
 def _affine_in(bn: nn.Module) -> nn.GroupNorm:
