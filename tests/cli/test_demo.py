@@ -65,3 +65,16 @@ def test_demo_bad_config_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["demo", "--out", str(tmp_path), "--set", "synth.views=0"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "the demo config: synth.views must be between 1 and 54 (got 0)" in err
+
+
+def test_demo_evaluates_every_condition_in_large_batches(tmp_path: Path) -> None:
+    from mcgf.cli.demo import DEMO_EVAL_BATCH, evaluation_argv
+
+    argv = evaluation_argv(tmp_path / "data", tmp_path / "eval", tmp_path / "last", 3, None)
+    assert argv[:2] == ["evaluate", str(tmp_path / "data")]
+    assert argv[argv.index("--batch-size") + 1] == str(DEMO_EVAL_BATCH) == "128"
+    assert argv[argv.index("--weather") + 1] == "all"
+    assert argv[argv.index("--weather-seed") + 1] == "3"
+    assert "--workers" not in argv
+    with_workers = evaluation_argv(tmp_path, tmp_path, tmp_path, 0, 3)
+    assert with_workers[with_workers.index("--workers") + 1] == "2"
