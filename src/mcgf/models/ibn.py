@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mcgf.errors import UserError
+from mcgf.options import Check
 
 _log = logging.getLogger(__name__)
 
@@ -110,6 +111,10 @@ def is_resnet_name(name: str) -> bool:
 
     return bool(name) and name.split(".", 1)[0] in timm.list_models(module="resnet")
 
+
+#: The option check of a list of ResNet stages that get IBN layers (``model.ibn_stages``).
+STAGES_CHECK = Check(lambda v: all(1 <= s <= 4 for s in v) and len(set(v)) == len(v),
+                     "a list of distinct stages among 1, 2, 3, 4", ([0], [1, 5], [2, 2]))
 
 #: IBN-Net variants :func:`make_ibn` builds: ``a`` splits the first norm of each block into
 #: IN and BN halves; ``b`` instance-normalises the stem and each stage's output.
@@ -252,5 +257,6 @@ def ibn_resnet(name: str, *, stages: Sequence[int], ratio: float = 0.5, last_str
     return resnet
 
 
-__all__ = ["IBN", "IBN_MODES", "SpadeModulation", "conditioned", "ibn_resnet", "ibn_state_dict",
-           "is_resnet_name", "load_ibn_weights", "make_ibn", "set_last_stride", "to_ibn"]
+__all__ = ["IBN", "IBN_MODES", "STAGES_CHECK", "SpadeModulation", "conditioned", "ibn_resnet",
+           "ibn_state_dict", "is_resnet_name", "load_ibn_weights", "make_ibn", "set_last_stride",
+           "to_ibn"]

@@ -46,7 +46,7 @@ from mcgf.models.backbone import (
 )
 from mcgf.models.base import decay_split, no_weight_decay_ids
 from mcgf.models.heads import ClassBlock
-from mcgf.models.ibn import IBN_MODES, is_resnet_name, make_ibn
+from mcgf.models.ibn import IBN_MODES, STAGES_CHECK, is_resnet_name, make_ibn
 from mcgf.models.input_norm import INPUT_NORMS, normalise_input
 from mcgf.models.losses import InfoNCE, cross_entropy_views, weather_consistency
 from mcgf.models.model_registry import register_model
@@ -72,8 +72,6 @@ _BACKBONE = Check(is_backbone_name, "a timm model name such as resnet18 (see tim
                   ("no_such_net_v9",))
 _WEIGHTS = Check(is_weights_file, f"an existing {', '.join(WEIGHT_SUFFIXES[:-1])} or "
                  f"{WEIGHT_SUFFIXES[-1]} file", ("no/such/weights.safetensors",))
-_STAGES = Check(lambda v: all(1 <= s <= 4 for s in v) and len(set(v)) == len(v),
-                "a list of distinct stages among 1, 2, 3, 4 ([] for none)", ([0], [1, 5], [2, 2]))
 _MULTS = Check(lambda v: len(v) >= 1 and all(m >= 1 for m in v), "a non-empty list of integers >= 1",
                ([], [1, 0], [-1]))
 
@@ -110,7 +108,7 @@ class MCGFOptions:
     twin_ce: bool = False
     label_smoothing: float = option(0.0, in_range(0, 1, hi_open=True))
     channels_last: bool = False
-    ibn_stages: list[int] = field(default_factory=list, metadata=checked(_STAGES))
+    ibn_stages: list[int] = field(default_factory=list, metadata=checked(STAGES_CHECK))
     ibn_ratio: float = option(0.5, in_range(0, 1, lo_open=True, hi_open=True))
     ibn_mode: str = option("a", one_of(*IBN_MODES))
 

@@ -46,6 +46,7 @@ from mcgf.models.base import TrainableMixin, decay_split
 from mcgf.models.heads import ClassBlock
 from mcgf.models.ibn import (
     IBN,
+    STAGES_CHECK,
     SpadeModulation,
     conditioned,
     ibn_resnet,
@@ -64,8 +65,6 @@ _RESNET = Check(is_resnet_name, "a timm ResNet name such as resnet50 (see "
                 "timm.list_models(module='resnet'))", ("no_such_net_v9", "vit_tiny_patch16_224"))
 _WEIGHTS = Check(is_weights_file, f"an existing {', '.join(WEIGHT_SUFFIXES[:-1])} or "
                  f"{WEIGHT_SUFFIXES[-1]} file", ("no/such/weights.safetensors",))
-_STAGES = Check(lambda v: all(1 <= s <= 4 for s in v) and len(set(v)) == len(v),
-                "a list of distinct stages among 1, 2, 3, 4", ([0], [1, 5], [2, 2]))
 _BLOCKS = Check(lambda v: all(_BLOCK.fullmatch(b) for b in v) and len(set(v)) == len(v),
                 "a list of distinct block names such as layer1.1 (layer1 to layer4)",
                 (["layer5.0"], ["fc"], ["layer1"]))
@@ -82,7 +81,7 @@ class MuseNetOptions:
     pretrained: bool = False
     weights: str | None = option(None, _WEIGHTS)
     backbone_args: dict[str, Any] | None = None
-    ibn_stages: list[int] = field(default_factory=lambda: [1, 2, 3], metadata=checked(_STAGES))
+    ibn_stages: list[int] = field(default_factory=lambda: [1, 2, 3], metadata=checked(STAGES_CHECK))
     ibn_ratio: float = option(0.5, in_range(0, 1, lo_open=True, hi_open=True))
     last_stride: int = option(1, one_of(1, 2))
     env_stages: int = option(2, in_range(1, 4))
