@@ -249,22 +249,11 @@ class MCGFModel(nn.Module):
         opts = {"img_size": img_size, "pretrained": pretrained, "weights": weights,
                 "grad_checkpointing": grad_checkpointing, "model_args": dict(backbone_args or {}),
                 "allow_partial": allow_partial_weights}
-        drone = create_backbone(backbone_name, **opts)
-        #: What loading the initial weights did (:meth:`LoadReport.as_dict
-        #: <mcgf.models.backbone.LoadReport.as_dict>`), ``None`` without initial weights.
-        self.weights_report: dict[str, Any] | None = (
-            drone.load_report.as_dict() if drone.load_report is not None else None)
         self.backbone_name = backbone_name
-        self.drone_encoder = drone.model
-        self.satellite_encoder = (
-            self.drone_encoder if share_encoder else create_backbone(backbone_name, **opts).model
-        )
-        self.ibn_stages = tuple(int(s) for s in ibn_stages)
-        for encoder in {id(e): e for e in (self.drone_encoder, self.satellite_encoder)}.values():
-            if self.ibn_stages:
-                make_ibn(encoder, self.ibn_stages, ibn_ratio, ibn_mode)
         self.share_encoder = share_encoder
-        self.head = ClassBlock(drone.dim, num_classes, bottleneck=bottleneck_dim, dropout=dropout)
+        self.ibn_stages = tuple(int(s) for s in ibn_stages)
+        dim = self._build_encoders(opts, ibn_ratio, ibn_mode)
+        self.head = ClassBlock(dim, num_classes, bottleneck=bottleneck_dim, dropout=dropout)
         self.infonce = InfoNCE()
         self.restore_size = restore_size
         cfg = resolve_model_data_config(self.drone_encoder)
@@ -283,6 +272,23 @@ class MCGFModel(nn.Module):
         self.channels_last = bool(channels_last)
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
+
+    def _build_encoders(self, opts: dict[str, Any], ibn_ratio: float, ibn_mode: str) -> int:
+        """Create the drone encoder (and a separate satellite one unless shared) with
+        ``create_backbone`` options ``opts``, make them IBN-Net on :attr:`ibn_stages`;
+        returns the pooled feature width."""
+        drone = create_backbone(self.backbone_name, **opts)
+        #: What loading the initial weights did (:meth:`LoadReport.as_dict
+        #: <mcgf.models.backbone.LoadReport.as_dict>`), ``None`` without initial weights.
+        self.weights_report: dict[str, Any] | None = (
+            drone.load_report.as_dict() if drone.load_report is not None else None)
+        self.drone_encoder = drone.model
+        self.satellite_encoder = (self.drone_encoder if self.share_encoder
+                                  else create_backbone(self.backbone_name, **opts).model)
+        if self.ibn_stages:
+            for encoder in {id(e): e for e in (self.drone_encoder, self.satellite_encoder)}.values():
+                make_ibn(encoder, self.ibn_stages, ibn_ratio, ibn_mode)
+        return drone.dim
 
     def _build_restoration(self, mults: tuple[int, ...], width: int, blocks: int) -> None:
         """The restoration branch and the encoder maps that condition its scales."""
