@@ -127,9 +127,9 @@ def make_ibn(resnet: nn.Module, stages: Sequence[int], ratio: float = 0.5, mode:
 
     ``mode="a"`` (IBN-a): :func:`to_ibn`; the BN halves take the BN tensors of their
     channels (:func:`ibn_state_dict`). ``mode="b"`` (IBN-b): the stem's BN becomes an
-    affine instance norm (taking the BN's affine; :func:`_affine_in`), and the last block of each of
-    ``stages`` instance-normalises its output after the residual sum, before the
-    activation (a new affine IN, weight 1 and bias 0); ``ratio`` is unused.
+    affine instance norm (:func:`_affine_in`, taking the BN's affine), and the last block
+    of each of ``stages`` instance-normalises its output after the residual sum, before
+    the activation (a new affine IN, weight 1 and bias 0); ``ratio`` is unused.
     """
     if mode not in IBN_MODES:
         raise ValueError(f"IBN mode {mode!r}: expected one of {IBN_MODES}")

@@ -175,16 +175,16 @@ class MCGFModel(nn.Module):
             pooling kernels are faster: the demo's narrow ResNet embeds 1.8× as fast on a
             CPU core. Values are unchanged up to float summation order; a ViT gains
             nothing (one patch convolution).
-        ibn_stages: ResNet stages (1-4) whose blocks get IBN-Net-a layers
-            (:mod:`mcgf.models.ibn`): instance norm on ``ibn_ratio`` of the channels of
-            each block's first norm, batch norm on the rest. Instance norm removes each
-            image's own feature contrast and offset, which is what weather changes most;
-            initial weights (pretrained or ``weights``) are kept, the BN halves taking
-            their channels' statistics. Empty (default): a plain ResNet.
+        ibn_stages: ResNet stages (1-4) made IBN-Net (:mod:`mcgf.models.ibn`) in the way
+            ``ibn_mode`` names. Instance norm removes each image's own feature contrast
+            and offset, which is what weather changes most; initial weights (pretrained
+            or ``weights``) are kept. Empty (default): a plain ResNet.
         ibn_ratio: share of instance-normalised channels in an IBN-a layer.
-        ibn_mode: ``"a"`` (IBN-Net-a, above) or ``"b"`` (IBN-Net-b: the stem's norm and
-            the output of the last block of each of ``ibn_stages`` become affine
-            instance norms; see :func:`~mcgf.models.ibn.make_ibn`).
+        ibn_mode: ``"a"`` (IBN-Net-a: instance norm on ``ibn_ratio`` of the channels of
+            the first norm of every block of ``ibn_stages``, batch norm on the rest, the
+            BN halves taking their channels' statistics) or ``"b"`` (IBN-Net-b: the
+            stem's norm and the output of the last block of each of ``ibn_stages`` become
+            affine instance norms); see :func:`~mcgf.models.ibn.make_ibn`.
 
     Meets :class:`~mcgf.models.base.TrainableModel`: :meth:`loss` applies these weights
     itself and :attr:`loss_weights` reports them.
@@ -286,7 +286,8 @@ class MCGFModel(nn.Module):
         self.satellite_encoder = (self.drone_encoder if self.share_encoder
                                   else create_backbone(self.backbone_name, **opts).model)
         if self.ibn_stages:
-            for encoder in {id(e): e for e in (self.drone_encoder, self.satellite_encoder)}.values():
+            encoders = [self.drone_encoder] + ([] if self.share_encoder else [self.satellite_encoder])
+            for encoder in encoders:
                 make_ibn(encoder, self.ibn_stages, ibn_ratio, ibn_mode)
         return drone.dim
 
