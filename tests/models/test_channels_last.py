@@ -5,16 +5,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from mcgf.models.mcgf_model import MCGFModel
 
 
-def tiny(channels_last: bool) -> MCGFModel:
+def tiny(channels_last: bool, input_norm: str = "local") -> MCGFModel:
     torch.manual_seed(0)
     return MCGFModel("resnet18", 3, bottleneck_dim=16, dropout=0.0, restoration=True,
                      restoration_width=8, restoration_mults=[1, 2], restoration_blocks=1,
-                     input_norm="local", consistency=1.0, twin_ce=True, satellite_rotations=4,
+                     input_norm=input_norm, consistency=1.0, twin_ce=True, satellite_rotations=4,
                      channels_last=channels_last,
                      backbone_args={"layers": [1, 1, 1, 1], "channels": [16, 32, 64, 128],
                                     "pretrained_cfg_overlay": {"input_size": [3, 32, 32]}})
@@ -29,8 +30,9 @@ def batch() -> dict:
             "satellite": torch.randn(3, 3, 32, 32, generator=g), "satellite_label": torch.arange(3)}
 
 
-def test_same_values_in_either_layout() -> None:
-    plain, last = tiny(False), tiny(True)
+@pytest.mark.parametrize("input_norm", ["local", "local_chroma"])
+def test_same_values_in_either_layout(input_norm: str) -> None:
+    plain, last = tiny(False, input_norm), tiny(True, input_norm)
     conv = last.drone_encoder.conv1.weight
     assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
     b = batch()

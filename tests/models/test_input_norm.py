@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mcgf.models.input_norm import local_contrast_norm, normalise_input, standardise_image
+from mcgf.models.input_norm import (
+    input_channels,
+    local_chroma_norm,
+    local_contrast_norm,
+    luma_chroma_norm,
+    normalise_input,
+    standardise_image,
+)
 from mcgf.models.mcgf_model import MCGFModel
 
 CNN = "resnet18"
@@ -54,6 +61,82 @@ def test_normalise_input_rejects_unknown_modes_and_bad_sigma() -> None:
         normalise_input(x, "global")
     with pytest.raises(ValueError, match="sigma"):
         local_contrast_norm(x, sigma=0.0)
+
+
+def _grey_cloud(x: torch.Tensor, opacity: float, seed: int = 1) -> torch.Tensor:
+    """The recipe's fog in miniature: blend towards a textured grey, equal in R, G and B."""
+    g = torch.Generator().manual_seed(seed)
+    cloud = 0.8 + 0.2 * torch.rand(x.shape[0], 1, *x.shape[-2:], generator=g)
+    return (1 - opacity) * x + opacity * cloud
+
+
+def test_luma_chroma_opponent_channels_ignore_an_achromatic_layer() -> None:
+    x = _images()
+    clean = luma_chroma_norm(x, eps=0.0)
+    fogged = luma_chroma_norm(_grey_cloud(x, 0.8), eps=0.0)
+    # The grey texture is gone from the colour channels, the 0.2 transparency divided out...
+    assert torch.allclose(fogged[:, 1:], clean[:, 1:], atol=1e-4)
+    # ...while the luminance channel carries the cloud (what the RGB normalisation sees).
+    assert (fogged[:, :1] - clean[:, :1]).abs().mean() > 0.3
+    rgb = (local_contrast_norm(_grey_cloud(x, 0.8)) - local_contrast_norm(x)).abs().mean()
+    assert rgb > 0.3
+
+
+def test_luma_chroma_channels_and_the_grey_floor() -> None:
+    x = _images()
+    out = luma_chroma_norm(x, sigma=0.2, floor=0.0, eps=0.0)
+    assert torch.allclose(out[:, :1], local_contrast_norm(x.mean(1, keepdim=True), 0.2, 0.0),
+                          atol=1e-5)
+    energy = (out[:, 1:] ** 2).sum(1)
+    assert 0.7 < float(energy.mean()) < 1.3  # unit local colour energy on a colourful image
+    # A grey image with one 8-bit step of noise: the absolute floor keeps its colour quiet.
+    g = torch.Generator().manual_seed(3)
+    grey = x.mean(1, keepdim=True).expand(-1, 3, -1, -1) + torch.randint(
+        0, 2, x.shape, generator=g) / 255.0
+    assert float((luma_chroma_norm(grey)[:, 1:] ** 2).sum(1).mean()) < 0.6
+    with pytest.raises(ValueError, match="3-channel"):
+        luma_chroma_norm(x[:, :2])
+    with pytest.raises(ValueError, match="sigma"):
+        luma_chroma_norm(x, sigma=-1.0)
+
+
+def test_mcgf_luma_chroma_undoes_the_per_channel_normalisation_first() -> None:
+    model = MCGFModel(CNN, 5, img_size=32, backbone_args=CNN_ARGS, restoration=False,
+                      bottleneck_dim=16, input_norm="luma_chroma")
+    mean, std = torch.tensor(model.mean).view(1, 3, 1, 1), torch.tensor(model.std).view(1, 3, 1, 1)
+    x = _images()
+    enc = model._normalise((x - mean) / std)
+    fogged = model._normalise((_grey_cloud(x, 0.5) - mean) / std)
+    assert torch.allclose(enc, luma_chroma_norm(x), atol=1e-4)
+    # ImageNet's per-channel std differs by channel: without undoing it, grey would leak.
+    assert torch.allclose(fogged[:, 1:], enc[:, 1:], atol=1e-3)  # 5e-3 if it were not
+
+
+def test_local_chroma_appends_the_opponent_channels_to_the_rgb_normalisation() -> None:
+    x = _images()
+    out = local_chroma_norm(x)
+    assert out.shape == (3, 5, 32, 32)
+    assert torch.allclose(out[:, :3], local_contrast_norm(x), atol=1e-6)
+    assert torch.allclose(out[:, 3:], luma_chroma_norm(x)[:, 1:], atol=1e-6)
+    assert torch.allclose(local_chroma_norm(_grey_cloud(x, 0.8))[:, 3:], out[:, 3:], atol=2e-3)
+    assert [input_channels(m) for m in ("none", "local", "luma_chroma", "local_chroma")] == [3, 3, 3, 5]
+    with pytest.raises(ValueError, match="3-channel"):
+        local_chroma_norm(x[:, :1])
+
+
+def test_mcgf_local_chroma_builds_a_five_channel_stem_and_embeds_rgb() -> None:
+    model = MCGFModel(CNN, 5, img_size=32, backbone_args=CNN_ARGS, bottleneck_dim=16,
+                      input_norm="local_chroma", restoration=True, restore_size=16)
+    assert model.drone_encoder.conv1.in_channels == 5
+    model.eval()
+    x = _images()
+    assert model.embed(x, "drone").shape == (3, 16)
+    # A colourless image: zero opponent channels, once the per-channel scaling is undone
+    # (left in, the grey texture would leak into them and be normalised up to unit size).
+    mean, std = torch.tensor(model.mean).view(1, 3, 1, 1), torch.tensor(model.std).view(1, 3, 1, 1)
+    grey = x.mean(1, keepdim=True).expand(-1, 3, -1, -1)
+    assert float(model._normalise((grey - mean) / std)[:, 3:].abs().max()) < 1e-3
+    assert float(local_chroma_norm((grey - mean) / std)[:, 3:].abs().mean()) > 0.3
 
 
 def test_cnn_backbone_takes_the_configured_input_size() -> None:

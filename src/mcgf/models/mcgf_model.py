@@ -47,7 +47,7 @@ from mcgf.models.backbone import (
 from mcgf.models.base import decay_split, no_weight_decay_ids
 from mcgf.models.heads import ClassBlock
 from mcgf.models.ibn import IBN_MODES, STAGES_CHECK, is_resnet_name, make_ibn
-from mcgf.models.input_norm import INPUT_NORMS, normalise_input
+from mcgf.models.input_norm import INPUT_NORMS, input_channels, normalise_input
 from mcgf.models.losses import InfoNCE, cross_entropy_views, weather_consistency
 from mcgf.models.model_registry import register_model
 from mcgf.models.restoration import CONDITIONS, RestorationBranch
@@ -146,9 +146,13 @@ class MCGFModel(nn.Module):
             light, much of fog — then no longer reaches the encoder, while colour ratios
             stay; or ``"local"`` for the same in a Gaussian window around each pixel
             (:func:`~mcgf.models.input_norm.local_contrast_norm`), which also undoes
-            fog's smoothly varying veil. Meant for encoders trained from scratch;
+            fog's smoothly varying veil; or ``"local_chroma"``: ``"local"`` plus two
+            opponent-colour channels that grey fog, rain and snow layers do not reach
+            (:func:`~mcgf.models.input_norm.local_chroma_norm`; the encoder is built
+            with five input channels); ``"luma_chroma"``: three channels, luminance and
+            the two opponent colours. Meant for encoders trained from scratch;
             pretrained ones expect their own normalisation.
-        input_norm_sigma: window of ``"local"``, as a fraction of the image side.
+        input_norm_sigma: window of the local modes, as a fraction of the image side.
         satellite_rotations: retrieval embeds a satellite tile as the sum of the
             embeddings of this many quarter turns of it (1, 2 or 4). North-up tiles are
             matched against drone views from every heading; a model trained with
@@ -246,8 +250,11 @@ class MCGFModel(nn.Module):
         self.twin_ce = bool(twin_ce)
         self.label_smoothing = float(label_smoothing)
 
+        model_args = dict(backbone_args or {})
+        if input_channels(input_norm) != 3:
+            model_args.setdefault("in_chans", input_channels(input_norm))
         opts = {"img_size": img_size, "pretrained": pretrained, "weights": weights,
-                "grad_checkpointing": grad_checkpointing, "model_args": dict(backbone_args or {}),
+                "grad_checkpointing": grad_checkpointing, "model_args": model_args,
                 "allow_partial": allow_partial_weights}
         self.backbone_name = backbone_name
         self.share_encoder = share_encoder
@@ -347,6 +354,9 @@ class MCGFModel(nn.Module):
     def _normalise(self, images: torch.Tensor) -> torch.Tensor:
         """The encoder's input: ``images`` after the configured ``input_norm`` (in the
         channels-last layout with ``channels_last``)."""
+        if self.input_norm in ("luma_chroma", "local_chroma"):
+            # Undo the backbone's per-channel scaling: grey must stay equal in R, G and B.
+            images = images * self._std + self._mean
         x = normalise_input(images, self.input_norm, self.input_norm_sigma)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
