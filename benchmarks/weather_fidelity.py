@@ -36,7 +36,8 @@ the next seed, and (b) by mcgf, all at 512 px (upsampled bicubically first, as t
 and area-resized back to the source size, written as JPEG (quality 95) in the
 pre-rendered layout ``DIR/<condition>/<class>/<image>`` that
 ``mcgf evaluate --wx-dir DIR`` reads; (c) is mcgf on the fly at the images' own size
-(``mcgf evaluate --weather all``). ``dark`` is the test-set variant throughout, as in
+(``mcgf evaluate --weather all``, which stores each weathered query as a JPEG of quality 95
+as the other three are). ``dark`` is the test-set variant throughout, as in
 the published weathered test sets. Drone → satellite R@1 per condition. The noise floor
 of a condition is |R@1(a) − R@1(a')|, what two recipe renderings of the same queries
 differ by (shown with two standard errors of that difference from the per-query
@@ -576,6 +577,7 @@ def retrieval_check(checkpoint: str, data: str, exe: Path, out: Path, seed: int,
     from mcgf.data.layout import load_university1652
     from mcgf.errors import UserError
     from mcgf.evaluation.university import (
+        WX_JPEG_QUALITY,
         ExtractOptions,
         evaluate_university,
         on_the_fly_conditions,
@@ -621,7 +623,8 @@ def retrieval_check(checkpoint: str, data: str, exe: Path, out: Path, seed: int,
                                            tap_folders=("query_drone", "gallery_satellite")))
         hits[name] = {c: tap.hits(c) for c in conditions}
     fly = [_r1(evaluate_university(data, embedder, directions=direction, options=opts,
-                                   conditions=on_the_fly_conditions(list(conditions), s, "test")))
+                                   conditions=on_the_fly_conditions(list(conditions), s, "test",
+                                                                    WX_JPEG_QUALITY)))
            for _, s in plan["mcgf512"]]
     clean = _r1(evaluate_university(data, embedder, directions=direction, options=opts))
     rows = {}

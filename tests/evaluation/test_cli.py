@@ -203,3 +203,44 @@ def test_evaluate_says_its_device_and_precision_first(tiny_u1652: Path, tmp_path
     assert capsys.readouterr().out.splitlines()[0] == "device: cpu, precision fp32"
     assert main([*args, "--quiet"]) == 0
     assert "device:" not in capsys.readouterr().out
+
+
+def test_on_the_fly_weather_is_stored_as_jpeg_like_the_published_sets(
+        tiny_u1652: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("mcgf.weather")
+    from mcgf.cli import evaluate as cli_evaluate
+    from mcgf.evaluation.features import weather_transform
+    from mcgf.evaluation.university import WX_JPEG_QUALITY
+    from mcgf.weather import apply_weather
+    from mcgf.weather.arrays import jpeg_round_trip
+
+    assert cli_evaluate.WX_JPEG_QUALITY == WX_JPEG_QUALITY == 95
+    _, plain_id = weather_transform("fog", 2, "test")
+    stored, stored_id = weather_transform("fog", 2, "test", 95)
+    assert stored_id == plain_id + ":jpeg=95"  # cached features of either never mix
+    img = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(stored(img, "0001/a.jpg")[0],
+                                  jpeg_round_trip(apply_weather(img, "fog", seed=2, key="0001/a.jpg",
+                                                                dark_variant="test"), 95))
+    runs = {}
+    for name, extra in (("default", []), ("none", ["--weather-jpeg", "none"])):
+        out = tmp_path / name
+        assert main(["evaluate", str(tiny_u1652), "--weather", "normal,rain", "--directions", "d2s",
+                     "--probe-folds", "2", "--out", str(out), "--workers", "0", "--quiet",
+                     "--device", "cpu", *extra]) == 0
+        runs[name] = json.loads((out / "metrics.json").read_text())
+    assert runs["default"]["weather"]["jpeg_quality"] == 95
+    assert runs["none"]["weather"]["jpeg_quality"] is None
+    # The clean images are the same either way; the weathered ones are not (their
+    # embeddings move: the clean-weathered cosine changes).
+    r = {k: {row["condition"]: row["metrics"]["AP"] for row in v["results"]} for k, v in runs.items()}
+    assert r["default"]["normal"] == r["none"]["normal"]
+    cos = {k: {c["condition"]: c["cosine"] for c in v["invariance"]["per_condition"]}
+           for k, v in runs.items()}
+    assert cos["default"]["normal"] == pytest.approx(1.0) == cos["none"]["normal"]
+    assert abs(cos["default"]["rain"] - cos["none"]["rain"]) > 1e-6
+    capsys.readouterr()
+    assert main(["evaluate", str(tiny_u1652), "--weather", "rain", "--weather-jpeg", "0",
+                 "--out", str(tmp_path / "bad"), "--quiet"]) != 0
+    err = capsys.readouterr().err
+    assert "--weather-jpeg must be a JPEG quality 1..100 or 'none'" in err and err.count("\n") == 1

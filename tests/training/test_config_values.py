@@ -144,6 +144,7 @@ def test_bad_value_stops_before_work_with_one_line_naming_the_option(
     ("weather.dark_variant=night", "weather.dark_variant must be 'train' or 'test' (got 'night')"),
     ("weather.weights={hail: 2}", "weather.weights must be a mapping of condition names to weights"),
     ("weather.weights={fog: -1}", "weather.weights must be a mapping of condition names to weights"),
+    ("weather.render_size=0", "weather.render_size must be >= 1 (got 0)"),
 ])
 def test_messages_say_what_a_good_value_is(setting: str, message: str, tmp_path: Path,
                                            no_work: None, capsys: pytest.CaptureFixture[str]) -> None:

@@ -116,3 +116,41 @@ def test_weights_draw_conditions_in_proportion_and_reproducibly() -> None:
 def test_bad_weights_are_user_errors(weights: dict) -> None:
     with pytest.raises(UserError, match="weights"):
         WeatherTransform(["fog", "rain"], weights=weights)
+
+
+def test_render_size_weathers_an_enlargement_and_shrinks_it_back() -> None:
+    import cv2
+
+    img = natural_image(48, seed=5)
+    t = WeatherTransform("rain", seed=3, render_size=192)
+    out, condition = t(img, "0001/a.jpg")
+    assert condition == "rain" and out.shape == img.shape and out.dtype == np.uint8
+    big = cv2.resize(img, (192, 192), interpolation=cv2.INTER_CUBIC)
+    expected = cv2.resize(apply_weather(big, "rain", seed=3, key="0001/a.jpg"), (48, 48),
+                          interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(out, expected)
+    native, _ = WeatherTransform("rain", seed=3)(img, "0001/a.jpg")
+    assert np.abs(out.astype(int) - native.astype(int)).mean() > 1.0
+    # Thin streaks drawn at 192 px reach the 48-px image blended: less pixel-level contrast.
+    residual = np.abs(out.astype(float) - img).mean()
+    assert 0 < residual < np.abs(native.astype(float) - img).mean() * 1.5
+
+
+def test_render_size_keeps_shapes_and_leaves_large_or_clean_images_alone() -> None:
+    img = natural_image(48, seed=6)
+    # At or above render_size the weather is the native one.
+    same, _ = WeatherTransform("snow", seed=1, render_size=48)(img, "k/a.jpg")
+    np.testing.assert_array_equal(same, WeatherTransform("snow", seed=1)(img, "k/a.jpg")[0])
+    clean, condition = WeatherTransform(seed=1, clean_fraction=1.0, render_size=512)(img, "k/a.jpg")
+    assert condition == "normal"
+    np.testing.assert_array_equal(clean, img)
+    t = WeatherTransform("fog", seed=1, render_size=96)
+    grey, _ = t(img[:, :30, :1], "k/a.jpg")
+    assert grey.shape == (48, 30, 1)
+    flt, _ = t(img.astype(np.float32) / 255, "k/a.jpg")
+    assert flt.dtype == np.float32 and flt.min() >= 0.0 and flt.max() <= 1.0
+    pil, _ = t(Image.fromarray(img[:, :, 0], mode="L"), "k/a.jpg")
+    assert pil.mode == "L" and pil.size == (48, 48)
+    assert "render_size=96" in repr(pickle.loads(pickle.dumps(t)))
+    with pytest.raises(ValueError, match="render_size"):
+        WeatherTransform(render_size=0)

@@ -13,6 +13,10 @@ from typing import Any
 from mcgf.cli.options import int_option
 from mcgf.errors import UserError
 
+#: ``mcgf.evaluation.university.WX_JPEG_QUALITY``, spelt out: importing the evaluation
+#: library here would load torch for ``mcgf --help``.
+WX_JPEG_QUALITY = 95
+
 DIRECTION_ALIASES = {
     "d2s": "drone->satellite", "drone->satellite": "drone->satellite",
     "s2d": "satellite->drone", "satellite->drone": "satellite->drone",
@@ -126,6 +130,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dark-variant", choices=("train", "test"), default="test",
                         help="on-the-fly 'dark': the milder one of the published weathered test "
                         "images (default) or the nearly black training recipe")
+    parser.add_argument("--weather-jpeg", default=str(WX_JPEG_QUALITY), metavar="QUALITY",
+                        help="on-the-fly weather: store each weathered query as a JPEG of this "
+                        "quality and decode it again, as the published weathered test sets are "
+                        "stored (default 95); 'none' scores the weathered pixels as rendered")
     parser.add_argument("--no-match", choices=("zero", "exclude"), default="zero",
                         help="queries without a true match: count as 0 (public script, default) "
                              "or exclude from the means; counted either way")
@@ -235,6 +243,19 @@ def _missing_query_notes(conditions: list[Any] | None, directions: list[str], da
     return notes
 
 
+def _jpeg_quality(text: str) -> int | None:
+    """``--weather-jpeg``: a JPEG quality 1..100, or ``none``."""
+    if str(text).lower() == "none":
+        return None
+    try:
+        quality = int(text)
+    except ValueError:
+        quality = 0
+    if not 1 <= quality <= 100:
+        raise UserError(f"--weather-jpeg must be a JPEG quality 1..100 or 'none' (got {text!r})")
+    return quality
+
+
 def _weather(args: argparse.Namespace, dataset: Any, directions: list[str],
              subsets: tuple[str, ...]) -> tuple[list[Any] | None, dict[str, Any] | None, list[str]]:
     """The weather conditions ``--wx-dir`` or ``--weather`` ask for, the report's
@@ -249,9 +270,10 @@ def _weather(args: argparse.Namespace, dataset: Any, directions: list[str],
     if args.weather is not None:
         names = parse_conditions(args.weather, "--weather")
         seed = int_option(args.weather_seed, "--weather-seed", 0)
-        conditions = on_the_fly_conditions(names, seed, args.dark_variant)
+        jpeg = _jpeg_quality(args.weather_jpeg)
+        conditions = on_the_fly_conditions(names, seed, args.dark_variant, jpeg)
         return conditions, {"mode": "on-the-fly", "conditions": names, "seed": seed,
-                            "dark_variant": args.dark_variant}, []
+                            "dark_variant": args.dark_variant, "jpeg_quality": jpeg}, []
     return None, None, []
 
 

@@ -238,9 +238,12 @@ def _embed_loader(loader: DataLoader, records: Sequence[ImageRecord], embedder: 
     return FeatureSet(features, valid)
 
 
-def weather_transform(condition: str, seed: int, dark_variant: str = "train"
-                      ) -> tuple[Degrade | None, str]:
+def weather_transform(condition: str, seed: int, dark_variant: str = "train",
+                      jpeg_quality: int | None = None) -> tuple[Degrade | None, str]:
     """A picklable per-image weather transform (:class:`mcgf.weather.WeatherTransform`).
+
+    ``jpeg_quality`` stores each weathered image as a JPEG of that quality and decodes it
+    again, as the published weathered test sets are stored (``None``: no re-encoding).
 
     Pixels depend only on (image, condition, seed, record key), so the features are
     cacheable and identical for any worker count. Returns ``(None, "")`` for
@@ -254,8 +257,11 @@ def weather_transform(condition: str, seed: int, dark_variant: str = "train"
         return None, ""
     # The engine version is part of the id: features cached from another engine's pixels
     # must not be reused.
-    return (WeatherTransform(condition, seed=seed, dark_variant=dark_variant),
-            f"weather:{condition}:seed={seed}:dark={dark_variant}:engine={ENGINE_VERSION}")
+    tid = f"weather:{condition}:seed={seed}:dark={dark_variant}:engine={ENGINE_VERSION}"
+    if jpeg_quality is not None:
+        tid += f":jpeg={int(jpeg_quality)}"
+    return (WeatherTransform(condition, seed=seed, dark_variant=dark_variant,
+                             jpeg_quality=jpeg_quality), tid)
 
 
 def embed_images(

@@ -432,13 +432,21 @@ def coverage(folder: ClassFolderSet, reference: ClassFolderSet) -> tuple[int, in
     return covered, reference.num_images
 
 
-def on_the_fly_conditions(names: Sequence[str], seed: int, dark_variant: str = "train") -> list[Condition]:
-    """Conditions rendered by :mod:`mcgf.weather` while features are extracted."""
+#: JPEG quality of on-the-fly weathered queries in ``mcgf evaluate``: the published
+#: weathered test sets are JPEG files written after the weather (``mcgf weather render``
+#: writes 95 too), and the second compression takes the faint colour a veil leaves.
+WX_JPEG_QUALITY = 95
+
+
+def on_the_fly_conditions(names: Sequence[str], seed: int, dark_variant: str = "train",
+                          jpeg_quality: int | None = None) -> list[Condition]:
+    """Conditions rendered by :mod:`mcgf.weather` while features are extracted (each
+    weathered image stored as a JPEG of ``jpeg_quality`` and decoded again, unless ``None``)."""
     from mcgf.evaluation.features import weather_transform
 
     conds = []
     for name in names:
-        transform, tid = weather_transform(name, seed, dark_variant)
+        transform, tid = weather_transform(name, seed, dark_variant, jpeg_quality)
         conds.append(Condition(name, transform=transform, transform_id=tid))
     return conds
 

@@ -484,6 +484,7 @@ def _feature_store(inputs: RunInputs, embedder: Any, dev: Any, *, cache_dir: str
         flip=bool(primary.report.get("flip_tta", True)) if primary is not None else True,
         weather_seed=int(weather_seed if weather_seed is not None else weather.get("seed", 0)),
         dark_variant=str(dark_variant or weather.get("dark_variant", "train")),
+        weather_jpeg=weather.get("jpeg_quality"),
         device=str(dev), batch_size=batch_size, progress=progress, log=log,
     )
 

@@ -38,7 +38,7 @@ class FeatureStore:
         embedder: the model (``for_view`` picks the encoder of each view).
         caches: cache folders searched for an entry, in order; new entries go to the first.
         flip: flip test-time augmentation (must match the evaluation to hit its cache).
-        weather_seed, dark_variant: on-the-fly weather, as in ``mcgf evaluate``.
+        weather_seed, dark_variant, weather_jpeg: on-the-fly weather, as in ``mcgf evaluate``.
         device, batch_size, num_workers, progress: feature extraction settings.
     """
 
@@ -47,6 +47,7 @@ class FeatureStore:
     flip: bool = True
     weather_seed: int = 0
     dark_variant: str = "train"
+    weather_jpeg: int | None = None
     device: str | None = None
     batch_size: int = 32
     num_workers: int = 0
@@ -56,7 +57,7 @@ class FeatureStore:
 
     def transform(self, condition: str) -> tuple[Degrade | None, str]:
         """The per-image weather transform of ``condition`` and its cache description."""
-        return weather_transform(condition, self.weather_seed, self.dark_variant)
+        return weather_transform(condition, self.weather_seed, self.dark_variant, self.weather_jpeg)
 
     def image(self, record: ImageRecord, condition: str = CLEAN) -> np.ndarray:
         """The (H, W, 3) uint8 pixels of ``record`` under ``condition``, at its native size:

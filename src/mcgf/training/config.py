@@ -108,6 +108,11 @@ class WeatherConfig:
         clean_fraction: share of drone images left clean before a condition is drawn.
         weights: sampling weight per condition (a condition not named: 1), e.g.
             ``{fog: 2, fog_rain: 2}``; ``null``: uniform.
+        render_size: weather smaller drone images on a bicubic enlargement to this side,
+            then area-resize them back, as the published weathered test sets were made
+            (at 512 px); ``null``: at the images' own size.
+        jpeg_quality: store each weathered drone image as a JPEG of this quality and
+            decode it again, as the published weathered sets are stored; ``null``: no.
     """
 
     conditions: str | list[str] = field(default="random", metadata=checked(_WEATHER))
@@ -115,6 +120,8 @@ class WeatherConfig:
     dark_variant: str = option("train", one_of(*DARK_VARIANTS))
     clean_fraction: float = option(0.0, in_range(0, 1))
     weights: dict[str, float] | None = field(default=None, metadata=checked(_WEIGHTS))
+    render_size: int | None = option(None, at_least(1))
+    jpeg_quality: int | None = option(None, in_range(1, 100))
 
     def check(self) -> None:
         """Weights may name only conditions that are drawn."""

@@ -158,7 +158,9 @@ def build_dataset(cfg: RunConfig, drone: ClassFolderSet, satellite: ClassFolderS
         weather = WeatherTransform(cfg.weather.conditions, seed=cfg.weather.seed,
                                    dark_variant=cfg.weather.dark_variant,
                                    clean_fraction=cfg.weather.clean_fraction,
-                                   weights=cfg.weather.weights)
+                                   weights=cfg.weather.weights,
+                                   render_size=cfg.weather.render_size,
+                                   jpeg_quality=cfg.weather.jpeg_quality)
     return CrossViewTrainSet(
         drone, satellite,
         drone_transform=drone_tf, satellite_transform=satellite_tf,

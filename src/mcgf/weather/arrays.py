@@ -81,3 +81,40 @@ def owned_float(image: np.ndarray) -> np.ndarray:
     out = scratch("work", image.shape, np.float32)
     np.copyto(out, image, casting="unsafe")
     return out
+
+
+def jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
+    """``image`` encoded as a baseline JPEG at ``quality`` (4:2:0 chroma) and decoded again.
+
+    Weathered test sets are stored as JPEG after the weather is drawn, so their queries
+    carry a second round of compression that hits the faint colour a veil leaves most.
+    Accepts (H, W), (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA (alpha passes through);
+    uint8, uint16 or float in [0, 1]; the result has the input's shape and dtype (a JPEG
+    holds 8 bits, so other dtypes are quantised to 8 bits on the way).
+    """
+    if not 1 <= int(quality) <= 100:
+        raise ValueError(f"JPEG quality must be 1..100, got {quality}")
+    alpha = image[:, :, 3:] if image.ndim == 3 and image.shape[2] == 4 else None
+    colour = image[:, :, :3] if alpha is not None else image
+    if colour.dtype == np.uint8:
+        u8 = colour
+    elif colour.dtype == np.uint16:
+        u8 = np.rint(colour.astype(np.float32) * (1 / 257)).astype(np.uint8)
+    else:
+        u8 = np.rint(np.clip(colour, 0.0, 1.0) * 255).astype(np.uint8)
+    rgb = u8.ndim == 3 and u8.shape[2] == 3
+    # OpenCV encodes BGR: reverse the channels so that luma weights the right ones.
+    src = np.ascontiguousarray(u8[:, :, ::-1] if rgb else u8.reshape(u8.shape[:2]))
+    ok, buf = cv2.imencode(".jpg", src, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:  # pragma: no cover - OpenCV encodes any uint8 image of these shapes
+        raise RuntimeError("JPEG encoding failed")
+    dec = cv2.imdecode(buf, cv2.IMREAD_COLOR if rgb else cv2.IMREAD_GRAYSCALE)
+    dec = dec[:, :, ::-1] if rgb else dec.reshape(colour.shape)
+    if colour.dtype == np.uint16:
+        out = dec.astype(np.uint16) * np.uint16(257)
+    elif colour.dtype != np.uint8:
+        out = (dec.astype(np.float32) / 255).astype(colour.dtype)
+    else:
+        out = dec
+    out = np.ascontiguousarray(out)
+    return np.concatenate([out, alpha], axis=2) if alpha is not None else out

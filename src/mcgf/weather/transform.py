@@ -4,16 +4,26 @@ A dataset calls ``transform(image, key)`` with the image's stable key (e.g.
 ``ImageRecord.key``) and gets the weathered image and the condition it received. The
 transform holds only plain values, so it pickles into DataLoader workers, and the
 result never depends on which worker renders which image.
+
+``render_size`` renders the weather the way the published weathered test sets were made:
+on the image enlarged to that side (bicubic), then area-resized back. A small training
+image weathered at its own size gets streaks, flakes and fog structure drawn a pixel or
+two wide; weathered at 512 px and shrunk, the same marks arrive thinner and blended into
+the scene, which is what a model meets in University-WX-style queries. ``jpeg_quality`` then stores
+the weathered image as those sets are stored, as a JPEG (the faint colour a veil leaves is
+what a second round of compression takes away first).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import cv2
 import numpy as np
 from PIL import Image
 
 from mcgf.weather.apply import apply_weather
+from mcgf.weather.arrays import jpeg_round_trip
 from mcgf.weather.conditions import (
     CLEAN,
     CONDITIONS,
@@ -44,6 +54,12 @@ class WeatherTransform:
         weights: sampling weight per condition name (a condition not named: 1), e.g.
             ``{"fog": 2}`` draws fog twice as often as each other condition; ``None``:
             uniform (the same draws as before weights existed).
+        render_size: weather an image whose longer side is below this many pixels on a
+            bicubic enlargement to that side, then area-resize it back (the published
+            test sets were weathered at 512 px); ``None``: at the image's own size.
+        jpeg_quality: pass each weathered image (not the clean ones) through a JPEG
+            encoding at this quality, as the published weathered sets are stored;
+            ``None``: no re-encoding.
     """
 
     def __init__(
@@ -54,7 +70,15 @@ class WeatherTransform:
         epoch: int = 0,
         clean_fraction: float = 0.0,
         weights: Mapping[str, float] | None = None,
+        render_size: int | None = None,
+        jpeg_quality: int | None = None,
     ) -> None:
+        if jpeg_quality is not None and not 1 <= int(jpeg_quality) <= 100:
+            raise ValueError(f"jpeg_quality must be 1..100 or None, got {jpeg_quality}")
+        self.jpeg_quality = None if jpeg_quality is None else int(jpeg_quality)
+        if render_size is not None and int(render_size) < 1:
+            raise ValueError(f"render_size must be a positive number of pixels or None, got {render_size}")
+        self.render_size = None if render_size is None else int(render_size)
         if not 0.0 <= float(clean_fraction) <= 1.0:
             raise ValueError(f"clean_fraction must be in [0, 1], got {clean_fraction}")
         self.clean_fraction = float(clean_fraction)
@@ -107,19 +131,32 @@ class WeatherTransform:
         condition = self.condition_for(key)
         if isinstance(image, Image.Image):
             pil = image if image.mode in ("L", "RGB", "RGBA", "I;16") else image.convert("RGB")
-            out = apply_weather(
-                np.asarray(pil), condition, seed=self.effective_seed, key=key,
-                dark_variant=self.dark_variant,
-            )
-            return Image.fromarray(out), condition
-        out = apply_weather(
-            image, condition, seed=self.effective_seed, key=key, dark_variant=self.dark_variant
-        )
-        return out, condition
+            return Image.fromarray(self._render(np.asarray(pil), condition, key)), condition
+        return self._render(image, condition, key), condition
+
+    def _render(self, image: np.ndarray, condition: str, key: str) -> np.ndarray:
+        def weather(x: np.ndarray) -> np.ndarray:
+            return apply_weather(x, condition, seed=self.effective_seed, key=key,
+                                 dark_variant=self.dark_variant)
+
+        if condition == CLEAN:
+            return weather(image)  # a copy, never re-encoded
+        h, w = image.shape[:2]
+        if self.render_size is None or max(h, w) >= self.render_size:
+            out = weather(image)
+        else:
+            scale = self.render_size / max(h, w)
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            big = cv2.resize(image, size, interpolation=cv2.INTER_CUBIC)
+            if big.dtype.kind == "f":  # bicubic overshoots; the engine wants [0, 1]
+                big = np.clip(big, 0.0, 1.0)
+            out = cv2.resize(weather(big), (w, h), interpolation=cv2.INTER_AREA).reshape(image.shape)
+        return out if self.jpeg_quality is None else jpeg_round_trip(out, self.jpeg_quality)
 
     def __repr__(self) -> str:
         return (
             f"WeatherTransform(conditions={list(self.conditions)!r}, seed={self.seed}, "
             f"dark_variant={self.dark_variant!r}, epoch={self.epoch}, "
-            f"clean_fraction={self.clean_fraction}, weights={self.weights!r})"
+            f"clean_fraction={self.clean_fraction}, weights={self.weights!r}, "
+            f"render_size={self.render_size}, jpeg_quality={self.jpeg_quality})"
         )
