@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mcgf.weather.arrays import to_uint8
+from mcgf.weather.arrays import from_working, to_working
 from mcgf.weather.conditions import CLEAN, check_condition, check_dark_variant
 from mcgf.weather.plan import WeatherPlan, render_stages, sample_plan
 
@@ -33,31 +33,12 @@ def _split(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     )
 
 
-def _to_working(rgb: np.ndarray) -> np.ndarray:
-    if rgb.dtype == np.uint8:
-        return rgb
-    if rgb.dtype == np.uint16:
-        return rgb.astype(np.float32) * np.float32(1 / 257)
-    if rgb.dtype.kind == "f":
-        return np.clip(rgb, 0.0, 1.0).astype(np.float32) * np.float32(255)
-    raise TypeError(f"unsupported image dtype {rgb.dtype}: use uint8, uint16 or float in [0, 1]")
-
-
-def _from_working(out: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    if dtype == np.uint8:
-        return to_uint8(out)
-    out = out.astype(np.float32, copy=False)
-    if dtype == np.uint16:
-        return np.clip(np.rint(out * 257.0), 0, 65535).astype(np.uint16)
-    return np.clip(out * (1.0 / 255.0), 0.0, 1.0).astype(dtype)
-
-
 def apply_plan(image: np.ndarray, plan: WeatherPlan) -> np.ndarray:
     """Render a sampled :class:`~mcgf.weather.plan.WeatherPlan` on an image (any accepted form)."""
     rgb, alpha = _split(image)
     if not plan.stages:
         return image.copy()
-    out = _from_working(render_stages(_to_working(rgb), plan), image.dtype)
+    out = from_working(render_stages(to_working(rgb), plan), image.dtype)
     if image.ndim == 2 or image.shape[2] == 1:
         grey = out.astype(np.float32).mean(axis=2)
         if image.dtype.kind != "f":

@@ -83,6 +83,28 @@ def owned_float(image: np.ndarray) -> np.ndarray:
     return out
 
 
+def to_working(image: np.ndarray) -> np.ndarray:
+    """An image as working grey levels: uint8 as is, uint16 and float in [0, 1] as float32
+    in 0..255."""
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.uint16:
+        return image.astype(np.float32) * np.float32(1 / 257)
+    if image.dtype.kind == "f":
+        return np.clip(image, 0.0, 1.0).astype(np.float32) * np.float32(255)
+    raise TypeError(f"unsupported image dtype {image.dtype}: use uint8, uint16 or float in [0, 1]")
+
+
+def from_working(out: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Working grey levels back to ``dtype`` (the inverse of :func:`to_working`)."""
+    if dtype == np.uint8:
+        return to_uint8(out)
+    out = out.astype(np.float32, copy=False)
+    if dtype == np.uint16:
+        return np.clip(np.rint(out * 257.0), 0, 65535).astype(np.uint16)
+    return np.clip(out * (1.0 / 255.0), 0.0, 1.0).astype(dtype)
+
+
 def jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
     """``image`` encoded as a baseline JPEG at ``quality`` (4:2:0 chroma) and decoded again.
 
@@ -96,12 +118,7 @@ def jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
         raise ValueError(f"JPEG quality must be 1..100, got {quality}")
     alpha = image[:, :, 3:] if image.ndim == 3 and image.shape[2] == 4 else None
     colour = image[:, :, :3] if alpha is not None else image
-    if colour.dtype == np.uint8:
-        u8 = colour
-    elif colour.dtype == np.uint16:
-        u8 = np.rint(colour.astype(np.float32) * (1 / 257)).astype(np.uint8)
-    else:
-        u8 = np.rint(np.clip(colour, 0.0, 1.0) * 255).astype(np.uint8)
+    u8 = to_uint8(to_working(colour))
     rgb = u8.ndim == 3 and u8.shape[2] == 3
     # OpenCV encodes BGR: reverse the channels so that luma weights the right ones.
     src = np.ascontiguousarray(u8[:, :, ::-1] if rgb else u8.reshape(u8.shape[:2]))
@@ -110,11 +127,5 @@ def jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
         raise RuntimeError("JPEG encoding failed")
     dec = cv2.imdecode(buf, cv2.IMREAD_COLOR if rgb else cv2.IMREAD_GRAYSCALE)
     dec = dec[:, :, ::-1] if rgb else dec.reshape(colour.shape)
-    if colour.dtype == np.uint16:
-        out = dec.astype(np.uint16) * np.uint16(257)
-    elif colour.dtype != np.uint8:
-        out = (dec.astype(np.float32) / 255).astype(colour.dtype)
-    else:
-        out = dec
-    out = np.ascontiguousarray(out)
+    out = np.ascontiguousarray(dec if colour.dtype == np.uint8 else from_working(dec, colour.dtype))
     return np.concatenate([out, alpha], axis=2) if alpha is not None else out

@@ -9,9 +9,9 @@ result never depends on which worker renders which image.
 on the image enlarged to that side (bicubic), then area-resized back. A small training
 image weathered at its own size gets streaks, flakes and fog structure drawn a pixel or
 two wide; weathered at 512 px and shrunk, the same marks arrive thinner and blended into
-the scene, which is what a model meets in University-WX-style queries. ``jpeg_quality`` then stores
-the weathered image as those sets are stored, as a JPEG (the faint colour a veil leaves is
-what a second round of compression takes away first).
+the scene, which is what a model meets in University-WX-style queries. ``jpeg_quality``
+then stores the weathered image as those sets are stored, as a JPEG (the faint colour a
+veil leaves is what a second round of compression takes away first).
 """
 
 from __future__ import annotations
