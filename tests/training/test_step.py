@@ -92,6 +92,55 @@ def test_a_non_finite_loss_takes_no_step() -> None:
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
+def test_loss_terms_are_read_back_once_per_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each read of a GPU value waits for the GPU: the terms of all accumulated
+    micro-batches come back in one read, and equal the per-batch values."""
+    batch = toy_batch(8)
+    quarters = [{k: v[i:i + 2] for k, v in batch.items()} for i in range(0, 8, 2)]
+    torch.manual_seed(0)
+    model = ToyNet()
+    expected = [{k: float(v.detach()) for k, v in Objective(model)(q).items()} for q in quarters]
+    reads = []
+    real = torch.Tensor.tolist
+
+    def counting(self: torch.Tensor) -> object:
+        reads.append(tuple(self.shape))
+        return real(self)
+
+    monkeypatch.setattr(torch.Tensor, "tolist", counting)
+    res = train_step(Objective(model), _opt(model), None, quarters)
+    assert reads == [(4 * len(expected[0]),)]
+    assert len(res.terms) == 4
+    for got, want in zip(res.terms, expected, strict=True):
+        assert got == pytest.approx(want, rel=1e-6)
+
+
+def test_ranks_with_different_terms_reduce_vectors_of_one_length(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rank whose micro-batch had no weathered image has no restoration term; it must
+    still send a vector as long as the other ranks' (or the collective hangs), and each
+    term is averaged over the ranks that had it."""
+    import torch.distributed as dist
+
+    from mcgf.training.step import mean_over_ranks
+
+    other = {"ce": torch.tensor(3.0), "restore": torch.tensor(0.5), "total": torch.tensor(3.5)}
+    names = ["ce", "consistency", "restore"]
+    sent = []
+
+    def all_reduce(t: torch.Tensor) -> None:  # this rank + one rank that had every term
+        sent.append(t.shape)
+        keys = sorted(set(names) | set(other) | {"total"})
+        t += torch.tensor([[float(other.get(k, 0.0)) for k in keys]
+                           + [float(k in other) for k in keys]])
+
+    monkeypatch.setattr(dist, "all_reduce", all_reduce)
+    mine = {"ce": torch.tensor(1.0), "total": torch.tensor(1.0)}
+    out = mean_over_ranks([mine], 2, names)
+    assert sent == [torch.Size([1, 8])]
+    assert out == [{"ce": 2.0, "restore": 0.5, "total": 2.25}]
+
+
 def _toy_config(root: Path, **model: object) -> dict:
     cfg = tiny_config(root, epochs=2)
     cfg["model"] = {"name": TOY, **model}

@@ -111,12 +111,18 @@ class MCGFOptions:
     ibn_stages: list[int] = field(default_factory=list, metadata=checked(STAGES_CHECK))
     ibn_ratio: float = option(0.5, in_range(0, 1, lo_open=True, hi_open=True))
     ibn_mode: str = option("a", one_of(*IBN_MODES))
+    joint_views: bool = False
+    restoration_grad_checkpointing: bool = False
 
     def check(self) -> None:
-        """IBN layers replace the BatchNorm of ResNet blocks: only a ResNet has them."""
+        """IBN layers replace the BatchNorm of ResNet blocks: only a ResNet has them; one
+        pass over both views needs one encoder for both."""
         if self.ibn_stages and not is_resnet_name(self.backbone_name):
             raise OptionError("ibn_stages", f"[] with backbone_name {self.backbone_name!r} "
                               "(instance-batch normalisation needs a timm ResNet)")
+        if self.joint_views and not self.share_encoder:
+            raise OptionError("joint_views", "false with share_encoder: false (one encoder "
+                              "pass over both views needs one shared encoder)")
 
 
 @register_model("mcgf", options=MCGFOptions)
@@ -189,6 +195,19 @@ class MCGFModel(nn.Module):
             BN halves taking their channels' statistics) or ``"b"`` (IBN-Net-b: the
             stem's norm and the output of the last block of each of ``ibn_stages`` become
             affine instance norms); see :func:`~mcgf.models.ibn.make_ibn`.
+        joint_views: in training, run a batch's drone images (with their clean twins) and
+            satellite tiles through the shared encoder in one pass instead of two. On a
+            GPU one larger batch keeps the card busier and launches half the kernels;
+            the head still sees each view apart. An encoder with layer norm only (ViT,
+            EVA-02) computes the same values either way; one with batch norm (ResNet)
+            would normalise both views with joint statistics, a different model. Needs
+            ``share_encoder``.
+        restoration_grad_checkpointing: gradient checkpointing of the restoration branch's
+            denoiser (:meth:`RestorationBranch.set_grad_checkpointing
+            <mcgf.models.restoration.RestorationBranch.set_grad_checkpointing>`): most of
+            its activations are recomputed in the backward pass instead of kept, for about
+            one more forward of the denoiser per step. At 448 px its activations are most
+            of a step's memory; ``grad_checkpointing`` covers the encoder only.
 
     Meets :class:`~mcgf.models.base.TrainableModel`: :meth:`loss` applies these weights
     itself and :attr:`loss_weights` reports them.
@@ -233,6 +252,8 @@ class MCGFModel(nn.Module):
         ibn_stages: Sequence[int] = (),
         ibn_ratio: float = 0.5,
         ibn_mode: str = "a",
+        joint_views: bool = False,
+        restoration_grad_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         from timm.data import resolve_model_data_config
@@ -249,6 +270,9 @@ class MCGFModel(nn.Module):
         self.consistency = float(consistency)
         self.twin_ce = bool(twin_ce)
         self.label_smoothing = float(label_smoothing)
+        if joint_views and not share_encoder:
+            raise ValueError("joint_views needs share_encoder")
+        self.joint_views = bool(joint_views)
 
         model_args = dict(backbone_args or {})
         if input_channels(input_norm) != 3:
@@ -272,6 +296,8 @@ class MCGFModel(nn.Module):
         self.restoration: RestorationBranch | None = None
         if restoration:
             self._build_restoration(tuple(restoration_mults), restoration_width, restoration_blocks)
+            assert self.restoration is not None
+            self.restoration.set_grad_checkpointing(restoration_grad_checkpointing)
         self.mean: tuple[float, float, float] = tuple(float(m) for m in cfg["mean"])  # type: ignore[assignment]
         self.std: tuple[float, float, float] = tuple(float(s) for s in cfg["std"])  # type: ignore[assignment]
         self.register_buffer("_mean", torch.tensor(self.mean).view(1, 3, 1, 1), persistent=False)
@@ -383,49 +409,58 @@ class MCGFModel(nn.Module):
         ``clean_pairs`` and ``drone_clean`` given, the clean versions of the weathered drone
         images run in the same encoder pass and come back as ``drone_pair_embedding``
         (weathered) and ``drone_clean_embedding`` (clean), row by row, with the clean
-        twins' ``drone_clean_logits`` and ``drone_pair_mask`` (which drone rows have one).
+        twins' ``drone_clean_logits`` and, when only some drone rows have one (the others
+        are clean), ``drone_pair_index`` (those rows). With :attr:`joint_views` the
+        satellite tiles share the drone images' encoder pass.
         """
         out: dict[str, torch.Tensor] = {}
+        satellite = batch.get("satellite")
         if "drone" in batch:
             drone = batch["drone"]
             n = drone.shape[0]
             want_restore = restore and self.restoration is not None and "drone_clean" in batch
-            pairs = None
-            if clean_pairs and "drone_clean" in batch:
-                pairs = _weathered(batch.get("drone_condition"), n, drone.device)
-                pairs = torch.ones(n, dtype=torch.bool, device=drone.device) if pairs is None else pairs
+            # Which rows carry weather, from the batch's condition names on the host: a
+            # mask built on the GPU would need a device-to-host read per use.
+            weathered = _weathered_rows(batch.get("drone_condition"), n)
+            parts, twins = [drone], 0
+            paired = clean_pairs and "drone_clean" in batch
+            if paired:
                 # One pass for both: BatchNorm sees clean and weathered images together.
-                drone = torch.cat([drone, batch["drone_clean"][pairs]])
+                parts.append(_rows(batch["drone_clean"], weathered))
+                twins = parts[-1].shape[0]
+            joint = self.joint_views and satellite is not None
+            if joint:
+                parts.append(satellite)
+            x = self._normalise(torch.cat(parts) if len(parts) > 1 else drone)
             if want_restore:
-                pooled, maps = encode_multiscale(self.drone_encoder, self._normalise(drone),
-                                                 self.restoration_sources)
+                pooled, maps = encode_multiscale(self.drone_encoder, x, self.restoration_sources)
                 maps = [m[:n] for m in maps]
             else:
-                pooled = self.drone_encoder(self._normalise(drone))
+                pooled = self.drone_encoder(x)
+            if joint:
+                # The head sees each view apart (its BatchNorm statistics stay per view).
+                pooled, sat_pooled = pooled[:n + twins], pooled[n + twins:]
+                out["satellite_embedding"], out["satellite_logits"] = self.head(sat_pooled)
             embedding, logits = self.head(pooled)
             out["drone_embedding"], out["drone_logits"] = embedding[:n], logits[:n]
-            if pairs is not None:
-                out["drone_pair_embedding"] = embedding[:n][pairs]
-                out["drone_clean_embedding"] = embedding[n:]
-                out["drone_clean_logits"], out["drone_pair_mask"] = logits[n:], pairs
-            drone = drone[:n]
+            if paired:
+                out["drone_pair_embedding"] = _rows(embedding[:n], weathered)
+                out["drone_clean_embedding"] = embedding[n:n + twins]
+                out["drone_clean_logits"] = logits[n:n + twins]
+                if weathered is not None and len(weathered) < n:
+                    out["drone_pair_index"] = _index(weathered, drone.device)
             if want_restore:
                 assert self.restoration is not None
-                keep = _weathered(batch.get("drone_condition"), drone.shape[0], drone.device)
-                if keep is None or bool(keep.any()):
-                    clean, weathered = batch["drone_clean"], drone
-                    if keep is not None and not bool(keep.all()):
-                        clean, weathered = clean[keep], weathered[keep]
-                        maps = [m[keep] for m in maps]
+                if weathered is None or weathered:
                     out["restoration_loss"] = self.restoration.training_loss(
-                        self._to_unit_range(clean),
-                        maps,
-                        weathered=(self._to_unit_range(weathered)
+                        self._to_unit_range(_rows(batch["drone_clean"], weathered)),
+                        [_rows(m, weathered) for m in maps],
+                        weathered=(self._to_unit_range(_rows(drone, weathered))
                                    if self.restoration.needs_image else None),
                         generator=generator,
                     )
-        if "satellite" in batch:
-            pooled = self.satellite_encoder(self._normalise(batch["satellite"]))
+        if satellite is not None and "satellite_embedding" not in out:
+            pooled = self.satellite_encoder(self._normalise(satellite))
             out["satellite_embedding"], out["satellite_logits"] = self.head(pooled)
         return out
 
@@ -455,8 +490,10 @@ class MCGFModel(nn.Module):
                            restore=self.lambda_restore > 0)
         drone_logits, drone_labels = out["drone_logits"], batch["drone_label"]
         if self.twin_ce and "drone_clean_logits" in out:
+            twins = (drone_labels[out["drone_pair_index"]] if "drone_pair_index" in out
+                     else drone_labels)
             drone_logits = torch.cat([drone_logits, out["drone_clean_logits"]])
-            drone_labels = torch.cat([drone_labels, drone_labels[out["drone_pair_mask"]]])
+            drone_labels = torch.cat([drone_labels, twins])
         terms: dict[str, torch.Tensor] = {
             "ce": cross_entropy_views(
                 drone_logits,
@@ -551,15 +588,27 @@ class MCGFModel(nn.Module):
         return [g for g in groups if g["params"]]
 
 
-def _weathered(conditions: Any, n: int, device: torch.device) -> torch.Tensor | None:
-    """Mask of the drone images that carry weather (``None``: unknown, restore them all).
+def _weathered_rows(conditions: Any, n: int) -> list[int] | None:
+    """The drone rows that carry weather; ``None`` when every row may (the conditions are
+    unknown, or none is clean).
 
     The branch learns to remove weather, so images left clean add cost but nothing to
     learn from; a batch without weathered images skips the restoration term.
     """
     if not isinstance(conditions, (list, tuple)) or len(conditions) != n:
         return None
-    return torch.tensor([c != CLEAN for c in conditions], device=device)
+    rows = [i for i, c in enumerate(conditions) if c != CLEAN]
+    return None if len(rows) == n else rows
+
+
+def _index(rows: list[int], device: torch.device) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.long).to(device, non_blocking=True)
+
+
+def _rows(x: torch.Tensor, rows: list[int] | None) -> torch.Tensor:
+    """``x`` restricted to ``rows`` (all of it for ``None``), without a boolean mask: a
+    mask's nonzero count would be read back from the device."""
+    return x if rows is None else x[_index(rows, x.device)]
 
 
 def _check_args(input_norm: str, input_norm_sigma: float, satellite_rotations: int,

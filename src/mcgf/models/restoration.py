@@ -38,10 +38,11 @@ count does not depend on image size) — within the 10 % budget.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from mcgf.models.losses import ddpm_epsilon_loss
@@ -110,6 +111,12 @@ class ConditionalDenoiser(nn.Module):
         mults: width multiplier per scale; ``len(mults)`` scales (2–4 sensible).
         num_res_blocks: residual blocks per scale on the way down (one more on the way up).
         dropout: dropout inside residual blocks.
+        grad_checkpointing: in training with autograd on, recompute each residual block
+            (with its skip concatenation), each upsampling and the output head in the
+            backward pass instead of keeping their intermediate activations: those are
+            most of the denoiser's activation memory, and the cost is about one extra
+            forward of the denoiser per step. Evaluation and sampling are unaffected, and
+            so are parameter names and random streams (dropout masks are replayed).
     """
 
     def __init__(
@@ -122,8 +129,10 @@ class ConditionalDenoiser(nn.Module):
         mults: Sequence[int] = (1, 2, 4),
         num_res_blocks: int = 2,
         dropout: float = 0.0,
+        grad_checkpointing: bool = False,
     ) -> None:
         super().__init__()
+        self.grad_checkpointing = grad_checkpointing
         if width % 8 or width < 8:
             raise ValueError(f"width must be a positive multiple of 8, got {width}")
         if not mults or num_res_blocks < 1:
@@ -180,6 +189,10 @@ class ConditionalDenoiser(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Turn activation checkpointing on or off (see ``grad_checkpointing``)."""
+        self.grad_checkpointing = enable
+
     def forward(
         self,
         x_t: torch.Tensor,
@@ -210,28 +223,54 @@ class ConditionalDenoiser(nn.Module):
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
         temb = self.t_mlp(timestep_embedding(t, self.width))
+        # Checkpointing pays only when a backward pass will follow.
+        ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
+
+        def run(fn: Callable[..., torch.Tensor], *args: torch.Tensor) -> torch.Tensor:
+            if not ckpt:
+                return fn(*args)
+            return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False)
 
         h = self.conv_in(x)
         hs = [h]
         for i, blocks in enumerate(self.down):
             for j, block in enumerate(blocks):
-                h = block(h, temb)
+                h = run(block, h, temb)
                 if j == 0:
                     h = h + _inject(self.cond_norm[i], self.cond_proj[i], maps[i], h)
                 hs.append(h)
             if i < self.levels - 1:
                 h = self.downsample[i](h)
                 hs.append(h)
-        h = self.mid[0](h, temb)
+        h = run(self.mid[0], h, temb)
         h = h + _inject(self.mid_norm, self.mid_cond, maps[-1], h)
-        h = self.mid[1](h, temb)
+        h = run(self.mid[1], h, temb)
         for k, blocks in enumerate(self.up):
             for block in blocks:
-                h = block(torch.cat([h, hs.pop()], dim=1), temb)
+                # Inside the checkpoint the concatenation is recomputed too, not stored.
+                h = run(_cat_block(block), h, hs.pop(), temb)
             if k < self.levels - 1:
-                h = self.upsample[k](F.interpolate(h, scale_factor=2.0, mode="nearest"))
-        out = self.conv_out(F.silu(self.norm_out(h)))
+                # The upsampled map (4× the input) is what the convolution would keep.
+                h = run(_upsample(self.upsample[k]), h)
+        out = run(self._head, h)
         return out[..., :h_in, :w_in]
+
+    def _head(self, h: torch.Tensor) -> torch.Tensor:
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+def _cat_block(block: ResBlock) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    def fn(h: torch.Tensor, skip: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        return block(torch.cat([h, skip], dim=1), temb)
+
+    return fn
+
+
+def _upsample(conv: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    def fn(h: torch.Tensor) -> torch.Tensor:
+        return conv(F.interpolate(h, scale_factor=2.0, mode="nearest"))
+
+    return fn
 
 
 def _cond_norm(channels: int, normalise: bool) -> nn.Module:
@@ -260,6 +299,8 @@ class RestorationBranch(nn.Module):
         cond_channels: channels of the condition maps (see :class:`ConditionalDenoiser`).
         condition: ``"features"`` (normalised encoder features only) or
             ``"features+image"`` (also the weathered image; unnormalised features).
+        grad_checkpointing: checkpoint the denoiser's activations in training (see
+            :class:`ConditionalDenoiser`); the timesteps and noise are drawn outside it.
         **denoiser_kwargs: ``width``, ``mults``, ``num_res_blocks``, ``dropout``.
     """
 
@@ -268,6 +309,7 @@ class RestorationBranch(nn.Module):
         cond_channels: int | Sequence[int],
         *,
         condition: str = "features",
+        grad_checkpointing: bool = False,
         **denoiser_kwargs: object,
     ) -> None:
         super().__init__()
@@ -278,10 +320,15 @@ class RestorationBranch(nn.Module):
         self.condition = condition
         image = condition == "features+image"
         self.denoiser = ConditionalDenoiser(
-            cond_channels, image_condition=image, normalise=not image, **denoiser_kwargs  # type: ignore[arg-type]
+            cond_channels, image_condition=image, normalise=not image,
+            grad_checkpointing=grad_checkpointing, **denoiser_kwargs,  # type: ignore[arg-type]
         )
         self.train_scheduler = DDPMScheduler(**SCHEDULE)
         self.sample_scheduler = DDIMScheduler(**SCHEDULE, clip_sample=True)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Turn the denoiser's activation checkpointing on or off."""
+        self.denoiser.set_grad_checkpointing(enable)
 
     @property
     def num_train_timesteps(self) -> int:

@@ -14,6 +14,8 @@ from typing import Any
 
 from mcgf.data.layouts import parse_layout
 from mcgf.errors import DeprecatedOptionWarning, UserError
+from mcgf.models.compile import BACKENDS as COMPILE_BACKENDS
+from mcgf.models.compile import MODES as COMPILE_MODES
 from mcgf.options import (
     Check,
     OptionError,
@@ -54,6 +56,9 @@ _WEIGHTS = Check(lambda v: _weights_fit(v, CONDITIONS) and any(v.values()),
                  "a mapping of condition names to weights >= 0, not all 0",
                  ({"hail": 1}, {"fog": -1}, {"fog": 0}))
 _FRACTION_OPEN = in_range(0, 1, hi_open=True)
+_COMPILE = Check(lambda v: isinstance(v, bool) or v in COMPILE_BACKENDS,
+                 f"false, true or a torch.compile backend ({', '.join(COMPILE_BACKENDS)})",
+                 ("fast",))
 
 
 @dataclass(frozen=True)
@@ -163,6 +168,12 @@ class TrainConfig:
             (0: off; also off without a restoration branch or with ``model.lambda_restore``
             0).
         restore_val_steps: DDIM steps of that restoration.
+        compile: compile the model's encoder blocks (and the restoration denoiser) with
+            ``torch.compile`` (:mod:`mcgf.models.compile`): ``false``, ``true``
+            (inductor) or a backend name. Faster steps on a GPU after a first minute or
+            so of compiling; the weights and checkpoints are those of the plain model.
+        compile_mode: the ``torch.compile`` mode (``default``, ``reduce-overhead``,
+            ``max-autotune``, ``max-autotune-no-cudagraphs``).
     """
 
     epochs: int = option(1, at_least(1))
@@ -182,6 +193,8 @@ class TrainConfig:
     val_retrieval: bool = True
     restore_val_images: int = option(16, at_least(0))
     restore_val_steps: int = option(10, in_range(1, 1000))
+    compile: bool | str = field(default=False, metadata=checked(_COMPILE))
+    compile_mode: str = option("default", one_of(*COMPILE_MODES))
 
 
 @dataclass(frozen=True)

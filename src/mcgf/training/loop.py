@@ -8,7 +8,8 @@
   when the model's ``needs_clean_targets`` says so; batches from
   :class:`~mcgf.data.sampler.CrossViewBatchSampler` (``P`` locations × ``M`` drones); the
   model from ``model:`` (any :class:`~mcgf.models.base.TrainableModel`); AdamW over
-  ``model.param_groups`` with warmup + cosine LR per optimizer step; autocast on CUDA
+  ``model.param_groups`` (fused on CUDA, :mod:`mcgf.training.optim`) with warmup + cosine
+  LR per optimizer step; autocast on CUDA
   (bf16, or fp16 with loss scaling on cards without bf16; :mod:`mcgf.runtime`);
 * :func:`train_one_epoch` — the epoch's optimizer steps, each one
   :func:`~mcgf.training.step.train_step` (gradient accumulation, clipping), logged to
@@ -63,6 +64,7 @@ from mcgf.models.checkpoint import (
 )
 from mcgf.training.config import RunConfig
 from mcgf.training.logging import TrainLog
+from mcgf.training.optim import adamw
 from mcgf.training.resume import capture_rng_state, restore_rng_state, restore_train_state
 from mcgf.training.schedule import warmup_cosine_scheduler
 from mcgf.training.step import (
@@ -291,6 +293,10 @@ def setup_run(cfg: RunConfig, out: str | Path, *, resume: bool = False,
         from mcgf.models.backbone import summarize_report
 
         say(summarize_report(report))
+    if tc.compile:
+        compiled = compile_model(model, tc, cfg.model.get("name", "the model"))
+        if say is not None:
+            say(compiled)
     # Model init is identical on all ranks; what is drawn afterwards (dropout) is not.
     if dist_info.world > 1:
         torch.manual_seed(tc.seed + dist_info.rank)
@@ -298,8 +304,8 @@ def setup_run(cfg: RunConfig, out: str | Path, *, resume: bool = False,
     sampler, loader = build_loader(cfg, build_dataset(cfg, drone, satellite, model), device,
                                    world=dist_info.world, rank=dist_info.rank)
     steps_per_epoch = math.ceil(len(sampler) / tc.accumulate)
-    optimizer = torch.optim.AdamW(model.param_groups(tc.lr, tc.weight_decay, tc.layer_decay),
-                                  lr=tc.lr, weight_decay=tc.weight_decay)
+    optimizer = adamw(model.param_groups(tc.lr, tc.weight_decay, tc.layer_decay), tc.lr,
+                      tc.weight_decay, device)
     scheduler = warmup_cosine_scheduler(optimizer, steps_per_epoch * tc.epochs, tc.warmup_steps,
                                         tc.min_lr_ratio)
     objective: nn.Module = Objective(model, generator)
@@ -320,6 +326,31 @@ def setup_run(cfg: RunConfig, out: str | Path, *, resume: bool = False,
         if run.log.note and progress:
             print(run.log.note)
     return run
+
+
+def compile_model(model: nn.Module, tc: Any, name: str) -> str:
+    """Compile ``model``'s encoder blocks as ``train.compile`` / ``train.compile_mode``
+    say (:func:`mcgf.models.compile.compile_blocks`); returns the line to print.
+
+    Raises:
+        UserError: the model has nothing to compile.
+    """
+    from mcgf.models.compile import compile_blocks
+
+    backend = "inductor" if tc.compile is True else str(tc.compile)
+    if tc.grad_norms_every:
+        # The per-term gradient norms run backward with retain_graph, which a compiled
+        # backward that reuses ("donates") its saved buffers refuses.
+        import torch._functorch.config as functorch_config
+
+        functorch_config.donated_buffer = False
+    try:
+        n = compile_blocks(model, backend, tc.compile_mode)
+    except ValueError as err:
+        raise UserError(f"train.compile: {err} ({name}); set train.compile: false") from None
+    mode = "" if tc.compile_mode == "default" else f", mode {tc.compile_mode}"
+    return (f"compile: {n} modules with torch.compile ({backend}{mode}); the first steps "
+            "include compiling")
 
 
 def _resume_checkpoint(out: Path) -> LoadedCheckpoint:

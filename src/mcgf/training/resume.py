@@ -20,6 +20,7 @@ import torch
 from mcgf.errors import UserError
 from mcgf.models.checkpoint import TrainState
 from mcgf.safeload import one_line
+from mcgf.training.optim import load_optimizer_state
 
 
 def capture_rng_state(
@@ -103,9 +104,10 @@ def restore_train_state(state: TrainState, optimizer: torch.optim.Optimizer,
         if getattr(state, key) is None:
             raise UserError(f"{where} holds no {key} state, so the run cannot be resumed "
                             "exactly: resume from a checkpoint mcgf train saved")
-    for key, target in (("optimizer", optimizer), ("scheduler", scheduler)):
+    for key, load in (("optimizer", lambda sd: load_optimizer_state(optimizer, sd)),
+                      ("scheduler", scheduler.load_state_dict)):
         try:
-            target.load_state_dict(getattr(state, key))
+            load(getattr(state, key))
         except (ValueError, KeyError, TypeError, IndexError, AttributeError, RuntimeError) as err:
             raise UserError(f"{where}: its {key} state does not fit this run's model and "
                             f"config ({one_line(err, 160)}): resume with the config it was "

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,17 +104,49 @@ def encoder_gradient_norms(
     return out
 
 
-def mean_over_ranks(terms: Mapping[str, torch.Tensor], world: int) -> dict[str, float]:
-    """Loss terms as floats, averaged over ranks under DDP so that the log shows the loss
-    of the global batch (what one process with the same batch would log)."""
-    names = sorted(terms)
-    values = torch.stack([terms[k].detach().float() for k in names])
-    if world > 1:
-        import torch.distributed as dist
+def mean_over_ranks(
+    terms: Sequence[Mapping[str, torch.Tensor]], world: int, names: Iterable[str] = ()
+) -> list[dict[str, float]]:
+    """Each micro-batch's loss terms as floats, averaged over ranks under DDP so that the
+    log shows the loss of the global batch (what one process with the same batch logs).
 
-        dist.all_reduce(values)
-        values /= world
-    return dict(zip(names, values.tolist(), strict=True))
+    All micro-batches come back with one device-to-host copy (one host sync per optimizer
+    step, however many micro-batches it accumulates) and, under DDP, one ``all_reduce``.
+
+    Args:
+        terms: per micro-batch, its loss terms (scalar tensors).
+        world: the number of ranks (1: no communication).
+        names: term names every rank reduces even where its own micro-batch lacks them
+            (the model's ``loss_weights``): a rank whose batch had, say, no weathered image
+            and so no restoration term still sends a vector of the same length, and a
+            term's mean is over the ranks that had it.
+    """
+    if not terms:
+        return []
+    if world == 1:
+        keys = [sorted(t) for t in terms]
+        flat = torch.cat([torch.stack([t[k].detach().float() for k in ks])
+                          for t, ks in zip(terms, keys, strict=True)]).tolist()
+        out, i = [], 0
+        for ks in keys:
+            out.append(dict(zip(ks, flat[i:i + len(ks)], strict=True)))
+            i += len(ks)
+        return out
+    import torch.distributed as dist
+
+    keys = sorted(set(names).union(*terms))
+    device = next(iter(terms[0].values())).device
+    zero = torch.zeros((), device=device)
+    # Per micro-batch: the values (0 where absent), then 1/0 for present/absent.
+    rows = [torch.stack([t[k].detach().float() if k in t else zero for k in keys]
+                        + [zero + (k in t) for k in keys]) for t in terms]
+    summed = torch.stack(rows)
+    dist.all_reduce(summed)
+    out = []
+    for row in summed.tolist():
+        values, counts = row[:len(keys)], row[len(keys):]
+        out.append({k: v / c for k, v, c in zip(keys, values, counts, strict=True) if c > 0})
+    return out
 
 
 @dataclass
@@ -189,6 +221,7 @@ def train_step(
     device = next(model.parameters()).device
     world = _world(objective)
     result = StepResult([], optimizer.param_groups[-1]["lr"], 0)
+    pending: list[dict[str, torch.Tensor]] = []
     for i, mb in enumerate(micro):
         mb = _to_device(mb, device)
         last = i + 1 == len(micro)
@@ -201,13 +234,16 @@ def train_step(
                     terms, list(model.encoder_parameters()), model.loss_weights)
             loss = terms["total"] / len(micro)
             (scaler.scale(loss) if scaler is not None else loss).backward()
-        values = mean_over_ranks(terms, world)
+        pending.append({k: v.detach() for k, v in terms.items()})
+        result.images += (len(mb["drone"]) + len(mb["satellite"])) * world
+    # The terms are read back once per step, not per micro-batch (each read waits for the
+    # GPU); a non-finite one still stops the step before the optimizer moves.
+    result.terms = mean_over_ranks(pending, world, getattr(model, "loss_weights", {}))
+    for values in result.terms:
         for k, val in values.items():
             if not math.isfinite(val):
                 optimizer.zero_grad(set_to_none=True)
                 raise FloatingPointError(f"loss term {k} is {val}")
-        result.terms.append(values)
-        result.images += (len(mb["drone"]) + len(mb["satellite"])) * world
     if grad_clip is not None:
         if scaler is not None:
             scaler.unscale_(optimizer)
