@@ -1,7 +1,9 @@
-"""Timing of training steps and embedding passes on random tensors (no dataset needed).
+"""Timing of training steps and embedding passes on random tensors (no dataset needed),
+and their model FLOPs.
 
-Private helper of ``benchmarks/step_cost.py`` and ``benchmarks/gpu_check.py`` (imported
-by those scripts from this folder). A training step is the training loop's own
+Private helper of ``benchmarks/step_cost.py``, ``benchmarks/gpu_check.py``,
+``benchmarks/paper_cost.py`` and others there (imported by those scripts from this
+folder). A training step is the training loop's own
 :func:`mcgf.training.step.train_step` — ``model.loss`` through the loop's
 :class:`~mcgf.training.step.Objective` (with its dedicated generator) under the same
 autocast, backward, optional gradient clipping, AdamW over ``model.param_groups`` — minus
@@ -13,10 +15,16 @@ branch's parameters get no gradient and are left out of that optimizer, which is
 work a model built with ``restoration=False`` does). One model instance serves both, so
 weights and memory layout are identical and an EVA-02-L is built once. Timed steps
 alternate off/on so that load from other processes hits both alike.
+
+Model FLOPs (:func:`model_flops`): one training step and one embedding batch counted by
+``torch.utils.flop_counter`` on the ``meta`` device, and the dense tensor-core peaks of
+known GPUs (:func:`dense_peak_tflops`) that turn a measured rate into a share of the card.
 """
 
 from __future__ import annotations
 
+import contextlib
+import re
 import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -25,6 +33,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 from _hardware import cpu_model
 from mcgf.errors import UserError
@@ -164,9 +173,14 @@ def make_optimizer(
     layer_decay: float | None = None,
     *,
     exclude: nn.Module | None = None,
+    fused: bool | None = None,
 ) -> torch.optim.Optimizer:
-    """AdamW over ``model.param_groups`` as the training loop builds it, minus ``exclude``'s
-    parameters (the branch, for the branch-off measurement)."""
+    """AdamW over ``model.param_groups`` as the training loop builds it (fused on CUDA,
+    :func:`mcgf.training.optim.adamw`), minus ``exclude``'s parameters (the branch, for the
+    branch-off measurement). ``fused`` forces the implementation (``False``: torch's
+    default, the loop's choice before it fused)."""
+    from mcgf.training.optim import adamw
+
     skip = {id(p) for p in exclude.parameters()} if exclude is not None else set()
     groups = model.param_groups(lr, weight_decay, layer_decay)
     kept = []
@@ -174,7 +188,10 @@ def make_optimizer(
         params = [p for p in g["params"] if p.requires_grad and id(p) not in skip]
         if params:
             kept.append({**g, "params": params})
-    return torch.optim.AdamW(kept, lr=lr, weight_decay=weight_decay)
+    if fused is None:
+        device = next(model.parameters()).device
+        return adamw(kept, lr, weight_decay, device)
+    return torch.optim.AdamW(kept, lr=lr, weight_decay=weight_decay, fused=fused or None)
 
 
 @dataclass(frozen=True)
@@ -236,14 +253,18 @@ def num_classes(cfg: RunConfig, classes: int | None = None) -> int:
 
 def build_model(cfg: RunConfig, device: torch.device, classes: int | None = None) -> nn.Module:
     """``create_model`` from ``cfg.model`` with a head of :func:`num_classes` classes,
-    seeded with ``train.seed``, moved to ``device``."""
+    seeded with ``train.seed``, moved to ``device``, compiled as the loop compiles it when
+    ``train.compile`` is on."""
     from mcgf.models.base import check_trainable
     from mcgf.models.model_registry import create_model
+    from mcgf.training.loop import compile_model
 
     options = {**cfg.model, "num_classes": num_classes(cfg, classes)}
     torch.manual_seed(cfg.train.seed)
     model = create_model(**options).to(device)
     check_trainable(model, cfg.model["name"])
+    if cfg.train.compile:
+        print(compile_model(model, cfg.train, cfg.model["name"]), flush=True)
     return model
 
 
@@ -447,17 +468,224 @@ def timing_dict(timing: StepTiming | StepCost) -> dict[str, Any]:
     return out
 
 
+def _conv_backward_flops(grad_out_shape: Any, x_shape: Any, w_shape: Any, _bias: Any,
+                         _stride: Any, _padding: Any, _dilation: Any, transposed: bool,
+                         _output_padding: Any, _groups: Any, output_mask: Any, out_shape: Any = None,
+                         **kwargs: Any) -> int:
+    # Each requested gradient (input, weight) costs the forward's multiply-adds. PyTorch's
+    # own formula ignores groups for the weight gradient, counting a depthwise convolution
+    # (ConvNeXt) hundreds of times over.
+    forward = conv_flop_count(list(x_shape), list(w_shape), list(grad_out_shape), transposed)
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of running ``fn`` as ``torch.utils.flop_counter.FlopCounterMode`` counts them:
+    matrix multiplications, attention and convolutions, 2 per multiply-add; element-wise
+    work is not counted. A convolution's backward is one forward per requested gradient.
+
+    Works on ``meta`` tensors: losses that select pairs with data-dependent ops
+    (``nonzero``, boolean masks) take every element as selected there, which changes only
+    the loss's negligible FLOPs.
+    """
+    from torch.fx.experimental import _config as fx_config
+
+    with fx_config.patch(meta_nonzero_assume_all_nonzero=True), \
+            FlopCounterMode(display=False, custom_mapping={
+                torch.ops.aten.convolution_backward: _conv_backward_flops}) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+@dataclass(frozen=True)
+class ModelFlops:
+    """Model FLOPs of one training step and of one embedding batch (see :func:`model_flops`)."""
+
+    train_step: int
+    train_images: int
+    embed_batch: int
+    embed_images: int
+    counted: str
+    recompute_counted: bool
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able figures."""
+        return {"train_step": self.train_step, "train_images": self.train_images,
+                "embed_batch": self.embed_batch, "embed_images": self.embed_images,
+                "counted": self.counted, "recompute_counted": self.recompute_counted}
+
+
+def checkpoint_options(model_name: str) -> list[str]:
+    """The registered model's options that switch gradient checkpointing on
+    (``grad_checkpointing``, ``restoration_grad_checkpointing``, ...)."""
+    from mcgf.models.model_registry import model_options
+
+    return sorted(k for k in model_options(model_name) if k.endswith("grad_checkpointing"))
+
+
+def _count(cfg: RunConfig, classes: int, device: torch.device, shape: BatchShape,
+           embed_images: int, recompute: bool) -> tuple[nn.Module, int, int, int]:
+    """(model, images in the counted batch, training-step FLOPs, embedding-batch FLOPs)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from mcgf.models.model_registry import create_model
+
+    options = {**cfg.model, "num_classes": classes}
+    options.pop("weights", None)  # FLOPs do not depend on weight values: nothing to read
+    if not recompute:  # every checkpointing switch: the encoder's, a branch's
+        options.update({key: False for key in checkpoint_options(options["name"])})
+    size = int(cfg.model.get("img_size") or 224)
+    torch.manual_seed(0)
+    with device:
+        model = create_model(**options)
+    h, w = getattr(model, "input_size", (size, size))
+    # Random values drawn on the CPU, then moved (to ``meta``: shapes only).
+    batch = random_batch(shape, (h, w), classes, clean=restore_weight(model) > 0, device=device)
+    model.train()
+
+    def step() -> None:
+        model.loss(batch)["total"].backward()
+
+    # The math backend computes attention as two batched matmuls forward and four backward
+    # (what the meta device runs anyway); the CPU's fused kernel has no FLOP formula and
+    # would count as nothing.
+    attention = contextlib.nullcontext() if recompute else sdpa_kernel(SDPBackend.MATH)
+    with attention:
+        train = count_flops(step)
+        model.eval()
+        images = torch.zeros(embed_images, 3, h, w, device=device)
+        with torch.no_grad():
+            embed = count_flops(lambda: model.embed(images, "drone"))
+    return model, shape.images, train, embed
+
+
+def model_flops(
+    cfg: RunConfig,
+    classes: int,
+    *,
+    shape: BatchShape | None = None,
+    embed_images: int = 1,
+    recompute: bool = False,
+) -> tuple[nn.Module, ModelFlops]:
+    """Count one training step and one embedding batch of ``cfg``'s model.
+
+    The training step is ``model.loss(batch)["total"].backward()`` on a batch of ``shape``
+    (the config's ``P × M`` by default), with ``drone_clean`` when the model weights a
+    restoration term; the embedding batch is ``model.embed`` of ``embed_images`` drone
+    views. Both run on the ``meta`` device: shapes only, no memory, no GPU, seconds even
+    for EVA-02-L at 448 px.
+
+    These are model FLOPs, the arithmetic the model needs: the model is built with
+    gradient checkpointing off (every option of :func:`checkpoint_options`), because a checkpointed forward is computed again during
+    the backward, and counting that recomputation would credit the hardware with work
+    that only buys memory; attention counts as its matmuls (two forward, four backward).
+    ``recompute`` counts as the model is configured instead: a checkpointed forward
+    twice, and attention as the kernel PyTorch picks for the device (on the CPU, a fused
+    kernel that ``FlopCounterMode`` does not count).
+
+    A loss whose control flow depends on values (``if mask.any()``) cannot run on the meta
+    device: the model is then counted on the CPU with two locations per batch and one
+    embedded image, and scaled linearly to ``shape`` and ``embed_images`` (the losses' own
+    pairwise terms are negligible), which ``counted`` says.
+
+    Returns:
+        the model counted (its parameters, on ``meta`` or the CPU) and the counts.
+
+    Raises:
+        UserError: the model cannot be built from ``cfg.model``.
+    """
+    shape = shape or batch_shape(cfg)
+    try:
+        model, images, train, embed = _count(cfg, classes, torch.device("meta"), shape,
+                                             embed_images, recompute)
+        counted = "meta"
+    except (NotImplementedError, RuntimeError):
+        small = BatchShape(2, shape.drones_per_location)
+        with torch.device("cpu"):
+            model, images, train, embed = _count(cfg, classes, torch.device("cpu"), small, 1,
+                                                 recompute)
+        counted = f"CPU, {images} images, scaled"
+        train = train * shape.images // images
+        embed = embed * embed_images
+    return model, ModelFlops(train, shape.images, embed, embed_images, counted, recompute)
+
+
+@dataclass(frozen=True)
+class DensePeak:
+    """Dense (no 2:4 sparsity) tensor-core peak of GPUs whose name matches ``pattern``
+    (a case-insensitive regular expression); ``None``: that variant's figure is unknown."""
+
+    pattern: str
+    bf16: float | None
+    fp16: float | None
+    source: str
+
+
+#: Dense bf16/fp16 tensor-core peaks in TFLOP/s (fp32 accumulate), first match wins.
+#: Datasheets quote these "with sparsity"; the dense figure is half of it.
+DENSE_PEAKS: tuple[DensePeak, ...] = (
+    # NVIDIA H100 datasheet, PCIe column: BF16 and FP16 Tensor Core 1,513 TFLOPS with sparsity.
+    DensePeak(r"\bH100\b.*\bPCIe\b", 756.5, 756.5, "NVIDIA H100 datasheet (PCIe)"),
+    # The NVL boards run other clocks than the SXM parts; their figures are not listed here,
+    # and this entry keeps them from matching the SXM lines below.
+    DensePeak(r"\bH[12]00\b.*\bNVL\b", None, None, "H100/H200 NVL: not listed"),
+    # NVIDIA H100 datasheet, SXM column: 1,979 TFLOPS with sparsity; the Hopper architecture
+    # whitepaper gives 989.4 dense (132 SMs × 4096 FLOP/clock × 1.83 GHz). The SXM part
+    # reports itself as e.g. "NVIDIA H100 80GB HBM3".
+    DensePeak(r"\bH100\b", 989.4, 989.4, "NVIDIA H100 datasheet / Hopper whitepaper (SXM)"),
+    # NVIDIA H200 datasheet, SXM column: 1,979 TFLOPS with sparsity (the H100 SXM's GH100
+    # compute with more memory).
+    DensePeak(r"\bH200\b", 989.4, 989.4, "NVIDIA H200 datasheet (SXM)"),
+    # NVIDIA A100 datasheet: BFLOAT16 and FP16 Tensor Core 312 TFLOPS (624 with sparsity),
+    # the same for the PCIe and SXM, 40 and 80 GB parts.
+    DensePeak(r"\bA100\b", 312.0, 312.0, "NVIDIA A100 datasheet"),
+    # NVIDIA L40S and L40 datasheets: BFLOAT16 and FP16 Tensor Core 362.05 (733 with
+    # sparsity) and 181.05 (362.1 with sparsity).
+    DensePeak(r"\bL40S\b", 362.05, 362.05, "NVIDIA L40S datasheet"),
+    DensePeak(r"\bL40\b", 181.05, 181.05, "NVIDIA L40 datasheet"),
+)
+
+
+def dense_peak(gpu_name: str) -> DensePeak | None:
+    """The :data:`DENSE_PEAKS` entry of ``gpu_name`` (``torch.cuda.get_device_name``), if any."""
+    for entry in DENSE_PEAKS:
+        if re.search(entry.pattern, gpu_name, flags=re.IGNORECASE):
+            return entry
+    return None
+
+
+def dense_peak_tflops(gpu_name: str, dtype: str = "bf16") -> float | None:
+    """Dense tensor-core peak in TFLOP/s of ``gpu_name`` for ``dtype`` (``"bf16"`` or
+    ``"fp16"``); ``None`` for a GPU or a precision without a known figure.
+
+    >>> dense_peak_tflops("NVIDIA H100 80GB HBM3")
+    989.4
+    """
+    entry = dense_peak(gpu_name)
+    if entry is None or dtype not in ("bf16", "fp16"):
+        return None
+    return entry.bf16 if dtype == "bf16" else entry.fp16
+
+
 __all__ = [
+    "DENSE_PEAKS",
     "BatchShape",
+    "DensePeak",
+    "ModelFlops",
     "StepCost",
     "StepOptions",
     "StepTiming",
     "batch_shape",
     "benchmark_config",
     "build_model",
+    "checkpoint_options",
     "compare_step_cost",
+    "count_flops",
+    "dense_peak",
+    "dense_peak_tflops",
     "device_name",
     "make_optimizer",
+    "model_flops",
     "num_classes",
     "random_batch",
     "restore_weight",

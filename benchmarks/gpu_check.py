@@ -1,5 +1,5 @@
 """One short GPU check of the paper-scale model: training and embedding throughput, memory,
-and the restoration branch's step cost.
+achieved TFLOP/s and share of the GPU's peak, and the restoration branch's step cost.
 
     PYTHONPATH=src python3 benchmarks/gpu_check.py --out runs/gpu-check
     python benchmarks/gpu_check.py --tiny --out runs/gpu-check-tiny      # CPU, seconds
@@ -8,21 +8,40 @@ Phases, each bounded by ``--max-seconds`` of timing:
 
 1. **build** — the config's model (``configs/mcgf-eva02-l-448.yaml`` by default) with random
    weights (``model.pretrained`` forced false; ``--weights PATH`` loads a local file);
-2. **train** — ``--steps`` full training steps on one batch of random tensors shaped like
+2. **flops** — the model FLOPs of one training step and of one embedding batch, counted on
+   PyTorch's ``meta`` device (see below): no GPU time, no GPU memory;
+3. **train** — ``--steps`` full training steps on one batch of random tensors shaped like
    the config's (``P`` locations × ``M`` drone views + one satellite tile each), with the
    config's objective and the training loop's AdamW / layer decay / clipping / bf16
    autocast. Each step is the loop's own ``mcgf.training.step.train_step``, fed random
    tensors rather than the loop's loader: the loop's throughput on a real dataset also depends on JPEG decoding and the weather
    rendered by CPU workers, which this check keeps out so the figure is the GPU's;
-3. **step cost** — the same model with the branch on vs off (see ``step_cost.py``), at the
+4. **step cost** — the same model with the branch on vs off (see ``step_cost.py``), at the
    config's ``restore_size`` and at each of ``--restore-sizes``;
-4. **embed** — ``model.embed`` under ``torch.inference_mode`` and bf16 autocast, batches of
+5. **embed** — ``model.embed`` under ``torch.inference_mode`` and bf16 autocast, batches of
    ``--embed-batch`` images.
 
 Images/s counts drone plus satellite images, as ``log.csv`` does. Peak memory is
-``torch.cuda.max_memory_allocated`` per phase. Writes ``OUT/gpu_check.json`` and
-``OUT/gpu_check.md`` (the printed Markdown table). A phase that runs out of GPU memory
-is reported as such and the others still run.
+``torch.cuda.max_memory_allocated`` per phase.
+
+Achieved TFLOP/s is model FLOPs over the median time: the FLOPs of one training step over
+the median step, of one embedding batch over the median batch. Model FLOPs are what
+``torch.utils.flop_counter.FlopCounterMode`` counts (matrix multiplications, attention and
+convolutions, 2 per multiply-add) for one ``model.loss(batch)["total"].backward()`` on a
+batch of the timed shape (restoration term included when the config weights it) and for
+``model.embed`` of one batch, on PyTorch's ``meta`` device, with the model built with
+every ``*grad_checkpointing`` option off (``_profiling.model_flops``): checkpointing runs
+each block's forward a second time during the backward to save memory, and counting that
+recomputation would report hardware work as if it were the model's, inflating the figure
+for a config that trades speed for memory. The share of peak divides by the card's dense
+(no 2:4 sparsity) bf16 tensor-core peak from the table in ``_profiling.py`` (fp16 under
+fp16 autocast), matched on the GPU's name; ``--peak-tflops`` overrides it, and without a
+known peak (the CPU, an unlisted card) the share is "–". The goals on an H100: training
+≥ 30 % of peak (restoration branch included), embedding ≥ 45 %; each share is printed
+beside its target.
+
+Writes ``OUT/gpu_check.json`` and ``OUT/gpu_check.md`` (the printed Markdown table). A
+phase that runs out of GPU memory is reported as such and the others still run.
 
 Without a CUDA device, or with ``--tiny``, a tiny ViT config runs on the CPU instead, so
 that the script itself stays tested; its figures say nothing about the paper scale.
@@ -46,8 +65,11 @@ from _profiling import (
     benchmark_config,
     build_model,
     compare_step_cost,
+    dense_peak,
+    dense_peak_tflops,
     device_name,
     make_optimizer,
+    model_flops,
     num_classes,
     random_batch,
     restore_weight,
@@ -72,6 +94,9 @@ TINY = (
 )
 RATIO_TARGET = 1.25
 SHARE_TARGET = 0.10
+#: Goal shares of the dense bf16 peak on an H100: training (branch included), embedding.
+TRAIN_PEAK_TARGET = 0.30
+EMBED_PEAK_TARGET = 0.45
 
 
 def _phase(report: dict[str, Any], name: str, fn: Callable[[], dict[str, Any]],
@@ -95,6 +120,40 @@ def _phase(report: dict[str, Any], name: str, fn: Callable[[], dict[str, Any]],
     report.setdefault("phase_seconds", {})[name] = time.perf_counter() - t0
     print(f"[gpu_check] {name}: {time.perf_counter() - t0:.1f} s", flush=True)
     write_json_atomic(out / "gpu_check.json", report)
+
+
+def resolve_peak(gpu_name: str | None, amp: str, override: float | None = None) -> dict[str, Any]:
+    """The peak the shares are taken of: ``{"tflops", "dtype", "source"}``.
+
+    Args:
+        gpu_name: ``torch.cuda.get_device_name``; ``None`` on the CPU.
+        amp: the arithmetic of the timed work, ``"bf16"``, ``"fp16"`` or ``"fp32"``.
+        override: ``--peak-tflops``, used as given whatever the device.
+    """
+    if override is not None:
+        return {"tflops": float(override), "dtype": amp, "source": "--peak-tflops"}
+    hint = "pass --peak-tflops"
+    if gpu_name is None:
+        return {"tflops": None, "dtype": amp, "source": f"no peak for a CPU: {hint}"}
+    if amp not in ("bf16", "fp16"):
+        return {"tflops": None, "dtype": amp,
+                "source": f"the table holds bf16/fp16 peaks, not {amp}: {hint}"}
+    value = dense_peak_tflops(gpu_name, amp)
+    entry = dense_peak(gpu_name)
+    if value is None:
+        return {"tflops": None, "dtype": amp,
+                "source": f"no dense {amp} peak known for {gpu_name}: {hint}"}
+    return {"tflops": value, "dtype": amp, "source": entry.source if entry else ""}
+
+
+def throughput(flops: int | None, median_s: float, peak_tflops: float | None,
+               target: float) -> dict[str, Any]:
+    """Achieved TFLOP/s (``flops`` per ``median_s``) and its share of ``peak_tflops``;
+    ``None`` where the count or the peak is missing."""
+    tflops = None if flops is None else flops / median_s / 1e12
+    share = None if tflops is None or not peak_tflops else tflops / peak_tflops
+    return {"flops": flops, "tflops": tflops, "peak_tflops": peak_tflops,
+            "share_of_peak": share, "share_target": target}
 
 
 def run_check(args: argparse.Namespace, out: Path) -> dict[str, Any]:
@@ -134,6 +193,17 @@ def run_check(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     options = step_options(cfg)
     tc = cfg.train
     with_clean = branch is not None and restore_weight(model) > 0
+    report["peak"] = resolve_peak(torch.cuda.get_device_name(device) if device.type == "cuda"
+                                  else None, report["amp"], args.peak_tflops)
+
+    def flops_phase() -> dict[str, Any]:
+        _, counts = model_flops(cfg, n_classes, shape=shape, embed_images=args.embed_batch)
+        return counts.summary()
+
+    _phase(report, "flops", flops_phase, out)
+
+    def counted(key: str) -> int | None:
+        return report["flops"].get(key) if "error" not in report["flops"] else None
 
     def train_phase() -> dict[str, Any]:
         batch = random_batch(shape, model.input_size, n_classes, clean=with_clean, device=device,
@@ -144,6 +214,8 @@ def run_check(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         del opt
         out = timing_dict(timing)
         out["drone_images_per_s"] = shape.drone_images / timing.median_s
+        out.update(throughput(counted("train_step"), timing.median_s,
+                              report["peak"]["tflops"], TRAIN_PEAK_TARGET))
         return out
 
     _phase(report, "train", train_phase, out)
@@ -178,7 +250,9 @@ def run_check(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         images = torch.randn(args.embed_batch, 3, *model.input_size, generator=g).to(device)
         timing = time_embedding(model, images, amp=tc.amp, batches=args.embed_batches,
                                 warmup=args.warmup, max_seconds=args.max_seconds)
-        return timing_dict(timing)
+        return {**timing_dict(timing),
+                **throughput(counted("embed_batch"), timing.median_s,
+                             report["peak"]["tflops"], EMBED_PEAK_TARGET)}
 
     _phase(report, "embed", embed_phase, out)
     return report
@@ -186,6 +260,27 @@ def run_check(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
 def _fmt(value: float | None, spec: str, unit: str = "") -> str:
     return "—" if value is None else format(value, spec) + unit
+
+
+def _flop(n: int) -> str:
+    """``n`` FLOPs with an SI prefix, four significant digits."""
+    for power, prefix in ((15, "P"), (12, "T"), (9, "G"), (6, "M"), (3, "k")):
+        if n >= 10**power:
+            return f"{n / 10**power:.4g} {prefix}FLOP"
+    return f"{n} FLOP"
+
+
+def _tflops(value: float) -> str:
+    """TFLOP/s with three significant digits below 100 (a CPU's are tiny)."""
+    return f"{value:.1f}" if value >= 100 else f"{value:.3g}"
+
+
+def _rate_row(phase: dict[str, Any]) -> str:
+    """``x TFLOP/s (y % of peak, target ≥ z %)`` of a train or embed phase."""
+    share = phase["share_of_peak"]
+    share_text = "– of peak" if share is None else f"{100 * share:.1f} % of peak"
+    return (f"{_tflops(phase['tflops'])} ({share_text}, target ≥ "
+            f"{100 * phase['share_target']:.0f} %)")
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -203,6 +298,17 @@ def markdown(report: dict[str, Any]) -> str:
                   f"= {b['images']} images, {report['amp']}"),
         ("build", f"{report['phase_seconds']['build']:.1f} s"),
     ]
+    peak = report.get("peak")
+    if peak is not None:
+        rows.append(("dense peak", f"{peak['tflops']:g} TFLOP/s {peak['dtype']} ({peak['source']})"
+                     if peak["tflops"] else f"– ({peak['source']})"))
+    flops = report.get("flops")
+    if flops is not None:
+        rows.append(("model FLOPs", flops["error"] if "error" in flops else
+                     f"{_flop(flops['train_step'])} per training step, "
+                     f"{_flop(flops['embed_batch'])} per embedding batch of "
+                     f"{flops['embed_images']} (counted on {flops['counted']}, "
+                     "checkpoint recomputation excluded)"))
     train = report.get("train", {})
     if "error" in train:
         rows.append(("training", train["error"]))
@@ -213,6 +319,8 @@ def markdown(report: dict[str, Any]) -> str:
                                   f"({train['drone_images_per_s']:.1f} drone)"),
             ("training peak memory", _fmt(train["peak_memory_gib"], ".2f", " GiB")),
         ]
+        if train.get("tflops") is not None:
+            rows.append(("training TFLOP/s", _rate_row(train)))
     cost = report.get("step_cost", {})
     if "skipped" in cost or "error" in cost:
         rows.append(("step cost", cost.get("skipped") or cost.get("error")))
@@ -236,6 +344,8 @@ def markdown(report: dict[str, Any]) -> str:
                                    f"median of {emb['steps']})"),
             ("embedding peak memory", _fmt(emb["peak_memory_gib"], ".2f", " GiB")),
         ]
+        if emb.get("tflops") is not None:
+            rows.append(("embedding TFLOP/s", _rate_row(emb)))
     lines = ["| measure | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
     return "\n".join(lines) + "\n"
 
@@ -248,6 +358,17 @@ def _sizes(text: str) -> list[int]:
     if any(s < 8 for s in sizes):
         raise argparse.ArgumentTypeError("restore sizes must be >= 8")
     return sizes
+
+
+def _positive(text: str) -> float:
+    """argparse type: a number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -270,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps before each timing")
     parser.add_argument("--max-seconds", type=float, default=90.0,
                         help="time limit of each phase's timing (at least one step runs)")
+    parser.add_argument("--peak-tflops", type=_positive, default=None,
+                        help="the device's dense peak in TFLOP/s for the shares (default: the "
+                        "table's bf16/fp16 figure for known GPUs, none on the CPU)")
     parser.add_argument("--tiny", action="store_true",
                         help="a tiny ViT config on the CPU (the default without a GPU)")
     parser.add_argument("--threads", type=int, default=None,
@@ -298,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     write_text_atomic(out / "gpu_check.md", table)
     print(table, end="")
     print(f"[gpu_check] wrote {out / 'gpu_check.json'} and {out / 'gpu_check.md'}")
-    failed = [k for k in ("train", "step_cost", "embed") if "error" in report.get(k, {})]
+    failed = [k for k in ("flops", "train", "step_cost", "embed") if "error" in report.get(k, {})]
     return 1 if failed else 0
 
 

@@ -11,10 +11,13 @@ config's batch (``model.loss`` forward and its backward, restoration branch incl
 where the config has one) and per training image, and the FLOPs of embedding one image
 (the test-time ``embed`` of a drone view). FLOPs are what ``torch.utils.flop_counter``
 counts (matrix multiplications and convolutions, 2 per multiply-add; element-wise work is
-not counted), which is also how ``benchmarks/gpu_check.py`` turns measured images/s into
-a share of the card's peak; a convolution's backward is counted as one forward per
-requested gradient (PyTorch's formula ignores groups there and overcounts depthwise
-convolutions by their channel count). Seconds per step need a GPU: ``benchmarks/gpu_check.py``.
+not counted); a convolution's backward is counted as one forward per requested gradient
+(PyTorch's formula ignores groups there and overcounts depthwise convolutions by their
+channel count). The counter is ``_profiling.model_flops``, which ``benchmarks/gpu_check.py``
+also uses to turn measured step times into TFLOP/s and a share of the card's peak. Here
+each model is built as its config says, so a gradient-checkpointed one (``mcgf``,
+``sample4geo``) has its recomputed forward counted too; ``gpu_check.py`` counts model
+FLOPs without it. Seconds per step need a GPU: ``benchmarks/gpu_check.py``.
 
 Our own code, because no library counts a whole training step of an arbitrary
 ``model.loss`` on the meta device; the counting itself is PyTorch's.
@@ -26,12 +29,8 @@ import argparse
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
-import torch
-from torch.utils.flop_counter import FlopCounterMode
-
-from _profiling import BatchShape, batch_shape, benchmark_config, random_batch, restore_weight
+from _profiling import batch_shape, benchmark_config, count_flops, model_flops
 from mcgf.config import load_config
 from mcgf.errors import UserError
 from mcgf.fileio import write_json_atomic
@@ -39,6 +38,8 @@ from seed_table import CONFIGS, METHODS, parse_methods
 
 #: Training locations of University-1652 (the head size of every paper config).
 U1652_CLASSES = 701
+#: The FLOP counter (``_profiling.count_flops``), also reachable under this name.
+_flops = count_flops
 
 
 @dataclass(frozen=True)
@@ -57,58 +58,6 @@ class PaperCost:
     counted: str
 
 
-def _conv_backward_flops(grad_out_shape: Any, x_shape: Any, w_shape: Any, _bias: Any,
-                         _stride: Any, _padding: Any, _dilation: Any, transposed: bool,
-                         _output_padding: Any, _groups: Any, output_mask: Any, out_shape: Any = None,
-                         **kwargs: Any) -> int:
-    # Each requested gradient (input, weight) costs the forward's multiply-adds. PyTorch's
-    # own formula ignores groups for the weight gradient, counting a depthwise convolution
-    # (ConvNeXt) hundreds of times over.
-    from torch.utils.flop_counter import conv_flop_count
-
-    forward = conv_flop_count(list(x_shape), list(w_shape), list(grad_out_shape), transposed)
-    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
-
-
-def _flops(fn: Any) -> int:
-    # Losses select pairs with data-dependent ops (nonzero, boolean masks); on meta tensors
-    # they are taken as "all selected", which changes only the loss's negligible FLOPs.
-    from torch.fx.experimental import _config as fx_config
-
-    with fx_config.patch(meta_nonzero_assume_all_nonzero=True), \
-            FlopCounterMode(display=False, custom_mapping={
-                torch.ops.aten.convolution_backward: _conv_backward_flops}) as counter:
-        fn()
-    return int(counter.get_total_flops())
-
-
-def _count(cfg: Any, classes: int, device: torch.device,
-           locations: int | None) -> tuple[torch.nn.Module, int, int, int]:
-    """(model, images in the counted batch, training-step FLOPs, embedding FLOPs per image)."""
-    from mcgf.models.model_registry import create_model
-
-    size = int(cfg.model.get("img_size") or 224)
-    torch.manual_seed(0)
-    with device:
-        model = create_model(**{**cfg.model, "num_classes": classes})
-    shape = batch_shape(cfg)
-    if locations is not None:
-        shape = BatchShape(locations, shape.drones_per_location)
-    # Random values drawn on the CPU, then moved (to ``meta``: shapes only).
-    batch = random_batch(shape, (size, size), classes, clean=restore_weight(model) > 0,
-                         device=device)
-    model.train()
-
-    def step() -> None:
-        model.loss(batch)["total"].backward()
-
-    train = _flops(step)
-    model.eval()
-    with torch.no_grad():
-        embed = _flops(lambda: model.embed(batch["drone"][:1], "drone"))
-    return model, batch["drone"].shape[0] + batch["satellite"].shape[0], train, embed
-
-
 def method_cost(name: str, classes: int = U1652_CLASSES) -> PaperCost:
     """Count ``name``'s paper config (see the module docstring).
 
@@ -122,24 +71,18 @@ def method_cost(name: str, classes: int = U1652_CLASSES) -> PaperCost:
     """
     path = CONFIGS / METHODS[name].paper
     cfg = benchmark_config(load_config(path), [], str(path))
-    shape = batch_shape(cfg)
-    images = shape.drone_images + shape.locations
-    try:
-        model, counted_images, train, embed = _count(cfg, classes, torch.device("meta"), None)
-        counted = "meta"
-    except (NotImplementedError, RuntimeError):
-        with torch.device("cpu"):
-            model, counted_images, train, embed = _count(cfg, classes, torch.device("cpu"), 2)
-        train = train * images // counted_images
-        counted = f"CPU, {counted_images} images, scaled"
+    images = batch_shape(cfg).images
+    # As configured: a gradient-checkpointed model's recomputed forward is counted too.
+    model, flops = model_flops(cfg, classes, recompute=True)
     params = list(model.parameters())
+    train = flops.train_step
     return PaperCost(
         method=METHODS[name].label, config=f"configs/{METHODS[name].paper}",
         image_size=int(cfg.model.get("img_size") or 224), batch_images=images,
         params_m=sum(p.numel() for p in params) / 1e6,
         trainable_m=sum(p.numel() for p in params if p.requires_grad) / 1e6,
         train_step_gflops=train / 1e9, train_gflops_per_image=train / 1e9 / images,
-        embed_gflops_per_image=embed / 1e9, counted=counted,
+        embed_gflops_per_image=flops.embed_batch / 1e9, counted=flops.counted,
     )
 
 

@@ -17,6 +17,7 @@ TRAIN_CONFIGS = sorted(p for p in CONFIGS.glob("*.yaml") if "train" in load_conf
 PAPER = CONFIGS / "mcgf-eva02-l-448.yaml"
 BASELINE = CONFIGS / "baseline-ce.yaml"
 INFONCE = CONFIGS / "mcgf-infonce.yaml"
+PRESET_24GB = CONFIGS / "mcgf-eva02-l-448-24gb.yaml"
 EVA = "eva02_large_patch14_448.mim_m38m_ft_in22k_in1k"
 BRANCH_KEYS = {"restoration_width", "restoration_mults", "restoration_blocks", "restore_size",
                "restoration_condition"}
@@ -90,6 +91,20 @@ def test_infonce_is_the_paper_config_plus_infonce() -> None:
         {k: paper[k] for k in ("data", "weather", "train")}
     assert nce["model"]["infonce"] > 0
     assert nce["model"] == {**paper["model"], "infonce": nce["model"]["infonce"]}
+
+
+def test_24gb_preset_is_the_paper_config_with_smaller_micro_batches() -> None:
+    """Same model, data, weather and global batch; the three changes its header names."""
+    paper, preset = load_config(PAPER), load_config(PRESET_24GB)
+    assert preset["weather"] == paper["weather"]
+    assert preset["data"] == {**paper["data"], "locations_per_batch": 8}
+    assert preset["train"] == {**paper["train"], "accumulate": 8}
+    assert preset["model"] == {**paper["model"], "restoration_grad_checkpointing": True}
+    cfg = _parse(PRESET_24GB)
+    d, t = cfg.data, cfg.train
+    assert t.accumulate * d.locations_per_batch * d.drones_per_location == 128
+    text = PRESET_24GB.read_text()
+    assert "11.4 GiB" in text and "benchmarks/memory_estimate.py" in text
 
 
 def test_paper_config_is_overridable() -> None:
