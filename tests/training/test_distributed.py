@@ -200,3 +200,28 @@ def test_validation_under_two_processes_equals_one_process_validation(val_root: 
                                                                     rel=1e-5)
     for key in ("val_R@1", "val_AP"):
         assert float(rows[-1][key]) == pytest.approx(single[key], rel=1e-5)
+
+
+def test_two_processes_with_every_speed_lever_log_what_they_log_without(
+        root: Path, tmp_path: Path) -> None:
+    """DDP with the restoration branch, gradient checkpointing of the encoder and of the
+    denoiser, one encoder pass over both views and compiled blocks (``aot_eager``): the
+    same losses as the plain 2-process run, logged on every step. Half the drone images
+    stay clean, so a rank's micro-batch may lack the restoration term the other has."""
+    cfg = config(root, epochs=2, device="cpu", grad_norms_every=0)
+    cfg["weather"]["clean_fraction"] = 0.5
+    logs = []
+    for levers in (False, True):
+        run = {**cfg, "model": dict(cfg["model"]), "train": dict(cfg["train"])}
+        if levers:
+            run["model"].update(grad_checkpointing=True, restoration_grad_checkpointing=True,
+                                joint_views=True)
+            run["train"]["compile"] = "aot_eager"
+        out = tmp_path / f"levers-{levers}"
+        mp.spawn(_worker, args=(2, _free_port(), run, str(out)), nprocs=2, join=True)
+        logs.append(read_log(out))
+    plain, fast = logs
+    assert [r["step"] for r in fast] == ["1", "2"]
+    for a, b in zip(plain, fast, strict=True):
+        for key in ("ce", "infonce", "restore", "total"):
+            assert float(b[key]) == pytest.approx(float(a[key]), rel=1e-4), key

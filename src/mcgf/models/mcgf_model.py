@@ -259,7 +259,8 @@ class MCGFModel(nn.Module):
         from timm.data import resolve_model_data_config
 
         _check_args(input_norm, input_norm_sigma, satellite_rotations, restoration_condition,
-                    (lambda_restore, infonce, consistency, label_smoothing))
+                    (lambda_restore, infonce, consistency, label_smoothing),
+                    joint_views and not share_encoder)
         self.input_norm = input_norm
         self.input_norm_sigma = float(input_norm_sigma)
         self.satellite_rotations = int(satellite_rotations)
@@ -270,8 +271,6 @@ class MCGFModel(nn.Module):
         self.consistency = float(consistency)
         self.twin_ce = bool(twin_ce)
         self.label_smoothing = float(label_smoothing)
-        if joint_views and not share_encoder:
-            raise ValueError("joint_views needs share_encoder")
         self.joint_views = bool(joint_views)
 
         model_args = dict(backbone_args or {})
@@ -295,16 +294,20 @@ class MCGFModel(nn.Module):
         self.restoration_sources: tuple[int | None, ...] = ()
         self.restoration: RestorationBranch | None = None
         if restoration:
-            self._build_restoration(tuple(restoration_mults), restoration_width, restoration_blocks)
-            assert self.restoration is not None
-            self.restoration.set_grad_checkpointing(restoration_grad_checkpointing)
-        self.mean: tuple[float, float, float] = tuple(float(m) for m in cfg["mean"])  # type: ignore[assignment]
-        self.std: tuple[float, float, float] = tuple(float(s) for s in cfg["std"])  # type: ignore[assignment]
-        self.register_buffer("_mean", torch.tensor(self.mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("_std", torch.tensor(self.std).view(1, 3, 1, 1), persistent=False)
+            self._build_restoration(tuple(restoration_mults), restoration_width, restoration_blocks,
+                                    restoration_grad_checkpointing)
+        self._set_normalisation(cfg)
         self.channels_last = bool(channels_last)
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
+
+    def _set_normalisation(self, data_config: dict[str, Any]) -> None:
+        """The encoder's input mean and std: attributes for embedders, buffers for
+        :meth:`_to_unit_range`."""
+        self.mean: tuple[float, float, float] = tuple(float(m) for m in data_config["mean"])  # type: ignore[assignment]
+        self.std: tuple[float, float, float] = tuple(float(s) for s in data_config["std"])  # type: ignore[assignment]
+        self.register_buffer("_mean", torch.tensor(self.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("_std", torch.tensor(self.std).view(1, 3, 1, 1), persistent=False)
 
     def _build_encoders(self, opts: dict[str, Any], ibn_ratio: float, ibn_mode: str) -> int:
         """Create the drone encoder (and a separate satellite one unless shared) with
@@ -324,7 +327,8 @@ class MCGFModel(nn.Module):
                 make_ibn(encoder, self.ibn_stages, ibn_ratio, ibn_mode)
         return drone.dim
 
-    def _build_restoration(self, mults: tuple[int, ...], width: int, blocks: int) -> None:
+    def _build_restoration(self, mults: tuple[int, ...], width: int, blocks: int,
+                           grad_checkpointing: bool = False) -> None:
         """The restoration branch and the encoder maps that condition its scales."""
         if self.restoration_condition == "features":
             side = self.restore_size or self.input_size[0]
@@ -339,6 +343,7 @@ class MCGFModel(nn.Module):
             width=width,
             mults=mults,
             num_res_blocks=blocks,
+            grad_checkpointing=grad_checkpointing,
         )
 
     @property
@@ -612,7 +617,8 @@ def _rows(x: torch.Tensor, rows: list[int] | None) -> torch.Tensor:
 
 
 def _check_args(input_norm: str, input_norm_sigma: float, satellite_rotations: int,
-                restoration_condition: str, loss_options: tuple[float, ...]) -> None:
+                restoration_condition: str, loss_options: tuple[float, ...],
+                joint_unshared: bool = False) -> None:
     """Raise ``ValueError`` for a bad option value (``create_model`` checks them earlier,
     with config-style messages; this guards direct construction)."""
     if input_norm not in INPUT_NORMS:
@@ -627,6 +633,8 @@ def _check_args(input_norm: str, input_norm_sigma: float, satellite_rotations: i
     if min(loss_options) < 0 or loss_options[-1] >= 1:
         raise ValueError(f"{', '.join(LOSS_OPTIONS)} must be >= 0 (label_smoothing < 1), "
                          f"got {loss_options}")
+    if joint_unshared:
+        raise ValueError("joint_views needs share_encoder")
 
 
 def _input_size(encoder: nn.Module, data_config: dict[str, Any]) -> tuple[int, int]:
