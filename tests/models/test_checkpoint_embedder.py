@@ -104,3 +104,32 @@ def test_unshared_checkpoint_evaluates_each_view_with_its_encoder(tmp_path: Path
 def _shared(tmp_path: Path) -> Path:
     save_tiny(tmp_path / "shared")
     return tmp_path / "shared"
+
+
+def test_speed_options_embed_the_same_features(tmp_path: Path, tiny_u1652: Path) -> None:  # noqa: F811
+    """``compile`` (here ``aot_eager``) gives the same features under the same identity;
+    ``weights_dtype=bf16`` gives close ones (cosine > 0.99) under another identity."""
+    import pytest
+
+    save_tiny(tmp_path / "ck")
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    plain = build_embedder("checkpoint", checkpoint=str(tmp_path / "ck"))
+    compiled = build_embedder("checkpoint", checkpoint=str(tmp_path / "ck"), compile="aot_eager")
+    half = build_embedder("checkpoint", checkpoint=str(tmp_path / "ck"), weights_dtype="bf16")
+    assert compiled.identity == plain.identity
+    assert half.identity == plain.identity + ":weights=bf16"
+    assert next(half.model.parameters()).dtype == torch.bfloat16
+    ref = plain.embed(x)
+    torch.testing.assert_close(compiled.embed(x), ref, rtol=1e-5, atol=1e-6)
+    low = half.embed(x).float()
+    assert low.shape == ref.shape
+    cos = torch.nn.functional.cosine_similarity(low, ref, dim=1)
+    assert float(cos.min()) > 0.99
+    with pytest.raises(Exception, match="weights_dtype must be one of fp32, bf16"):
+        build_embedder("checkpoint", checkpoint=str(tmp_path / "ck"), weights_dtype="fp8")
+    # Through the command line: the option reaches the metrics' embedder identity.
+    out = tmp_path / "out"
+    assert main(["evaluate", str(tiny_u1652), "--checkpoint", str(tmp_path / "ck"),
+                 "--embedder-arg", "weights_dtype=bf16", "--out", str(out), "--workers", "0",
+                 "--batch-size", "4", "--quiet", "--device", "cpu"]) == 0
+    assert ":weights=bf16" in (out / "metrics.json").read_text()
