@@ -3,6 +3,7 @@
     python benchmarks/pipeline.py                                  # 448 px, workers 0 and 1
     python benchmarks/pipeline.py --data /data/University-Release --workers 0,1,2,4
     python benchmarks/pipeline.py --model-ips 40.5 --json runs/pipeline.json
+    python benchmarks/pipeline.py --train-steps 20 --train-workers 8   # on a GPU machine
 
 Times the DataLoader that ``mcgf train`` reads, built by the training loop's own functions
 from the config (default ``configs/mcgf-eva02-l-448.yaml``, whose ``data``, ``weather`` and
@@ -37,6 +38,13 @@ per-process rate of the largest ``--workers`` measured. ``--model-ips`` defaults
 training images/s: EVA-02-L at 448 px with the restoration branch on one NVIDIA H100 80GB,
 measured by ``benchmarks/gpu_check.py`` (README, "The MCGF model and its training";
 docs/benchmarks.md). It leaves out the CPU the training process itself needs.
+
+With ``--train-steps N`` it also trains the config's model (random weights, on ``--device``:
+the GPU when there is one) for ``N`` steps of the loop's own ``train_step`` fed by the real
+loader with ``--train-workers`` processes (default: the config's ``data.workers``; memory
+pinned on CUDA), then ``N`` steps on one batch already on the device (model only), and
+reports both rates and their ratio: whether the loader keeps the GPU busy, measured rather
+than inferred from ``--model-ips``.
 
 Without ``--data`` a University-1652-shaped training split is rendered with
 :func:`mcgf.synth.generate_benchmark` (``--locations`` × ``--views`` drone views + one
@@ -265,6 +273,67 @@ def time_stages(dataset: Any, sampler: Any, batches: int = 1, epoch: int = 0) ->
     }
 
 
+def time_training_with_loader(cfg: RunConfig, dataset: Any, workers: int, *, steps: int,
+                              warmup: int, device: torch.device) -> dict[str, Any]:
+    """Training images/s of the config's model (random weights) on ``device`` fed by the
+    real loader with ``workers`` processes, against the same steps on one batch already on
+    the device (model only).
+
+    Each step is the loop's :func:`~mcgf.training.step.train_step` on one micro-batch
+    (``model.loss``, backward, clipping, the loop's AdamW); the loader is the loop's
+    (:func:`~mcgf.training.loop.build_loader`, memory pinned on CUDA). ``warmup`` untimed
+    steps come first in each measurement (worker start-up, cuDNN autotuning).
+    """
+    from _profiling import benchmark_config, build_model, make_optimizer, step_options
+    from mcgf.runtime import autocast, grad_scaler
+    from mcgf.training.loop import build_loader
+    from mcgf.training.step import Objective, model_generator, train_step
+
+    # The model as the benchmarks build it (random weights); the loader keeps the
+    # config's weather and augmentation.
+    bench = benchmark_config(cfg.as_dict(), [], "pipeline")
+    model = build_model(bench, device, dataset.num_classes)
+    t = cfg.train
+    optimizer = make_optimizer(model, t.lr, t.weight_decay, t.layer_decay)
+    options = step_options(cfg)
+    objective = Objective(model, model_generator(options.seed, 0, device))
+    ctx, scaler = autocast(device, options.amp), grad_scaler(device, options.amp)
+
+    def step(batch: dict[str, Any]) -> int:
+        train_step(objective, optimizer, None, batch, autocast=ctx, grad_clip=options.grad_clip,
+                   scaler=scaler)
+        return len(batch["drone"]) + len(batch["satellite"])
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    sampler, loader = build_loader(with_workers(cfg, workers), dataset, device)
+    stream = _endless(sampler, loader)
+    model.train()
+    try:
+        for _ in range(warmup):
+            step(next(stream))
+        first = {k: v.to(device) if isinstance(v, torch.Tensor) else v
+                 for k, v in next(stream).items()}
+        sync()
+        t0 = time.perf_counter()
+        fed = sum(step(next(stream)) for _ in range(steps))
+        sync()
+        fed_s = time.perf_counter() - t0
+    finally:
+        stream.close()
+        del loader
+    t0 = time.perf_counter()
+    alone = sum(step(first) for _ in range(steps))
+    sync()
+    alone_s = time.perf_counter() - t0
+    fed_ips, alone_ips = fed / fed_s, alone / alone_s
+    return {"device": str(device), "workers": workers, "steps": steps, "warmup": warmup,
+            "loader_fed_images_per_s": fed_ips, "model_only_images_per_s": alone_ips,
+            "fed_over_model_only": fed_ips / alone_ips}
+
+
 def workers_needed(model_ips: float, per_process: float) -> int:
     """Loader processes that deliver ``model_ips`` images/s at ``per_process`` each."""
     return math.ceil(model_ips / per_process)
@@ -285,6 +354,9 @@ def measure(
     warmup: int = 2,
     stage_batches: int = 1,
     model_ips: float = MODEL_IPS,
+    train_steps: int = 0,
+    train_workers: int | None = None,
+    device: str = "auto",
     progress: bool = True,
     say: Any = None,
 ) -> dict[str, Any]:
@@ -323,6 +395,16 @@ def measure(
         say(f"timing the stages on {stage_batches} batch(es) in this process")
         sampler, _ = build_loader(with_workers(cfg, 0), dataset, torch.device("cpu"))
         stages = time_stages(dataset, sampler, stage_batches)
+    training = None
+    if train_steps > 0:
+        from mcgf.runtime import resolve_device
+
+        dev = resolve_device(device, "--device")
+        w = cfg.data.workers if train_workers is None else train_workers
+        say(f"training on {dev} with the loader ({w} workers) and without: "
+            f"{train_steps} steps each")
+        training = time_training_with_loader(cfg, dataset, w, steps=train_steps,
+                                             warmup=warmup, device=dev)
     basis = max(runs, key=lambda r: r["workers"])
     d = cfg.data
     return {
@@ -340,7 +422,7 @@ def measure(
         "weather": cfg.weather.conditions, "clean_twins": bool(dataset.return_clean),
         "locations_per_batch": d.locations_per_batch, "drones_per_location": d.drones_per_location,
         "batch_images": d.locations_per_batch * (d.drones_per_location + 1),
-        "runs": runs, "stages": stages,
+        "runs": runs, "stages": stages, "training": training,
         "model_ips": model_ips,
         "model_ips_source": MODEL_IPS_SOURCE if model_ips == MODEL_IPS else "--model-ips",
         "per_worker_images_per_s": basis["images_per_s_per_process"],
@@ -399,6 +481,12 @@ def report(result: dict[str, Any]) -> str:
               f"loader workers to keep it busy: ceil({result['model_ips']:g} / "
               f"{result['per_worker_images_per_s']:.2f}) = {result['workers_needed']} "
               f"(per-process rate of workers={result['per_worker_basis_workers']})"]
+    tr = result.get("training")
+    if tr is not None:
+        lines += ["", f"training on {tr['device']}, {tr['steps']} steps after {tr['warmup']}: "
+                  f"{tr['loader_fed_images_per_s']:.1f} images/s fed by the loader "
+                  f"({tr['workers']} workers), {tr['model_only_images_per_s']:.1f} on one "
+                  f"batch already there (model only): {100 * tr['fed_over_model_only']:.0f} %"]
     return "\n".join(lines)
 
 
@@ -453,6 +541,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-ips", type=float, default=MODEL_IPS,
                         help=f"model-only training images/s (default {MODEL_IPS}: EVA-02-L/448 "
                         "on one H100, benchmarks/gpu_check.py)")
+    parser.add_argument("--train-steps", type=int, default=0,
+                        help="also train the config's model (random weights) this many steps "
+                        "fed by the loader, and as many on one batch (default 0: off)")
+    parser.add_argument("--train-workers", type=int, default=None,
+                        help="loader workers of that training (default: the config's "
+                        "data.workers)")
+    parser.add_argument("--device", default="auto",
+                        help="where that training runs (default: the GPU if there is one)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch and OpenCV threads of this process (default 1: one core)")
     parser.add_argument("--json", default=None, metavar="PATH", help="write the figures here")
@@ -460,9 +556,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         workers = parse_workers(args.workers)
-        if args.batches < 1 or args.warmup < 0 or args.stage_batches < 0 or args.threads < 1:
-            raise UserError("--batches and --threads must be >= 1, --warmup and "
-                            "--stage-batches >= 0")
+        if args.batches < 1 or args.warmup < 0 or args.stage_batches < 0 or args.threads < 1 \
+                or args.train_steps < 0 or (args.train_workers or 0) < 0:
+            raise UserError("--batches and --threads must be >= 1, --warmup, --stage-batches, "
+                            "--train-steps and --train-workers >= 0")
         if not args.model_ips > 0:
             raise UserError(f"--model-ips must be > 0 (got {args.model_ips})")
         if args.synth_workers is not None and args.synth_workers < 1:
@@ -479,7 +576,9 @@ def main(argv: list[str] | None = None) -> int:
                              synth_size=args.synth_size, synth_workers=args.synth_workers,
                              workers=workers, batches=args.batches, warmup=args.warmup,
                              stage_batches=args.stage_batches, model_ips=args.model_ips,
-                             progress=not args.quiet, say=None if args.quiet else print)
+                             train_steps=args.train_steps, train_workers=args.train_workers,
+                             device=args.device, progress=not args.quiet,
+                             say=None if args.quiet else print)
         finally:
             torch.set_num_threads(threads[0])
             cv2.setNumThreads(threads[1])

@@ -62,6 +62,28 @@ def test_tiny_run_measures_the_training_loader(tmp_path: Path, capsys: pytest.Ca
     assert r2["workers_needed"] == math.ceil(40.5 / r2["runs"][0]["images_per_s_per_process"])
 
 
+def test_training_fed_by_the_loader_against_model_only(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """The GPU half, run on the CPU with a tiny ViT: the loop's steps fed by the real loader
+    beside the same steps on one batch, and their ratio."""
+    from tests.benchmarks.conftest import TINY as TINY_MODEL
+
+    pipeline = load_script("pipeline")
+    model = [arg for item in TINY_MODEL if item.startswith("model.") and "num_classes" not in item
+             for arg in ("--set", item)]
+    out = tmp_path / "pipeline.json"
+    assert pipeline.main([*_sample(tmp_path), *model, "--set", "model.img_size=32",
+                          "--workers", "0", "--batches", "1", "--warmup", "1",
+                          "--stage-batches", "0", "--train-steps", "3", "--train-workers", "1",
+                          "--device", "cpu", "--json", str(out), "--quiet"]) == 0
+    tr = json.loads(out.read_text())["training"]
+    assert (tr["device"], tr["workers"], tr["steps"], tr["warmup"]) == ("cpu", 1, 3, 1)
+    assert tr["loader_fed_images_per_s"] > 0 and tr["model_only_images_per_s"] > 0
+    assert tr["fed_over_model_only"] == pytest.approx(
+        tr["loader_fed_images_per_s"] / tr["model_only_images_per_s"])
+    assert "fed by the loader (1 workers)" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("args, words", [
     (["--data", "MISSING"], ["--data", "no such folder"]),
     (["--workers", "0,x"], ["--workers", "integers >= 0"]),
