@@ -2,7 +2,8 @@
 
     python benchmarks/memory_estimate.py [--config configs/mcgf-eva02-l-448.yaml]
         [--set KEY=VALUE ...] [--batch-locations P] [--embed-batch N]
-        [--restoration-checkpointing] [--no-restoration] [--as-step-cost] [--classes N]
+        [--restoration-checkpointing] [--no-restoration] [--as-step-cost]
+        [--optimizer fused|foreach] [--classes N]
 
 e.g. ``--set data.locations_per_batch=8`` for a 24 GB card: 21.1 GiB estimated, 11.4 GiB
 with ``--set model.restoration_grad_checkpointing=true``.
@@ -36,11 +37,11 @@ two differences from the GPU step matter for memory and are undone here:
   input; what only the CPU list casts runs uncast. Weights stay fp32, gradients fp32.
   With the CPU's own lists the estimates below would be 25.5 GiB for the loop's step
   (-32 %: the denoiser's GroupNorm outputs stay bf16) and 11.2 GiB branch off (+15 %).
-* the optimizer: torch's AdamW on CUDA defaults to the ``foreach`` implementation, whose
-  temporaries span all parameters at once; the CPU default loops over single tensors.
-  ``foreach`` is forced, as when the figures below were measured. The training loop now
-  uses the fused implementation on CUDA, whose temporaries are smaller, so for today's
-  loop the estimate is an upper bound.
+* the optimizer: the CPU's default AdamW loops over single tensors, with far smaller
+  temporaries than CUDA's implementations, so the CUDA one is imposed: ``fused`` (the
+  training loop's on CUDA, the default here) or ``foreach`` (``--optimizer foreach``:
+  torch's default, the loop's when the figures below were measured). For these configs
+  both give the same peak, which falls in the backward pass, not in the optimizer step.
 
 Scaled-dot-product attention runs the CPU's flash kernel under fake tensors, which keeps
 what CUDA's flash attention keeps (output and log-sum-exp, no attention matrix). Dropout
@@ -363,10 +364,18 @@ def fake_model(cfg: RunConfig, classes: int, mode: FakeTensorMode) -> nn.Module:
     return model
 
 
-def _foreach(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
-    # CUDA's default; the CPU's is the per-tensor loop with its much smaller temporaries.
+#: AdamW implementations on CUDA: ``fused`` (the training loop's since it fuses; one kernel,
+#: no temporaries spanning the parameters) and ``foreach`` (torch's default, the loop's before;
+#: what the H100 figures were measured with).
+OPTIMIZERS = ("fused", "foreach")
+
+
+def _on_cuda_as(optimizer: torch.optim.Optimizer, implementation: str) -> torch.optim.Optimizer:
+    # The CPU default is the per-tensor loop, whose temporaries are much smaller than
+    # foreach's: impose the CUDA implementation being estimated.
     for group in optimizer.param_groups:
-        group["foreach"] = True
+        group["fused"] = implementation == "fused" or None
+        group["foreach"] = implementation == "foreach"
     return optimizer
 
 
@@ -378,6 +387,7 @@ def estimate_training(
     restoration: bool = True,
     restoration_checkpointing: bool = False,
     as_step_cost: bool = False,
+    optimizer: str = "fused",
 ) -> Estimate:
     """Peak bytes of the second of two training steps of ``cfg``'s model on a ``shape``
     batch, as ``torch.cuda.max_memory_allocated`` would report them under bf16 autocast.
@@ -391,6 +401,7 @@ def estimate_training(
             outside the optimizer (the step-cost "off" step).
         restoration_checkpointing: recompute the branch's activations in the backward pass
             (``set_grad_checkpointing`` of the branch).
+        optimizer: the CUDA AdamW implementation (:data:`OPTIMIZERS`).
         as_step_cost: as :func:`_profiling.compare_step_cost` measures the branch-on step:
             with the branch-off optimizer, stepped twice first, still alive.
     """
@@ -416,17 +427,17 @@ def estimate_training(
         keep: list[torch.optim.Optimizer] = []
         if as_step_cost and on:
             plain = {k: v for k, v in batch.items() if k != "drone_clean"}
-            off_opt = _foreach(make_optimizer(model, t.lr, t.weight_decay, t.layer_decay,
-                                              exclude=branch))
+            off_opt = _on_cuda_as(make_optimizer(model, t.lr, t.weight_decay, t.layer_decay,
+                                                 exclude=branch), optimizer)
             for _ in range(2):
                 _step(model, plain, off_opt, options)
             keep.append(off_opt)
-        optimizer = _foreach(make_optimizer(model, t.lr, t.weight_decay, t.layer_decay,
-                                            exclude=None if on else branch))
-        _step(model, batch, optimizer, options)  # allocates the AdamW state
+        opt = _on_cuda_as(make_optimizer(model, t.lr, t.weight_decay, t.layer_decay,
+                                         exclude=None if on else branch), optimizer)
+        _step(model, batch, opt, options)  # allocates the AdamW state
         resident = tracker.current
         tracker.reset_peak()
-        _step(model, batch, optimizer, options)
+        _step(model, batch, opt, options)
     return Estimate(tracker.peak, resident, time.perf_counter() - t0)
 
 
@@ -473,6 +484,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--as-step-cost", action="store_true",
                         help="as benchmarks/step_cost.py measures the branch-on step (the "
                              "branch-off optimizer's state still alive)")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="fused",
+                        help="the CUDA AdamW implementation: fused (the training loop's, "
+                             "default) or foreach (torch's default)")
     parser.add_argument("--classes", type=int, default=None, help="head size (default: the config's)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # fake tensors compute nothing: threads would only contend
@@ -484,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
         train = estimate_training(cfg, shape, classes=args.classes,
                                   restoration=not args.no_restoration,
                                   restoration_checkpointing=args.restoration_checkpointing,
-                                  as_step_cost=args.as_step_cost)
+                                  as_step_cost=args.as_step_cost, optimizer=args.optimizer)
         embed = (estimate_embedding(cfg, args.embed_batch, classes=args.classes)
                  if args.embed_batch > 0 else None)
     except (UserError, ValueError) as err:
@@ -495,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{m.get('restore_size')}, config {args.config}"
           + (f" ({', '.join(args.overrides)})" if args.overrides else ""))
     print(f"batch: {shape.locations} locations x ({shape.drones_per_location} drone + 1 satellite) "
-          f"= {shape.images} images, bf16 autocast")
+          f"= {shape.images} images, bf16 autocast, {args.optimizer} AdamW")
     print(f"training step: peak {train.peak_gib:.2f} GiB (resident before the step "
           f"{train.resident_bytes / GIB:.2f} GiB; estimated in {train.seconds:.0f} s)")
     if embed is not None:
