@@ -5,9 +5,11 @@ what the benchmarks time.
 ``model.loss`` (through :class:`Objective`, so that DDP sees it as ``forward``) under the
 given autocast, the backward of ``total`` divided by the number of micro-batches (DDP
 gradient sync on the last one only; through a loss scaler under fp16); then optional
-gradient clipping, the optimizer and scheduler steps and ``zero_grad``. On request it also measures, on the last micro-batch,
-the gradient norm each weighted loss term sends into the encoder
-(:func:`encoder_gradient_norms`).
+gradient clipping, the optimizer and scheduler steps and ``zero_grad``. The loss terms of
+all micro-batches are read back from the device once, after the last backward
+(:func:`mean_over_ranks`): each read waits for the GPU to finish. On request it also
+measures, on the last micro-batch, the gradient norm each weighted loss term sends into
+the encoder (:func:`encoder_gradient_norms`).
 """
 
 from __future__ import annotations
