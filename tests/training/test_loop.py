@@ -126,6 +126,29 @@ def test_cli_trains_resumes_and_refuses_to_overwrite(root: Path, tmp_path: Path,
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_resume_may_change_how_the_model_computes_but_not_the_model(
+        root: Path, tmp_path: Path, capsys) -> None:
+    """On a smaller GPU a run resumes with checkpointing or one pass over both views
+    switched on; an option that changes the model itself is still refused."""
+    import yaml
+
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(yaml.safe_dump(config(root)))
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(cfg_path), "--out", str(out), "--quiet",
+                 "--set", "train.epochs=1"]) == 0
+    faster = ["--set", "model.grad_checkpointing=true", "--set",
+              "model.restoration_grad_checkpointing=true", "--set", "model.joint_views=true"]
+    assert main(["train", "--out", str(out), "--resume", "--quiet", "--set", "train.epochs=2",
+                 *faster]) == 0
+    ck = load_checkpoint(out / "last", load_train_state=True)
+    assert ck.train_state.epoch == 2 and ck.config["model"]["joint_views"] is True
+    assert main(["train", "--out", str(out), "--resume", "--quiet", "--set", "train.epochs=3",
+                 "--set", "model.bottleneck_dim=8"]) == 2
+    err = capsys.readouterr().err
+    assert "model section differs" in err and "restoration_grad_checkpointing" in err
+
+
 def test_validation_runs_every_n_epochs_and_is_logged(root: Path, tmp_path: Path) -> None:
     calls: list[bool] = []
 

@@ -367,11 +367,17 @@ def _build_model(cfg: RunConfig, model_cfg: dict[str, Any], ckpt: LoadedCheckpoi
     """The configured model, seeded with ``train.seed``, checked against the trainable
     contract, with the checkpoint's weights on resume, on ``device`` in train mode."""
     from mcgf.models.base import check_trainable
-    from mcgf.models.model_registry import create_model, without_initial_weights
+    from mcgf.models.model_registry import (
+        RUNTIME_OPTIONS,
+        create_model,
+        without_initial_weights,
+    )
 
-    if ckpt is not None and not same_model(ckpt.config["model"], model_cfg):
+    if ckpt is not None and not same_model(ckpt.config["model"], model_cfg,
+                                           ignore=RUNTIME_OPTIONS):
         raise UserError(f"--resume: the model section differs from {out / LAST}/config.json: "
-                        "resume with the same model options (or start a new --out)")
+                        "resume with the same model options (only "
+                        f"{', '.join(RUNTIME_OPTIONS)} may change), or start a new --out")
     seed_everything(cfg.train.seed)
     name = model_cfg["name"]
     options = {k: v for k, v in model_cfg.items() if k != "name"}
