@@ -607,7 +607,11 @@ def _weathered_rows(conditions: Any, n: int) -> list[int] | None:
 
 
 def _index(rows: list[int], device: torch.device) -> torch.Tensor:
-    return torch.tensor(rows, dtype=torch.long).to(device, non_blocking=True)
+    index = torch.tensor(rows, dtype=torch.long)
+    if device.type == "cuda":
+        # From pageable memory the copy would first wait for the GPU; pinned, it queues.
+        index = index.pin_memory()
+    return index.to(device, non_blocking=True)
 
 
 def _rows(x: torch.Tensor, rows: list[int] | None) -> torch.Tensor:
