@@ -12,10 +12,14 @@ once. Training rows, each adding to the one before:
 2. ``+fused`` — fused AdamW (the loop's choice on CUDA);
 3. ``+joint`` — ``model.joint_views``: one encoder pass over both views;
 4. ``+denoiser ckpt`` — ``model.restoration_grad_checkpointing``: memory for time;
-5. ``+compile`` — ``train.compile`` (inductor): the encoder blocks and the denoiser,
-   compiled in place (the first steps compile and are not timed);
-6. ``24 GB preset`` — the micro-batch of ``configs/mcgf-eva02-l-448-24gb.yaml``
-   (its ``data.locations_per_batch``, or ``--preset-locations``) with every lever above.
+5. ``24 GB preset`` — the micro-batch of ``configs/mcgf-eva02-l-448-24gb.yaml``
+   (its ``data.locations_per_batch``, or ``--preset-locations``) with the levers above;
+6. ``+ckpt N blocks`` — back at the config's batch, ``model.grad_checkpointing_blocks``:
+   only the first ``--checkpoint-blocks`` encoder blocks checkpointed (8 of EVA-02-L's
+   24: 61.6 GiB estimated by ``memory_estimate.py`` with the denoiser checkpointed), the
+   others not recomputed;
+7. ``+compile`` — ``train.compile`` (inductor): the encoder blocks and the denoiser,
+   compiled in place (the first steps compile and are not timed).
 
 Embedding rows: autocast with fp32 weights before compiling, then compiled, then with the
 weights cast to bf16 (autocast still on). FLOPs per step and per embedding batch are
@@ -82,6 +86,7 @@ def _row(name: str, timing: Any, flops: int | None, peak: float | None) -> dict[
 
 def run_levers(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """Every row; returns the JSON-able report (also written after each row)."""
+    from mcgf.models.backbone import checkpoint_first_blocks
     from mcgf.models.compile import compile_blocks
 
     tiny = args.tiny or not torch.cuda.is_available()
@@ -167,10 +172,14 @@ def run_levers(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     if branch is not None:
         branch.set_grad_checkpointing(True)
         train("+denoiser ckpt", None)
-    compile_blocks(model, backend)
-    train(f"+compile ({backend})", None)
     train(f"24 GB preset ({args.preset_locations} locations)", None, preset,
           preset_flops.train_step)
+    encoder = getattr(model, "drone_encoder", None)
+    if encoder is not None and hasattr(encoder, "blocks"):
+        n = checkpoint_first_blocks(encoder, args.checkpoint_blocks)
+        train(f"+ckpt {n} of {len(encoder.blocks)} blocks", None)
+    compile_blocks(model, backend)
+    train(f"+compile ({backend})", None)
     embed(f"compiled ({backend})")
     model.to(torch.bfloat16)
     embed(f"compiled, bf16 weights ({backend})", torch.bfloat16)
@@ -228,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset-locations", type=int, default=None,
                         help="locations per micro-batch of the 24 GB preset row (default: "
                              "configs/mcgf-eva02-l-448-24gb.yaml's)")
+    parser.add_argument("--checkpoint-blocks", type=int, default=8,
+                        help="encoder blocks checkpointed in the partial-checkpointing row "
+                             "(default 8)")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="dense peak to take shares of (default: the card's, if known)")
     parser.add_argument("--tiny", action="store_true", help="tiny CPU config (tests)")

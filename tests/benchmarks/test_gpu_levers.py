@@ -25,7 +25,8 @@ def test_every_lever_is_a_row_with_consistent_figures(tiny_report: tuple[dict, s
     assert report["tiny"] is True and report["skipped"] == []
     names = [r["name"] for r in report["train"]]
     assert names == ["baseline", "+fused (CPU: unchanged)", "+joint", "+denoiser ckpt",
-                     "+compile (aot_eager)", "24 GB preset (8 locations)"]
+                     "24 GB preset (8 locations)", "+ckpt 8 of 12 blocks",
+                     "+compile (aot_eager)"]
     assert [r["name"] for r in report["embed"]] == [
         "autocast, fp32 weights", "compiled (aot_eager)", "compiled, bf16 weights (aot_eager)"]
     for r in report["train"] + report["embed"]:
@@ -48,5 +49,5 @@ def test_the_budget_skips_the_rows_that_would_start_after_it(tmp_path: Path) -> 
                     "--warmup", "0", "--embed-batch", "4", "--budget", "0"]) == 0
     report = json.loads((tmp_path / "gpu_levers.json").read_text())
     assert report["train"] == [] and report["embed"] == []
-    assert len(report["skipped"]) == 9 and "budget" in report["skipped"][0]
+    assert len(report["skipped"]) == 10 and "budget" in report["skipped"][0]
     assert "skipped: embed: autocast" in (tmp_path / "gpu_levers.md").read_text()

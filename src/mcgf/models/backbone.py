@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from mcgf.errors import UserError
@@ -130,6 +131,7 @@ def create_backbone(
     grad_checkpointing: bool = False,
     model_args: dict[str, Any] | None = None,
     allow_partial: bool = False,
+    checkpoint_blocks: int | None = None,
 ) -> Backbone:
     """Build a timm model with its classifier removed (``num_classes=0``).
 
@@ -151,6 +153,9 @@ def create_backbone(
             small EVA-02-style ViT, or ``{"global_pool": "avg"}``.
         allow_partial: accept weights that leave some of the model's tensors unset
             (they keep their random initialisation); otherwise that is an error.
+        checkpoint_blocks: with ``grad_checkpointing``, checkpoint only the first this
+            many of the model's ``blocks`` (:func:`checkpoint_first_blocks`); ``None``:
+            timm's own checkpointing of the whole model.
 
     Returns:
         The :class:`Backbone` (model, pooled feature dimension, load report).
@@ -173,9 +178,57 @@ def create_backbone(
     report = None
     if weights is not None:
         report = load_weights(model, weights, allow_partial=allow_partial, origin=origin)
-    if grad_checkpointing:
+    if grad_checkpointing and checkpoint_blocks is not None:
+        checkpoint_first_blocks(model, checkpoint_blocks)
+    elif grad_checkpointing:
         model.set_grad_checkpointing(True)
     return Backbone(model=model, dim=int(model.num_features), name=name, load_report=report)
+
+
+def checkpoint_first_blocks(model: nn.Module, count: int) -> int:
+    """Gradient checkpointing of the first ``count`` of ``model.blocks`` (a ViT's or
+    EVA-02's transformer blocks) only; returns how many blocks are checkpointed.
+
+    Checkpointing every block keeps the least memory and recomputes the whole forward in
+    the backward pass (a third more FLOPs); checkpointing some trades the two where the
+    card has memory to spare. Each chosen block's class becomes a subclass whose
+    ``forward`` runs under ``torch.utils.checkpoint`` in training with autograd on:
+    parameter names, checkpoints and ``torch.compile`` of the blocks are unaffected.
+
+    Raises:
+        ValueError: ``model`` has no ``blocks`` list, or ``count`` < 1.
+    """
+    blocks = getattr(model, "blocks", None)
+    if not isinstance(blocks, (nn.ModuleList, nn.Sequential)) or len(blocks) == 0:
+        raise ValueError(f"{type(model).__name__} has no list of blocks to checkpoint")
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    model.set_grad_checkpointing(False)
+    chosen = list(blocks)[:count]
+    for block in chosen:
+        block.__class__ = _checkpointed(type(block))
+    return len(chosen)
+
+
+_CHECKPOINTED: dict[type, type] = {}
+
+
+def _checkpointed(cls: type) -> type:
+    """``cls`` with its forward run under non-reentrant activation checkpointing."""
+    if getattr(cls, "_mcgf_checkpointed", False):
+        return cls
+    if cls not in _CHECKPOINTED:
+        def forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+            parent = super(sub, self).forward  # type: ignore[misc]
+            if self.training and torch.is_grad_enabled():
+                return torch.utils.checkpoint.checkpoint(parent, *args, use_reentrant=False,
+                                                         **kwargs)
+            return parent(*args, **kwargs)
+
+        sub = type(cls.__name__, (cls,), {"forward": forward, "_mcgf_checkpointed": True,
+                                          "__module__": cls.__module__})
+        _CHECKPOINTED[cls] = sub
+    return _CHECKPOINTED[cls]
 
 
 def _create_timm_model(name: str, kwargs: dict[str, Any], img_size: int | None,

@@ -113,6 +113,7 @@ class MCGFOptions:
     ibn_mode: str = option("a", one_of(*IBN_MODES))
     joint_views: bool = False
     restoration_grad_checkpointing: bool = False
+    grad_checkpointing_blocks: int | None = option(None, at_least(1))
 
     def check(self) -> None:
         """IBN layers replace the BatchNorm of ResNet blocks: only a ResNet has them; one
@@ -123,6 +124,9 @@ class MCGFOptions:
         if self.joint_views and not self.share_encoder:
             raise OptionError("joint_views", "false with share_encoder: false (one encoder "
                               "pass over both views needs one shared encoder)")
+        if self.grad_checkpointing_blocks is not None and not self.grad_checkpointing:
+            raise OptionError("grad_checkpointing_blocks", "null with grad_checkpointing: "
+                              "false (it chooses which blocks grad_checkpointing covers)")
 
 
 @register_model("mcgf", options=MCGFOptions)
@@ -208,6 +212,10 @@ class MCGFModel(nn.Module):
             its activations are recomputed in the backward pass instead of kept, for about
             one more forward of the denoiser per step. At 448 px its activations are most
             of a step's memory; ``grad_checkpointing`` covers the encoder only.
+        grad_checkpointing_blocks: with ``grad_checkpointing``, checkpoint only the first
+            this many encoder blocks (a ViT's or EVA-02's; ``None``: all of them). The
+            others keep their activations and are not recomputed: faster where the card
+            has the memory (:func:`~mcgf.models.backbone.checkpoint_first_blocks`).
 
     Meets :class:`~mcgf.models.base.TrainableModel`: :meth:`loss` applies these weights
     itself and :attr:`loss_weights` reports them.
@@ -254,6 +262,7 @@ class MCGFModel(nn.Module):
         ibn_mode: str = "a",
         joint_views: bool = False,
         restoration_grad_checkpointing: bool = False,
+        grad_checkpointing_blocks: int | None = None,
     ) -> None:
         super().__init__()
         from timm.data import resolve_model_data_config
@@ -273,12 +282,11 @@ class MCGFModel(nn.Module):
         self.label_smoothing = float(label_smoothing)
         self.joint_views = bool(joint_views)
 
-        model_args = dict(backbone_args or {})
-        if input_channels(input_norm) != 3:
-            model_args.setdefault("in_chans", input_channels(input_norm))
         opts = {"img_size": img_size, "pretrained": pretrained, "weights": weights,
-                "grad_checkpointing": grad_checkpointing, "model_args": model_args,
-                "allow_partial": allow_partial_weights}
+                "grad_checkpointing": grad_checkpointing,
+                "model_args": _model_args(backbone_args, input_norm),
+                "allow_partial": allow_partial_weights,
+                "checkpoint_blocks": grad_checkpointing_blocks}
         self.backbone_name = backbone_name
         self.share_encoder = share_encoder
         self.ibn_stages = tuple(int(s) for s in ibn_stages)
@@ -639,6 +647,15 @@ def _check_args(input_norm: str, input_norm_sigma: float, satellite_rotations: i
                          f"got {loss_options}")
     if joint_unshared:
         raise ValueError("joint_views needs share_encoder")
+
+
+def _model_args(backbone_args: dict[str, Any] | None, input_norm: str) -> dict[str, Any]:
+    """timm ``create_model`` arguments: ``backbone_args`` plus the input channels that
+    ``input_norm`` makes."""
+    model_args = dict(backbone_args or {})
+    if input_channels(input_norm) != 3:
+        model_args.setdefault("in_chans", input_channels(input_norm))
+    return model_args
 
 
 def _input_size(encoder: nn.Module, data_config: dict[str, Any]) -> tuple[int, int]:

@@ -41,8 +41,9 @@ _BUILTIN_MODULES = (
 INITIAL_WEIGHTS_OFF: dict[str, Any] = {"pretrained": False, "weights": None}
 #: Options that change how a model computes (memory, layout, passes), not its parameters or
 #: what it is trained to do: a resumed run may change them, e.g. to fit a smaller GPU.
-RUNTIME_OPTIONS: tuple[str, ...] = ("grad_checkpointing", "restoration_grad_checkpointing",
-                                    "joint_views", "channels_last")
+RUNTIME_OPTIONS: tuple[str, ...] = ("grad_checkpointing", "grad_checkpointing_blocks",
+                                    "restoration_grad_checkpointing", "joint_views",
+                                    "channels_last")
 
 
 def register_model(name: str, *, options: type | None = None) -> Callable[[ModelFactory], ModelFactory]:
