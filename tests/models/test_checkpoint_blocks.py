@@ -10,19 +10,12 @@ import torch.utils.checkpoint
 from mcgf.errors import UserError
 from mcgf.models.backbone import checkpoint_first_blocks
 from mcgf.models.model_registry import create_model
+from tests.models.test_compile import batch28
 
 EVA = {"backbone_name": "eva02_tiny_patch14_224", "num_classes": 4, "img_size": 28,
        "backbone_args": {"depth": 4}, "bottleneck_dim": 16, "dropout": 0.0,
        "restoration_width": 8, "restoration_mults": [1, 2], "restoration_blocks": 1,
        "restore_size": 16}
-
-
-def _batch() -> dict:
-    g = torch.Generator().manual_seed(1)
-    return {"drone": torch.randn(4, 3, 28, 28, generator=g),
-            "drone_clean": torch.randn(4, 3, 28, 28, generator=g),
-            "drone_label": torch.arange(4), "satellite": torch.randn(4, 3, 28, 28, generator=g),
-            "satellite_label": torch.arange(4)}
 
 
 def _run(monkeypatch: pytest.MonkeyPatch, **options: object):
@@ -36,7 +29,7 @@ def _run(monkeypatch: pytest.MonkeyPatch, **options: object):
     monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", counting)
     torch.manual_seed(0)
     model = create_model("mcgf", **EVA, **options).train()
-    terms = model.loss(_batch(), generator=torch.Generator().manual_seed(3))
+    terms = model.loss(batch28(), generator=torch.Generator().manual_seed(3))
     terms["total"].backward()
     grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
     monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", real)
@@ -62,7 +55,7 @@ def test_only_the_first_blocks_are_recomputed_and_the_numbers_stay(
         torch.testing.assert_close(g1[k], g0[k], rtol=1e-5, atol=1e-7)
     # Evaluation and no-grad passes are not checkpointed.
     with torch.no_grad():
-        part.eval().embed(_batch()["drone"], "drone")
+        part.eval().embed(batch28()["drone"], "drone")
 
 
 def test_every_block_without_a_count(monkeypatch: pytest.MonkeyPatch) -> None:

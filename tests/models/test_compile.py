@@ -49,7 +49,8 @@ def test_targets_are_the_encoder_blocks_and_the_denoiser() -> None:
         compile_blocks(model, "inductor", "turbo")
 
 
-def _batch() -> dict:
+def batch28() -> dict:
+    """A training batch of four 28 px locations (one drone view, its clean twin, a tile)."""
     g = torch.Generator().manual_seed(1)
     return {"drone": torch.randn(4, 3, 28, 28, generator=g),
             "drone_clean": torch.randn(4, 3, 28, 28, generator=g),
@@ -65,7 +66,7 @@ def test_a_compiled_model_trains_the_same_numbers_under_checkpointing() -> None:
             assert compile_blocks(model, "aot_eager") == 3
         for _ in range(2):  # the second call reuses the compiled graphs
             model.zero_grad()
-            terms = model.loss(_batch(), generator=torch.Generator().manual_seed(3))
+            terms = model.loss(batch28(), generator=torch.Generator().manual_seed(3))
             terms["total"].backward()
         results.append(({k: v.detach() for k, v in terms.items()},
                         {n: p.grad for n, p in model.named_parameters() if p.grad is not None},
