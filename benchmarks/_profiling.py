@@ -294,7 +294,8 @@ def restore_weight(model: nn.Module) -> float:
     return float(getattr(model, "loss_weights", {}).get("restore", 0.0))
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for ``device``'s queued work (CUDA; a no-op elsewhere), before reading a clock."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -308,31 +309,54 @@ def _peak(device: torch.device) -> int | None:
     return int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
 
 
+def batch_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    options: StepOptions,
+    device: torch.device,
+    *,
+    precision: contextlib.AbstractContextManager[Any] | None = None,
+) -> Callable[[dict[str, Any]], int]:
+    """``step(batch)``: one full training step on ``batch`` as the loop runs it (its
+    :func:`~mcgf.training.step.train_step`: forward, backward, clip, AdamW, under the
+    loop's autocast and loss scaler for ``device``); returns the batch's images.
+
+    ``precision`` replaces the loop's autocast (the memory estimate imposes bf16 on the
+    CPU); no loss scaler then.
+    """
+    objective = Objective(model, model_generator(options.seed, 0, device))
+    ctx = autocast(device, options.amp) if precision is None else precision
+    # fp16 cards scale the loss, as the loop does.
+    scaler = grad_scaler(device, options.amp) if precision is None else None
+
+    def step(batch: dict[str, Any]) -> int:
+        train_step(objective, optimizer, None, batch, autocast=ctx, grad_clip=options.grad_clip,
+                   scaler=scaler)
+        return len(batch["drone"]) + len(batch["satellite"])
+
+    return step
+
+
 def step_fn(
     model: nn.Module,
     batch: dict[str, torch.Tensor],
     optimizer: torch.optim.Optimizer,
     options: StepOptions,
 ) -> Callable[[], None]:
-    """A closure running one full training step: the loop's
-    :func:`~mcgf.training.step.train_step` (forward, backward, clip, AdamW)."""
-    device = batch["drone"].device
-    objective = Objective(model, model_generator(options.seed, 0, device))
-    ctx = autocast(device, options.amp)
-    scaler = grad_scaler(device, options.amp)  # fp16 cards scale the loss, as the loop does
+    """A closure running one full training step on ``batch`` (:func:`batch_step`)."""
+    step = batch_step(model, optimizer, options, batch["drone"].device)
 
-    def step() -> None:
-        train_step(objective, optimizer, None, batch, autocast=ctx, grad_clip=options.grad_clip,
-                   scaler=scaler)
+    def run() -> None:
+        step(batch)
 
-    return step
+    return run
 
 
 def _timed(fn: Callable[[], None], device: torch.device) -> float:
-    _sync(device)
+    synchronize(device)
     t0 = time.perf_counter()
     fn()
-    _sync(device)
+    synchronize(device)
     return time.perf_counter() - t0
 
 
@@ -676,6 +700,7 @@ __all__ = [
     "StepOptions",
     "StepTiming",
     "batch_shape",
+    "batch_step",
     "benchmark_config",
     "build_model",
     "checkpoint_options",
@@ -691,6 +716,7 @@ __all__ = [
     "restore_weight",
     "step_fn",
     "step_options",
+    "synchronize",
     "time_embedding",
     "time_training",
     "timing_dict",

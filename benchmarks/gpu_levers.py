@@ -60,7 +60,14 @@ from _profiling import (
     time_embedding,
     time_training,
 )
-from gpu_check import DEFAULT_CONFIG, TINY, resolve_peak
+from gpu_check import (
+    DEFAULT_CONFIG,
+    EMBED_PEAK_TARGET,
+    TINY,
+    TRAIN_PEAK_TARGET,
+    resolve_peak,
+    throughput,
+)
 from mcgf.config import load_config
 from mcgf.errors import UserError
 from mcgf.fileio import write_json_atomic, write_text_atomic
@@ -76,12 +83,13 @@ def preset_locations() -> int:
     return int(load_config(PRESET)["data"]["locations_per_batch"])
 
 
-def _row(name: str, timing: Any, flops: int | None, peak: float | None) -> dict[str, Any]:
-    tflops = None if flops is None else flops / timing.median_s / 1e12
+def _row(name: str, timing: Any, flops: int | None, peak: float | None,
+         target: float) -> dict[str, Any]:
+    """One row: the timing, and its TFLOP/s and share of peak as ``gpu_check`` reports them."""
     return {"name": name, "median_ms": 1e3 * timing.median_s, "steps": timing.steps,
-            "images_per_s": timing.images_per_s, "tflops": tflops,
-            "share_of_peak": None if tflops is None or not peak else tflops / peak,
-            "peak_memory_gib": timing.summary()["peak_memory_gib"]}
+            "images_per_s": timing.images_per_s,
+            "peak_memory_gib": timing.summary()["peak_memory_gib"],
+            **throughput(flops, timing.median_s, peak, target)}
 
 
 def run_levers(args: argparse.Namespace, out: Path) -> dict[str, Any]:
@@ -150,7 +158,7 @@ def run_levers(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             opt = make_optimizer(model, tc.lr, tc.weight_decay, tc.layer_decay, fused=fused)
             timing = time_training(model, batch, opt, options, steps=args.steps,
                                    warmup=args.warmup, max_seconds=args.max_seconds)
-            return _row(name, timing, step_flops, pk)
+            return _row(name, timing, step_flops, pk, TRAIN_PEAK_TARGET)
         row("train", name, fn)
 
     def embed(name: str, dtype: torch.dtype = torch.float32) -> None:
@@ -158,7 +166,7 @@ def run_levers(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             timing = time_embedding(model, images.to(dtype), amp=tc.amp,
                                     batches=args.embed_batches,
                                     warmup=args.warmup, max_seconds=args.max_seconds)
-            return _row(name, timing, flops.embed_batch, pk)
+            return _row(name, timing, flops.embed_batch, pk, EMBED_PEAK_TARGET)
         row("embed", name, fn)
 
     embed("autocast, fp32 weights")

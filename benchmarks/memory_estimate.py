@@ -104,6 +104,7 @@ from _profiling import (
     BatchShape,
     StepOptions,
     batch_shape,
+    batch_step,
     benchmark_config,
     build_model,
     make_optimizer,
@@ -115,7 +116,6 @@ from _profiling import (
 from mcgf.config import load_config
 from mcgf.errors import UserError
 from mcgf.training.config import RunConfig
-from mcgf.training.step import Objective, model_generator, train_step
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "mcgf-eva02-l-448.yaml"
 GIB = 2**30
@@ -443,11 +443,9 @@ def estimate_training(
 
 def _step(model: nn.Module, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
           options: StepOptions) -> None:
-    """The loop's ``train_step`` (as ``_profiling.step_fn`` runs it) under bf16 autocast."""
-    objective = Objective(model, model_generator(options.seed, 0, torch.device("cpu")))
-    train_step(objective, optimizer, None, batch,
-               autocast=torch.autocast("cpu", dtype=torch.bfloat16),
-               grad_clip=options.grad_clip)
+    """The loop's ``train_step`` (``_profiling.batch_step``) under bf16 autocast."""
+    batch_step(model, optimizer, options, torch.device("cpu"),
+               precision=torch.autocast("cpu", dtype=torch.bfloat16))(batch)
 
 
 def estimate_embedding(cfg: RunConfig, images: int, *, classes: int | None = None,

@@ -284,10 +284,15 @@ def time_training_with_loader(cfg: RunConfig, dataset: Any, workers: int, *, ste
     (:func:`~mcgf.training.loop.build_loader`, memory pinned on CUDA). ``warmup`` untimed
     steps come first in each measurement (worker start-up, cuDNN autotuning).
     """
-    from _profiling import benchmark_config, build_model, make_optimizer, step_options
-    from mcgf.runtime import autocast, grad_scaler
+    from _profiling import (
+        batch_step,
+        benchmark_config,
+        build_model,
+        make_optimizer,
+        step_options,
+        synchronize,
+    )
     from mcgf.training.loop import build_loader
-    from mcgf.training.step import Objective, model_generator, train_step
 
     # The model as the benchmarks build it (random weights); the loader keeps the
     # config's weather and augmentation.
@@ -295,19 +300,7 @@ def time_training_with_loader(cfg: RunConfig, dataset: Any, workers: int, *, ste
     model = build_model(bench, device, dataset.num_classes)
     t = cfg.train
     optimizer = make_optimizer(model, t.lr, t.weight_decay, t.layer_decay)
-    options = step_options(cfg)
-    objective = Objective(model, model_generator(options.seed, 0, device))
-    ctx, scaler = autocast(device, options.amp), grad_scaler(device, options.amp)
-
-    def step(batch: dict[str, Any]) -> int:
-        train_step(objective, optimizer, None, batch, autocast=ctx, grad_clip=options.grad_clip,
-                   scaler=scaler)
-        return len(batch["drone"]) + len(batch["satellite"])
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
+    step = batch_step(model, optimizer, step_options(cfg), device)
     sampler, loader = build_loader(with_workers(cfg, workers), dataset, device)
     stream = _endless(sampler, loader)
     model.train()
@@ -316,17 +309,17 @@ def time_training_with_loader(cfg: RunConfig, dataset: Any, workers: int, *, ste
             step(next(stream))
         first = {k: v.to(device) if isinstance(v, torch.Tensor) else v
                  for k, v in next(stream).items()}
-        sync()
+        synchronize(device)
         t0 = time.perf_counter()
         fed = sum(step(next(stream)) for _ in range(steps))
-        sync()
+        synchronize(device)
         fed_s = time.perf_counter() - t0
     finally:
         stream.close()
         del loader
     t0 = time.perf_counter()
     alone = sum(step(first) for _ in range(steps))
-    sync()
+    synchronize(device)
     alone_s = time.perf_counter() - t0
     fed_ips, alone_ips = fed / fed_s, alone / alone_s
     return {"device": str(device), "workers": workers, "steps": steps, "warmup": warmup,
