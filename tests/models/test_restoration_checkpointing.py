@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -10,20 +10,12 @@ import torch
 import torch.utils.checkpoint
 
 from mcgf.models.restoration import ConditionalDenoiser, ResBlock, RestorationBranch
+from tests.models.test_restore_api import one_thread as one_thread  # autouse: one torch thread
 
 MULTS = (1, 2, 4)
 SIZE = 16
 #: Per-scale condition channels, finest first, then the middle block's.
 COND = (4, 6, 8, 10)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """One torch thread: on these tiny tensors thread hand-offs cost more than they save."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def branch(condition: str, *, dropout: float = 0.2, **kw: Any) -> RestorationBranch:

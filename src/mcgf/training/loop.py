@@ -62,7 +62,7 @@ from mcgf.models.checkpoint import (
     recover_interrupted_save,
     save_checkpoint,
 )
-from mcgf.training.config import RunConfig
+from mcgf.training.config import RunConfig, TrainConfig
 from mcgf.training.logging import TrainLog
 from mcgf.training.optim import adamw
 from mcgf.training.resume import capture_rng_state, restore_rng_state, restore_train_state
@@ -328,7 +328,7 @@ def setup_run(cfg: RunConfig, out: str | Path, *, resume: bool = False,
     return run
 
 
-def compile_model(model: nn.Module, tc: Any, name: str) -> str:
+def compile_model(model: nn.Module, tc: TrainConfig, name: str) -> str:
     """Compile ``model``'s encoder blocks as ``train.compile`` / ``train.compile_mode``
     say (:func:`mcgf.models.compile.compile_blocks`); returns the line to print.
 
