@@ -146,3 +146,38 @@ def test_rank_and_score_matches_naive_ranking() -> None:
         first, ap = naive_query([int(gl[j]) for j in order], int(ql[i]))
         assert per.first_good[i] == first
         assert per.ap[i] == pytest.approx(ap, abs=1e-12)
+
+
+@pytest.mark.parametrize("block", [None, 1, 3])
+def test_identical_gallery_features_tie_whatever_the_block(block: int | None) -> None:
+    # A float64 matrix product can round the score of one vector differently at two
+    # gallery positions; identical features must still tie (lower index first).
+    rng = np.random.default_rng(1)
+    for size in (16, 64, 256):
+        g = rng.standard_normal((size, 64)).astype(np.float32)
+        g /= np.linalg.norm(g, axis=1, keepdims=True)
+        g[-1] = g[0]
+        q = rng.standard_normal((8, 64)).astype(np.float32)
+        q /= np.linalg.norm(q, axis=1, keepdims=True)
+        gl = np.arange(size)
+        gl[-1] = size  # the copy at the end is every query's only true match
+        per = rank_and_score(q, np.full(8, size), g, gl, block=block)
+        exact = np.array([[np.dot(qi.astype(np.float64), gj.astype(np.float64)) for gj in g] for qi in q])
+        # the copy comes right after the original, whose exact score is the same
+        above = (exact[:, :-1] > exact[:, :1]).sum(axis=1)
+        assert per.first_good.tolist() == (above + 1).tolist()
+        assert per.ap == pytest.approx(0.5 / (above + 2), abs=1e-15)
+
+
+def test_ranked_top_ties_identical_gallery_features() -> None:
+    # SDM@K reads the same order as the recall: identical features tie, lower index first.
+    from mcgf.retrieval.geo import ranked_top
+
+    rng = np.random.default_rng(1)
+    for size in (16, 64, 256):
+        g = rng.standard_normal((size, 64)).astype(np.float32)
+        g[-1] = g[0]
+        q = rng.standard_normal((8, 64)).astype(np.float32)
+        top = ranked_top(q, g, size)
+        pos = np.argsort(top, axis=1)  # position of every gallery row in each ranking
+        assert (pos[:, -1] == pos[:, 0] + 1).all()

@@ -4,7 +4,8 @@ The gallery is ranked completely for every query (951 satellite tiles, or 51,355
 views for satellite → drone), a block of queries at a time so that memory stays bounded
 (``block × gallery`` scores), and the ranked labels go straight into the vectorised
 metrics. Scores are float64 inner products of the (float32) features; equal scores are
-ordered by gallery index (stable sort).
+ordered by gallery index (stable sort). Identical gallery features are scored once and
+share that score, so they always tie.
 """
 
 from __future__ import annotations
@@ -16,6 +17,27 @@ import torch
 
 from mcgf.retrieval.metrics import JUNK_LABEL, PerQuery, per_query_metrics
 from mcgf.retrieval.search import as_float_tensor
+
+
+def distinct_rows(features: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(a row of each distinct vector, which of them every row is)``, or ``None`` when
+    no two rows of ``features`` are equal.
+
+    A float64 matrix product may round the score of one vector differently at two gallery
+    positions (the BLAS kernel's blocking depends on the position and on the number of
+    queries), which would order identical gallery items by chance instead of by index.
+    Scoring each distinct vector once and copying the score keeps them exact ties.
+    """
+    rows = np.ascontiguousarray(features)
+    if rows.ndim != 2 or rows.shape[0] < 2 or rows.shape[1] == 0:
+        return None
+    rows = rows + rows.dtype.type(0)  # -0.0 becomes 0.0: equal vectors, equal bytes
+    keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
+    _, first, which = np.unique(keys, return_index=True, return_inverse=True)
+    if first.shape[0] == rows.shape[0]:
+        return None
+    return first, which.reshape(-1)
+
 
 #: Score-matrix entries per block: ~32 MiB of float64 scores (plus sort and label arrays).
 _BLOCK_ENTRIES = 4 * 1024 * 1024
@@ -43,11 +65,14 @@ def rank_and_score(query_features: Any, query_labels: Any, gallery_features: Any
     if q.shape[1] != g.shape[1]:
         raise ValueError(f"query features have {q.shape[1]} dims but gallery features {g.shape[1]}")
     step = block or max(1, _BLOCK_ENTRIES // max(1, g.shape[0]))
-    g64 = g.double()
+    shared = distinct_rows(g.numpy())
+    g64 = g.double() if shared is None else g[torch.from_numpy(shared[0])].double()
     parts = []
     with torch.inference_mode():
         for s in range(0, q.shape[0], step):
             scores = q[s: s + step].double() @ g64.T
+            if shared is not None:
+                scores = scores[:, torch.from_numpy(shared[1])]
             order = torch.argsort(scores, dim=1, descending=True, stable=True)
             ranked = gl[order].numpy()
             parts.append(per_query_metrics(ranked, ql[s: s + step], junk_label=junk_label))
