@@ -152,6 +152,20 @@ def test_names_file_errors(flat160k: Path) -> None:
         read_names_file(flat160k / "nope.txt")
 
 
+def test_names_with_dots_match_only_their_own_image(tmp_path: Path) -> None:
+    # "a.v2" is a name without extension, not "a" with extension ".v2": it has no image
+    # here and must not be answered with a.jpeg's.
+    write_image(tmp_path / "q" / "a.jpeg")
+    write_image(tmp_path / "q" / "b.c.JPEG")
+    names = tmp_path / "names.txt"
+    names.write_text("a.JPG\nb.c\n")
+    q = load_flat_queries(tmp_path / "q", names)
+    assert [p.name for p in q.paths] == ["a.jpeg", "b.c.JPEG"]
+    names.write_text("a\na.v2\n")
+    with pytest.raises(UserError, match=r"1 queries .* have no image .*: a\.v2$"):
+        load_flat_queries(tmp_path / "q", names)
+
+
 def test_gallery_duplicate_stems_rejected(tmp_path: Path) -> None:
     write_image(tmp_path / "g" / "abc.jpg")
     write_image(tmp_path / "g" / "abc.png")

@@ -373,8 +373,9 @@ class FlatGallery:
 def load_flat_queries(folder: str | Path, names_file: str | Path, *, warn: bool = True) -> FlatQuerySet:
     """Match every line of the names file to a file of ``folder``, keeping its order.
 
-    A line may carry the extension (``0AD9uIptRbTXM6h.jpeg``) or not. Broken symbolic
-    links are skipped (and logged with ``warn``); a listed query that is one is missing.
+    A line may carry the extension (``0AD9uIptRbTXM6h.jpeg``, an image extension in any
+    letter case) or not; ``a.b`` names the image ``a.b.<ext>``, never ``a.<ext>``. Broken
+    symbolic links are skipped (and logged with ``warn``); a listed query that is one is missing.
 
     Raises:
         UserError: if a listed query has no file, or a stem matches several files.
@@ -394,7 +395,9 @@ def load_flat_queries(folder: str | Path, names_file: str | Path, *, warn: bool 
     for name in names:
         p = by_name.get(name)
         if p is None:
-            cands = by_stem.get(name) or by_stem.get(Path(name).stem) or []
+            # Only an image extension is taken off: "a.v2" is the image "a.v2.<ext>", not "a".
+            stem, ext = os.path.splitext(name)
+            cands = by_stem.get(name) or (by_stem.get(stem) if ext.lower() in IMAGE_EXTENSIONS else None) or []
             if len(cands) > 1:
                 raise UserError(
                     f"query {name!r} of {names_file} matches several files in {folder}: "
