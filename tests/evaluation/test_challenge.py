@@ -104,6 +104,20 @@ def test_score_answer_errors(tmp_path: Path) -> None:
         score_answer(ans, bad_gt)
 
 
+def test_score_answer_matches_dotted_query_names_whole(tmp_path: Path) -> None:
+    # "a.v2" of the names file is not "a.jpeg" of the ground truth: a missing query.
+    gt = tmp_path / "gt.txt"
+    gt.write_text("a.jpeg\tg00\nb.c.JPEG\tg05\n")
+    ans = tmp_path / "answer.txt"
+    ans.write_text("\t".join(STEMS[:10]) + "\n" + "\t".join(STEMS[1:11]) + "\n")
+    names = tmp_path / "names.txt"
+    names.write_text("a.JPG\nb.c\n")
+    assert score_answer(ans, gt, names_file=names).as_dict()["R@1"] == pytest.approx(50.0)
+    names.write_text("a.v2\nb.c\n")
+    with pytest.raises(UserError, match=r"'a\.v2' .* is not in"):
+        score_answer(ans, gt, names_file=names)
+
+
 def test_answer_rows_and_parse() -> None:
     rows = answer_rows(np.array([[2, 0, 1]]), ["a", "b", "c"])
     assert rows == [["c", "a", "b"]]

@@ -18,6 +18,7 @@ rank ``r`` scores ``1/(2(r+1))``, 1 at rank 0, and 0 when it is not among the 10
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -169,6 +170,15 @@ def read_ground_truth(path: str | Path) -> list[tuple[str, str]]:
     return pairs
 
 
+def _without_image_extension(name: str) -> str:
+    """``name`` without its image extension (any letter case); other dots are part of the
+    name (``a.v2`` is not ``a``)."""
+    from mcgf.data.layout import IMAGE_EXTENSIONS
+
+    stem, ext = os.path.splitext(name)
+    return stem if ext.lower() in IMAGE_EXTENSIONS else name
+
+
 @dataclass
 class AnswerScore:
     """Scores of an answer file (percent) and how many queries it covered."""
@@ -202,11 +212,12 @@ def score_answer(answer_path: str | Path, ground_truth_path: str | Path, *,
         lookup: dict[str, str] = {}
         for q, g in truth:
             lookup[q] = g
-            lookup.setdefault(Path(q).stem, g)
-        missing = [n for n in names if n not in lookup and Path(n).stem not in lookup]
+            lookup.setdefault(_without_image_extension(q), g)
+        keys = [n if n in lookup else _without_image_extension(n) for n in names]
+        missing = [n for n, k in zip(names, keys, strict=True) if k not in lookup]
         if missing:
             raise UserError(f"query {missing[0]!r} of {names_file} is not in {ground_truth_path}")
-        true = [lookup.get(n, lookup.get(Path(n).stem, "")) for n in names]
+        true = [lookup[k] for k in keys]
     else:
         true = [g for _, g in truth]
     validate_rows(rows, len(true), source=str(answer_path))
