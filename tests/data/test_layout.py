@@ -166,6 +166,17 @@ def test_names_with_dots_match_only_their_own_image(tmp_path: Path) -> None:
         load_flat_queries(tmp_path / "q", names)
 
 
+
+def test_names_file_listing_one_image_twice_is_refused(tmp_path: Path) -> None:
+    # Two spellings of one query would give it two answer lines and shift every later one.
+    write_image(tmp_path / "q" / "abc.jpeg")
+    write_image(tmp_path / "q" / "d.jpeg")
+    names = tmp_path / "names.txt"
+    names.write_text("abc\nd\nabc.JPEG\n")
+    with pytest.raises(UserError, match=r"lists abc\.jpeg twice \(as 'abc' and 'abc\.JPEG'\)"):
+        load_flat_queries(tmp_path / "q", names)
+
+
 def test_gallery_duplicate_stems_rejected(tmp_path: Path) -> None:
     write_image(tmp_path / "g" / "abc.jpg")
     write_image(tmp_path / "g" / "abc.png")

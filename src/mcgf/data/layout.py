@@ -378,7 +378,8 @@ def load_flat_queries(folder: str | Path, names_file: str | Path, *, warn: bool 
     symbolic links are skipped (and logged with ``warn``); a listed query that is one is missing.
 
     Raises:
-        UserError: if a listed query has no file, or a stem matches several files.
+        UserError: if a listed query has no file, a stem matches several files, or two
+            lines name the same file.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -392,6 +393,7 @@ def load_flat_queries(folder: str | Path, names_file: str | Path, *, warn: bool 
         by_stem.setdefault(p.stem, []).append(p)
     paths: list[Path] = []
     missing: list[str] = []
+    listed: dict[Path, str] = {}
     for name in names:
         p = by_name.get(name)
         if p is None:
@@ -406,8 +408,12 @@ def load_flat_queries(folder: str | Path, names_file: str | Path, *, warn: bool 
             p = cands[0] if cands else None
         if p is None:
             missing.append(name)
-        else:
-            paths.append(p)
+            continue
+        if p in listed:  # "abc" and "abc.jpeg": one query, two answer lines
+            raise UserError(f"names file {names_file} lists {p.name} twice (as {listed[p]!r} "
+                            f"and {name!r}): list every query once")
+        listed[p] = name
+        paths.append(p)
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         why = f" ({len(broken)} broken symbolic links in that folder)" if broken else ""
