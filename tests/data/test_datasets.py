@@ -44,6 +44,19 @@ def test_cross_view_batches_aligned_through_dataloader(u1652: Path) -> None:
     assert len(seen) == 9
 
 
+def test_views_spelling_one_id_differently_are_aligned(u1652: Path) -> None:
+    # The satellite folder of location 4 is "4", its drone folder "0004": one location.
+    sat = u1652 / "train" / "satellite"
+    (sat / "0004").rename(sat / "4")
+    data = load_university1652(u1652)
+    ds = CrossViewTrainSet(
+        data.train["drone"], data.train["satellite"], drone_transform=to_tensor, satellite_transform=to_tensor
+    )
+    assert ds.class_ids == ["0001", "0002", "0004"]
+    assert [(r.label, r.path.name) for r in ds.satellite_records] == [(0, "0001.jpg"), (1, "0002.jpg"), (2, "0004.jpg")]
+    assert {r.label for r in ds.drone_records} == {0, 1, 2}
+
+
 def test_degrade_hook_and_clean_target(u1652: Path) -> None:
     data = load_university1652(u1652)
 

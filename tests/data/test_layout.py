@@ -51,6 +51,14 @@ def test_alignment_by_folder_name_not_position(u1652: Path) -> None:
     assert recs[0].key == "0001/0001.jpg"
 
 
+def test_alignment_by_location_id_not_folder_spelling(u1652: Path) -> None:
+    sat = u1652 / "train" / "satellite"
+    (sat / "0002").rename(sat / "2")
+    data = load_university1652(u1652)
+    assert aligned_classes(data.train["drone"], data.train["satellite"]) == ["0001", "0002", "0004"]
+    assert aligned_classes(data.train["satellite"], data.train["drone"]) == ["0001", "2", "0004"]
+
+
 def test_find_root_one_level_up(u1652: Path) -> None:
     assert find_university1652_root(u1652.parent) == u1652
     with pytest.raises(UserError, match="does not exist"):

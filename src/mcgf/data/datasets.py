@@ -94,8 +94,9 @@ def collate_images(items: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
 class CrossViewTrainSet(Dataset):
     """Drone and satellite images of the locations present in both views.
 
-    Locations are aligned by class folder name and numbered ``0..C-1`` in folder name
-    order (``class_ids[c]`` is the folder name of label ``c``). Dataset indices
+    Locations are aligned by location id (``0839`` and ``839`` are one location) and
+    numbered ``0..C-1`` in id order (``class_ids[c]`` is the drone folder name of label
+    ``c``). Dataset indices
     ``0..n_drone-1`` are drone images, the rest satellite tiles; use
     :attr:`location_index` with :class:`~mcgf.data.sampler.CrossViewBatchSampler` and
     :func:`collate_cross_view` to get aligned batches.
@@ -125,11 +126,13 @@ class CrossViewTrainSet(Dataset):
                 "class folders of the two views must share names (run mcgf data check)"
             )
         label_of = {name: i for i, name in enumerate(self.class_ids)}
+        # The satellite folder of a location may spell its id otherwise (``3`` vs ``0003``).
+        satellite_of = {int(name): paths for name, paths in satellite.classes.items()}
         self.drone_records = [
             ImageRecord(p, label_of[n], "drone") for n in self.class_ids for p in drone.classes[n]
         ]
         self.satellite_records = [
-            ImageRecord(p, label_of[n], "satellite") for n in self.class_ids for p in satellite.classes[n]
+            ImageRecord(p, label_of[n], "satellite") for n in self.class_ids for p in satellite_of[int(n)]
         ]
         n_d = len(self.drone_records)
         drone_idx: list[list[int]] = [[] for _ in self.class_ids]

@@ -304,15 +304,18 @@ def load_university1652(path: str | Path, splits: Iterable[str] = ("train", "tes
 
 
 def aligned_classes(*folder_sets: ClassFolderSet) -> list[str]:
-    """Class folder names that are non-empty in every given view, in name order.
+    """Class folder names of the first view whose location is non-empty in every given
+    view, in location id order.
 
-    Alignment is by folder name, never by position.
+    Alignment is by location id (the folder name read as a number, as labels are), never
+    by position: ``0839`` in one view and ``839`` in another are the same location.
     """
     if not folder_sets:
         return []
-    names = {n for n, paths in folder_sets[0].classes.items() if paths}
+    ids = set(folder_sets[0].labels())
     for fs in folder_sets[1:]:
-        names &= {n for n, paths in fs.classes.items() if paths}
+        ids &= set(fs.labels())
+    names = [n for n, paths in folder_sets[0].classes.items() if paths and int(n) in ids]
     return sorted(names, key=lambda n: (int(n), n))
 
 
