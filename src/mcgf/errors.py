@@ -27,6 +27,10 @@ class ImageReadError(UserError):
             "(fix or remove the file, or run with --on-bad-image skip)"
         )
 
+    def __reduce__(self) -> tuple[type[ImageReadError], tuple[Path, str]]:
+        # Rebuilt from (path, reason), so that the error crosses from a worker process.
+        return type(self), (self.path, self.reason)
+
 
 class DeprecatedOptionWarning(FutureWarning):
     """A config uses an option under its former name or section; it still works, and the

@@ -89,6 +89,28 @@ def test_bad_image_stop_names_file_and_skip_counts(u1652: Path) -> None:
     assert isinstance(batch["image"], torch.Tensor)
 
 
+def test_bad_image_in_a_worker_process_raises_the_image_error(u1652: Path) -> None:
+    # With DataLoader workers the error must still be the one-line ImageReadError (the
+    # loader would otherwise raise a RuntimeError holding the worker's traceback).
+    from mcgf.evaluation.features import extract_features
+    from mcgf.models import build_embedder
+    from mcgf.training.loop import _batches
+
+    sat = u1652 / "train" / "satellite" / "0002" / "0002.jpg"
+    sat.write_bytes(b"")
+    data = load_university1652(u1652)
+    with pytest.raises(ImageReadError, match=r"0002\.jpg: not a recognised image format"):
+        extract_features(data.train["satellite"].records(), build_embedder("thumbnail"),
+                         num_workers=1, progress=False, device="cpu")
+    ds = CrossViewTrainSet(
+        data.train["drone"], data.train["satellite"], drone_transform=to_tensor, satellite_transform=to_tensor
+    )
+    sampler = CrossViewBatchSampler(ds.location_index, 3, 1, seed=0)
+    loader = DataLoader(ds, batch_sampler=sampler, collate_fn=collate_cross_view, num_workers=1)
+    with pytest.raises(ImageReadError, match=r"0002\.jpg"):
+        list(_batches(loader))
+
+
 def test_no_shared_location_is_a_user_error(tmp_path: Path) -> None:
     from mcgf.data.layout import read_class_folders
     from mcgf.errors import UserError

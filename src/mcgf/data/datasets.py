@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from mcgf.data.images import BadImagePolicy, read_image_or_none
 from mcgf.data.layout import ClassFolderSet, ImageRecord, aligned_classes
 from mcgf.data.sampler import LocationIndex
-from mcgf.errors import UserError
+from mcgf.errors import ImageReadError, UserError
 from mcgf.weather.conditions import CLEAN
 
 #: ``transform(image) -> tensor`` applied to a decoded RGB image.
@@ -37,6 +38,34 @@ def degrade_image(image: Image.Image, key: str, degrade: Degrade | None) -> tupl
         return image, CLEAN
     arr, condition = degrade(np.asarray(image), key)
     return Image.fromarray(arr), condition
+
+
+def _read(path: Path, policy: BadImagePolicy) -> Image.Image | ImageReadError | None:
+    """The decoded image, ``None`` for an unreadable one under ``"skip"``.
+
+    Under ``"stop"`` a DataLoader worker process returns the :class:`ImageReadError`
+    instead of raising it: the loader would raise it in the main process as a
+    ``RuntimeError`` holding the worker's traceback. The collate functions carry it in
+    the batch and :func:`raise_unreadable` raises it in the main process.
+    """
+    try:
+        return read_image_or_none(path, policy)
+    except ImageReadError as err:
+        if get_worker_info() is None:
+            raise
+        return err
+
+
+def raise_unreadable(batch: dict[str, Any]) -> dict[str, Any]:
+    """``batch`` as it is, or the :class:`ImageReadError` met while loading it raised."""
+    error = batch.get("error")
+    if isinstance(error, ImageReadError):
+        raise error
+    return batch
+
+
+def _first_error(items: Sequence[Any]) -> ImageReadError | None:
+    return next((it for it in items if isinstance(it, ImageReadError)), None)
 
 
 class ImageListDataset(Dataset):
@@ -62,11 +91,11 @@ class ImageListDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: int) -> dict[str, Any] | None:
+    def __getitem__(self, index: int) -> dict[str, Any] | ImageReadError | None:
         rec = self.records[index]
-        image = read_image_or_none(rec.path, self.on_bad_image)
-        if image is None:
-            return None
+        image = _read(rec.path, self.on_bad_image)
+        if not isinstance(image, Image.Image):
+            return image
         image, condition = degrade_image(image, rec.key, self.degrade)
         return {
             "image": self.transform(image),
@@ -77,9 +106,14 @@ class ImageListDataset(Dataset):
         }
 
 
-def collate_images(items: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
-    """Stack items of :class:`ImageListDataset`, dropping skipped (``None``) ones."""
-    kept = [it for it in items if it is not None]
+def collate_images(items: Sequence[dict[str, Any] | ImageReadError | None]) -> dict[str, Any]:
+    """Stack items of :class:`ImageListDataset`, dropping skipped (``None``) ones; an
+    unreadable image of a worker process makes the batch ``{"error": ..., "skipped": 0}``
+    (see :func:`raise_unreadable`)."""
+    error = _first_error(items)
+    if error is not None:
+        return {"error": error, "skipped": 0}
+    kept = [it for it in items if isinstance(it, dict)]
     out: dict[str, Any] = {"skipped": len(items) - len(kept)}
     if not kept:
         return out
@@ -161,7 +195,7 @@ class CrossViewTrainSet(Dataset):
         n_d = len(self.drone_records)
         return self.drone_records[index] if index < n_d else self.satellite_records[index - n_d]
 
-    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any] | None:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any] | ImageReadError | None:
         """Item ``index``, or ``(epoch, index)`` as :class:`EpochTagged` batches give it.
 
         With an epoch tag the weather switches to that epoch (so persistent DataLoader
@@ -185,11 +219,11 @@ class CrossViewTrainSet(Dataset):
                     torch.set_rng_state(state)
         return self._load(index)
 
-    def _load(self, index: int) -> dict[str, Any] | None:
+    def _load(self, index: int) -> dict[str, Any] | ImageReadError | None:
         rec = self.record(index)
-        image = read_image_or_none(rec.path, self.on_bad_image)
-        if image is None:
-            return None
+        image = _read(rec.path, self.on_bad_image)
+        if not isinstance(image, Image.Image):
+            return image
         item: dict[str, Any] = {"view": rec.view, "label": rec.label, "key": rec.key}
         if rec.view == "satellite":
             item["image"] = self.satellite_transform(image)
@@ -231,14 +265,18 @@ class EpochTagged:
         return len(self.batch_sampler)
 
 
-def collate_cross_view(items: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
+def collate_cross_view(items: Sequence[dict[str, Any] | ImageReadError | None]) -> dict[str, Any]:
     """Split a sampler batch into aligned ``satellite`` and ``drone`` tensors.
 
     Order within each view follows the batch, so ``satellite_label`` and
     ``drone_label`` refer to the same location numbering. Skipped (``None``) items are
-    dropped and counted in ``"skipped"``.
+    dropped and counted in ``"skipped"``; an unreadable image of a worker process makes
+    the batch ``{"error": ..., "skipped": 0}`` (see :func:`raise_unreadable`).
     """
-    kept = [it for it in items if it is not None]
+    error = _first_error(items)
+    if error is not None:
+        return {"error": error, "skipped": 0}
+    kept = [it for it in items if isinstance(it, dict)]
     out: dict[str, Any] = {"skipped": len(items) - len(kept)}
     for view in ("satellite", "drone"):
         sel = [it for it in kept if it["view"] == view]

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from mcgf import __version__
-from mcgf.data.datasets import Degrade, ImageListDataset, collate_images
+from mcgf.data.datasets import Degrade, ImageListDataset, collate_images, raise_unreadable
 from mcgf.data.images import BAD_IMAGE_POLICIES, DECODER_VERSION
 from mcgf.data.layout import UNKNOWN_LABEL, ImageRecord
 from mcgf.data.transforms import Preprocess
@@ -216,7 +216,7 @@ def _embed_loader(loader: DataLoader, records: Sequence[ImageRecord], embedder: 
 
     with tqdm(total=len(records), desc=desc, unit="img", disable=not progress, leave=False) as bar:
         for batch in loader:
-            kept = batch.get("index")
+            kept = raise_unreadable(batch).get("index")
             bar.update(batch["skipped"] + (0 if kept is None else int(kept.numel())))
             if kept is None:
                 continue

@@ -676,6 +676,8 @@ def _batches(loader: Any, keep_rng: bool = False) -> Iterator[dict[str, Any]]:
     noise). Items do not depend on the workers' seeds (their randomness is seeded per
     item).
     """
+    from mcgf.data.datasets import raise_unreadable
+
     if keep_rng:
         state = torch.get_rng_state()
         batches = iter(loader)
@@ -683,7 +685,7 @@ def _batches(loader: Any, keep_rng: bool = False) -> Iterator[dict[str, Any]]:
     else:
         batches = iter(loader)
     for batch in batches:
-        if len(batch["drone"]) and len(batch["satellite"]):
+        if len(raise_unreadable(batch)["drone"]) and len(batch["satellite"]):
             yield batch
 
 
