@@ -17,19 +17,24 @@ class UserError(Exception):
 
 
 class ImageReadError(UserError):
-    """An image file could not be decoded."""
+    """An image file could not be decoded.
 
-    def __init__(self, path: str | Path, reason: str) -> None:
+    ``skip`` says how to skip unreadable images instead (``""``: not possible); the
+    command line words it for the command that met the image.
+    """
+
+    def __init__(self, path: str | Path, reason: str, skip: str = "run with --on-bad-image skip") -> None:
         self.path = Path(path)
         self.reason = reason
+        self.skip = skip
         super().__init__(
             f"cannot read image {self.path}: {reason} "
-            "(fix or remove the file, or run with --on-bad-image skip)"
+            f"(fix or remove the file{', or ' + skip if skip else ''})"
         )
 
-    def __reduce__(self) -> tuple[type[ImageReadError], tuple[Path, str]]:
-        # Rebuilt from (path, reason), so that the error crosses from a worker process.
-        return type(self), (self.path, self.reason)
+    def __reduce__(self) -> tuple[type[ImageReadError], tuple[Path, str, str]]:
+        # Rebuilt from its fields, so that the error crosses from a worker process.
+        return type(self), (self.path, self.reason, self.skip)
 
 
 class DeprecatedOptionWarning(FutureWarning):

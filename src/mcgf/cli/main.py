@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import TextIO
 
 from mcgf import __version__
-from mcgf.errors import DeprecatedOptionWarning, UserError
+from mcgf.errors import DeprecatedOptionWarning, ImageReadError, UserError
 
 # Order here is the order in ``mcgf --help``.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -61,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_deprecations(warnings.showwarning)
             return int(args.func(args) or 0)
+    except ImageReadError as err:
+        print(f"mcgf: error: {_worded_for(err, args)}", file=sys.stderr)
+        return 2
     except UserError as err:
         print(f"mcgf: error: {err}", file=sys.stderr)
         return 2
@@ -72,6 +75,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+
+
+def _worded_for(err: ImageReadError, args: argparse.Namespace) -> ImageReadError:
+    """``err`` with the way ``args``' command skips unreadable images: ``--on-bad-image``
+    where the command has it, ``data.on_bad_image`` for training, none elsewhere."""
+    if hasattr(args, "on_bad_image"):
+        return err
+    skip = "set data.on_bad_image: skip (--set data.on_bad_image=skip)" if args.command == "train" else ""
+    return ImageReadError(err.path, err.reason, skip)
 
 
 def _one_line_deprecations(fallback: Callable[..., None]) -> Callable[..., None]:

@@ -400,7 +400,8 @@ def format_report(report: CheckReport, *, per_class: bool = False) -> str:
         lines.append("OK: the dataset can be used")
     elif report.unreadable and not report.errors:
         lines.append(
-            "NOT OK: fix or remove the unreadable images, or run training/evaluation with --on-bad-image skip"
+            "NOT OK: fix or remove the unreadable images, or skip them (training: data.on_bad_image: skip; "
+            "mcgf evaluate: --on-bad-image skip)"
         )
     else:
         lines.append("NOT OK: the dataset cannot be used as it is")
