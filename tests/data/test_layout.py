@@ -69,6 +69,24 @@ def test_find_root_one_level_up(u1652: Path) -> None:
         find_university1652_root(empty)
 
 
+def test_unreadable_class_folder_is_a_clear_error(u1652: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # chmod cannot take read access away from root, so the refusal is simulated.
+    import os
+
+    locked = u1652 / "train" / "drone" / "0002"
+    scandir = os.scandir
+
+    def refuse(path: str | os.PathLike[str] = ".") -> object:
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse)
+    with pytest.raises(UserError, match=r"cannot list folder .*0002: Permission denied") as err:
+        load_university1652(u1652)
+    assert "\n" not in str(err.value)
+
+
 def test_non_integer_class_folder_is_a_clear_error(tmp_path: Path) -> None:
     write_image(tmp_path / "drone" / "building_a" / "x.jpg")
     with pytest.raises(UserError, match="building_a"):

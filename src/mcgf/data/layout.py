@@ -87,18 +87,33 @@ def _is_broken_link(entry: os.DirEntry[str]) -> bool:
     return entry.is_symlink() and not os.path.exists(entry.path)
 
 
+def _entries(folder: str | Path) -> list[os.DirEntry[str]]:
+    """The entries of ``folder``; ``[]`` if it does not exist.
+
+    Raises:
+        UserError: the folder exists but cannot be listed (e.g. no read permission).
+    """
+    try:
+        return list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as err:
+        raise UserError(f"cannot list folder {folder}: {err.strerror or err} "
+                        "(give read access to it, or remove it)") from None
+
+
 def list_images(folder: str | Path, broken: list[Path] | None = None,
                 extensions: frozenset[str] = IMAGE_EXTENSIONS) -> list[Path]:
     """Image files directly inside ``folder``, sorted by name; ``[]`` if it does not exist.
 
     Broken symbolic links with an image name are not images; when ``broken`` is given
     they are appended to it (sorted by name). ``extensions`` as in :func:`is_image_file`.
+
+    Raises:
+        UserError: ``folder`` cannot be listed.
     """
     folder = Path(folder)
-    try:
-        entries = list(os.scandir(folder))
-    except (FileNotFoundError, NotADirectoryError):
-        return []
+    entries = _entries(folder)
     images = [e for e in entries if is_image_file(e.name, extensions)]
     if broken is not None:
         broken.extend(sorted(Path(e.path) for e in images if _is_broken_link(e)))
@@ -110,11 +125,11 @@ def list_subfolders(folder: str | Path, broken: list[Path] | None = None) -> lis
 
     When ``broken`` is given, visible broken symbolic links (which may have been
     sub-folders) are appended to it.
+
+    Raises:
+        UserError: ``folder`` cannot be listed.
     """
-    try:
-        entries = list(os.scandir(folder))
-    except (FileNotFoundError, NotADirectoryError):
-        return []
+    entries = _entries(folder)
     visible = [e for e in entries if not is_hidden(e.name)]
     if broken is not None:
         broken.extend(sorted(Path(e.path) for e in visible if _is_broken_link(e)))
