@@ -144,3 +144,19 @@ def test_directions_follow_the_data_unless_asked_for(
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and missing in err and "satellite->drone" in err
     assert evaluate(tiny_u1652, tmp_path / "c", "--directions", "d2s")["directions_left_out"] == {}
+
+
+def test_condition_folder_spelling_ids_without_zeros_is_complete(
+        tiny_u1652: Path, tmp_path: Path) -> None:
+    # a renderer may write class 0102 as 102: same location, so the same images and metrics
+    wx = tmp_path / "wx"
+    shutil.copytree(tiny_u1652 / "test" / "query_drone", wx / "normal")
+    shutil.copytree(tiny_u1652 / "test" / "query_drone", wx / "fog")
+    for folder in list((wx / "fog").iterdir()):
+        folder.rename(folder.with_name(str(int(folder.name))))
+    assert any(len(p.name) < 4 for p in (wx / "fog").iterdir())
+    got = rows(evaluate(tiny_u1652, tmp_path / "ev", "--wx-dir", str(wx), "--directions", "d2s",
+                        "--no-probes"))
+    fog, normal = got[("fog", "drone->satellite")], got[("normal", "drone->satellite")]
+    assert "partial" not in fog and fog["num_queries"] == normal["num_queries"]
+    assert fog["R@1"] == normal["R@1"] and fog["AP"] == normal["AP"]

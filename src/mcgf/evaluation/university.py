@@ -425,9 +425,11 @@ def prerendered_conditions(folder: str | Path, order: Sequence[str] = COMMUNITY_
 
 def coverage(folder: ClassFolderSet, reference: ClassFolderSet) -> tuple[int, int]:
     """``(images of reference that folder has a counterpart for, images of reference)``,
-    counted per class (a class cannot make up for another's missing images; names may
-    differ, e.g. by extension)."""
-    covered = sum(min(len(folder.classes.get(c, [])), len(paths))
+    counted per location (a location cannot make up for another's missing images; file
+    names may differ, e.g. by extension, and folder names may spell the id otherwise,
+    ``7`` for ``0007``, as labels are the folder name read as a number)."""
+    per_id = {int(c): len(paths) for c, paths in folder.classes.items()}
+    covered = sum(min(per_id.get(int(c), 0), len(paths))
                   for c, paths in reference.classes.items())
     return covered, reference.num_images
 

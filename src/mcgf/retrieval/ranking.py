@@ -54,7 +54,7 @@ def rank_and_score(query_features: Any, query_labels: Any, gallery_features: Any
         gallery_features: ``(G, D)`` features.
         gallery_labels: ``(G,)`` labels; ``junk_label`` items are dropped from rankings.
         junk_label: label of junk gallery items.
-        block: queries ranked at once (default: as many as fit in ~256 MiB of scores).
+        block: queries ranked at once (default: as many as fit in ~32 MiB of float64 scores).
     """
     q = as_float_tensor(query_features, "query features")
     g = as_float_tensor(gallery_features, "gallery features")
