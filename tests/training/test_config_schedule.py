@@ -97,3 +97,38 @@ def test_loading_a_state_keeps_this_schedules_shape() -> None:
     with pytest.raises(ValueError, match="the state has 1 learning-rate multipliers, this scheduler 2"):
         warmup_cosine_scheduler(two_groups, 10).load_state_dict(
             {**short.state_dict(), "lr_lambdas": [None]})
+
+
+def test_the_first_step_after_loading_a_state_uses_this_schedules_rate() -> None:
+    """A run resumed with more epochs takes its next step at the rate of its own schedule,
+    not the one the shorter schedule ended on (0 at the end of its cosine)."""
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([p], lr=1.0)
+    short = warmup_cosine_scheduler(opt, total_steps=2, warmup_steps=1)
+    for _ in range(2):
+        opt.step()
+        short.step()
+    assert opt.param_groups[0]["lr"] == 0.0
+    opt2 = torch.optim.AdamW([p], lr=1.0)
+    longer = warmup_cosine_scheduler(opt2, total_steps=4, warmup_steps=1)
+    # As a resume does: the optimizer's state (its groups' rates included), then the schedule.
+    opt2.load_state_dict(opt.state_dict())
+    longer.load_state_dict(short.state_dict())
+    assert opt2.param_groups[0]["lr"] == warmup_cosine(2, 4, 1)
+    assert longer.get_last_lr() == [warmup_cosine(2, 4, 1)]
+
+
+def test_loading_a_state_of_the_same_schedule_changes_no_rate() -> None:
+    """Resuming with the config a state was saved with keeps the rates bit for bit."""
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([p], lr=3e-4)
+    sched = warmup_cosine_scheduler(opt, total_steps=7, warmup_steps=2, min_ratio=0.1)
+    for _ in range(3):
+        opt.step()
+        sched.step()
+    opt2 = torch.optim.AdamW([p], lr=3e-4)
+    sched2 = warmup_cosine_scheduler(opt2, total_steps=7, warmup_steps=2, min_ratio=0.1)
+    opt2.load_state_dict(opt.state_dict())
+    sched2.load_state_dict(sched.state_dict())
+    assert opt2.param_groups[0]["lr"] == opt.param_groups[0]["lr"]
+    assert sched2.get_last_lr() == sched.get_last_lr()

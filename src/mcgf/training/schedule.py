@@ -39,7 +39,9 @@ class WarmupCosineLR(LambdaLR):
     Its state dict is a ``LambdaLR``'s (the multiplier's settings included), but loading
     one takes only the progress (steps taken, base and last learning rates): the total
     steps, warmup and floor stay those the scheduler was built with, so a resumed run
-    follows its own config (e.g. more epochs) rather than the saved one.
+    follows its own config (e.g. more epochs) rather than the saved one, from its very
+    next step: loading sets the groups' learning rates to this schedule's at the saved
+    progress.
     """
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -48,6 +50,13 @@ class WarmupCosineLR(LambdaLR):
             raise ValueError(f"the state has {len(saved)} learning-rate multipliers, this "
                              f"scheduler {len(self.lr_lambdas)}")
         super().load_state_dict({**state_dict, "lr_lambdas": [None] * len(saved)})
+        # The groups' rates were set by the saved schedule (a resumed optimizer's state
+        # brings them back too): the next step must use this schedule's rate at the saved
+        # progress, e.g. not the 0 that a shorter run's cosine ended on.
+        for group, base_lr, lmbda in zip(self.optimizer.param_groups, self.base_lrs,
+                                         self.lr_lambdas, strict=True):
+            group["lr"] = base_lr * lmbda(self.last_epoch)
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
 
 def warmup_cosine_scheduler(
