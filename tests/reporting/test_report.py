@@ -176,3 +176,27 @@ def test_checkpoint_without_restoration_branch_gets_a_note(tiny_run: tuple[Path,
     text = index.read_text()
     assert "no restoration branch" in text
     assert not [p for p in (index.parent / "img").iterdir() if p.name.startswith("restore-")]
+
+
+def test_out_that_is_not_a_report_is_refused_before_any_work(
+        tiny_run: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The report replaces its folder: a file, the run folder itself or another folder
+    with files of its own is left alone with a one-line error."""
+    run, data = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("keep me")
+    config = tmp_path / "config.yaml"
+    config.write_text("keep: me\n")
+    for out, message in ((config, "is not a folder"), (copy, "not a report"),
+                         (notes, "not a report")):
+        argv = ["report", str(copy), "--data", str(data), "--out", str(out), "--quiet"]
+        assert main(argv) == 2, out
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and message in err and str(out) in err, err
+    assert config.read_text() == "keep: me\n"
+    assert (notes / "todo.txt").read_text() == "keep me"
+    assert (copy / "train" / "last" / "model.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "notes", "run"]

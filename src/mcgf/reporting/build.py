@@ -376,7 +376,8 @@ def build_report(
             or the checkpoint's training ``data.root``). Of a layout with several test
             sets (SUES-200's heights) the pictures show the first; the metrics, all.
         checkpoint: the checkpoint folder (default ``RUN/train/last`` or ``RUN/last``).
-        out: the report folder (default ``RUN/report``); replaced atomically.
+        out: the report folder (default ``RUN/report``); replaced atomically. It must be
+            new, empty or an earlier report (a file or a folder of other files is refused).
         queries: how many random drone queries to show, or their keys
             (``"<class>/<file>"`` or ``"<class>"``).
         seed: fixes the random choice of queries.
@@ -405,6 +406,7 @@ def build_report(
     _check_sizes(tile, restore_steps)
     run = Path(run_dir)
     dest = Path(out) if out is not None else run / "report"
+    _check_dest(dest)
     inputs = resolve_run(run, data_root=data_root, checkpoint=checkpoint, out=dest, layout=layout)
     dev = resolve_device(device)
     data = _shown_test_set(inputs)
@@ -487,6 +489,25 @@ def _feature_store(inputs: RunInputs, embedder: Any, dev: Any, *, cache_dir: str
         weather_jpeg=weather.get("jpeg_quality"),
         device=str(dev), batch_size=batch_size, progress=progress, log=log,
     )
+
+
+def _check_dest(dest: Path) -> None:
+    """Refuse a report folder ``dest`` that the swap into place would take away: a file,
+    or a folder holding anything but an earlier report (``index.html`` and ``img/``).
+
+    Raises:
+        UserError: naming ``dest``.
+    """
+    if (dest.exists() or dest.is_symlink()) and not dest.is_dir():
+        raise UserError(f"--out {dest} exists and is not a folder: choose another report folder")
+    if not dest.is_dir():
+        return
+    names = {p.name for p in dest.iterdir()}
+    if names and ("index.html" not in names or not names <= {"index.html", IMG}):
+        raise UserError(f"--out {dest} is not a report folder (it holds "
+                        f"{', '.join(sorted(names)[:3])}{', ...' if len(names) > 3 else ''}), and "
+                        "the report replaces its folder: choose a new or empty folder or an "
+                        "earlier report's")
 
 
 def _write_folder(dest: Path, write: Callable[[Path], None]) -> None:
