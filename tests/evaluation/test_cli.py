@@ -244,3 +244,25 @@ def test_on_the_fly_weather_is_stored_as_jpeg_like_the_published_sets(
                  "--out", str(tmp_path / "bad"), "--quiet"]) != 0
     err = capsys.readouterr().err
     assert "--weather-jpeg must be a JPEG quality 1..100 or 'none'" in err and err.count("\n") == 1
+
+
+def test_out_and_cache_that_are_files_are_one_line_errors(
+        tiny_u1652: Path, tiny_160k: tuple[Path, Path], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Checked before the features are extracted, not when the results are written."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me")
+    root, _gt = tiny_160k
+    cases = [
+        (["evaluate", str(tiny_u1652), "--out", str(notes)], "--out"),
+        (["evaluate", str(tiny_u1652), "--out", str(notes / "eval")], "--out"),
+        (["evaluate", str(tiny_u1652), "--out", str(tmp_path / "o"), "--cache-dir", str(notes)],
+         "--cache-dir"),
+        (["predict", str(root), "--out", str(notes)], "--out"),
+    ]
+    for argv, option in cases:
+        assert main([*argv, *COMMON]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"mcgf: error: {option} " in err and "not a folder" in err, err
+    assert notes.read_text() == "keep me"
+    assert not (tmp_path / "o").exists()

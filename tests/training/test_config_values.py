@@ -200,3 +200,17 @@ def test_create_model_checks_values_too() -> None:
     with pytest.raises(UserError, match=r"create_model\('mcgf'\): model.restoration_width must be "
                        r"a positive multiple of 8 \(got 12\)"):
         create_model("mcgf", backbone_name="resnet18", num_classes=3, restoration_width=12)
+
+
+def test_out_that_is_a_file_stops_before_work(tmp_path: Path, no_work: None,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    path = REPO / "configs" / "demo-cpu.yaml"
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me")
+    for argv in (["--config", str(path), "--out", str(notes)],
+                 ["--config", str(path), "--out", str(notes / "run")],
+                 ["--out", str(notes), "--resume"]):
+        assert main(["train", *argv, "--quiet"]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"--out {argv[argv.index('--out') + 1]} is not a folder" in err, err
+    assert notes.read_text() == "keep me"

@@ -10,7 +10,7 @@ import argparse
 import os
 from typing import Any
 
-from mcgf.cli.options import int_option
+from mcgf.cli.options import folder_option, int_option
 from mcgf.errors import UserError
 
 #: ``mcgf.evaluation.university.WX_JPEG_QUALITY``, spelt out: importing the evaluation
@@ -75,11 +75,14 @@ def extract_options_from_args(args: argparse.Namespace, out_dir: str, *,
 
     workers = (max(0, min(4, (os.cpu_count() or 1) - 1)) if args.workers is None
                else int_option(args.workers, "--workers", 0))
+    folder_option(out_dir, "--out")
     cache: str | None = args.cache_dir
     if cache is None:
         cache = os.path.join(out_dir, "feature-cache")
     elif cache.lower() == "none":
         cache = None
+    else:
+        folder_option(cache, "--cache-dir")
     device = args.device
     if device is not None:
         from mcgf.runtime import resolve_device

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 from mcgf.errors import UserError
@@ -20,3 +22,22 @@ def int_option(value: Any, option: str, minimum: int = 1) -> int:
     if out < minimum:
         raise UserError(f"{option} must be at least {minimum} (got {out})")
     return out
+
+
+def folder_option(value: str | os.PathLike[str], option: str) -> Path:
+    """``value`` as an output folder that can be created or written into: neither it nor
+    an existing folder above it may be a file (checked before any work, so that a long
+    run does not end on a traceback when it writes its results).
+
+    Raises:
+        UserError: ``value`` or one of its parents exists and is not a folder, naming
+            ``option``.
+    """
+    path = Path(value)
+    for p in (path, *path.parents):
+        if p.is_dir():
+            break
+        if p.exists() or p.is_symlink():
+            what = "" if p == path else f" ({p} is a file)"
+            raise UserError(f"{option} {path} is not a folder{what}: choose another folder")
+    return path

@@ -27,13 +27,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mcgf.cli.options import folder_option
     from mcgf.config import apply_overrides, load_config
     from mcgf.errors import UserError
     from mcgf.models.checkpoint import read_config, recover_interrupted_save
     from mcgf.training.config import SECTIONS, parse_run_config
     from mcgf.training.loop import LAST, train
 
-    out = Path(args.out)
+    out = folder_option(args.out, "--out")
     if args.resume:
         # A run killed while saving its checkpoint may have left it aside.
         recover_interrupted_save(out / LAST)
