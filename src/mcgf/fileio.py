@@ -42,6 +42,11 @@ def atomic_write(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[I
         raise
 
 
+def file_mode() -> int:
+    """The permissions ``open()`` gives a new file under this process's umask."""
+    return 0o666 & ~_umask()
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

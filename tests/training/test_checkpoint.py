@@ -191,3 +191,18 @@ def test_offline_options_are_forced(tmp_path: Path) -> None:
     cfg = {**CONFIG, "pretrained": True, "weights": str(tmp_path / "absent.safetensors")}
     path = save_checkpoint(tmp_path / "ck", make_model(), cfg)
     assert load_checkpoint(path).config["model"]["pretrained"] is True  # recorded as given
+
+
+def test_every_checkpoint_file_gets_the_permissions_of_a_normal_file(tmp_path: Path) -> None:
+    """Whoever may read config.json may read the weights too (a shared run folder)."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "ck", make_model(), CONFIG,
+                               train_state=TrainState(step=1, epoch=1))
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in path.iterdir()}
+    assert modes == {"config.json": 0o644, "model.safetensors": 0o644, "state.pt": 0o644}

@@ -49,7 +49,7 @@ from torch import nn
 
 from mcgf import __version__
 from mcgf.errors import UserError
-from mcgf.fileio import fsync_dir, replace_dir
+from mcgf.fileio import file_mode, fsync_dir, replace_dir
 from mcgf.models.model_registry import (
     check_model_options,
     create_model,
@@ -242,6 +242,9 @@ def _save_weights(model: nn.Module, path: Path) -> None:
             storages.add(storage)
     tensors = {k: v.cpu() for k, v in tensors.items()}
     save_file(tensors, str(path), metadata={"aliases": json.dumps(aliases, sort_keys=True)})
+    # safetensors (0.8) creates the file with mode 0600: give the weights the
+    # permissions of the folder's other files, so whoever reads the config reads them too.
+    os.chmod(path, file_mode())
     _fsync_file(path)
 
 
