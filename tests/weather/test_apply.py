@@ -103,3 +103,17 @@ def test_tiny_and_elongated_images(condition):
         img = natural_image(shape[0], 3, width=shape[1]) if min(shape[:2]) >= 12 else np.full(shape, 120, np.uint8)
         out = apply_weather(img, condition, seed=0, key="t")
         assert out.shape == shape
+
+
+@pytest.mark.parametrize("condition", CONDITIONS)
+def test_one_pixel_wide_images(condition):
+    """OpenCV reads a map of at most four pixels (1x1, 4x1) as a scalar: such images
+    must render like any other, in uint8 and in float alike."""
+    for shape in ((1, 1, 3), (4, 1, 3), (1, 4, 3), (1, 1)):
+        img = np.full(shape, 120, np.uint8)
+        out = apply_weather(img, condition, seed=0, key="t")
+        assert out.shape == shape and out.dtype == np.uint8
+        assert np.array_equal(out, apply_weather(img, condition, seed=0, key="t"))
+        flt = apply_weather(img.astype(np.float32) / 255, condition, seed=0, key="t")
+        # Only the uint8 path's 8-bit rounding separates them (light's tables: up to 3).
+        assert np.abs(out.astype(int) - np.rint(flt * 255).astype(int)).max() <= 3

@@ -20,10 +20,35 @@ def scalar(value: float) -> tuple[float, float, float, float]:
     return (float(value),) * 4
 
 
+_CV_OPS = {"add": cv2.add, "max": cv2.max, "min": cv2.min}
+_NP_OPS = {"add": np.add, "max": np.maximum, "min": np.minimum}
+
+
+def with_scalar(op: str, a: np.ndarray, value: float, dst: np.ndarray | None = None) -> np.ndarray:
+    """``a + value``, ``max(a, value)`` or ``min(a, value)`` (``op``: ``add``, ``max``,
+    ``min``) of a float32 array, elementwise, into ``dst`` if given.
+
+    OpenCV reads an array of at most four elements (a 1×1 or 4×1 map: a 1-pixel-wide
+    image) as a scalar itself, and then returns a 4×1 float64 result; such arrays take
+    NumPy's path, which gives the same float32 values.
+    """
+    if a.size > 4:
+        return _CV_OPS[op](a, scalar(value)) if dst is None else _CV_OPS[op](a, scalar(value), dst=dst)
+    return _NP_OPS[op](a, np.float32(value), out=dst)
+
+
+def subtract_from(value: float, a: np.ndarray, dst: np.ndarray | None = None) -> np.ndarray:
+    """``value - a`` of a float32 array, elementwise, into ``dst`` if given (tiny arrays
+    as in :func:`with_scalar`)."""
+    if a.size > 4:
+        return cv2.subtract(scalar(value), a) if dst is None else cv2.subtract(scalar(value), a, dst=dst)
+    return np.subtract(np.float32(value), a, out=dst)
+
+
 def clip_inplace(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """Clip a float32 array in place."""
-    cv2.max(a, scalar(lo), dst=a)
-    cv2.min(a, scalar(hi), dst=a)
+    with_scalar("max", a, lo, dst=a)
+    with_scalar("min", a, hi, dst=a)
     return a
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from mcgf.weather.arrays import clip_inplace, expand, owned_float, scalar, scratch
+from mcgf.weather.arrays import clip_inplace, expand, owned_float, scratch, subtract_from
 from mcgf.weather.noise import power_law_noise
 from mcgf.weather.rng import Range, draw
 
@@ -105,5 +105,5 @@ def render_cloud(image: np.ndarray, stage: CloudStage) -> np.ndarray:
     height, width, channels = image.shape
     alpha, intensity = cloud_maps(stage, height, width)
     x = owned_float(image)
-    keep = cv2.subtract(scalar(1.0), alpha, dst=scratch("fog.keep", (height, width)))
+    keep = subtract_from(1.0, alpha, dst=scratch("fog.keep", (height, width)))
     return cv2.blendLinear(x, expand(intensity, channels), keep, alpha, dst=x)

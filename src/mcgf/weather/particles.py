@@ -77,7 +77,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from mcgf.weather.arrays import expand, owned_float, scalar, scratch
+from mcgf.weather.arrays import expand, owned_float, scratch, subtract_from, with_scalar
 from mcgf.weather.kernels import (
     REFERENCE_SIZE,
     flake_profile,
@@ -363,7 +363,7 @@ def rain_transmittance(stage: RainStage) -> np.ndarray:
         # 1 - min(1, k·n) = max(0, 1 - k·n); the filter computes 1 - k·n in its pass.
         cv2.filter2D(drops, -1, layer.kernel * np.float32(-RAIN_OPACITY), dst=streaks,
                      delta=1.0, borderType=cv2.BORDER_CONSTANT)
-        cv2.max(streaks, scalar(0.0), dst=streaks)
+        with_scalar("max", streaks, 0.0, dst=streaks)
         cv2.multiply(trans, streaks, dst=trans)
     inside = trans[c.margin_rows : c.margin_rows + c.image_rows, c.margin_x : c.margin_x + c.width]
     if stage.soften > 0:
@@ -378,7 +378,7 @@ def render_rain(image: np.ndarray, stage: RainStage) -> np.ndarray:
     """Blend a rain stage over an (H, W, C) image of grey levels (see :func:`owned_float`)."""
     height, width, _ = image.shape
     trans = rain_transmittance(stage)
-    opacity = cv2.subtract(scalar(1.0), trans, dst=scratch("rain.opacity", (height, width)))
+    opacity = subtract_from(1.0, trans, dst=scratch("rain.opacity", (height, width)))
     x = owned_float(image)
     # One pass with per-pixel weights, no expanded weight map (OpenCV's 8-bit blendLinear
     # is slower than this float one, so uint8 input is widened first as before).
@@ -647,7 +647,7 @@ def render_snow(image: np.ndarray, stage: SnowStage) -> np.ndarray:
         x = owned_float(image)
         # OpenCV adds uint8 to float32 directly; no clip at 0 is needed since B ≥ 0.
         cv2.add(x, expand(add, channels), dst=x, dtype=cv2.CV_32F)
-        cv2.min(x, scalar(255.0), dst=x)
+        with_scalar("min", x, 255.0, dst=x)
         level = scratch("snow.level", add.shape)
         np.copyto(level, floor, casting="unsafe")
         out = cv2.max(x, expand(level, channels), dst=x)

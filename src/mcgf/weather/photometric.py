@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from mcgf.weather.arrays import owned_float, scalar, scratch
+from mcgf.weather.arrays import owned_float, scratch, with_scalar
 from mcgf.weather.colorspace import SPACES, adjust_brightness, recipe_table
 from mcgf.weather.rng import Range, draw
 
@@ -97,7 +97,7 @@ def render_photometric(image: np.ndarray, stage: PhotometricStage) -> np.ndarray
         return _render_uint8(image, stage)
     x = owned_float(image)
     if stage.blend:
-        up = cv2.min(cv2.add(x, scalar(100.0)), scalar(255.0))
+        up = with_scalar("min", with_scalar("add", x, 100.0), 255.0)
         cv2.addWeighted(up, 0.5, x, 0.1, 0.0, dst=x)
     rgb = adjust_brightness(x * (1.0 / 255.0), stage.space, stage.mul, stage.add, stage.mul_first)
     np.multiply(rgb, 255.0, out=x, casting="unsafe")
