@@ -35,6 +35,7 @@ single-process run reproduces the uninterrupted one bit for bit.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import random
@@ -74,6 +75,8 @@ from mcgf.training.step import (
     model_generator,
     train_step,
 )
+
+_log = logging.getLogger(__name__)
 
 LAST = "last"
 
@@ -320,6 +323,9 @@ def setup_run(cfg: RunConfig, out: str | Path, *, resume: bool = False,
                    scaler=runtime.grad_scaler(device, tc.amp), weights_report=report)
     if ckpt is not None and ckpt.train_state is not None:
         _restore(run, ckpt.train_state)
+        note = kept_on_resume(ckpt.config.get("train"), tc)
+        if note is not None and dist_info.main:
+            _log.warning("%s", note)
     del ckpt
     if dist_info.main:
         run.log = TrainLog(out, keep_until_step=run.step if resume else None, tensorboard=True)
@@ -409,6 +415,25 @@ def build_loader(cfg: RunConfig, dataset: Any, device: torch.device, *, world: i
         persistent_workers=cfg.data.workers > 0,
     )
     return sampler, loader
+
+
+#: Train options whose values a resumed optimizer state brings back (the groups' base
+#: learning rates, layer decay included, and their weight decay).
+RESUME_KEEPS: tuple[str, ...] = ("lr", "weight_decay", "layer_decay")
+
+
+def kept_on_resume(saved: Any, tc: TrainConfig) -> str | None:
+    """One line naming the ``RESUME_KEEPS`` options that differ between the checkpoint's
+    ``train`` section ``saved`` and this run's ``tc``, or ``None``: the resumed optimizer
+    state keeps the checkpoint's values, so a changed one is not applied."""
+    if not isinstance(saved, dict):
+        return None
+    changed = [f"train.{key} {saved[key]} -> {getattr(tc, key)}" for key in RESUME_KEEPS
+               if key in saved and saved[key] != getattr(tc, key)]
+    if not changed:
+        return None
+    return (f"{', '.join(changed)} not applied: a resumed run keeps the learning rates "
+            "and weight decay of its checkpoint (start a new run to change them)")
 
 
 def _restore(run: TrainRun, st: TrainState) -> None:
