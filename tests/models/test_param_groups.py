@@ -58,3 +58,17 @@ def test_no_weight_decay_is_found_at_any_depth() -> None:
     # Without the list, only vectors are spared (the former behaviour).
     plain = decay_split(model.parameters(), 1e-3, 0.1)
     assert id(model.inner.pos_embed) in {id(p) for p in plain[0]["params"]}
+
+
+@pytest.mark.parametrize("layer_decay", [None, 0.75])
+def test_lpn_on_a_vit_spares_position_embedding_and_class_token(layer_decay: float | None) -> None:
+    from mcgf.models.model_registry import create_model
+
+    model = create_model("lpn", num_classes=3, backbone_name="vit_tiny_patch16_224", img_size=32,
+                         backbone_args={"depth": 1}, last_stride=2, blocks=1, bottleneck_dim=8)
+    groups = model.param_groups(1e-3, 0.05, layer_decay)
+    decay = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    assert set(decay) == {id(p) for p in model.parameters() if p.requires_grad}
+    enc = model.encoder
+    assert decay[id(enc.pos_embed)] == 0.0 and decay[id(enc.cls_token)] == 0.0
+    assert decay[id(enc.blocks[0].attn.qkv.weight)] == 0.05

@@ -25,7 +25,7 @@ from mcgf.models.backbone import (
     is_weights_file,
     layer_decay_param_groups,
 )
-from mcgf.models.base import TrainableMixin, decay_split
+from mcgf.models.base import TrainableMixin, decay_split, no_weight_decay_ids
 from mcgf.options import Check
 
 #: The checks of the ``backbone_name`` and ``weights`` options (as MCGF's).
@@ -117,10 +117,13 @@ class EncoderModel(TrainableMixin, nn.Module):
     def encoder_groups(self, lr: float, weight_decay: float,
                        layer_decay: float | None = None) -> list[dict[str, Any]]:
         """AdamW groups of the encoder's trainable parameters at ``lr``: layer-wise decay
-        below it with ``layer_decay``, and no weight decay on vectors either way."""
+        below it with ``layer_decay``, and no weight decay on vectors nor on what the
+        encoder's ``no_weight_decay()`` lists (a ViT's position embedding and class token)
+        either way."""
         if layer_decay is not None:
             return layer_decay_param_groups(self.encoder, lr, weight_decay, layer_decay)
-        return decay_split(self.encoder.parameters(), lr, weight_decay)
+        return decay_split(self.encoder.parameters(), lr, weight_decay,
+                           no_decay=no_weight_decay_ids(self.encoder))
 
 
 __all__ = ["BACKBONE_CHECK", "BATCH_KEYS", "WEIGHTS_CHECK", "EncoderModel", "check_batch", "check_view", "input_spec"]

@@ -200,7 +200,8 @@ class LPNModel(EncoderModel):
     def param_groups(self, lr: float, weight_decay: float,
                      layer_decay: float | None = None) -> list[dict[str, Any]]:
         """The encoder at ``lr · encoder_lr_scale`` (layer-wise decay below that with
-        ``layer_decay``), the ring heads at ``lr``; no weight decay on vectors."""
+        ``layer_decay``), the ring heads at ``lr``; no weight decay on vectors nor on a
+        ViT encoder's position embedding and class token."""
         groups = self.encoder_groups(lr * self.encoder_lr_scale, weight_decay, layer_decay)
         groups += decay_split(self.heads.parameters(), lr, weight_decay)
         return [g for g in groups if g["params"]]
