@@ -44,14 +44,15 @@ def input_spec(encoder: nn.Module) -> tuple[tuple[int, int], tuple[float, float,
     resized to and the per-channel normalisation of ``[0, 1]`` pixels.
 
     timm's data config reports the pretrained size even for a ViT created with another
-    ``img_size``, whose patch embedding then accepts no other size: that size wins.
+    ``img_size``: the size its patch embedding was built for wins, whether that embedding
+    accepts no other size or (``dynamic_img_size``) resamples its position embedding.
     """
     from timm.data import resolve_model_data_config
 
     cfg = resolve_model_data_config(encoder)
     patch = getattr(encoder, "patch_embed", None)
     fixed = getattr(patch, "img_size", None)
-    if fixed is not None and getattr(patch, "strict_img_size", False):
+    if fixed is not None:
         size = (int(fixed[0]), int(fixed[1]))
     else:
         size = (int(cfg["input_size"][1]), int(cfg["input_size"][2]))

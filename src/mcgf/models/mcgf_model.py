@@ -662,10 +662,12 @@ def _input_size(encoder: nn.Module, data_config: dict[str, Any]) -> tuple[int, i
     """The image size the encoder takes.
 
     timm's data config reports the pretrained size (e.g. 224) even for a ViT created with
-    another ``img_size``, whose patch embedding then rejects every other size.
+    another ``img_size``: the size its patch embedding was built for wins, whether that
+    embedding rejects other sizes or (``dynamic_img_size``) resamples its position
+    embedding for them.
     """
     patch = getattr(encoder, "patch_embed", None)
     fixed = getattr(patch, "img_size", None)
-    if fixed is not None and getattr(patch, "strict_img_size", False):
+    if fixed is not None:
         return (int(fixed[0]), int(fixed[1]))
     return (int(data_config["input_size"][1]), int(data_config["input_size"][2]))
