@@ -72,3 +72,19 @@ def test_logit_scale_is_clamped_and_there_is_no_classifier() -> None:
         x = torch.randn(2, 3, 32, 32)
         torch.testing.assert_close(model.embed(x, "drone"), F.normalize(model.encoder(x), dim=1))
     assert model.label_smoothing == pytest.approx(0.1)  # Sample4Geo's default
+
+
+def test_layer_decay_scales_the_encoder_learning_rates() -> None:
+    model = create_model("sample4geo", num_classes=3, backbone_name="vit_tiny_patch16_224",
+                         img_size=32, backbone_args={"depth": 2})
+    plain = model.param_groups(1e-3, 0.05)
+    assert {g["lr"] for g in plain} == {1e-3}
+    groups = model.param_groups(1e-3, 0.05, 0.5)
+    lr = {id(p): g["lr"] for g in groups for p in g["params"]}
+    decay = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    assert set(lr) == {id(p) for p in model.parameters()}
+    enc = model.encoder
+    assert lr[id(enc.blocks[1].mlp.fc1.weight)] == 2 * lr[id(enc.blocks[0].mlp.fc1.weight)]
+    assert lr[id(enc.pos_embed)] < lr[id(enc.blocks[0].mlp.fc1.weight)]
+    assert lr[id(model.log_scale)] == 1e-3 and decay[id(model.log_scale)] == 0.0
+    assert decay[id(enc.pos_embed)] == 0.0 and decay[id(enc.blocks[0].mlp.fc1.weight)] == 0.05

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mcgf.models.base import decay_split
 from mcgf.models.encoder_model import (
     BACKBONE_CHECK,
     WEIGHTS_CHECK,
@@ -119,6 +120,17 @@ class Sample4GeoModel(EncoderModel):
     def logit_scale(self) -> torch.Tensor:
         """The current logit scale (1 / temperature), clamped to ``max_logit_scale``."""
         return self.log_scale.clamp(max=self.max_log_scale).exp()
+
+    def param_groups(self, lr: float, weight_decay: float,
+                     layer_decay: float | None = None) -> list[dict[str, Any]]:
+        """Every trainable parameter at ``lr``, or with ``layer_decay`` the encoder's
+        layer-wise below it (the logit scale at ``lr``); no weight decay on vectors, the
+        logit scale, nor what the encoder's ``no_weight_decay()`` lists."""
+        if layer_decay is None:
+            return super().param_groups(lr, weight_decay)
+        groups = self.encoder_groups(lr, weight_decay, layer_decay)
+        groups += decay_split([self.log_scale], lr, weight_decay)
+        return [g for g in groups if g["params"]]
 
     def embed(self, images: torch.Tensor, view: str) -> torch.Tensor:
         """``(B, feature_dim)``: the encoder's pooled feature, L2-normalised."""
