@@ -77,3 +77,11 @@ def test_bad_uses_are_refused() -> None:
     assert checkpoint_first_blocks(vit, 10) == 4  # more than there are: all of them
     assert checkpoint_first_blocks(vit, 1) == 1  # already checkpointed blocks stay so
     assert all(getattr(type(b), "_mcgf_checkpointed", False) for b in vit.blocks)
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "convnext_atto"])
+def test_a_backbone_without_blocks_is_refused_in_one_line(backbone: str) -> None:
+    with pytest.raises(UserError, match=r"model\.grad_checkpointing_blocks needs .*: set "
+                       r"model\.grad_checkpointing_blocks: null"):
+        create_model("mcgf", backbone_name=backbone, num_classes=3, img_size=32, restoration=False,
+                     bottleneck_dim=8, grad_checkpointing=True, grad_checkpointing_blocks=2)

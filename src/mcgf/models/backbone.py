@@ -162,8 +162,9 @@ def create_backbone(
 
     Raises:
         UserError: unknown model name, missing/unreadable weights, weights that match
-            no parameter or (without ``allow_partial``) leave some unset, or
-            ``pretrained=True`` with nothing cached and no way to download.
+            no parameter or (without ``allow_partial``) leave some unset,
+            ``pretrained=True`` with nothing cached and no way to download, or
+            ``checkpoint_blocks`` for a model without a list of ``blocks`` (a CNN).
     """
     if not is_backbone_name(name):
         raise UserError(
@@ -179,6 +180,10 @@ def create_backbone(
     if weights is not None:
         report = load_weights(model, weights, allow_partial=allow_partial, origin=origin)
     if grad_checkpointing and checkpoint_blocks is not None:
+        if not isinstance(getattr(model, "blocks", None), (nn.ModuleList, nn.Sequential)):
+            raise UserError(f"model.grad_checkpointing_blocks needs a backbone with one list of "
+                            f"blocks (a ViT or EVA-02); {name!r} has none: set "
+                            "model.grad_checkpointing_blocks: null to checkpoint all of it")
         checkpoint_first_blocks(model, checkpoint_blocks)
     elif grad_checkpointing:
         model.set_grad_checkpointing(True)
