@@ -48,9 +48,11 @@ def test_batches_aligned_and_every_drone_image_once(P: int, M: int) -> None:
             used.update(drones)
     all_drones = {i for d in idx.drone for i in d}
     assert set(used) == all_drones
-    # Re-use only fills short last chunks: at most M-1 extra per location.
-    extra = sum(used.values()) - len(all_drones)
-    assert extra == sum((-n) % M for n in views)
+    # Re-use only fills short last chunks (at most M-1 extra per location) and joins a
+    # location left alone in a tail batch (M views of another location per such batch).
+    extra = sum(used.values()) - len(all_drones) - sum((-n) % M for n in views)
+    tails = sum(1 for b in batches if len(b) == 2 * (M + 1))
+    assert extra % M == 0 and 0 <= extra <= M * tails
     # All but possibly the tail batches are full.
     assert sum(1 for b in batches if len(b) < P * (M + 1)) <= 1 + max(views) // M
 
@@ -118,3 +120,21 @@ def test_university_scale_plan_is_fast_and_full() -> None:
     plan = sampler.plan()
     # 701 locations x 14 chunks (54 views / 4) = 9814 chunks, 8 per batch
     assert len(plan) == int(np.ceil(701 * 14 / 8))
+
+
+@pytest.mark.parametrize("views,P,M", [([3, 1, 1], 2, 1), ([12, 2, 3], 3, 2), ([54] * 701, 2, 2)])
+def test_no_batch_holds_a_single_location(views: list[int], P: int, M: int) -> None:
+    """A head's BatchNorm cannot train on one satellite tile: a location left alone at the
+    end of the plan is joined by random views of another location."""
+    idx = make_index(views)
+    loc = location_of(idx)
+    for seed in range(3):
+        sampler = CrossViewBatchSampler(idx, P, M, seed=seed)
+        plan = sampler.plan()
+        sizes = [len({loc[i] for i in b}) for b in plan]
+        assert min(sizes) == 2 and len(sampler) == len(plan)
+        used = {i for b in plan for i in b}
+        assert {i for d in idx.drone for i in d} <= used
+        for b in plan:  # still aligned: each satellite followed by M views of its own place
+            for g in range(0, len(b), M + 1):
+                assert {loc[i] for i in b[g: g + M + 1]} == {loc[b[g]]}

@@ -9,7 +9,9 @@ drone image instead:
    chunk is filled up with other views of the same location;
 2. batches are formed greedily from the locations with the most chunks left (ties broken
    by a fresh random key), which keeps ``P`` locations distinct per batch for as long as
-   ``P`` locations have chunks left;
+   ``P`` locations have chunks left; a batch that would hold a single location (the
+   last one or more, when one location has more chunks than any other) gets random
+   views of another location too;
 3. with several ranks, the batch list is padded to a multiple of the world size with
    extra chunks, and rank ``r`` takes batches ``r, r + W, ...``: shards are disjoint,
    have equal length (so DDP never waits on a missing step) and together cover every
@@ -136,7 +138,10 @@ class CrossViewBatchSampler:
             take = take[rng.permutation(take.size)]
             if take.size < self.P and self.drop_last:
                 break
-            batches.append(self._batch(take, chunks, cursor, rng))
+            if take.size == 1 < self.P and len(chunks) > 1:
+                batches.append(self._with_another_location(int(take[0]), chunks, cursor, rng))
+            else:
+                batches.append(self._batch(take, chunks, cursor, rng))
             cursor[take] += 1
             remaining[take] -= 1
         # Equal shard lengths across ranks: pad with extra batches of random views.
@@ -150,6 +155,16 @@ class CrossViewBatchSampler:
     def _batch(self, take: np.ndarray, chunks: list[list[np.ndarray]], cursor: np.ndarray,
                rng: np.random.Generator) -> list[int]:
         return self._layout(take, [chunks[i][cursor[i]] for i in take], rng)
+
+    def _with_another_location(self, loc: int, chunks: list[list[np.ndarray]],
+                               cursor: np.ndarray, rng: np.random.Generator) -> list[int]:
+        """The batch of location ``loc``'s next chunk, when no other location has chunks
+        left, plus random views of a random other location: a batch of one location has
+        no batch statistics for a head's BatchNorm (training stops on it) and no negatives."""
+        other = int(rng.integers(len(chunks) - 1))
+        other += other >= loc
+        extra = rng.choice(np.asarray(self.locations.drone[other]), size=self.M)
+        return self._layout(np.array([loc, other]), [chunks[loc][cursor[loc]], extra], rng)
 
     def _layout(self, take: np.ndarray, drone_chunks: Sequence[np.ndarray],
                 rng: np.random.Generator) -> list[int]:
