@@ -102,6 +102,23 @@ def test_several_images_go_to_a_folder(ck: Path, tmp_path: Path,
                               str(tmp_path / "u" / "0002_image-01.png")]
 
 
+def test_inputs_are_never_written_over(ck: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    a = write_png(tmp_path / "in" / "a.png", random_image(H, W, 1))
+    b = write_png(tmp_path / "in" / "b.jpg", random_image(32, 32, 2))
+    before = {p: p.read_bytes() for p in (a, b)}
+    # -o the images' own folder: a.png would become the picture of a.png.
+    for argv in ([a, b, "-o", tmp_path / "in"], [a, "-o", a], [a, "-o", tmp_path / "in"]):
+        rc, stdout, err = run(capsys, "restore", *argv, "--checkpoint", ck, "--steps", 1)
+        assert rc == 2 and stdout == ""
+        assert err.count("\n") == 1 and f"would write over the input image {a}" in err, err
+    assert {p: p.read_bytes() for p in (a, b)} == before
+    assert sorted(p.name for p in (tmp_path / "in").iterdir()) == ["a.png", "b.jpg"]
+    # An input of another suffix shares its folder with its picture without harm.
+    assert run(capsys, "restore", b, "--checkpoint", ck, "-o", tmp_path / "in", "--steps", 1)[0] == 0
+    assert (tmp_path / "in" / "b.png").is_file() and b.read_bytes() == before[b]
+
+
 def test_errors_are_one_line(ck: Path, image: Path, tmp_path: Path,
                              capsys: pytest.CaptureFixture[str]) -> None:
     plain = tmp_path / "plain"

@@ -51,7 +51,22 @@ def output_paths(images: list[Path], output: Path) -> list[Path]:
     One input and ``output`` with an image suffix: ``output`` itself. Otherwise ``output``
     is a folder holding ``<stem>.png`` per input, or ``<parent>_<stem>.png`` for all of
     them when stems repeat (University-1652 names every class's views alike).
+
+    Raises:
+        UserError: ``output`` does not fit the number of inputs, two inputs would share an
+            output, or an output is one of the inputs (``-o`` their own folder).
     """
+    outputs = _output_paths(images, output)
+    inputs = {p.resolve(): p for p in images}
+    for out in outputs:
+        if out.resolve() in inputs:
+            raise UserError(f"-o {output} would write over the input image {inputs[out.resolve()]}: "
+                            "choose another -o")
+    return outputs
+
+
+def _output_paths(images: list[Path], output: Path) -> list[Path]:
+    """:func:`output_paths` before the check that no input is written over."""
     names_image = output.suffix.lower() in _SUFFIXES and not output.is_dir()
     if len(images) == 1 and names_image:
         return [output]
