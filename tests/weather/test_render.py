@@ -135,6 +135,48 @@ def test_interrupted_run_leaves_no_manifest(tmp_path):
     assert len(read_manifest(dst / MANIFEST)) == 4
 
 
+def test_resuming_an_interrupted_overwrite_keeps_no_old_image(tmp_path):
+    src = make_class_folders(tmp_path / "src", classes=("0001",), per_class=4)
+    jobs = plan_jobs("university-wx", src, seed=0, conditions=("fog",))
+    seed0, seed1 = settings("university-wx", 0, ("fog",)), settings("university-wx", 1, ("fog",))
+    render_jobs(jobs, tmp_path / "fresh", seed1)
+    dst = tmp_path / "dst"
+    render_jobs(jobs, dst, seed0)
+
+    def stop_after_one(results, total):
+        for i, r in enumerate(results):
+            if i == 1:
+                raise KeyboardInterrupt
+            yield r
+
+    with pytest.raises(KeyboardInterrupt):
+        render_jobs(jobs, dst, seed1, overwrite=True, progress=stop_after_one)
+    summary = render_jobs(jobs, dst, seed1)  # resumed without --overwrite
+    assert summary.written + summary.existing == 4 and summary.written >= 2
+    rows = read_manifest(dst / MANIFEST)
+    assert len(rows) == 4 and {r["seed"] for r in rows} == {"1"}
+    for r in rows:  # every image is the seed-1 render the manifest says it is
+        assert (dst / r["image"]).read_bytes() == (tmp_path / "fresh" / r["image"]).read_bytes()
+
+
+def test_an_overwrite_stopped_while_clearing_is_not_resumed(tmp_path, monkeypatch):
+    src = make_class_folders(tmp_path / "src", classes=("0001",), per_class=2)
+    jobs = plan_jobs("university-wx", src, seed=0, conditions=("fog",))
+    dst = tmp_path / "dst"
+    render_jobs(jobs, dst, settings("university-wx", 0, ("fog",)))
+
+    def interrupted(self, missing_ok=False):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(Path, "unlink", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            render_jobs(jobs, dst, settings("university-wx", 1, ("fog",)), overwrite=True)
+    with pytest.raises(UserError, match="pass --overwrite again"):
+        render_jobs(jobs, dst, settings("university-wx", 1, ("fog",)))
+    assert render_jobs(jobs, dst, settings("university-wx", 1, ("fog",)), overwrite=True).written == 2
+
+
 def test_bad_images(tmp_path):
     src = make_class_folders(tmp_path / "src", classes=("0001",), per_class=1)
     (src / "0001" / "broken.jpeg").write_bytes(b"not a jpeg")

@@ -16,7 +16,9 @@ Images are rendered by a pool of worker processes; every output depends only on
 outputs are byte copies of the sources, the others are re-encoded in the source's
 format). Each file
 is written atomically (a reader never sees half an image), files already present are
-kept (an interrupted run resumes where it stopped), and ``manifest.csv`` (columns
+kept (an interrupted run resumes where it stopped; ``overwrite`` first removes the
+files it is to render, so that resuming an interrupted overwrite keeps no old file), and
+``manifest.csv`` (columns
 ``image, condition, seed``; ``image`` relative to DST) is written last, atomically, and
 lists only files that exist. ``weather_render.json`` records the settings; resuming
 with different settings is refused.
@@ -56,6 +58,8 @@ if TYPE_CHECKING:
 PROTOCOLS: tuple[str, ...] = ("university-wx", "160k-wx")
 MANIFEST = "manifest.csv"
 SETTINGS = "weather_render.json"
+#: Key of the settings record while ``--overwrite`` removes the images of an earlier render.
+_CLEARING = "clearing"
 
 
 @dataclass(frozen=True)
@@ -309,11 +313,20 @@ def _check_destination(
             previous = json.loads(settings_file.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             previous = None
+        if isinstance(previous, dict) and previous.get(_CLEARING):
+            raise UserError(f"an --overwrite render into {dst} stopped before it had removed the "
+                            "old images: pass --overwrite again")
         if previous != record:
             raise UserError(
                 f"{dst} holds a render made with other settings ({settings_file}); "
                 "use another destination or pass --overwrite"
             )
-    if overwrite:  # the old manifest would describe images that are about to change
+    if overwrite:
+        # Old images are removed before any is rendered: a resume keeps the files present,
+        # and an old one left by an interrupted overwrite would pass for a new one. Until
+        # they are all gone the record says so, and only --overwrite goes on.
+        write_json_atomic(settings_file, {**record, _CLEARING: True})
         (dst / MANIFEST).unlink(missing_ok=True)
+        for job in jobs:
+            (dst / job.relative).unlink(missing_ok=True)
     write_json_atomic(settings_file, record)
