@@ -204,3 +204,12 @@ def test_planning_errors(tmp_path):
     jobs = plan_jobs("university-wx", src, seed=0, conditions=("fog",))
     with pytest.raises(UserError, match="inside the source"):
         render_jobs(jobs, src / "0001" / "out", settings("university-wx", 0, ("fog",)))
+    for dst in (src / "wx", src, src / "9999"):  # the view's own folder: a class to its readers
+        with pytest.raises(UserError, match="inside the source"):
+            render_jobs(jobs, dst, settings("university-wx", 0, ("fog",)))
+    assert sorted(p.name for p in src.iterdir()) == ["0001"]
+    flat = tmp_path / "flat"
+    make_flat(flat, n=1)
+    render_jobs(plan_jobs("160k-wx", flat, seed=0), tmp_path / "flat_wx", settings("160k-wx"))
+    with pytest.raises(UserError, match="inside the source"):
+        render_jobs(plan_jobs("160k-wx", flat, seed=0), flat / "wx", settings("160k-wx"))

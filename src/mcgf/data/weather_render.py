@@ -301,7 +301,10 @@ def render_jobs(
 def _check_destination(
     dst: Path, jobs: Sequence[RenderJob], settings: RenderSettings, overwrite: bool
 ) -> None:
-    sources = {j.source.parent.resolve() for j in jobs}
+    # The folder the images were listed from: a view's class folders are in the view, and
+    # a render inside the view would be read back as one of its classes.
+    sources = {(j.source.parent.parent if settings.protocol == "university-wx" else j.source.parent)
+               .resolve() for j in jobs}
     resolved = dst.resolve()
     for src in sources:
         if resolved == src or src in resolved.parents:
