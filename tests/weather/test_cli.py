@@ -75,6 +75,11 @@ def test_render_both_protocols(tmp_path, capsys):
         rows = list(csv.DictReader(fh))
     assert sorted(r["image"] for r in rows) == sorted(f"{n}.jpeg" for n in names)
     assert "3 images written" in capsys.readouterr().out
+    # "all" is the default's ten conditions (a resume: same settings, nothing to write)
+    assert main(["weather", "render", str(tmp_path / "flat"), str(tmp_path / "wx160"),
+                 "--protocol", "160k-wx", "--seed", "4", "--workers", "1",
+                 "--conditions", "all"]) == 0
+    assert "0 images written" in capsys.readouterr().out
 
 
 def test_render_errors(tmp_path, capsys):

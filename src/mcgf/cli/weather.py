@@ -58,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(weathered satellite->drone rows)")
     p.add_argument("--dark-variant", choices=("train", "test"), default="test",
                    help="dark variant (default test: the milder dark of the published test sets)")
-    p.add_argument("--conditions", help="comma-separated subset of conditions (default: all ten)")
+    p.add_argument("--conditions", help="comma-separated subset of conditions, or 'all' (default: all ten)")
     p.add_argument("--jpeg-quality", type=int, default=95, help="JPEG/WebP quality (default 95)")
     p.add_argument("--on-bad-image", choices=("stop", "skip"), default="stop",
                    help="stop at an unreadable image (default) or skip and report it")
@@ -124,9 +124,10 @@ def _run_render(args: argparse.Namespace) -> int:
 
     if not 1 <= args.jpeg_quality <= 100:
         raise UserError(f"--jpeg-quality must be 1..100, got {args.jpeg_quality}")
+    # "all" as in mcgf evaluate --weather and mcgf restore --condition.
     conditions = (
         tuple(c.strip() for c in args.conditions.split(",") if c.strip())
-        if args.conditions else CONDITIONS
+        if args.conditions and args.conditions.strip().lower() != "all" else CONDITIONS
     )
     jobs = plan_jobs(args.protocol, args.source, seed=args.seed, conditions=conditions,
                      names_file=args.names_file, layout=args.layout, gallery_drone=args.gallery_drone)
