@@ -202,3 +202,15 @@ def test_blur_by_matrices_equals_the_convolution(shape: tuple[int, ...], sigma: 
     # a constant image stays constant (the reflected weights sum to one in every row)
     assert torch.allclose(_gaussian_blur(torch.full(shape, 0.3), sigma), torch.full(shape, 0.3),
                           atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["local", "luma_chroma", "local_chroma"])
+def test_gradients_flow_after_an_inference_mode_call(mode: str) -> None:
+    # Evaluation embeds under torch.inference_mode; the report's heatmaps then take
+    # gradients through the same normalisation in the same process (same image size).
+    x = torch.rand(2, 3, 29, 31, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        normalise_input(x, mode, 0.08)
+    y = x.clone().requires_grad_(True)
+    normalise_input(y, mode, 0.08).square().sum().backward()
+    assert y.grad is not None and torch.isfinite(y.grad).all() and y.grad.abs().sum() > 0

@@ -63,7 +63,16 @@ def standardise_image(images: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
 @functools.lru_cache(maxsize=64)
 def _blur_matrix(n: int, sigma: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """``(n, n)`` matrix of a 1-D Gaussian blur with reflection at the borders (the
-    padding folded into the matrix), so that ``M @ x`` blurs ``x`` along its rows."""
+    padding folded into the matrix), so that ``M @ x`` blurs ``x`` along its rows.
+
+    Built outside inference mode even when called inside it: the cached matrix is reused
+    by later calls that autograd tracks (the report's heatmaps after an evaluation), which
+    cannot save an inference tensor for backward."""
+    with torch.inference_mode(False):
+        return _build_blur_matrix(n, sigma, device, dtype)
+
+
+def _build_blur_matrix(n: int, sigma: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     radius = max(1, min(math.ceil(3.0 * sigma), n - 1))
     t = torch.arange(-radius, radius + 1, dtype=torch.float64)
     k = torch.exp(-0.5 * (t / sigma) ** 2)
