@@ -26,6 +26,17 @@ def test_defaults_and_coercion() -> None:
     assert cfg.as_dict()["data"]["root"] == "somewhere"
 
 
+def test_amp_off_as_yaml_reads_it() -> None:
+    from mcgf.config import apply_overrides
+
+    # YAML 1.1 reads a bare off as false, in a config file and in --set alike.
+    assert parse_run_config({**BASE, "train": {"amp": False}}, "c.yaml").train.amp == "off"
+    cfg = parse_run_config(apply_overrides(BASE, ["train.amp=off"]), "c.yaml")
+    assert cfg.train.amp == "off" and cfg.as_dict()["train"]["amp"] == "off"
+    with pytest.raises(UserError, match=r"train\.amp must be a string"):
+        parse_run_config({**BASE, "train": {"amp": True}}, "c.yaml")
+
+
 @pytest.mark.parametrize(("cfg", "message"), [
     ({**BASE, "train": {"epoch": 3}}, "c.yaml: unknown option train.epoch"),
     ({**BASE, "trian": {}}, "c.yaml: unknown section 'trian'"),

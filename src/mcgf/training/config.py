@@ -240,7 +240,7 @@ def parse_run_config(config: Mapping[str, Any], where: str, *, resume: bool = Fa
         UserError: an unknown section or option, or a bad value, naming it as
             ``section.key``.
     """
-    config = _move_loss_options(config, where)
+    config = _amp_off(_move_loss_options(config, where))
     unknown = sorted(str(k) for k in config if k not in SECTIONS)
     if unknown:
         raise UserError(f"{where}: unknown section '{unknown[0]}' (known: {', '.join(SECTIONS)})")
@@ -275,6 +275,15 @@ def _check_model(name: str, options: dict[str, Any], where: str, resume: bool) -
     if not isinstance(weights, str):
         raise UserError(f"{where}: model.weights must be a string or null (got {weights!r})")
     return {**checked, "weights": weights}
+
+
+def _amp_off(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``config`` with ``train.amp: off`` as the word: YAML 1.1 reads a bare ``off`` (in a
+    config file or ``--set train.amp=off``) as ``false``."""
+    train = config.get("train")
+    if not isinstance(train, Mapping) or train.get("amp") is not False:
+        return config
+    return {**config, "train": {**train, "amp": "off"}}
 
 
 def _move_loss_options(config: Mapping[str, Any], where: str) -> Mapping[str, Any]:
