@@ -86,3 +86,25 @@ def test_runs_with_the_term_on_and_off_are_paired(tmp_path: Path, one_thread: No
     assert not torch.equal(rng["generators"]["model"]["state"], fresh)  # it drew noise
     unused = read_train_state(tmp_path / "0.0" / "last").rng["generators"]["model"]["state"]
     assert torch.equal(unused, fresh)  # no branch term: no draw
+
+
+def test_the_number_of_loader_workers_changes_nothing(tmp_path: Path, one_thread) -> None:
+    """Items are seeded per (seed, epoch, index), and the loader's own seed draw (every
+    epoch without workers, once with persistent ones) leaves the global RNG (dropout)
+    alone: the runs of 0 and 1 worker log the same losses and end with the same weights."""
+    from safetensors.torch import load_file
+
+    root = write_tree(tmp_path / "University-Release")
+    runs = []
+    for workers in (0, 1):
+        cfg = tiny_config(root, epochs=2)
+        cfg["data"]["workers"] = workers
+        out = tmp_path / f"w{workers}"
+        train(parse_run_config(cfg, "t"), out, progress=False)
+        rows = (out / "log.csv").read_text().splitlines()
+        col = rows[0].split(",").index("images_per_s")
+        runs.append(([r.split(",")[:col] + r.split(",")[col + 1:] for r in rows],
+                     load_file(str(out / "last" / "model.safetensors"))))
+    (log0, w0), (log1, w1) = runs
+    assert log0 == log1
+    assert all(torch.equal(w0[k], w1[k]) for k in w0)

@@ -555,10 +555,9 @@ def train_one_epoch(run: TrainRun, epoch: int) -> dict[str, float]:
     bar = tqdm(total=run.steps_per_epoch, desc=f"epoch {epoch + 1}/{tc.epochs}", unit="step",
                disable=not (run.progress and run.dist.main), leave=False)
     run.optimizer.zero_grad(set_to_none=True)
-    resumed_workers = epoch == run.start_epoch > 0 and run.cfg.data.workers > 0
     res: StepResult | None = None
     rows = 0
-    for i, micro in enumerate(_micro_groups(_batches(run.loader, keep_rng=resumed_workers),
+    for i, micro in enumerate(_micro_groups(_batches(run.loader, keep_rng=epoch > 0),
                                             tc.accumulate)):
         last = i + 1 == run.steps_per_epoch
         logged = (window.n + 1) % tc.log_every == 0 or last
@@ -693,12 +692,13 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
 def _batches(loader: Any, keep_rng: bool = False) -> Iterator[dict[str, Any]]:
     """The loader's batches, skipping ones left without a view by ``on_bad_image=skip``.
 
-    ``keep_rng``: leave torch's global RNG as it was while the loader starts. A loader
-    draws its workers' base seed from that RNG when it creates its iterator: every epoch
-    without workers, but once per run with persistent workers, at its first epoch. A
-    resumed run with workers creates it again at a later epoch, where the uninterrupted
-    run drew nothing; the draw would shift every later random number (dropout, diffusion
-    noise). Items do not depend on the workers' seeds (their randomness is seeded per
+    ``keep_rng``: leave torch's global RNG as it was while the loader starts (the loop:
+    after the first epoch). A loader draws its workers' base seed from that RNG when it
+    creates its iterator: every epoch without workers, but once per run with persistent
+    workers, at its first epoch, and again when a resumed run starts it at a later one.
+    Drawing at the first epoch only, as persistent workers do, keeps every later random
+    number (dropout) independent of the number of workers and of where the run was
+    resumed. Items do not depend on the workers' seeds (their randomness is seeded per
     item).
     """
     from mcgf.data.datasets import raise_unreadable
