@@ -267,3 +267,48 @@ def test_resume_says_which_optimizer_settings_it_keeps(root: Path, tmp_path: Pat
             if r.name == "mcgf.training.loop"] == ["train.lr 0.001 -> 0.005"]
     # the saved rates were kept: the second epoch's logged lr follows the 1e-3 schedule
     assert max(float(r["lr"]) for r in read_log(out)) <= 1e-3 + 1e-12
+
+
+def test_every_batch_has_two_locations_and_one_location_is_refused(tmp_path: Path) -> None:
+    """3 locations of one chunk each at P=2: the epoch's last batch had a single
+    location, whose lone satellite tile BatchNorm refused in training mode."""
+    from mcgf.errors import UserError
+    from tests.training.tiny_run import tiny_config, write_tree
+
+    root = write_tree(tmp_path / "three" / "University-Release", locations=3)
+    result = train(parse_run_config(tiny_config(root, epochs=1), "t"), tmp_path / "run",
+                   progress=False)
+    assert result.steps == 2
+    one = write_tree(tmp_path / "one" / "University-Release", locations=1)
+    with pytest.raises(UserError, match=r"1 training location.* at least 2"):
+        train(parse_run_config(tiny_config(one, epochs=1), "t"), tmp_path / "run1",
+              progress=False)
+
+
+def test_a_run_killed_right_after_a_checkpoint_resumes_with_its_whole_log(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The log of an epoch is on disk before its checkpoint: a run that dies once the
+    checkpoint of epoch 2 is written resumes with epoch 2's rows, not without them."""
+    import mcgf.training.loop as loop
+    from tests.training.tiny_run import tiny_config, write_tree
+
+    root = write_tree(tmp_path / "University-Release")
+    cfg = parse_run_config(tiny_config(root, epochs=3), "t")
+    train(cfg, tmp_path / "full", progress=False)
+    save = loop.save_checkpoint
+
+    def save_then_die(*args: object, **kwargs: object) -> None:
+        save(*args, **kwargs)  # type: ignore[arg-type]
+        if kwargs["train_state"].epoch == 2:  # type: ignore[attr-defined]
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "run", progress=False)
+    monkeypatch.setattr(loop, "save_checkpoint", save)
+    train(cfg, tmp_path / "run", resume=True, progress=False)
+
+    def rows(out: Path) -> list[dict[str, str]]:
+        return [{k: v for k, v in r.items() if k != "images_per_s"} for r in read_log(out)]
+
+    assert rows(tmp_path / "run") == rows(tmp_path / "full")

@@ -287,7 +287,14 @@ def setup_run(cfg: RunConfig, out: str | Path, *, resume: bool = False,
     # The transforms need the model's input size and the model needs the class count:
     # count classes from the folder listing, build the model, then the dataset.
     drone, satellite = read_train_split(cfg.data.root, cfg.data.layout)
-    model_cfg = _resolve_model_config(cfg, len(aligned_classes(drone, satellite)))
+    num_classes = len(aligned_classes(drone, satellite))
+    if num_classes < 2:
+        # A batch needs two locations: a BatchNorm in training mode needs two samples of
+        # each view, and a contrastive term negatives.
+        raise UserError(f"{cfg.data.root} has {num_classes} training location(s) with both a "
+                        "drone and a satellite view: training needs at least 2 (add locations "
+                        "to data.root)")
+    model_cfg = _resolve_model_config(cfg, num_classes)
     model = _build_model(cfg, model_cfg, ckpt, out, device)
     # A resumed run keeps the report of its first build (its initial weights are not read).
     report = ckpt.config.get("weights_report") if ckpt is not None else \
@@ -613,7 +620,7 @@ def _share_buffers(run: TrainRun) -> None:
 def _end_epoch(run: TrainRun, epoch: int, losses: Mapping[str, float],
                validate: Callable[[nn.Module], Mapping[str, float]] | None,
                started: float) -> dict[str, float] | None:
-    """Validation when due (its values, else ``None``), then the checkpoint and log flush."""
+    """Validation when due (its values, else ``None``), then the log flush and the checkpoint."""
     tc = run.cfg.train
     validation = None
     due = tc.eval_every > 0 and ((epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs)
@@ -630,6 +637,11 @@ def _end_epoch(run: TrainRun, epoch: int, losses: Mapping[str, float],
                   ", ".join(f"{k} {v:.4g}" for k, v in validation.items()))
     rng, ranks = _rng_states(run)
     if run.dist.main:
+        # The log first: a run that dies between the two writes resumes from the previous
+        # checkpoint and drops the rows past it; the other way round it would lose the
+        # rows of an epoch its checkpoint holds.
+        assert run.log is not None
+        run.log.flush()
         state = TrainState(step=run.step, epoch=epoch + 1, optimizer=run.optimizer.state_dict(),
                            scheduler=run.scheduler.state_dict(), rng=rng,
                            rank_rng=ranks,
@@ -638,8 +650,6 @@ def _end_epoch(run: TrainRun, epoch: int, losses: Mapping[str, float],
         save_checkpoint(run.out / LAST, run.model, run.model_cfg,
                         extra_config={**extra, "weights_report": run.weights_report},
                         train_state=state)
-        assert run.log is not None
-        run.log.flush()
         if run.progress:
             loss_txt = ", ".join(f"{k} {v:.4f}" for k, v in losses.items())
             print(f"epoch {epoch + 1}/{tc.epochs}: {loss_txt} (step {run.step}, "
