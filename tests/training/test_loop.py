@@ -122,6 +122,12 @@ def test_cli_trains_resumes_and_refuses_to_overwrite(root: Path, tmp_path: Path,
     # Resume without --config reads the saved config; --set raises the epoch count.
     assert main(["train", "--out", str(out), "--resume", "--quiet", "--set", "train.epochs=2"]) == 0
     assert load_checkpoint(out / "last", load_train_state=True).train_state.epoch == 2
+    capsys.readouterr()
+    # Fewer epochs than the checkpoint holds: nothing trains, and the run says so.
+    assert main(["train", "--out", str(out), "--resume", "--set", "train.epochs=1"]) == 0
+    said = capsys.readouterr().out
+    assert "nothing to train" in said and "already holds 2 epochs (train.epochs 1)" in said
+    assert load_checkpoint(out / "last", load_train_state=True).train_state.epoch == 2
     assert main(["train", "--out", str(tmp_path / "none"), "--resume", "--quiet"]) == 2
     assert "does not exist" in capsys.readouterr().err
 

@@ -83,7 +83,8 @@ LAST = "last"
 
 @dataclass
 class TrainResult:
-    """What :func:`train` returns: where the checkpoint is and the last epoch's mean losses."""
+    """What :func:`train` returns: where the checkpoint is, the steps and epochs it holds,
+    and the mean losses of the last epoch this call trained (empty when it trained none)."""
 
     checkpoint: Path
     steps: int
@@ -695,7 +696,8 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
         import torch.distributed as dist
 
         dist.barrier()
-    return TrainResult(run.out / LAST, run.step, end_epoch, final,
+    # Epochs the checkpoint holds: a resumed run already past train.epochs trains none.
+    return TrainResult(run.out / LAST, run.step, max(end_epoch, run.start_epoch), final,
                        time.perf_counter() - started, validation)
 
 
