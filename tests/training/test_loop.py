@@ -318,3 +318,26 @@ def test_a_run_killed_right_after_a_checkpoint_resumes_with_its_whole_log(
         return [{k: v for k, v in r.items() if k != "images_per_s"} for r in read_log(out)]
 
     assert rows(tmp_path / "run") == rows(tmp_path / "full")
+
+
+def test_tensorboard_shows_each_step_once_after_a_resume(root: Path, tmp_path: Path) -> None:
+    """Steps of an interrupted epoch are redone on resume: their old events are purged,
+    like their rows in log.csv."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter
+
+    cfg = parse_run_config(config(root, epochs=2), "t")
+    out = tmp_path / "run"
+    train(cfg, out, progress=False, stop_after=1)  # checkpoint after steps 1, 2
+    stale = SummaryWriter(str(out / "tb"))  # what an interrupted epoch 2 left behind
+    for step in (3, 4):
+        stale.add_scalar("train/ce", 1e6, step)
+    stale.close()
+    train(cfg, out, resume=True, progress=False)
+    acc = EventAccumulator(str(out / "tb"))
+    acc.Reload()
+    events = acc.Scalars("train/ce")
+    assert [e.step for e in events] == [1, 2, 3, 4]
+    assert max(e.value for e in events) < 1e6
+    assert [e.value for e in events] == pytest.approx([float(r["ce"]) for r in read_log(out)],
+                                                      rel=1e-5)

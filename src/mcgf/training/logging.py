@@ -47,7 +47,8 @@ class TrainLog:
         out: the run folder.
         keep_until_step: on resume, keep the existing rows up to this step (later ones
             belong to an interrupted epoch that is being redone).
-        tensorboard: try to write TensorBoard events under ``OUT/tb``.
+        tensorboard: try to write TensorBoard events under ``OUT/tb`` (earlier events of
+            the steps this log redoes are purged, as their rows are).
     """
 
     def __init__(self, out: Path, *, keep_until_step: int | None = None, tensorboard: bool = True) -> None:
@@ -64,7 +65,10 @@ class TrainLog:
             except ImportError:
                 self.note = "TensorBoard logging off (pip install tensorboard to enable it)"
             else:
-                self.writer = SummaryWriter(str(Path(out) / "tb"))
+                # Events past the kept rows (an interrupted epoch being redone, or all of
+                # an earlier start's in a new run) are purged, so no step shows twice.
+                purge = 0 if keep_until_step is None else keep_until_step + 1
+                self.writer = SummaryWriter(str(Path(out) / "tb"), purge_step=purge)
 
     def _read(self, keep_until_step: int) -> None:
         """Keep the rows of the existing log up to ``keep_until_step``.
