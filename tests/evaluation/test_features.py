@@ -196,3 +196,39 @@ def test_non_finite_cache_entry_is_a_miss(tmp_path: Path) -> None:
     FeatureCache(tmp_path / "cache").store(key, CachedFeatures(bad, np.ones(2, bool)), {})
     fs = extract_features(recs, emb, cache_dir=tmp_path / "cache", progress=False, device="cpu")
     assert not fs.from_cache and np.isfinite(fs.features).all() and emb.calls > 0
+
+
+class Returning(LeftRight):
+    """LeftRight's features passed through ``shape`` (e.g. one row for the whole batch)."""
+
+    def __init__(self, shape: str) -> None:
+        super().__init__()
+        self.shape = shape
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        f = super().embed(images)
+        if self.shape == "first-row":  # a pooling over the batch by mistake
+            return f[:1]
+        if self.shape == "numpy":
+            return f.numpy()  # type: ignore[return-value]
+        if self.shape == "vector":
+            return f[:, 0]
+        if self.shape == "growing":  # the feature size follows the batch size
+            return torch.cat([f, torch.zeros(len(f), len(f))], dim=1)
+        raise AssertionError(self.shape)
+
+
+def test_embedder_output_must_have_one_row_per_image(tmp_path: Path) -> None:
+    from mcgf.errors import UserError
+
+    recs = [write(tmp_path / "r" / f"{i}.png", 40 * i, 255 - 40 * i) for i in range(5)]
+    ref = extract_features(recs, LeftRight(), batch_size=2, progress=False, device="cpu")
+    # One row for a batch of two was copied to both images, silently.
+    with pytest.raises(UserError, match=r"returned shape \(1, 3\) for a batch of 2 images"):
+        extract_features(recs, Returning("first-row"), batch_size=2, progress=False, device="cpu")
+    with pytest.raises(UserError, match=r"returned shape \(2,\)"):
+        extract_features(recs, Returning("vector"), batch_size=2, progress=False, device="cpu")
+    with pytest.raises(UserError, match=r"gave 4 features for .*4\.png but 5"):
+        extract_features(recs, Returning("growing"), batch_size=2, progress=False, device="cpu")
+    as_numpy = extract_features(recs, Returning("numpy"), batch_size=2, progress=False, device="cpu")
+    assert np.array_equal(as_numpy.features, ref.features)

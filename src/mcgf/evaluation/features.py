@@ -54,13 +54,44 @@ class FeatureSet:
         return int((~self.valid).sum())
 
 
+def _checked_output(embedder: Embedder, out: object, batch: int) -> torch.Tensor:
+    """``embed``'s output as a float32 ``(batch, D)`` tensor (a NumPy array is accepted).
+
+    Raises:
+        UserError: anything else, e.g. one row for the whole batch (numpy would silently
+            copy that row to every image of the batch).
+    """
+    name = getattr(embedder, "identity", type(embedder).__name__)
+    if isinstance(out, np.ndarray):
+        out = torch.from_numpy(np.ascontiguousarray(out))
+    if not isinstance(out, torch.Tensor):
+        raise UserError(f"embedder {name!r} returned a {type(out).__name__}: embed(images) must "
+                        "return a tensor (or NumPy array) of shape (batch, features)")
+    if out.ndim != 2 or out.shape[0] != batch:
+        raise UserError(f"embedder {name!r} returned shape {tuple(out.shape)} for a batch of "
+                        f"{batch} images: embed(images) must return one feature row per image, "
+                        "shape (batch, features)")
+    return out.float()
+
+
 @torch.inference_mode()
 def embed_batch(embedder: Embedder, images: torch.Tensor, *, flip: bool) -> torch.Tensor:
-    """Features of one batch: ``embed(x)`` (+ ``embed(flip(x))``), L2-normalised, float32."""
+    """Features of one batch: ``embed(x)`` (+ ``embed(flip(x))``), L2-normalised, float32.
+
+    Raises:
+        UserError: ``embed`` did not return one feature row per image.
+    """
+    batch = int(images.shape[0])
     with autocast(images.device):
-        f = embedder.embed(images).float()
+        f = _checked_output(embedder, embedder.embed(images), batch)
         if flip:
-            f = f + embedder.embed(torch.flip(images, dims=[3])).float()
+            g = _checked_output(embedder, embedder.embed(torch.flip(images, dims=[3])), batch)
+            if g.shape != f.shape:
+                name = getattr(embedder, "identity", type(embedder).__name__)
+                raise UserError(f"embedder {name!r} returned {f.shape[1]} features for a batch and "
+                                f"{g.shape[1]} for its flipped copy: every call must return the "
+                                "same number")
+            f = f + g.to(f.device)
     # In float64: a float32 norm overflows for outputs of about 1e19 and more (the row
     # would silently become zero) and underflows for tiny ones. An exactly zero output
     # stays zero.
@@ -230,6 +261,10 @@ def _embed_loader(loader: DataLoader, records: Sequence[ImageRecord], embedder: 
                                 "weights or the image")
             if features is None:
                 features = np.zeros((len(records), f.shape[1]), np.float32)
+            elif f.shape[1] != features.shape[1]:
+                raise UserError(f"the embedder gave {f.shape[1]} features for {records[int(kept[0])].path} "
+                                f"but {features.shape[1]} for the images before it: every call of "
+                                "embed must return the same number of features")
             rows = kept.numpy()
             features[rows] = f
             valid[rows] = True

@@ -5,7 +5,7 @@ An embedder is any object with::
     identity: str                  # stable description, part of the feature-cache key
     input_size: tuple[int, int]    # (height, width) the images are resized to
     mean, std: tuple[float, float, float]   # per-channel normalisation of [0, 1] pixels
-    embed(images: Tensor[B, 3, H, W] float) -> Tensor[B, D]
+    embed(images: Tensor[B, 3, H, W] float) -> Tensor[B, D]   # or a NumPy array
 
 and optionally ``to(device)``. Factories are registered under a name with
 :func:`register_embedder` and built with :func:`build_embedder`; the command line only
