@@ -232,3 +232,26 @@ def test_embedder_output_must_have_one_row_per_image(tmp_path: Path) -> None:
         extract_features(recs, Returning("growing"), batch_size=2, progress=False, device="cpu")
     as_numpy = extract_features(recs, Returning("numpy"), batch_size=2, progress=False, device="cpu")
     assert np.array_equal(as_numpy.features, ref.features)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty"])
+@pytest.mark.parametrize("safetensors", [True, False])
+def test_damaged_cache_entry_is_recomputed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           damage: str, safetensors: bool) -> None:
+    import mcgf.evaluation.cache as cache_module
+
+    if not safetensors:
+        monkeypatch.setattr(cache_module, "_safetensors", lambda: None)
+    elif cache_module._safetensors() is None:
+        pytest.skip("safetensors is not installed")
+    recs = [write(tmp_path / "c" / f"{i}.png", 50 * i, 0) for i in range(3)]
+    cache = tmp_path / "cache"
+    first = extract_features(recs, LeftRight(), cache_dir=cache, progress=False, device="cpu")
+    (entry,) = [p for p in cache.iterdir() if p.suffix in (".safetensors", ".npy")]
+    data = entry.read_bytes()
+    entry.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"")
+    emb = LeftRight()
+    again = extract_features(recs, emb, cache_dir=cache, progress=False, device="cpu")
+    assert not again.from_cache and emb.calls > 0
+    assert np.array_equal(again.features, first.features)
+    assert extract_features(recs, emb, cache_dir=cache, progress=False, device="cpu").from_cache

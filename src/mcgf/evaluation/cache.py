@@ -86,24 +86,31 @@ class FeatureCache:
         """The entry for ``key``, or ``None`` if absent or unreadable (a miss)."""
         sf, npy, meta = self._paths(key)
         st = _safetensors()
+        # Any failure to parse is a miss: a damaged file (a full disk, a bad copy) is
+        # recomputed and overwritten, never a crash of the run that meets it. The
+        # safetensors error class is not an OSError or ValueError.
         if st is not None and sf.exists():
             try:
                 data = st.load_file(str(sf))
-                return CachedFeatures(data["features"].astype(np.float32, copy=False),
-                                      data["valid"].astype(bool))
-            except (OSError, KeyError, ValueError):
+                entry = CachedFeatures(data["features"].astype(np.float32, copy=False),
+                                       data["valid"].astype(bool))
+            except Exception:
                 return None
+            return entry if _well_formed(entry) else None
         if not (npy.exists() and meta.exists()):
             return None
         try:
             info = json.loads(meta.read_text(encoding="utf-8"))
             features = np.load(npy, allow_pickle=False)
-        except (OSError, ValueError):
+            if list(features.shape) != info.get("shape") or features.ndim != 2:
+                return None
+            valid = np.ones(features.shape[0], bool)
+            invalid = np.asarray(info.get("invalid", []), dtype=np.int64)
+            if ((invalid < 0) | (invalid >= len(valid))).any():
+                return None
+            valid[invalid] = False
+        except Exception:
             return None
-        if list(features.shape) != info.get("shape"):
-            return None
-        valid = np.ones(features.shape[0], bool)
-        valid[np.asarray(info.get("invalid", []), dtype=np.int64)] = False
         return CachedFeatures(features.astype(np.float32, copy=False), valid)
 
     def store(self, key: str, entry: CachedFeatures, description: dict[str, Any]) -> Path:
@@ -123,3 +130,8 @@ class FeatureCache:
         write_json_atomic(meta, {"shape": list(features.shape), "invalid": invalid,
                                  "description": description})
         return npy
+
+
+def _well_formed(entry: CachedFeatures) -> bool:
+    """Whether an entry is an ``(N, D)`` matrix with one ``valid`` flag per row."""
+    return entry.features.ndim == 2 and entry.valid.shape == (entry.features.shape[0],)
