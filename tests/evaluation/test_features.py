@@ -255,3 +255,25 @@ def test_damaged_cache_entry_is_recomputed(tmp_path: Path, monkeypatch: pytest.M
     assert not again.from_cache and emb.calls > 0
     assert np.array_equal(again.features, first.features)
     assert extract_features(recs, emb, cache_dir=cache, progress=False, device="cpu").from_cache
+
+
+class Float64Scaled(LeftRight):
+    """LeftRight in float64 times a factor outside float32's range (or tiny in it)."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+        self.identity = f"left-right-float64-times-{factor}"
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        return super().embed(images).double() * self.factor
+
+
+@pytest.mark.parametrize("factor", [1e-13, 1e-30, 1e-60, 1e40])
+def test_tiny_and_float64_outputs_become_unit_vectors(tmp_path: Path, factor: float) -> None:
+    recs = [write(tmp_path / "t" / f"{i}.png", 30 * i, 200) for i in range(3)]
+    ref = extract_features(recs, LeftRight(), progress=False, device="cpu").features
+    # A norm below 1e-12 was clamped (1e-13: rows of norm about 0.1, smaller: zero rows),
+    # and float64 outputs were cast to float32 first (1e40: "non-finite features").
+    got = extract_features(recs, Float64Scaled(factor), progress=False, device="cpu").features
+    assert np.allclose(got, ref, atol=1e-6)

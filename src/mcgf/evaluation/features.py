@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from mcgf import __version__
@@ -55,7 +54,7 @@ class FeatureSet:
 
 
 def _checked_output(embedder: Embedder, out: object, batch: int) -> torch.Tensor:
-    """``embed``'s output as a float32 ``(batch, D)`` tensor (a NumPy array is accepted).
+    """``embed``'s output as a float64 ``(batch, D)`` tensor (a NumPy array is accepted).
 
     Raises:
         UserError: anything else, e.g. one row for the whole batch (numpy would silently
@@ -71,7 +70,8 @@ def _checked_output(embedder: Embedder, out: object, batch: int) -> torch.Tensor
         raise UserError(f"embedder {name!r} returned shape {tuple(out.shape)} for a batch of "
                         f"{batch} images: embed(images) must return one feature row per image, "
                         "shape (batch, features)")
-    return out.float()
+    # float64: a float64 output beyond float32's range stays finite and nonzero.
+    return out.double()
 
 
 @torch.inference_mode()
@@ -92,10 +92,22 @@ def embed_batch(embedder: Embedder, images: torch.Tensor, *, flip: bool) -> torc
                                 f"{g.shape[1]} for its flipped copy: every call must return the "
                                 "same number")
             f = f + g.to(f.device)
-    # In float64: a float32 norm overflows for outputs of about 1e19 and more (the row
-    # would silently become zero) and underflows for tiny ones. An exactly zero output
-    # stays zero.
-    return F.normalize(f.double(), dim=1).float()
+    return _unit_rows(f).float()
+
+
+def _unit_rows(f: torch.Tensor) -> torch.Tensor:
+    """Each row of ``f`` (float64) divided by its norm; an exactly zero row stays zero and
+    a non-finite one stays non-finite.
+
+    Each row is first divided by its largest magnitude: its norm then lies in
+    ``[1, sqrt(D)]``, so neither a huge row (whose squared norm would overflow) nor a tiny
+    one (``F.normalize`` clamps a norm below 1e-12, leaving such a row far from unit
+    length) escapes normalisation.
+    """
+    peak = f.abs().amax(dim=1, keepdim=True)
+    f = f / torch.where(peak > 0, peak, torch.ones_like(peak))
+    norm = torch.linalg.vector_norm(f, dim=1, keepdim=True)
+    return f / torch.where(norm > 0, norm, torch.ones_like(norm))
 
 
 def for_view(embedder: Embedder, view: str) -> Embedder:
