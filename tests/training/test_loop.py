@@ -341,3 +341,22 @@ def test_tensorboard_shows_each_step_once_after_a_resume(root: Path, tmp_path: P
     assert max(e.value for e in events) < 1e6
     assert [e.value for e in events] == pytest.approx([float(r["ce"]) for r in read_log(out)],
                                                       rel=1e-5)
+
+
+def test_resume_on_other_training_data_says_so(root: Path, tmp_path: Path, capsys) -> None:
+    """The saved config holds the location count of the data the run started on: resuming
+    on a tree with another count names that, not the model option a resume cannot drop."""
+    import yaml
+
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(yaml.safe_dump(config(root)))
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(cfg_path), "--out", str(out), "--quiet",
+                 "--set", "train.epochs=1"]) == 0
+    other = make_tree(tmp_path / "three" / "University-Release", locations=3)
+    capsys.readouterr()
+    assert main(["train", "--out", str(out), "--resume", "--quiet",
+                 "--set", f"data.root={other}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "has 4 locations" in err and "3 training locations" in err
+    assert "training data the run started with" in err

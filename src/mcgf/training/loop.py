@@ -213,9 +213,14 @@ def same_model(a: Mapping[str, Any], b: Mapping[str, Any], ignore: Iterable[str]
                                                               if k not in skip}
 
 
-def _resolve_model_config(cfg: RunConfig, num_classes: int) -> dict[str, Any]:
+def _resolve_model_config(cfg: RunConfig, num_classes: int, resume: bool = False) -> dict[str, Any]:
     model_cfg = dict(cfg.model)
     given = model_cfg.setdefault("num_classes", num_classes)
+    if given != num_classes and resume:
+        # The saved config carries the count of the data the run started on.
+        raise UserError(f"--resume: the checkpoint's model has {given} locations but "
+                        f"{cfg.data.root} has {num_classes} training locations: resume on the "
+                        "training data the run started with")
     if given != num_classes:
         raise UserError(f"model.num_classes is {given} but {cfg.data.root} has {num_classes} "
                         "training locations: remove model.num_classes (it is set from the data)")
@@ -295,7 +300,7 @@ def setup_run(cfg: RunConfig, out: str | Path, *, resume: bool = False,
         raise UserError(f"{cfg.data.root} has {num_classes} training location(s) with both a "
                         "drone and a satellite view: training needs at least 2 (add locations "
                         "to data.root)")
-    model_cfg = _resolve_model_config(cfg, num_classes)
+    model_cfg = _resolve_model_config(cfg, num_classes, resume)
     model = _build_model(cfg, model_cfg, ckpt, out, device)
     # A resumed run keeps the report of its first build (its initial weights are not read).
     report = ckpt.config.get("weights_report") if ckpt is not None else \
