@@ -65,6 +65,20 @@ def test_data_check_accepts_both_trees(sues_tree: Path, dense_tree: Path, capsys
     assert counts[("DenseUAV/test", "query_drone")] == 12
 
 
+def test_data_check_with_a_layout_not_there_is_an_error(sues_tree: Path, dense_tree: Path,
+                                                         tmp_path: Path, capsys) -> None:
+    # a 160k-style split beside the folder must not pass for the layout asked for
+    flat = tmp_path / "both"
+    shutil.copytree(sues_tree / "SUES-200", flat / "SUES-200")
+    (flat / "query_drone_name.txt").write_text("a\n")
+    (flat / "query_drone").mkdir()
+    shutil.copy(next((sues_tree / "SUES-200").rglob("*.jpg")), flat / "query_drone" / "a.jpg")
+    assert main(["data", "check", str(flat), "--layout", "denseuav", "--no-decode"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no DenseUAV tree" in err and "--layout denseuav" in err
+    assert main(["data", "check", str(flat), "--layout", "sues200", "--no-decode"]) == 0
+
+
 def test_data_check_flags_what_each_layout_needs(sues_tree: Path, dense_tree: Path, tmp_path: Path) -> None:
     sues = shutil.copytree(sues_tree / "SUES-200", tmp_path / "sues")
     shutil.rmtree(sues / "Testing" / "250")

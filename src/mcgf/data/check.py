@@ -291,6 +291,14 @@ def check_dataset(path: str | Path, *, decode: bool = True, workers: int | None 
     report = CheckReport(root=root)
     trees, flat, problems = _dataset_roots(root, layout)
     report.errors += problems
+    if layout and not trees:
+        # Asked for one layout: a 160k split beside it must not pass for that dataset.
+        from mcgf.data.layouts import parse_layout
+
+        cls, _ = parse_layout(layout)
+        raise UserError(f"{root} holds no {cls.title} tree at its top or one folder below "
+                        f"(--layout {layout}): point at that dataset's root, or leave --layout out "
+                        "to check whatever the folder holds")
     if not trees and not flat and not problems:
         raise UserError(
             f"{root} holds no University-1652 tree (train/, test/), no SUES-200 tree (Training/, "
