@@ -188,3 +188,15 @@ def _only_drone(tmp_path: Path) -> Path:
     root = tmp_path / "only"
     image(root / "train" / "drone" / "0001" / "a.jpg")
     return root
+
+
+def test_coordinates_a_few_metres_apart_are_a_conflict(tmp_path: Path) -> None:
+    # DenseUAV locations lie ~20 m (0.0002 degrees) apart: a second line 0.001 degrees
+    # (~100 m) away names another place. A location is counted once however often.
+    (tmp_path / "Dense_GPS_ALL.txt").write_text(
+        "t/000001/H80.tif E120.35 N30.32 80\nt/000001/H80.tif E120.351 N30.32 80\n"
+        "t/000002/H80.tif E120.3502 N30.32 80\nt/000002/H80.tif E120.3502 N30.32 80\n"
+        "t/000003/H80.tif E121 N30 80\nt/000003/H80.tif E122 N30 80\nt/000003/H80.tif E123 N30 80\n")
+    coords = read_coordinates(tmp_path)
+    assert coords is not None and coords.lonlat[1] == (120.35, 30.32)
+    assert coords.conflicts == [1, 3]

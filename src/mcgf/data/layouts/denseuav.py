@@ -36,6 +36,8 @@ GPS_ALL = "Dense_GPS_ALL.txt"
 GPS_SPLITS: tuple[str, ...] = ("Dense_GPS_train.txt", "Dense_GPS_test.txt")
 #: Drone (and satellite) images are named after the flight height: ``H80.JPG``.
 HEIGHT_NAME = re.compile(r"^H(\d+)(_old)?$", re.IGNORECASE)
+#: Two lines of one location whose coordinates differ by more (degrees) disagree.
+COORD_TOLERANCE = 1e-7
 _COORD = re.compile(r"^([NSEW])?([-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)([NSEW])?$", re.IGNORECASE)
 
 
@@ -108,7 +110,11 @@ def read_coordinates(root: Path) -> Coordinates | None:
                 continue
             cid, lon, lat = parsed
             have = out.lonlat.setdefault(cid, (lon, lat))
-            if have != (lon, lat) and not np.allclose(have, (lon, lat), atol=1e-7):
+            # An absolute tolerance only: a relative one (np.allclose's default) would let
+            # two points ~100 m apart at longitude 120 pass as one, where locations lie
+            # ~20 m apart.
+            if (max(abs(have[0] - lon), abs(have[1] - lat)) > COORD_TOLERANCE
+                    and cid not in out.conflicts):
                 out.conflicts.append(cid)
     return out
 
