@@ -200,3 +200,20 @@ def test_coordinates_a_few_metres_apart_are_a_conflict(tmp_path: Path) -> None:
     coords = read_coordinates(tmp_path)
     assert coords is not None and coords.lonlat[1] == (120.35, 30.32)
     assert coords.conflicts == [1, 3]
+
+
+def test_selected_heights_of_a_test_only_sues_tree(tmp_path: Path) -> None:
+    # Only Testing/ (as for evaluating a released model): selecting a height checks and
+    # evaluates it; training says there is no training split.
+    from mcgf.data.check import check_dataset
+
+    root = tmp_path / "SUES-200"
+    for h in ("150", "200"):
+        for role in ("query_drone", "gallery_drone", "query_satellite", "gallery_satellite"):
+            image(root / "Testing" / h / role / "0001" / "0.jpg")
+    ds = find_dataset(root, "sues200:150")
+    assert [ts.name for ts in ds.test_sets()] == ["150"]
+    report = check_dataset(root, decode=False, layout="sues200:150")
+    assert not report.errors
+    with pytest.raises(UserError, match="no training split"):
+        ds.read_train()

@@ -58,7 +58,9 @@ class Sues200Layout(DatasetLayout):
     def heights(self, split: str) -> list[str]:
         """Height folders of ``split`` (``Training`` or ``Testing``), lowest first; only the
         selected ones when heights were selected (a selected one that is missing is an
-        error naming it)."""
+        error naming it). None without a ``split`` folder: a tree may hold only one split."""
+        if not (self.root / split).is_dir():
+            return []
         here = sorted((e.name for e in list_subfolders(self.root / split)
                        if e.name.isascii() and e.name.isdigit()), key=int)
         if not self.subsets:
