@@ -120,6 +120,7 @@ def test_merge_keeps_folder_order_and_first_name_per_id(tmp_path: Path) -> None:
     ("train/satellite/000001/H80.tif E120.38 N30.32 80.5", (1, 120.38, 30.32)),
     ("D:\\data\\test\\000777\\H80.tif N30.32 E120.38 80", (777, 120.38, 30.32)),  # order by letter
     ("x/000002/H80.tif 120.5 30.25 90", (2, 120.5, 30.25)),  # bare numbers: longitude first
+    ("x/000002/H80.tif 30.25 120.5 90", (2, 120.5, 30.25)),  # latitude first (README's order)
     ("x/000003/H80.tif W70.5 S33.25", (3, -70.5, -33.25)),
     ("x/000003/H80.tif 70.5W 33.25S", (3, -70.5, -33.25)),
 ])

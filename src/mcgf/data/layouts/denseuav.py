@@ -74,7 +74,9 @@ def parse_gps_line(line: str) -> tuple[int, float, float] | None:
     Fields are separated by white space: the image path (its class folder names the
     location), then the two coordinates. A hemisphere letter (``E120.38 N30.32``)
     says which is which; bare numbers are read as the benchmark's reader reads them,
-    longitude first.
+    longitude first, unless only the other order is a coordinate pair (``30.32 120.38``:
+    the benchmark's README documents latitude first, and its SDM, symmetric in the two,
+    reads such a file as well).
     """
     parts = line.split()
     if len(parts) < 3:
@@ -84,7 +86,8 @@ def parse_gps_line(line: str) -> tuple[int, float, float] | None:
     a, b = _coordinate(parts[1]), _coordinate(parts[2])
     if cid is None or a is None or b is None:
         return None
-    if a[0] == "lat" or b[0] == "lon":
+    bare_lat_first = not a[0] and not b[0] and abs(a[1]) <= 90 < abs(b[1]) <= 180
+    if a[0] == "lat" or b[0] == "lon" or bare_lat_first:
         a, b = b, a
     if a[0] == "lat" or b[0] == "lon" or not (-180 <= a[1] <= 180 and -90 <= b[1] <= 90):
         return None
