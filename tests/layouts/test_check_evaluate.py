@@ -160,3 +160,22 @@ def test_denseuav_sdm_needs_the_coordinates(dense_tree: Path, tmp_path: Path) ->
     # The same ranking with the coordinates back gives the same recall.
     with_gps = evaluate(dense_tree, tmp_path / "ev2", "--directions", "d2s")
     assert with_gps["results"][0]["metrics"]["R@1"] == report["results"][0]["metrics"]["R@1"]
+
+
+def test_sdm_of_the_layout_equals_a_per_query_reference(dense_tree: Path) -> None:
+    from mcgf.retrieval.geo import SDM_KS, sdm_at_k
+
+    ds = find_dataset(dense_tree)
+    lonlat = ds.coordinates().lonlat
+    labels = np.array(sorted(lonlat))
+    rng = np.random.default_rng(0)
+    ql = rng.choice(labels, 7)
+    top = rng.choice(labels, (7, 10))
+    valid = np.array([True, True, False, True, True, True, True])
+    got = ds.extra_metrics("drone->satellite", ql, valid, top)
+    q = np.array([lonlat[int(c)] for c in ql[valid]])
+    t = np.array([[lonlat[int(c)] for c in row] for row in top[valid]])
+    want = sdm_at_k(q, t, SDM_KS)
+    for k in SDM_KS:  # the unreadable query counts as 0
+        assert got[f"SDM@{k}"] == pytest.approx(100 * want[k].sum() / 7, rel=1e-12)
+    assert got["SDM@1"] > 0

@@ -194,8 +194,13 @@ class DenseUAVLayout(DatasetLayout):
         valid = np.asarray(query_valid, bool) & (top_labels[:, 0] >= 0)
         out = {f"SDM@{k}": 0.0 for k in SDM_KS}
         if valid.any():
-            q = np.array([lookup[int(c)] for c in np.asarray(query_labels)[valid]])
-            t = np.array([[lookup[int(c)] for c in row] for row in top_labels[valid]])
+            # Labels to coordinates through a sorted table (every label is in it, see above).
+            keys = np.fromiter(lookup.keys(), np.int64, len(lookup))
+            table = np.array(list(lookup.values()), np.float64).reshape(-1, 2)
+            order = np.argsort(keys)
+            keys, table = keys[order], table[order]
+            q = table[np.searchsorted(keys, np.asarray(query_labels, np.int64)[valid])]
+            t = table[np.searchsorted(keys, top_labels[valid].astype(np.int64))]
             per = sdm_at_k(q, t, SDM_KS)
             # Unreadable queries count as 0, like their recall.
             out = {f"SDM@{k}": float(100.0 * v.sum() / len(query_labels)) for k, v in per.items()}
