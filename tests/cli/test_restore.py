@@ -93,6 +93,15 @@ def test_several_images_go_to_a_folder(ck: Path, tmp_path: Path,
     assert run(capsys, "restore", a, "--checkpoint", ck, "-o", tmp_path / "single.png",
                "--steps", 2)[0] == 0
     assert (tmp_path / "single.png").read_bytes() == (tmp_path / "out" / "a.png").read_bytes()
+    # A folder stands for the images in it, sorted by name.
+    rc, stdout, _ = run(capsys, "restore", tmp_path / "in", "--checkpoint", ck, "-o",
+                        tmp_path / "byfolder", "--steps", 2)
+    assert rc == 0 and stdout.split() == [str(tmp_path / "byfolder" / n) for n in ("a.png", "b.png")]
+    assert (tmp_path / "byfolder" / "a.png").read_bytes() == (tmp_path / "out" / "a.png").read_bytes()
+    (tmp_path / "empty").mkdir()
+    rc, _, err = run(capsys, "restore", tmp_path / "empty", "--checkpoint", ck, "-o",
+                     tmp_path / "e", "--steps", 1)
+    assert rc == 2 and err.count("\n") == 1 and "holds no image" in err
     # University-1652 names every class's views alike: the class folder disambiguates.
     c = write_png(tmp_path / "0001" / "image-01.jpeg", random_image(H, W, 3))
     d = write_png(tmp_path / "0002" / "image-01.jpeg", random_image(H, W, 4))

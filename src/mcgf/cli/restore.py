@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "is synthesised (from --seed and the key '<parent folder>/<file name>') and each "
         "row is 'weathered | restored | clean'.",
     )
-    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="input images (jpg, png, webp)")
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="input images (jpg, png, webp), or folders of them")
     p.add_argument("--checkpoint", required=True, type=Path, metavar="DIR",
                    help="checkpoint folder of a model trained with the restoration branch")
     p.add_argument("-o", "--output", required=True, type=Path, metavar="OUT",
@@ -43,6 +43,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
+
+
+def input_images(args: list[Path]) -> list[Path]:
+    """The IMAGE arguments with each folder replaced by the images directly inside it
+    (sorted by name; University-1652 class folders hold a location's views).
+
+    Raises:
+        UserError: a folder holds no image.
+    """
+    from mcgf.data.layout import list_images
+
+    out: list[Path] = []
+    for p in args:
+        if not p.is_dir():
+            out.append(p)
+            continue
+        found = list_images(p)
+        if not found:
+            raise UserError(f"folder {p} holds no image (.jpg .jpeg .png .webp): pass images or "
+                            "a folder of them")
+        out += found
+    return out
 
 
 def output_paths(images: list[Path], output: Path) -> list[Path]:
@@ -116,15 +138,16 @@ def _run(args: argparse.Namespace) -> int:
     tile = None if args.tile is None else int_option(args.tile, "--tile", 16)
     conditions = None if args.condition is None else parse_conditions(args.condition, "--condition")
     device = resolve_device(args.device)
-    outputs = output_paths(list(args.images), args.output)
+    paths = input_images(args.images)
+    outputs = output_paths(paths, args.output)
     read_config(args.checkpoint)
-    images = [np.asarray(read_image(p)) for p in args.images]
+    images = [np.asarray(read_image(p)) for p in paths]
 
     model = load_restoration_model(args.checkpoint, device)
     if steps > max_steps(model):
         raise UserError(f"--steps must be at most {max_steps(model)} (the schedule's training "
                         f"timesteps), got {steps}")
-    for path, image, out in zip(args.images, images, outputs, strict=True):
+    for path, image, out in zip(paths, images, outputs, strict=True):
         # Each image on its own, seeded afresh: its picture does not depend on the other
         # images of the command line.
         picture = restoration_preview(
