@@ -47,21 +47,16 @@ def power_law_noise(
     return ((field - lo) / (hi - lo)).astype(np.float32)
 
 
-def beta_gate(
-    rng: np.random.Generator,
-    shape: tuple[int, ...],
-    uniformity: tuple[float, float] | tuple[np.ndarray, np.ndarray],
-) -> np.ndarray:
-    """Grid of Beta(1, 1 − u) values with ``u`` drawn per cell from ``uniformity``.
+def beta_gate(rng: np.random.Generator, shape: tuple[int, ...], uniformity: np.ndarray) -> np.ndarray:
+    """Grids of Beta(1, 1 − u) values, one ``u`` per grid (``uniformity``, shape ``shape[:1]``).
 
     High uniformity puts nearly all mass at 1 (particles everywhere); lower values leave
-    sparse regions. Sampled by inverting the CDF ``1 − (1 − x)**b``. ``uniformity`` bounds
-    may be arrays broadcasting against ``shape`` (e.g. one range per layer of a stack).
+    sparse regions. As in the recipe, ``u`` is drawn once per layer, not per cell, so a
+    whole layer is even or patchy. Sampled by inverting the CDF ``1 − (1 − x)**b``.
     """
-    draws = rng.random((2, *shape))
-    lo, hi = uniformity
-    b = np.maximum(1.0 - (lo + np.subtract(hi, lo) * draws[0]), 1e-4)
-    return (1.0 - (1.0 - draws[1]) ** (1.0 / b)).astype(np.float32)
+    b = np.maximum(1.0 - np.asarray(uniformity, np.float64), 1e-4).reshape(-1, *([1] * (len(shape) - 1)))
+    draws = rng.random(shape)
+    return (1.0 - (1.0 - draws) ** (1.0 / b)).astype(np.float32)
 
 
 def _salt_table(levels: int = 1024) -> np.ndarray:

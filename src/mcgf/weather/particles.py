@@ -285,12 +285,6 @@ def _slices(counts: list[int]) -> list[slice]:
     return [slice(end - n, end) for n, end in zip(counts, ends, strict=True)]
 
 
-def _uniformity_bounds(params: list[ParticleParams]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-layer density-uniformity bounds, shaped to broadcast over a stack of gates."""
-    bounds = np.array([p.density_uniformity for p in params])
-    return bounds[:, 0, None, None], bounds[:, 1, None, None]
-
-
 def sample_rain(
     rng: np.random.Generator, height: int, width: int, augmenters: list[ParticleParams]
 ) -> RainStage:
@@ -322,7 +316,9 @@ def sample_rain(
         math.ceil(canvas.rows * canvas.row_pitch * GATE_CELLS / height) + 1,
         math.ceil(canvas.cols * GATE_CELLS / width) + 1,
     )
-    gates = beta_gate(rng, (len(params), *gate_shape), _uniformity_bounds(params))
+    # One density uniformity per layer, as the recipe's gate draws it.
+    (evenness,) = _draw_layers(rng, params, ("density_uniformity",))
+    gates = beta_gate(rng, (len(params), *gate_shape), np.array(evenness))
     layers = []
     opacities: list[float] = []
     for i, part in enumerate(_slices(counts)):
@@ -495,13 +491,6 @@ def snow_tables(uniformity: np.ndarray, speed: np.ndarray) -> tuple[np.ndarray, 
     return flake, ratio, (ratio - 1.0) / 2.0
 
 
-def _layer_gates(rng: np.random.Generator, uniformity: list[float]) -> np.ndarray:
-    """The recipe's 8x8 density gate of each layer: Beta(1, 1 − u), one ``u`` per layer."""
-    b = np.maximum(1.0 - np.asarray(uniformity), 1e-4)[:, None, None]
-    draws = rng.random((len(uniformity), GATE_CELLS, GATE_CELLS))
-    return (1.0 - (1.0 - draws) ** (1.0 / b)).astype(np.float32)
-
-
 @functools.lru_cache(maxsize=1024)
 def cubic_weights(size: int, source: int) -> np.ndarray:
     """(size, source) weights of ``cv2.resize`` INTER_CUBIC from ``source`` to ``size``
@@ -537,7 +526,7 @@ def sample_snow(
         for d, p in zip(density, pitch, strict=True)
     ]).tolist()
     u = rng.random(sum(counts))
-    gates = _layer_gates(rng, evenness)
+    gates = beta_gate(rng, (len(params), GATE_CELLS, GATE_CELLS), np.array(evenness))
     ch, cw = _canvas_of(shapes, height, width)
     unit = max(ch, cw) / REFERENCE_SIZE  # canvas px per px at 512 px
     # The recipe's pre-blur: sigma = clip(512·fraction, 0.5, 3.75) px at 512 px.

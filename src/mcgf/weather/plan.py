@@ -49,7 +49,7 @@ Stage = CloudStage | RainStage | SnowStage | PhotometricStage | MotionBlurStage
 
 #: Version of the pixels a (seed, key, condition) gives. Bumped whenever rendering or
 #: sampling changes them, so that a pre-rendered set is never resumed with other pixels.
-ENGINE_VERSION = "4"
+ENGINE_VERSION = "5"
 
 
 @dataclass(frozen=True)
