@@ -64,7 +64,7 @@ def test_light_brightens(image):
 def wind_direction(key: str, size: int) -> tuple[tuple[float, float], tuple[float, float]]:
     """Unit vectors along and across the wind of image ``key`` (x, y)."""
     angle = math.radians(sample_plan("wind", seed=0, key=key, height=size, width=size).stages[0].angle)
-    return (math.sin(angle), math.cos(angle)), (math.cos(angle), -math.sin(angle))
+    return (-math.sin(angle), math.cos(angle)), (math.cos(angle), math.sin(angle))
 
 
 def grating(size: int, direction: tuple[float, float], period: float = 6.0) -> np.ndarray:

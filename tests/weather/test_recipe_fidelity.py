@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from mcgf.weather import apply_weather
+from mcgf.weather.blur import MotionBlurParams, render_motion_blur, sample_motion_blur
 from mcgf.weather.colorspace import recipe_table
-from mcgf.weather.kernels import flake_profile, recipe_streak_taps, streak_kernel
+from mcgf.weather.kernels import flake_profile, line_kernel, recipe_streak_taps, streak_kernel
 from mcgf.weather.particles import (
     ParticleParams,
     SnowStage,
@@ -125,6 +126,33 @@ def _recipe_kernel(k: int, angle: float) -> np.ndarray:
     r = cv2.warpAffine((m * 255).astype(np.uint8), rot, (k, k), flags=cv2.INTER_LINEAR,
                        borderMode=cv2.BORDER_CONSTANT).astype(np.float32) / 255
     return r / r.sum()
+
+
+def _centroid(a: np.ndarray) -> tuple[float, float]:
+    """(x, y) of an array's centre of mass, relative to its centre."""
+    ys, xs = np.mgrid[: a.shape[0], : a.shape[1]]
+    w = a / a.sum()
+    return float((w * xs).sum() - (a.shape[1] - 1) / 2), float((w * ys).sum() - (a.shape[0] - 1) / 2)
+
+
+@pytest.mark.parametrize("angle", [-15.0, 10.0, 30.0, 135.0])
+def test_rain_streak_turns_like_the_recipes(angle):
+    # A rain layer's motion blur (25 taps ramping 1 -> 0: speed 0.05 at 512 px) leans
+    # the way the recipe's rotated ramp does, not mirrored about the vertical.
+    ours = _centroid(line_kernel(24.0, angle, 1.0, 0.0))
+    assert ours == pytest.approx(_centroid(_recipe_kernel(25, angle)), abs=0.5)
+
+
+@pytest.mark.parametrize("angle", [30.0, 100.0, 250.0])
+def test_wind_turns_like_the_recipes(angle):
+    # A point blurred by wind of a given angle (direction 1: ramp 1 -> 0) lands where
+    # the recipe's MotionBlur(15, angle, direction=1) puts it.
+    dot = np.zeros((512, 512, 3), np.float32)
+    dot[256, 256] = 255.0
+    stage = sample_motion_blur(np.random.default_rng(0), 512, 512, MotionBlurParams(angle=angle, direction=1.0))
+    theirs = cv2.filter2D(np.ascontiguousarray(dot[240:273, 240:273, 0]), -1, _recipe_kernel(15, angle))
+    ours = render_motion_blur(dot, stage)[240:273, 240:273, 0]  # (blurs `dot` in place)
+    assert _centroid(ours) == pytest.approx(_centroid(theirs), abs=0.4)
 
 
 def _recipe_layer(image: np.ndarray, grid: np.ndarray, angle: float, speed: float, uniformity: float,

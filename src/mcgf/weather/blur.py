@@ -64,8 +64,10 @@ def blur_canvas(
 ) -> tuple[tuple[int, int], np.ndarray]:
     """Shape and canvas→image affine of a canvas whose columns run along the blur."""
     sin, cos = math.sin(math.radians(angle)), math.cos(math.radians(angle))
-    along = np.array([sin, cos])  # blur direction in image (x, y)
-    across = np.array([cos, -sin])
+    # Blur direction in image (x, y): vertical at 0°, turning clockwise on screen with the
+    # angle, as the recipe rotates its kernel.
+    along = np.array([-sin, cos])
+    across = np.array([cos, sin])
     half_u = width / 2 * abs(cos) + height / 2 * abs(sin) + 1
     half_v = width / 2 * abs(sin) + height / 2 * abs(cos) + length / 2 + 2
     wc, hc = 2 * math.ceil(half_u) + 1, 2 * math.ceil(half_v) + 1

@@ -43,7 +43,8 @@ def line_kernel(
     """Correlation kernel of a straight motion-blur streak, normalised to sum 1.
 
     The streak is a segment of ``length`` image pixels through the kernel centre along
-    ``(sin a, cos a)`` (x right, y down; ``a = 0`` is vertical). Weights ramp linearly
+    ``(−sin a, cos a)`` (x right, y down; ``a = 0`` is vertical and a positive ``a``
+    turns it clockwise on screen, as the recipe's rotation of its kernel). Weights ramp linearly
     from ``start_weight`` at the ``-length/2`` end to ``end_weight`` at the other, as the
     recipe's ``linspace`` column does. Optionally the segment is thickened by a square of
     side ``footprint`` px (the size of a rain drop) and blurred by a Gaussian of ``sigma``
@@ -71,7 +72,7 @@ def line_kernel(
         return round(v * steps) / steps
 
     return _line_kernel_cached(
-        q(half * math.sin(rad) / px, 4), q(half * math.cos(rad) / py, 4),
+        q(-half * math.sin(rad) / px, 4), q(half * math.cos(rad) / py, 4),
         q(start_weight, 256), q(end_weight, 256),
         q(footprint / px, 32), q(footprint / py, 32), q(sigma / px, 16), q(sigma / py, 16),
         antialias,
