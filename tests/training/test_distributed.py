@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,10 @@ import torch
 import torch.multiprocessing as mp
 from PIL import Image
 
+import mcgf
 from tests.training.test_loop import config, read_log
 from tests.training.test_loop import root as root
+from tests.training.tiny_run import tiny_config, write_config, write_tree
 
 
 def _free_port() -> int:
@@ -225,3 +229,27 @@ def test_two_processes_with_every_speed_lever_log_what_they_log_without(
     for a, b in zip(plain, fast, strict=True):
         for key in ("ce", "infonce", "restore", "total"):
             assert float(b[key]) == pytest.approx(float(a[key]), rel=1e-4), key
+
+
+def _torchrun(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """``torchrun --nproc_per_node 2 -m mcgf train ARGS`` on one thread per process."""
+    src = str(Path(mcgf.__file__).resolve().parents[1])
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
+               PYTHONPATH=os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p))
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node", "2", "-m", "mcgf", "train", *args],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def test_mcgf_train_under_torchrun_prints_its_summary_once(tmp_path: Path) -> None:
+    """Every rank returns from the loop; only rank 0 prints the closing line."""
+    cfg = write_config(tmp_path / "cfg.yaml",
+                       tiny_config(write_tree(tmp_path / "data", locations=5), epochs=1))
+    out = tmp_path / "run"
+    done = _torchrun("--config", str(cfg), "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("trained 1 epochs") == 1, done.stdout
+    assert [int(r["step"]) for r in read_log(out)] == [1, 2]  # 5 locations / P=2 → 4 batches
+    again = _torchrun("--config", str(cfg), "--out", str(out), "--resume")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("nothing to train") == 1, again.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +52,13 @@ def run(args: argparse.Namespace) -> int:
     run_cfg = parse_run_config(apply_overrides(cfg, args.overrides), where, resume=args.resume)
     result = train(run_cfg, out, resume=args.resume, progress=not args.quiet,
                    validate=_validator(run_cfg))
-    if not args.quiet and not result.final_losses:
+    # Under torchrun every rank returns here: rank 0 speaks for the run, as in the loop.
+    quiet = args.quiet or int(os.environ.get("RANK", "0")) != 0
+    if not quiet and not result.final_losses:
         print(f"nothing to train: {result.checkpoint} already holds {result.epochs} epochs "
               f"(train.epochs {run_cfg.train.epochs}); resume with --set train.epochs=N, N > "
               f"{result.epochs}, to train longer")
-    elif not args.quiet:
+    elif not quiet:
         losses = ", ".join(f"{k} {v:.4f}" for k, v in result.final_losses.items())
         print(f"trained {result.epochs} epochs ({result.steps} steps) in {result.seconds:.1f} s; "
               f"last epoch: {losses}; checkpoint {result.checkpoint}")
