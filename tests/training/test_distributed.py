@@ -253,3 +253,37 @@ def test_mcgf_train_under_torchrun_prints_its_summary_once(tmp_path: Path) -> No
     again = _torchrun("--config", str(cfg), "--out", str(out), "--resume")
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("nothing to train") == 1, again.stdout
+
+
+def _resuming_worker(rank: int, world: int, port: int, cfg: dict, out: str) -> None:
+    """Set up the resumed run and write this rank's model generator state."""
+    import torch.distributed as dist
+
+    from mcgf.training.config import parse_run_config
+    from mcgf.training.loop import setup_run
+
+    os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    try:
+        run = setup_run(parse_run_config(cfg, "t"), out, resume=True, progress=False)
+        torch.save(run.generator.get_state(), Path(out, f"generator{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_resumed_with_another_process_count_each_rank_draws_its_own_noise(tmp_path: Path) -> None:
+    """A 1-process checkpoint resumed by 2 processes: the ranks' model generators (the
+    diffusion t and noise) differ, from each other and from the saved one."""
+    from mcgf.training import load_checkpoint
+    from mcgf.training.config import parse_run_config
+    from mcgf.training.loop import train
+
+    cfg = tiny_config(write_tree(tmp_path / "data"), epochs=2)
+    out = tmp_path / "run"
+    train(parse_run_config(cfg, "t"), out, progress=False, stop_after=1)
+    saved = load_checkpoint(out / "last", load_train_state=True).train_state.rng
+    mp.spawn(_resuming_worker, args=(2, _free_port(), cfg, str(out)), nprocs=2, join=True)
+    states = [torch.load(out / f"generator{r}.pt") for r in range(2)]
+    assert not torch.equal(states[0], states[1])
+    assert not any(torch.equal(s, saved["generators"]["model"]["state"]) for s in states)

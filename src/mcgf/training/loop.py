@@ -461,12 +461,18 @@ def _restore(run: TrainRun, st: TrainState) -> None:
             run.scaler.load_state_dict(st.scaler)
     ranks = st.rank_rng
     rng = st.rng
+    fresh = model_generator(tc.seed + st.epoch, run.dist.rank, torch.device("cpu")).initial_seed()
     if run.dist.world > 1:
         if isinstance(ranks, list) and len(ranks) == run.dist.world:
             rng = ranks[run.dist.rank]
             restore_rng_state(rng)
-        else:  # saved by another number of processes: distinct, not identical, streams
+        else:
+            # Saved by another number of processes: distinct, not identical, streams. The
+            # model's generator too: restoring the one saved state on every rank would
+            # give all ranks the same diffusion t and noise.
             torch.manual_seed(tc.seed + run.dist.rank + run.dist.world * st.epoch)
+            run.generator.manual_seed(fresh)
+            return
     saved = ((rng or {}).get("generators") or {}).get(_MODEL_RNG)
     try:
         if saved is not None:
@@ -474,8 +480,7 @@ def _restore(run: TrainRun, st: TrainState) -> None:
     except (RuntimeError, TypeError, KeyError):
         # Saved on another kind of device (a CPU and a CUDA generator's states differ):
         # a fresh stream, distinct from the first epoch's.
-        run.generator.manual_seed(model_generator(tc.seed + st.epoch, run.dist.rank,
-                                                  torch.device("cpu")).initial_seed())
+        run.generator.manual_seed(fresh)
 
 
 #: Name of the model's generator among the saved RNG states.
