@@ -360,3 +360,19 @@ def test_resume_on_other_training_data_says_so(root: Path, tmp_path: Path, capsy
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "has 4 locations" in err and "3 training locations" in err
     assert "training data the run started with" in err
+
+
+def test_skipped_images_never_leave_a_batch_with_one_image_of_a_view(tmp_path: Path) -> None:
+    """With two of five satellite tiles unreadable and ``on_bad_image: skip``, batches
+    left with a single tile (which a head's BatchNorm cannot train on) are skipped and
+    the others train."""
+    from tests.training.tiny_run import tiny_config, write_tree
+
+    data = write_tree(tmp_path / "data", locations=5)
+    for location in ("0002", "0005"):
+        (data / "train" / "satellite" / location / "0.png").write_bytes(b"not an image")
+    cfg = tiny_config(data, epochs=2)
+    cfg["data"]["on_bad_image"] = "skip"
+    result = train(parse_run_config(cfg, "t"), tmp_path / "run", progress=False)
+    assert 0 < result.steps < 2 * 3  # 5 locations / P=2 → 3 batches per epoch
+    assert [int(r["step"]) for r in read_log(tmp_path / "run")] == list(range(1, result.steps + 1))

@@ -711,8 +711,14 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
                        time.perf_counter() - started, validation)
 
 
+#: Fewest images of each view a batch trains with: a head's BatchNorm needs two samples
+#: (every planned batch has ``P >= 2`` locations; only ``on_bad_image=skip`` leaves fewer).
+MIN_VIEW_IMAGES = 2
+
+
 def _batches(loader: Any, keep_rng: bool = False) -> Iterator[dict[str, Any]]:
-    """The loader's batches, skipping ones left without a view by ``on_bad_image=skip``.
+    """The loader's batches, skipping ones that ``on_bad_image=skip`` left with fewer
+    than :data:`MIN_VIEW_IMAGES` images of a view.
 
     ``keep_rng``: leave torch's global RNG as it was while the loader starts (the loop:
     after the first epoch). A loader draws its workers' base seed from that RNG when it
@@ -732,7 +738,8 @@ def _batches(loader: Any, keep_rng: bool = False) -> Iterator[dict[str, Any]]:
     else:
         batches = iter(loader)
     for batch in batches:
-        if len(raise_unreadable(batch)["drone"]) and len(batch["satellite"]):
+        raise_unreadable(batch)
+        if min(len(batch["drone"]), len(batch["satellite"])) >= MIN_VIEW_IMAGES:
             yield batch
 
 
