@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -287,3 +288,29 @@ def test_resumed_with_another_process_count_each_rank_draws_its_own_noise(tmp_pa
     states = [torch.load(out / f"generator{r}.pt") for r in range(2)]
     assert not torch.equal(states[0], states[1])
     assert not any(torch.equal(s, saved["generators"]["model"]["state"]) for s in states)
+
+
+def test_a_batch_skipped_on_one_rank_is_skipped_on_every_rank(tmp_path: Path) -> None:
+    """``on_bad_image: skip`` with the drone views of two of five locations unreadable:
+    the first batch of rank 1's shard (epoch 1) and the second of rank 0's (epoch 2) hold
+    no readable drone view. Every rank skips them, so none waits alone in the gradient
+    all-reduce, and the run finishes."""
+    from mcgf.training import load_checkpoint
+
+    data = write_tree(tmp_path / "data", locations=5)
+    for location in ("0002", "0005"):
+        for image in (data / "train" / "drone" / location).iterdir():
+            image.write_bytes(b"not an image")
+    cfg = tiny_config(data, epochs=2)
+    cfg["data"]["on_bad_image"] = "skip"
+    out = tmp_path / "run"
+    ctx = mp.spawn(_worker, args=(2, _free_port(), cfg, str(out)), nprocs=2, join=False)
+    deadline = time.monotonic() + 120
+    while not ctx.join(timeout=2):
+        if time.monotonic() > deadline:
+            for process in ctx.processes:
+                process.kill()
+            pytest.fail("the ranks did not finish: one waits in a collective call")
+    state = load_checkpoint(out / "last", load_train_state=True).train_state
+    assert state.epoch == 2 and state.step == 2  # of 2 × 2: one batch pair skipped per epoch
+    assert [int(r["step"]) for r in read_log(out)] == [1, 2]

@@ -35,6 +35,7 @@ single-process run reproduces the uninterrupted one bit for bit.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -575,8 +576,12 @@ def train_one_epoch(run: TrainRun, epoch: int) -> dict[str, float]:
     run.optimizer.zero_grad(set_to_none=True)
     res: StepResult | None = None
     rows = 0
-    for i, micro in enumerate(_micro_groups(_batches(run.loader, keep_rng=epoch > 0),
-                                            tc.accumulate)):
+    # Under DDP with skipping, whether a batch trains is agreed by all ranks: a rank
+    # that skipped one alone would leave the others waiting in its gradient all-reduce.
+    agree = (functools.partial(_on_every_rank, device=next(run.model.parameters()).device)
+             if run.dist.world > 1 and run.cfg.data.on_bad_image == "skip" else None)
+    for i, micro in enumerate(_micro_groups(_batches(run.loader, keep_rng=epoch > 0,
+                                                     agree=agree), tc.accumulate)):
         last = i + 1 == run.steps_per_epoch
         logged = (window.n + 1) % tc.log_every == 0 or last
         rows += logged
@@ -716,9 +721,22 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
 MIN_VIEW_IMAGES = 2
 
 
-def _batches(loader: Any, keep_rng: bool = False) -> Iterator[dict[str, Any]]:
+def _on_every_rank(ok: bool, device: torch.device) -> bool:
+    """Whether ``ok`` holds on every rank (a collective call)."""
+    import torch.distributed as dist
+
+    flag = torch.tensor([int(ok)], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
+def _batches(loader: Any, keep_rng: bool = False,
+             agree: Callable[[bool], bool] | None = None) -> Iterator[dict[str, Any]]:
     """The loader's batches, skipping ones that ``on_bad_image=skip`` left with fewer
     than :data:`MIN_VIEW_IMAGES` images of a view.
+
+    ``agree``: under DDP, turns this rank's "trainable" into the verdict of all ranks
+    (:func:`_on_every_rank`), so that every rank skips the same batches.
 
     ``keep_rng``: leave torch's global RNG as it was while the loader starts (the loop:
     after the first epoch). A loader draws its workers' base seed from that RNG when it
@@ -739,7 +757,10 @@ def _batches(loader: Any, keep_rng: bool = False) -> Iterator[dict[str, Any]]:
         batches = iter(loader)
     for batch in batches:
         raise_unreadable(batch)
-        if min(len(batch["drone"]), len(batch["satellite"])) >= MIN_VIEW_IMAGES:
+        ok = min(len(batch["drone"]), len(batch["satellite"])) >= MIN_VIEW_IMAGES
+        if agree is not None:
+            ok = agree(ok)
+        if ok:
             yield batch
 
 
