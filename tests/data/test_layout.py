@@ -192,7 +192,6 @@ def test_names_with_dots_match_only_their_own_image(tmp_path: Path) -> None:
         load_flat_queries(tmp_path / "q", names)
 
 
-
 def test_names_file_listing_one_image_twice_is_refused(tmp_path: Path) -> None:
     # Two spellings of one query would give it two answer lines and shift every later one.
     write_image(tmp_path / "q" / "abc.jpeg")

@@ -147,7 +147,6 @@ def test_cnn_backbone_takes_the_configured_input_size() -> None:
     assert model.embed(torch.rand(2, 3, 48, 48), "drone").shape == (2, 16)
 
 
-
 @pytest.mark.parametrize("model_name", ["mcgf", "sample4geo"])
 @pytest.mark.parametrize("backbone", ["vit_tiny_patch16_224", "eva02_tiny_patch14_224"])
 def test_dynamic_size_vit_takes_the_configured_input_size(model_name: str, backbone: str) -> None:

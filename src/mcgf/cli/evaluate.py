@@ -52,8 +52,6 @@ def add_extract_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-
-
 def embedder_from_args(args: argparse.Namespace) -> Any:
     """Build the embedder the options ask for (through the registry)."""
     from mcgf.models import CHECKPOINT_EMBEDDER, build_embedder, parse_embedder_args

@@ -56,8 +56,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-
-
 def _run(args: argparse.Namespace) -> int:
     from mcgf.reporting import build_report
 

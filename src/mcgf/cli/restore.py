@@ -43,8 +43,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-
-
 def input_images(args: list[Path]) -> list[Path]:
     """The IMAGE arguments with each folder replaced by the images directly inside it
     (sorted by name; University-1652 class folders hold a location's views).

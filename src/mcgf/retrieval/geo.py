@@ -46,7 +46,6 @@ def sdm_at_k(query_xy: np.ndarray, top_xy: np.ndarray, ks: Sequence[int] = SDM_K
     return out
 
 
-
 def ranked_top(query: np.ndarray, gallery: np.ndarray, k: int, block: int = 1024) -> np.ndarray:
     """``(Q, k)`` gallery rows of each query's ``k`` highest cosine scores, best first.
 

@@ -168,9 +168,6 @@ def _exact(q: torch.Tensor, g: torch.Tensor, k: int, **options: Any) -> SearchRe
     return exact_search(q, g, k, **options)
 
 
-
-
-
 @register_backend("faiss-flat")
 def _faiss_flat(q: torch.Tensor, g: torch.Tensor, k: int, **options: Any) -> SearchResult:
     from mcgf.retrieval import faiss_backend
