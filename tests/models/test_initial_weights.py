@@ -250,6 +250,18 @@ def test_weights_of_another_shape_count_as_missing(tmp_path: Path) -> None:
         create_backbone(NAME, weights=tmp_path / "w.safetensors")
 
 
+def test_rgb_weights_for_a_five_channel_encoder_name_the_input_norm(hf_home: Path,
+                                                                     monkeypatch) -> None:
+    write_hub_file(hf_home / "hub", pretrained_state())
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    opts = {"backbone_name": NAME, "num_classes": 3, "img_size": 32, "pretrained": True,
+            "restoration": False, "bottleneck_dim": 8}
+    with pytest.raises(UserError, match=r"patch_embed\.proj\.weight takes 5 input channels, the "
+                       r"file's 3: model\.input_norm luma_chroma and local_chroma give the encoder 5"):
+        create_model("mcgf", **opts, input_norm="local_chroma")
+    assert create_model("mcgf", **opts, input_norm="local").weights_report["missing"] == 0
+
+
 def test_mcgf_model_keeps_the_report_and_takes_the_option(hf_home: Path, monkeypatch) -> None:
     state = pretrained_state()
     write_hub_file(hf_home / "hub", {k: v for k, v in state.items() if k != "norm.bias"})

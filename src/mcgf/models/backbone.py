@@ -457,6 +457,18 @@ def _strip_prefixes(state: dict[str, torch.Tensor], own: set[str]) -> dict[str, 
         state = best
 
 
+def _channel_hint(shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]]) -> str:
+    """A note for the message when the file's first layer takes other input channels
+    than the model's (``model.input_norm`` luma_chroma / local_chroma build a 5-channel
+    encoder, RGB weights have 3), else ``""``."""
+    for key, (mine, theirs) in shapes.items():
+        if (len(mine) == len(theirs) == 4 and mine[0] == theirs[0] and mine[2:] == theirs[2:]
+                and mine[1] != theirs[1]):
+            return (f"; {key} takes {mine[1]} input channels, the file's {theirs[1]}: "
+                    "model.input_norm luma_chroma and local_chroma give the encoder 5")
+    return ""
+
+
 def load_weights(model: nn.Module, path: str | Path, *, allow_partial: bool = False,
                  origin: str | None = None) -> LoadReport:
     """Load a local weights file into ``model`` and report what matched.
@@ -490,6 +502,7 @@ def load_weights(model: nn.Module, path: str | Path, *, allow_partial: bool = Fa
         except Exception as exc:  # a filter for another layout; our keys may already fit
             _log.debug("checkpoint filter of %s skipped: %s", type(model).__name__, exc)
     mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    hint = _channel_hint({k: (tuple(own[k].shape), tuple(state[k].shape)) for k in mismatched})
     state = {k: v for k, v in state.items() if k not in mismatched}
     resized = [k for k, v in state.items()
                if k in own and k in before and before[k] != tuple(v.shape)]
@@ -509,7 +522,7 @@ def load_weights(model: nn.Module, path: str | Path, *, allow_partial: bool = Fa
         shape = f"; {len(mismatched)} of them of another shape" if mismatched else ""
         raise UserError(
             f"weights file {path} leaves {len(report.missing)} of {len(own)} tensors of "
-            f"{type(model).__name__} unset ({first}{shape}): pass weights of the same "
+            f"{type(model).__name__} unset ({first}{shape}{hint}): pass weights of the same "
             "backbone and backbone_args, or set model.allow_partial_weights: true to accept"
         )
     if report.missing:
