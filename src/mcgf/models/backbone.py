@@ -533,6 +533,20 @@ def load_weights(model: nn.Module, path: str | Path, *, allow_partial: bool = Fa
     return report
 
 
+def input_size(model: nn.Module, data_config: Mapping[str, Any]) -> tuple[int, int]:
+    """The ``(height, width)`` a timm ``model`` takes, given its resolved data config.
+
+    timm's data config reports the pretrained size (e.g. 224) even for a ViT created with
+    another ``img_size``: the size its patch embedding was built for wins, whether that
+    embedding rejects other sizes or (``dynamic_img_size``) resamples its position
+    embedding for them.
+    """
+    fixed = getattr(getattr(model, "patch_embed", None), "img_size", None)
+    if fixed is not None:
+        return (int(fixed[0]), int(fixed[1]))
+    return (int(data_config["input_size"][1]), int(data_config["input_size"][2]))
+
+
 def num_prefix_tokens(model: nn.Module) -> int:
     """Class/register tokens in front of the patch tokens (0 for CNNs)."""
     return int(getattr(model, "num_prefix_tokens", 0) or 0)

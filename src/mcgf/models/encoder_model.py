@@ -21,6 +21,7 @@ from mcgf.models.backbone import (
     WEIGHT_SUFFIXES,
     create_backbone,
     features_to_map,
+    input_size,
     is_backbone_name,
     is_weights_file,
     layer_decay_param_groups,
@@ -41,21 +42,12 @@ BATCH_KEYS = ("drone", "drone_label", "satellite", "satellite_label")
 def input_spec(encoder: nn.Module) -> tuple[tuple[int, int], tuple[float, float, float],
                                             tuple[float, float, float]]:
     """``(input_size, mean, std)`` of a timm encoder: the ``(height, width)`` images are
-    resized to and the per-channel normalisation of ``[0, 1]`` pixels.
-
-    timm's data config reports the pretrained size even for a ViT created with another
-    ``img_size``: the size its patch embedding was built for wins, whether that embedding
-    accepts no other size or (``dynamic_img_size``) resamples its position embedding.
-    """
+    resized to (:func:`~mcgf.models.backbone.input_size`) and the per-channel
+    normalisation of ``[0, 1]`` pixels."""
     from timm.data import resolve_model_data_config
 
     cfg = resolve_model_data_config(encoder)
-    patch = getattr(encoder, "patch_embed", None)
-    fixed = getattr(patch, "img_size", None)
-    if fixed is not None:
-        size = (int(fixed[0]), int(fixed[1]))
-    else:
-        size = (int(cfg["input_size"][1]), int(cfg["input_size"][2]))
+    size = input_size(encoder, cfg)
     mean = tuple(float(m) for m in cfg["mean"])
     std = tuple(float(s) for s in cfg["std"])
     return size, mean, std  # type: ignore[return-value]

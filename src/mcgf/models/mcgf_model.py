@@ -40,6 +40,7 @@ from mcgf.models.backbone import (
     encode_multiscale,
     feature_channels,
     feature_sources,
+    input_size,
     is_backbone_name,
     is_weights_file,
     layer_decay_param_groups,
@@ -296,7 +297,7 @@ class MCGFModel(nn.Module):
         self.restore_size = restore_size
         cfg = resolve_model_data_config(self.drone_encoder)
         #: What an evaluation embedder needs: input size and normalisation.
-        self.input_size: tuple[int, int] = _input_size(self.drone_encoder, cfg)
+        self.input_size: tuple[int, int] = input_size(self.drone_encoder, cfg)
         #: Per UNet scale (finest first) and the middle block, the encoder map that
         #: conditions it: a ``forward_intermediates`` index, or ``None`` for the final map.
         self.restoration_sources: tuple[int | None, ...] = ()
@@ -656,18 +657,3 @@ def _model_args(backbone_args: dict[str, Any] | None, input_norm: str) -> dict[s
     if input_channels(input_norm) != 3:
         model_args.setdefault("in_chans", input_channels(input_norm))
     return model_args
-
-
-def _input_size(encoder: nn.Module, data_config: dict[str, Any]) -> tuple[int, int]:
-    """The image size the encoder takes.
-
-    timm's data config reports the pretrained size (e.g. 224) even for a ViT created with
-    another ``img_size``: the size its patch embedding was built for wins, whether that
-    embedding rejects other sizes or (``dynamic_img_size``) resamples its position
-    embedding for them.
-    """
-    patch = getattr(encoder, "patch_embed", None)
-    fixed = getattr(patch, "img_size", None)
-    if fixed is not None:
-        return (int(fixed[0]), int(fixed[1]))
-    return (int(data_config["input_size"][1]), int(data_config["input_size"][2]))
