@@ -70,6 +70,13 @@ def is_hidden(name: str) -> bool:
     return name.startswith((".", "__MACOSX", "~")) or name in {"Thumbs.db", "desktop.ini"}
 
 
+def without_image_extension(name: str) -> str:
+    """``name`` without its image extension (any letter case); other dots are part of the
+    name (``a.v2`` is not ``a``)."""
+    stem, ext = os.path.splitext(name)
+    return stem if ext.lower() in IMAGE_EXTENSIONS else name
+
+
 def is_image_file(name: str, extensions: frozenset[str] = IMAGE_EXTENSIONS) -> bool:
     """True if ``name`` has an accepted image extension (any letter case) and is not hidden.
 
@@ -416,8 +423,7 @@ def load_flat_queries(folder: str | Path, names_file: str | Path, *, warn: bool 
         p = by_name.get(name)
         if p is None:
             # Only an image extension is taken off: "a.v2" is the image "a.v2.<ext>", not "a".
-            stem, ext = os.path.splitext(name)
-            cands = by_stem.get(name) or (by_stem.get(stem) if ext.lower() in IMAGE_EXTENSIONS else None) or []
+            cands = by_stem.get(name) or by_stem.get(without_image_extension(name)) or []
             if len(cands) > 1:
                 raise UserError(
                     f"query {name!r} of {names_file} matches several files in {folder}: "

@@ -18,7 +18,6 @@ rank ``r`` scores ``1/(2(r+1))``, 1 at rank 0, and 0 when it is not among the 10
 from __future__ import annotations
 
 import io
-import os
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mcgf.data.layout import without_image_extension
 from mcgf.errors import UserError
 from mcgf.fileio import write_files_together
 from mcgf.retrieval.metrics import Summary, per_query_metrics, summarize
@@ -170,15 +170,6 @@ def read_ground_truth(path: str | Path) -> list[tuple[str, str]]:
     return pairs
 
 
-def _without_image_extension(name: str) -> str:
-    """``name`` without its image extension (any letter case); other dots are part of the
-    name (``a.v2`` is not ``a``)."""
-    from mcgf.data.layout import IMAGE_EXTENSIONS
-
-    stem, ext = os.path.splitext(name)
-    return stem if ext.lower() in IMAGE_EXTENSIONS else name
-
-
 @dataclass
 class AnswerScore:
     """Scores of an answer file (percent) and how many queries it covered."""
@@ -212,8 +203,8 @@ def score_answer(answer_path: str | Path, ground_truth_path: str | Path, *,
         lookup: dict[str, str] = {}
         for q, g in truth:
             lookup[q] = g
-            lookup.setdefault(_without_image_extension(q), g)
-        keys = [n if n in lookup else _without_image_extension(n) for n in names]
+            lookup.setdefault(without_image_extension(q), g)
+        keys = [n if n in lookup else without_image_extension(n) for n in names]
         missing = [n for n, k in zip(names, keys, strict=True) if k not in lookup]
         if missing:
             raise UserError(f"query {missing[0]!r} of {names_file} is not in {ground_truth_path}")
