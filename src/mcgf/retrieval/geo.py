@@ -55,18 +55,9 @@ def ranked_top(query: np.ndarray, gallery: np.ndarray, k: int, block: int = 1024
     """
     import torch
 
-    from mcgf.retrieval.ranking import distinct_rows
+    from mcgf.retrieval.ranking import ranked_blocks
 
-    gallery = np.asarray(gallery)
-    # Identical gallery vectors are scored once, so that they tie as in rank_and_score.
-    shared = distinct_rows(gallery)
-    g = torch.as_tensor(gallery if shared is None else gallery[shared[0]], dtype=torch.float64)
-    q = torch.as_tensor(np.asarray(query), dtype=torch.float64)
-    parts = []
-    with torch.inference_mode():
-        for s in range(0, q.shape[0], block):
-            scores = q[s: s + block] @ g.T
-            if shared is not None:
-                scores = scores[:, torch.from_numpy(shared[1])]
-            parts.append(torch.argsort(scores, dim=1, descending=True, stable=True)[:, :k].numpy())
+    q = torch.as_tensor(np.asarray(query))
+    g = torch.as_tensor(np.asarray(gallery))
+    parts = [order[:, :k].numpy() for _, order in ranked_blocks(q, g, block)]
     return np.concatenate(parts) if parts else np.zeros((0, k), np.int64)

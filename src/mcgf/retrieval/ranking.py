@@ -5,11 +5,13 @@ views for satellite → drone), a block of queries at a time so that memory stay
 (``block × gallery`` scores), and the ranked labels go straight into the vectorised
 metrics. Scores are float64 inner products of the (float32) features; equal scores are
 ordered by gallery index (stable sort). Identical gallery features are scored once and
-share that score, so they always tie.
+share that score, so they always tie (:func:`ranked_blocks`, which SDM@K's top-K uses
+too).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -39,6 +41,27 @@ def distinct_rows(features: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     return first, which.reshape(-1)
 
 
+def ranked_blocks(query: torch.Tensor, gallery: torch.Tensor,
+                  block: int) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(start, order)`` for each block of ``block`` queries from ``start``: ``order``
+    ranks the whole gallery for every query of the block by descending float64 inner
+    product, equal scores keeping the lower gallery index first (a stable sort).
+
+    Identical gallery vectors are scored once and share the score (:func:`distinct_rows`),
+    so they always tie, whatever the block.
+    """
+    shared = distinct_rows(gallery.numpy())
+    g64 = (gallery if shared is None else gallery[torch.from_numpy(shared[0])]).double()
+    copies = None if shared is None else torch.from_numpy(shared[1])
+    for start in range(0, query.shape[0], block):
+        with torch.inference_mode():
+            scores = query[start: start + block].double() @ g64.T
+            if copies is not None:
+                scores = scores[:, copies]
+            order = torch.argsort(scores, dim=1, descending=True, stable=True)
+        yield start, order
+
+
 #: Score-matrix entries per block: ~32 MiB of float64 scores (plus sort and label arrays).
 _BLOCK_ENTRIES = 4 * 1024 * 1024
 
@@ -65,15 +88,6 @@ def rank_and_score(query_features: Any, query_labels: Any, gallery_features: Any
     if q.shape[1] != g.shape[1]:
         raise ValueError(f"query features have {q.shape[1]} dims but gallery features {g.shape[1]}")
     step = block or max(1, _BLOCK_ENTRIES // max(1, g.shape[0]))
-    shared = distinct_rows(g.numpy())
-    g64 = g.double() if shared is None else g[torch.from_numpy(shared[0])].double()
-    parts = []
-    with torch.inference_mode():
-        for s in range(0, q.shape[0], step):
-            scores = q[s: s + step].double() @ g64.T
-            if shared is not None:
-                scores = scores[:, torch.from_numpy(shared[1])]
-            order = torch.argsort(scores, dim=1, descending=True, stable=True)
-            ranked = gl[order].numpy()
-            parts.append(per_query_metrics(ranked, ql[s: s + step], junk_label=junk_label))
+    parts = [per_query_metrics(gl[order].numpy(), ql[s: s + step], junk_label=junk_label)
+             for s, order in ranked_blocks(q, g, step)]
     return PerQuery.concatenate(parts)
