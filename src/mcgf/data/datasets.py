@@ -64,8 +64,15 @@ def raise_unreadable(batch: dict[str, Any]) -> dict[str, Any]:
     return batch
 
 
-def _first_error(items: Sequence[Any]) -> ImageReadError | None:
-    return next((it for it in items if isinstance(it, ImageReadError)), None)
+def _readable(items: Sequence[Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The readable items of a batch and the dict the collated batch starts from:
+    ``{"skipped": n}`` for ``n`` skipped (``None``) items, or ``{"error": ..., "skipped": 0}``
+    with no items when a worker process met an unreadable image (:func:`raise_unreadable`)."""
+    error = next((it for it in items if isinstance(it, ImageReadError)), None)
+    if error is not None:
+        return [], {"error": error, "skipped": 0}
+    kept = [it for it in items if isinstance(it, dict)]
+    return kept, {"skipped": len(items) - len(kept)}
 
 
 class ImageListDataset(Dataset):
@@ -110,11 +117,7 @@ def collate_images(items: Sequence[dict[str, Any] | ImageReadError | None]) -> d
     """Stack items of :class:`ImageListDataset`, dropping skipped (``None``) ones; an
     unreadable image of a worker process makes the batch ``{"error": ..., "skipped": 0}``
     (see :func:`raise_unreadable`)."""
-    error = _first_error(items)
-    if error is not None:
-        return {"error": error, "skipped": 0}
-    kept = [it for it in items if isinstance(it, dict)]
-    out: dict[str, Any] = {"skipped": len(items) - len(kept)}
+    kept, out = _readable(items)
     if not kept:
         return out
     out["image"] = torch.stack([it["image"] for it in kept])
@@ -273,11 +276,9 @@ def collate_cross_view(items: Sequence[dict[str, Any] | ImageReadError | None]) 
     dropped and counted in ``"skipped"``; an unreadable image of a worker process makes
     the batch ``{"error": ..., "skipped": 0}`` (see :func:`raise_unreadable`).
     """
-    error = _first_error(items)
-    if error is not None:
-        return {"error": error, "skipped": 0}
-    kept = [it for it in items if isinstance(it, dict)]
-    out: dict[str, Any] = {"skipped": len(items) - len(kept)}
+    kept, out = _readable(items)
+    if "error" in out:
+        return out
     for view in ("satellite", "drone"):
         sel = [it for it in kept if it["view"] == view]
         out[view] = torch.stack([it["image"] for it in sel]) if sel else torch.empty(0)
