@@ -148,7 +148,7 @@ class CrossViewBatchSampler:
         while len(batches) % self.num_replicas:
             n_loc = len(self.locations.drone)
             take = rng.permutation(n_loc)[: self.P]
-            extra = [rng.choice(np.asarray(self.locations.drone[i]), size=self.M) for i in take]
+            extra = [self._random_chunk(int(i), rng) for i in take]
             batches.append(self._layout(take, extra, rng))
         return batches
 
@@ -163,8 +163,13 @@ class CrossViewBatchSampler:
         no batch statistics for a head's BatchNorm (training stops on it) and no negatives."""
         other = int(rng.integers(len(chunks) - 1))
         other += other >= loc
-        extra = rng.choice(np.asarray(self.locations.drone[other]), size=self.M)
-        return self._layout(np.array([loc, other]), [chunks[loc][cursor[loc]], extra], rng)
+        return self._layout(np.array([loc, other]),
+                            [chunks[loc][cursor[loc]], self._random_chunk(other, rng)], rng)
+
+    def _random_chunk(self, loc: int, rng: np.random.Generator) -> np.ndarray:
+        """``M`` random drone views of location ``loc`` (with replacement): the extra
+        chunks that pad a plan or join a lone location."""
+        return rng.choice(np.asarray(self.locations.drone[loc]), size=self.M)
 
     def _layout(self, take: np.ndarray, drone_chunks: Sequence[np.ndarray],
                 rng: np.random.Generator) -> list[int]:
