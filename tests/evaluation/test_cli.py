@@ -145,6 +145,25 @@ def test_predict_writes_valid_answer_and_scores(tiny_160k: tuple[Path, Path], tm
     assert " " in (out / "answer.txt").read_text().splitlines()[0]
 
 
+def test_score_only_with_root_follows_its_names_file(tiny_160k: tuple[Path, Path], tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """ROOT's names file fixes the answer's line order, whatever the ground truth's order."""
+    root, gt = tiny_160k
+    out = tmp_path / "pred"
+    assert main(["predict", str(root), "--out", str(out), "--ground-truth", str(gt), *COMMON]) == 0
+    score = json.loads((out / "score.json").read_text())
+    capsys.readouterr()
+    shuffled = tmp_path / "gt_sorted.txt"
+    shuffled.write_text("".join(sorted(gt.read_text().splitlines(keepends=True))))
+    assert shuffled.read_text() != gt.read_text()
+    argv = ["predict", str(root), "--score-only", str(out / "answer.zip"), "--ground-truth", str(shuffled)]
+    assert main(argv) == 0
+    assert f"R@1 {score['R@1']:.2f}  R@5 {score['R@5']:.2f}" in capsys.readouterr().out
+    # a ROOT without a names file is a one-line error, not the ground truth's order
+    assert main(["predict", str(tmp_path), *argv[2:]]) == 2
+    assert "query_drone_name.txt" in capsys.readouterr().err
+
+
 def test_predict_user_errors(tiny_160k: tuple[Path, Path], tmp_path: Path,
                              capsys: pytest.CaptureFixture[str]) -> None:
     root, _gt = tiny_160k
