@@ -11,6 +11,7 @@ from PIL import Image
 from mcgf.data.check import check_dataset, format_report
 from mcgf.data.images import (
     EXIF_ORIENTATION,
+    FLOAT,
     SIXTEEN_BIT,
     TRANSPARENCY,
     decode_image,
@@ -29,8 +30,9 @@ def grey16(path: Path) -> np.ndarray:
     return samples
 
 
-def test_16bit_grey_is_scaled_not_clipped(tmp_path: Path) -> None:
-    path = tmp_path / "g16.png"
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_16bit_grey_is_scaled_not_clipped(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"g16{suffix}"
     samples = grey16(path)
     with Image.open(path) as im:
         assert im.mode.startswith("I")  # what the fix is about
@@ -169,3 +171,39 @@ def test_corrupt_exif_is_no_orientation_and_no_warning(tmp_path: Path) -> None:
         decoded, done = decode_image(path)
     assert done == frozenset() and decoded.size == (8, 8)
     assert abs(np.asarray(decoded).astype(int)[4, 4] - np.array([10, 200, 30])).max() <= 3
+
+
+def _float_tiff(path: Path, samples: np.ndarray) -> None:
+    """A single-channel 32-bit float TIFF (Pillow mode ``F``) holding ``samples``."""
+    Image.fromarray(samples.astype(np.float32), "F").save(path)
+
+
+def test_float_tiff_in_unit_range_is_scaled_not_black(tmp_path: Path) -> None:
+    samples = np.linspace(0.0, 1.0, 16 * 16, dtype=np.float32).reshape(16, 16)
+    path = tmp_path / "f.tif"
+    _float_tiff(path, samples)
+    with Image.open(path) as im:
+        assert im.mode == "F"  # what the fix is about: a plain convert("RGB") makes it all 0/1
+    image, done = decode_image(path)
+    rgb = np.asarray(image)
+    assert image.mode == "RGB" and done == {FLOAT}
+    assert np.array_equal(rgb[..., 0], np.round(samples * 255).astype(np.uint8))
+    assert np.array_equal(rgb[..., 0], rgb[..., 1])
+
+
+def test_float_tiff_beyond_unit_range_is_read_on_the_8bit_scale(tmp_path: Path) -> None:
+    samples = np.array([[0.0, 1.5, 127.6, 255.0], [300.0, -4.0, np.nan, 64.0]], np.float32)
+    path = tmp_path / "f255.tif"
+    _float_tiff(path, samples)
+    rgb, done = decode_image(path)
+    assert done == {FLOAT}
+    assert np.asarray(rgb)[..., 0].tolist() == [[0, 2, 128, 255], [255, 0, 0, 64]]
+
+
+def test_data_check_counts_float_images(tmp_path: Path) -> None:
+    from mcgf.data.check import adjustment_lines
+
+    path = tmp_path / "f.tif"
+    _float_tiff(path, np.full((4, 4), 0.5))
+    assert adjustment_lines({FLOAT: [path]}) == [
+        f"1 image has floating-point samples (scaled to 8-bit), e.g. {path}"]

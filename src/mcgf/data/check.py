@@ -21,6 +21,7 @@ from mcgf.data.images import (
     ADJUSTMENTS,
     BACKGROUND,
     EXIF_ORIENTATION,
+    FLOAT,
     SIXTEEN_BIT,
     TRANSPARENCY,
     inspect_image,
@@ -361,6 +362,7 @@ _BACKGROUND_NAME = "black" if BACKGROUND == (0, 0, 0) else f"RGB {BACKGROUND}"
 #: How ``mcgf data check`` words each decoding adjustment: (one image, several images).
 _ADJUSTED_TEXT = {
     SIXTEEN_BIT: ("is 16-bit", "are 16-bit", "scaled to 8-bit"),
+    FLOAT: ("has floating-point samples", "have floating-point samples", "scaled to 8-bit"),
     EXIF_ORIENTATION: ("carries an EXIF rotation", "carry an EXIF rotation", "applied"),
     TRANSPARENCY: ("has transparency", "have transparency", f"composited on {_BACKGROUND_NAME}"),
 }

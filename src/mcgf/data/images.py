@@ -2,12 +2,19 @@
 
 Every image the project reads (datasets, weather rendering, restoration previews,
 reports) goes through :func:`read_image`, so that the same file gives the same pixels
-everywhere. Beyond a plain ``convert("RGB")`` it fixes three cases that decode without
+everywhere. Beyond a plain ``convert("RGB")`` it fixes four cases that decode without
 error but would give wrong pixels:
 
-* **16-bit greyscale** (PNG modes ``I;16``/``I``): samples are scaled to 8 bits by
+* **16-bit greyscale** (PNG/TIFF modes ``I;16``/``I``): samples are scaled to 8 bits by
   keeping their high byte (``v >> 8``); a plain conversion clips every sample above 255
-  and turns the image almost entirely white.
+  and turns the image almost entirely white. (16-bit RGB PNGs and TIFFs Pillow already
+  opens as 8-bit RGB, by the high byte too.)
+* **Floating-point greyscale** (32-bit float TIFF, Pillow mode ``F``): samples are read on
+  the 0..1 scale of float images (scaled by 255) when none exceeds 1, else on the 0..255
+  scale; then rounded, clipped to 0..255, NaN read as 0. A plain conversion truncates
+  0..1 samples to 0 or 1, so the image comes out black. The scale is chosen per image
+  because float images carry no record of it, and a 0..255 image whose samples all lie
+  within 0..1 is black either way.
 * **EXIF orientation**: the rotation or mirroring the camera recorded is applied
   (:func:`PIL.ImageOps.exif_transpose`), as every image viewer shows the file.
 * **Transparency** (RGBA, LA, palette or greyscale with a transparent colour): the image
@@ -40,15 +47,16 @@ BAD_IMAGE_POLICIES: tuple[str, ...] = ("stop", "skip")
 BACKGROUND: tuple[int, int, int] = (0, 0, 0)
 
 #: Changes whenever the same file may decode to other pixels (1: plain ``convert``;
-#: 2: 16-bit scaling, EXIF orientation, transparency compositing). Caches of anything
-#: computed from pixels (features) include it in their key.
-DECODER_VERSION = 2
+#: 2: 16-bit scaling, EXIF orientation, transparency compositing; 3: float scaling).
+#: Caches of anything computed from pixels (features) include it in their key.
+DECODER_VERSION = 3
 
 #: Adjustments :func:`decode_image` may make, by the name reports count them under.
 SIXTEEN_BIT = "16-bit"
+FLOAT = "float"
 EXIF_ORIENTATION = "exif-orientation"
 TRANSPARENCY = "transparency"
-ADJUSTMENTS: tuple[str, ...] = (SIXTEEN_BIT, EXIF_ORIENTATION, TRANSPARENCY)
+ADJUSTMENTS: tuple[str, ...] = (SIXTEEN_BIT, FLOAT, EXIF_ORIENTATION, TRANSPARENCY)
 
 _ORIENTATION_TAG = 0x0112
 _HIGH_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
@@ -85,6 +93,14 @@ def _to_8bit(im: Image.Image) -> Image.Image:
     return Image.fromarray(grey, "L")
 
 
+def _float_to_8bit(im: Image.Image) -> Image.Image:
+    """A floating-point greyscale image (mode ``F``) as 8-bit ``L``: 0..1 samples scaled by
+    255 when none exceeds 1, else taken as 0..255; rounded, clipped, NaN as 0."""
+    arr = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+    scale = 255.0 if arr.size == 0 or arr.max() <= 1.0 else 1.0
+    return Image.fromarray(np.clip(np.round(arr * scale), 0, 255).astype(np.uint8), "L")
+
+
 def _has_alpha(im: Image.Image) -> bool:
     return im.mode in _ALPHA_MODES or "transparency" in im.info
 
@@ -98,6 +114,9 @@ def _normalise(im: Image.Image, mode: str) -> tuple[Image.Image, frozenset[str]]
     if im.mode in _HIGH_DEPTH_MODES:
         im = _to_8bit(im)
         done.add(SIXTEEN_BIT)
+    elif im.mode == "F":
+        im = _float_to_8bit(im)
+        done.add(FLOAT)
     if _has_alpha(im):
         rgba = im.convert("RGBA")
         if rgba.getchannel("A").getextrema()[0] < 255:  # fully opaque alpha changes nothing
@@ -131,7 +150,7 @@ def decode_image(path: str | Path, mode: str = "RGB") -> tuple[Image.Image, froz
 
 
 def read_image(path: str | Path, mode: str = "RGB") -> Image.Image:
-    """Decode ``path`` fully into ``mode`` (16-bit scaled, EXIF orientation applied,
+    """Decode ``path`` fully into ``mode`` (16-bit and float scaled, EXIF orientation applied,
     transparency composited on :data:`BACKGROUND`; see the module doc).
 
     Raises:
