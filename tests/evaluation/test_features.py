@@ -277,3 +277,15 @@ def test_tiny_and_float64_outputs_become_unit_vectors(tmp_path: Path, factor: fl
     # and float64 outputs were cast to float32 first (1e40: "non-finite features").
     got = extract_features(recs, Float64Scaled(factor), progress=False, device="cpu").features
     assert np.allclose(got, ref, atol=1e-6)
+
+
+def test_cache_key_follows_image_key_prefixes(tmp_path: Path) -> None:
+    # Keys seed per-image weather: a key prefix (SUES-200's height) changes the pixels.
+    from dataclasses import replace
+
+    from mcgf.evaluation.features import feature_cache_key
+
+    recs = [write(tmp_path / "d" / "0001" / "0.png", 1, 2)]
+    plain = feature_cache_key(recs, LeftRight(), flip=False, transform_id="fog", device="cpu")
+    prefixed = [replace(recs[0], key_prefix="150/")]
+    assert feature_cache_key(prefixed, LeftRight(), flip=False, transform_id="fog", device="cpu") != plain

@@ -166,10 +166,12 @@ class CrossViewTrainSet(Dataset):
         # The satellite folder of a location may spell its id otherwise (``3`` vs ``0003``).
         satellite_of = {int(name): paths for name, paths in satellite.classes.items()}
         self.drone_records = [
-            ImageRecord(p, label_of[n], "drone") for n in self.class_ids for p in drone.classes[n]
+            ImageRecord(p, label_of[n], "drone", drone.key_prefixes.get(p, ""))
+            for n in self.class_ids for p in drone.classes[n]
         ]
         self.satellite_records = [
-            ImageRecord(p, label_of[n], "satellite") for n in self.class_ids for p in satellite_of[int(n)]
+            ImageRecord(p, label_of[n], "satellite", satellite.key_prefixes.get(p, ""))
+            for n in self.class_ids for p in satellite_of[int(n)]
         ]
         n_d = len(self.drone_records)
         drone_idx: list[list[int]] = [[] for _ in self.class_ids]

@@ -162,6 +162,9 @@ class ImageRecord:
     path: Path
     label: int
     view: str
+    #: Put before ``<class folder>/<file name>`` in :attr:`key` where that alone does not
+    #: tell images apart (SUES-200 names the images of every height alike: ``"150/"``).
+    key_prefix: str = ""
 
     def __post_init__(self) -> None:
         if self.label < 0 and self.label not in (JUNK_LABEL, UNKNOWN_LABEL):
@@ -170,12 +173,12 @@ class ImageRecord:
 
     @property
     def key(self) -> str:
-        """A stable identifier of the image (``<class folder>/<file name>``).
+        """A stable identifier of the image (``<key prefix><class folder>/<file name>``).
 
         It does not depend on where the dataset lives, so per-image randomness (weather)
         seeded from it is the same on every machine.
         """
-        return f"{self.path.parent.name}/{self.path.name}"
+        return f"{self.key_prefix}{self.path.parent.name}/{self.path.name}"
 
 
 @dataclass
@@ -184,25 +187,27 @@ class ClassFolderSet:
 
     ``classes`` maps the class folder name to its images (possibly empty), in folder
     name order; ``broken`` lists the broken symbolic links that were skipped (class
-    folders or images).
+    folders or images); ``key_prefixes`` gives the :attr:`ImageRecord.key_prefix` of the
+    images that need one (set by a dataset layout, e.g. SUES-200's height).
     """
 
     root: Path
     view: str
     classes: dict[str, list[Path]] = field(default_factory=dict)
     broken: list[Path] = field(default_factory=list)
+    key_prefixes: dict[Path, str] = field(default_factory=dict)
 
     @property
     def num_images(self) -> int:
         return sum(len(v) for v in self.classes.values())
 
+    def record(self, path: Path, label: int) -> ImageRecord:
+        """The record of image ``path`` of this view under ``label`` (with its key prefix)."""
+        return ImageRecord(path, label, self.view, self.key_prefixes.get(path, ""))
+
     def records(self) -> list[ImageRecord]:
         """All images as records, class by class in folder name order."""
-        return [
-            ImageRecord(path, int(name), self.view)
-            for name, paths in self.classes.items()
-            for path in paths
-        ]
+        return [self.record(path, int(name)) for name, paths in self.classes.items() for path in paths]
 
     def labels(self) -> list[int]:
         """Integer labels of the non-empty class folders."""

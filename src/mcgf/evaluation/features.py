@@ -17,6 +17,7 @@ single-process extraction's.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,16 +125,20 @@ def feature_cache_key(records: Sequence[ImageRecord], embedder: Embedder, *, fli
     """The one cache key of a feature matrix: every input that changes it.
 
     The embedder's identity (model and weights), its preprocessing, the files (path, size,
-    modification time), flip TTA, the per-image transform (the weather's id carries the
-    weather engine version), the bad-image policy, the image decoder version, the
-    precision the device computes in, and the mcgf version (model code).
+    modification time), the image key prefixes (where any), flip TTA, the per-image
+    transform (the weather's id carries the weather engine version), the bad-image
+    policy, the image decoder version, the precision the device computes in, and the
+    mcgf version (model code).
     """
     dev = resolve_device(device)
+    extra = {"flip": bool(flip), "transform": transform_id, "on_bad_image": on_bad_image,
+             "decoder": DECODER_VERSION, "precision": precision(dev), "mcgf": __version__}
+    prefixes = [r.key_prefix for r in records]
+    if any(prefixes):  # image keys seed the weather; beyond the prefix they follow from the paths
+        extra["key_prefixes"] = hashlib.sha256("\n".join(prefixes).encode()).hexdigest()
     return cache_key(
         embedder=embedder.identity, preprocess=Preprocess.for_embedder(embedder).describe(),
-        files=file_fingerprint([r.path for r in records]),
-        extra={"flip": bool(flip), "transform": transform_id, "on_bad_image": on_bad_image,
-               "decoder": DECODER_VERSION, "precision": precision(dev), "mcgf": __version__},
+        files=file_fingerprint([r.path for r in records]), extra=extra,
     )
 
 

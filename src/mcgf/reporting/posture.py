@@ -154,9 +154,11 @@ def posture_axes(records: Sequence[ImageRecord], data_root: Path) -> tuple[str, 
         except (OSError, ValueError):
             meta = {}
         poses = synthetic_poses(meta if isinstance(meta, dict) else {})
-        if poses and any(r.key in poses for r in records):
+        # Poses are listed by "<location>/<file>", without a key prefix (SUES-200's height).
+        names = [f"{r.path.parent.name}/{r.path.name}" for r in records]
+        if poses and any(n in poses for n in names):
             nan = {"heading": np.nan, "altitude": np.nan, "distance": np.nan}
-            table = [poses.get(r.key, nan) for r in records]
+            table = [poses.get(n, nan) for n in names]
             heading = np.array([p["heading"] for p in table])
             altitude = np.array([p["altitude"] for p in table])
             distance = np.array([p["distance"] for p in table])

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from mcgf.data.layout import list_subfolders
+from mcgf.data.layout import ClassFolderSet, list_subfolders
 from mcgf.data.layouts.base import DatasetLayout, TestSet, TrainView, register_layout
 from mcgf.errors import UserError
 
@@ -70,6 +70,18 @@ class Sues200Layout(DatasetLayout):
             raise UserError(f"{self.root / split / missing[0]} is missing (heights in "
                             f"{self.root / split}: {', '.join(here) or 'none'})")
         return [h for h in here if h in self.subsets]
+
+    def read_folder(self, path: Path, view: str, *, warn: bool = True) -> ClassFolderSet:
+        """``<height>/<view or role>/<class id>/<images>``; image keys start with the height.
+
+        Every height names its images alike (``0.jpg`` ...): without the height the same
+        key, and so the same weather draw, would go to the views of one location at every
+        height (training merges them). Query and gallery copies of an image keep one key.
+        """
+        folder = super().read_folder(path, view, warn=warn)
+        prefix = f"{path.parent.name}/"
+        folder.key_prefixes = {p: prefix for paths in folder.classes.values() for p in paths}
+        return folder
 
     def train_views(self) -> list[TrainView]:
         base = self.root / TRAIN
