@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mcgf.errors import UserError
 from mcgf.models.input_norm import (
     input_channels,
     local_chroma_norm,
@@ -173,6 +174,19 @@ def test_satellite_rotations_make_tile_embeddings_heading_free() -> None:
     with pytest.raises(ValueError, match="satellite_rotations"):
         MCGFModel(CNN, 5, img_size=32, backbone_args=CNN_ARGS, restoration=False,
                   satellite_rotations=3)
+
+
+def test_quarter_turns_need_a_square_input() -> None:
+    # A turned 32x48 tile is 48x32: the batched pass cannot hold both, and a ViT built for
+    # 32x48 takes no other size. Refused when the model is built, not at the first evaluation.
+    vit = "vit_tiny_patch16_224"
+    args = {"img_size": (32, 48), "depth": 1}
+    with pytest.raises(UserError, match=r"^model\.satellite_rotations: 4 .*32x48"):
+        MCGFModel(vit, 5, backbone_args=args, restoration=False, satellite_rotations=4)
+    half = MCGFModel(vit, 5, backbone_args=args, restoration=False, bottleneck_dim=8,
+                     satellite_rotations=2).eval()
+    with torch.no_grad():
+        assert half.embed(torch.randn(2, 3, 32, 48), "satellite").shape == (2, 8)
 
 
 def _conv_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:

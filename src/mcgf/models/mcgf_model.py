@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mcgf.data.layout import VIEWS
+from mcgf.errors import UserError
 from mcgf.models.backbone import (
     DEFAULT_BACKBONE,
     WEIGHT_SUFFIXES,
@@ -168,7 +169,8 @@ class MCGFModel(nn.Module):
             embeddings of this many quarter turns of it (1, 2 or 4). North-up tiles are
             matched against drone views from every heading; a model trained with
             random tile rotation (``data.satellite_rotate: 180``) then gets a
-            heading-free tile embedding. Training is unaffected.
+            heading-free tile embedding. Training is unaffected. 4 needs a square
+            input size (a quarter turn swaps height and width).
         restoration_condition: what the branch is conditioned on: ``"features"`` (the
             shared encoder's normalised multi-scale features of the weathered image, and
             nothing else) or ``"features+image"`` (the weathered image concatenated with
@@ -298,6 +300,13 @@ class MCGFModel(nn.Module):
         cfg = resolve_model_data_config(self.drone_encoder)
         #: What an evaluation embedder needs: input size and normalisation.
         self.input_size: tuple[int, int] = input_size(self.drone_encoder, cfg)
+        h, w = self.input_size
+        if self.satellite_rotations == 4 and h != w:
+            # A quarter turn swaps height and width: the turns cannot share one batch, and
+            # an encoder built for h x w (ViT) takes no w x h input. Training would not hit
+            # it; the first validation or evaluation would.
+            raise UserError(f"model.satellite_rotations: 4 turns tiles by quarter turns, which needs a "
+                            f"square input (this model takes {h}x{w}); use 1 or 2, or a square img_size")
         #: Per UNet scale (finest first) and the middle block, the encoder map that
         #: conditions it: a ``forward_intermediates`` index, or ``None`` for the final map.
         self.restoration_sources: tuple[int | None, ...] = ()
