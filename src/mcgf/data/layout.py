@@ -172,13 +172,18 @@ class ImageRecord:
                              f"JUNK_LABEL ({JUNK_LABEL}) nor UNKNOWN_LABEL ({UNKNOWN_LABEL})")
 
     @property
+    def folder_key(self) -> str:
+        """``<class folder>/<file name>``: how users and synthetic pose tables name the image."""
+        return f"{self.path.parent.name}/{self.path.name}"
+
+    @property
     def key(self) -> str:
         """A stable identifier of the image (``<key prefix><class folder>/<file name>``).
 
         It does not depend on where the dataset lives, so per-image randomness (weather)
         seeded from it is the same on every machine.
         """
-        return f"{self.key_prefix}{self.path.parent.name}/{self.path.name}"
+        return self.key_prefix + self.folder_key
 
 
 @dataclass

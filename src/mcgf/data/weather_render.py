@@ -109,7 +109,7 @@ def plan_university_wx(source: Path, conditions: Sequence[str]) -> list[RenderJo
             "University-Release/test/query_drone)"
         )
     return [
-        RenderJob(r.path, f"{c}/{r.path.parent.name}/{r.path.name}", c, r.key)
+        RenderJob(r.path, f"{c}/{r.folder_key}", c, r.key)
         for c in conditions
         for r in records
     ]
@@ -126,7 +126,7 @@ def plan_dataset_wx(dataset: DatasetLayout, conditions: Sequence[str],
                 continue
             prefix = f"{ts.name}/{role}" if ts.name else role
             records = dataset.read_folder(ts.path(role), "drone").records()
-            jobs += [RenderJob(r.path, f"{c}/{prefix}/{r.path.parent.name}/{r.path.name}", c, r.key)
+            jobs += [RenderJob(r.path, f"{c}/{prefix}/{r.folder_key}", c, r.key)
                      for c in conditions for r in records]
     if not jobs:
         raise UserError(f"{dataset.root} ({dataset.title} layout) has no drone image in its "

@@ -133,7 +133,7 @@ def pick_queries(records: Sequence[ImageRecord], queries: int | Sequence[str], s
         return [by_label[n][int(rng.integers(len(by_label[n])))] for n in chosen]
     # "<class>/<file>" names an image of the one test set shown even where keys carry a
     # prefix (SUES-200's height).
-    by_key = {f"{r.path.parent.name}/{r.path.name}": r for r in records} | {r.key: r for r in records}
+    by_key = {r.folder_key: r for r in records} | {r.key: r for r in records}
     out = []
     for key in queries:
         key = key.strip().strip("/")
@@ -143,7 +143,7 @@ def pick_queries(records: Sequence[ImageRecord], queries: int | Sequence[str], s
             views = by_label[key]
             out.append(views[int(rng.integers(len(views)))])
         else:
-            example = f"{records[0].path.parent.name}/{records[0].path.name}" if records else "0001/image-01.jpeg"
+            example = records[0].folder_key if records else "0001/image-01.jpeg"
             raise UserError(f"--query {key!r} is not a query_drone test image: give "
                             f"'<class>/<file>' (e.g. {example}) or a class folder name")
     return list(dict.fromkeys(out))  # a query given twice is shown once

@@ -155,7 +155,7 @@ def posture_axes(records: Sequence[ImageRecord], data_root: Path) -> tuple[str, 
             meta = {}
         poses = synthetic_poses(meta if isinstance(meta, dict) else {})
         # Poses are listed by "<location>/<file>", without a key prefix (SUES-200's height).
-        names = [f"{r.path.parent.name}/{r.path.name}" for r in records]
+        names = [r.folder_key for r in records]
         if poses and any(n in poses for n in names):
             nan = {"heading": np.nan, "altitude": np.nan, "distance": np.nan}
             table = [poses.get(n, nan) for n in names]
