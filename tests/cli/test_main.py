@@ -66,3 +66,38 @@ def test_unreadable_image_says_how_the_command_skips(tmp_path: Path, capsys: pyt
                  "--device", "cpu", "--quiet", "--cache-dir", "none"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "q1.jpeg" in err and "skip" not in err
+
+
+def test_under_torchrun_only_rank_0_prints_warnings_and_every_rank_its_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Each rank of ``torchrun`` runs the command: a deprecated option or a note logged as a
+    warning is printed by rank 0 alone, once, while an error still stops every rank."""
+    import logging
+
+    from mcgf.errors import UserError
+    from tests.training.tiny_run import tiny_config, write_config
+
+    cfg = tiny_config(tmp_path / "data")
+    cfg["train"]["infonce"] = cfg["model"].pop("infonce")  # the former layout: a warning
+    path = write_config(tmp_path / "old.yaml", cfg)
+
+    def train(*args: object, **kwargs: object) -> None:
+        logging.getLogger("mcgf.data.layout").warning("2 broken links in a folder")
+        raise UserError("no space left on the device")
+
+    monkeypatch.setattr("mcgf.training.loop.train", train)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank in (1, 0):
+        monkeypatch.setenv("RANK", str(rank))
+        caplog.clear()
+        assert main(["train", "--config", str(path), "--out", str(tmp_path / "run")]) == 2
+        err = capsys.readouterr().err.splitlines()
+        logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert err[-1] == "mcgf: error: no space left on the device", (rank, err)
+        if rank:
+            assert len(err) == 1 and not logged, (err, logged)
+        else:
+            assert len(err) == 2 and err[0].startswith("mcgf: warning: ") and "train.infonce" in err[0]
+            assert logged == ["2 broken links in a folder"]
+    assert logging.getLogger("mcgf").level == logging.NOTSET  # left as it was

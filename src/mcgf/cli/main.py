@@ -9,11 +9,13 @@ those functions so that ``mcgf --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import logging
 import os
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TextIO
 
 from mcgf import __version__
@@ -50,7 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code.
 
     A :class:`~mcgf.errors.UserError` is printed as one line on stderr (exit code 2);
-    any other exception is a bug and propagates with its traceback.
+    any other exception is a bug and propagates with its traceback. Under ``torchrun``
+    only rank 0 prints warnings (see :func:`_warnings_on_rank_0`).
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -58,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _warnings_on_rank_0():
             warnings.showwarning = _one_line_deprecations(warnings.showwarning)
             return int(args.func(args) or 0)
     except ImageReadError as err:
@@ -75,6 +78,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+
+
+def _rank() -> int:
+    """This process's rank under ``torchrun`` (its ``RANK``; 0 outside it)."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+@contextlib.contextmanager
+def _warnings_on_rank_0() -> Iterator[None]:
+    """On a rank other than 0, mute mcgf's warnings (deprecated options, notes logged as
+    warnings) while the command runs: every rank reads the same config and data, so rank
+    0 alone prints each once. Errors are raised, not warned, and still stop every rank.
+
+    Meant inside ``warnings.catch_warnings()``, which undoes the warnings filter.
+    """
+    if _rank() == 0:
+        yield
+        return
+    warnings.simplefilter("ignore", DeprecatedOptionWarning)
+    logger = logging.getLogger("mcgf")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _worded_for(err: ImageReadError, args: argparse.Namespace) -> ImageReadError:
