@@ -101,3 +101,78 @@ def test_under_torchrun_only_rank_0_prints_warnings_and_every_rank_its_error(
             assert len(err) == 2 and err[0].startswith("mcgf: warning: ") and "train.infonce" in err[0]
             assert logged == ["2 broken links in a folder"]
     assert logging.getLogger("mcgf").level == logging.NOTSET  # left as it was
+
+
+def _two_ranks(code: str, *args: str, timeout: float = 240) -> list[subprocess.CompletedProcess[str]]:
+    """Run ``python -c code ARGS`` as ranks 0 and 1 of a 2-process gloo job, as
+    ``torchrun`` starts them (without its agent, which would stop the other rank once
+    one fails): each rank's exit code and its own output."""
+    import os
+    import socket
+
+    import mcgf
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    src = str(Path(mcgf.__file__).resolve().parents[1])
+    procs = []
+    for rank in range(2):
+        env = dict(os.environ, OMP_NUM_THREADS="1", WORLD_SIZE="2", RANK=str(rank),
+                   LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+                   PYTHONPATH=os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p))
+        procs.append(subprocess.Popen([sys.executable, "-c", code, *args], env=env, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    done = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=timeout)
+        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    return done
+
+
+def _own_lines(stderr: str) -> list[str]:
+    """The lines of a rank's stderr without torch's C++ warnings (``[W...] ...``)."""
+    import re
+
+    return [line for line in stderr.splitlines() if not re.match(r"(\[rank\d+\]:)?\[W", line)]
+
+
+_MCGF = "import sys; from mcgf.cli.main import main; sys.exit(main(sys.argv[1:]))"
+
+
+def test_a_user_error_on_one_rank_ends_every_rank_without_a_traceback(tmp_path: Path) -> None:
+    """A rank that cannot read an image of its share stops with the one-line error; the
+    other rank, whose collective call fails as its peer leaves, ends with one line
+    too, and a non-zero exit code, instead of the collective's traceback."""
+    from tests.training.tiny_run import tiny_config, write_config, write_tree
+
+    root = write_tree(tmp_path / "data", locations=5)
+    (root / "train" / "drone" / "0005" / "0.png").write_bytes(b"not an image")
+    cfg = write_config(tmp_path / "c.yaml", tiny_config(root, epochs=1))
+    ranks = _two_ranks(_MCGF, "train", "--config", str(cfg), "--out", str(tmp_path / "run"),
+                       "--quiet")
+    for rank in ranks:
+        lines = _own_lines(rank.stderr)
+        assert rank.returncode != 0 and len(lines) == 1, rank.stderr[-3000:]
+        assert lines[0].startswith("mcgf: error: ")
+    assert any("cannot read image" in r.stderr and r.returncode == 2 for r in ranks)
+
+
+def test_a_crash_on_one_rank_keeps_its_traceback(tmp_path: Path) -> None:
+    """A bug on rank 1 still shows its traceback there; rank 0, left alone in a
+    collective call, says so in one line."""
+    from tests.training.tiny_run import tiny_config, write_config, write_tree
+
+    cfg = write_config(tmp_path / "c.yaml", tiny_config(write_tree(tmp_path / "data"), epochs=1))
+    crash = ("import os, mcgf.training.loop as loop\n"
+             "def step(*args, **kwargs):\n"
+             "    raise ZeroDivisionError('a bug')\n"
+             "if os.environ['RANK'] == '1':\n"
+             "    loop.train_step = step\n" + _MCGF.replace("; ", "\n"))
+    first, second = _two_ranks(crash, "train", "--config", str(cfg), "--out",
+                               str(tmp_path / "run"), "--quiet")
+    assert second.returncode == 1 and "Traceback" in second.stderr
+    assert "ZeroDivisionError: a bug" in second.stderr
+    lines = _own_lines(first.stderr)
+    assert first.returncode != 0 and len(lines) == 1, first.stderr[-3000:]
+    assert lines[0].startswith("mcgf: error: ") and "Traceback" not in first.stderr

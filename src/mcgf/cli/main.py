@@ -53,7 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     A :class:`~mcgf.errors.UserError` is printed as one line on stderr (exit code 2);
     any other exception is a bug and propagates with its traceback. Under ``torchrun``
-    only rank 0 prints warnings (see :func:`_warnings_on_rank_0`).
+    only rank 0 prints warnings (see :func:`_warnings_on_rank_0`), and a rank whose
+    collective call fails because another rank left (its own error, or a bug, printed
+    there) ends with one line and exit code 1 instead of the collective's traceback.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -73,6 +75,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mcgf: interrupted", file=sys.stderr)
         return 130
+    except RuntimeError as err:
+        if not _peer_left(err):
+            raise
+        # Not this rank's fault: the rank that left printed why (its one-line error, or the
+        # traceback of a bug); the collective's traceback here would only bury that.
+        print(f"mcgf: error: rank {_rank()} stops: another process of this torchrun job "
+              "stopped first (its output says why)", file=sys.stderr)
+        return 1
     except BrokenPipeError:
         # Output piped into e.g. `head`, which stopped reading: not an error of ours.
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -107,6 +117,22 @@ def _warnings_on_rank_0() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
+
+
+#: What a failed collective call says when another process of the job has left it:
+#: gloo's TCP transport ("Connection closed by peer", "Connection reset by peer") and
+#: NCCL ("remote process exited or there was a network error").
+_PEER_LEFT = ("closed by peer", "reset by peer", "remote process exited")
+
+
+def _peer_left(err: RuntimeError) -> bool:
+    """Whether ``err`` is a collective call of this process's ``torch.distributed``
+    group that failed because another process of the job left it."""
+    dist = sys.modules.get("torch.distributed")  # not imported: no process group
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return False
+    text = str(err).lower()
+    return any(marker in text for marker in _PEER_LEFT)
 
 
 def _worded_for(err: ImageReadError, args: argparse.Namespace) -> ImageReadError:
