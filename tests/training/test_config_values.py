@@ -139,7 +139,9 @@ def test_bad_value_stops_before_work_with_one_line_naming_the_option(
     ("model.weights=missing.safetensors", "model.weights must be an existing .safetensors"),
     ("model.wings=2", "unknown option model.wings"),
     ("train.lr=nan", "train.lr must be a finite number (got nan)"),
-    ("train.seed=-1", "train.seed must be >= 0 (got -1)"),
+    ("train.seed=-1", "train.seed must be in [0, 2^63) (got -1)"),
+    # torch.manual_seed takes at most 64 bits, and each rank adds its rank to the seed.
+    ("train.seed=99999999999999999999", "train.seed must be in [0, 2^63) (got 99999999999999999999)"),
     ("weather.clean_fraction=2", "weather.clean_fraction must be in [0, 1] (got 2)"),
     ("weather.dark_variant=night", "weather.dark_variant must be 'train' or 'test' (got 'night')"),
     ("weather.weights={hail: 2}", "weather.weights must be a mapping of condition names to weights"),

@@ -56,6 +56,9 @@ _WEIGHTS = Check(lambda v: _weights_fit(v, CONDITIONS) and any(v.values()),
                  "a mapping of condition names to weights >= 0, not all 0",
                  ({"hail": 1}, {"fog": -1}, {"fog": 0}))
 _FRACTION_OPEN = in_range(0, 1, hi_open=True)
+# torch.manual_seed takes at most 64 bits, and each rank (and a resume with another number
+# of processes, each epoch) adds to the seed: 63 bits leave room for that.
+_SEED = Check(lambda v: 0 <= v < 2**63, "in [0, 2^63)", (-1, 2**63))
 _COMPILE = Check(lambda v: isinstance(v, bool) or v in COMPILE_BACKENDS,
                  f"false, true or a torch.compile backend ({', '.join(COMPILE_BACKENDS)})",
                  ("fast",))
@@ -177,7 +180,7 @@ class TrainConfig:
     """
 
     epochs: int = option(1, at_least(1))
-    seed: int = option(0, at_least(0))
+    seed: int = option(0, _SEED)
     lr: float = option(1e-4, above(0))
     weight_decay: float = option(0.05, at_least(0))
     layer_decay: float | None = option(None, in_range(0, 1, lo_open=True))
