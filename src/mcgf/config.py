@@ -46,6 +46,7 @@ def apply_overrides(config: Mapping[str, Any], overrides: Iterable[str]) -> dict
     """Return a copy of ``config`` with ``dotted.key=value`` overrides applied.
 
     Values are parsed as YAML scalars (``3`` is an int, ``true`` a bool, ``[1, 2]`` a list).
+    A section that is absent or null (``train:`` with nothing under it) is filled in.
 
     Raises:
         UserError: for an override without ``=`` or that descends into a non-mapping.
@@ -59,7 +60,10 @@ def apply_overrides(config: Mapping[str, Any], overrides: Iterable[str]) -> dict
         node = out
         parts = key.strip().split(".")
         for part in parts[:-1]:
-            nxt = node.setdefault(part, {})
+            if node.get(part) is None:
+                # Absent, or written with nothing under it (YAML null): an empty section.
+                node[part] = {}
+            nxt = node[part]
             if not isinstance(nxt, dict):
                 raise UserError(f"override {item!r}: {part} is not a section")
             node = nxt

@@ -32,3 +32,12 @@ def test_config_errors(tmp_path: Path) -> None:
         apply_overrides({"a": 1}, ["a.b=2"])
     with pytest.raises(UserError, match=r"unknown option synth\.bogus"):
         section({"synth": {"bogus": 1}}, "synth", ["views"], "f.yaml")
+
+
+def test_override_into_an_empty_section(tmp_path: Path) -> None:
+    """A section written with nothing under it (``train:``, e.g. every option commented
+    out) is YAML null: an empty section, which an override fills in."""
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  # epochs: 3\nmodel:\n  backbone_args:\n")
+    cfg = apply_overrides(load_config(p), ["train.epochs=4", "model.backbone_args.depth=2"])
+    assert cfg == {"train": {"epochs": 4}, "model": {"backbone_args": {"depth": 2}}}
