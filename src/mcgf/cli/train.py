@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from mcgf.errors import UserError
     from mcgf.models.checkpoint import read_config, recover_interrupted_save
     from mcgf.training.config import SECTIONS, parse_run_config
-    from mcgf.training.loop import LAST, train
+    from mcgf.training.loop import LAST, check_resumable, train
 
     out = folder_option(args.out, "--out")
     if args.resume:
@@ -42,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     if args.config:
         where, cfg = args.config, load_config(args.config)
     elif args.resume:
+        if not (out / LAST).exists():
+            check_resumable(out)  # nothing to resume: says to train without --resume first
         where = str(out / LAST / "config.json")
         saved = read_config(out / LAST)
         cfg = {k: saved[k] for k in SECTIONS if k in saved}

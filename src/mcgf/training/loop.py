@@ -373,12 +373,22 @@ def compile_model(model: nn.Module, tc: TrainConfig, name: str) -> str:
             "include compiling")
 
 
+def check_resumable(out: str | Path) -> None:
+    """Stop unless ``out/last`` holds a training state to resume from.
+
+    Raises:
+        UserError: no checkpoint there, or one saved without its training state.
+    """
+    last = Path(out) / LAST
+    if not (last / STATE_FILE).is_file():
+        raise UserError(f"--resume: {last} holds no resumable checkpoint (train without --resume first)")
+
+
 def _resume_checkpoint(out: Path) -> LoadedCheckpoint:
     """``out/last`` with its training state (after undoing a killed save)."""
     last = out / LAST
     recover_interrupted_save(last)
-    if not (last / STATE_FILE).is_file():
-        raise UserError(f"--resume: {last} holds no resumable checkpoint (train without --resume first)")
+    check_resumable(out)
     return load_checkpoint(last, map_location="cpu", load_train_state=True)
 
 
@@ -764,6 +774,6 @@ def _batches(loader: Any, keep_rng: bool = False,
             yield batch
 
 
-__all__ = ["StepResult", "TrainResult", "TrainRun", "build_dataset", "encoder_gradient_norms",
-           "finished_run", "read_train_split", "same_model", "seed_everything", "setup_run",
-           "train", "train_one_epoch", "train_step"]
+__all__ = ["StepResult", "TrainResult", "TrainRun", "build_dataset", "check_resumable",
+           "encoder_gradient_norms", "finished_run", "read_train_split", "same_model",
+           "seed_everything", "setup_run", "train", "train_one_epoch", "train_step"]
