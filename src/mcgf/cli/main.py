@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TextIO
 
 from mcgf import __version__
+from mcgf.cli.options import launcher_rank
 from mcgf.errors import DeprecatedOptionWarning, ImageReadError, UserError
 
 # Order here is the order in ``mcgf --help``.
@@ -80,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         # Not this rank's fault: the rank that left printed why (its one-line error, or the
         # traceback of a bug); the collective's traceback here would only bury that.
-        print(f"mcgf: error: rank {_rank()} stops: another process of this torchrun job "
+        print(f"mcgf: error: rank {launcher_rank()} stops: another process of this torchrun job "
               "stopped first (its output says why)", file=sys.stderr)
         return 1
     except BrokenPipeError:
@@ -88,14 +89,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
-
-
-def _rank() -> int:
-    """This process's rank under ``torchrun`` (its ``RANK``; 0 outside it)."""
-    try:
-        return int(os.environ.get("RANK", "0"))
-    except ValueError:
-        return 0
 
 
 @contextlib.contextmanager
@@ -106,7 +99,7 @@ def _warnings_on_rank_0() -> Iterator[None]:
 
     Meant inside ``warnings.catch_warnings()``, which undoes the warnings filter.
     """
-    if _rank() == 0:
+    if launcher_rank() == 0:
         yield
         return
     warnings.simplefilter("ignore", DeprecatedOptionWarning)

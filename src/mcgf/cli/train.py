@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mcgf.cli.options import folder_option
+    from mcgf.cli.options import folder_option, launcher_rank
     from mcgf.config import apply_overrides, load_config
     from mcgf.errors import UserError
     from mcgf.models.checkpoint import read_config, recover_interrupted_save
@@ -55,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     result = train(run_cfg, out, resume=args.resume, progress=not args.quiet,
                    validate=_validator(run_cfg))
     # Under torchrun every rank returns here: rank 0 speaks for the run, as in the loop.
-    quiet = args.quiet or int(os.environ.get("RANK", "0")) != 0
+    quiet = args.quiet or launcher_rank() != 0
     if not quiet and not result.final_losses:
         print(f"nothing to train: {result.checkpoint} already holds {result.epochs} epochs "
               f"(train.epochs {run_cfg.train.epochs}); resume with --set train.epochs=N, N > "
