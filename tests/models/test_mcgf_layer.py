@@ -109,6 +109,17 @@ def test_unknown_backbone_is_a_user_error() -> None:
         create_backbone("no_such_net_v9")
 
 
+@pytest.mark.parametrize("method", ["mcgf", "lpn", "sample4geo", "musenet"])
+def test_a_pretrained_tag_timm_lacks_is_a_user_error(method: str) -> None:
+    """timm.create_model refuses a tag it does not know even without pretrained weights
+    (a RuntimeError): the option check names it first."""
+    with pytest.raises(UserError, match=r"model\.backbone_name must be .*resnet18\.no_such_tag"):
+        create_model(method, backbone_name="resnet18.no_such_tag", img_size=32)
+    with pytest.raises(UserError, match=r"no pretrained tag 'no_such_tag' for resnet18"):
+        create_backbone("resnet18.no_such_tag", img_size=32)
+    create_backbone("resnet18.a1_in1k", img_size=32)  # a tag timm has is fine
+
+
 def test_layer_decay_groups_scale_lr_by_depth() -> None:
     model = create_backbone(VIT, img_size=32).model
     groups = layer_decay_param_groups(model, base_lr=1e-3, weight_decay=0.05, layer_decay=0.5)

@@ -181,6 +181,16 @@ def test_errors_name_the_path(tmp_path: Path) -> None:
         load_checkpoint(path)
 
 
+def test_a_backbone_tag_the_installed_timm_lacks_is_named(tmp_path: Path) -> None:
+    """A checkpoint from a newer timm naming a pretrained tag this one lacks."""
+    path = save_checkpoint(tmp_path / "ck", make_model(), CONFIG)
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["model"]["backbone_name"] = "vit_tiny_patch16_224.future_tag"
+    (path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UserError, match=r"config\.json: model\.backbone_name .*future_tag"):
+        load_checkpoint(path)
+
+
 def test_file_inside_the_folder_is_accepted(tmp_path: Path) -> None:
     path = save_checkpoint(tmp_path / "ck", make_model(), CONFIG)
     loaded = load_checkpoint(path / "model.safetensors")

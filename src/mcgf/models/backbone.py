@@ -167,6 +167,16 @@ def create_backbone(
             ``checkpoint_blocks`` for a model without a list of ``blocks`` (a CNN).
     """
     if not is_backbone_name(name):
+        arch, _, tag = name.partition(".")
+        if tag and is_backbone_name(arch):
+            import timm
+
+            raise UserError(
+                f"unknown backbone {name!r}: the installed timm ({timm.__version__}) has no "
+                f"pretrained tag {tag!r} for {arch} (list its tags with python -c \"import "
+                f"timm; print(timm.list_pretrained('{arch}.*'))\"): use one of them, or the "
+                "timm release that has it"
+            )
         raise UserError(
             f"unknown backbone {name!r}: use a timm model name, e.g. {DEFAULT_BACKBONE} "
             "(list them with python -c 'import timm; print(timm.list_models())')"
@@ -264,10 +274,20 @@ def _create_timm_model(name: str, kwargs: dict[str, Any], img_size: int | None,
 
 
 def is_backbone_name(name: str) -> bool:
-    """Whether ``name`` (``arch`` or ``arch.pretrained_tag``) is a timm architecture."""
+    """Whether ``name`` (``arch`` or ``arch.pretrained_tag``) is a timm architecture, with a
+    pretrained tag (if any) that the installed timm knows for it."""
     import timm
+    from timm.models import get_pretrained_cfg
 
-    return bool(name) and timm.is_model(name.split(".", 1)[0])
+    if not name or not timm.is_model(name.split(".", 1)[0]):
+        return False
+    try:
+        # What timm.create_model checks: a tag of another timm release is refused there
+        # with a RuntimeError, even without pretrained weights.
+        get_pretrained_cfg(name, allow_unregistered=True)
+    except RuntimeError:
+        return False
+    return True
 
 
 def is_weights_file(path: str | Path) -> bool:

@@ -109,7 +109,9 @@ def is_resnet_name(name: str) -> bool:
     """Whether ``name`` (``arch`` or ``arch.tag``) is one of timm's ResNet architectures."""
     import timm
 
-    return bool(name) and name.split(".", 1)[0] in timm.list_models(module="resnet")
+    from mcgf.models.backbone import is_backbone_name
+
+    return is_backbone_name(name) and name.split(".", 1)[0] in timm.list_models(module="resnet")
 
 
 #: The option check of a list of ResNet stages that get IBN layers (``model.ibn_stages``).

@@ -70,8 +70,9 @@ from mcgf.weather.conditions import CLEAN
 LOSS_OPTIONS = ("lambda_restore", "infonce", "consistency", "label_smoothing")
 RESTORATION_CONDITIONS = CONDITIONS
 
-_BACKBONE = Check(is_backbone_name, "a timm model name such as resnet18 (see timm.list_models())",
-                  ("no_such_net_v9",))
+_BACKBONE = Check(is_backbone_name, "a timm model name such as resnet18 (see timm.list_models()), "
+                  "with a pretrained tag the installed timm has, if any",
+                  ("no_such_net_v9", "resnet18.no_such_tag"))
 _WEIGHTS = Check(is_weights_file, f"an existing {', '.join(WEIGHT_SUFFIXES[:-1])} or "
                  f"{WEIGHT_SUFFIXES[-1]} file", ("no/such/weights.safetensors",))
 _MULTS = Check(lambda v: len(v) >= 1 and all(m >= 1 for m in v), "a non-empty list of integers >= 1",

@@ -62,7 +62,8 @@ _BLOCK = re.compile(r"layer([1-4])\.(\d+)")
 
 
 _RESNET = Check(is_resnet_name, "a timm ResNet name such as resnet50 (see "
-                "timm.list_models(module='resnet'))", ("no_such_net_v9", "vit_tiny_patch16_224"))
+                "timm.list_models(module='resnet')), with a pretrained tag the installed timm "
+                "has, if any", ("no_such_net_v9", "vit_tiny_patch16_224", "resnet50.no_such_tag"))
 _WEIGHTS = Check(is_weights_file, f"an existing {', '.join(WEIGHT_SUFFIXES[:-1])} or "
                  f"{WEIGHT_SUFFIXES[-1]} file", ("no/such/weights.safetensors",))
 _BLOCKS = Check(lambda v: all(_BLOCK.fullmatch(b) for b in v) and len(set(v)) == len(v),
