@@ -241,6 +241,17 @@ def test_partial_weights_are_refused_unless_allowed(tmp_path: Path) -> None:
     assert torch.equal(bb.model.blocks[0].attn.qkv.weight, state["blocks.0.attn.qkv.weight"])
 
 
+@pytest.mark.parametrize("prefix", ["module.", "model.backbone.", "module.model.encoder."])
+def test_nested_wrapper_prefixes_are_stripped(tmp_path: Path, prefix: str) -> None:
+    """A Lightning module's backbone (``model.backbone.``) under DDP (``module.``) too."""
+    state = pretrained_state()
+    torch.save({"state_dict": {prefix + k: v for k, v in state.items()}, "epoch": 3},
+               tmp_path / "w.ckpt")
+    bb = create_backbone(NAME, weights=tmp_path / "w.ckpt")
+    assert bb.load_report is not None and not bb.load_report.missing
+    assert torch.equal(bb.model.blocks[1].mlp.fc2.weight, state["blocks.1.mlp.fc2.weight"])
+
+
 def test_weights_of_another_shape_count_as_missing(tmp_path: Path) -> None:
     state = pretrained_state()
     state["blocks.0.mlp.fc1.weight"] = torch.zeros(3, 3)

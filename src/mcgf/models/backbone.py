@@ -462,19 +462,31 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def _strip_prefixes(state: dict[str, torch.Tensor], own: set[str]) -> dict[str, torch.Tensor]:
-    """Remove wrapper prefixes while that increases the number of keys matching ``own``."""
-    while True:
-        best = state
-        best_hits = sum(k in own for k in state)
-        for prefix in _KEY_PREFIXES:
-            if any(k.startswith(prefix) for k in state):
-                cand = {k.removeprefix(prefix): v for k, v in state.items()}
+    """Remove wrapper prefixes, in whichever sequence matches the most keys of ``own``.
+
+    Nested wrappers (``model.backbone.``, ``module.encoder.``) are searched through as a
+    whole: stripping their outer prefix alone matches nothing yet.
+    """
+    best, best_hits = state, sum(k in own for k in state)
+    seen = {frozenset(state)}
+    frontier = [state]
+    while frontier:  # each strip shortens a key, so this ends
+        later = []
+        for current in frontier:
+            for prefix in _KEY_PREFIXES:
+                if not any(k.startswith(prefix) for k in current):
+                    continue
+                cand = {k.removeprefix(prefix): v for k, v in current.items()}
+                keys = frozenset(cand)
+                if keys in seen:
+                    continue
+                seen.add(keys)
+                later.append(cand)
                 hits = sum(k in own for k in cand)
                 if hits > best_hits:
                     best, best_hits = cand, hits
-        if best is state:
-            return state
-        state = best
+        frontier = later
+    return best
 
 
 def _channel_hint(shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]]) -> str:
