@@ -151,13 +151,17 @@ def test_cnn_backbone_takes_the_configured_input_size() -> None:
 @pytest.mark.parametrize("model_name", ["mcgf", "sample4geo"])
 @pytest.mark.parametrize("backbone", ["vit_tiny_patch16_224", "eva02_tiny_patch14_224"])
 def test_dynamic_size_vit_takes_the_configured_input_size(model_name: str, backbone: str) -> None:
-    # With dynamic_img_size, timm's data config still says 224; the model was built for 48.
+    # With dynamic_img_size, timm's data config still says 224; the model was built for
+    # 48 (56: a multiple of the patch, which a dynamic-size patch embedding needs).
     from mcgf.models.model_registry import create_model
 
+    size = 48 if "patch16" in backbone else 56
     extra = {"bottleneck_dim": 8, "restoration": False} if model_name == "mcgf" else {}
-    model = create_model(model_name, num_classes=3, backbone_name=backbone, img_size=48,
+    model = create_model(model_name, num_classes=3, backbone_name=backbone, img_size=size,
                          backbone_args={"depth": 1, "dynamic_img_size": True}, **extra)
-    assert model.input_size == (48, 48)
+    assert model.input_size == (size, size)
+    with torch.no_grad():
+        assert model.eval().embed(torch.rand(1, 3, size, size), "drone").shape[0] == 1
 
 def test_satellite_rotations_make_tile_embeddings_heading_free() -> None:
     torch.manual_seed(0)

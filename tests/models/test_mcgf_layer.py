@@ -109,6 +109,27 @@ def test_unknown_backbone_is_a_user_error() -> None:
         create_backbone("no_such_net_v9")
 
 
+@pytest.mark.parametrize(("name", "args"), [
+    (VIT, {"depth": 1, "dynamic_img_size": True}),
+    ("vit_small_patch14_reg4_dinov2", {"depth": 1, "embed_dim": 32, "num_heads": 1,
+                                       "dynamic_img_size": True}),
+    ("eva02_tiny_patch14_224", {"depth": 1, "dynamic_img_size": True}),
+])
+def test_an_img_size_a_dynamic_patch_embedding_rejects_is_named(name: str, args: dict) -> None:
+    """Built fine by timm, such a model failed its first batch with an AssertionError."""
+    patch = 16 if name == VIT else 14
+    with pytest.raises(UserError, match=rf"model\.img_size 40 is not a multiple of the patch "
+                       rf"size {patch} of backbone '{name}'.*dynamic_img_pad: true"):
+        create_model("sample4geo", backbone_name=name, img_size=40, backbone_args=args)
+    with pytest.raises(UserError, match=rf"model\.img_size 8 is smaller than the patch size {patch}"):
+        create_backbone(name, img_size=8, model_args={"depth": 1})
+    for size, extra in ((2 * patch, {}), (40, {"dynamic_img_pad": True})):
+        model = create_model("sample4geo", backbone_name=name, img_size=size,
+                             backbone_args={**args, **extra}).eval()
+        with torch.no_grad():
+            assert model.embed(torch.randn(1, 3, size, size), "drone").shape[0] == 1
+
+
 @pytest.mark.parametrize("method", ["mcgf", "lpn", "sample4geo", "musenet"])
 def test_a_pretrained_tag_timm_lacks_is_a_user_error(method: str) -> None:
     """timm.create_model refuses a tag it does not know even without pretrained weights

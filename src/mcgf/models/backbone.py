@@ -186,6 +186,7 @@ def create_backbone(
     if pretrained and weights is None:
         weights, origin = pretrained_file(name, kwargs.get("pretrained_cfg_overlay"))
     model = _create_timm_model(name, kwargs, img_size, model_args)
+    _check_patch_grid(model, name)
     report = None
     if weights is not None:
         report = load_weights(model, weights, allow_partial=allow_partial, origin=origin)
@@ -271,6 +272,36 @@ def _create_timm_model(name: str, kwargs: dict[str, Any], img_size: int | None,
             raise UserError(f"backbone {name!r} rejects backbone_args {model_args}: "
                             f"{str(exc).splitlines()[0]}") from exc
         raise
+
+
+def _check_patch_grid(model: nn.Module, name: str) -> None:
+    """Refuse an image size the model's patch embedding rejects on its first batch.
+
+    timm builds such a model and only fails in ``forward``: a side below the patch size
+    leaves no patch, and a patch embedding that is not strict about the size
+    (``dynamic_img_size``) asserts that each side is a multiple of the patch unless it
+    pads (``dynamic_img_pad``).
+
+    Raises:
+        UserError: naming ``model.img_size``, the patch size and the sizes that work.
+    """
+    embed = getattr(model, "patch_embed", None)
+    size, patch = getattr(embed, "img_size", None), getattr(embed, "patch_size", None)
+    if size is None or patch is None:
+        return
+    side, step = int(size[0]), int(patch[0])
+    for s, p in zip(size, patch, strict=True):
+        if s < p:
+            raise UserError(f"model.img_size {s} is smaller than the patch size {p} of backbone "
+                            f"{name!r}: use at least {p}")
+    needs_multiple = not getattr(embed, "strict_img_size", True) and \
+        not getattr(embed, "dynamic_img_pad", False)
+    if needs_multiple and any(s % p for s, p in zip(size, patch, strict=True)):
+        lower, upper = side // step * step, -(-side // step) * step
+        raise UserError(f"model.img_size {side} is not a multiple of the patch size {step} of "
+                        f"backbone {name!r}, which its patch embedding without a fixed size "
+                        "(backbone_args dynamic_img_size, or strict_img_size: false) needs: "
+                        f"use {lower} or {upper}, or set backbone_args.dynamic_img_pad: true")
 
 
 def is_backbone_name(name: str) -> bool:
