@@ -252,6 +252,20 @@ def test_nested_wrapper_prefixes_are_stripped(tmp_path: Path, prefix: str) -> No
     assert torch.equal(bb.model.blocks[1].mlp.fc2.weight, state["blocks.1.mlp.fc2.weight"])
 
 
+@pytest.mark.parametrize("method", ["lpn", "mbeg", "sample4geo"])
+def test_comparison_methods_take_the_option_their_error_names(tmp_path: Path, method: str) -> None:
+    """The partial-weights error says to set model.allow_partial_weights: every model that
+    loads weights through create_backbone takes it."""
+    state = {k: v for k, v in pretrained_state().items() if not k.startswith("blocks.1.")}
+    save_file(state, str(tmp_path / "w.safetensors"))
+    opts = {"backbone_name": NAME, "num_classes": 3, "weights": str(tmp_path / "w.safetensors"),
+            **({"last_stride": 2} if method == "lpn" else {})}
+    with pytest.raises(UserError, match=r"set model\.allow_partial_weights: true to accept"):
+        create_model(method, **opts)
+    model = create_model(method, **opts, allow_partial_weights=True)
+    assert torch.equal(model.encoder.blocks[0].attn.qkv.weight, state["blocks.0.attn.qkv.weight"])
+
+
 def test_weights_of_another_shape_count_as_missing(tmp_path: Path) -> None:
     state = pretrained_state()
     state["blocks.0.mlp.fc1.weight"] = torch.zeros(3, 3)

@@ -74,6 +74,8 @@ class EncoderModel(TrainableMixin, nn.Module):
         backbone_name: timm model name (``arch`` or ``arch.pretrained_tag``).
         img_size, pretrained, weights, grad_checkpointing: see
             :func:`~mcgf.models.backbone.create_backbone`.
+        allow_partial_weights: accept initial weights that leave some encoder tensors
+            unset (``create_backbone``'s ``allow_partial``); otherwise they are an error.
         backbone_args: extra timm ``create_model`` arguments (architecture overrides).
 
     Attributes:
@@ -87,12 +89,13 @@ class EncoderModel(TrainableMixin, nn.Module):
 
     def __init__(self, backbone_name: str, *, img_size: int | None = None,
                  pretrained: bool = False, weights: str | Path | None = None,
-                 grad_checkpointing: bool = False,
+                 allow_partial_weights: bool = False, grad_checkpointing: bool = False,
                  backbone_args: dict[str, Any] | None = None) -> None:
         super().__init__()
         built = create_backbone(backbone_name, img_size=img_size, pretrained=pretrained,
                                 weights=weights, grad_checkpointing=grad_checkpointing,
-                                model_args=dict(backbone_args or {}))
+                                model_args=dict(backbone_args or {}),
+                                allow_partial=allow_partial_weights)
         self.backbone_name = backbone_name
         self.encoder = built.model
         self.feature_dim = built.dim

@@ -52,6 +52,7 @@ class LPNOptions:
     img_size: int | None = option(None, at_least(1))
     pretrained: bool = False
     weights: str | None = option(None, WEIGHTS_CHECK)
+    allow_partial_weights: bool = False
     grad_checkpointing: bool = False
     backbone_args: dict[str, Any] | None = None
     blocks: int = option(4, at_least(1))
@@ -123,8 +124,9 @@ class LPNModel(EncoderModel):
     Args:
         backbone_name: timm model name (ResNet-50 in the paper).
         num_classes: training locations.
-        img_size, pretrained, weights, grad_checkpointing, backbone_args: the encoder
-            (see :class:`~mcgf.models.encoder_model.EncoderModel`).
+        img_size, pretrained, weights, allow_partial_weights, grad_checkpointing,
+            backbone_args: the encoder (see
+            :class:`~mcgf.models.encoder_model.EncoderModel`).
         blocks: number of square rings (4 in the paper's University-1652 runs).
         last_stride: 1 removes the last stage's downsampling (the public runs use it:
             a 16 × 16 map at 256 px instead of 8 × 8); 2 keeps the backbone as it is.
@@ -144,6 +146,7 @@ class LPNModel(EncoderModel):
         img_size: int | None = None,
         pretrained: bool = False,
         weights: str | Path | None = None,
+        allow_partial_weights: bool = False,
         grad_checkpointing: bool = False,
         backbone_args: dict[str, Any] | None = None,
         blocks: int = 4,
@@ -154,6 +157,7 @@ class LPNModel(EncoderModel):
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__(backbone_name, img_size=img_size, pretrained=pretrained, weights=weights,
+                         allow_partial_weights=allow_partial_weights,
                          grad_checkpointing=grad_checkpointing, backbone_args=backbone_args)
         if blocks < 1 or last_stride not in (1, 2):
             raise ValueError(f"blocks must be >= 1 and last_stride 1 or 2, got {blocks}, {last_stride}")

@@ -52,6 +52,7 @@ class MBEGOptions:
     img_size: int | None = option(None, at_least(1))
     pretrained: bool = False
     weights: str | None = option(None, WEIGHTS_CHECK)
+    allow_partial_weights: bool = False
     backbone_args: dict[str, Any] | None = None
     bottleneck_dim: int = option(512, at_least(1))
     dropout: float = option(0.3, in_range(0, 1, hi_open=True))
@@ -94,7 +95,7 @@ class MBEGModel(EncoderModel):
     Args:
         backbone_name: timm model name (EVA-02-L at 448 px in MBEG).
         num_classes: training locations.
-        img_size, pretrained, weights, backbone_args: the encoder (see
+        img_size, pretrained, weights, allow_partial_weights, backbone_args: the encoder (see
             :class:`~mcgf.models.encoder_model.EncoderModel`); it must bring pretrained
             weights (``pretrained`` or ``weights``) to be trained.
         bottleneck_dim, dropout: the head (with a GELU before its BatchNorm).
@@ -113,6 +114,7 @@ class MBEGModel(EncoderModel):
         img_size: int | None = None,
         pretrained: bool = False,
         weights: str | Path | None = None,
+        allow_partial_weights: bool = False,
         backbone_args: dict[str, Any] | None = None,
         bottleneck_dim: int = 512,
         dropout: float = 0.3,
@@ -122,6 +124,7 @@ class MBEGModel(EncoderModel):
         allow_random_encoder: bool = False,
     ) -> None:
         super().__init__(backbone_name, img_size=img_size, pretrained=pretrained, weights=weights,
+                         allow_partial_weights=allow_partial_weights,
                          backbone_args=backbone_args)
         if temperature <= 0 or ntxent < 0:
             raise ValueError(f"temperature must be > 0 and ntxent >= 0, got {temperature}, {ntxent}")

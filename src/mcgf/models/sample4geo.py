@@ -49,6 +49,7 @@ class Sample4GeoOptions:
     img_size: int | None = option(None, at_least(1))
     pretrained: bool = False
     weights: str | None = option(None, WEIGHTS_CHECK)
+    allow_partial_weights: bool = False
     grad_checkpointing: bool = False
     backbone_args: dict[str, Any] | None = None
     init_temperature: float = option(0.07, above(0))
@@ -81,8 +82,9 @@ class Sample4GeoModel(EncoderModel):
     Args:
         backbone_name: timm model name (ConvNeXt-B, ImageNet-22k, 384 px in the paper).
         num_classes: accepted for the training loop, unused (no classifier).
-        img_size, pretrained, weights, grad_checkpointing, backbone_args: the encoder
-            (see :class:`~mcgf.models.encoder_model.EncoderModel`).
+        img_size, pretrained, weights, allow_partial_weights, grad_checkpointing,
+            backbone_args: the encoder (see
+            :class:`~mcgf.models.encoder_model.EncoderModel`).
         init_temperature: the logit scale starts at ``1 / init_temperature``.
         max_logit_scale: the scale is clamped to at most this (CLIP: 100).
         label_smoothing: of the InfoNCE cross-entropy (the paper: 0.1).
@@ -96,6 +98,7 @@ class Sample4GeoModel(EncoderModel):
         img_size: int | None = None,
         pretrained: bool = False,
         weights: str | Path | None = None,
+        allow_partial_weights: bool = False,
         grad_checkpointing: bool = False,
         backbone_args: dict[str, Any] | None = None,
         init_temperature: float = 0.07,
@@ -103,6 +106,7 @@ class Sample4GeoModel(EncoderModel):
         label_smoothing: float = 0.1,
     ) -> None:
         super().__init__(backbone_name, img_size=img_size, pretrained=pretrained, weights=weights,
+                         allow_partial_weights=allow_partial_weights,
                          grad_checkpointing=grad_checkpointing, backbone_args=backbone_args)
         if init_temperature <= 0 or max_logit_scale <= 1:
             raise ValueError("init_temperature must be > 0 and max_logit_scale > 1, got "
