@@ -35,6 +35,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 from mcgf.errors import UserError
+from mcgf.options import Check
 from mcgf.safeload import one_line
 
 _log = logging.getLogger(__name__)
@@ -325,6 +326,15 @@ def is_weights_file(path: str | Path) -> bool:
     """Whether ``path`` is an existing file with one of :data:`WEIGHT_SUFFIXES`."""
     p = Path(path)
     return p.suffix.lower() in WEIGHT_SUFFIXES and p.is_file()
+
+
+#: The option checks of ``backbone_name`` and ``weights``, shared by every model built on
+#: :func:`create_backbone`.
+BACKBONE_CHECK = Check(is_backbone_name, "a timm model name such as resnet18 (see timm.list_models()), "
+                       "with a pretrained tag the installed timm has, if any",
+                       ("no_such_net_v9", "resnet18.no_such_tag"))
+WEIGHTS_CHECK = Check(is_weights_file, f"an existing {', '.join(WEIGHT_SUFFIXES[:-1])} or "
+                      f"{WEIGHT_SUFFIXES[-1]} file", ("no/such/weights.safetensors",))
 
 
 def pretrained_file(name: str, overlay: Mapping[str, Any] | None = None) -> tuple[Path, str]:

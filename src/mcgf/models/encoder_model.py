@@ -18,23 +18,14 @@ from torch import nn
 
 from mcgf.data.layout import VIEWS
 from mcgf.models.backbone import (
-    WEIGHT_SUFFIXES,
+    BACKBONE_CHECK,
+    WEIGHTS_CHECK,
     create_backbone,
     features_to_map,
     input_size,
-    is_backbone_name,
-    is_weights_file,
     layer_decay_param_groups,
 )
 from mcgf.models.base import TrainableMixin, decay_split, no_weight_decay_ids
-from mcgf.options import Check
-
-#: The checks of the ``backbone_name`` and ``weights`` options (as MCGF's).
-BACKBONE_CHECK = Check(is_backbone_name, "a timm model name such as resnet18 (see timm.list_models()), "
-                       "with a pretrained tag the installed timm has, if any",
-                       ("no_such_net_v9", "resnet18.no_such_tag"))
-WEIGHTS_CHECK = Check(is_weights_file, f"an existing {', '.join(WEIGHT_SUFFIXES[:-1])} or "
-                      f"{WEIGHT_SUFFIXES[-1]} file", ("no/such/weights.safetensors",))
 
 #: Keys every training batch of a comparison method must hold.
 BATCH_KEYS = ("drone", "drone_label", "satellite", "satellite_label")

@@ -35,15 +35,14 @@ from torch import nn
 from mcgf.data.layout import VIEWS
 from mcgf.errors import UserError
 from mcgf.models.backbone import (
+    BACKBONE_CHECK,
     DEFAULT_BACKBONE,
-    WEIGHT_SUFFIXES,
+    WEIGHTS_CHECK,
     create_backbone,
     encode_multiscale,
     feature_channels,
     feature_sources,
     input_size,
-    is_backbone_name,
-    is_weights_file,
     layer_decay_param_groups,
 )
 from mcgf.models.base import decay_split, no_weight_decay_ids
@@ -70,11 +69,6 @@ from mcgf.weather.conditions import CLEAN
 LOSS_OPTIONS = ("lambda_restore", "infonce", "consistency", "label_smoothing")
 RESTORATION_CONDITIONS = CONDITIONS
 
-_BACKBONE = Check(is_backbone_name, "a timm model name such as resnet18 (see timm.list_models()), "
-                  "with a pretrained tag the installed timm has, if any",
-                  ("no_such_net_v9", "resnet18.no_such_tag"))
-_WEIGHTS = Check(is_weights_file, f"an existing {', '.join(WEIGHT_SUFFIXES[:-1])} or "
-                 f"{WEIGHT_SUFFIXES[-1]} file", ("no/such/weights.safetensors",))
 _MULTS = Check(lambda v: len(v) >= 1 and all(m >= 1 for m in v), "a non-empty list of integers >= 1",
                ([], [1, 0], [-1]))
 
@@ -85,13 +79,13 @@ class MCGFOptions:
     their types and ranges; :class:`MCGFModel` documents what each does. Checked before
     anything is built (:func:`mcgf.models.model_registry.check_model_options`)."""
 
-    backbone_name: str = option(DEFAULT_BACKBONE, _BACKBONE)
+    backbone_name: str = option(DEFAULT_BACKBONE, BACKBONE_CHECK)
     num_classes: int = option(701, at_least(1))
     share_encoder: bool = True
     restoration: bool = True
     img_size: int | None = option(None, at_least(1))
     pretrained: bool = False
-    weights: str | None = option(None, _WEIGHTS)
+    weights: str | None = option(None, WEIGHTS_CHECK)
     allow_partial_weights: bool = False
     grad_checkpointing: bool = False
     bottleneck_dim: int = option(512, at_least(1))

@@ -41,7 +41,7 @@ from torch import nn
 
 from mcgf.data.layout import VIEWS
 from mcgf.errors import UserError
-from mcgf.models.backbone import WEIGHT_SUFFIXES, create_backbone, is_weights_file
+from mcgf.models.backbone import WEIGHTS_CHECK, create_backbone
 from mcgf.models.base import TrainableMixin, decay_split
 from mcgf.models.heads import ClassBlock
 from mcgf.models.ibn import (
@@ -64,8 +64,6 @@ _BLOCK = re.compile(r"layer([1-4])\.(\d+)")
 _RESNET = Check(is_resnet_name, "a timm ResNet name such as resnet50 (see "
                 "timm.list_models(module='resnet')), with a pretrained tag the installed timm "
                 "has, if any", ("no_such_net_v9", "vit_tiny_patch16_224", "resnet50.no_such_tag"))
-_WEIGHTS = Check(is_weights_file, f"an existing {', '.join(WEIGHT_SUFFIXES[:-1])} or "
-                 f"{WEIGHT_SUFFIXES[-1]} file", ("no/such/weights.safetensors",))
 _BLOCKS = Check(lambda v: all(_BLOCK.fullmatch(b) for b in v) and len(set(v)) == len(v),
                 "a list of distinct block names such as layer1.1 (layer1 to layer4)",
                 (["layer5.0"], ["fc"], ["layer1"]))
@@ -80,7 +78,7 @@ class MuseNetOptions:
     num_classes: int = option(701, at_least(1))
     img_size: int | None = option(None, at_least(1))
     pretrained: bool = False
-    weights: str | None = option(None, _WEIGHTS)
+    weights: str | None = option(None, WEIGHTS_CHECK)
     backbone_args: dict[str, Any] | None = None
     ibn_stages: list[int] = field(default_factory=lambda: [1, 2, 3], metadata=checked(STAGES_CHECK))
     ibn_ratio: float = option(0.5, in_range(0, 1, lo_open=True, hi_open=True))
