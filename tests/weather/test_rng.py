@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 
 import numpy as np
@@ -63,3 +64,13 @@ def test_choose_condition_subset_and_errors():
         choose_condition(0, "k", ())
     with pytest.raises(ValueError):
         choose_condition(0, "k", ("fog", "fog"))
+
+
+def test_key_from_a_file_name_that_is_not_utf8():
+    # os.listdir gives b"image\xff.jpeg" as "image\udcff.jpeg"; its weather must be drawn
+    # (reproducibly, and apart from other names) rather than fail to hash.
+    key = os.fsdecode(b"0001/image\xff.jpeg")
+    a = image_rng(0, key, "fog").random(3)
+    np.testing.assert_array_equal(a, image_rng(0, key, "fog").random(3))
+    assert not np.array_equal(a, image_rng(0, "0001/image.jpeg", "fog").random(3))
+    assert choose_condition(0, key) in CONDITIONS

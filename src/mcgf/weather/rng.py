@@ -26,9 +26,14 @@ def _check_seed(seed: int) -> int:
 
 
 def stable_digest(*parts: object) -> bytes:
-    """16-byte BLAKE2b digest of the parts, separated so that ``("a", "bc") != ("ab", "c")``."""
+    """16-byte BLAKE2b digest of the parts, separated so that ``("a", "bc") != ("ab", "c")``.
+
+    Text is hashed as UTF-8. A file name that is not valid UTF-8 reaches Python with its
+    stray bytes as lone surrogates (``os.fsdecode``); those are encoded as such instead
+    of failing, which leaves the digest of every other string unchanged.
+    """
     text = "\x1f".join(str(p) for p in (_DOMAIN, *parts))
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
 
 def image_rng(seed: int, key: str, purpose: str) -> np.random.Generator:
