@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -213,3 +214,14 @@ def test_planning_errors(tmp_path):
     render_jobs(plan_jobs("160k-wx", flat, seed=0), tmp_path / "flat_wx", settings("160k-wx"))
     with pytest.raises(UserError, match="inside the source"):
         render_jobs(plan_jobs("160k-wx", flat, seed=0), flat / "wx", settings("160k-wx"))
+
+
+def test_a_file_name_that_is_not_utf8_is_rendered_and_listed_as_on_disk(tmp_path):
+    src = make_class_folders(tmp_path / "src", classes=("0001",), per_class=1)
+    raw = b"image-\xff.jpeg"  # e.g. a Latin-1 name on a UTF-8 system
+    (src / "0001" / "image-01.jpeg").rename(src / "0001" / os.fsdecode(raw))
+    dst = tmp_path / "dst"
+    jobs = plan_jobs("university-wx", src, seed=0, conditions=("fog",))
+    assert render_jobs(jobs, dst, settings("university-wx", 0, ("fog",))).written == 1
+    assert (dst / "fog" / "0001" / os.fsdecode(raw)).is_file()
+    assert (dst / MANIFEST).read_bytes() == b"image,condition,seed\nfog/0001/" + raw + b",fog,0\n"

@@ -41,7 +41,7 @@ from PIL import Image
 from mcgf.data.images import BAD_IMAGE_POLICIES, read_image_or_none
 from mcgf.data.layout import list_images, list_subfolders, load_flat_queries, read_class_folders
 from mcgf.errors import UserError
-from mcgf.fileio import write_bytes_atomic, write_json_atomic, write_text_atomic
+from mcgf.fileio import write_bytes_atomic, write_json_atomic
 from mcgf.weather.apply import apply_weather
 from mcgf.weather.conditions import (
     CLEAN,
@@ -293,7 +293,8 @@ def render_jobs(
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["image", "condition", "seed"])
     writer.writerows([j.relative, j.condition, settings.seed] for j in rows)
-    write_text_atomic(manifest, text.getvalue())
+    # A file name that is not valid UTF-8 is listed with the bytes it has on disk.
+    write_bytes_atomic(manifest, text.getvalue().encode("utf-8", "surrogateescape"))
     return RenderSummary(total=len(jobs), written=written, existing=len(jobs) - len(todo),
                          skipped_bad=bad, manifest=manifest)
 
