@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,10 @@ def test_render_both_protocols(tmp_path, capsys):
                  "--protocol", "160k-wx", "--seed", "4", "--workers", "1",
                  "--conditions", "all"]) == 0
     assert "0 images written" in capsys.readouterr().out
+    # A name given twice is rendered once, as every other --weather/--condition option.
+    assert main(["weather", "render", str(src), str(tmp_path / "wx2"), "--protocol", "university-wx",
+                 "--workers", "1", "--conditions", "wind,fog,wind"]) == 0
+    assert json.loads((tmp_path / "wx2" / "weather_render.json").read_text())["conditions"] == ["wind", "fog"]
 
 
 def test_render_errors(tmp_path, capsys):
@@ -87,6 +92,10 @@ def test_render_errors(tmp_path, capsys):
     assert main(["weather", "render", str(src), str(tmp_path / "o"), "--protocol", "university-wx",
                  "--conditions", "fog,hail"]) == 2
     one_line_error(capsys, "unknown weather condition 'hail'", "--conditions")
+    assert main(["weather", "render", str(src), str(tmp_path / "o"), "--protocol", "university-wx",
+                 "--conditions", ""]) == 2
+    one_line_error(capsys, "--conditions is empty")
+    assert not (tmp_path / "o").exists()
     assert main(["weather", "render", str(tmp_path / "missing"), str(tmp_path / "o"),
                  "--protocol", "160k-wx"]) == 2
     one_line_error(capsys, "missing", "does not exist")

@@ -120,15 +120,14 @@ def _run_render(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from mcgf.data.weather_render import RenderSettings, plan_jobs, render_jobs
-    from mcgf.weather.conditions import CONDITIONS
+    from mcgf.weather.conditions import CONDITIONS, parse_conditions
 
     if not 1 <= args.jpeg_quality <= 100:
         raise UserError(f"--jpeg-quality must be 1..100, got {args.jpeg_quality}")
-    # "all" as in mcgf evaluate --weather and mcgf restore --condition.
-    conditions = (
-        tuple(c.strip() for c in args.conditions.split(",") if c.strip())
-        if args.conditions and args.conditions.strip().lower() != "all" else CONDITIONS
-    )
+    # Parsed as mcgf evaluate --weather and mcgf restore --condition are: an empty value is
+    # an error, not the default (for 160k-wx the set decides every image's condition).
+    conditions = (CONDITIONS if args.conditions is None
+                  else tuple(parse_conditions(args.conditions, "--conditions")))
     jobs = plan_jobs(args.protocol, args.source, seed=args.seed, conditions=conditions,
                      names_file=args.names_file, layout=args.layout, gallery_drone=args.gallery_drone)
     settings = RenderSettings(
