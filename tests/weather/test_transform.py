@@ -112,7 +112,16 @@ def test_weights_draw_conditions_in_proportion_and_reproducibly() -> None:
     assert pickle.loads(pickle.dumps(t)).condition_for(keys[7]) == t.condition_for(keys[7])
 
 
-@pytest.mark.parametrize("weights", [{"hail": 1}, {"snow": 1}, {"fog": -1}, {"fog": 0, "rain": 0}])
+def test_weights_may_be_numpy_numbers() -> None:
+    keys = [f"{i:04d}/image-01.jpeg" for i in range(50)]
+    plain = WeatherTransform(["fog", "rain"], seed=1, weights={"fog": 3, "rain": 1.5})
+    numpy = WeatherTransform(["fog", "rain"], seed=1, weights={"fog": np.int64(3), "rain": np.float32(1.5)})
+    assert [numpy.condition_for(k) for k in keys] == [plain.condition_for(k) for k in keys]
+
+
+@pytest.mark.parametrize("weights", [{"hail": 1}, {"snow": 1}, {"fog": -1}, {"fog": 0, "rain": 0},
+                                     {"fog": "2"}, {"fog": True}, {"fog": np.bool_(True)},
+                                     {"fog": float("nan")}])
 def test_bad_weights_are_user_errors(weights: dict) -> None:
     with pytest.raises(UserError, match="weights"):
         WeatherTransform(["fog", "rain"], weights=weights)

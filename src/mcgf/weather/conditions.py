@@ -8,6 +8,7 @@ effects applied one after another, with the parameter values of the published im
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 
 from mcgf.errors import UserError
@@ -159,7 +160,8 @@ def condition_weights(conditions: Sequence[str], weights: Mapping[str, float],
     out = []
     for name in conditions:
         w = weights.get(name, 1.0)
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0 or w == float("inf"):
+        # numbers.Real takes NumPy scalars too (np.float32 is no float subclass).
+        if isinstance(w, bool) or not isinstance(w, numbers.Real) or not w >= 0 or w == float("inf"):
             raise UnknownConditionError(f"{where}.{name} must be a number >= 0 (got {w!r})")
         out.append(float(w))
     if not any(out):
