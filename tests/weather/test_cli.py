@@ -46,6 +46,16 @@ def test_preview_writes_a_labelled_grid(tmp_path, capsys):
     assert "'0001/image-01.png'" in capsys.readouterr().out
 
 
+def test_preview_default_key_of_a_bare_file_name(tmp_path, capsys, monkeypatch):
+    # Run from inside the class folder, the key is still the dataset's, not "/image-01.png".
+    src = tmp_path / "0001" / "image-01.png"
+    src.parent.mkdir()
+    Image.fromarray(natural_image(40, seed=1)).save(src)
+    monkeypatch.chdir(src.parent)
+    assert main(["weather", "preview", "image-01.png", "-o", str(tmp_path / "g.png"), "--tile", "32"]) == 0
+    assert "'0001/image-01.png'" in capsys.readouterr().out
+
+
 def test_preview_errors(tmp_path, capsys):
     assert main(["weather", "preview", str(tmp_path / "nope.jpg"), "-o", str(tmp_path / "g.png")]) == 2
     one_line_error(capsys, "nope.jpg", "does not exist")

@@ -105,7 +105,8 @@ def _run_preview(args: argparse.Namespace) -> int:
     if args.tile < 32 or args.columns < 1:
         raise UserError("--tile must be at least 32 and --columns at least 1")
     image = np.asarray(read_image(args.image))
-    key = args.key or f"{args.image.parent.name}/{args.image.name}"
+    # absolute(): a bare file name in its class folder has the class as its parent too.
+    key = args.key or f"{args.image.absolute().parent.name}/{args.image.name}"
     grid = preview_grid(image, seed=args.seed, key=key, dark_variant=args.dark_variant,
                         tile=args.tile, columns=args.columns)
     ok, data = cv2.imencode(suffix, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
