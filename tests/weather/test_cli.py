@@ -63,6 +63,12 @@ def test_preview_errors(tmp_path, capsys):
     Image.fromarray(natural_image(40)).save(img)
     assert main(["weather", "preview", str(img), "-o", str(tmp_path / "g.gif")]) == 2
     one_line_error(capsys, ".png or .jpg")
+    (tmp_path / "g.png").mkdir()
+    assert main(["weather", "preview", str(img), "-o", str(tmp_path / "g.png")]) == 2
+    one_line_error(capsys, "g.png", "is a folder")
+    (tmp_path / "g.png").rmdir()
+    assert main(["weather", "preview", str(img), "-o", str(img / "g.png")]) == 2
+    one_line_error(capsys, "a.png is a file")
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"nope")
     assert main(["weather", "preview", str(bad), "-o", str(tmp_path / "g.png")]) == 2
@@ -109,6 +115,9 @@ def test_render_errors(tmp_path, capsys):
     assert main(["weather", "render", str(tmp_path / "missing"), str(tmp_path / "o"),
                  "--protocol", "160k-wx"]) == 2
     one_line_error(capsys, "missing", "does not exist")
+    (tmp_path / "file").write_text("x")
+    assert main(["weather", "render", str(src), str(tmp_path / "file"), "--protocol", "university-wx"]) == 2
+    one_line_error(capsys, "destination", "not a folder")
     assert main(["weather", "render", str(src), str(tmp_path / "o"), "--protocol", "university-wx",
                  "--workers", "0"]) == 2
     one_line_error(capsys, "--workers")

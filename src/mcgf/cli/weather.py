@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mcgf.cli.options import folder_option
 from mcgf.errors import UserError
 
 
@@ -102,6 +103,12 @@ def _run_preview(args: argparse.Namespace) -> int:
         raise UserError(f"output {args.output} must end in .png or .jpg")
     if not args.image.is_file():
         raise UserError(f"image {args.image} does not exist")
+    # Checked before rendering, so that a bad -o is a one-line error, not a write traceback.
+    if args.output.is_dir():
+        raise UserError(f"output {args.output} is a folder: give a .png or .jpg file name")
+    blocker = next((p for p in args.output.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise UserError(f"output {args.output} cannot be written: {blocker} is a file")
     if args.tile < 32 or args.columns < 1:
         raise UserError("--tile must be at least 32 and --columns at least 1")
     image = np.asarray(read_image(args.image))
@@ -127,6 +134,7 @@ def _run_render(args: argparse.Namespace) -> int:
         raise UserError(f"--jpeg-quality must be 1..100, got {args.jpeg_quality}")
     # Parsed as mcgf evaluate --weather and mcgf restore --condition are: an empty value is
     # an error, not the default (for 160k-wx the set decides every image's condition).
+    folder_option(args.destination, "destination")
     conditions = (CONDITIONS if args.conditions is None
                   else tuple(parse_conditions(args.conditions, "--conditions")))
     jobs = plan_jobs(args.protocol, args.source, seed=args.seed, conditions=conditions,
