@@ -45,10 +45,14 @@ def test_cli_refuses_non_empty_out_without_force(tmp_path: Path, capsys: pytest.
     ("args", "needle"),
     [(["--size", "20"], "--size"), (["--size", "abc"], "--size"), (["--views", "0"], "--views"),
      (["--workers", "0"], "--workers"), (["--train", "1.5"], "--train"), (["--seed", "-3"], "--seed"),
-     (["--contact-sheet", "x.jpg"], "--contact-sheet")],
+     (["--contact-sheet", "x.jpg"], "--contact-sheet"),
+     (["--contact-sheet", "{tmp}/d.png"], "is a folder"), (["--contact-sheet", "{tmp}/f/s.png"], "is a file")],
 )
 def test_cli_bad_values_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                             args: list[str], needle: str) -> None:
+    (tmp_path / "f").write_text("")  # a file where a folder of --contact-sheet would be
+    (tmp_path / "d.png").mkdir()
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     assert main(["synth", str(tmp_path / "o"), *args]) == 2
     _one_line_error(capsys, needle)
     assert not (tmp_path / "o").exists()

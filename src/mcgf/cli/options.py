@@ -50,3 +50,22 @@ def folder_option(value: str | os.PathLike[str], option: str) -> Path:
             what = "" if p == path else f" ({p} is a file)"
             raise UserError(f"{option} {path} is not a folder{what}: choose another folder")
     return path
+
+
+def file_option(value: str | os.PathLike[str], option: str) -> Path:
+    """``value`` as an output file that can be written: not a folder, and no existing
+    path above it a file (checked before any work, like :func:`folder_option`).
+
+    Raises:
+        UserError: naming ``option`` and what is in the way.
+    """
+    path = Path(value)
+    if path.is_dir():
+        raise UserError(f"{option} {path} is a folder: give a file name")
+    for p in path.parents:
+        if p.is_dir():
+            break
+        if p.exists() or p.is_symlink():
+            raise UserError(f"{option} {path} cannot be written: {p} is a file")
+    return path
+

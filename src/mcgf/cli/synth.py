@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from mcgf.cli.options import file_option
 from mcgf.errors import UserError
 
 _INT_OPTIONS = ("train", "test", "distractors", "extra_distractors", "views", "size", "seed")
@@ -110,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--workers must be >= 1 (got {workers})")
     if args.contact_sheet is not None and not args.contact_sheet.lower().endswith(".png"):
         raise UserError(f"--contact-sheet {args.contact_sheet} must be a .png file name")
+    if args.contact_sheet is not None:
+        file_option(args.contact_sheet, "--contact-sheet")  # before the long render
     if args.layout != "university1652":
         from mcgf.synth.variants import format_variant_summary, generate_variant
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mcgf.cli.options import folder_option
+from mcgf.cli.options import file_option, folder_option
 from mcgf.errors import UserError
 
 
@@ -104,11 +104,7 @@ def _run_preview(args: argparse.Namespace) -> int:
     if not args.image.is_file():
         raise UserError(f"image {args.image} does not exist")
     # Checked before rendering, so that a bad -o is a one-line error, not a write traceback.
-    if args.output.is_dir():
-        raise UserError(f"output {args.output} is a folder: give a .png or .jpg file name")
-    blocker = next((p for p in args.output.parents if p.exists() and not p.is_dir()), None)
-    if blocker is not None:
-        raise UserError(f"output {args.output} cannot be written: {blocker} is a file")
+    file_option(args.output, "-o")
     if args.tile < 32 or args.columns < 1:
         raise UserError("--tile must be at least 32 and --columns at least 1")
     image = np.asarray(read_image(args.image))
