@@ -105,6 +105,18 @@ def test_cache_key_depends_on_every_ingredient(tmp_path: Path) -> None:
     assert base != cache_key(embedder="a", preprocess="p", files=[*files, *files])
 
 
+def test_a_file_name_that_is_not_utf8_is_cached(tmp_path: Path) -> None:
+    # Linux hands such a name to Python with its stray byte as a lone surrogate.
+    rec = write(tmp_path / "d" / os.fsdecode(b"image\xff.png"), 10, 20)
+    emb = LeftRight()
+    first = extract_features([rec], emb, cache_dir=tmp_path / "cache", progress=False, device="cpu")
+    again = extract_features([rec], emb, cache_dir=tmp_path / "cache", progress=False, device="cpu")
+    assert again.from_cache and np.array_equal(first.features, again.features)
+    # Every valid UTF-8 path keeps its key (pinned), so existing caches stay valid.
+    key = cache_key(embedder="a", preprocess="p", files=[("/d/caf\u00e9.png", 3, 4)])
+    assert key == "c0d1a69299978cdea973e2cbf56d35b3f431be9e742c4e6af40f84e97a14c219"
+
+
 def test_bad_images_stop_or_skip(tmp_path: Path) -> None:
     good = write(tmp_path / "c" / "ok.png", 100, 100)
     bad_path = tmp_path / "c" / "bad.jpg"

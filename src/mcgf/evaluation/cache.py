@@ -60,7 +60,8 @@ def cache_key(*, embedder: str, preprocess: str, files: Sequence[tuple[str, int,
             "extra": extra or {}, "count": len(files)}
     h.update(json.dumps(head, sort_keys=True).encode())
     for path, size, mtime in files:
-        h.update(f"\n{path}\t{size}\t{mtime}".encode())
+        # surrogateescape: a file name that is not valid UTF-8 hashes as its bytes on disk.
+        h.update(f"\n{path}\t{size}\t{mtime}".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
 
