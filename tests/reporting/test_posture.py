@@ -98,6 +98,16 @@ def test_university1652_falls_back_to_the_image_index(tmp_path: Path) -> None:
     assert bin_rate(axes[0].values, np.ones(4), axes[0].edges).counts.tolist() == [2, 1, 0, 0, 0, 1]
 
 
+def test_other_benchmarks_names_are_not_read_as_the_orbit_index(tmp_path: Path) -> None:
+    """DenseUAV's H80/H90/H100 name heights (rising, not a descending orbit) and SUES-200
+    numbers its views from 0: without metadata.json neither gets a pose axis."""
+    records = [rec("0001", n) for n in ("H80.JPG", "H90.JPG", "H100.JPG")]
+    records += [rec("0002", "0.jpg"), rec("0002", "49.jpg")]
+    assert all(np.isnan(image_index(r)) for r in records)
+    source, axes = posture_axes(records, tmp_path)
+    assert axes == [] and source.startswith("no pose known")
+
+
 def test_top1_correct_is_the_evaluations_r1() -> None:
     """Unreadable queries are unknown; a junk gallery item ranked first does not count
     (the evaluation leaves junk out), so the mean is the evaluation's R@1."""

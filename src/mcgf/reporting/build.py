@@ -281,6 +281,9 @@ def posture_section(ctx: ReportContext, compute_weather: bool) -> list[str]:
     """R@1 (drone → satellite) per bin of heading / altitude / image index."""
     test = ctx.data
     queries = test["query_drone"].records()
+    source, axes = posture_axes(queries, ctx.inputs.data_root)
+    if not axes:
+        return [html.note(f"R@1 against the pose left out: {source}.")]
     gallery = test["gallery_satellite"].records()
     glabels = np.array([r.label for r in gallery], np.int64)
     qlabels = np.array([r.label for r in queries], np.int64)
@@ -301,7 +304,6 @@ def posture_section(ctx: ReportContext, compute_weather: bool) -> list[str]:
     weathered = len(per_condition) - (1 if "clean" in correct else 0)
     if weathered > 0:
         correct[f"mean over {len(per_condition)} conditions"] = np.stack(per_condition)
-    source, axes = posture_axes(queries, ctx.inputs.data_root)
     curves = posture_curves(axes, correct)
     body = [html.paragraph(f"R@1 (drone → satellite, {len(queries)} queries) per bin of the "
                            f"drone's pose; {source}. Per-query correctness is the evaluation's R@1 "

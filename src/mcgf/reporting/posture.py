@@ -33,7 +33,9 @@ from mcgf.evaluation.features import FeatureSet
 from mcgf.retrieval.ranking import rank_and_score
 
 COMPASS = ("N", "NE", "E", "SE", "S", "SW", "W", "NW")
-_INDEX = re.compile(r"(\d+)$")
+#: University-1652's view names, ``image-01`` … ``image-54``: only these are frames of the
+#: descending orbit (DenseUAV's ``H80`` is a height, SUES-200's ``0`` … ``49`` no index).
+_INDEX = re.compile(r"^image-(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,7 @@ def synthetic_poses(metadata: Mapping[str, object]) -> dict[str, dict[str, float
 
 
 def image_index(record: ImageRecord) -> float:
-    """The view index of ``image-07.jpeg`` → 7.0 (NaN when the name has no number)."""
+    """The view index of ``image-07.jpeg`` → 7.0 (NaN for a name other than ``image-NN``)."""
     m = _INDEX.search(record.path.stem)
     return float(m.group(1)) if m else float("nan")
 
@@ -146,7 +148,8 @@ def index_axis(indices: np.ndarray, bins: int = 6) -> Axis:
 
 
 def posture_axes(records: Sequence[ImageRecord], data_root: Path) -> tuple[str, list[Axis]]:
-    """The pose axes of the drone queries: ``(source description, axes)``."""
+    """The pose axes of the drone queries: ``(source description, axes)``; no axis when
+    neither a synthetic benchmark's poses nor University-1652's view names are there."""
     meta_path = find_metadata(data_root)
     if meta_path is not None:
         try:
@@ -168,6 +171,9 @@ def posture_axes(records: Sequence[ImageRecord], data_root: Path) -> tuple[str, 
                 range_axis("distance", "horizontal distance to the target", distance),
             ])
     indices = np.array([image_index(r) for r in records])
+    if not np.isfinite(indices).any():
+        return ("no pose known: no metadata.json beside the dataset, and the query names are not "
+                "University-1652's image-NN", [])
     return ("University-1652 image index (no pose metadata)", [index_axis(indices)])
 
 
