@@ -131,6 +131,8 @@ def test_one_line_errors(tiny_run: tuple[Path, Path], tmp_path: Path,
         ([str(run), "--queries", "x"], "--queries must be an integer"),
         ([str(run), "--query", "0101/image-99.jpeg", "--out", str(tmp_path / "r")], "--query"),
         ([str(run), "--device", "cuda:7", "--out", str(tmp_path / "r")], "--device"),
+        ([str(run), "--layout", "university", "--out", str(tmp_path / "r")],
+         "unknown dataset layout 'university'"),
     ]
     for argv, message in cases:
         if "cuda" in " ".join(argv):

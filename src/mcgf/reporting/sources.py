@@ -108,8 +108,10 @@ def find_dataset_for_run(run_dir: Path, data_root: str | Path | None, checkpoint
     checkpoint's training ``data.root``. The layout: ``layout``, else the one
     ``metrics.json`` or the checkpoint's config names, else the folder tree's.
     """
-    from mcgf.data.layouts import find_dataset
+    from mcgf.data.layouts import find_dataset, parse_layout
 
+    if layout:
+        parse_layout(layout)  # a misspelt name is its own error, not "no dataset found"
     try:
         config = json.loads((checkpoint / "config.json").read_text(encoding="utf-8"))
         config = config if isinstance(config, dict) else {}
