@@ -63,3 +63,12 @@ def test_axis_helpers() -> None:
     assert [nice_ceiling(v) for v in (0.0, 3.7, 10.0, 11.0, 23.0, 0.42)] == [1.0, 5.0, 10.0, 20.0, 25.0, 0.5]
     assert round_ticks(5, 50) == [10.0, 20.0, 30.0, 40.0, 50.0]
     assert round_ticks(0, 1) == [0.0, 0.25, 0.5, 0.75, 1.0]
+
+
+def test_line_chart_axis_below_zero_has_round_ends() -> None:
+    """An untrained restoration branch logs an SSIM just below 0: the value axis runs
+    between round numbers around it, not from the minimum itself to min + 1."""
+    svg = line_chart({"ssim": ([8], [-0.00478])}, width=400, height=200)
+    labels = [t.text for t in ET.fromstring(svg).iter(f"{NS}text")
+              if t.get("text-anchor") == "end"]
+    assert labels == ["-0.006", "-0.004", "-0.002", "0", "0.002"]

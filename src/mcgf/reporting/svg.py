@@ -55,6 +55,23 @@ def nice_ceiling(value: float) -> float:
     return 10.0 ** (exp + 1)
 
 
+def value_range(values: Sequence[float], intervals: int = 4) -> tuple[float, float]:
+    """A value axis for ``values``: from 0, or from a round number below a negative
+    minimum, to a round number above the maximum, cut into ``intervals`` equal steps of 1,
+    2, 2.5 or 5 × 10^k, so that each of the ``intervals + 1`` ticks is a round number."""
+    if not values:
+        return (0.0, 1.0)
+    lo, hi = min(0.0, min(values)), max(0.0, max(values))
+    if lo == 0.0:
+        return (0.0, nice_ceiling(hi))
+    step = nice_ceiling((hi - lo) / intervals)
+    while True:
+        start = math.floor(lo / step + 1e-9) * step
+        if start + intervals * step >= hi * (1 - 1e-12):
+            return (start, start + intervals * step)
+        step = nice_ceiling(step * (1 + 1e-6))  # the next round step
+
+
 def ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     """``count`` evenly spaced tick values from ``lo`` to ``hi`` inclusive."""
     if count < 2 or hi <= lo:
@@ -223,8 +240,8 @@ def line_chart(
     Args:
         series: name → (x values, y values); ``None``/NaN y values break the line.
         title, x_label, y_label: text.
-        y_range: value axis range (default: 0, or the data minimum when negative, to a
-            round number above the data maximum).
+        y_range: value axis range (default: :func:`value_range` of the data, 0 or a round
+            number below a negative minimum to a round number above the maximum).
         x_ticks: (position, label) pairs along the x axis (default: round values); a
             ``\n`` in a label starts a second line.
         x_range: x axis range (default: the data's).
@@ -239,8 +256,7 @@ def line_chart(
     xs_all = [float(x) for xs, _ in series.values() for x in xs]
     ys_all = [float(y) for _, ys in series.values() for y in ys if y is not None and math.isfinite(y)]
     if y_range is None:
-        lo = min(0.0, min(ys_all, default=0.0))
-        y_range = (lo, nice_ceiling(max(ys_all, default=1.0) - lo) + lo if ys_all else 1.0)
+        y_range = value_range(ys_all, intervals=4)
     x_lo, x_hi = x_range if x_range is not None else (
         (min(xs_all), max(xs_all)) if xs_all else (0.0, 1.0))
     if x_hi <= x_lo:
