@@ -133,6 +133,8 @@ def test_one_line_errors(tiny_run: tuple[Path, Path], tmp_path: Path,
         ([str(run), "--device", "cuda:7", "--out", str(tmp_path / "r")], "--device"),
         ([str(run), "--layout", "university", "--out", str(tmp_path / "r")],
          "unknown dataset layout 'university'"),
+        ([str(run), "--restore-steps", "1001", "--out", str(tmp_path / "r")],
+         "restore steps must be at most 1000"),
     ]
     for argv, message in cases:
         if "cuda" in " ".join(argv):

@@ -28,7 +28,7 @@ from mcgf.data.transforms import Preprocess
 from mcgf.errors import UserError
 from mcgf.fileio import replace_dir
 from mcgf.models import load_embedder
-from mcgf.models.restore_api import has_restoration
+from mcgf.models.restore_api import has_restoration, max_steps
 from mcgf.panels import fit_square
 from mcgf.reporting import html
 from mcgf.reporting.drawing import COLOURS, GridLayout, GridRow, Tile, draw_grid, overlay_heat
@@ -417,6 +417,7 @@ def build_report(
     log(f"report of {run}: checkpoint {inputs.checkpoint}, data {inputs.data_root}")
     with torch_threads(_thread_count(threads, dev)):
         embedder = load_embedder(str(inputs.checkpoint), device=str(dev))
+        _check_restore_steps(getattr(embedder, "model", None), restore_steps)
         store = _feature_store(inputs, embedder, dev, cache_dir=cache_dir, weather_seed=weather_seed,
                                dark_variant=dark_variant, batch_size=batch_size, progress=progress,
                                log=log)
@@ -447,6 +448,14 @@ def _check_sizes(tile: int, restore_steps: int) -> None:
         raise UserError(f"tile must be at least 32 px (got {tile})")
     if restore_steps < 1:
         raise UserError(f"restore steps must be at least 1 (got {restore_steps})")
+
+
+def _check_restore_steps(model: Any, restore_steps: int) -> None:
+    """A :class:`UserError` for more restoration steps than the branch's schedule has,
+    raised before the pictures are drawn rather than half-way through them."""
+    if has_restoration(model) and restore_steps > max_steps(model):
+        raise UserError(f"restore steps must be at most {max_steps(model)} (the restoration "
+                        f"schedule's training timesteps; got {restore_steps})")
 
 
 def _shown_test_set(inputs: RunInputs) -> TestFolders:
