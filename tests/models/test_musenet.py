@@ -146,6 +146,23 @@ def test_pretrained_and_weights_files_reach_the_ibn_backbone(
     assert torch.equal(again["layer1.0.bn1.IN.bias"], ibn["layer1.0.bn1.IN.bias"])
 
 
+def test_weights_of_another_architecture_are_refused_unless_partial_is_allowed(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import timm
+
+    from mcgf.errors import UserError
+
+    # Two bottlenecks in layer1: a superset of the tiny network's keys, but layer2..4 wider.
+    other = timm.create_model("resnet50", num_classes=0, layers=[2, 1, 1, 1], channels=[8, 16, 32, 128])
+    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, tmp_path / "o.safetensors")
+    with pytest.raises(UserError, match=r"leaves \d+ of \d+ tensors .*allow_partial_weights"):
+        tiny(weights=str(tmp_path / "o.safetensors"))
+    model = tiny(weights=str(tmp_path / "o.safetensors"), allow_partial_weights=True)
+    assert "left unset" in caplog.text
+    got = model.backbone.state_dict()
+    assert torch.equal(got["layer1.0.conv1.weight"], other.state_dict()["layer1.0.conv1.weight"])
+
+
 def test_spade_modulates_the_in_half_from_the_environment() -> None:
     model = tiny().eval()
     for layer in model.modulated:  # stronger than the 0.001 init, so the effect is plain

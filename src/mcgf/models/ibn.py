@@ -220,12 +220,20 @@ def set_last_stride(resnet: nn.Module, stride: int) -> None:
                 down[i] = nn.Identity()
 
 
-def load_ibn_weights(model: nn.Module, path: str | Path, option: str = "model.weights") -> int:
+def load_ibn_weights(model: nn.Module, path: str | Path, option: str = "model.weights", *,
+                     allow_partial: bool = False) -> int:
     """Load a plain-ResNet or IBN-a weights file into the IBN ResNet ``model`` (non-strict;
     tensors of another shape, e.g. a classifier, are skipped); returns how many loaded.
 
+    Args:
+        allow_partial: accept a file that leaves some tensors of ``model`` unset (they keep
+            their initialisation, with a warning); otherwise that is an error, since a file
+            of another architecture (a ResNet-50 for a ResNet-18) would silently train a
+            partly random network.
+
     Raises:
-        UserError: the file cannot be read or matches no tensor of ``model``.
+        UserError: the file cannot be read, matches no tensor of ``model``, or leaves some
+            unset without ``allow_partial``.
     """
     from mcgf.models.backbone import read_state_dict
 
@@ -238,10 +246,18 @@ def load_ibn_weights(model: nn.Module, path: str | Path, option: str = "model.we
         raise UserError(f"{option}: {path} matches no tensor of the IBN ResNet (first key "
                         f"{next(iter(raw), '<empty>')!r}): pass ResNet or ResNet-IBN-a weights "
                         "of the same backbone_name")
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys:
-        _log.warning("weights %s: %d tensors loaded, %d missing (e.g. %s)", path, len(state),
-                     len(result.missing_keys), result.missing_keys[:3])
+    # load_state_dict's own list: it fills a BatchNorm's num_batches_tracked missing from
+    # older files. On an error the half-loaded model is discarded with the exception.
+    missing = model.load_state_dict(state, strict=False).missing_keys
+    if missing and not allow_partial:
+        first = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        raise UserError(f"{option}: {path} leaves {len(missing)} of {len(own)} tensors of the IBN "
+                        f"ResNet unset ({first}): pass ResNet or ResNet-IBN-a weights of the same "
+                        "backbone_name and backbone_args, or set model.allow_partial_weights: true "
+                        "to accept")
+    if missing:
+        _log.warning("weights %s: %d tensors loaded, %d left unset (e.g. %s)", path, len(state),
+                     len(missing), missing[:3])
     return len(state)
 
 

@@ -79,6 +79,7 @@ class MuseNetOptions:
     img_size: int | None = option(None, at_least(1))
     pretrained: bool = False
     weights: str | None = option(None, WEIGHTS_CHECK)
+    allow_partial_weights: bool = False
     backbone_args: dict[str, Any] | None = None
     ibn_stages: list[int] = field(default_factory=lambda: [1, 2, 3], metadata=checked(STAGES_CHECK))
     ibn_ratio: float = option(0.5, in_range(0, 1, lo_open=True, hi_open=True))
@@ -114,10 +115,13 @@ class MuseNet(TrainableMixin, nn.Module):
         num_classes: training locations.
         img_size: the side images are resized to (CNNs take any size; ``None``: timm's
             pretrained size, 224 for ResNets).
-        pretrained: start both ResNets from timm's ImageNet weights (local cache only);
+        pretrained: start both ResNets from timm's ImageNet weights (downloaded or cached
+            as for every timm backbone, see :func:`~mcgf.models.backbone.create_backbone`);
             the IBN layers take them as :func:`~mcgf.models.ibn.ibn_state_dict` maps them.
         weights: a local plain-ResNet or ResNet-IBN-a weights file for the IBN backbone
             (instead of ``pretrained`` there).
+        allow_partial_weights: accept a ``weights`` file that leaves some tensors of the
+            IBN backbone unset; otherwise that is an error.
         backbone_args: extra timm ``create_model`` arguments.
         ibn_stages: the stages whose blocks get IBN in ``bn1`` (IBN-a: 1, 2, 3).
         ibn_ratio: share of IN channels in an IBN layer (0.5).
@@ -144,6 +148,7 @@ class MuseNet(TrainableMixin, nn.Module):
         img_size: int | None = None,
         pretrained: bool = False,
         weights: str | Path | None = None,
+        allow_partial_weights: bool = False,
         backbone_args: dict[str, Any] | None = None,
         ibn_stages: Sequence[int] = (1, 2, 3),
         ibn_ratio: float = 0.5,
@@ -166,7 +171,7 @@ class MuseNet(TrainableMixin, nn.Module):
         self.backbone = ibn_resnet(backbone_name, stages=tuple(ibn_stages), ratio=ibn_ratio,
                                    last_stride=last_stride, **opts)
         if weights is not None:
-            load_ibn_weights(self.backbone, weights)
+            load_ibn_weights(self.backbone, weights, allow_partial=allow_partial_weights)
         self.backbone_name = backbone_name
         self.environment, env_channels = _environment_branch(
             backbone_name, env_stages, img_size=img_size, pretrained=pretrained,
