@@ -152,6 +152,28 @@ def test_layer_decay_groups_scale_lr_by_depth() -> None:
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
 
 
+@pytest.mark.parametrize("name, args, top", [
+    ("eva02_tiny_patch14_224", {"depth": 3}, "fc_norm"),  # EVA-02: average pool + fc_norm
+    ("convnext_atto", {}, "head.norm"),
+    (VIT, {"depth": 3, "global_pool": "avg"}, "fc_norm"),
+])
+def test_layer_decay_trains_the_top_block_at_base_lr_beside_a_final_norm(
+        name: str, args: dict, top: str) -> None:
+    """A pooled encoder's final norm (which timm's group matcher leaves unnamed, so timm
+    puts it in a layer of its own above the blocks) trains with the top block at
+    ``base_lr``; each layer below at ``layer_decay`` times the one above."""
+    model = create_backbone(name, img_size=28 if "patch14" in name else 32,
+                            model_args=args).model
+    groups = layer_decay_param_groups(model, base_lr=1e-3, weight_decay=0.05, layer_decay=0.5)
+    lr_of = {n: g["lr"] for g in groups for p in g["params"]
+             for n, q in model.named_parameters() if q is p}
+    last = [n for n, _ in model.named_parameters() if n.startswith(("blocks.", "stages."))][-1]
+    assert lr_of[f"{top}.weight"] == pytest.approx(1e-3)
+    assert lr_of[last] == pytest.approx(1e-3)
+    assert sorted(set(lr_of.values()))[-2] == pytest.approx(0.5e-3)
+    assert all(g["lr"] == pytest.approx(1e-3 * g["lr_scale"]) for g in groups)
+
+
 def test_grad_checkpointing_keeps_outputs() -> None:
     torch.manual_seed(0)
     a = create_backbone(VIT, img_size=32).model

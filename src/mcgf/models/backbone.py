@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -745,8 +746,9 @@ def layer_decay_param_groups(
     ``group_matcher``; no weight decay on biases, norms, nor on what the model's
     ``no_weight_decay()`` lists: position embeddings, class tokens) and sets
     each group's ``lr = base_lr * lr_scale``: the last block trains at ``base_lr``, each
-    block below at ``layer_decay`` times the one above. ``lr_scale`` is kept for timm
-    schedulers.
+    block below at ``layer_decay`` times the one above. A final norm that the matcher does
+    not name (EVA-02's or a pooled ViT's ``fc_norm``, ConvNeXt's ``head.norm``) trains with
+    the last block, as a ViT's ``norm`` does. ``lr_scale`` is kept for timm schedulers.
     """
     from timm.optim import param_groups_layer_decay
 
@@ -761,6 +763,28 @@ def layer_decay_param_groups(
         model, weight_decay=weight_decay, layer_decay=layer_decay,
         no_weight_decay_list=[n for n, p in model.named_parameters() if id(p) in keep],
     )
+    if layer_decay < 1 and _unnamed_top_layer(model):
+        # timm gives unnamed parameters a layer above the blocks, meant for a classifier;
+        # here it only holds the final norm, so shift every layer up by one.
+        for group in groups:
+            group["lr_scale"] = min(1.0, float(group.get("lr_scale", 1.0)) / layer_decay)
     for group in groups:
         group["lr"] = base_lr * float(group.get("lr_scale", 1.0))
     return groups
+
+
+def _unnamed_top_layer(model: nn.Module) -> bool:
+    """Whether timm's top layer-decay layer of ``model`` holds only parameters that no
+    pattern of its (dict) ``group_matcher`` names, above at least one named layer."""
+    from timm.models import group_parameters
+
+    matcher = model.group_matcher(coarse=False)  # type: ignore[operator]
+    if not isinstance(matcher, dict):
+        return False
+    patterns = [re.compile(spec[0] if isinstance(spec, (list, tuple)) else spec)
+                for value in matcher.values() if value is not None
+                for spec in (value if isinstance(value, (list, tuple)) else [value])]
+    layers = group_parameters(model, matcher, reverse=True)
+    top = max(layers.values(), default=0)
+    return top > 0 and not any(p.match(name) for name, layer in layers.items() if layer == top
+                               for p in patterns)
