@@ -133,3 +133,34 @@ def test_speed_options_embed_the_same_features(tmp_path: Path, tiny_u1652: Path)
                  "--embedder-arg", "weights_dtype=bf16", "--out", str(out), "--workers", "0",
                  "--batch-size", "4", "--quiet", "--device", "cpu"]) == 0
     assert ":weights=bf16" in (out / "metrics.json").read_text()
+
+
+def test_rotated_satellite_embedding_is_cached_apart_from_the_drone_one(tmp_path: Path) -> None:
+    """With ``satellite_rotations`` a shared encoder embeds an image differently as a
+    satellite tile: the view is part of the identity, so the feature cache does not serve
+    one view's features for the other."""
+    import numpy as np
+    from PIL import Image
+
+    from mcgf.data.layout import UNKNOWN_LABEL, ImageRecord
+    from mcgf.evaluation.features import extract_features
+
+    cfg = {**CONFIG, "satellite_rotations": 4}
+    torch.manual_seed(0)
+    model = MCGFModel(**{k: v for k, v in cfg.items() if k != "name"}).eval()  # type: ignore[arg-type]
+    save_checkpoint(tmp_path / "ck", model, cfg)
+    drone = build_embedder("checkpoint", checkpoint=str(tmp_path / "ck"))
+    sat = drone.for_view("satellite")
+    assert sat.identity != drone.identity
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(3):
+        path = tmp_path / f"t{i}.png"
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(path)
+        records.append(ImageRecord(path, UNKNOWN_LABEL, "satellite"))
+    cache = tmp_path / "cache"
+    extract_features(records, drone, cache_dir=cache, progress=False, device="cpu")
+    got = extract_features(records, sat, cache_dir=cache, progress=False, device="cpu")
+    want = extract_features(records, sat, cache_dir=None, progress=False, device="cpu")
+    assert not got.from_cache
+    assert np.array_equal(got.features, want.features)

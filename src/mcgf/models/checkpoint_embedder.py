@@ -31,9 +31,10 @@ class CheckpointEmbedder:
     """Wraps a model exposing ``embed(images, view)``, ``input_size``, ``mean`` and ``std``.
 
     :meth:`embed` uses ``view``'s encoder. MCGF shares one encoder across views, so the view
-    does not matter there; for a model built with ``share_encoder=False`` the evaluation
-    asks :meth:`for_view` for an embedder of each folder's view (drone folders through the
-    drone encoder, satellite folders through the satellite encoder).
+    does not matter there, unless ``satellite_rotations`` embeds satellite tiles over quarter
+    turns; the evaluation asks :meth:`for_view` for an embedder of each folder's view (drone
+    folders through the drone encoder, satellite folders through the satellite encoder,
+    with its rotations).
     """
 
     def __init__(self, model: Any, identity: str, view: str = "drone") -> None:
@@ -44,10 +45,13 @@ class CheckpointEmbedder:
         self.model = model
         self.view = view
         self.base_identity = identity
-        # A shared encoder embeds both views alike, so the view is not part of its identity
-        # (one cache entry serves both); separate encoders make it part of the key.
-        shared = bool(getattr(model, "share_encoder", True))
-        self.identity = identity if shared else f"{identity}:view={view}"
+        # A model that embeds both views alike (one shared encoder, no satellite-only
+        # rotations) leaves the view out of its identity, so one cache entry serves both;
+        # otherwise the view is part of the key, or a tile embedded as a drone image would
+        # be served from the cache as its satellite embedding.
+        alike = (bool(getattr(model, "share_encoder", True))
+                 and int(getattr(model, "satellite_rotations", 1)) == 1)
+        self.identity = identity if alike else f"{identity}:view={view}"
         self.input_size = (int(model.input_size[0]), int(model.input_size[1]))
         self.mean: tuple[float, float, float] = tuple(float(m) for m in model.mean)  # type: ignore[assignment]
         self.std: tuple[float, float, float] = tuple(float(s) for s in model.std)  # type: ignore[assignment]
