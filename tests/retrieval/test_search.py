@@ -72,6 +72,22 @@ def test_bound_holds_for_every_pair(precision: str) -> None:
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
+def test_tiny_rows_keep_their_bounds_and_their_ranking(precision: str) -> None:
+    """Rows of norm below about 1e-19 square to below float32's smallest normal: their
+    measured norms must still be upper bounds, and the search still exact."""
+    rng = np.random.default_rng(2)
+    g = rng.standard_normal((3000, 48)).astype(np.float32)
+    q = rng.standard_normal((100, 48)).astype(np.float32)
+    g[::5] *= np.float32(1e-22)
+    q[::2] *= np.float32(1e-25)
+    scorer = SCORERS[precision](torch.from_numpy(g), chunk=512)
+    assert np.all(scorer.norm.numpy() >= np.linalg.norm(g.astype(np.float64), axis=1))
+    ref_i, _ = brute_force(q, g, 10)
+    res = topk_search(q, g, 10, backend="exact", precision=precision, gallery_chunk=512, query_block=64)
+    assert np.array_equal(res.indices, ref_i)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_exact_search_equals_brute_force(precision: str, seed: int) -> None:
     q, g = clustered(seed)

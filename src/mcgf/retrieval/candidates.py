@@ -204,15 +204,28 @@ class Scorer:
         return self.order.index_select(0, positions.reshape(-1)).view(positions.shape)
 
 
+#: Rows whose float32 norm is below this are measured again in float64 (see :func:`_norm_up`).
+_SMALL_NORM = 2.0**-40
+
+
 def _norm_up(x: torch.Tensor) -> torch.Tensor:
     """Upper bounds of the row norms of a float32 matrix, as float64.
 
     Computed in float32 (fast); a float32 sum of ``D`` squares and the square root are
-    within a relative ``(D + 2)·u`` of the exact norm, which is added.
+    within a relative ``(D + 2)·u`` of the exact norm, which is added. That holds while no
+    square underflows: a coordinate below 2^-63 squares to less than float32's smallest
+    normal, and a row of norm below about 1e-19 gets a float32 norm far too small, even 0,
+    which would void every bound built on it. Rows below :data:`_SMALL_NORM` are therefore
+    measured in float64; above it, the squares lost to underflow (at most ``D·2^-126``)
+    are within the added margin.
     """
     if x.numel() == 0:
         return torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
-    return torch.linalg.vector_norm(x, dim=1).double() * (1.0 + (x.shape[1] + 4) * U_FP32)
+    norm = torch.linalg.vector_norm(x, dim=1).double()
+    small = (norm < _SMALL_NORM).nonzero().squeeze(1)
+    if small.numel():
+        norm[small] = torch.linalg.vector_norm(x.index_select(0, small).double(), dim=1)
+    return norm * (1.0 + (x.shape[1] + 4) * U_FP32)
 
 
 def _rounding_stats(exact: torch.Tensor, approx: torch.Tensor, approx_exact: bool
