@@ -59,6 +59,27 @@ def test_flip_tta_sums_then_normalises(tmp_path: Path) -> None:
     assert plain.valid.all() and not plain.from_cache
 
 
+class InPlace(LeftRight):
+    """LeftRight computed after scaling its input in place (as an in-place
+    de-normalisation would)."""
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        return super().embed(images.mul_(2.0).sub_(0.5))
+
+
+class OutOfPlace(LeftRight):
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        return super().embed(images * 2.0 - 0.5)
+
+
+def test_flip_tta_embeds_the_flip_of_the_original_batch(tmp_path: Path) -> None:
+    """An embed that changes its input in place must not change the flipped copy."""
+    recs = [write(tmp_path / "a" / "x.png", 255, 0), write(tmp_path / "a" / "y.png", 51, 102)]
+    got = extract_features(recs, InPlace(), flip=True, progress=False, device="cpu")
+    want = extract_features(recs, OutOfPlace(), flip=True, progress=False, device="cpu")
+    assert np.allclose(got.features, want.features, atol=1e-6)
+
+
 def test_cache_hit_and_invalidation(tmp_path: Path) -> None:
     recs = [write(tmp_path / "d" / f"{i}.png", 10 * i, 200 - 10 * i) for i in range(5)]
     cache = tmp_path / "cache"

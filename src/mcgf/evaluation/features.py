@@ -83,10 +83,13 @@ def embed_batch(embedder: Embedder, images: torch.Tensor, *, flip: bool) -> torc
         UserError: ``embed`` did not return one feature row per image.
     """
     batch = int(images.shape[0])
+    # Flipped before embed runs: an embed that works on its input in place (e.g. undoing
+    # the normalisation) must not change the images the flipped feature comes from.
+    flipped = torch.flip(images, dims=[3]) if flip else None
     with autocast(images.device):
         f = _checked_output(embedder, embedder.embed(images), batch)
-        if flip:
-            g = _checked_output(embedder, embedder.embed(torch.flip(images, dims=[3])), batch)
+        if flipped is not None:
+            g = _checked_output(embedder, embedder.embed(flipped), batch)
             if g.shape != f.shape:
                 name = getattr(embedder, "identity", type(embedder).__name__)
                 raise UserError(f"embedder {name!r} returned {f.shape[1]} features for a batch and "
