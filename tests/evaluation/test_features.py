@@ -80,6 +80,29 @@ def test_flip_tta_embeds_the_flip_of_the_original_batch(tmp_path: Path) -> None:
     assert np.allclose(got.features, want.features, atol=1e-6)
 
 
+class OneBuffer(LeftRight):
+    """LeftRight written into one float64 buffer that every call returns (as a runtime
+    with static output buffers does)."""
+
+    def __init__(self, numpy: bool) -> None:
+        super().__init__()
+        self.numpy = numpy
+        self.buffer = torch.zeros(2, 3, dtype=torch.float64)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor | np.ndarray:
+        self.buffer.copy_(super().embed(images))
+        return self.buffer.numpy() if self.numpy else self.buffer
+
+
+@pytest.mark.parametrize("numpy", [False, True])
+def test_flip_tta_keeps_the_first_output_when_embed_reuses_its_buffer(tmp_path: Path,
+                                                                      numpy: bool) -> None:
+    recs = [write(tmp_path / "a" / "x.png", 255, 0), write(tmp_path / "a" / "y.png", 51, 102)]
+    got = extract_features(recs, OneBuffer(numpy), flip=True, progress=False, device="cpu")
+    want = extract_features(recs, LeftRight(), flip=True, progress=False, device="cpu")
+    assert np.allclose(got.features, want.features, atol=1e-6)
+
+
 def test_cache_hit_and_invalidation(tmp_path: Path) -> None:
     recs = [write(tmp_path / "d" / f"{i}.png", 10 * i, 200 - 10 * i) for i in range(5)]
     cache = tmp_path / "cache"

@@ -71,8 +71,9 @@ def _checked_output(embedder: Embedder, out: object, batch: int) -> torch.Tensor
         raise UserError(f"embedder {name!r} returned shape {tuple(out.shape)} for a batch of "
                         f"{batch} images: embed(images) must return one feature row per image, "
                         "shape (batch, features)")
-    # float64: a float64 output beyond float32's range stays finite and nonzero.
-    return out.double()
+    # float64: a float64 output beyond float32's range stays finite and nonzero. Always a
+    # copy: an embedder may return one buffer that its next call (the flip) overwrites.
+    return out.to(torch.float64, copy=True)
 
 
 @torch.inference_mode()
