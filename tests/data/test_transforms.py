@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mcgf.data.transforms import Preprocess, TrainAugment
+from mcgf.data.transforms import Preprocess, TrainAugment, _random_affine
 
 BASE = Preprocess((32, 32), (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 
@@ -44,6 +44,17 @@ def test_half_turn_is_exact_and_reflection_keeps_the_content(monkeypatch) -> Non
     z = aug(image())
     assert abs(float(z.mean() - x.mean())) < 0.1
     assert float(z.std()) > 0.8 * float(x.std())
+
+
+def test_rotation_of_a_non_square_image_is_rigid(monkeypatch) -> None:
+    """A quarter turn of a 32 x 64 image turns its central 32 x 32 square exactly (the
+    grid's coordinates are normalised per axis; unscaled, the turn would shear it)."""
+    x = torch.rand(3, 32, 64, generator=torch.Generator().manual_seed(0))
+    # Draws (¾, ½, ½, ½): angle +90°, no scale change, no shift.
+    monkeypatch.setattr(torch, "rand", lambda *shape: torch.tensor([0.75, 0.5, 0.5, 0.5]))
+    turned = _random_affine(x, 180, 0, 0)
+    centre = x[:, :, 16:48]
+    assert torch.allclose(turned[:, :, 16:48], torch.rot90(centre, 1, dims=(1, 2)), atol=1e-4)
 
 
 def test_color_jitter_changes_colour_only_within_its_strength_and_replays() -> None:

@@ -91,13 +91,17 @@ def _color_jitter(x: torch.Tensor, base: Preprocess, strength: float) -> torch.T
 
 def _random_affine(x: torch.Tensor, rotate: float, scale: float, translate: float) -> torch.Tensor:
     """One random rotation/scale/shift of a ``(C, H, W)`` tensor with reflection padding
-    (torchvision's affine fills with a constant, which leaves dark corners)."""
+    (torchvision's affine fills with a constant, which leaves dark corners). The rotation
+    is rigid in pixels, also for a non-square tensor."""
     r = torch.rand(4)
     theta = math.radians(float((r[0] * 2 - 1) * rotate))
     s = 1.0 + float((r[1] * 2 - 1) * scale)
     tx, ty = (float((r[2] * 2 - 1) * translate * 2), float((r[3] * 2 - 1) * translate * 2))
     c, si = math.cos(theta) / s, math.sin(theta) / s
-    mat = torch.tensor([[[c, -si, tx], [si, c, ty]]], dtype=x.dtype)
+    # The grid is in coordinates normalised per axis (x / (W/2), y / (H/2)): a rotation
+    # there shears a non-square image unless its sine terms carry the aspect ratio.
+    h, w = x.shape[-2:]
+    mat = torch.tensor([[[c, -si * h / w, tx], [si * w / h, c, ty]]], dtype=x.dtype)
     grid = F.affine_grid(mat, [1, *x.shape], align_corners=False)
     return F.grid_sample(x[None], grid, mode="bilinear", padding_mode="reflection",
                          align_corners=False)[0]
