@@ -57,6 +57,20 @@ def test_batches_aligned_and_every_drone_image_once(P: int, M: int) -> None:
     assert sum(1 for b in batches if len(b) < P * (M + 1)) <= 1 + max(views) // M
 
 
+@pytest.mark.parametrize("views,M", [([3] * 50, 2), ([5, 7, 9] * 10, 4), ([1, 2, 4] * 10, 3)])
+def test_a_filled_chunk_repeats_no_view(views: list[int], M: int) -> None:
+    """A short last chunk is filled with other views of its location: a view twice in
+    one chunk would be the same item twice in a batch (only a location with fewer than M
+    views has to repeat one)."""
+    idx = make_index(views)
+    for seed in range(3):
+        for b in CrossViewBatchSampler(idx, 4, M, seed=seed).plan():
+            for g in range(0, len(b), M + 1):
+                chunk = b[g + 1: g + M + 1]
+                n_views = views[location_of(idx)[chunk[0]]]
+                assert len(set(chunk)) == min(M, n_views), chunk
+
+
 def test_uneven_locations_keep_batches_distinct() -> None:
     idx = make_index([1, 2, 10, 3, 7, 1, 1, 12])
     loc = location_of(idx)

@@ -107,8 +107,12 @@ class CrossViewBatchSampler:
             n_chunks = -(-len(order) // self.M)
             short = n_chunks * self.M - len(order)
             if short:
-                # Fill the last chunk with other views of the same location.
-                fill = rng.choice(views, size=short, replace=short > len(views))
+                # Fill the last chunk with views of the same location from its other
+                # chunks: a view drawn twice into one chunk is the same item twice. Only a
+                # location with fewer than M views (a single chunk) must repeat one.
+                others = order[: len(order) - (self.M - short)]
+                pool = others if len(others) else views
+                fill = rng.choice(pool, size=short, replace=short > len(pool))
                 order = np.concatenate([order, fill])
             out.append(list(order.reshape(n_chunks, self.M)))
         return out
