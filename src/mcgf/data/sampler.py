@@ -59,7 +59,8 @@ class CrossViewBatchSampler:
         seed: base seed; the plan of epoch ``e`` depends on ``(seed, e)`` only.
         num_replicas: world size for distributed training (``W``).
         rank: this process's rank.
-        drop_last: drop the last batch when it has fewer than ``P`` locations.
+        drop_last: end the plan at the first batch with fewer than ``P`` locations (the
+            drone views left for the epoch's tail batches go unused).
 
     Call :meth:`set_epoch` before each epoch, as with
     :class:`torch.utils.data.DistributedSampler`.

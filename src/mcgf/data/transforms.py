@@ -55,8 +55,8 @@ class TrainAugment:
     ``ColorJitter(v, v, v, min(v, 0.5))``: brightness, contrast and saturation factors in
     ``[1 − v, 1 + v]``, hue shifted by up to ``±v`` of the colour circle, in random order),
     applied to the image in ``[0, 1]`` before it is normalised. Randomness comes from
-    torch's global RNG, which the DataLoader seeds per worker from the main process, so a
-    seeded run is reproducible. Rotated corners are filled by reflection so that no black
+    torch's global RNG, which the training dataset seeds per item (``augment_seed`` of
+    :class:`~mcgf.data.datasets.CrossViewTrainSet`), so a seeded run is reproducible. Rotated corners are filled by reflection so that no black
     wedge tells the views apart.
     """
 
