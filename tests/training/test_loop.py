@@ -129,7 +129,7 @@ def test_cli_trains_resumes_and_refuses_to_overwrite(root: Path, tmp_path: Path,
     assert "nothing to train" in said and "already holds 2 epochs (train.epochs 1)" in said
     assert load_checkpoint(out / "last", load_train_state=True).train_state.epoch == 2
     assert main(["train", "--out", str(tmp_path / "none"), "--resume", "--quiet"]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "train without --resume first" in capsys.readouterr().err
 
 
 def test_resume_may_change_how_the_model_computes_but_not_the_model(
