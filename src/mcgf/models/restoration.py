@@ -385,7 +385,11 @@ class RestorationBranch(nn.Module):
         scheduler = DDIMScheduler.from_config(self.sample_scheduler.config)
         scheduler.set_timesteps(steps, device=ref.device)
         b = ref.shape[0]
-        x = torch.randn((b, 3, *size), device=ref.device, dtype=dtype, generator=generator)
+        # One draw per image: CPU randn fills 16 values at a time and redraws a tail that
+        # is not a multiple of 16, so one draw for the batch would give an image other
+        # noise than a draw of it alone whenever 3·H·W is not a multiple of 16.
+        x = torch.cat([torch.randn((1, 3, *size), device=ref.device, dtype=dtype, generator=generator)
+                       for _ in range(b)])
         for t in scheduler.timesteps:
             eps = self.denoiser(x, t.expand(b).to(ref.device), features, weathered)
             x = scheduler.step(eps, t, x, eta=0.0, generator=generator).prev_sample
