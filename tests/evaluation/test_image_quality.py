@@ -81,3 +81,12 @@ def test_mean_finite_skips_exact_restorations() -> None:
     assert mean_finite(torch.tensor([20.0, math.inf, 30.0])) == 25.0
     assert mean_finite(torch.tensor([math.inf])) == math.inf
     assert math.isnan(mean_finite(torch.tensor([])))
+
+
+def test_mean_finite_does_not_pass_nan_restorations_off_as_exact() -> None:
+    # A restoration with nan pixels has a nan PSNR: the mean is nan, never inf (exact).
+    x = torch.rand(2, 3, 16, 16, dtype=torch.float64)
+    restored = torch.full_like(x, math.nan)
+    assert math.isnan(mean_finite(psnr(restored, x)))
+    assert math.isnan(mean_finite(torch.tensor([20.0, math.nan, math.inf])))
+    assert mean_finite(torch.tensor([20.0, math.inf, 30.0])) == 25.0

@@ -78,11 +78,12 @@ def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Ten
 
 
 def mean_finite(values: torch.Tensor) -> float:
-    """Mean of the finite values (``inf`` PSNRs of exact restorations are left out);
-    ``inf`` when every value is ``inf``, ``nan`` for an empty input."""
-    finite = values[torch.isfinite(values)]
-    if finite.numel():
-        return float(finite.mean())
+    """Mean of the values less the ``inf`` PSNRs of exact restorations, which are left out;
+    ``inf`` when every value is ``inf``, ``nan`` for an empty input. A ``nan`` (a restoration
+    with non-finite pixels) makes the mean ``nan``: it must not pass for an exact one."""
+    kept = values[values != math.inf]
+    if kept.numel():
+        return float(kept.mean())
     return math.inf if values.numel() else math.nan
 
 
