@@ -186,3 +186,25 @@ def test_epoch_tagged_items_do_not_depend_on_workers(u1652: Path) -> None:
         assert torch.equal(x["drone"], y["drone"]) and torch.equal(x["satellite"], y["satellite"])
     conds = {c for batch in a for c in batch["drone_condition"]}
     assert conds == {"e0", "e1"}  # the workers switched epochs
+
+
+def test_a_tile_shown_in_several_batches_gets_a_fresh_augmentation(u1652: Path) -> None:
+    """A satellite tile comes once per batch of its location: each appearance in an
+    epoch draws its own augmentation, reproducibly; a drone image's first draw keeps the
+    seed of (seed, epoch, index)."""
+    from mcgf.data.datasets import EpochTagged, _item_seed
+    from mcgf.data.transforms import Preprocess, TrainAugment
+
+    data = load_university1652(u1652)
+    aug = TrainAugment(Preprocess((16, 16), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)), rotate=180, scale=0.2)
+    ds = CrossViewTrainSet(data.train["drone"], data.train["satellite"], drone_transform=aug,
+                           satellite_transform=aug, augment_seed=7)
+    tags = [t for b in EpochTagged(CrossViewBatchSampler(ds.location_index, 2, 1, seed=0)) for t in b]
+    n_drone = len(ds.drone_records)
+    tile = next(t[1] for t in tags if t[1] >= n_drone)
+    shown = [t for t in tags if t[1] == tile]
+    assert len(shown) > 1
+    images = [ds[t]["image"] for t in shown]
+    assert all(not torch.equal(images[0], x) for x in images[1:])
+    assert torch.equal(ds[shown[1]]["image"], images[1])
+    assert _item_seed(7, 0, 3, 0) == _item_seed(7, 0, 3)

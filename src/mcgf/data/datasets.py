@@ -200,16 +200,20 @@ class CrossViewTrainSet(Dataset):
         n_d = len(self.drone_records)
         return self.drone_records[index] if index < n_d else self.satellite_records[index - n_d]
 
-    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any] | ImageReadError | None:
-        """Item ``index``, or ``(epoch, index)`` as :class:`EpochTagged` batches give it.
+    def __getitem__(self, index: int | tuple[int, ...]) -> dict[str, Any] | ImageReadError | None:
+        """Item ``index``, or ``(epoch, index[, draw])`` as :class:`EpochTagged` batches
+        give it.
 
         With an epoch tag the weather switches to that epoch (so persistent DataLoader
         workers follow the epochs) and, when ``augment_seed`` is set, the random
-        augmentation is seeded from ``(augment_seed, epoch, index)``: the item is then the
-        same whichever worker loads it and whatever was loaded before.
+        augmentation is seeded from ``(augment_seed, epoch, index, draw)``: the item is
+        then the same whichever worker loads it and whatever was loaded before, and an
+        image the plan holds several times (a satellite tile, once per batch of its
+        location) gets a fresh augmentation each time (``draw``: 0, 1, ...).
         """
         if isinstance(index, tuple):
-            epoch, index = index
+            epoch, index, *rest = index
+            draw = rest[0] if rest else 0
             set_epoch = getattr(self.degrade, "set_epoch", None)
             if callable(set_epoch) and getattr(self.degrade, "epoch", None) != epoch:
                 set_epoch(epoch)
@@ -217,7 +221,7 @@ class CrossViewTrainSet(Dataset):
                 # Seed the CPU generator directly (torch.manual_seed records a stack trace
                 # per call, which costs more than loading the image) and restore it after.
                 state = torch.get_rng_state()
-                torch.default_generator.manual_seed(_item_seed(self.augment_seed, epoch, index))
+                torch.default_generator.manual_seed(_item_seed(self.augment_seed, epoch, index, draw))
                 try:
                     return self._load(index)
                 finally:
@@ -247,24 +251,48 @@ class CrossViewTrainSet(Dataset):
         return item
 
 
-def _item_seed(seed: int, epoch: int, index: int) -> int:
-    """A 63-bit seed from ``(seed, epoch, index)`` (BLAKE2: no correlation between items)."""
-    digest = hashlib.blake2b(f"{seed}/{epoch}/{index}".encode(), digest_size=8).digest()
+def _item_seed(seed: int, epoch: int, index: int, draw: int = 0) -> int:
+    """A 63-bit seed from ``(seed, epoch, index, draw)`` (BLAKE2: no correlation between
+    items); an item's first draw keeps the seed of ``(seed, epoch, index)``."""
+    text = f"{seed}/{epoch}/{index}" + (f"/{draw}" if draw else "")
+    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
 
 
 class EpochTagged:
     """Wraps a batch sampler with ``epoch`` (e.g. :class:`CrossViewBatchSampler`) so that
-    each index comes as ``(epoch, index)``: :class:`CrossViewTrainSet` then follows the
-    epoch inside persistent DataLoader workers, which never see the main process's
-    ``set_epoch`` calls."""
+    each index comes as ``(epoch, index, draw)``: :class:`CrossViewTrainSet` then follows
+    the epoch inside persistent DataLoader workers, which never see the main process's
+    ``set_epoch`` calls. ``draw`` counts the earlier appearances of ``index`` in the
+    epoch's global plan (a sampler with ``plan``, ``rank`` and ``num_replicas``, taking
+    batches ``rank, rank + num_replicas, ...`` of it), else in this sampler's batches, so
+    that a repeated image gets a fresh augmentation on every rank alike."""
 
     def __init__(self, batch_sampler: Any) -> None:
         self.batch_sampler = batch_sampler
 
     def __iter__(self) -> Any:
-        epoch = int(self.batch_sampler.epoch)
-        return ([(epoch, int(i)) for i in batch] for batch in self.batch_sampler)
+        sampler = self.batch_sampler
+        epoch = int(sampler.epoch)
+        plan = getattr(sampler, "plan", None)
+        if callable(plan):
+            batches: Any = plan(epoch)
+            rank, world = int(sampler.rank), int(sampler.num_replicas)
+        else:
+            batches, rank, world = sampler, 0, 1
+        return self._tagged(batches, epoch, rank, world)
+
+    @staticmethod
+    def _tagged(batches: Any, epoch: int, rank: int, world: int) -> Any:
+        seen: dict[int, int] = {}
+        for n, batch in enumerate(batches):
+            tagged = []
+            for i in batch:
+                draw = seen.get(int(i), 0)
+                seen[int(i)] = draw + 1
+                tagged.append((epoch, int(i), draw))
+            if n % world == rank:
+                yield tagged
 
     def __len__(self) -> int:
         return len(self.batch_sampler)
