@@ -126,6 +126,22 @@ class MCGFOptions:
                               "false (it chooses which blocks grad_checkpointing covers)")
 
 
+def _check_turns_fit(rotations: int, size: tuple[int, int]) -> None:
+    """Refuse quarter turns of satellite tiles for a non-square input.
+
+    A quarter turn swaps height and width: the turns cannot share one batch, and an
+    encoder built for h x w (ViT) takes no w x h input. Training would not hit it; the
+    first validation or evaluation would.
+
+    Raises:
+        UserError: naming ``model.satellite_rotations`` and the input size.
+    """
+    h, w = size
+    if rotations == 4 and h != w:
+        raise UserError(f"model.satellite_rotations: 4 turns tiles by quarter turns, which needs a "
+                        f"square input (this model takes {h}x{w}); use 1 or 2, or a square img_size")
+
+
 @register_model("mcgf", options=MCGFOptions)
 class MCGFModel(nn.Module):
     """Geo-localization encoder(s) + shared ``ClassBlock`` + optional restoration branch.
@@ -279,7 +295,6 @@ class MCGFModel(nn.Module):
         self.twin_ce = bool(twin_ce)
         self.label_smoothing = float(label_smoothing)
         self.joint_views = bool(joint_views)
-
         opts = {"img_size": img_size, "pretrained": pretrained, "weights": weights,
                 "grad_checkpointing": grad_checkpointing,
                 "model_args": _model_args(backbone_args, input_norm),
@@ -295,13 +310,7 @@ class MCGFModel(nn.Module):
         cfg = resolve_model_data_config(self.drone_encoder)
         #: What an evaluation embedder needs: input size and normalisation.
         self.input_size: tuple[int, int] = input_size(self.drone_encoder, cfg)
-        h, w = self.input_size
-        if self.satellite_rotations == 4 and h != w:
-            # A quarter turn swaps height and width: the turns cannot share one batch, and
-            # an encoder built for h x w (ViT) takes no w x h input. Training would not hit
-            # it; the first validation or evaluation would.
-            raise UserError(f"model.satellite_rotations: 4 turns tiles by quarter turns, which needs a "
-                            f"square input (this model takes {h}x{w}); use 1 or 2, or a square img_size")
+        _check_turns_fit(self.satellite_rotations, self.input_size)
         #: Per UNet scale (finest first) and the middle block, the encoder map that
         #: conditions it: a ``forward_intermediates`` index, or ``None`` for the final map.
         self.restoration_sources: tuple[int | None, ...] = ()
