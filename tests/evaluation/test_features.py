@@ -220,15 +220,18 @@ def test_non_finite_features_name_the_image_and_are_never_cached(tmp_path: Path)
 
 
 class Scaled(LeftRight):
-    """LeftRight times a huge factor (a float32 norm of it overflows) or zero."""
+    """LeftRight times a factor: huge (a float32 norm of it overflows), zero, or, in float64,
+    outside float32's range (or tiny in it)."""
 
-    def __init__(self, factor: float) -> None:
+    def __init__(self, factor: float, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         self.factor = factor
-        self.identity = f"left-right-times-{factor}"
+        self.dtype = dtype
+        in64 = "float64-" if dtype == torch.float64 else ""
+        self.identity = f"left-right-{in64}times-{factor}"
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        return super().embed(images) * self.factor
+        return super().embed(images).to(self.dtype) * self.factor
 
 
 def test_any_finite_output_is_normalised_and_zero_stays_zero(tmp_path: Path) -> None:
@@ -313,25 +316,13 @@ def test_damaged_cache_entry_is_recomputed(tmp_path: Path, monkeypatch: pytest.M
     assert extract_features(recs, emb, cache_dir=cache, progress=False, device="cpu").from_cache
 
 
-class Float64Scaled(LeftRight):
-    """LeftRight in float64 times a factor outside float32's range (or tiny in it)."""
-
-    def __init__(self, factor: float) -> None:
-        super().__init__()
-        self.factor = factor
-        self.identity = f"left-right-float64-times-{factor}"
-
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        return super().embed(images).double() * self.factor
-
-
 @pytest.mark.parametrize("factor", [1e-13, 1e-30, 1e-60, 1e40])
 def test_tiny_and_float64_outputs_become_unit_vectors(tmp_path: Path, factor: float) -> None:
     recs = [write(tmp_path / "t" / f"{i}.png", 30 * i, 200) for i in range(3)]
     ref = extract_features(recs, LeftRight(), progress=False, device="cpu").features
     # A norm below 1e-12 was clamped (1e-13: rows of norm about 0.1, smaller: zero rows),
     # and float64 outputs were cast to float32 first (1e40: "non-finite features").
-    got = extract_features(recs, Float64Scaled(factor), progress=False, device="cpu").features
+    got = extract_features(recs, Scaled(factor, torch.float64), progress=False, device="cpu").features
     assert np.allclose(got, ref, atol=1e-6)
 
 
