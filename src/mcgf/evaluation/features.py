@@ -54,6 +54,11 @@ class FeatureSet:
         return int((~self.valid).sum())
 
 
+def _embedder_name(embedder: Embedder) -> str:
+    """How errors name ``embedder``: its identity, else its class."""
+    return getattr(embedder, "identity", type(embedder).__name__)
+
+
 def _checked_output(embedder: Embedder, out: object, batch: int) -> torch.Tensor:
     """``embed``'s output as a float64 ``(batch, D)`` tensor (a NumPy array is accepted).
 
@@ -61,7 +66,7 @@ def _checked_output(embedder: Embedder, out: object, batch: int) -> torch.Tensor
         UserError: anything else, e.g. one row for the whole batch (numpy would silently
             copy that row to every image of the batch).
     """
-    name = getattr(embedder, "identity", type(embedder).__name__)
+    name = _embedder_name(embedder)
     if isinstance(out, np.ndarray):
         out = torch.from_numpy(np.ascontiguousarray(out))
     if not isinstance(out, torch.Tensor):
@@ -92,8 +97,7 @@ def embed_batch(embedder: Embedder, images: torch.Tensor, *, flip: bool) -> torc
         if flipped is not None:
             g = _checked_output(embedder, embedder.embed(flipped), batch)
             if g.shape != f.shape:
-                name = getattr(embedder, "identity", type(embedder).__name__)
-                raise UserError(f"embedder {name!r} returned {f.shape[1]} features for a batch and "
+                raise UserError(f"embedder {_embedder_name(embedder)!r} returned {f.shape[1]} features for a batch and "
                                 f"{g.shape[1]} for its flipped copy: every call must return the "
                                 "same number")
             f = f + g.to(f.device)
