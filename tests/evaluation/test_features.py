@@ -336,3 +336,35 @@ def test_cache_key_follows_image_key_prefixes(tmp_path: Path) -> None:
     plain = feature_cache_key(recs, LeftRight(), flip=False, transform_id="fog", device="cpu")
     prefixed = [replace(recs[0], key_prefix="150/")]
     assert feature_cache_key(prefixed, LeftRight(), flip=False, transform_id="fog", device="cpu") != plain
+
+
+class Dropping(torch.nn.Module):
+    """An ``nn.Module`` embedder whose training mode changes its output (dropout)."""
+
+    identity = "dropping-test"
+    input_size = (8, 8)
+    mean = (0.0, 0.0, 0.0)
+    std = (1.0, 1.0, 1.0)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drop = torch.nn.Dropout(0.9)
+        self.frozen = torch.nn.Dropout(0.5)
+        self.modes: list[bool] = []
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        self.modes.append(self.training)
+        x = torch.stack([images[..., :4].mean(dim=(1, 2, 3)) + 1.0,
+                         images[..., 4:].mean(dim=(1, 2, 3)) + 1.0], dim=1)
+        return self.drop(x)
+
+
+def test_a_module_embedder_runs_in_eval_mode_and_gets_its_modes_back(tmp_path: Path) -> None:
+    recs = [write(tmp_path / "a" / f"{i}.png", 10 * i, 200) for i in range(6)]
+    emb = Dropping()
+    emb.frozen.eval()  # a user's own mix of modes must come back as it was
+    got = extract_features(recs, emb, flip=False, progress=False, device="cpu")
+    assert emb.modes and not any(emb.modes)
+    x = np.array([[10 * i / 255 + 1.0, 200 / 255 + 1.0] for i in range(6)])
+    assert np.allclose(got.features, x / np.linalg.norm(x, axis=1, keepdims=True), atol=1e-5)
+    assert emb.training and emb.drop.training and not emb.frozen.training

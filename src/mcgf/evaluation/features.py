@@ -7,7 +7,8 @@ act before resizing), resizes and normalises it as the embedder asks, and embeds
 batches. With ``flip=True`` (the public baselines' test-time augmentation) the feature
 is ``embed(x) + embed(flip(x))``. Features are always L2-normalised (in float64, so any
 finite output can be; an exactly zero output stays zero), so inner product is cosine
-similarity. The embedder runs under :func:`mcgf.runtime.autocast` (bf16 on a GPU).
+similarity. The embedder runs under :func:`mcgf.runtime.autocast` (bf16 on a GPU); an
+``nn.Module`` embedder runs in eval mode, and its modes are restored afterwards.
 
 With ``shard=`` (a :class:`~mcgf.evaluation.sharding.Shard`) the processes of a
 ``torch.distributed`` group split the records and gather the features (see
@@ -18,7 +19,8 @@ single-process extraction's.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -218,7 +220,9 @@ def extract_features(
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=collate_images, pin_memory=dev.type == "cuda",
                         persistent_workers=False)
-    result = _embed_loader(loader, records, embedder, dev, flip=flip, progress=progress, desc=desc)
+    with _eval_mode(embedder):
+        result = _embed_loader(loader, records, embedder, dev, flip=flip, progress=progress,
+                               desc=desc)
     if cache is not None:
         cache.store(key, CachedFeatures(result.features, result.valid), {
             "embedder": embedder.identity, "preprocess": preprocess.describe(), "flip": flip,
@@ -247,6 +251,22 @@ def _extract_shard(records: Sequence[ImageRecord], embedder: Embedder, shard: Sh
         error = err
     all_features, all_valid = gather_rows(features, valid, shard, error)
     return FeatureSet(all_features, all_valid)
+
+
+@contextmanager
+def _eval_mode(embedder: Embedder) -> Iterator[None]:
+    """An ``nn.Module`` embedder in eval mode (no dropout, BatchNorm running statistics)
+    for the extraction; each submodule's own mode comes back afterwards."""
+    if not isinstance(embedder, torch.nn.Module):
+        yield
+        return
+    modes = [(m, m.training) for m in embedder.modules()]
+    embedder.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 def _usable(hit: CachedFeatures | None, n: int) -> FeatureSet | None:
