@@ -172,3 +172,24 @@ def test_checkpoint_without_the_option_loads_as_the_image_conditioned_variant(tm
     # A features-mode model saves and reloads as one.
     save_checkpoint(tmp_path / "new", tiny("eva"), cfg)
     assert load_checkpoint(tmp_path / "new").model.restoration.denoiser.conv_in.in_channels == 3
+
+
+@pytest.mark.parametrize("steps", [1, 2, 25])
+def test_sampling_starts_at_the_noise_level_of_its_gaussian_start(steps: int,
+                                                                    monkeypatch) -> None:
+    # DDIM's "leading" spacing starts below T - 1 (one step: at t = 0, which hands back the
+    # starting noise); the sampler must begin where its pure-noise start belongs.
+    model = tiny("eva").eval()
+    branch = model.restoration
+    assert branch is not None
+    seen: list[int] = []
+    denoise = branch.denoiser.forward
+
+    def spy(x, t, *args):  # type: ignore[no-untyped-def]
+        seen.append(int(t[0]))
+        return denoise(x, t, *args)
+
+    monkeypatch.setattr(branch.denoiser, "forward", spy)
+    model.restore(torch.randn(1, 3, 32, 32), steps=steps, generator=torch.Generator().manual_seed(0))
+    assert len(seen) == steps and seen[0] == branch.num_train_timesteps - 1
+    assert seen == sorted(seen, reverse=True) and len(set(seen)) == steps

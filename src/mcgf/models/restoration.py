@@ -324,7 +324,12 @@ class RestorationBranch(nn.Module):
             grad_checkpointing=grad_checkpointing, **denoiser_kwargs,  # type: ignore[arg-type]
         )
         self.train_scheduler = DDPMScheduler(**SCHEDULE)
-        self.sample_scheduler = DDIMScheduler(**SCHEDULE, clip_sample=True)
+        # "trailing" spacing starts at t = T - 1, where the Gaussian start belongs (Lin et
+        # al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed"); the
+        # default "leading" spacing starts lower, and with one step at t = 0, which returns
+        # the starting noise.
+        self.sample_scheduler = DDIMScheduler(**SCHEDULE, clip_sample=True,
+                                              timestep_spacing="trailing")
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Turn the denoiser's activation checkpointing on or off."""
