@@ -182,3 +182,20 @@ def test_a_model_without_the_contract_is_refused_by_name(tmp_path: Path) -> None
             train(parse_run_config(cfg, "t"), tmp_path / "run", progress=False)
     finally:
         model_registry._MODELS._factories.pop("toy-viewer", None)
+
+
+def test_a_step_clamps_the_logit_scale_parameter_itself() -> None:
+    """CLIP's way: the parameter goes back into range after the step, so a gradient can bring
+    it down again (a clamp in the forward pass alone leaves it stuck above, gradient-free)."""
+    import math
+
+    from mcgf.models.losses import InfoNCE
+
+    torch.manual_seed(0)
+    model = ToyNet()
+    model.nce = InfoNCE(max_scale=100.0)
+    with torch.no_grad():
+        model.nce.log_scale.fill_(math.log(100.0) + 1.0)
+    train_step(Objective(model), _opt(model), None, toy_batch())
+    assert model.nce.log_scale.item() == pytest.approx(math.log(100.0))
+    assert model.nce.scale.item() == pytest.approx(100.0)

@@ -39,7 +39,9 @@ parameter: none on vectors, scalars and what a submodule's ``no_weight_decay()``
 :func:`check_trainable` is the run-time check: it names what a model lacks. A model may
 also define ``training_problem()``, returning ``None`` or one line saying why training it
 as configured is pointless (e.g. a frozen encoder without weights); the check then
-refuses it with that line.
+refuses it with that line. Any submodule may define ``clamp_parameters_()``, which the
+training step calls after each optimizer step to put bounded parameters back in range
+(:func:`clamp_parameters`).
 """
 
 from __future__ import annotations
@@ -200,5 +202,19 @@ def decay_split(params: Iterable[nn.Parameter], lr: float, weight_decay: float, 
     ]
 
 
+@torch.no_grad()
+def clamp_parameters(model: nn.Module) -> None:
+    """Call every submodule's ``clamp_parameters_()`` (after an optimizer step).
+
+    A bound kept in the forward pass alone (e.g. a logit scale clamped there) stops the
+    gradient once the parameter crosses it, so the parameter can never come back; CLIP
+    clamps the parameter itself after each step, and so does this.
+    """
+    for module in model.modules():
+        clamp = getattr(module, "clamp_parameters_", None)
+        if callable(clamp):
+            clamp()
+
+
 __all__ = ["NotTrainableError", "TrainableMixin", "TrainableModel", "check_trainable",
-           "decay_split", "missing_members", "no_weight_decay_ids"]
+           "clamp_parameters", "decay_split", "missing_members", "no_weight_decay_ids"]

@@ -52,7 +52,8 @@ class InfoNCE(nn.Module):
     drone→satellite and satellite→drone terms both treat every other-view item with the
     same label as a positive (:func:`multi_positive_nce`) and are averaged. The logit
     scale is ``exp(log_scale)``, initialised CLIP-style to ``1/0.07`` and clamped to at
-    most ``max_scale`` for stability.
+    most ``max_scale`` for stability (the parameter itself after each optimizer step, see
+    :func:`mcgf.models.base.clamp_parameters`).
     """
 
     def __init__(self, init_temperature: float = 0.07, max_scale: float = 100.0) -> None:
@@ -64,6 +65,10 @@ class InfoNCE(nn.Module):
     def scale(self) -> torch.Tensor:
         """Current logit scale (1 / temperature), after clamping."""
         return self.log_scale.clamp(max=self.max_log_scale).exp()
+
+    def clamp_parameters_(self) -> None:
+        """Put ``log_scale`` back in range (called after each optimizer step)."""
+        self.log_scale.data.clamp_(max=self.max_log_scale)
 
     def forward(
         self,

@@ -125,6 +125,10 @@ class Sample4GeoModel(EncoderModel):
         """The current logit scale (1 / temperature), clamped to ``max_logit_scale``."""
         return self.log_scale.clamp(max=self.max_log_scale).exp()
 
+    def clamp_parameters_(self) -> None:
+        """Put ``log_scale`` back in range (called after each optimizer step)."""
+        self.log_scale.data.clamp_(max=self.max_log_scale)
+
     def param_groups(self, lr: float, weight_decay: float,
                      layer_decay: float | None = None) -> list[dict[str, Any]]:
         """Every trainable parameter at ``lr``, or with ``layer_decay`` the encoder's

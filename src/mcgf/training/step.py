@@ -5,7 +5,8 @@ what the benchmarks time.
 ``model.loss`` (through :class:`Objective`, so that DDP sees it as ``forward``) under the
 given autocast, the backward of ``total`` divided by the number of micro-batches (DDP
 gradient sync on the last one only; through a loss scaler under fp16); then optional
-gradient clipping, the optimizer and scheduler steps and ``zero_grad``. The loss terms of
+gradient clipping, the optimizer step, the clamp of bounded parameters
+(:func:`~mcgf.models.base.clamp_parameters`), the scheduler step and ``zero_grad``. The loss terms of
 all micro-batches are read back from the device once, after the last backward
 (:func:`mean_over_ranks`): each read waits for the GPU to finish. On request it also
 measures, on the last micro-batch, the gradient norm each weighted loss term sends into
@@ -24,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from mcgf.models.base import clamp_parameters
 
 Batch = dict[str, Any]
 
@@ -255,6 +258,7 @@ def train_step(
         scaler.update()
     else:
         optimizer.step()
+    clamp_parameters(model)
     if scheduler is not None:
         scheduler.step()
     optimizer.zero_grad(set_to_none=True)
