@@ -133,12 +133,41 @@ def test_exhaustive_fallback_on_many_ties() -> None:
     g = unit(rng.standard_normal((3000, 16)))
     g[::10] = g[0]  # 300 exact copies: more ties at the 10th place than any k'
     q = g[:1] * 1.0
-    res = topk_search(q, g, 10, backend="exact", precision="fp32", gallery_chunk=512, cap=64)
+    res = topk_search(q, g, 10, backend="exact", precision="fp32", gallery_chunk=512, cap=64,
+                      distinct=False)
     assert res.indices[0].tolist() == list(range(0, 100, 10))
     assert res.stats["overflow"] == 1 and res.stats["exhaustive"] == 1
     if int8_available():  # int8 overflows, then float32 overflows too, then exhaustive
-        res8 = topk_search(q, g, 10, backend="exact", precision="int8", gallery_chunk=512, cap=64)
+        res8 = topk_search(q, g, 10, backend="exact", precision="int8", gallery_chunk=512, cap=64,
+                           distinct=False)
         assert res8.indices[0].tolist() == list(range(0, 100, 10))
+    # By default the gallery's distinct vectors are searched instead: same answer.
+    res = topk_search(q, g, 10, backend="exact", precision="fp32", gallery_chunk=512, cap=64)
+    assert res.indices[0].tolist() == list(range(0, 100, 10))
+    assert res.stats["exhaustive"] == 0 and res.stats["distinct"] == 2701
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_a_gallery_of_copies_is_searched_over_its_distinct_vectors(precision: str) -> None:
+    """A collapsed model: masses of exact copies, and distinct vectors that tie too (they
+    differ only where the queries are zero); the answer is still the brute force's."""
+    rng = np.random.default_rng(3)
+    base = unit(rng.standard_normal((40, 16)))
+    twins = base.copy()
+    twins[:, 8:] = -twins[:, 8:]  # other vectors, same scores for the queries below
+    g = np.concatenate([base, twins])[rng.integers(0, 80, 3000)]
+    q = unit(rng.standard_normal((50, 16)))
+    q[:, 8:] = 0.0
+    q = np.concatenate([q, g[:5]])
+    for k in (1, 10, 200):
+        ref_i, ref_s = brute_force(q, g, k)
+        res = topk_search(q, g, k, backend="exact", precision=precision, gallery_chunk=512, cap=64)
+        assert np.array_equal(res.indices, ref_i), k
+        assert np.allclose(res.scores, ref_s, atol=1e-6)
+        assert res.stats["exhaustive"] == 0 and res.stats["distinct"] == len(np.unique(g, axis=0))
+    collapsed = np.repeat(base[:1], 2000, axis=0)
+    res = topk_search(q, collapsed, 10, backend="exact", precision=precision, cap=64)
+    assert (res.indices == np.arange(10)).all() and res.stats["distinct"] == 1
 
 
 def test_k_larger_than_gallery_and_small_galleries() -> None:

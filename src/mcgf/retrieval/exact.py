@@ -27,9 +27,12 @@ exact score):
 
 No step can drop an item of the exact top ``k`` (or one tied with its ``k``-th item), so
 the result is exact whatever the precision of the pass; the precision only changes how
-many items survive. A query with more than ``cap`` collected items (e.g. hundreds of
-exact duplicates at the ``k``-th place) is redone with float32 candidates, and in the
-last resort by scoring the whole gallery in float64.
+many items survive. A query with more than ``cap`` collected items is almost always one
+with hundreds of exact duplicates at the ``k``-th place (a collapsed model embeds many
+images alike): when the gallery holds duplicates, such queries are searched over its
+distinct vectors and each hit expands into its first ``k`` copies (:func:`_via_distinct`).
+Otherwise they are redone with float32 candidates, and in the last resort by scoring the
+whole gallery in float64.
 
 Peak extra memory: the scorer's copy of the gallery (int8: a quarter of the float32
 gallery, ordered by rounding error so that most chunks get a small bound), the held
@@ -330,10 +333,61 @@ def _exhaustive(gallery: torch.Tensor, query: torch.Tensor, k: int, chunk: int =
     return order, scores[order]
 
 
+def _first_copies(g: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The distinct rows of ``g``, in order of first occurrence, and the indices of each
+    one's first ``k`` copies ``(U, k)`` (``-1`` past its count); ``None``: no duplicates."""
+    uniq, inverse = torch.unique(g, dim=0, return_inverse=True)
+    n, u = g.shape[0], uniq.shape[0]
+    if u == n:
+        return None
+    rows = torch.arange(n)
+    first = torch.full((u,), n, dtype=torch.int64).scatter_reduce_(0, inverse, rows, "amin")
+    order = torch.argsort(first)
+    label = torch.empty_like(order)
+    label[order] = torch.arange(u)
+    label = label[inverse]
+    # Rows grouped by label, in index order within each group (stable sort).
+    by = torch.argsort(label, stable=True)
+    count = torch.bincount(label, minlength=u)
+    pos = rows - (torch.cumsum(count, 0) - count)[label[by]]
+    keep = pos < k
+    copies = torch.full((u, k), -1, dtype=torch.int64)
+    copies[label[by][keep], pos[keep]] = by[keep]
+    return uniq[order], copies
+
+
+def _via_distinct(q: torch.Tensor, g: torch.Tensor, k: int, **options: Any
+                  ) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+    """Exact top ``k`` of ``q`` over ``g`` through ``g``'s distinct vectors (``None``: ``g``
+    has no duplicates): ``(indices, float64 scores, number of distinct vectors)``.
+
+    Distinct vectors are labelled in order of first occurrence, so the top ``k`` of them
+    by (score desc, label asc) hold the top ``k`` rows by (score desc, index asc): each of
+    the ``k`` vectors ranked above a missing one has a first copy ranked above every copy
+    of it. Copies share their vector's score, so each hit's first ``k`` copies suffice.
+    """
+    found = _first_copies(g, k)
+    if found is None:
+        return None
+    uniq, copies = found
+    top = exact_search(q, uniq, min(k, uniq.shape[0]), distinct=False, **options).indices
+    top = torch.from_numpy(top)
+    idx_l, sc_l = [], []
+    for s in range(0, q.shape[0], 256):  # float64 re-scoring in blocks bounds the memory
+        labels = top[s: s + 256]
+        scores = exact_scores(q[s: s + 256], uniq[labels])
+        cand = copies[labels].flatten(1)
+        bi, bs = sort_candidates(scores.repeat_interleave(k, dim=1), cand, k)
+        idx_l.append(bi)
+        sc_l.append(bs)
+    return torch.cat(idx_l), torch.cat(sc_l), int(uniq.shape[0])
+
+
 def exact_search(q: torch.Tensor, g: torch.Tensor, k: int, *, precision: str = "auto",
                  threads: int | None = None, query_block: int | None = None,
                  gallery_chunk: int | None = None, cap: int = 4096, device: str = "cpu",
-                 scorer: Scorer | None = None, aux_threads: int | None = None) -> SearchResult:
+                 scorer: Scorer | None = None, aux_threads: int | None = None,
+                 distinct: bool = True) -> SearchResult:
     """Exact top-``k`` by a low-precision pass and exact re-ranking (module docstring).
 
     Args:
@@ -347,6 +401,8 @@ def exact_search(q: torch.Tensor, g: torch.Tensor, k: int, *, precision: str = "
         aux_threads: threads for everything but the GEMMs (``None``: same as ``threads``).
             On an idle 2-core machine two threads were 11 % faster overall than one; on
             a busy one, one thread avoids waking a thread team for each small step.
+        distinct: search the queries that collect too many candidates over the gallery's
+            distinct vectors when it has duplicates (``False``: the slower fallbacks).
     """
     dev = torch.device(device)
     if precision == "auto":
@@ -388,6 +444,12 @@ def exact_search(q: torch.Tensor, g: torch.Tensor, k: int, *, precision: str = "
         idx, sc, over = _threshold_pass(scorer, gd, qd, k, block, cap, timing, gemm_threads)
         todo = over.nonzero().flatten()
         stats["overflow"] = int(todo.numel())
+        if todo.numel() and distinct:
+            found = _via_distinct(q[todo], g, k, precision=precision, threads=threads,
+                                  cap=cap, device=device, aux_threads=aux_threads)
+            if found is not None:
+                idx[todo], sc[todo], stats["distinct"] = found
+                todo = todo[:0]
         if todo.numel() and precision != "fp32":
             fp = Fp32Scorer(g, chunk=_chunk_size(8192, ng))
             i2, s2, o2 = _threshold_pass(fp, g, q[todo], k, 512, cap, timing, gemm_threads)
