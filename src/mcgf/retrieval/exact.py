@@ -333,6 +333,21 @@ def _exhaustive(gallery: torch.Tensor, query: torch.Tensor, k: int, chunk: int =
     return order, scores[order]
 
 
+def _score_all(q: torch.Tensor, g: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top ``k`` of every query by float64 scores of the whole (small) gallery."""
+    ng = g.shape[0]
+    idx_l, sc_l = [], []
+    for s in range(0, q.shape[0], 64):
+        qb = q[s: s + 64]
+        ex = exact_scores(qb, g[None].expand(qb.shape[0], ng, g.shape[1]))
+        bi, bs = sort_candidates(ex, torch.arange(ng)[None].expand(qb.shape[0], ng), k)
+        idx_l.append(bi)
+        sc_l.append(bs)
+    if not idx_l:
+        return torch.empty((0, k), dtype=torch.int64), torch.empty((0, k), dtype=torch.float64)
+    return torch.cat(idx_l), torch.cat(sc_l)
+
+
 def _first_copies(g: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The distinct rows of ``g``, in order of first occurrence, and the indices of each
     one's first ``k`` copies ``(U, k)`` (``-1`` past its count); ``None``: no duplicates."""
@@ -419,15 +434,7 @@ def exact_search(q: torch.Tensor, g: torch.Tensor, k: int, *, precision: str = "
     # products (the candidate GEMMs also enter it themselves).
     with torch_threads(aux), torch.inference_mode(), strict_matmul():
         if ng <= SMALL_GALLERY or nq == 0:
-            idx_l, sc_l = [], []
-            for s in range(0, nq, 64):
-                qb = q[s: s + 64]
-                ex = exact_scores(qb, g[None].expand(qb.shape[0], ng, g.shape[1]))
-                bi, bs = sort_candidates(ex, torch.arange(ng)[None].expand(qb.shape[0], ng), k)
-                idx_l.append(bi)
-                sc_l.append(bs)
-            idx = torch.cat(idx_l) if idx_l else torch.empty((0, k), dtype=torch.int64)
-            sc = torch.cat(sc_l) if sc_l else torch.empty((0, k), dtype=torch.float64)
+            idx, sc = _score_all(q, g, k)
             stats.update(precision="float64", overflow=0, exhaustive=0)
             return SearchResult(idx.numpy(), sc.float().numpy(), stats)
 
