@@ -165,6 +165,40 @@ def test_the_loop_trains_any_contract_model_and_logs_its_terms(
     assert ck.config["model"] == {"name": TOY, "aux": 0.25, "num_classes": 4}
 
 
+class PairNet(ToyNet):
+    """A contrastive model without a classifier over locations: no ``num_classes`` option."""
+
+    def __init__(self, width: int = 4) -> None:
+        super().__init__(num_classes=1, width=width, aux=0.0)
+
+    def loss(self, batch: dict, *, generator: torch.Generator | None = None) -> dict:
+        d = torch.nn.functional.normalize(self.encoder(batch["drone"]), dim=1)
+        s = torch.nn.functional.normalize(self.encoder(batch["satellite"]), dim=1)
+        same = (batch["drone_label"][:, None] == batch["satellite_label"][None, :]).float()
+        nce = -(same / same.sum(1, keepdim=True) * (10 * d @ s.T).log_softmax(1)).sum(1).mean()
+        return {"infonce": nce, "total": nce}
+
+
+def test_a_model_without_num_classes_trains_and_resumes(tmp_path: Path) -> None:
+    """``model.num_classes`` is filled in from the data only for a model that takes it."""
+    from mcgf.models import model_registry
+    from mcgf.training import load_checkpoint
+
+    model_registry.register_model("toy-pairs")(PairNet)
+    try:
+        cfg = _toy_config(write_tree(tmp_path / "U"), width=3)
+        cfg["model"]["name"] = "toy-pairs"
+        out = tmp_path / "run"
+        train(parse_run_config(cfg, "t"), out, progress=False, stop_after=1)
+        result = train(parse_run_config(cfg, "t"), out, progress=False, resume=True)
+        assert result.epochs == 2 and set(result.final_losses) == {"infonce", "total"}
+        ck = load_checkpoint(out / "last")
+        assert isinstance(ck.model, PairNet)
+        assert ck.config["model"] == {"name": "toy-pairs", "width": 3}
+    finally:
+        model_registry._MODELS._factories.pop("toy-pairs", None)
+
+
 def test_a_model_without_the_contract_is_refused_by_name(tmp_path: Path) -> None:
     from mcgf.models import model_registry
 

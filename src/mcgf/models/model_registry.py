@@ -93,6 +93,18 @@ def model_options(name: str) -> set[str]:
     return set(inspect.signature(factory).parameters)
 
 
+def takes_option(name: str, option: str) -> bool:
+    """Whether the model registered as ``name`` accepts the keyword ``option`` (a factory
+    with ``**kwargs`` accepts any).
+
+    Raises:
+        UserError: unknown name.
+    """
+    params = inspect.signature(_factory(name)).parameters
+    return option in params or any(p.kind is inspect.Parameter.VAR_KEYWORD
+                                   for p in params.values())
+
+
 def model_options_type(name: str) -> type | None:
     """The options dataclass the model registered as ``name`` declared, if any.
 

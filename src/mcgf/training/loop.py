@@ -215,7 +215,13 @@ def same_model(a: Mapping[str, Any], b: Mapping[str, Any], ignore: Iterable[str]
 
 
 def _resolve_model_config(cfg: RunConfig, num_classes: int, resume: bool = False) -> dict[str, Any]:
+    """The ``model:`` section with ``num_classes`` set from the data, for a model that takes
+    that option (one without a classifier over locations may not)."""
+    from mcgf.models.model_registry import takes_option
+
     model_cfg = dict(cfg.model)
+    if not takes_option(model_cfg["name"], "num_classes"):
+        return model_cfg
     given = model_cfg.setdefault("num_classes", num_classes)
     if given != num_classes and resume:
         # The saved config carries the count of the data the run started on.
