@@ -88,8 +88,9 @@ def test_trains_one_step(name: str) -> None:
     assert len({id(p) for p in encoder}) == len(encoder) and all(p.requires_grad for p in encoder)
     if encoder:  # the encoder learns from the objective
         assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in encoder)
-    # The optimizer groups hold every trainable parameter exactly once.
-    groups = model.param_groups(1e-3, 0.05, None)
+    # The optimizer groups hold every trainable parameter exactly once; the arguments
+    # have the contract's names.
+    groups = model.param_groups(lr=1e-3, weight_decay=0.05, layer_decay=None)
     grouped = [id(p) for g in groups for p in g["params"]]
     assert sorted(grouped) == sorted(id(p) for p in trainable)
     assert all(g["lr"] > 0 for g in groups)

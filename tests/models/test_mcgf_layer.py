@@ -323,7 +323,7 @@ def test_unshared_encoders_are_separate_modules() -> None:
 def test_loss_decreases_on_tiny_overfit_batch() -> None:
     model = tiny_model(lambda_restore=1.0, infonce=0.5)
     batch = tiny_batch()
-    opt = torch.optim.AdamW(model.param_groups(base_lr=1e-3, weight_decay=0.0))
+    opt = torch.optim.AdamW(model.param_groups(lr=1e-3, weight_decay=0.0))
     first = None
     for step in range(8):
         terms = model.loss(batch, generator=torch.Generator().manual_seed(step % 2))

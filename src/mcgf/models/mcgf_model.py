@@ -590,9 +590,9 @@ class MCGFModel(nn.Module):
         return (int(images.shape[-2]), int(images.shape[-1]))
 
     def param_groups(
-        self, base_lr: float, weight_decay: float, layer_decay: float | None = None
+        self, lr: float, weight_decay: float, layer_decay: float | None = None
     ) -> list[dict[str, Any]]:
-        """Optimizer groups: encoder(s) with optional layer decay, the rest at ``base_lr``.
+        """Optimizer groups: encoder(s) with optional layer decay, the rest at ``lr``.
 
         Biases, norms, the temperature and what the encoder's ``no_weight_decay()``
         lists (position embeddings, class tokens) get no weight decay.
@@ -603,14 +603,14 @@ class MCGFModel(nn.Module):
             encoders.append(self.satellite_encoder)
         for enc in encoders:
             if layer_decay is not None:
-                groups += layer_decay_param_groups(enc, base_lr, weight_decay, layer_decay)
+                groups += layer_decay_param_groups(enc, lr, weight_decay, layer_decay)
             else:
-                groups += decay_split(enc.parameters(), base_lr, weight_decay,
+                groups += decay_split(enc.parameters(), lr, weight_decay,
                                       no_decay=no_weight_decay_ids(enc))
         rest = [self.head, self.infonce]
         if self.restoration is not None:
             rest.append(self.restoration)
-        groups += decay_split((p for m in rest for p in m.parameters()), base_lr, weight_decay,
+        groups += decay_split((p for m in rest for p in m.parameters()), lr, weight_decay,
                               no_decay=set().union(*(no_weight_decay_ids(m) for m in rest)))
         return [g for g in groups if g["params"]]
 
