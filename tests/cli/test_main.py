@@ -18,6 +18,18 @@ def test_help_lists_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
         assert cmd in out
 
 
+def test_help_texts_show_a_percent_sign_once() -> None:
+    """argparse reads ``%%`` as ``%`` in an option's help but not in a description."""
+    import argparse
+
+    from mcgf.cli.main import build_parser
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in subparsers.choices.items():
+        assert "%%" not in sub.format_help(), name
+
+
 def test_python_dash_m_works() -> None:
     res = subprocess.run([sys.executable, "-m", "mcgf", "--version"], capture_output=True, text=True)
     assert res.returncode == 0 and res.stdout.startswith("mcgf ")

@@ -100,7 +100,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate",
         help="University-1652 / University-WX retrieval metrics of a model (also SUES-200, DenseUAV)",
         description="Rank gallery_satellite for every query_drone image (and gallery_drone for "
-        "query_satellite) of each test set of the dataset's layout, compute R@1/5/10, R@top1%% "
+        "query_satellite) of each test set of the dataset's layout, compute R@1/5/10, R@top1% "
         "and AP exactly as the University-1652 protocol does (SUES-200: a row per height and "
         "the mean over heights; DenseUAV: also SDM@1/3/5/10), print a table and write "
         "OUT/metrics.json and OUT/metrics.md. With --wx-dir or --weather, one row per weather "
