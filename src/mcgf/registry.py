@@ -11,6 +11,10 @@ from typing import Generic, TypeVar
 
 F = TypeVar("F", bound=Callable[..., object])
 
+#: How the command line loads a module of a user's own that registers factories (named in
+#: the errors about an unknown name).
+USER_MODULES = "mcgf --import MODULE"
+
 
 class Registry(Generic[F]):
     """Named factories of one kind (``kind`` is used in messages, e.g. ``"model"``)."""

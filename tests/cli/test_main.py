@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from mcgf.cli.main import main
+from tests.evaluation.conftest import tiny_u1652  # noqa: F401  (fixture)
 
 
 def test_help_lists_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
@@ -28,6 +29,59 @@ def test_help_texts_show_a_percent_sign_once() -> None:
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for name, sub in subparsers.choices.items():
         assert "%%" not in sub.format_help(), name
+
+
+USER_MODULE = """
+from mcgf.models import register_embedder
+
+
+@register_embedder("{name}")
+class MeanColour:
+    identity = "{name}"
+    input_size = (8, 8)
+    mean = (0.5, 0.5, 0.5)
+    std = (0.5, 0.5, 0.5)
+
+    def embed(self, images):
+        return images.mean((2, 3))
+"""
+
+
+def test_import_loads_a_module_of_ones_own_before_the_command(
+        tiny_u1652: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``mcgf --import MODULE`` (a .py file, or a module name found in the current folder)
+    registers a user's embedder or model for the command that follows."""
+    from mcgf.models import registry
+
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "user_file_emb.py").write_text(USER_MODULE.format(name="user-file-emb"))
+    (code / "user_name_emb.py").write_text(USER_MODULE.format(name="user-name-emb"))
+    common = ["evaluate", str(tiny_u1652), "--workers", "0", "--quiet", "--device", "cpu"]
+    monkeypatch.setattr(sys, "path", list(sys.path))  # --import adds the file's folder
+    try:
+        assert main(["--import", str(code / "user_file_emb.py"), *common,
+                     "--embedder", "user-file-emb", "--out", str(tmp_path / "a")]) == 0
+        assert (tmp_path / "a" / "metrics.json").exists()
+        monkeypatch.chdir(code)
+        monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(code))])
+        assert main(["--import", "user_name_emb", *common,
+                     "--embedder", "user-name-emb", "--out", str(tmp_path / "b")]) == 0
+        capsys.readouterr()
+        assert main(["--import", "no_such_module_here", *common]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--import no_such_module_here" in err
+        assert main(["--import", str(code / "missing.py"), *common]) == 2
+        assert "missing.py" in capsys.readouterr().err
+        # A name nothing registered says how a module of one's own is loaded.
+        assert main([*common, "--embedder", "user-unloaded-emb"]) == 2
+        assert "mcgf --import MODULE" in capsys.readouterr().err
+    finally:
+        for name in ("user-file-emb", "user-name-emb"):
+            registry._REGISTRY._factories.pop(name, None)
+        for name in ("user_file_emb", "user_name_emb"):
+            sys.modules.pop(name, None)
 
 
 def test_python_dash_m_works() -> None:

@@ -16,6 +16,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import TextIO
 
 from mcgf import __version__
@@ -43,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Multi-weather cross-view geo-localization (drone <-> satellite).",
     )
     parser.add_argument("--version", action="version", version=f"mcgf {__version__}")
+    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                        help="import MODULE before the command, e.g. one that registers a model "
+                        "or an embedder of your own: a module name (found in the current folder "
+                        "or on the Python path) or a .py file; repeatable")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"mcgf.cli.{name}").register(subparsers)
@@ -66,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings(), _warnings_on_rank_0():
             warnings.showwarning = _one_line_deprecations(warnings.showwarning)
+            import_modules(args.imports)
             return int(args.func(args) or 0)
     except ImageReadError as err:
         print(f"mcgf: error: {_worded_for(err, args)}", file=sys.stderr)
@@ -89,6 +95,48 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+
+
+def import_modules(names: Sequence[str]) -> None:
+    """Import each of ``names`` (``--import``): a module name, looked up on ``sys.path`` and
+    in the current folder (which the ``mcgf`` script, unlike ``python -m``, does not
+    search), or the path of a ``.py`` file, imported under its stem with its folder added
+    to ``sys.path`` (so it can import the modules beside it). A module imported twice runs
+    once, so the models and embedders it registers are registered once.
+
+    Raises:
+        UserError: a file that does not exist, a module that cannot be found, or a file
+            whose stem names another module already loaded.
+    """
+    for name in names:
+        path = Path(name)
+        if path.suffix == ".py" or len(path.parts) > 1:
+            if not path.is_file():
+                raise UserError(f"--import {name}: no such file")
+            _append_to_path(str(path.resolve().parent))
+            module = _import_module(path.stem, name)
+            loaded = Path(getattr(module, "__file__", None) or "")
+            if not loaded.is_file() or not loaded.samefile(path):
+                raise UserError(f"--import {name}: another module named {path.stem!r} is "
+                                f"already loaded ({loaded}): rename the file")
+        else:
+            _append_to_path(os.getcwd())
+            _import_module(name, name)
+
+
+def _append_to_path(folder: str) -> None:
+    if folder not in sys.path and not (folder == os.getcwd() and "" in sys.path):
+        sys.path.append(folder)
+
+
+def _import_module(module: str, given: str) -> object:
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        if err.name is None or not (module == err.name or module.startswith(f"{err.name}.")):
+            raise  # the module itself imports something missing: its traceback says what
+        raise UserError(f"--import {given}: no module named {err.name!r} in the current "
+                        "folder or on the Python path") from None
 
 
 @contextlib.contextmanager

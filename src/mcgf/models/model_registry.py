@@ -22,7 +22,7 @@ from torch import nn
 
 from mcgf.errors import UserError
 from mcgf.options import parse_section
-from mcgf.registry import Registry
+from mcgf.registry import USER_MODULES, Registry
 
 ModelFactory = Callable[..., nn.Module]
 _MODELS: Registry[ModelFactory] = Registry("model")
@@ -79,7 +79,8 @@ def _factory(name: str) -> ModelFactory:
     _load_builtins()
     factory = _MODELS.get(name)
     if factory is None:
-        raise UserError(f"unknown model {name!r}: choose one of {', '.join(_MODELS.names())}")
+        raise UserError(f"unknown model {name!r}: choose one of {', '.join(_MODELS.names())} "
+                        f"(one of your own: import the module that registers it first, {USER_MODULES})")
     return factory
 
 

@@ -24,7 +24,7 @@ import torch
 
 from mcgf.config import parse_value
 from mcgf.errors import UserError
-from mcgf.registry import Registry
+from mcgf.registry import USER_MODULES, Registry
 
 
 @runtime_checkable
@@ -73,7 +73,8 @@ def build_embedder(name: str, **kwargs: Any) -> Embedder:
                 f"no embedder can load checkpoints yet (registered: {have}); "
                 "pick a training-free one with --embedder"
             )
-        raise UserError(f"unknown embedder {name!r}: choose one of {have}")
+        raise UserError(f"unknown embedder {name!r}: choose one of {have} (one of your own: "
+                        f"import the module that registers it first, {USER_MODULES})")
     params = inspect.signature(factory).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     unknown = [k for k in kwargs if k not in params and not takes_any]
