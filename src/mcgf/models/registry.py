@@ -7,7 +7,9 @@ An embedder is any object with::
     mean, std: tuple[float, float, float]   # per-channel normalisation of [0, 1] pixels
     embed(images: Tensor[B, 3, H, W] float) -> Tensor[B, D]   # or a NumPy array
 
-and optionally ``to(device)``. Factories are registered under a name with
+and optionally ``to(device)`` and ``for_view(view)``, the embedder of ``"drone"`` or
+``"satellite"`` images for one with an encoder per view (with an ``identity`` of its own
+when their features differ; see :func:`mcgf.evaluation.features.for_view`). Factories are registered under a name with
 :func:`register_embedder` and built with :func:`build_embedder`; the command line only
 ever goes through this registry, so a trained model becomes available everywhere by
 registering one more factory (a factory that accepts ``checkpoint=PATH`` is what
