@@ -134,6 +134,20 @@ def test_errors(model: MCGFModel) -> None:
         restoration_preview(model, random_image(8, 8), conditions=["fog", "hail"])
 
 
+def test_a_model_of_another_kind_is_not_said_to_have_model_restoration_false() -> None:
+    """Only MCGF has the ``model.restoration`` option; another model (a comparison method,
+    one of a user's own) is named instead."""
+    from mcgf.models.model_registry import create_model
+
+    lpn = create_model("lpn", backbone_name="resnet18", num_classes=2, blocks=1,
+                       backbone_args={"layers": [1, 1, 1, 1], "channels": [8, 8, 8, 8]})
+    with pytest.raises(UserError) as err:
+        restore_images(lpn, [random_image(8, 8)], source="ck/lpn")
+    assert str(err.value).startswith("checkpoint ck/lpn holds a model without a restoration "
+                                     "branch (LPNModel)")
+    assert "model.restoration: false" not in str(err.value)
+
+
 def test_load_restoration_model(tmp_path: Path) -> None:
     saved = save_tiny_restorer(tmp_path / "ck")
     loaded = load_restoration_model(tmp_path / "ck", "cpu")

@@ -35,6 +35,15 @@ def has_restoration(model: Any) -> bool:
     return getattr(model, "restoration", None) is not None and callable(getattr(model, "restore", None))
 
 
+def missing_restoration(model: Any) -> str:
+    """Why ``model`` cannot restore, to follow "checkpoint X" or "the model": an MCGF model
+    built with ``model.restoration: false``, or a model of another kind, which has no such
+    option (a comparison method, one of a user's own) and is named instead."""
+    if hasattr(model, "restoration"):
+        return "was trained without the restoration branch (model.restoration: false)"
+    return f"holds a model without a restoration branch ({type(model).__name__})"
+
+
 def require_restoration(model: Any, source: str | Path | None = None) -> None:
     """Raise a one-line :class:`UserError` unless ``model`` has the restoration branch.
 
@@ -45,9 +54,8 @@ def require_restoration(model: Any, source: str | Path | None = None) -> None:
     if has_restoration(model):
         return
     what = f"checkpoint {source}" if source is not None else "the model"
-    raise UserError(f"{what} was trained without the restoration branch "
-                    "(model.restoration: false): restoration previews need a model trained "
-                    "with model.restoration: true")
+    raise UserError(f"{what} {missing_restoration(model)}: restoration previews need a model "
+                    "trained with model.restoration: true")
 
 
 def load_restoration_model(checkpoint: str | Path, device: str | torch.device | None = None) -> Any:

@@ -28,7 +28,7 @@ from mcgf.data.transforms import Preprocess
 from mcgf.errors import UserError
 from mcgf.fileio import replace_dir
 from mcgf.models import load_embedder
-from mcgf.models.restore_api import has_restoration, max_steps
+from mcgf.models.restore_api import has_restoration, max_steps, missing_restoration
 from mcgf.panels import fit_square
 from mcgf.reporting import html
 from mcgf.reporting.drawing import COLOURS, GridLayout, GridRow, Tile, draw_grid, overlay_heat
@@ -257,8 +257,8 @@ def heatmap_section(ctx: ReportContext, picked: list[ImageRecord], batch: int = 
 def restoration_section(ctx: ReportContext, picked: list[ImageRecord], steps: int) -> list[str]:
     """weathered | restored | clean for each condition, for each picked query."""
     if ctx.model is None or not has_restoration(ctx.model):
-        return [html.note("This checkpoint has no restoration branch (model.restoration: false): "
-                          "no restoration previews.")]
+        why = "has no restoration branch" if ctx.model is None else missing_restoration(ctx.model)
+        return [html.note(f"This checkpoint {why}: no restoration previews.")]
     body = [html.paragraph(
         f"Each row: the drone query under a condition | what the diffusion restoration branch "
         f"makes of it ({steps} DDIM steps, seed {ctx.store.weather_seed}) | the clean image. "
