@@ -164,3 +164,31 @@ def test_rotated_satellite_embedding_is_cached_apart_from_the_drone_one(tmp_path
     want = extract_features(records, sat, cache_dir=None, progress=False, device="cpu")
     assert not got.from_cache
     assert np.array_equal(got.features, want.features)
+
+
+class TwoEncoders(torch.nn.Module):
+    """A model of one's own whose embedding depends on the view, without ``share_encoder``."""
+
+    input_size = (8, 8)
+    mean = std = (0.5, 0.5, 0.5)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drone, self.satellite = torch.nn.Linear(3, 4), torch.nn.Linear(3, 4)
+
+    def embed(self, images: torch.Tensor, view: str) -> torch.Tensor:
+        return torch.nn.functional.normalize(getattr(self, view)(images.mean((2, 3))), dim=1)
+
+
+def test_a_model_that_does_not_say_its_views_embed_alike_is_cached_per_view() -> None:
+    """Only a model that declares ``share_encoder = True`` (MCGF, the comparison methods)
+    shares one identity across views: any other may embed a view differently, and the
+    feature cache must not serve one view's features for the other."""
+    from mcgf.models.checkpoint_embedder import CheckpointEmbedder
+
+    model = TwoEncoders().eval()
+    drone = CheckpointEmbedder(model, "user-checkpoint:0")
+    assert drone.identity != drone.for_view("satellite").identity
+    model.share_encoder = True  # type: ignore[assignment]
+    alike = CheckpointEmbedder(model, "user-checkpoint:0")
+    assert alike.identity == alike.for_view("satellite").identity == "user-checkpoint:0"

@@ -45,11 +45,12 @@ class CheckpointEmbedder:
         self.model = model
         self.view = view
         self.base_identity = identity
-        # A model that embeds both views alike (one shared encoder, no satellite-only
-        # rotations) leaves the view out of its identity, so one cache entry serves both;
-        # otherwise the view is part of the key, or a tile embedded as a drone image would
-        # be served from the cache as its satellite embedding.
-        alike = (bool(getattr(model, "share_encoder", True))
+        # A model that embeds both views alike (it declares one shared encoder,
+        # share_encoder = True, and has no satellite-only rotations) leaves the view out of
+        # its identity, so one cache entry serves both; otherwise the view is part of the
+        # key, or a tile embedded as a drone image would be served from the cache as its
+        # satellite embedding. A model that declares nothing may embed the views apart.
+        alike = (bool(getattr(model, "share_encoder", False))
                  and int(getattr(model, "satellite_rotations", 1)) == 1)
         self.identity = identity if alike else f"{identity}:view={view}"
         self.input_size = (int(model.input_size[0]), int(model.input_size[1]))

@@ -140,6 +140,9 @@ class MuseNet(TrainableMixin, nn.Module):
             pretrained ResNets; 1 for training from scratch.
     """
 
+    #: Both views go through the same network (read by the checkpoint embedder).
+    share_encoder = True
+
     def __init__(
         self,
         backbone_name: str = "resnet50",
