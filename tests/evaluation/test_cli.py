@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -179,6 +180,29 @@ def test_predict_user_errors(tiny_160k: tuple[Path, Path], tmp_path: Path,
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "Traceback" not in err
     assert not (out / "answer.txt").exists()
+
+
+def test_predict_root_with_an_override_for_a_part_it_cannot_resolve(
+        tiny_160k: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """ROOT with two query folders (the 2023 and the 2024 queries side by side) and
+    --queries naming one: ROOT still gives the names file and the gallery."""
+    root, gt = tiny_160k
+    shutil.copytree(root / "query_drone_160k_wx", root / "query_drone_160k")
+    out = tmp_path / "pred"
+    argv = ["predict", str(root), "--queries", str(root / "query_drone_160k_wx"), "--out", str(out),
+            "--ground-truth", str(gt), *COMMON]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert len((out / "answer.txt").read_text().splitlines()) == len(gt.read_text().splitlines())
+    # without --queries the choice is still the user's, in one line
+    assert main(["predict", str(root), "--out", str(tmp_path / "p2"), *COMMON]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--queries" in err and "Traceback" not in err
+    # a ROOT without names file and gallery is fine when both are given
+    bare = tmp_path / "bare"
+    shutil.copytree(root / "query_drone_160k_wx", bare / "query_drone_x")
+    assert main(["predict", str(bare), "--names", str(root / "query_drone_name.txt"),
+                 "--gallery", str(root / "gallery_satellite_160k"), "--out", str(tmp_path / "p3"),
+                 *COMMON]) == 0
 
 
 def test_metrics_markdown_states_the_tie_rule() -> None:

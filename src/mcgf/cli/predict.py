@@ -80,12 +80,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     if args.root is not None:
-        queries, names, gallery = find_160k_layout(args.root)
+        queries, names, gallery = find_160k_layout(args.root, queries=args.queries,
+                                                   names=args.names, gallery=args.gallery)
     else:
-        queries = names = gallery = None  # type: ignore[assignment]
-    queries = args.queries or queries
-    names = args.names or names
-    gallery = args.gallery or gallery
+        queries, names, gallery = args.queries, args.names, args.gallery
     missing = [opt for opt, v in (("--queries", queries), ("--names", names), ("--gallery", gallery))
                if v is None]
     if missing:

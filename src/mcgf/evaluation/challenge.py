@@ -225,27 +225,35 @@ GALLERY_FOLDER = "gallery_satellite_160k"
 NAMES_FILE = "query_drone_name.txt"
 
 
-def find_160k_layout(root: str | Path) -> tuple[Path, Path, Path]:
+def find_160k_layout(root: str | Path, *, queries: str | Path | None = None,
+                     names: str | Path | None = None, gallery: str | Path | None = None
+                     ) -> tuple[Path, Path, Path]:
     """``(query folder, names file, gallery folder)`` of a University-160k(-WX) folder.
 
     The query folder is the one subfolder whose name starts with ``query_drone``
-    (``query_drone_160k_wx_24``, ``query_drone160k``, ...).
+    (``query_drone_160k_wx_24``, ``query_drone160k``, ...). ``queries``, ``names`` and
+    ``gallery`` override their part: ``root`` is not searched for a part that is given
+    (e.g. a root with both the 2023 and the 2024 query folders and ``queries`` naming one).
     """
     base = Path(root)
     if not base.is_dir():
         raise UserError(f"{base} is not a folder")
-    queries = sorted(p for p in base.iterdir() if p.is_dir() and p.name.startswith("query_drone"))
-    if len(queries) != 1:
-        found = ", ".join(p.name for p in queries) or "none"
-        raise UserError(f"{base} must hold exactly one query_drone* folder (found: {found}); "
-                        "or give --queries, --names and --gallery")
-    names = base / NAMES_FILE
-    if not names.is_file():
-        raise UserError(f"{base} has no {NAMES_FILE}; give --names")
-    gallery = base / GALLERY_FOLDER
-    if not gallery.is_dir():
-        raise UserError(f"{base} has no {GALLERY_FOLDER}/ folder; give --gallery")
-    return queries[0], names, gallery
+    if queries is None:
+        found = sorted(p for p in base.iterdir() if p.is_dir() and p.name.startswith("query_drone"))
+        if len(found) != 1:
+            listed = ", ".join(p.name for p in found) or "none"
+            raise UserError(f"{base} must hold exactly one query_drone* folder (found: {listed}); "
+                            "name the query folder with --queries")
+        queries = found[0]
+    if names is None:
+        names = base / NAMES_FILE
+        if not names.is_file():
+            raise UserError(f"{base} has no {NAMES_FILE}; give --names")
+    if gallery is None:
+        gallery = base / GALLERY_FOLDER
+        if not gallery.is_dir():
+            raise UserError(f"{base} has no {GALLERY_FOLDER}/ folder; give --gallery")
+    return Path(queries), Path(names), Path(gallery)
 
 
 @dataclass
