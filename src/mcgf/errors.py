@@ -41,3 +41,18 @@ class DeprecatedOptionWarning(FutureWarning):
     """A config uses an option under its former name or section; it still works, and the
     one-line message says what to write instead (the command line prints it as
     ``mcgf: warning: ...``)."""
+
+
+#: File name endings of archives that a dataset is often downloaded as.
+_ARCHIVES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".7z", ".rar")
+
+
+def folder_error(what: str, path: str | Path) -> UserError:
+    """The one-line error for a folder ``path`` (named ``what``) that is not there: it
+    does not exist, or it is a file (an archive: unpack it first)."""
+    p = Path(path)
+    if not p.exists():
+        return UserError(f"{what} {p} does not exist")
+    hint = ("unpack it and point at the unpacked folder" if p.name.lower().endswith(_ARCHIVES)
+            else "point at the folder that holds it")
+    return UserError(f"{what} {p} is a file, not a folder: {hint}")

@@ -50,6 +50,10 @@ def test_flat_split_found_and_parent_folder(flat160k: Path, u1652: Path) -> None
 def test_unusable_trees(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="does not exist"):
         check_dataset(tmp_path / "missing")
+    archive = tmp_path / "University-1652.zip"
+    archive.write_bytes(b"PK\x05\x06" + bytes(18))
+    with pytest.raises(UserError, match=r"University-1652\.zip is a file, not a folder: unpack"):
+        check_dataset(archive)
     (tmp_path / "x").mkdir()
     with pytest.raises(UserError, match="holds no University-1652 tree"):
         check_dataset(tmp_path / "x")

@@ -63,6 +63,8 @@ def test_find_root_one_level_up(u1652: Path) -> None:
     assert find_university1652_root(u1652.parent) == u1652
     with pytest.raises(UserError, match="does not exist"):
         find_university1652_root(u1652 / "nope")
+    with pytest.raises(UserError, match=r"image-01\.jpeg is a file, not a folder"):
+        find_university1652_root(u1652 / "train" / "drone" / "0001" / "image-01.jpeg")
     empty = u1652.parent / "empty"
     empty.mkdir()
     with pytest.raises(UserError, match="no train/ or test/"):
@@ -176,6 +178,11 @@ def test_names_file_errors(flat160k: Path) -> None:
         read_names_file(bad)
     with pytest.raises(UserError, match="does not exist"):
         read_names_file(flat160k / "nope.txt")
+    names = flat160k / "query_drone_name.txt"
+    with pytest.raises(UserError, match=r"query folder .*name\.txt is a file, not a folder"):
+        load_flat_queries(names, names)
+    with pytest.raises(UserError, match=r"gallery folder .*name\.txt is a file, not a folder"):
+        load_flat_gallery(names)
 
 
 def test_names_with_dots_match_only_their_own_image(tmp_path: Path) -> None:

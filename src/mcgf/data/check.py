@@ -36,7 +36,7 @@ from mcgf.data.layout import (
     load_flat_gallery,
     load_flat_queries,
 )
-from mcgf.errors import UserError
+from mcgf.errors import UserError, folder_error
 
 if TYPE_CHECKING:
     from mcgf.data.layouts import DatasetLayout
@@ -288,7 +288,7 @@ def check_dataset(path: str | Path, *, decode: bool = True, workers: int | None 
     """
     root = Path(path)
     if not root.is_dir():
-        raise UserError(f"dataset folder {root} does not exist")
+        raise folder_error("dataset folder", root)
     report = CheckReport(root=root)
     trees, flat, problems = _dataset_roots(root, layout)
     report.errors += problems

@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mcgf.errors import UserError
+from mcgf.errors import UserError, folder_error
 
 #: Image file extensions accepted everywhere, compared case-insensitively.
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp"})
@@ -298,7 +298,7 @@ def find_university1652_root(path: str | Path) -> Path:
     """
     path = Path(path)
     if not path.is_dir():
-        raise UserError(f"dataset folder {path} does not exist")
+        raise folder_error("dataset folder", path)
     if (path / "train").is_dir() or (path / "test").is_dir():
         return path
     found = [
@@ -418,7 +418,7 @@ def load_flat_queries(folder: str | Path, names_file: str | Path, *, warn: bool 
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise UserError(f"query folder {folder} does not exist")
+        raise folder_error("query folder", folder)
     names = read_names_file(names_file)
     broken: list[Path] = []
     files = list_images(folder, broken)
@@ -465,7 +465,7 @@ def load_flat_gallery(folder: str | Path, *, warn: bool = True) -> FlatGallery:
     Broken symbolic links are skipped (and logged with ``warn``)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise UserError(f"gallery folder {folder} does not exist")
+        raise folder_error("gallery folder", folder)
     broken: list[Path] = []
     paths = list_images(folder, broken)
     if not paths:

@@ -40,7 +40,7 @@ from PIL import Image
 
 from mcgf.data.images import BAD_IMAGE_POLICIES, read_image_or_none
 from mcgf.data.layout import list_images, list_subfolders, load_flat_queries, read_class_folders
-from mcgf.errors import UserError
+from mcgf.errors import UserError, folder_error
 from mcgf.fileio import write_bytes_atomic, write_json_atomic
 from mcgf.weather.apply import apply_weather
 from mcgf.weather.conditions import (
@@ -147,7 +147,7 @@ def plan_160k_wx(
         paths = load_flat_queries(source, names_file).paths
     else:
         if not source.is_dir():
-            raise UserError(f"query folder {source} does not exist")
+            raise folder_error("query folder", source)
         paths = list_images(source)
         if not paths:
             raise UserError(f"{source} holds no image (.jpg .jpeg .png .webp)")

@@ -27,7 +27,7 @@ from mcgf.data.layouts.base import (
     parse_layout,
     register_layout,
 )
-from mcgf.errors import UserError
+from mcgf.errors import UserError, folder_error
 
 
 def detect_layouts(folder: Path) -> list[type[DatasetLayout]]:
@@ -62,7 +62,7 @@ def find_dataset(path: str | Path, layout: str | None = None, *, option: str = "
     """
     path = Path(path)
     if not path.is_dir():
-        raise UserError(f"dataset folder {path} does not exist")
+        raise folder_error("dataset folder", path)
     if layout:
         cls, subsets = parse_layout(layout, option)
         return cls(cls.find_root(path), subsets)
