@@ -155,6 +155,13 @@ def test_errors_name_the_path(tmp_path: Path) -> None:
     empty.mkdir()
     with pytest.raises(UserError, match=f"{empty} is not an mcgf checkpoint"):
         load_checkpoint(empty)
+    # a training run's folder: its checkpoint is run/last, which the error names
+    run = tmp_path / "run"
+    save_checkpoint(run / "last", make_model(), CONFIG)
+    with pytest.raises(UserError, match=f"{run} is a training run folder: pass its checkpoint {run / 'last'}"):
+        load_checkpoint(run)
+    with pytest.raises(UserError, match=f"{empty} is not an mcgf checkpoint: it has no config.json; pass"):
+        load_checkpoint(empty)
 
     path = save_checkpoint(tmp_path / "ck", make_model(), CONFIG)
     cfg = json.loads((path / "config.json").read_text())

@@ -332,7 +332,10 @@ def read_config(path: str | Path) -> dict[str, Any]:
     folder = checkpoint_dir(path)
     cfg_path = folder / CONFIG_FILE
     if not cfg_path.is_file():
-        raise UserError(f"{folder} is not an mcgf checkpoint: it has no {CONFIG_FILE}")
+        if (folder / "last" / CONFIG_FILE).is_file():  # mcgf train's --out folder
+            raise UserError(f"{folder} is a training run folder: pass its checkpoint {folder / 'last'}")
+        raise UserError(f"{folder} is not an mcgf checkpoint: it has no {CONFIG_FILE}; pass the "
+                        "folder that save_checkpoint or mcgf train wrote (mcgf train: OUT/last)")
     try:
         config = json.loads(cfg_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
