@@ -63,6 +63,23 @@ def test_unusable_trees(tmp_path: Path) -> None:
     assert any("needs both drone/ and satellite/" in e for e in rep.errors)
 
 
+def test_folder_errors_are_not_followed_by_a_false_no_image_line(flat160k: Path) -> None:
+    """Both flat folders are refused (a query name fits two files, two gallery files share a
+    stem): the errors say why, and no line claims the split holds no image."""
+    (flat160k / "query_drone_160k_wx_24" / "aB1.png").write_bytes(
+        (flat160k / "query_drone_160k_wx_24" / "aB1.jpeg").read_bytes())
+    (flat160k / "query_drone_name.txt").write_text("zQ3.jpeg\naB1\nmM2.jpeg\nCc4.jpeg\n")
+    (flat160k / "gallery_satellite_160k" / "g1.jpg").write_bytes(
+        (flat160k / "gallery_satellite_160k" / "g1.webp").read_bytes())
+    rep = check_dataset(flat160k, decode=False)
+    assert not rep.ok and len(rep.errors) == 2
+    assert not any("no image found" in e for e in rep.errors)
+    empty = flat160k.parent / "empty"
+    (empty / "query_drone_160k").mkdir(parents=True)
+    (empty / "query_drone_name.txt").write_text("a\n")
+    assert any("no image found" in e for e in check_dataset(empty, decode=False).errors)
+
+
 def test_names_file_fitting_two_query_folders_is_reported(flat160k: Path) -> None:
     second = flat160k / "query_drone_160k"
     second.mkdir()

@@ -314,7 +314,7 @@ def check_dataset(path: str | Path, *, decode: bool = True, workers: int | None 
         images += tree.check(report)
     for r in flat:
         images += _check_flat(r, report)
-    if not images:
+    if not images and not report.errors:  # a folder refused above has said why already
         report.errors.append(f"{root}: no image found (.jpg .jpeg .png .webp in any letter case)")
     if decode and images:
         report.unreadable, report.adjusted = _decode_all(images, workers)
