@@ -82,6 +82,25 @@ def test_prerendered_images_that_do_not_align_are_skipped_with_a_note(
     assert "note: fog: its images do not align" in capsys.readouterr().out
 
 
+def test_prerendered_images_align_across_extension_and_id_spelling(
+        tiny_u1652: Path, tmp_path: Path) -> None:
+    """A condition saved as .png in folders named 101 (not 0101) holds the same images as
+    test/query_drone, as the coverage check and the labels read them: the probes use it."""
+    wx = tmp_path / "wx"
+    prerendered_copies(tiny_u1652, wx, "normal", "fog")
+    for p in sorted((wx / "fog").rglob("*.jpeg")):
+        p.rename(p.with_suffix(".PNG"))
+    for d in sorted((wx / "fog").iterdir()):
+        d.rename(d.with_name(str(int(d.name))))
+    out = tmp_path / "ev"
+    assert main(["evaluate", str(tiny_u1652), "--wx-dir", str(wx), "--directions", "d2s",
+                 "--out", str(out), *COMMON]) == 0
+    inv = json.loads((out / "metrics.json").read_text())["invariance"]
+    assert [r["condition"] for r in inv["per_condition"]] == ["normal", "fog"] and inv["notes"] == []
+    assert all(r["cosine"] == pytest.approx(1.0) and r["images"] == 15 for r in inv["per_condition"])
+    assert inv["probe"]["accuracy"] == pytest.approx(50.0)
+
+
 def test_probes_off_switches(tiny_u1652: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("mcgf.weather")
     cases: list[tuple[list[str], str]] = [

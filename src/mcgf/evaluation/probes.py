@@ -4,7 +4,8 @@
 :func:`mcgf.evaluation.university.evaluate_university`: it receives the clean
 ``query_drone`` features and then each condition's as the evaluation extracts them, so
 the probes cost no second embedding pass. Per condition it aligns the weathered images
-with the clean ones by image key (``<class>/<file>``), computes the clean–weathered
+with the clean ones by image key (``<class>/<file>``; else by location and file name
+without its image extension), computes the clean–weathered
 cosine at once (:func:`mcgf.evaluation.invariance.cosine_invariance`) and keeps the
 features of a seeded sample of images for the condition probe
 (:func:`mcgf.evaluation.invariance.condition_probe`), run by :meth:`result`.
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from mcgf.data.layout import ImageRecord
+from mcgf.data.layout import ImageRecord, without_image_extension
 from mcgf.evaluation.features import FeatureSet
 from mcgf.evaluation.invariance import (
     PROBE_FOLDS,
@@ -34,6 +35,23 @@ PROBE_FOLDER = "query_drone"
 #: Images (each under every condition) the probe classifier is trained on at most: the
 #: 37,855 University-1652 queries × 10 conditions would hold 1.5 GB of float64 features.
 PROBE_MAX_IMAGES = 5000
+
+
+def _loose_key(record: ImageRecord) -> str:
+    """``<key prefix><location id>/<file name without image extension>``."""
+    return f"{record.key_prefix}{record.label}/{without_image_extension(record.path.name)}"
+
+
+def _align_keys(clean: np.ndarray, keys: np.ndarray) -> np.ndarray | None:
+    """Row in ``keys`` of each of ``clean`` (-1: absent), or ``None`` when ``keys`` holds
+    one twice or one that ``clean`` lacks."""
+    order = np.argsort(keys, kind="stable")
+    pos = np.searchsorted(keys[order], clean)
+    pos = np.minimum(pos, max(len(keys) - 1, 0))
+    found = (keys[order][pos] == clean) if len(keys) else np.zeros(len(clean), bool)
+    if int(found.sum()) != len(np.unique(keys)) or len(np.unique(keys)) != len(keys):
+        return None
+    return np.where(found, order[pos], -1)
 
 
 class InvarianceProbes:
@@ -55,6 +73,7 @@ class InvarianceProbes:
         self.notes: list[str] = []
         self._clean: FeatureSet | None = None
         self._keys: np.ndarray = np.empty(0, str)
+        self._loose_keys: list[str] = []
         self._labels: np.ndarray = np.empty(0, np.int64)
         self._sample: np.ndarray = np.empty(0, np.int64)
         self._cosine: dict[str, dict[str, Any]] = {}
@@ -75,6 +94,7 @@ class InvarianceProbes:
     def _set_clean(self, records: Sequence[ImageRecord], features: FeatureSet) -> None:
         self._clean = features
         self._keys = np.array([r.key for r in records])
+        self._loose_keys = [_loose_key(r) for r in records]
         self._labels = np.array([r.label for r in records], np.int64)
         n = len(records)
         rng = np.random.default_rng(self.seed)
@@ -83,15 +103,17 @@ class InvarianceProbes:
 
     def _align(self, records: Sequence[ImageRecord]) -> np.ndarray | None:
         """Row of each clean image in ``records`` (-1: absent), or ``None`` when some of
-        ``records`` has no clean counterpart."""
-        keys = np.array([r.key for r in records])
-        order = np.argsort(keys, kind="stable")
-        pos = np.searchsorted(keys[order], self._keys)
-        pos = np.minimum(pos, max(len(keys) - 1, 0))
-        found = (keys[order][pos] == self._keys) if len(keys) else np.zeros(len(self._keys), bool)
-        if int(found.sum()) != len(np.unique(keys)) or len(np.unique(keys)) != len(keys):
-            return None
-        return np.where(found, order[pos], -1)
+        ``records`` has no clean counterpart.
+
+        Images are matched by key; failing that, by location and file name without its
+        image extension (a condition saved as ``.png`` in a folder ``7`` for ``0007``),
+        when that names every image on both sides once."""
+        rows = _align_keys(self._keys, np.array([r.key for r in records]))
+        if rows is None:
+            clean = np.array(self._loose_keys)
+            if len(np.unique(clean)) == len(clean):
+                rows = _align_keys(clean, np.array([_loose_key(r) for r in records]))
+        return rows
 
     def _add(self, condition: str, records: Sequence[ImageRecord], features: FeatureSet) -> None:
         clean = self._clean
