@@ -169,9 +169,10 @@ def test_predict_user_errors(tiny_160k: tuple[Path, Path], tmp_path: Path,
                              capsys: pytest.CaptureFixture[str]) -> None:
     root, _gt = tiny_160k
     out = tmp_path / "p"
+    (tmp_path / "empty").mkdir()
     cases = [
         ["predict", "--out", str(out)],
-        ["predict", str(tmp_path), "--out", str(out)],
+        ["predict", str(tmp_path / "empty"), "--out", str(out)],
         ["predict", "--score-only", str(tmp_path / "a.txt")],
         ["predict", str(root), "--names", str(tmp_path / "none.txt"), "--out", str(out)],
     ]
@@ -203,6 +204,25 @@ def test_predict_root_with_an_override_for_a_part_it_cannot_resolve(
     assert main(["predict", str(bare), "--names", str(root / "query_drone_name.txt"),
                  "--gallery", str(root / "gallery_satellite_160k"), "--out", str(tmp_path / "p3"),
                  *COMMON]) == 0
+
+
+def test_predict_root_one_level_above_the_split(tiny_160k: tuple[Path, Path], tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """As mcgf evaluate and mcgf data check: ROOT may be the folder an archive was unpacked
+    into, holding the split one level down."""
+    root, gt = tiny_160k
+    parent = tmp_path / "unpacked"
+    parent.mkdir()
+    root.rename(parent / root.name)
+    (parent / "README.txt").write_text("readme")
+    out = tmp_path / "pred"
+    assert main(["predict", str(parent), "--out", str(out), "--ground-truth", str(gt), *COMMON]) == 0
+    assert len((out / "answer.txt").read_text().splitlines()) == len(gt.read_text().splitlines())
+    # two splits below: the user picks one, in one line
+    shutil.copytree(parent / root.name, parent / "copy")
+    assert main(["predict", str(parent), "--out", str(tmp_path / "p2"), *COMMON]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "copy" in err and "Traceback" not in err
 
 
 def test_metrics_markdown_states_the_tie_rule() -> None:

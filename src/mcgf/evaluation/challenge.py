@@ -225,19 +225,34 @@ GALLERY_FOLDER = "gallery_satellite_160k"
 NAMES_FILE = "query_drone_name.txt"
 
 
+def _split_folder(base: Path) -> Path:
+    """``base``, or its one sub-folder holding a 160k split (a names file) when ``base``
+    holds no part of one (the folder an archive was unpacked into)."""
+    if (base / NAMES_FILE).is_file() or (base / GALLERY_FOLDER).is_dir() or any(
+            p.is_dir() and p.name.startswith("query_drone") for p in base.iterdir()):
+        return base
+    below = sorted(p for p in base.iterdir() if p.is_dir() and (p / NAMES_FILE).is_file())
+    if len(below) > 1:
+        raise UserError(f"{base} holds several University-160k splits "
+                        f"({', '.join(p.name for p in below)}); point at one of them")
+    return below[0] if below else base
+
+
 def find_160k_layout(root: str | Path, *, queries: str | Path | None = None,
                      names: str | Path | None = None, gallery: str | Path | None = None
                      ) -> tuple[Path, Path, Path]:
     """``(query folder, names file, gallery folder)`` of a University-160k(-WX) folder.
 
     The query folder is the one subfolder whose name starts with ``query_drone``
-    (``query_drone_160k_wx_24``, ``query_drone160k``, ...). ``queries``, ``names`` and
+    (``query_drone_160k_wx_24``, ``query_drone160k``, ...); a ``root`` holding no part of
+    a split may hold one in a sub-folder (the only one with a names file). ``queries``, ``names`` and
     ``gallery`` override their part: ``root`` is not searched for a part that is given
     (e.g. a root with both the 2023 and the 2024 query folders and ``queries`` naming one).
     """
     base = Path(root)
     if not base.is_dir():
         raise UserError(f"{base} is not a folder")
+    base = _split_folder(base)
     if queries is None:
         found = sorted(p for p in base.iterdir() if p.is_dir() and p.name.startswith("query_drone"))
         if len(found) != 1:
