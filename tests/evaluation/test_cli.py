@@ -225,6 +225,25 @@ def test_predict_root_one_level_above_the_split(tiny_160k: tuple[Path, Path], tm
     assert err.count("\n") == 1 and "copy" in err and "Traceback" not in err
 
 
+def test_predict_refuses_a_gallery_name_an_answer_cannot_hold_before_embedding(
+        tiny_160k: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A gallery file named with a space (a copy a file manager made) cannot be written in
+    an answer line: the run stops before embedding anything, naming the file."""
+    root, _gt = tiny_160k
+    gallery = root / "gallery_satellite_160k"
+    first = sorted(gallery.iterdir())[0]
+    shutil.copy(first, gallery / f"{first.stem} 2{first.suffix}")
+    out = tmp_path / "pred"
+    assert main(["predict", str(root), "--out", str(out), *COMMON]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{first.stem} 2{first.suffix}" in err and "rename" in err
+    assert not out.exists()
+    from mcgf.data.check import check_dataset
+
+    rep = check_dataset(root, decode=False)
+    assert not rep.ok and any(f"{first.stem} 2" in e for e in rep.errors)
+
+
 def test_metrics_markdown_states_the_tie_rule() -> None:
     from mcgf.evaluation.report import render_markdown
 

@@ -461,8 +461,8 @@ def load_flat_queries(folder: str | Path, names_file: str | Path, *, warn: bool 
 
 
 def load_flat_gallery(folder: str | Path, *, warn: bool = True) -> FlatGallery:
-    """List a flat gallery folder; stems must be unique (they are what is submitted).
-    Broken symbolic links are skipped (and logged with ``warn``)."""
+    """List a flat gallery folder; stems must be unique and free of white space (they are
+    what is submitted). Broken symbolic links are skipped (and logged with ``warn``)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise folder_error("gallery folder", folder)
@@ -472,6 +472,9 @@ def load_flat_gallery(folder: str | Path, *, warn: bool = True) -> FlatGallery:
         raise UserError(f"gallery folder {folder} holds no image (.jpg .jpeg .png .webp)")
     stems: dict[str, Path] = {}
     for p in paths:
+        if any(c.isspace() for c in p.stem):
+            raise UserError(f"gallery file {p} has white space in its name, which an answer line "
+                            "(names separated by tabs or spaces) cannot hold; rename or remove it")
         if p.stem in stems:
             raise UserError(
                 f"gallery {folder} has two files named {p.stem!r} ({stems[p.stem].name}, {p.name}); "
