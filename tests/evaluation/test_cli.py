@@ -244,6 +244,21 @@ def test_predict_refuses_a_gallery_name_an_answer_cannot_hold_before_embedding(
     assert not rep.ok and any(f"{first.stem} 2" in e for e in rep.errors)
 
 
+def test_predict_checks_the_ground_truth_before_embedding(
+        tiny_160k: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A missing ground-truth file, or one that lacks a query, stops the run before the
+    gallery is embedded (hours at 160k scale), and no answer is written."""
+    root, gt = tiny_160k
+    short = tmp_path / "short.txt"
+    short.write_text("".join(gt.read_text().splitlines(keepends=True)[1:]))
+    for bad, says in ((tmp_path / "none.txt", "does not exist"), (short, "is not in")):
+        out = tmp_path / f"pred-{bad.stem}"
+        assert main(["predict", str(root), "--out", str(out), "--ground-truth", str(bad), *COMMON]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and says in err and str(bad) in err
+        assert not out.exists()
+
+
 def test_metrics_markdown_states_the_tie_rule() -> None:
     from mcgf.evaluation.report import render_markdown
 

@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         find_160k_layout,
         predict,
         score_answer,
+        true_stems,
     )
     from mcgf.fileio import write_json_atomic
 
@@ -89,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         raise UserError(f"give ROOT or {', '.join(missing)}")
     threads = None if args.threads is None else int_option(args.threads, "--threads")
+    if args.ground_truth is not None:
+        true_stems(args.ground_truth, names)  # its errors before hours of embedding
     embedder = embedder_from_args(args)
     options = extract_options_from_args(args, args.out)
     result = predict(queries, names, gallery, embedder, args.out, separator=args.separator,

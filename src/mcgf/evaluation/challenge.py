@@ -182,6 +182,30 @@ class AnswerScore:
         return {k: d[k] for k in ("R@1", "R@5", "R@10", "AP", "num_queries")}
 
 
+def true_stems(ground_truth_path: str | Path, names_file: str | Path | None = None) -> list[str]:
+    """The true gallery stem of each query of ``names_file``, in its order (without it,
+    the ground-truth file's order); queries are matched by name, with or without extension.
+
+    Raises:
+        UserError: the ground-truth file is missing or malformed, or lacks a query.
+    """
+    truth = read_ground_truth(ground_truth_path)
+    if names_file is None:
+        return [g for _, g in truth]
+    from mcgf.data.layout import read_names_file
+
+    names = read_names_file(names_file)
+    lookup: dict[str, str] = {}
+    for q, g in truth:
+        lookup[q] = g
+        lookup.setdefault(without_image_extension(q), g)
+    keys = [n if n in lookup else without_image_extension(n) for n in names]
+    missing = [n for n, k in zip(names, keys, strict=True) if k not in lookup]
+    if missing:
+        raise UserError(f"query {missing[0]!r} of {names_file} is not in {ground_truth_path}")
+    return [lookup[k] for k in keys]
+
+
 def score_answer(answer_path: str | Path, ground_truth_path: str | Path, *,
                  names_file: str | Path | None = None) -> AnswerScore:
     """Score an answer file (``.txt`` or ``.zip``) against a ground-truth file.
@@ -194,23 +218,8 @@ def score_answer(answer_path: str | Path, ground_truth_path: str | Path, *,
     Raises:
         UserError: if the answer is malformed or does not cover every query.
     """
-    truth = read_ground_truth(ground_truth_path)
+    true = true_stems(ground_truth_path, names_file)
     rows = read_answer(answer_path)
-    if names_file is not None:
-        from mcgf.data.layout import read_names_file
-
-        names = read_names_file(names_file)
-        lookup: dict[str, str] = {}
-        for q, g in truth:
-            lookup[q] = g
-            lookup.setdefault(without_image_extension(q), g)
-        keys = [n if n in lookup else without_image_extension(n) for n in names]
-        missing = [n for n, k in zip(names, keys, strict=True) if k not in lookup]
-        if missing:
-            raise UserError(f"query {missing[0]!r} of {names_file} is not in {ground_truth_path}")
-        true = [lookup[k] for k in keys]
-    else:
-        true = [g for _, g in truth]
     validate_rows(rows, len(true), source=str(answer_path))
     hits = np.array([[name == t for name in row] for row, t in zip(rows, true, strict=True)],
                     dtype=np.int64).reshape(len(true), ANSWER_LENGTH)
