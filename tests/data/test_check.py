@@ -80,6 +80,16 @@ def test_folder_errors_are_not_followed_by_a_false_no_image_line(flat160k: Path)
     assert any("no image found" in e for e in check_dataset(empty, decode=False).errors)
 
 
+def test_unreadable_image_of_a_160k_split_is_not_said_to_be_skippable(flat160k: Path) -> None:
+    """mcgf predict needs every query and gallery image: the advice says so."""
+    bad = flat160k / "gallery_satellite_160k" / "g2.webp"
+    bad.write_bytes(bad.read_bytes()[:20])
+    text = format_report(check_dataset(flat160k, workers=1))
+    assert f"unreadable: {bad}" in text
+    last = text.splitlines()[-1]
+    assert last.startswith("NOT OK") and "mcgf predict" in last and "cannot skip" in last
+
+
 def test_names_file_fitting_two_query_folders_is_reported(flat160k: Path) -> None:
     second = flat160k / "query_drone_160k"
     second.mkdir()

@@ -411,7 +411,8 @@ def format_report(report: CheckReport, *, per_class: bool = False) -> str:
     elif report.unreadable and not report.errors:
         lines.append(
             "NOT OK: fix or remove the unreadable images, or skip them (training: data.on_bad_image: skip; "
-            "mcgf evaluate: --on-bad-image skip)"
+            "mcgf evaluate: --on-bad-image skip; mcgf predict cannot skip them: every query needs "
+            "its line and every gallery image may be an answer)"
         )
     else:
         lines.append("NOT OK: the dataset cannot be used as it is")
