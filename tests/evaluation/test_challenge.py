@@ -180,3 +180,14 @@ def test_new_answer_removes_the_reports_of_the_old_one(tmp_path: Path) -> None:
     write_answer(out, new, num_queries=3, gallery_stems=STEMS)
     assert read_answer(out / "answer.txt") == new and read_answer(out / "answer.zip") == new
     assert sorted(p.name for p in out.iterdir()) == ["answer.txt", "answer.zip"]
+
+
+def test_a_ground_truth_with_gallery_file_names_scores_their_stems(tmp_path: Path) -> None:
+    # The answer holds names without extension; a ground truth that spells the gallery
+    # files with theirs (g01.webp) must not score every query as a miss.
+    gt = tmp_path / "gt.txt"
+    gt.write_text(f"a.jpeg\t{STEMS[0]}.webp\nb.jpeg\t{STEMS[3]}.JPG\n")
+    ans = tmp_path / "answer.txt"
+    ans.write_text("\t".join(STEMS[:10]) + "\n" + "\t".join(STEMS[1:11]) + "\n")
+    d = score_answer(ans, gt).as_dict()
+    assert d["R@1"] == pytest.approx(50.0) and d["R@5"] == pytest.approx(100.0)

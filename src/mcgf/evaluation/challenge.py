@@ -164,7 +164,9 @@ def read_ground_truth(path: str | Path) -> list[tuple[str, str]]:
         parts = line.strip().split("\t") if "\t" in line else line.split()
         if len(parts) != 2:
             raise UserError(f"ground-truth file {p} line {n} is not '<query name><TAB><gallery stem>'")
-        pairs.append((parts[0].strip(), parts[1].strip()))
+        # The answer holds gallery names without extension; a ground truth that spells
+        # the files with theirs is read as their stems.
+        pairs.append((parts[0].strip(), without_image_extension(parts[1].strip())))
     if not pairs:
         raise UserError(f"ground-truth file {p} is empty")
     return pairs
