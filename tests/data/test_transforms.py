@@ -87,3 +87,20 @@ def test_color_jitter_reaches_the_training_transforms(u1652) -> None:
                             needs_clean_targets=False)
     ds = build_dataset(cfg, *read_train_split(str(u1652)), model)
     assert ds.drone_transform.color == 0.15 and ds.satellite_transform.color == 0.15
+
+
+def test_preprocess_values_are_the_normalisation_formula() -> None:
+    # (x / 255 - mean) / std as x · a + b in float32, per channel, in (C, H, W) order;
+    # a second call reuses the instance's coefficients and gives the same values.
+    pre = Preprocess((24, 40), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    rng = np.random.default_rng(5)
+    for shape in ((24, 40, 3), (31, 17, 3)):
+        im = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8))
+        sized = im if im.size == (40, 24) else im.resize((40, 24), Image.Resampling.BICUBIC)
+        a = np.asarray([1.0 / (255.0 * s) for s in pre.std], np.float32)
+        b = np.asarray([-m / s for m, s in zip(pre.mean, pre.std, strict=True)], np.float32)
+        want = torch.from_numpy(np.ascontiguousarray((np.asarray(sized) * a + b).transpose(2, 0, 1)))
+        for _ in range(2):
+            got = pre(im)
+            assert got.dtype == torch.float32 and got.is_contiguous()
+            assert torch.equal(got, want)

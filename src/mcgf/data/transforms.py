@@ -6,6 +6,7 @@ interpolation and normalisation when it is trained as when it is evaluated.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -37,11 +38,21 @@ class Preprocess:
         h, w = self.size
         if image.size != (w, h):
             image = image.resize((w, h), Image.Resampling.BICUBIC)
-        # One fused NumPy pass: (x / 255 - mean) / std = x · a + b per channel.
+        # (x / 255 - mean) / std = x · a + b per channel, written straight into the
+        # (C, H, W) tensor: no (H, W, C) float temporary and no transposing copy.
+        a, b = self._scale_shift
+        pixels = np.asarray(image, dtype=np.uint8)
+        x = np.empty((len(self.std), *pixels.shape[:2]), np.float32)
+        np.multiply(pixels.transpose(2, 0, 1), a, out=x)
+        x += b
+        return torch.from_numpy(x)
+
+    @functools.cached_property
+    def _scale_shift(self) -> tuple[np.ndarray, np.ndarray]:
+        """Float32 ``(a, b)`` of ``x · a + b``, shaped ``(C, 1, 1)``; made once per instance."""
         a = np.asarray([1.0 / (255.0 * s) for s in self.std], np.float32)
         b = np.asarray([-m / s for m, s in zip(self.mean, self.std, strict=True)], np.float32)
-        x = np.asarray(image, dtype=np.uint8) * a + b
-        return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+        return a.reshape(-1, 1, 1), b.reshape(-1, 1, 1)
 
 
 @dataclass(frozen=True)
