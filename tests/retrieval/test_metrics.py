@@ -181,3 +181,33 @@ def test_ranked_top_ties_identical_gallery_features() -> None:
         top = ranked_top(q, g, size)
         pos = np.argsort(top, axis=1)  # position of every gallery row in each ranking
         assert (pos[:, -1] == pos[:, 0] + 1).all()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rank_and_score_is_the_metrics_of_the_full_sort_bit_for_bit(seed: int) -> None:
+    # The counted ranks give exactly what the metrics of the whole sorted gallery give:
+    # ties with good items (copies, rounded features), junk items, queries with the junk
+    # label or a label the gallery lacks, any block.
+    from mcgf.retrieval.ranking import ranked_blocks
+    from mcgf.retrieval.search import as_float_tensor
+
+    rng = np.random.default_rng(seed)
+    for case in range(40):
+        size, nq, dim = int(rng.integers(1, 90)), int(rng.integers(1, 25)), int(rng.integers(1, 6))
+        g = rng.standard_normal((size, dim)).astype(np.float32)
+        q = rng.standard_normal((nq, dim)).astype(np.float32)
+        if case % 2:
+            g, q = np.round(g), np.round(q)  # many equal scores
+        if case % 3 == 0:
+            g[rng.integers(0, size, size // 3 + 1)] = g[0]
+        gl = rng.integers(-1, 7, size)
+        ql = rng.integers(-1, 9, nq)
+        block = [None, 1, 4][case % 3]
+        got = rank_and_score(q, ql, g, gl, block=block)
+        gt, qt = as_float_tensor(g, "g"), as_float_tensor(q, "q")
+        want = PerQuery.concatenate([
+            per_query_metrics(gl[order.numpy()], ql[s: s + order.shape[0]])
+            for s, order in ranked_blocks(qt, gt, block or nq)])
+        assert np.array_equal(got.first_good, want.first_good)
+        assert np.array_equal(got.num_good, want.num_good)
+        assert np.array_equal(got.ap, want.ap)  # same float64 values, not approximately

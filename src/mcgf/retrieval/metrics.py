@@ -121,13 +121,21 @@ def per_query_metrics(
 
     # Only good entries contribute to AP: gather their (query, i, r) sparsely.
     rows, cols = np.nonzero(good)
-    r = pos[rows, cols].astype(np.float64)
-    i = (np.cumsum(good, axis=1, dtype=np.int32)[rows, cols] - 1).astype(np.float64)
+    i = np.cumsum(good, axis=1, dtype=np.int32)[rows, cols] - 1
+    return PerQuery(first.astype(np.int64), trapezoid_ap(rows, i, pos[rows, cols], n), n)
+
+
+def trapezoid_ap(rows: np.ndarray, i: Any, r: Any, num_good: np.ndarray) -> np.ndarray:
+    """AP of every query from its good items found in the ranking: the ``i``-th good item
+    (0-based) of query ``rows[j]`` at position ``r`` after junk removal, listed query by
+    query, each query's in ranking order (the order of the sum); ``num_good`` ``n`` per
+    query. Queries with ``n = 0`` score 0."""
+    r = np.asarray(r).astype(np.float64)
+    i = np.asarray(i).astype(np.float64)
     precision = (i + 1.0) / (r + 1.0)
     old_precision = np.where(r == 0, 1.0, i / np.maximum(r, 1.0))
-    sums = np.bincount(rows, weights=(old_precision + precision) * 0.5, minlength=nq)
-    ap = np.where(n > 0, sums / np.maximum(n, 1), 0.0)
-    return PerQuery(first.astype(np.int64), ap, n)
+    sums = np.bincount(rows, weights=(old_precision + precision) * 0.5, minlength=len(num_good))
+    return np.where(num_good > 0, sums / np.maximum(num_good, 1), 0.0)
 
 
 def cmc_curve(first_good: Any, length: int, *, mask: Any = None) -> np.ndarray:

@@ -1,23 +1,25 @@
 """Full-gallery ranking and per-query metrics for labelled galleries (University-1652).
 
-The gallery is ranked completely for every query (951 satellite tiles, or 51,355 drone
+Every query is scored against the whole gallery (951 satellite tiles, or 51,355 drone
 views for satellite → drone), a block of queries at a time so that memory stays bounded
-(``block × gallery`` scores), and the ranked labels go straight into the vectorised
-metrics. Scores are float64 inner products of the (float32) features; equal scores are
-ordered by gallery index (stable sort). Identical gallery features are scored once and
-share that score, so they always tie (:func:`ranked_blocks`, which SDM@K's top-K uses
-too).
+(``block × gallery`` scores). Scores are float64 inner products of the (float32)
+features; the ranking orders them descending, equal scores by gallery index (a stable
+sort). Identical gallery features are scored once and share that score, so they always
+tie (:func:`scored_blocks`; :func:`ranked_blocks`, which SDM@K's top-K uses, sorts them).
+The metrics need only where each good item lands, which :func:`block_metrics` counts
+without sorting the gallery, giving the numbers of the sorted ranking.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
-from mcgf.retrieval.metrics import JUNK_LABEL, PerQuery, per_query_metrics
+from mcgf.retrieval.metrics import JUNK_LABEL, PerQuery, per_query_metrics, trapezoid_ap
 from mcgf.retrieval.search import as_float_tensor
 
 
@@ -41,6 +43,23 @@ def distinct_rows(features: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     return first, which.reshape(-1)
 
 
+def scored_blocks(query: torch.Tensor, gallery: torch.Tensor,
+                  block: int) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(start, scores)`` for each block of ``block`` queries from ``start``: the float64
+    inner products of the block's queries with the whole gallery, identical gallery
+    vectors scored once and sharing the score (:func:`distinct_rows`), so they always tie,
+    whatever the block."""
+    shared = distinct_rows(gallery.numpy())
+    g64 = (gallery if shared is None else gallery[torch.from_numpy(shared[0])]).double()
+    copies = None if shared is None else torch.from_numpy(shared[1])
+    for start in range(0, query.shape[0], block):
+        with torch.inference_mode():
+            scores = query[start: start + block].double() @ g64.T
+            if copies is not None:
+                scores = scores[:, copies]
+        yield start, scores
+
+
 def ranked_blocks(query: torch.Tensor, gallery: torch.Tensor,
                   block: int) -> Iterator[tuple[int, torch.Tensor]]:
     """``(start, order)`` for each block of ``block`` queries from ``start``: ``order``
@@ -50,16 +69,78 @@ def ranked_blocks(query: torch.Tensor, gallery: torch.Tensor,
     Identical gallery vectors are scored once and share the score (:func:`distinct_rows`),
     so they always tie, whatever the block.
     """
-    shared = distinct_rows(gallery.numpy())
-    g64 = (gallery if shared is None else gallery[torch.from_numpy(shared[0])]).double()
-    copies = None if shared is None else torch.from_numpy(shared[1])
-    for start in range(0, query.shape[0], block):
+    for start, scores in scored_blocks(query, gallery, block):
         with torch.inference_mode():
-            scores = query[start: start + block].double() @ g64.T
-            if copies is not None:
-                scores = scores[:, copies]
             order = torch.argsort(scores, dim=1, descending=True, stable=True)
         yield start, order
+
+
+def _sorted_metrics(scores: torch.Tensor, query_labels: np.ndarray, gallery_labels: torch.Tensor,
+                    junk_label: int) -> PerQuery:
+    """:func:`~mcgf.retrieval.metrics.per_query_metrics` of the rows of ``scores`` ranked
+    by :func:`ranked_blocks`' order (the whole gallery sorted)."""
+    with torch.inference_mode():
+        order = torch.argsort(scores, dim=1, descending=True, stable=True)
+    return per_query_metrics(gallery_labels[order].numpy(), query_labels, junk_label=junk_label)
+
+
+def _good_columns(query_labels: np.ndarray, gallery_labels: np.ndarray) -> np.ndarray:
+    """``(Q, n)`` gallery indices of each query's good items in index order, ``-1`` after
+    them (``n``: the most any query has)."""
+    order = np.argsort(gallery_labels, kind="stable")
+    sorted_labels = gallery_labels[order]
+    lo = np.searchsorted(sorted_labels, query_labels, side="left")
+    count = np.searchsorted(sorted_labels, query_labels, side="right") - lo
+    width = int(count.max(initial=0))
+    slot = np.arange(width)[None, :]
+    cols = order[np.minimum(lo[:, None] + slot, max(len(order) - 1, 0))] if len(order) else slot
+    return np.where(slot < count[:, None], cols, -1)
+
+
+def block_metrics(scores: torch.Tensor, query_labels: np.ndarray, gallery_labels: np.ndarray, *,
+                  junk_label: int = JUNK_LABEL) -> PerQuery:
+    """Per-query CMC/AP data of the rows of float64 ``scores`` ranked as :func:`ranked_blocks`
+    ranks them (score descending, then gallery index), without sorting the gallery.
+
+    The rank of each good item is counted instead: every kept (not junk) gallery item is
+    placed among the query's few good scores by a binary search, and a histogram of those
+    places gives, for the ``k``-th best good item, the number of kept items above it. A
+    row where a kept item scores exactly as one of its good items (where the index decides
+    the order), or whose query carries the junk label, is ranked by the sort instead. Both
+    give the numbers of :func:`~mcgf.retrieval.metrics.per_query_metrics` on the sorted
+    labels, bit for bit (the AP terms are summed in the same order).
+    """
+    ql = np.asarray(query_labels, dtype=np.int64).reshape(-1)
+    gl = np.asarray(gallery_labels, dtype=np.int64).reshape(-1)
+    nq = ql.shape[0]
+    kept = np.flatnonzero(gl != junk_label)
+    cols = torch.from_numpy(_good_columns(ql, gl[kept]))
+    width = cols.shape[1]
+    n = (cols >= 0).sum(1)
+    with torch.inference_mode():
+        s = scores if len(kept) == len(gl) else scores[:, torch.from_numpy(kept)]
+        good_scores = s.gather(1, cols.clamp_min(0)).masked_fill(cols < 0, -math.inf)
+        ascending = good_scores.sort(dim=1).values.contiguous()
+        after = torch.searchsorted(ascending, s, right=True)  # goods scoring <= the item
+        # Each good item equals itself; any other equality is a tie the index decides.
+        equal = (after - torch.searchsorted(ascending, s)).sum(1)
+        sort_rows = (equal != n).numpy() | (ql == junk_label)
+        # Goods above an item: it precedes the k-th best good when that is <= k. The
+        # goods themselves fill places 0..n-1 once each (taken off below).
+        place = (torch.arange(nq) * (width + 1) + width)[:, None] - after
+        hist = torch.bincount(place.view(-1), minlength=nq * (width + 1)).view(nq, width + 1)
+    num = n.numpy().astype(np.int64)
+    k = np.arange(width)
+    valid = k[None, :] < num[:, None]
+    before = hist.cumsum(1)[:, :width].numpy() - (k + 1)[None, :]  # other kept items above
+    rows, ks = np.nonzero(valid)
+    ap = trapezoid_ap(rows, ks, ks + before[rows, ks], num)
+    first = np.where(num > 0, before[:, 0] if width else 0, -1).astype(np.int64)
+    if sort_rows.any():
+        idx = np.flatnonzero(sort_rows)
+        exact = _sorted_metrics(scores[torch.from_numpy(idx)], ql[idx], torch.from_numpy(gl), junk_label)
+        first[idx], ap[idx], num[idx] = exact.first_good, exact.ap, exact.num_good
+    return PerQuery(first, ap, num)
 
 
 #: Score-matrix entries per block: ~32 MiB of float64 scores (plus sort and label arrays).
@@ -82,12 +163,12 @@ def rank_and_score(query_features: Any, query_labels: Any, gallery_features: Any
     q = as_float_tensor(query_features, "query features")
     g = as_float_tensor(gallery_features, "gallery features")
     ql = np.asarray(query_labels, dtype=np.int64).reshape(-1)
-    gl = torch.as_tensor(np.asarray(gallery_labels, dtype=np.int64).reshape(-1))
+    gl = np.asarray(gallery_labels, dtype=np.int64).reshape(-1)
     if q.shape[0] != ql.shape[0] or g.shape[0] != gl.shape[0]:
         raise ValueError("features and labels disagree in length")
     if q.shape[1] != g.shape[1]:
         raise ValueError(f"query features have {q.shape[1]} dims but gallery features {g.shape[1]}")
     step = block or max(1, _BLOCK_ENTRIES // max(1, g.shape[0]))
-    parts = [per_query_metrics(gl[order].numpy(), ql[s: s + step], junk_label=junk_label)
-             for s, order in ranked_blocks(q, g, step)]
+    parts = [block_metrics(scores, ql[s: s + step], gl, junk_label=junk_label)
+             for s, scores in scored_blocks(q, g, step)]
     return PerQuery.concatenate(parts)
