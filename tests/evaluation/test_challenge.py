@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -191,3 +192,14 @@ def test_a_ground_truth_with_gallery_file_names_scores_their_stems(tmp_path: Pat
     ans.write_text("\t".join(STEMS[:10]) + "\n" + "\t".join(STEMS[1:11]) + "\n")
     d = score_answer(ans, gt).as_dict()
     assert d["R@1"] == pytest.approx(50.0) and d["R@5"] == pytest.approx(100.0)
+
+
+@pytest.mark.parametrize("bad", ["g 99", "g\t99", "", "g99\r"])
+def test_format_answer_names_the_first_line_with_an_unwritable_name(bad: str) -> None:
+    from mcgf.evaluation.challenge import format_answer
+
+    rows = rows_for(6)
+    assert format_answer(rows, "space") == "".join(" ".join(r) + "\n" for r in rows)
+    rows[3][4], rows[5][1] = bad, "x y"
+    with pytest.raises(UserError, match=re.escape(f"gallery name {bad!r} (answer line 4) contains whitespace")):
+        format_answer(rows)

@@ -74,12 +74,20 @@ def format_answer(rows: Sequence[Sequence[str]], separator: str = "tab") -> str:
     if separator not in SEPARATORS:
         raise UserError(f"--separator must be one of {', '.join(SEPARATORS)} (got {separator!r})")
     sep = SEPARATORS[separator]
-    for n, row in enumerate(rows, 1):
-        bad = [s for s in row if not s or any(c in s for c in "\t \r\n")]
-        if bad:
-            raise UserError(f"gallery name {bad[0]!r} (answer line {n}) contains whitespace; "
-                            "answers cannot represent it")
+    # Each distinct name is checked once (a gallery name recurs in many of the lines);
+    # only an answer holding a bad one is searched line by line for the first.
+    if any(_unwritable(s) for s in set().union(*rows)):
+        for n, row in enumerate(rows, 1):
+            bad = [s for s in row if _unwritable(s)]
+            if bad:
+                raise UserError(f"gallery name {bad[0]!r} (answer line {n}) contains whitespace; "
+                                "answers cannot represent it")
     return "".join(sep.join(row) + "\n" for row in rows)
+
+
+def _unwritable(name: str) -> bool:
+    """Whether an answer line cannot hold ``name``: empty, or holding a separator."""
+    return not name or any(c in name for c in "\t \r\n")
 
 
 def zip_answer(text: str) -> bytes:
