@@ -61,6 +61,7 @@ from mcgf.retrieval.candidates import (
     int8_available,
     strict_matmul,
 )
+from mcgf.retrieval.ranking import distinct_rows
 from mcgf.retrieval.rowops import (
     exact_scores,
     pair_dot,
@@ -351,24 +352,23 @@ def _score_all(q: torch.Tensor, g: torch.Tensor, k: int) -> tuple[torch.Tensor, 
 def _first_copies(g: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The distinct rows of ``g``, in order of first occurrence, and the indices of each
     one's first ``k`` copies ``(U, k)`` (``-1`` past its count); ``None``: no duplicates."""
-    uniq, inverse = torch.unique(g, dim=0, return_inverse=True)
-    n, u = g.shape[0], uniq.shape[0]
-    if u == n:
+    found = distinct_rows(g.numpy())
+    if found is None:
         return None
-    rows = torch.arange(n)
-    first = torch.full((u,), n, dtype=torch.int64).scatter_reduce_(0, inverse, rows, "amin")
+    first, which = (torch.from_numpy(a).long() for a in found)
+    n, u = g.shape[0], first.shape[0]
     order = torch.argsort(first)
     label = torch.empty_like(order)
     label[order] = torch.arange(u)
-    label = label[inverse]
+    label = label[which]
     # Rows grouped by label, in index order within each group (stable sort).
     by = torch.argsort(label, stable=True)
     count = torch.bincount(label, minlength=u)
-    pos = rows - (torch.cumsum(count, 0) - count)[label[by]]
+    pos = torch.arange(n) - (torch.cumsum(count, 0) - count)[label[by]]
     keep = pos < k
     copies = torch.full((u, k), -1, dtype=torch.int64)
     copies[label[by][keep], pos[keep]] = by[keep]
-    return uniq[order], copies
+    return g[first[order]], copies
 
 
 def _via_distinct(q: torch.Tensor, g: torch.Tensor, k: int, **options: Any
