@@ -178,7 +178,7 @@ def test_checkpoint_without_restoration_branch_gets_a_note(tiny_run: tuple[Path,
                          device="cpu", progress=False, heatmaps=False, tile=32, threads=1,
                          cache_dir=tmp_path / "cache")
     text = index.read_text()
-    assert "no restoration branch" in text
+    assert "was trained without the restoration branch (model.restoration: false)" in text
     assert not [p for p in (index.parent / "img").iterdir() if p.name.startswith("restore-")]
 
 
