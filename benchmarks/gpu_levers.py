@@ -118,6 +118,9 @@ def run_levers(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     classes = num_classes(cfg, args.classes)
+    if max(shape.locations, args.preset_locations) > classes:
+        raise UserError(f"{max(shape.locations, args.preset_locations)} locations per batch "
+                        f"need at least as many classes (head of {classes}): raise --classes")
     preset = BatchShape(args.preset_locations, shape.drones_per_location)
     _, flops = model_flops(cfg, classes, shape=shape, embed_images=args.embed_batch)
     _, preset_flops = model_flops(cfg, classes, shape=preset, embed_images=1)
@@ -252,6 +255,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="dense peak to take shares of (default: the card's, if known)")
     parser.add_argument("--tiny", action="store_true", help="tiny CPU config (tests)")
     args = parser.parse_args(argv)
+    if min(args.steps, args.embed_batch, args.embed_batches, args.checkpoint_blocks) < 1 \
+            or args.warmup < 0 or (args.classes is not None and args.classes < 2) \
+            or (args.preset_locations is not None and args.preset_locations < 2):
+        parser.error("--steps, --embed-batch, --embed-batches, --checkpoint-blocks must be "
+                     ">= 1, --warmup >= 0, --classes and --preset-locations >= 2")
     if args.preset_locations is None:
         args.preset_locations = preset_locations()
     out = Path(args.out)

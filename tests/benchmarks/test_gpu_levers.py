@@ -51,3 +51,24 @@ def test_the_budget_skips_the_rows_that_would_start_after_it(tmp_path: Path) -> 
     assert report["train"] == [] and report["embed"] == []
     assert len(report["skipped"]) == 10 and "budget" in report["skipped"][0]
     assert "skipped: embed: autocast" in (tmp_path / "gpu_levers.md").read_text()
+
+
+@pytest.mark.parametrize("option", [["--steps", "0"], ["--classes", "1"], ["--warmup", "-1"],
+                                    ["--preset-locations", "1"], ["--checkpoint-blocks", "0"]])
+def test_bad_options_are_one_line_before_anything_runs(
+        option: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    gl = load_script("gpu_levers")
+    with pytest.raises(SystemExit) as stop:
+        gl.main(["--tiny", "--out", str(tmp_path), *option])
+    assert stop.value.code == 2
+    assert "--checkpoint-blocks must be >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "gpu_levers.json").exists()
+
+
+def test_more_locations_than_classes_is_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    gl = load_script("gpu_levers")
+    assert gl.main(["--tiny", "--out", str(tmp_path), "--preset-locations", "8",
+                    "--classes", "4"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "raise --classes" in err
