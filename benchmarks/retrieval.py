@@ -204,6 +204,14 @@ def main() -> None:
                     help="also time a chunked float32 torch matmul + topk (adds about a faiss run)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    if min(args.queries, args.dim, args.threads, args.sample, args.locations) < 1 \
+            or args.gallery < 10 or (args.aux_threads is not None and args.aux_threads < 1):
+        ap.error("--queries, --dim, --threads, --aux-threads, --sample and --locations must be "
+                 ">= 1, --gallery >= 10 (top-10 search)")
+    unknown = sorted(set(args.precision.split(",")) - {"auto", "int8", "bf16", "fp32"})
+    if unknown:
+        ap.error(f"--precision: unknown {', '.join(map(repr, unknown))}; "
+                 "choose from auto, int8, bf16, fp32")
 
     torch.set_num_threads(args.threads)
     print(f"hardware: {cpu_name()}; threads used: {args.threads}; torch {torch.__version__}")

@@ -39,3 +39,16 @@ def test_script_runs_and_checks_every_precision(monkeypatch, capsys) -> None:
     out = capsys.readouterr().out
     assert out.count("identical to float64 brute force on 20 sampled queries: 100.0%") == 2
     assert "faiss flat / mcgf exact (fp32)" in out and "torch fp32 / mcgf exact (bf16)" in out
+
+
+@pytest.mark.parametrize("option", [["--queries", "0"], ["--dim", "0"], ["--threads", "0"],
+                                    ["--sample", "-1"], ["--gallery", "5"],
+                                    ["--locations", "0"], ["--precision", "fp32,foo"]])
+def test_bad_options_are_one_line_before_anything_runs(option, monkeypatch, capsys) -> None:
+    bench = load_script("retrieval")
+    monkeypatch.setattr(sys, "argv", ["retrieval.py", *option])
+    with pytest.raises(SystemExit) as stop:
+        bench.main()
+    assert stop.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "retrieval.py: error: --" in captured.err
