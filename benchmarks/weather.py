@@ -129,13 +129,21 @@ def main() -> None:
     parser.add_argument("--image", type=Path, help="a 512x512 drone image (default: synthetic)")
     parser.add_argument("--batch", type=int, default=32, help="batch size for the torch path (0: skip)")
     args = parser.parse_args()
+    if args.images < 1 or args.batch < 0:
+        parser.error("--images must be >= 1 and --batch >= 0")
+    if args.image:
+        from mcgf.data.images import read_image
+        from mcgf.errors import UserError
+
+        try:
+            loaded = read_image(args.image)
+        except UserError as err:
+            parser.error(f"--image: {err}")
 
     pinned = pin_one_core()
     warm_colour_tables()
     if args.image:
-        from mcgf.data.images import read_image
-
-        image = cv2.resize(np.asarray(read_image(args.image)), (512, 512), interpolation=cv2.INTER_AREA)
+        image = cv2.resize(np.asarray(loaded), (512, 512), interpolation=cv2.INTER_AREA)
     else:
         image = synthetic_drone_view()
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
