@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from _hardware import cpu_model
+from mcgf.errors import UserError
 from mcgf.synth import SynthConfig, generate_benchmark
 from mcgf.synth.benchmark import default_workers
 from mcgf.synth.camera import camera_rays, orbit_poses
@@ -98,7 +99,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--style", default="default", help="benchmark style: a name or a style .yaml")
     args = parser.parse_args()
-    style = load_style(args.style)
+    if args.locations < 1 or args.workers < 1:
+        parser.error("--locations and --workers must be >= 1")
+    try:
+        style = load_style(args.style)
+    except UserError as err:
+        parser.error(str(err))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"hardware: {cpu_model()}, {os.cpu_count()} CPUs, load average {load:.2f} at start; style {style.name}")
     bench_raycast(128, args.locations, style)
