@@ -42,6 +42,10 @@ from mcgf.runtime import autocast, grad_scaler
 from mcgf.training.config import RunConfig
 from mcgf.training.step import Objective, model_generator, train_step
 
+# Labels of the random batches of a model without a classifier over locations (no
+# ``num_classes`` option): University-1652's training locations.
+LABELS_WITHOUT_HEAD = 701
+
 
 @dataclass(frozen=True)
 class BatchShape:
@@ -239,16 +243,29 @@ def num_classes(cfg: RunConfig, classes: int | None = None) -> int:
     Raises:
         UserError: none of them gives a size.
     """
-    from mcgf.models.model_registry import resolved_options
+    from mcgf.models.model_registry import resolved_options, takes_option
 
     if classes is not None:
         return int(classes)
+    if not takes_option(cfg.model["name"], "num_classes"):
+        # No classifier over locations: the count only labels the random batches.
+        return int(cfg.model.get("num_classes") or LABELS_WITHOUT_HEAD)
     options = resolved_options(cfg.model["name"], {k: v for k, v in cfg.model.items()
                                                    if k != "name"})
     if not isinstance(options.get("num_classes"), int):
         raise UserError(f"model {cfg.model['name']!r} declares no num_classes default: "
                         "set model.num_classes (the number of training locations)")
     return int(options["num_classes"])
+
+
+def model_options(model: dict[str, Any], classes: int) -> dict[str, Any]:
+    """``model`` (a config's ``model:`` section) with ``num_classes = classes`` for a model
+    that takes that option; one without a classifier over locations may not."""
+    from mcgf.models.model_registry import takes_option
+
+    if not takes_option(model["name"], "num_classes"):
+        return {k: v for k, v in model.items() if k != "num_classes"}
+    return {**model, "num_classes": classes}
 
 
 def build_model(cfg: RunConfig, device: torch.device, classes: int | None = None) -> nn.Module:
@@ -259,7 +276,7 @@ def build_model(cfg: RunConfig, device: torch.device, classes: int | None = None
     from mcgf.models.model_registry import create_model
     from mcgf.training.loop import compile_model
 
-    options = {**cfg.model, "num_classes": num_classes(cfg, classes)}
+    options = model_options(cfg.model, num_classes(cfg, classes))
     torch.manual_seed(cfg.train.seed)
     model = create_model(**options).to(device)
     check_trainable(model, cfg.model["name"])
@@ -554,7 +571,7 @@ def _count(cfg: RunConfig, classes: int, device: torch.device, shape: BatchShape
 
     from mcgf.models.model_registry import create_model
 
-    options = {**cfg.model, "num_classes": classes}
+    options = model_options(cfg.model, classes)
     options.pop("weights", None)  # FLOPs do not depend on weight values: nothing to read
     if not recompute:  # every checkpointing switch: the encoder's, a branch's
         options.update({key: False for key in checkpoint_options(options["name"])})
@@ -711,6 +728,7 @@ __all__ = [
     "device_name",
     "make_optimizer",
     "model_flops",
+    "model_options",
     "num_classes",
     "random_batch",
     "restore_weight",

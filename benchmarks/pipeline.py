@@ -147,11 +147,12 @@ def input_model(cfg: RunConfig, num_classes: int) -> torch.nn.Module:
     """The configured model built on the ``meta`` device (no initial weights read): what
     :func:`~mcgf.training.loop.build_dataset` reads from it (``input_size``, ``mean``,
     ``std``, ``needs_clean_targets``) comes from the same code as in training."""
-    from mcgf.models.model_registry import create_model, without_initial_weights
+    from mcgf.models.model_registry import create_model, takes_option, without_initial_weights
 
     name = cfg.model["name"]
     options = {k: v for k, v in cfg.model.items() if k != "name"}
-    options["num_classes"] = num_classes
+    if takes_option(name, "num_classes"):  # a model without a classifier may not
+        options["num_classes"] = num_classes
     with torch.device("meta"):
         return create_model(name, **without_initial_weights(name, options))
 
