@@ -104,12 +104,14 @@ def missing_members(model: Any) -> list[str]:
         method = getattr(model, name, None)
         if not callable(method):
             missing.append(f"{name}()")
-        elif name == "loss" and not _takes_keyword(method, "generator"):
+        elif name == "loss" and not takes_keyword(method, "generator"):
             missing.append("loss(batch, *, generator=None)")
     return missing
 
 
-def _takes_keyword(fn: Any, name: str) -> bool:
+def takes_keyword(fn: Any, name: str) -> bool:
+    """Whether ``fn`` accepts the keyword argument ``name`` (by name, or through
+    ``**kwargs``); a callable without a signature (a builtin) is trusted."""
     try:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):  # a builtin or C callable: trust it
@@ -217,4 +219,4 @@ def clamp_parameters(model: nn.Module) -> None:
 
 
 __all__ = ["NotTrainableError", "TrainableMixin", "TrainableModel", "check_trainable",
-           "clamp_parameters", "decay_split", "missing_members", "no_weight_decay_ids"]
+           "clamp_parameters", "decay_split", "missing_members", "no_weight_decay_ids", "takes_keyword"]

@@ -21,6 +21,7 @@ from typing import Any
 from torch import nn
 
 from mcgf.errors import UserError
+from mcgf.models.base import takes_keyword
 from mcgf.options import parse_section
 from mcgf.registry import USER_MODULES, Registry
 
@@ -101,9 +102,7 @@ def takes_option(name: str, option: str) -> bool:
     Raises:
         UserError: unknown name.
     """
-    params = inspect.signature(_factory(name)).parameters
-    return option in params or any(p.kind is inspect.Parameter.VAR_KEYWORD
-                                   for p in params.values())
+    return takes_keyword(_factory(name), option)
 
 
 def model_options_type(name: str) -> type | None:
