@@ -133,12 +133,13 @@ def main() -> None:
         parser.error("--images must be >= 1 and --batch >= 0")
     if args.image:
         from mcgf.data.images import read_image
-        from mcgf.errors import UserError
+        from mcgf.errors import ImageReadError
 
         try:
             loaded = read_image(args.image)
-        except UserError as err:
-            parser.error(f"--image: {err}")
+        except ImageReadError as err:
+            # Worded without the --on-bad-image hint of the commands that have that option.
+            parser.error(f"--image: {ImageReadError(err.path, err.reason, skip='')}")
 
     pinned = pin_one_core()
     warm_colour_tables()
