@@ -160,15 +160,14 @@ def _place(
     """Write each image's values into its own zeroed canvas of ``shape`` (a cell written
     twice keeps the last value, as NumPy's assignment)."""
     size = shape[0] * shape[1]
-    index, value = [], []
-    for i, (c, v) in enumerate(zip(cells, values, strict=True)):
-        # The last write of a cell wins: keep each cell's last occurrence only.
-        _, last = np.unique(c[::-1], return_index=True)
-        keep = len(c) - 1 - last
-        index.append(c[keep].astype(np.int64) + i * size)
-        value.append(v[keep].astype(np.float32))
+    flat = np.concatenate([c.astype(np.int64) + i * size for i, c in enumerate(cells)])
+    vals = np.concatenate(values).astype(np.float32)
+    # The last write of a cell wins: keep each cell's last occurrence only. Cells of
+    # different images never collide, so one pass over the whole batch does it.
+    _, last = np.unique(flat[::-1], return_index=True)
+    keep = len(flat) - 1 - last
     canvas = torch.zeros(len(cells) * size, dtype=torch.float32, device=like.device)
-    canvas[_t(np.concatenate(index), like)] = _t(np.concatenate(value), like)
+    canvas[_t(flat[keep], like)] = _t(vals[keep], like)
     return canvas.reshape(len(cells), *shape)
 
 
