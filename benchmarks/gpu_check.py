@@ -164,6 +164,7 @@ def run_check(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         overrides.append(f"model.weights={args.weights}")
     cfg = benchmark_config(load_config(args.config), overrides, str(args.config),
                            keep_weights=True)
+    out.mkdir(parents=True, exist_ok=True)  # only once the config is known to be good
     device = torch.device("cpu" if tiny else "cuda")
     shape = batch_shape(cfg)
     report: dict[str, Any] = {
@@ -412,7 +413,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if out.exists() and not out.is_dir():
             raise UserError(f"--out {out} is a file: give a folder")
-        out.mkdir(parents=True, exist_ok=True)
         report = run_check(args, out)
     except UserError as err:
         print(f"gpu_check: error: {err}", file=sys.stderr)

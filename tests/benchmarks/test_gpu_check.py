@@ -191,3 +191,11 @@ def test_markdown_reports_failed_phases() -> None:
     table = gpu_check.markdown(report)
     assert "| dense peak | – (no dense bf16 peak known for GPU X: pass --peak-tflops) |" in table
     assert "| training TFLOP/s | 0.0123 (– of peak, target ≥ 30 %) |" in table
+
+
+def test_bad_config_leaves_no_output_folder(gc, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "check"
+    code = gc.main(["--tiny", "--out", str(out), "--config", str(tmp_path / "missing.yaml")])
+    assert code == 2
+    assert "missing.yaml" in capsys.readouterr().err
+    assert not out.exists()
