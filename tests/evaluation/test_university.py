@@ -160,3 +160,18 @@ def test_condition_folder_spelling_ids_without_zeros_is_complete(
     fog, normal = got[("fog", "drone->satellite")], got[("normal", "drone->satellite")]
     assert "partial" not in fog and fog["num_queries"] == normal["num_queries"]
     assert fog["R@1"] == normal["R@1"] and fog["AP"] == normal["AP"]
+
+
+def test_prerendered_conditions_ignore_hidden_and_system_folders(tiny_u1652: Path, tmp_path: Path) -> None:
+    from mcgf.evaluation.university import prerendered_conditions
+
+    wx = tmp_path / "wx"
+    shutil.copytree(tiny_u1652 / "test" / "query_drone", wx / "fog")
+    # what unpacking a macOS zip or copying through Windows leaves beside the conditions
+    (wx / "__MACOSX" / "fog" / "0101").mkdir(parents=True)
+    (wx / "__MACOSX" / "fog" / "0101" / "._image-01.jpeg").write_bytes(b"\x00\x05\x16\x07")
+    (wx / "~snow").mkdir()
+    conds = prerendered_conditions(wx)
+    assert [c.name for c in conds] == ["fog"]
+    assert conds[0].folders["query_drone"].num_images == sum(
+        1 for p in (tiny_u1652 / "test" / "query_drone").rglob("*.jpeg"))

@@ -28,7 +28,13 @@ from typing import Any
 import numpy as np
 
 from mcgf.data.datasets import Degrade
-from mcgf.data.layout import JUNK_LABEL, ClassFolderSet, ImageRecord, read_class_folders
+from mcgf.data.layout import (
+    JUNK_LABEL,
+    ClassFolderSet,
+    ImageRecord,
+    list_subfolders,
+    read_class_folders,
+)
 from mcgf.data.layouts import DIRECTIONS, DRONE_ROLES, DatasetLayout, find_dataset
 from mcgf.errors import UserError
 from mcgf.evaluation.features import FeatureSet, extract_features, for_view
@@ -369,7 +375,9 @@ def prerendered_conditions(folder: str | Path, order: Sequence[str] = COMMUNITY_
     base = Path(folder)
     if not base.is_dir():
         raise UserError(f"--wx-dir {base} is not a folder (expected DIR/<condition>/<class>/<image>)")
-    names = sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
+    # Hidden and system folders (__MACOSX of a zip unpacked on macOS, ~ copies) are no
+    # condition: listed as every dataset folder is.
+    names = [e.name for e in list_subfolders(base)]
     if not names:
         raise UserError(f"--wx-dir {base} has no condition folder (expected DIR/<condition>/<class>/<image>)")
     ranked = [n for n in order if n in names] + [n for n in names if n not in order]
