@@ -23,6 +23,8 @@ from mcgf.errors import UserError
 # How torch names what its weights-only unpickler refused.
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 _OPERAND = re.compile(r"(Unsupported operand \d+)")
+# The unpickler's own reason inside torch's weights-only failure message.
+_UNPICKLER_REASON = re.compile(r"WeightsUnpickler error:\s*(.+?)\s*(?:Check the documentation|$)", re.S)
 
 
 class PickledObjectsError(UserError):
@@ -42,6 +44,19 @@ def refused_item(err: BaseException, path: str | Path) -> str | None:
     # An opcode it does not take: a newer pickle protocol, or bytes that are no pickle.
     match = _OPERAND.search(text)
     return match.group(1) if match and _is_pickle(Path(path)) else None
+
+
+def _read_failure(err: BaseException) -> str:
+    """Why ``torch.load`` failed, on one line. For bytes its weights-only unpickler stops
+    at, that is the unpickler's reason (``Unsupported operand 141``), without torch's
+    advice around it to load the file with ``weights_only=False``: no advice for a damaged
+    or foreign file, and one that could run code in it."""
+    text = str(err)
+    if isinstance(err, pickle.UnpicklingError) and "weights only load failed" in text.lower():
+        match = _UNPICKLER_REASON.search(text)
+        if match:
+            return one_line(match.group(1))
+    return one_line(err)
 
 
 def _is_pickle(path: Path) -> bool:
@@ -87,7 +102,7 @@ def load_plain(path: str | Path, what: str, hint: str, *,
                 f"{what} {path} holds pickled Python objects or code, not plain tensors "
                 f"(refused: {refused}), and is not loaded because unpickling it could run "
                 f"code: {hint}") from None
-        raise UserError(f"cannot read {what} {path}: {one_line(err)} (damaged, or not a "
+        raise UserError(f"cannot read {what} {path}: {_read_failure(err)} (damaged, or not a "
                         "file written by torch.save)") from None
 
 
