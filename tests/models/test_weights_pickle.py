@@ -122,3 +122,14 @@ def test_train_with_pickled_model_weights_stops_with_one_line(tmp_path: Path,
     assert err.count("\n") == 1 and "holds pickled Python objects or code" in err
     assert "safetensors" in err and not marker.exists()
     assert not (tmp_path / "run" / "last").exists()
+
+
+def test_a_state_dict_under_an_unknown_key_names_the_file_s_keys(tmp_path: Path) -> None:
+    path = tmp_path / "w.pth"
+    torch.save({"net": {"conv.weight": torch.zeros(2)}, "epoch": 3}, path)
+    with pytest.raises(UserError) as info:
+        read_state_dict(path)
+    assert str(info.value) == (
+        f"weights file {path} holds no tensor at its top level (its keys: 'net', 'epoch'): "
+        "save the state dict itself, or under one of the keys 'state_dict', 'model', "
+        "'model_state', 'module', 'ema'")

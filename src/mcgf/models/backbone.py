@@ -471,7 +471,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     Raises:
         PickledObjectsError: a ``torch.save`` file holding Python objects or code besides
             tensors (one line saying how to convert it to safetensors).
-        UserError: the file is missing, has an unsupported extension or cannot be read.
+        UserError: the file is missing, has an unsupported extension, cannot be read or
+            holds no tensor (besides under the container keys it unwraps).
     """
     from mcgf.safeload import load_plain, safetensors_hint
 
@@ -500,7 +501,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             break
     if not isinstance(obj, Mapping):
         raise UserError(f"weights file {path} holds no state dict (found {type(obj).__name__})")
-    return {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if obj and not tensors:  # e.g. {"net": <state dict>, "epoch": 3}
+        keys = ", ".join(repr(str(k)) for k in list(obj)[:5]) + (", ..." if len(obj) > 5 else "")
+        raise UserError(f"weights file {path} holds no tensor at its top level (its keys: {keys}): "
+                        "save the state dict itself, or under one of the keys "
+                        + ", ".join(repr(k) for k in _CONTAINER_KEYS))
+    return tensors
 
 
 def _strip_prefixes(state: dict[str, torch.Tensor], own: set[str]) -> dict[str, torch.Tensor]:
