@@ -146,6 +146,18 @@ def test_pretrained_and_weights_files_reach_the_ibn_backbone(
     assert torch.equal(again["layer1.0.bn1.IN.bias"], ibn["layer1.0.bn1.IN.bias"])
 
 
+@pytest.mark.parametrize("prefix", ["model.backbone.", "module.model.encoder.", "backbone."])
+def test_wrapped_weights_reach_the_ibn_backbone_as_a_plain_backbone_s(tmp_path: Path, prefix: str) -> None:
+    """The wrapper prefixes other models' weights files lose (a Lightning module's
+    ``model.backbone.`` under DDP's ``module.``) are taken off for MuseNet too."""
+    state = plain_resnet().state_dict()
+    torch.save({"state_dict": {prefix + k: v for k, v in state.items()}, "epoch": 3}, tmp_path / "w.ckpt")
+    got = tiny(weights=str(tmp_path / "w.ckpt")).backbone.state_dict()
+    assert torch.equal(got["conv1.weight"], state["conv1.weight"])
+    assert torch.equal(got["layer2.0.bn1.BN.running_var"], state["layer2.0.bn1.running_var"][8:])
+    assert torch.equal(got["layer4.0.conv2.weight"], state["layer4.0.conv2.weight"])
+
+
 def test_weights_of_another_architecture_are_refused_unless_partial_is_allowed(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     import timm
