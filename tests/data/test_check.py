@@ -126,3 +126,23 @@ def test_broken_symlinks_are_counted(u1652: Path, flat160k: Path, caplog: pytest
     assert rep.ok and rep.decoded == 19
     assert (f"warning: {gallery}: 1 broken symbolic link skipped (target missing), e.g. {gallery / 'gone.webp'}"
             in format_report(rep_flat))
+
+
+def test_images_in_formats_not_read_are_named_not_only_counted_as_empty(u1652: Path) -> None:
+    """A class folder of BMP or TIFF files would otherwise be just 'empty'."""
+    query = u1652 / "test" / "query_drone"
+    (query / "0011" / "image-01.jpeg").unlink()
+    (query / "0011" / "image-02.jpeg").unlink()
+    from tests.data.conftest import write_image
+
+    bmp = write_image(query / "0011" / "image-01.bmp", 1, fmt="BMP")
+    write_image(query / "0011" / "image-02.TIF", 2, fmt="TIFF")
+    write_image(query / "0010" / "image-03.bmp", 3, fmt="BMP")
+    text = format_report(check_dataset(u1652, workers=1))
+    assert (f"warning: {query}: 3 image files in formats this layout does not read are left out "
+            f"(.bmp: 2, .tif: 1), e.g. {query / '0010' / 'image-03.bmp'}; convert them to .jpeg, "
+            ".jpg, .png or .webp") in text
+    assert f"warning: {query}: 1 empty class folders (0011); they are ignored" in text
+    assert bmp.exists()
+    # the text file beside train/drone/0001's images is no image: not reported
+    assert text.count("in formats this layout does not read") == 1

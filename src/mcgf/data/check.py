@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import os
 import statistics
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from PIL import Image
 
 from mcgf.data.images import (
     ADJUSTMENTS,
@@ -187,12 +190,30 @@ def check_views(report: CheckReport, base: Path, split: str, folders: dict[str, 
     return images
 
 
+def _unread_images_text(fs: ClassFolderSet) -> str | None:
+    """One line about the files of ``fs``'s class folders that Pillow names an image format
+    (``.bmp``, ``.tif``, ``.gif``) but the layout does not read, or ``None``: without it a
+    folder of such files would only be reported empty."""
+    known = Image.registered_extensions()
+    unread = [p for p in fs.other if p.suffix.lower() in known]
+    if not unread:
+        return None
+    counts = Counter(p.suffix.lower() for p in unread)
+    kinds = ", ".join(f"{ext}: {n}" for ext, n in sorted(counts.items()))
+    read = sorted(fs.extensions)
+    return (f"{fs.root}: {len(unread)} image files in formats this layout does not read are left "
+            f"out ({kinds}), e.g. {unread[0]}; convert them to {', '.join(read[:-1])} or {read[-1]}")
+
+
 def _warn_folder_problems(report: CheckReport, base: Path, folders: dict[str, ClassFolderSet]) -> None:
-    """Warnings for the broken links and the empty class folders of the view or role
-    folders ``folders`` of ``base``."""
+    """Warnings for the broken links, the files in formats not read and the empty class
+    folders of the view or role folders ``folders`` of ``base``."""
     for name, fs in folders.items():
         if fs.broken:
             report.warnings.append(broken_links_text(fs.root, fs.broken))
+        unread = _unread_images_text(fs)
+        if unread:
+            report.warnings.append(unread)
         empty = [k for k, v in fs.classes.items() if not v]
         if empty:
             shown = ", ".join(empty[:5]) + (" ..." if len(empty) > 5 else "")

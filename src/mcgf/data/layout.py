@@ -110,11 +110,13 @@ def _entries(folder: str | Path) -> list[os.DirEntry[str]]:
 
 
 def list_images(folder: str | Path, broken: list[Path] | None = None,
-                extensions: frozenset[str] = IMAGE_EXTENSIONS) -> list[Path]:
+                extensions: frozenset[str] = IMAGE_EXTENSIONS, other: list[Path] | None = None) -> list[Path]:
     """Image files directly inside ``folder``, sorted by name; ``[]`` if it does not exist.
 
     Broken symbolic links with an image name are not images; when ``broken`` is given
     they are appended to it (sorted by name). ``extensions`` as in :func:`is_image_file`.
+    When ``other`` is given, the visible files without such an extension (``.bmp``,
+    ``.tif``, ``.txt``: not read) are appended to it, sorted by name.
 
     Raises:
         UserError: ``folder`` cannot be listed.
@@ -122,6 +124,9 @@ def list_images(folder: str | Path, broken: list[Path] | None = None,
     folder = Path(folder)
     entries = _entries(folder)
     images = [e for e in entries if is_image_file(e.name, extensions)]
+    if other is not None:
+        other.extend(sorted(Path(e.path) for e in entries
+                            if not is_hidden(e.name) and e.is_file() and e not in images))
     if broken is not None:
         broken.extend(sorted(Path(e.path) for e in images if _is_broken_link(e)))
     return sorted((Path(e.path) for e in images if e.is_file()), key=lambda p: p.name)
@@ -192,7 +197,8 @@ class ClassFolderSet:
 
     ``classes`` maps the class folder name to its images (possibly empty), in folder
     name order; ``broken`` lists the broken symbolic links that were skipped (class
-    folders or images); ``key_prefixes`` gives the :attr:`ImageRecord.key_prefix` of the
+    folders or images); ``other`` the visible files of class folders that were not read,
+    having none of the image ``extensions`` read; ``key_prefixes`` gives the :attr:`ImageRecord.key_prefix` of the
     images that need one (set by a dataset layout, e.g. SUES-200's height).
     """
 
@@ -201,6 +207,8 @@ class ClassFolderSet:
     classes: dict[str, list[Path]] = field(default_factory=dict)
     broken: list[Path] = field(default_factory=list)
     key_prefixes: dict[Path, str] = field(default_factory=dict)
+    other: list[Path] = field(default_factory=list)
+    extensions: frozenset[str] = IMAGE_EXTENSIONS
 
     @property
     def num_images(self) -> int:
@@ -246,6 +254,7 @@ def read_class_folders(root: str | Path, view: str, *, warn: bool = True,
     classes: dict[str, list[Path]] = {}
     folder_of: dict[int, str] = {}
     broken: list[Path] = []
+    other: list[Path] = []
     for entry in list_subfolders(root, broken):
         cid = class_id(entry.name)
         if cid is None:
@@ -259,9 +268,10 @@ def read_class_folders(root: str | Path, view: str, *, warn: bool = True,
                 "merge or remove one"
             )
         folder_of[cid] = entry.name
-        classes[entry.name] = list_images(entry.path, broken, extensions)
+        classes[entry.name] = list_images(entry.path, broken, extensions, other)
     _warn_broken(root, broken, warn)
-    return ClassFolderSet(root=root, view=view, classes=classes, broken=broken)
+    return ClassFolderSet(root=root, view=view, classes=classes, broken=broken, other=other,
+                          extensions=extensions)
 
 
 @dataclass

@@ -281,9 +281,11 @@ def merge_class_folders(sets: Sequence[ClassFolderSet], *, unique_names: bool = 
     classes: dict[str, list[Path]] = {}
     name_of: dict[int, str] = {}
     broken: list[Path] = []
+    other: list[Path] = []
     key_prefixes: dict[Path, str] = {}
     for s in sets:
         broken += s.broken
+        other += s.other
         key_prefixes.update(s.key_prefixes)
         for name, paths in s.classes.items():
             key = name_of.setdefault(int(name), name)
@@ -292,7 +294,7 @@ def merge_class_folders(sets: Sequence[ClassFolderSet], *, unique_names: bool = 
             have += [p for p in paths if p.name not in seen]
     ordered = dict(sorted(classes.items(), key=lambda kv: (int(kv[0]), kv[0])))
     return ClassFolderSet(root=sets[0].root.parent, view=sets[0].view, classes=ordered, broken=broken,
-                          key_prefixes=key_prefixes)
+                          key_prefixes=key_prefixes, other=other, extensions=sets[0].extensions)
 
 
 _REGISTRY: dict[str, type[DatasetLayout]] = {}
