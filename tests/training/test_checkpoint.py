@@ -188,6 +188,21 @@ def test_errors_name_the_path(tmp_path: Path) -> None:
         load_checkpoint(path)
 
 
+def test_a_weights_file_given_as_checkpoint_says_where_it_goes(tmp_path: Path) -> None:
+    """A timm or torch weights file is no checkpoint: the error says what is, and where
+    such a file is taken (the initial weights of a training run)."""
+    weights = tmp_path / "resnet18.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({"conv1.weight": torch.zeros(2, 3, 1, 1)}, str(weights))
+    with pytest.raises(UserError) as info:
+        load_checkpoint(weights)
+    assert str(info.value) == (
+        f"checkpoint {weights} is a file, not an mcgf checkpoint folder (one holding config.json "
+        "and model.safetensors): pass the folder that mcgf train wrote (OUT/last); a weights "
+        "file of a backbone is read as the initial weights of a training run (model.weights)")
+
+
 def test_a_backbone_tag_the_installed_timm_lacks_is_named(tmp_path: Path) -> None:
     """A checkpoint from a newer timm naming a pretrained tag this one lacks."""
     path = save_checkpoint(tmp_path / "ck", make_model(), CONFIG)

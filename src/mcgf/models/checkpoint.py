@@ -314,7 +314,9 @@ def checkpoint_dir(path: str | Path) -> Path:
                         "wrote (it holds config.json and model.safetensors)")
     if not p.is_dir():
         raise UserError(f"checkpoint {p} is a file, not an mcgf checkpoint folder (one "
-                        "holding config.json and model.safetensors)")
+                        "holding config.json and model.safetensors): pass the folder that "
+                        "mcgf train wrote (OUT/last); a weights file of a backbone is read as "
+                        "the initial weights of a training run (model.weights)")
     return p
 
 
