@@ -266,6 +266,30 @@ def test_comparison_methods_take_the_option_their_error_names(tmp_path: Path, me
     assert torch.equal(model.encoder.blocks[0].attn.qkv.weight, state["blocks.0.attn.qkv.weight"])
 
 
+
+def test_weights_of_a_deeper_variant_are_warned_about(tmp_path: Path, caplog) -> None:
+    """A file with more blocks than the model (ResNet-34 weights for a ResNet-18) sets every
+    tensor, so nothing is missing; its extra blocks are still named in a warning. The
+    classifier head the backbone has no place for is not."""
+    state = pretrained_state()
+    depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
+    extra = {k.replace("blocks.1.", f"blocks.{depth}.", 1): v.clone() for k, v in state.items()
+             if k.startswith("blocks.1.")}
+    save_file({**state, **extra}, str(tmp_path / "w.safetensors"))
+    with caplog.at_level("WARNING", logger="mcgf.models.backbone"):
+        bb = create_backbone(NAME, weights=tmp_path / "w.safetensors")
+    assert bb.load_report is not None and not bb.load_report.missing
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1
+    assert f"{len(extra)} tensors in blocks that VisionTransformer lacks" in warned[0]
+    assert f"blocks.{depth}." in warned[0] and "head." not in warned[0]
+    caplog.clear()
+    save_file(state, str(tmp_path / "plain.safetensors"))
+    with caplog.at_level("WARNING", logger="mcgf.models.backbone"):
+        create_backbone(NAME, weights=tmp_path / "plain.safetensors")
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
 def test_weights_of_another_shape_count_as_missing(tmp_path: Path) -> None:
     state = pretrained_state()
     state["blocks.0.mlp.fc1.weight"] = torch.zeros(3, 3)

@@ -611,7 +611,34 @@ def load_weights(model: nn.Module, path: str | Path, *, allow_partial: bool = Fa
                      "initialisation)", report.summary())
     else:
         _log.info("%s", report.summary())
+    _warn_extra_layers(path, model, report.unexpected, own)
     return report
+
+
+def _sequence_items(key: str) -> list[tuple[str, str]]:
+    """``(container, item)`` for each numbered child on the path of a parameter name:
+    ``stages.3.blocks.2.conv.weight`` gives ``("stages", "stages.3")`` and
+    ``("stages.3.blocks", "stages.3.blocks.2")``."""
+    parts = key.split(".")
+    return [(".".join(parts[:i]), ".".join(parts[:i + 1]))
+            for i in range(1, len(parts) - 1) if parts[i].isdigit()]
+
+
+def _warn_extra_layers(path: Path, model: nn.Module, unexpected: list[str],
+                       own: Mapping[str, Any]) -> None:
+    """Warn when the file has more numbered blocks in one of the model's block sequences
+    (``layer1.2.`` for a ResNet-18, ``blocks.24.`` for a 24-block ViT): such a file is of
+    a deeper variant, yet sets every tensor of the model, so nothing is missing. A head
+    (``head.fc.weight``) or another part of a checkpoint is no such sign."""
+    pairs = [pair for key in own for pair in _sequence_items(key)]
+    containers, items = {c for c, _ in pairs}, {i for _, i in pairs}
+    inside = [k for k in unexpected
+              if any(c in containers and i not in items for c, i in _sequence_items(k))]
+    if inside:
+        first = ", ".join(inside[:3]) + (", ..." if len(inside) > 3 else "")
+        _log.warning("weights file %s has %d tensors in blocks that %s lacks (%s): it may be "
+                     "of a deeper variant; check model.backbone_name and backbone_args",
+                     path, len(inside), type(model).__name__, first)
 
 
 def input_size(model: nn.Module, data_config: Mapping[str, Any]) -> tuple[int, int]:
