@@ -160,8 +160,10 @@ def test_score_only_with_root_follows_its_names_file(tiny_160k: tuple[Path, Path
     argv = ["predict", str(root), "--score-only", str(out / "answer.zip"), "--ground-truth", str(shuffled)]
     assert main(argv) == 0
     assert f"R@1 {score['R@1']:.2f}  R@5 {score['R@5']:.2f}" in capsys.readouterr().out
-    # a ROOT without a names file is a one-line error, not the ground truth's order
-    assert main(["predict", str(tmp_path), *argv[2:]]) == 2
+    # a ROOT without a names file (nor a split one folder down) is a one-line error, not
+    # the ground truth's order
+    (tmp_path / "empty").mkdir()
+    assert main(["predict", str(tmp_path / "empty"), *argv[2:]]) == 2
     assert "query_drone_name.txt" in capsys.readouterr().err
 
 

@@ -56,10 +56,10 @@ def _print_score(score: object) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mcgf.evaluation.challenge import (
-        NAMES_FILE,
         PREDICTION_JSON,
         SCORE_JSON,
         find_160k_layout,
+        find_names_file,
         predict,
         score_answer,
         true_stems,
@@ -71,11 +71,9 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("--score-only needs --ground-truth FILE")
         names_file = args.names
         if names_file is None and args.root is not None:
-            # The answer's lines follow ROOT's names file; without it the ground truth's
-            # order would be taken for the names-file order.
-            names_file = os.path.join(args.root, NAMES_FILE)
-            if not os.path.isfile(names_file):
-                raise UserError(f"{args.root} has no {NAMES_FILE}; give --names")
+            # The answer's lines follow ROOT's names file (found where a prediction finds
+            # it); without it the ground truth's order would be taken for the names-file order.
+            names_file = find_names_file(args.root)
         score = score_answer(args.score_only, args.ground_truth, names_file=names_file)
         _print_score(score)
         return 0

@@ -257,6 +257,26 @@ def _split_folder(base: Path) -> Path:
     return below[0] if below else base
 
 
+def _names_in(base: Path) -> Path:
+    names = base / NAMES_FILE
+    if not names.is_file():
+        raise UserError(f"{base} has no {NAMES_FILE}; give --names")
+    return names
+
+
+def find_names_file(root: str | Path) -> Path:
+    """The names file of the University-160k(-WX) split at ``root``, or in its one
+    sub-folder holding a split (as :func:`find_160k_layout` finds it).
+
+    Raises:
+        UserError: ``root`` is not a folder, or no names file is there.
+    """
+    base = Path(root)
+    if not base.is_dir():
+        raise UserError(f"{base} is not a folder")
+    return _names_in(_split_folder(base))
+
+
 def find_160k_layout(root: str | Path, *, queries: str | Path | None = None,
                      names: str | Path | None = None, gallery: str | Path | None = None
                      ) -> tuple[Path, Path, Path]:
@@ -280,9 +300,7 @@ def find_160k_layout(root: str | Path, *, queries: str | Path | None = None,
                             "name the query folder with --queries")
         queries = found[0]
     if names is None:
-        names = base / NAMES_FILE
-        if not names.is_file():
-            raise UserError(f"{base} has no {NAMES_FILE}; give --names")
+        names = _names_in(base)
     if gallery is None:
         gallery = base / GALLERY_FOLDER
         if not gallery.is_dir():
