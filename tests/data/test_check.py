@@ -146,3 +146,36 @@ def test_images_in_formats_not_read_are_named_not_only_counted_as_empty(u1652: P
     assert bmp.exists()
     # the text file beside train/drone/0001's images is no image: not reported
     assert text.count("in formats this layout does not read") == 1
+
+
+@pytest.mark.parametrize("folder, message", [
+    ("building_a", "is not named by a non-negative integer location id"),
+    ("-1", "is not named by a non-negative integer location id"),
+    ("12", "class folders 0012 and 12 in"),
+])
+def test_class_folder_that_names_no_location_is_an_error_of_the_dataset(
+        u1652: Path, tmp_path: Path, folder: str, message: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A dataset the loaders refuse is a dataset that cannot be used (exit code 1, the
+    reason among the report's errors), not a usage error (exit code 2), and the other
+    datasets beside it are still checked."""
+    from mcgf.cli.main import main
+    from tests.data.conftest import write_image
+
+    bad = u1652 / "test" / "gallery_satellite" / folder
+    write_image(bad / "x.jpg")
+    rep = check_dataset(u1652, decode=False)
+    assert not rep.ok and len(rep.errors) == 1 and message in rep.errors[0]
+    assert main(["data", "check", str(u1652), "--no-decode"]) == 1
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith("NOT OK: the dataset cannot be used as it is")
+    assert f"error: {rep.errors[0]}" in out
+    # beside a readable tree, the bad one is one error and the good one is still counted
+    parent = u1652.parent
+    good = parent / "other"
+    write_image(good / "train" / "drone" / "0001" / "image-01.jpeg")
+    write_image(good / "train" / "satellite" / "0001" / "0001.jpg")
+    rep = check_dataset(parent, decode=False)
+    assert len(rep.errors) == 1 and message in rep.errors[0]
+    counts = {(f.split, f.name): f.images for f in rep.folders}
+    assert counts[("other/train", "drone")] == 1 and counts[("other/train", "satellite")] == 1

@@ -332,7 +332,12 @@ def check_dataset(path: str | Path, *, decode: bool = True, workers: int | None 
         if tree.name != "university1652":
             report.notes.append(f"{tree.root.relative_to(root) if tree.root != root else Path('.')}: "
                                 f"{tree.title} layout ({tree.name})")
-        images += tree.check(report)
+        try:
+            images += tree.check(report)
+        except UserError as err:
+            # A tree that cannot be read (a class folder that names no location id, two
+            # folders of one id): the dataset cannot be used, as for a flat split below.
+            report.errors.append(str(err))
     for r in flat:
         images += _check_flat(r, report)
     if not images and not report.errors:  # a folder refused above has said why already
