@@ -127,11 +127,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     wx.add_argument("--weather", default=None, metavar="CONDITIONS",
                     help="render weather on the fly on drone images: 'all' or a comma-separated "
                          "list (normal,fog,rain,...)")
-    parser.add_argument("--weather-seed", default="0", help="seed of on-the-fly weather (default 0)")
-    parser.add_argument("--dark-variant", choices=("train", "test"), default="test",
+    parser.add_argument("--weather-seed", default=None, help="seed of on-the-fly weather (default 0)")
+    parser.add_argument("--dark-variant", choices=("train", "test"), default=None,
                         help="on-the-fly 'dark': the milder one of the published weathered test "
                         "images (default) or the nearly black training recipe")
-    parser.add_argument("--weather-jpeg", default=str(WX_JPEG_QUALITY), metavar="QUALITY",
+    parser.add_argument("--weather-jpeg", default=None, metavar="QUALITY",
                         help="on-the-fly weather: store each weathered query as a JPEG of this "
                         "quality and decode it again, as the published weathered test sets are "
                         "stored (default 95); 'none' scores the weathered pixels as rendered")
@@ -266,15 +266,22 @@ def _weather(args: argparse.Namespace, dataset: Any, directions: list[str],
 
     if args.allow_partial and args.wx_dir is None:
         raise UserError("--allow-partial applies to --wx-dir only")
+    if args.weather is None:
+        given = [opt for opt, v in (("--weather-seed", args.weather_seed),
+                                    ("--dark-variant", args.dark_variant),
+                                    ("--weather-jpeg", args.weather_jpeg)) if v is not None]
+        if given:
+            raise UserError(f"{given[0]} applies to on-the-fly weather (--weather) only")
     if args.wx_dir is not None:
         return _prerendered_weather(args, dataset, directions, subsets)
     if args.weather is not None:
         names = parse_conditions(args.weather, "--weather")
-        seed = int_option(args.weather_seed, "--weather-seed", 0)
-        jpeg = _jpeg_quality(args.weather_jpeg)
-        conditions = on_the_fly_conditions(names, seed, args.dark_variant, jpeg)
+        seed = 0 if args.weather_seed is None else int_option(args.weather_seed, "--weather-seed", 0)
+        jpeg = WX_JPEG_QUALITY if args.weather_jpeg is None else _jpeg_quality(args.weather_jpeg)
+        dark = "test" if args.dark_variant is None else args.dark_variant
+        conditions = on_the_fly_conditions(names, seed, dark, jpeg)
         return conditions, {"mode": "on-the-fly", "conditions": names, "seed": seed,
-                            "dark_variant": args.dark_variant, "jpeg_quality": jpeg}, []
+                            "dark_variant": dark, "jpeg_quality": jpeg}, []
     return None, None, []
 
 
