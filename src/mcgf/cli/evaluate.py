@@ -119,7 +119,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "named in a note); a direction named here must have its folders")
     wx = parser.add_mutually_exclusive_group()
     wx.add_argument("--wx-dir", default=None, metavar="DIR",
-                    help="pre-rendered weathered query_drone images, DIR/<condition>/<class>/<image>")
+                    help="pre-rendered weathered drone images: DIR/<condition>/<class>/<image> "
+                         "(query_drone), or DIR/<condition>/query_drone|gallery_drone/<class>/"
+                         "<image>")
     parser.add_argument("--allow-partial", action="store_true",
                         help="--wx-dir: score a condition folder holding fewer images than its "
                              "test/ folder on that subset (its rows are marked partial) instead "

@@ -241,8 +241,8 @@ def _find_flat_splits(root: Path, report: CheckReport) -> list[tuple[Path, Path]
             folders = ", ".join(f"{c.name}/" for c in cands)
             report.warnings.append(
                 f"{names}: fits several query folders ({folders}), so it was checked against none "
-                "of them; keep one query folder per names file (mcgf predict then needs "
-                "--queries and --names)"
+                "of them; keep one query folder per names file (or give mcgf predict "
+                "--queries)"
             )
     return out
 

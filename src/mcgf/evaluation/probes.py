@@ -197,7 +197,8 @@ def summary_line(section: dict[str, Any]) -> str:
         text = f"clean-weathered cosine {cos:.3f}"
         if base:
             text += f" (other locations {float(np.mean(base)):.3f})"
-        parts.append(text + f" over {len(rows)} weathered conditions;")
+        plural = "s" if len(rows) != 1 else ""
+        parts.append(text + f" over {len(rows)} weathered condition{plural};")
     probe = section.get("probe")
     if probe:
         parts.append(f"condition probe {probe['accuracy']:.1f} ± {probe['accuracy_std']:.1f} % "
