@@ -216,6 +216,23 @@ def test_gradient_norms_only_on_every_nth_row_and_the_epochs_last(tmp_path: Path
     assert measured(0) == []
 
 
+def test_gradient_norm_rows_are_counted_over_the_run_and_across_a_resume(tmp_path: Path) -> None:
+    root = make_tree(tmp_path / "data" / "University-Release", locations=8)
+    cfg = parse_run_config(config(root, epochs=2, infonce=0.0, grad_norms_every=3), "t")  # 4 rows an epoch
+
+    def measured(out: Path) -> list[int]:
+        rows = read_log(out)
+        assert [int(r["step"]) for r in rows] == list(range(1, 9))
+        return [int(r["step"]) for r in rows if r.get("grad_encoder_ce")]
+
+    train(cfg, tmp_path / "whole", progress=False)
+    # Rows 3 and 6 of the run, and each epoch's last (4, 8); not row 3 of the second epoch.
+    assert measured(tmp_path / "whole") == [3, 4, 6, 8]
+    train(cfg, tmp_path / "resumed", progress=False, stop_after=1)
+    train(cfg, tmp_path / "resumed", progress=False, resume=True)
+    assert measured(tmp_path / "resumed") == [3, 4, 6, 8]
+
+
 def test_encoder_gradient_norm_matches_the_gradient_of_the_weighted_term() -> None:
     from mcgf.training.loop import encoder_gradient_norms
 

@@ -591,7 +591,7 @@ def train_one_epoch(run: TrainRun, epoch: int) -> dict[str, float]:
                disable=not (run.progress and run.dist.main), leave=False)
     run.optimizer.zero_grad(set_to_none=True)
     res: StepResult | None = None
-    rows = 0
+    rows = _training_rows(run)
     # Under DDP with skipping, whether a batch trains is agreed by all ranks: a rank
     # that skipped one alone would leave the others waiting in its gradient all-reduce.
     agree = (functools.partial(_on_every_rank, device=next(run.model.parameters()).device)
@@ -602,7 +602,7 @@ def train_one_epoch(run: TrainRun, epoch: int) -> dict[str, float]:
         logged = (window.n + 1) % tc.log_every == 0 or last
         rows += logged
         # Per-term gradient norms cost extra backward passes: only on every
-        # grad_norms_every-th row and on the epoch's last one.
+        # grad_norms_every-th row of log.csv (counted over the run) and on the epoch's last.
         norms = (logged and run.dist.main and tc.grad_norms_every > 0
                  and (rows % tc.grad_norms_every == 0 or last))
         try:
@@ -625,6 +625,15 @@ def train_one_epoch(run: TrainRun, epoch: int) -> dict[str, float]:
         _log_row(run, bar, window.row(run.step, epoch, res))
     bar.close()
     return {k: sums[k] / seen[k] for k in sums}
+
+
+def _training_rows(run: TrainRun) -> int:
+    """The training rows ``log.csv`` holds so far (validation rows left out): the count
+    that ``train.grad_norms_every`` goes by, the same in a resumed run as in an
+    uninterrupted one, since a resume keeps the rows of the epochs it does not redo."""
+    if run.log is None:
+        return 0
+    return sum(1 for r in run.log.rows if r.get("total") not in (None, ""))
 
 
 def _log_row(run: TrainRun, bar: Any, row: dict[str, Any]) -> None:
