@@ -78,3 +78,21 @@ def test_demo_evaluates_every_condition_in_large_batches(tmp_path: Path) -> None
     assert "--workers" not in argv
     with_workers = evaluation_argv(tmp_path, tmp_path, tmp_path, 0, 3)
     assert with_workers[with_workers.index("--workers") + 1] == "2"
+
+
+@pytest.mark.parametrize("extra", [["--set", "train.epochs=2"], ["--config", "TRAINING"]])
+def test_demo_refuses_a_section_besides_synth(tmp_path: Path, extra: list[str],
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    train_cfg = tmp_path / "train.yaml"
+    train_cfg.write_text(TRAIN)
+    extra = [str(train_cfg) if a == "TRAINING" else a for a in extra]
+    out = tmp_path / "run"
+    # A training option given to the demo config was ignored: the benchmark then came from
+    # mcgf synth's defaults and the demo trained as if the option were not there.
+    argv = ["demo", "--out", str(out), "--train-config", str(tmp_path / "missing.yaml"), *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    section = "train" if "--set" in extra else "data"
+    assert f"unknown section '{section}'" in err and "--train-set" in err
+    assert not out.exists()

@@ -81,13 +81,18 @@ def synth_config(cfg: dict[str, Any], where: str) -> tuple[Any, str]:
     its ``query_weather`` mode; ``synth.style`` is a style name or a style YAML file.
 
     Raises:
-        UserError: one line naming ``where`` and the bad option.
+        UserError: one line naming ``where`` and the bad option, or a section other than
+            ``synth`` (e.g. a training option given with ``--set`` instead of ``--train-set``).
     """
     from mcgf.config import section
     from mcgf.errors import UserError
     from mcgf.synth import SynthConfig
     from mcgf.synth.style import load_style
 
+    other = sorted(str(k) for k in cfg if k != "synth")
+    if other:
+        raise UserError(f"{where}: unknown section '{other[0]}' (the demo config has a synth section "
+                        "only: training options go in --train-config, or --train-set KEY=VALUE)")
     synth = section(cfg, "synth", SYNTH_KEYS, where)
     weather = synth.pop("query_weather", "random")
     if weather not in ("random", "none"):
