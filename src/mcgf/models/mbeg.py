@@ -152,7 +152,7 @@ class MBEGModel(EncoderModel):
         if self.random_encoder and not self.allow_random_encoder:
             return ("model.pretrained is false and model.weights is not set, but MBEG trains "
                     "only a head on a frozen encoder and a frozen random encoder is "
-                    "meaningless: set model.pretrained: true (local timm cache) or "
+                    "meaningless: set model.pretrained: true (timm weights, downloaded when missing) or "
                     "model.weights: PATH (model.allow_random_encoder: true permits it, for "
                     "tests and demos)")
         return None
