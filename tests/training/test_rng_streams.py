@@ -108,3 +108,30 @@ def test_the_number_of_loader_workers_changes_nothing(tmp_path: Path, one_thread
     (log0, w0), (log1, w1) = runs
     assert log0 == log1
     assert all(torch.equal(w0[k], w1[k]) for k in w0)
+
+
+def test_validation_leaves_the_training_stream_alone(tmp_path: Path, one_thread) -> None:
+    """A validation that draws random numbers (as the evaluation's DataLoader does when it
+    starts) changes nothing in the training after it: the run validated after each epoch
+    logs the losses and ends with the weights of the run never validated."""
+    from safetensors.torch import load_file
+
+    root = write_tree(tmp_path / "University-Release")
+
+    def validate(model: torch.nn.Module) -> dict[str, float]:
+        return {"val_R@1": float(torch.rand(1)) + float(torch.randn(5).sum())}
+
+    runs = []
+    for every in (0, 1):
+        cfg = tiny_config(root, epochs=3, eval_every=every)
+        out = tmp_path / f"e{every}"
+        train(parse_run_config(cfg, "t"), out, progress=False, validate=validate)
+        rows = (out / "log.csv").read_text().splitlines()
+        header = rows[0].split(",")
+        keep = [i for i, c in enumerate(header) if c != "images_per_s" and not c.startswith("val_")]
+        table = [[r.split(",")[i] for i in keep] for r in rows[1:]]
+        runs.append(([row for row in table if row[header.index("total")]],
+                     load_file(str(out / "last" / "model.safetensors"))))
+    (log0, w0), (log1, w1) = runs
+    assert len(log0) == 6 and log0 == log1
+    assert all(torch.equal(w0[k], w1[k]) for k in w0)

@@ -670,7 +670,14 @@ def _end_epoch(run: TrainRun, epoch: int, losses: Mapping[str, float],
         # gather the features, so no rank waits alone in the next collective (the
         # checkpoint's RNG gather) for a whole validation. Rank 0 logs.
         _share_buffers(run)
-        validation = {k: float(v) for k, v in validate(run.model).items()}
+        # Validation may draw random numbers (its DataLoader draws a base seed from
+        # torch's RNG): put every stream back, so that the training that follows (dropout)
+        # is the same whatever train.eval_every.
+        streams = capture_rng_state()
+        try:
+            validation = {k: float(v) for k, v in validate(run.model).items()}
+        finally:
+            restore_rng_state(streams)
         if run.log is not None:
             run.log.add({"step": run.step, "epoch": epoch + 1, **validation})
         if run.progress and run.dist.main:
