@@ -393,3 +393,32 @@ def test_skipped_images_never_leave_a_batch_with_one_image_of_a_view(tmp_path: P
     result = train(parse_run_config(cfg, "t"), tmp_path / "run", progress=False)
     assert 0 < result.steps < 2 * 3  # 5 locations / P=2 → 3 batches per epoch
     assert [int(r["step"]) for r in read_log(tmp_path / "run")] == list(range(1, result.steps + 1))
+
+
+def test_locations_lacking_a_view_are_named_when_left_out(tmp_path: Path, caplog) -> None:
+    """A location with drone images and no satellite tile (or the other way round) is left
+    out of training: the run says how many, with an example, not silently."""
+    import shutil
+
+    from tests.training.tiny_run import tiny_config, write_tree
+
+    root = write_tree(tmp_path / "University-Release", locations=5)
+    shutil.rmtree(root / "train" / "satellite" / "0002")
+    for f in (root / "train" / "drone" / "0004").iterdir():
+        f.unlink()
+    shutil.rmtree(root / "train" / "drone" / "0005")
+    with caplog.at_level("WARNING", logger="mcgf"):
+        train(parse_run_config(tiny_config(root, epochs=1), "t"), tmp_path / "run", progress=False)
+    notes = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    assert notes == [
+        f"{root}: 3 of 5 training locations left out, 1 without satellite images (e.g. "
+        f"{root / 'train' / 'satellite' / '0002'} does not exist) and 2 without drone images "
+        f"(e.g. {root / 'train' / 'drone' / '0004'} is empty); training on the 2 locations "
+        "with both views"]
+    assert load_checkpoint(tmp_path / "run" / "last").config["model"]["num_classes"] == 2
+    # A complete split says nothing.
+    caplog.clear()
+    whole = write_tree(tmp_path / "whole", locations=2)
+    with caplog.at_level("WARNING", logger="mcgf"):
+        train(parse_run_config(tiny_config(whole, epochs=1), "t"), tmp_path / "w", progress=False)
+    assert not [r for r in caplog.records if "left out" in r.getMessage()]

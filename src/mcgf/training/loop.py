@@ -196,6 +196,35 @@ def finished_run(out: str | Path, cfg: RunConfig) -> bool:
             and state.epoch == cfg.train.epochs)
 
 
+def unpaired_locations(drone: ClassFolderSet, satellite: ClassFolderSet) -> str | None:
+    """One line on the training locations left out because one view has no image of them
+    (a drone folder without its satellite tile, or the other way round), or ``None``.
+
+    Training reads only the locations both views have; in a complete University-1652,
+    SUES-200 or DenseUAV training split every location has both, so one that lacks a view
+    usually means a copy of the data set that is incomplete.
+    """
+    views = {"drone": drone, "satellite": satellite}
+    ids = {view: set(fs.labels()) for view, fs in views.items()}
+    folders = {view: set(fs.classes) for view, fs in views.items()}
+    lacking = []
+    for view, other in (("satellite", "drone"), ("drone", "satellite")):
+        # Locations the other view has images of and this view has none.
+        missing = sorted(ids[other] - ids[view])
+        if not missing:
+            continue
+        example = next(n for n in views[other].classes if int(n) == missing[0])
+        where = views[view].root / example
+        state = "is empty" if example in folders[view] else "does not exist"
+        lacking.append(f"{len(missing)} without {view} images (e.g. {where} {state})")
+    if not lacking:
+        return None
+    left_out = sum(int(part.split()[0]) for part in lacking)
+    total = len(ids["drone"] | ids["satellite"])
+    return (f"{left_out} of {total} training locations left out, {' and '.join(lacking)}; "
+            f"training on the {total - left_out} locations with both views")
+
+
 def same_model(a: Mapping[str, Any], b: Mapping[str, Any], ignore: Iterable[str] = ()) -> bool:
     """Whether two ``model:`` sections (with ``name``) build the same model with the same
     objective: equal after filling in each option's default, ``ignore`` left out."""
@@ -307,6 +336,9 @@ def setup_run(cfg: RunConfig, out: str | Path, *, resume: bool = False,
         raise UserError(f"{cfg.data.root} has {num_classes} training location(s) with both a "
                         "drone and a satellite view: training needs at least 2 (add locations "
                         "to data.root)")
+    note = unpaired_locations(drone, satellite)
+    if note is not None and dist_info.main:
+        _log.warning("%s: %s", cfg.data.root, note)
     model_cfg = _resolve_model_config(cfg, num_classes, resume)
     model = _build_model(cfg, model_cfg, ckpt, out, device)
     # A resumed run keeps the report of its first build (its initial weights are not read).
