@@ -41,3 +41,21 @@ def test_override_into_an_empty_section(tmp_path: Path) -> None:
     p.write_text("train:\n  # epochs: 3\nmodel:\n  backbone_args:\n")
     cfg = apply_overrides(load_config(p), ["train.epochs=4", "model.backbone_args.depth=2"])
     assert cfg == {"train": {"epochs": 4}, "model": {"backbone_args": {"depth": 2}}}
+
+
+def test_a_key_written_twice_is_refused_not_overwritten(tmp_path: Path) -> None:
+    """Plain YAML keeps the last of two equal keys: a second ``train:`` section would drop
+    every option of the first without a word."""
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  epochs: 30\n  lr: 0.001\nmodel: {}\ntrain:\n  seed: 1\n")
+    with pytest.raises(UserError) as err:
+        load_config(p)
+    assert str(err.value) == (f"config file {p}: 'train' is written twice in one mapping "
+                              "(lines 1 and 5): keep one")
+    p.write_text("data: {root: a, root: b}\n")
+    with pytest.raises(UserError, match=r"'root' is written twice in one mapping \(line 1\)"):
+        load_config(p)
+    # The same key in different mappings, and YAML merge keys, are fine.
+    p.write_text("base: &b {lr: 1, seed: 2}\ntrain:\n  <<: *b\n  seed: 3\nmodel: {seed: 4}\n")
+    assert load_config(p) == {"base": {"lr": 1, "seed": 2}, "train": {"lr": 1, "seed": 3},
+                              "model": {"seed": 4}}
