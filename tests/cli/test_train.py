@@ -23,3 +23,33 @@ def test_resume_without_a_checkpoint_says_to_train_first(
     err = capsys.readouterr().err
     assert err == (f"mcgf: error: --resume: {tmp_path / 'run' / 'last'} holds no resumable "
                    "checkpoint (train without --resume first)\n"), err
+
+
+def test_a_bad_set_value_is_named_as_the_set_not_as_the_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A bad or misspelled option given with --set is reported as that --set: the file
+    (and on --resume the checkpoint's config.json, which would look damaged) does not hold
+    it. An error in the file itself still names the file."""
+    from tests.training.tiny_run import tiny_config, write_config
+
+    cfg = write_config(tmp_path / "c.yaml", tiny_config(tmp_path / "d"))
+    base = ["train", "--config", str(cfg), "--out", str(tmp_path / "run"), "--quiet"]
+    cases = {
+        ("--set", "train.epochs=abc"): "--set train.epochs=abc: train.epochs must be an "
+                                       "integer (got 'abc')",
+        ("--set", "train.epoch=3"): "--set train.epoch=3: unknown option train.epoch (known: ",
+        ("--set", "tran.epochs=3"): "--set tran.epochs=3: unknown section 'tran' (known: ",
+        ("--set", "model.dropout=0.2", "--set", "model.dropout=2"):
+            "--set model.dropout=2: model.dropout must be in [0, 1) (got 2)",
+        ("--set", "train.lr=0.1", "--set", "train.epochs=0"):
+            "--set train.epochs=0: train.epochs must be >= 1 (got 0)",
+    }
+    for extra, start in cases.items():
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"mcgf: error: {start}"), err
+        assert err.count("\n") == 1
+    bad = write_config(tmp_path / "bad.yaml", {**tiny_config(tmp_path / "d"), "train": {"epochs": 0}})
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r"),
+                 "--set", "train.lr=0.1"]) == 2
+    assert capsys.readouterr().err == f"mcgf: error: {bad}: train.epochs must be >= 1 (got 0)\n"

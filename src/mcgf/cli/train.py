@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--config is required (e.g. --config configs/demo-cpu.yaml)")
     if not args.resume and (out / LAST).exists():
         raise UserError(f"{out / LAST} already exists: pass --resume to continue it or choose another --out")
-    run_cfg = parse_run_config(apply_overrides(cfg, args.overrides), where, resume=args.resume)
+    try:
+        run_cfg = parse_run_config(apply_overrides(cfg, args.overrides), where, resume=args.resume)
+    except UserError as err:
+        raise UserError(blame_override(str(err), where, args.overrides)) from None
     result = train(run_cfg, out, resume=args.resume, progress=not args.quiet,
                    validate=_validator(run_cfg))
     # Under torchrun every rank returns here: rank 0 speaks for the run, as in the loop.
@@ -64,6 +68,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"trained {result.epochs} epochs ({result.steps} steps) in {result.seconds:.1f} s; "
               f"last epoch: {losses}; checkpoint {result.checkpoint}")
     return 0
+
+
+def blame_override(message: str, where: str, overrides: list[str]) -> str:
+    """``message`` (a config error that starts with ``where``) naming the ``--set`` that
+    gave the option it is about, when one did: the value is not in the file ``where``
+    names (nor in a resumed checkpoint's ``config.json``, which would look damaged)."""
+    head = f"{where}: "
+    found = re.match(r"(?:unknown option |unknown section ')?([\w.]+)", message[len(head):])
+    if not message.startswith(head) or found is None:
+        return message
+    option = found.group(1)
+    for item in reversed(overrides):  # the last --set of a key is the one applied
+        key = item.partition("=")[0].strip()
+        if key == option or key.startswith(f"{option}."):
+            return f"--set {item}: {message[len(head):]}"
+    return message
 
 
 def _validator(cfg: Any) -> Any:
