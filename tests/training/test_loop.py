@@ -422,3 +422,39 @@ def test_locations_lacking_a_view_are_named_when_left_out(tmp_path: Path, caplog
     with caplog.at_level("WARNING", logger="mcgf"):
         train(parse_run_config(tiny_config(whole, epochs=1), "t"), tmp_path / "w", progress=False)
     assert not [r for r in caplog.records if "left out" in r.getMessage()]
+
+
+def test_resume_with_other_steps_per_epoch_goes_on_with_the_schedule(tmp_path: Path,
+                                                                     caplog) -> None:
+    """Resumed with twice the locations per batch (half the steps per epoch), the run's
+    schedule used to span 1 step × 3 epochs while the checkpoint had taken 4 steps: the
+    whole third epoch trained at learning rate 0. It now goes on from step 4 over the
+    epoch left, and says so; resumed with the same batches, nothing changes."""
+    from mcgf.training.schedule import warmup_cosine
+    from tests.training.tiny_run import tiny_config, write_tree
+
+    root = write_tree(tmp_path / "University-Release")
+    cfg = tiny_config(root, epochs=2)  # 4 locations, P=2: 2 steps per epoch
+    train(parse_run_config(cfg, "t"), tmp_path / "run", progress=False)
+    wider = {**cfg, "data": {**cfg["data"], "locations_per_batch": 4},
+             "train": {**cfg["train"], "epochs": 4}}
+    with caplog.at_level("WARNING", logger="mcgf"):
+        train(parse_run_config(wider, "t"), tmp_path / "run", resume=True, progress=False)
+    notes = [r.getMessage() for r in caplog.records if "steps per epoch" in r.getMessage()]
+    assert notes == ["--resume: the checkpoint took 2 optimizer steps per epoch and this run "
+                     "takes 1: the learning-rate schedule goes on from step 4 over the epochs "
+                     "left (2 steps)"]
+    rows = read_log(tmp_path / "run")
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    # warmup 1, then a cosine to step 6 (4 taken + 2 left); logged: the rate of each step.
+    assert [float(r["lr"]) for r in rows[4:]] == pytest.approx(
+        [1e-3 * warmup_cosine(s, 6, 1) for s in (4, 5)], rel=1e-5)
+    assert float(rows[4]["lr"]) > 1e-4
+    # Resumed again with the same batches: no note, the same layout stretched.
+    caplog.clear()
+    longer = {**wider, "train": {**wider["train"], "epochs": 5}}
+    with caplog.at_level("WARNING", logger="mcgf"):
+        train(parse_run_config(longer, "t"), tmp_path / "run", resume=True, progress=False)
+    assert not [r for r in caplog.records if "steps per epoch" in r.getMessage()]
+    assert float(read_log(tmp_path / "run")[-1]["lr"]) == pytest.approx(
+        1e-3 * warmup_cosine(6, 7, 1), rel=1e-5)

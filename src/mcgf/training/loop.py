@@ -68,7 +68,7 @@ from mcgf.training.config import RunConfig, TrainConfig
 from mcgf.training.logging import TrainLog
 from mcgf.training.optim import adamw
 from mcgf.training.resume import capture_rng_state, restore_rng_state, restore_train_state
-from mcgf.training.schedule import warmup_cosine_scheduler
+from mcgf.training.schedule import saved_layout, warmup_cosine_scheduler
 from mcgf.training.step import (
     Objective,
     StepResult,
@@ -361,8 +361,11 @@ def setup_run(cfg: RunConfig, out: str | Path, *, resume: bool = False,
     steps_per_epoch = math.ceil(len(sampler) / tc.accumulate)
     optimizer = adamw(model.param_groups(tc.lr, tc.weight_decay, tc.layer_decay), tc.lr,
                       tc.weight_decay, device)
-    scheduler = warmup_cosine_scheduler(optimizer, steps_per_epoch * tc.epochs, tc.warmup_steps,
-                                        tc.min_lr_ratio)
+    total_steps, note = _schedule_length(ckpt, steps_per_epoch, tc.epochs)
+    if note is not None and dist_info.main:
+        _log.warning("%s", note)
+    scheduler = warmup_cosine_scheduler(optimizer, total_steps, tc.warmup_steps, tc.min_lr_ratio,
+                                        steps_per_epoch)
     objective: nn.Module = Objective(model, generator)
     if dist_info.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -384,6 +387,36 @@ def setup_run(cfg: RunConfig, out: str | Path, *, resume: bool = False,
         if run.log.note and progress:
             print(run.log.note)
     return run
+
+
+def _schedule_length(ckpt: LoadedCheckpoint | None, steps_per_epoch: int,
+                     epochs: int) -> tuple[int, str | None]:
+    """Optimizer steps the learning-rate schedule spans, and a note when a resume changes
+    its layout.
+
+    ``steps_per_epoch × epochs`` for a new run, and for a resume whose checkpoint's schedule
+    was laid out so (more epochs stretch the cosine). A checkpoint trained with another
+    number of steps per epoch (other ``data.locations_per_batch``,
+    ``data.drones_per_location``, ``train.accumulate`` or number of processes) counted its
+    steps in other units: that length would put the schedule's progress elsewhere, even
+    past its end (training at the floor rate), so the schedule then spans the steps taken
+    plus this run's steps for the epochs left.
+    """
+    total = steps_per_epoch * epochs
+    state = ckpt.train_state if ckpt is not None else None
+    layout = saved_layout(state.scheduler) if state is not None else None
+    saved_epochs = (ckpt.config.get("train") or {}).get("epochs") if ckpt is not None else None
+    if state is None or layout is None or not isinstance(saved_epochs, int):
+        return total, None
+    saved_total, saved_per_epoch = layout
+    if saved_per_epoch == steps_per_epoch:
+        # As laid out, stretched or shortened by the epochs added or removed.
+        return max(saved_total + steps_per_epoch * (epochs - saved_epochs), 1), None
+    left = steps_per_epoch * max(epochs - state.epoch, 0)
+    return state.step + left, (
+        f"--resume: the checkpoint took {saved_per_epoch} optimizer steps per epoch and this "
+        f"run takes {steps_per_epoch}: the learning-rate schedule goes on from step "
+        f"{state.step} over the epochs left ({left} step{'' if left == 1 else 's'})")
 
 
 def compile_model(model: nn.Module, tc: TrainConfig, name: str) -> str:

@@ -24,10 +24,16 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int = 0, min_ratio:
 
 
 class _Lambda:
-    """Picklable multiplier (a closure would not pickle; the state dict stays plain)."""
+    """Picklable multiplier (a closure would not pickle; the state dict stays plain).
 
-    def __init__(self, total_steps: int, warmup_steps: int, min_ratio: float) -> None:
+    ``steps_per_epoch`` (0: not given) is not used here: it is saved with the scheduler's
+    state, so that a resumed run can tell whether its steps are the checkpoint's units.
+    """
+
+    def __init__(self, total_steps: int, warmup_steps: int, min_ratio: float,
+                 steps_per_epoch: int = 0) -> None:
         self.total_steps, self.warmup_steps, self.min_ratio = total_steps, warmup_steps, min_ratio
+        self.steps_per_epoch = steps_per_epoch
 
     def __call__(self, step: int) -> float:
         return warmup_cosine(step, self.total_steps, self.warmup_steps, self.min_ratio)
@@ -60,8 +66,23 @@ class WarmupCosineLR(LambdaLR):
 
 
 def warmup_cosine_scheduler(
-    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0, min_ratio: float = 0.0
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int = 0, min_ratio: float = 0.0,
+    steps_per_epoch: int = 0,
 ) -> WarmupCosineLR:
     """A :class:`WarmupCosineLR` applying :func:`warmup_cosine` to every param group's
-    initial LR; call ``scheduler.step()`` after each optimizer step."""
-    return WarmupCosineLR(optimizer, _Lambda(total_steps, warmup_steps, min_ratio))
+    initial LR; call ``scheduler.step()`` after each optimizer step. ``steps_per_epoch``
+    is recorded in its state (see :func:`saved_layout`)."""
+    return WarmupCosineLR(optimizer, _Lambda(total_steps, warmup_steps, min_ratio, steps_per_epoch))
+
+
+def saved_layout(state: Any) -> tuple[int, int] | None:
+    """``(total_steps, steps_per_epoch)`` of the schedule whose ``state_dict()`` is
+    ``state``, or ``None`` when it does not say (saved without the steps per epoch)."""
+    lambdas = state.get("lr_lambdas") if isinstance(state, dict) else None
+    first = lambdas[0] if isinstance(lambdas, list) and lambdas else None
+    if not isinstance(first, dict):
+        return None
+    total, per_epoch = first.get("total_steps"), first.get("steps_per_epoch")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (total, per_epoch)):
+        return None
+    return total, per_epoch
