@@ -70,6 +70,67 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+class SpelledInt(int):
+    """An integer read from text spelled otherwise than Python writes it (``0001``,
+    ``1_000``, YAML 1.1's octal ``010``): an option that takes text gets the spelling
+    back (a folder called ``0001`` stays ``0001``), every other use sees the number."""
+
+    text: str
+
+    def __new__(cls, value: int, text: str) -> SpelledInt:
+        out = super().__new__(cls, value)
+        out.text = text
+        return out
+
+    def __getnewargs__(self) -> tuple[int, str]:  # type: ignore[override]
+        return int(self), self.text
+
+
+class SpelledFloat(float):
+    """A float read from text spelled otherwise than Python writes it (``1e3``,
+    ``1.50``); see :class:`SpelledInt`."""
+
+    text: str
+
+    def __new__(cls, value: float, text: str) -> SpelledFloat:
+        out = super().__new__(cls, value)
+        out.text = text
+        return out
+
+    def __getnewargs__(self) -> tuple[float, str]:  # type: ignore[override]
+        return float(self), self.text
+
+
+def keep_spelling(value: Any, text: str) -> Any:
+    """``value`` (a number read from ``text``) with its spelling kept where ``str`` of the
+    number would not give ``text`` back; anything else unchanged."""
+    text = text.strip()
+    if isinstance(value, bool) or str(value) == text:
+        return value
+    if isinstance(value, int):
+        return SpelledInt(value, text)
+    if isinstance(value, float):
+        return SpelledFloat(value, text)
+    return value
+
+
+def spelling(value: Any) -> str:
+    """The text ``value`` was read from: a number's own spelling, else ``str(value)``."""
+    return value.text if isinstance(value, (SpelledInt, SpelledFloat)) else str(value)
+
+
+def _spelled(constructor: Any) -> Any:
+    def construct(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+        return keep_spelling(constructor(loader, node), str(node.value))
+    return construct
+
+
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int",
+                                 _spelled(yaml.SafeLoader.construct_yaml_int))
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:float",
+                                 _spelled(yaml.SafeLoader.construct_yaml_float))
+
+
 def apply_overrides(config: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """Return a copy of ``config`` with ``dotted.key=value`` overrides applied.
 
@@ -109,17 +170,18 @@ def parse_value(raw: str) -> Any:
     if not raw.strip():
         return ""
     try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
+        value = yaml.load(raw, Loader=_UniqueKeyLoader)
+    except (yaml.YAMLError, _DuplicateKey):
         return raw
     return _number_or_value(value)
 
 
 def _number_or_value(value: Any) -> Any:
-    """YAML 1.1 reads ``1e-3`` as a string; read such numbers as floats."""
+    """YAML 1.1 reads ``1e-3`` as a string; read such numbers as floats (keeping their
+    spelling, :func:`keep_spelling`)."""
     if isinstance(value, str):
         try:
-            return float(value)
+            return keep_spelling(float(value), value)
         except ValueError:
             return value
     return value

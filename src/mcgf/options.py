@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mcgf.config import spelling
 from mcgf.errors import UserError
 
 
@@ -185,9 +186,10 @@ def coerce(value: Any, hint: Any) -> Any:
             return float(value)
         raise _BadType("a finite number")
     elif hint is str:
-        # Numbers are names too (a folder called 2024); booleans and containers are not.
+        # Numbers are names too (a folder called 2024 or 0001, as written); booleans and
+        # containers are not.
         if isinstance(value, (str, int, float, os.PathLike)) and not isinstance(value, bool):
-            return str(value) if not isinstance(value, os.PathLike) else os.fspath(value)
+            return spelling(value) if not isinstance(value, os.PathLike) else os.fspath(value)
     elif origin in (list, tuple, Sequence):
         if isinstance(value, (list, tuple)):
             inner = args[0] if args else Any

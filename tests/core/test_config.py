@@ -59,3 +59,24 @@ def test_a_key_written_twice_is_refused_not_overwritten(tmp_path: Path) -> None:
     p.write_text("base: &b {lr: 1, seed: 2}\ntrain:\n  <<: *b\n  seed: 3\nmodel: {seed: 4}\n")
     assert load_config(p) == {"base": {"lr": 1, "seed": 2}, "train": {"lr": 1, "seed": 3},
                               "model": {"seed": 4}}
+
+
+def test_text_options_keep_the_spelling_of_numbers(tmp_path: Path) -> None:
+    """A folder called 0001 or 1e3 is that folder, from a file or from --set; options that
+    take numbers still read numbers, and the config survives a deep copy and JSON."""
+    import copy
+    import json
+
+    from mcgf.options import coerce
+
+    p = tmp_path / "c.yaml"
+    p.write_text("data:\n  root: 0001\n  other: 010\n  epochs: 0003\n  lr: 1.50\n")
+    cfg = apply_overrides(load_config(p), ["data.alt=1e3", "data.alt2=1_0", "data.n=7"])
+    data = copy.deepcopy(cfg)["data"]
+    assert [coerce(data[k], str) for k in ("root", "other", "alt", "alt2", "n")] == \
+        ["0001", "010", "1e3", "1_0", "7"]
+    assert coerce(data["epochs"], int) == 3 and type(coerce(data["epochs"], int)) is int
+    assert coerce(data["lr"], float) == 1.5 and coerce(data["alt"], float) == 1000.0
+    assert coerce(data["root"], str | None) == "0001"
+    assert json.loads(json.dumps(data)) == {"root": 1, "other": 8, "epochs": 3, "lr": 1.5,
+                                            "alt": 1000.0, "alt2": 10, "n": 7}
