@@ -79,6 +79,11 @@ def test_ambiguous_and_undetectable_trees_are_one_line_errors(tmp_path: Path) ->
         find_dataset(empty)
     with pytest.raises(UserError, match="does not exist"):
         find_dataset(tmp_path / "nope")
+    u = tmp_path / "u"
+    image(u / "train" / "drone" / "0001" / "image-01.jpeg")
+    with pytest.raises(UserError) as err:  # a split of the dataset instead of its root
+        find_dataset(u / "train")
+    assert str(err.value) == f"{u / 'train'} is a split of the dataset at {u}: point at {u}"
 
 
 def test_data_layout_is_validated_with_the_config(tmp_path: Path) -> None:

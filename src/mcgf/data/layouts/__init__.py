@@ -78,6 +78,9 @@ def find_dataset(path: str | Path, layout: str | None = None, *, option: str = "
             raise _ambiguous(sub, found, option)
         return found[0](sub)
     if not below:
+        if detect_layouts(path.parent):  # pointed at train/ or test/ itself
+            raise UserError(f"{path} is a split of the dataset at {path.parent}: point at "
+                            f"{path.parent}")
         raise UserError(
             f"{path} has no train/ or test/ folder (University-1652, DenseUAV) and no Training/ or "
             f"Testing/ folder (SUES-200): point at the dataset root, or name its layout with "
