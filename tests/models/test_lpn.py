@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from mcgf.errors import UserError
-from mcgf.models.lpn import LPNModel, ring_index, ring_pool
+from mcgf.models.lpn import LPNModel, ring_index, ring_pool, upsampled_side
 from mcgf.models.model_registry import create_model
 
 ARGS = {"layers": [1, 1, 1, 1], "channels": [8, 8, 16, 16], "stem_width": 8}
@@ -66,6 +66,44 @@ def test_small_maps_are_upsampled_first() -> None:
     torch.testing.assert_close(pooled[0, 0, 0], torch.tensor(1.5))
     assert float(pooled.min()) >= 0 and float(pooled.max()) <= 3
     torch.testing.assert_close(ring_pool(torch.full((1, 2, 3, 3), 2.0), 2), torch.full((1, 2, 2), 2.0))
+
+
+def test_odd_rings_are_cut_as_the_public_code_cuts_them() -> None:
+    # Centre h // 2, step h // (2·blocks): on an odd side the squares sit one cell towards
+    # the top left and the spare row and column join the outer ring.
+    expected5 = torch.tensor([[1, 1, 1, 1, 1],
+                              [1, 0, 0, 1, 1],
+                              [1, 0, 0, 1, 1],
+                              [1, 1, 1, 1, 1],
+                              [1, 1, 1, 1, 1]])
+    assert torch.equal(ring_index(5, 5, 2), expected5)
+    expected6 = torch.tensor([[1, 1, 1, 1, 1, 1],
+                              [1, 1, 1, 1, 1, 1],
+                              [1, 1, 0, 0, 1, 1],
+                              [1, 1, 0, 0, 1, 1],
+                              [1, 1, 1, 1, 1, 1],
+                              [1, 1, 1, 1, 1, 1]])
+    assert torch.equal(ring_index(6, 6, 2), expected6)
+    assert torch.bincount(ring_index(9, 9, 4).flatten()).tolist() == [4, 12, 20, 45]
+
+
+def test_small_maps_are_upsampled_to_the_public_size() -> None:
+    # The public code moves the centre side // 2 to blocks: 2·blocks cells on an even
+    # side, 2·blocks + 1 on an odd one.
+    assert [upsampled_side(s, 4) for s in (2, 3, 5, 6, 7, 8, 9)] == [8, 9, 9, 8, 9, 8, 9]
+    g = torch.Generator().manual_seed(0)
+    for side, up in ((7, 9), (5, 9), (6, 8)):
+        fmap = torch.randn(2, 3, side, side, generator=g)
+        big = F.interpolate(fmap, size=(up, up), mode="bilinear", align_corners=True)
+        index = ring_index(up, up, 4)
+        expected = torch.stack([big[:, :, index == r].mean(-1) for r in range(4)], dim=-1)
+        torch.testing.assert_close(ring_pool(fmap, 4), expected)
+    # Only the short side of a non-square map grows.
+    fmap = torch.randn(1, 2, 7, 12, generator=g)
+    big = F.interpolate(fmap, size=(9, 12), mode="bilinear", align_corners=True)
+    index = ring_index(9, 12, 4)
+    expected = torch.stack([big[:, :, index == r].mean(-1) for r in range(4)], dim=-1)
+    torch.testing.assert_close(ring_pool(fmap, 4), expected)
 
 
 def test_last_stride_one_doubles_the_final_map() -> None:

@@ -12,11 +12,13 @@ normalises the concatenation (each ring weighs the same in the cosine).
 The rings follow the public code: with ``c = h // 2`` and ``p = h // (2 · blocks)`` (the
 same along the width), ring ``i < blocks`` is the square ``[c − i·p, c + i·p)`` minus ring
 ``i − 1``'s square, and the last ring is everything outside ring ``blocks − 1``'s square,
-corners included. A map smaller than ``2 · blocks`` on a side is first upsampled
-bilinearly (``align_corners=True``) to ``2 · blocks``. The public code averages each ring
-over its whole bounding square with the inner part zeroed; a true ring mean differs from
-that by a constant factor per ring, which the ring head's BatchNorm removes, so the two
-are the same model.
+corners included. A map side shorter than ``2 · blocks`` is first upsampled bilinearly
+(``align_corners=True``) to ``2 · blocks`` when even and ``2 · blocks + 1`` when odd
+(:func:`upsampled_side`), as the public code does; the public code does so only when both
+sides are that short (one short side would leave it empty rings), here either side is.
+The public code averages each ring over its whole bounding square with the inner part
+zeroed; a true ring mean differs from that by a constant factor per ring, which the ring
+head's BatchNorm removes, so the two are the same model.
 """
 
 from __future__ import annotations
@@ -78,11 +80,19 @@ def ring_index(height: int, width: int, blocks: int) -> torch.Tensor:
     return index
 
 
+def upsampled_side(side: int, blocks: int) -> int:
+    """The side a map side below ``2 · blocks`` is upsampled to before the rings are cut:
+    ``side + 2 · (blocks − side // 2)``, i.e. ``2 · blocks`` for an even side and
+    ``2 · blocks + 1`` for an odd one (the centre ``side // 2`` moves to ``blocks``, as in
+    the public code). A side already that long is kept."""
+    return side if side >= 2 * blocks else side + 2 * (blocks - side // 2)
+
+
 def ring_pool(fmap: torch.Tensor, blocks: int) -> torch.Tensor:
     """Mean of ``(B, C, h, w)`` over each square ring → ``(B, C, blocks)``, centre first."""
     h, w = fmap.shape[-2:]
     if min(h, w) < 2 * blocks:
-        fmap = F.interpolate(fmap, size=(max(h, 2 * blocks), max(w, 2 * blocks)),
+        fmap = F.interpolate(fmap, size=(upsampled_side(h, blocks), upsampled_side(w, blocks)),
                              mode="bilinear", align_corners=True)
         h, w = fmap.shape[-2:]
     index = ring_index(h, w, blocks).to(fmap.device).flatten()
@@ -211,4 +221,4 @@ class LPNModel(EncoderModel):
         return [g for g in groups if g["params"]]
 
 
-__all__ = ["LPNModel", "LPNOptions", "ring_index", "ring_pool", "set_last_stride_one"]
+__all__ = ["LPNModel", "LPNOptions", "ring_index", "ring_pool", "set_last_stride_one", "upsampled_side"]
