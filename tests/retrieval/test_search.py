@@ -306,3 +306,27 @@ def test_unsearchable_norms_are_refused_naming_side_and_row(backend: str) -> Non
     assert np.array_equal(topk_search(q, big, 5, backend=backend).indices, ref_i)
     zero = topk_search(np.zeros_like(q), g, 3, backend=backend)
     assert zero.indices.tolist() == [[0, 1, 2]] * 4
+
+
+def test_exhaustive_queries_match_scoring_every_item() -> None:
+    """Near-collapsed features (all scores within float32 rounding of each other) pass
+    every candidate stage and are ranked by float64 scores of the whole gallery: the
+    answer is the one of scoring every item with exact_scores and a stable sort."""
+    rng = np.random.default_rng(12)
+    d = 96
+    base = rng.standard_normal(d)
+    g = (base + 1e-7 * rng.standard_normal((5000, d))).astype(np.float32)
+    g[4000:4100] *= np.float32(1e-20)  # tiny rows
+    q = (base + 1e-7 * rng.standard_normal((70, d))).astype(np.float32)
+    q[3] = 0.0  # every item ties at 0: the first k indices
+    q[4] *= np.float32(1e12)
+    gt, qt = torch.from_numpy(g), torch.from_numpy(q)
+    for k in (1, 10, 37):
+        res = topk_search(q, g, k, backend="exact", precision="fp32", gallery_chunk=512, cap=64)
+        assert res.stats["exhaustive"] == len(q)
+        for i in range(len(q)):
+            s = exact_scores(qt[i: i + 1], gt[None])[0]
+            order = torch.argsort(s, descending=True, stable=True)[:k]
+            assert res.indices[i].tolist() == order.tolist(), (k, i)
+            assert np.array_equal(res.scores[i], s[order].float().numpy())
+    assert res.indices[3].tolist() == list(range(37))

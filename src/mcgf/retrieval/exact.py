@@ -323,15 +323,46 @@ def _threshold(x: torch.Tensor) -> torch.Tensor:
     return (x - 1e-6 * (1.0 + x.abs())).float().clamp_min(torch.finfo(torch.float32).min)
 
 
-def _exhaustive(gallery: torch.Tensor, query: torch.Tensor, k: int, chunk: int = 8192
+#: Float64 score-matrix entries per query block of :func:`_exhaustive` (~128 MiB).
+_EXHAUSTIVE_ENTRIES = 1 << 24
+
+
+def _exhaustive(gallery: torch.Tensor, queries: torch.Tensor, k: int, chunk: int = 8192
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top ``k`` of one query by float64 scores of every gallery item (last resort)."""
-    scores = torch.cat([
-        exact_scores(query[None, :], gallery[s: s + chunk][None])[0]
-        for s in range(0, gallery.shape[0], chunk)
-    ])
-    order = torch.argsort(scores, descending=True, stable=True)[:k]
-    return order, scores[order]
+    """Top ``k`` of every query by the float64 scores of :func:`exact_scores` over the
+    whole gallery (last resort), ties by lower index.
+
+    Every item is scored by a float64 matrix product first (error ``≤ β = γ_D·‖q‖·‖g‖``
+    in any summation order, as is :func:`exact_scores`' own). With ``K`` the ``k``-th
+    largest product, the ``k``-th best exact score is at least ``K − 2β``, so an item of
+    the top ``k`` (or tied with its ``k``-th) has a product of at least ``K − 4β``; only
+    those items get :func:`exact_scores`, which gives the ranking of scoring them all.
+    """
+    ng, dim = gallery.shape
+    bound = 4.0 * (dot_rounding_bound(dim, 2.0**-53) + 4 * 2.0**-53)
+    gnorm = max(float(torch.linalg.vector_norm(gallery[s: s + chunk].double(), dim=1).max())
+                for s in range(0, ng, chunk))
+    step = max(1, _EXHAUSTIVE_ENTRIES // ng)
+    idx_l, sc_l = [], []
+    for qs in range(0, queries.shape[0], step):
+        qb = queries[qs: qs + step]
+        q64 = qb.double()
+        s64 = torch.empty((qb.shape[0], ng), dtype=torch.float64)
+        for s in range(0, ng, chunk):
+            torch.matmul(q64, gallery[s: s + chunk].double().T, out=s64[:, s: s + chunk])
+        kth = s64.topk(k, dim=1).values[:, -1]
+        slack = bound * torch.linalg.vector_norm(q64, dim=1) * gnorm * (1 + 1e-6) + 1e-300
+        rows, cols = (s64 >= (kth - slack)[:, None]).nonzero(as_tuple=True)
+        del s64
+        ex = torch.empty(rows.numel(), dtype=torch.float64)
+        per = max(1, (1 << 22) // max(1, dim))  # ~32 MiB float64 temporaries
+        for s in range(0, rows.numel(), per):
+            r, c = rows[s: s + per], cols[s: s + per]
+            ex[s: s + per] = exact_scores(qb.index_select(0, r), gallery.index_select(0, c)[:, None, :])[:, 0]
+        bi, bs = row_sorted_topk(rows, ex, cols, qb.shape[0], k)
+        idx_l.append(bi)
+        sc_l.append(bs)
+    return torch.cat(idx_l), torch.cat(sc_l)
 
 
 def _score_all(q: torch.Tensor, g: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -464,8 +495,8 @@ def exact_search(q: torch.Tensor, g: torch.Tensor, k: int, *, precision: str = "
             todo = todo[o2]
         stats["exhaustive"] = int(todo.numel())
         t3 = time.perf_counter()
-        for t in todo.tolist():
-            idx[t], sc[t] = _exhaustive(g, q[t], k)
+        if todo.numel():
+            idx[todo], sc[todo] = _exhaustive(g, q[todo], k)
         timing["exhaustive"] = time.perf_counter() - t3
         for key, v in timing.items():
             if key in ("candidates", "survivors"):
