@@ -46,18 +46,41 @@ def sdm_at_k(query_xy: np.ndarray, top_xy: np.ndarray, ks: Sequence[int] = SDM_K
     return out
 
 
-def ranked_top(query: np.ndarray, gallery: np.ndarray, k: int, block: int = 1024) -> np.ndarray:
+def ranked_top(query: np.ndarray, gallery: np.ndarray, k: int, block: int | None = None) -> np.ndarray:
     """``(Q, k)`` gallery rows of each query's ``k`` highest cosine scores, best first.
 
     Ranked like :func:`mcgf.retrieval.ranking.rank_and_score` ranks for R@K (float64
-    scores, a stable descending sort: equal scores keep the lower gallery index first),
-    so SDM@K reads the same order as the recall.
+    scores of :func:`~mcgf.retrieval.ranking.scored_blocks`, equal scores keeping the
+    lower gallery index first), so SDM@K reads the same order as the recall. Only the
+    items scoring at least a query's ``k``-th best score are sorted, which gives the
+    first ``k`` places of the stable sort of the whole gallery.
+
+    Args:
+        block: queries scored at once (default: ~32 MiB of float64 scores).
     """
     import torch
 
-    from mcgf.retrieval.ranking import ranked_blocks
+    from mcgf.retrieval.ranking import scored_blocks
+    from mcgf.retrieval.rowops import row_sorted_topk
 
     q = torch.as_tensor(np.asarray(query))
     g = torch.as_tensor(np.asarray(gallery))
-    parts = [order[:, :k].numpy() for _, order in ranked_blocks(q, g, block)]
-    return np.concatenate(parts) if parts else np.zeros((0, k), np.int64)
+    size = int(g.shape[0])
+    kk = min(int(k), size)
+    if q.shape[0] == 0:
+        return np.zeros((0, k), np.int64)
+    if kk <= 0:
+        return np.zeros((int(q.shape[0]), 0), np.int64)
+    step = block or max(1, _BLOCK_ENTRIES // max(1, size))
+    parts = []
+    for _, scores in scored_blocks(q, g, step):
+        with torch.inference_mode():
+            kth = scores.topk(kk, dim=1).values[:, -1:]
+            rows, cols = (scores >= kth).nonzero(as_tuple=True)
+            top, _ = row_sorted_topk(rows, scores[rows, cols], cols, scores.shape[0], kk)
+        parts.append(top.numpy())
+    return np.concatenate(parts)
+
+
+#: Score-matrix entries per query block of :func:`ranked_top` (~32 MiB of float64).
+_BLOCK_ENTRIES = 4 * 1024 * 1024
