@@ -429,11 +429,30 @@ def _via_distinct(q: torch.Tensor, g: torch.Tensor, k: int, **options: Any
     return torch.cat(idx_l), torch.cat(sc_l), int(uniq.shape[0])
 
 
+def _prepared_scorer(gallery: torch.Tensor, source: torch.Tensor, precision: str, chunk: int,
+                     block: int, cache: dict[Any, Any] | None) -> Scorer:
+    """The scorer of ``gallery`` (``source`` on the device the pass runs on) for these
+    settings: from ``cache`` when it holds one made from the same, unmodified ``source``
+    (same storage, same version counter), else prepared (and stored there, one per
+    settings; the entry keeps ``source`` alive, so its storage is never another's)."""
+    key = (precision, chunk, block, str(gallery.device))
+    entry = cache.get(key) if cache is not None else None
+    if entry is not None and (entry[0].data_ptr(), entry[0].shape, entry[1]) == (
+            source.data_ptr(), source.shape, source._version):
+        return entry[2]
+    scorer = (Int8Scorer(gallery, chunk=chunk, query_block=block) if precision == "int8"
+              else SCORERS[precision](gallery, chunk=chunk))
+    if cache is not None:
+        cache[key] = (source, source._version, scorer)
+    return scorer
+
+
 def exact_search(q: torch.Tensor, g: torch.Tensor, k: int, *, precision: str = "auto",
                  threads: int | None = None, query_block: int | None = None,
                  gallery_chunk: int | None = None, cap: int = 4096, device: str = "cpu",
                  scorer: Scorer | None = None, aux_threads: int | None = None,
-                 distinct: bool = True) -> SearchResult:
+                 distinct: bool = True, scorer_cache: dict[Any, Any] | None = None
+                 ) -> SearchResult:
     """Exact top-``k`` by a low-precision pass and exact re-ranking (module docstring).
 
     Args:
@@ -449,6 +468,9 @@ def exact_search(q: torch.Tensor, g: torch.Tensor, k: int, *, precision: str = "
             a busy one, one thread avoids waking a thread team for each small step.
         distinct: search the queries that collect too many candidates over the gallery's
             distinct vectors when it has duplicates (``False``: the slower fallbacks).
+        scorer_cache: a dict kept by the caller between searches of one gallery (see
+            :class:`~mcgf.retrieval.index.GalleryIndex`): the prepared scorer is taken
+            from it, or stored in it, instead of being prepared again for every search.
     """
     dev = torch.device(device)
     if precision == "auto":
@@ -476,8 +498,7 @@ def exact_search(q: torch.Tensor, g: torch.Tensor, k: int, *, precision: str = "
         t0 = time.perf_counter()
         if scorer is None:
             with torch_threads(gemm_threads):  # large elementwise passes: use every thread
-                scorer = (Int8Scorer(gd, chunk=chunk, query_block=block) if precision == "int8"
-                          else SCORERS[precision](gd, chunk=chunk))
+                scorer = _prepared_scorer(gd, g, precision, chunk, block, scorer_cache)
         timing: dict[str, float] = {"prepare": time.perf_counter() - t0}
         idx, sc, over = _threshold_pass(scorer, gd, qd, k, block, cap, timing, gemm_threads)
         todo = over.nonzero().flatten()

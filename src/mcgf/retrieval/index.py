@@ -11,12 +11,20 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
 from mcgf.retrieval.search import SearchResult, as_float_tensor, check_norms, topk_search
 
 
 class GalleryIndex:
     """Gallery features ``(G, D)`` and optional names, searchable with :meth:`search`.
+
+    The exact backend's scorer (a bfloat16 or int8 copy of the features, with bounds) is
+    prepared at the first search and kept for the next ones. The index holds its own
+    copy of the features as they were when it was built (a later in-place change of the
+    array it was built from does not reach it); a change of :attr:`features` made by
+    PyTorch operations, or a new tensor assigned to it, makes the next search prepare
+    the scorer again.
 
     Args:
         features: the gallery embeddings.
@@ -26,6 +34,8 @@ class GalleryIndex:
 
     def __init__(self, features: Any, names: Sequence[str] | None = None, *, backend: str = "auto") -> None:
         self.features = as_float_tensor(features, "gallery features").contiguous()
+        if _shares_memory(self.features, features):
+            self.features = self.features.clone()
         if self.features.shape[0] == 0:
             raise ValueError("the gallery is empty")
         check_norms(self.features, "gallery")  # refused when built, not at the first search
@@ -33,12 +43,14 @@ class GalleryIndex:
             raise ValueError(f"{len(names)} names for {self.features.shape[0]} gallery rows")
         self.names = [str(n) for n in names] if names is not None else [str(i) for i in range(len(self))]
         self.backend = backend
+        self._scorers: dict[Any, Any] = {}  # the exact backend's, kept between searches
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
 
     def search(self, queries: Any, k: int = 10, **options: Any) -> SearchResult:
         """The ``k`` best gallery rows of every query (see :func:`topk_search`)."""
+        options.setdefault("scorer_cache", self._scorers)
         return topk_search(queries, self.features, k, backend=self.backend, **options)
 
     def top_names(self, queries: Any, k: int = 10, **options: Any) -> list[list[str]]:
@@ -50,6 +62,14 @@ class GalleryIndex:
                              "zero features?): refusing to name gallery items for them")
         names = np.asarray(self.names, dtype=object)
         return [list(row) for row in names[result.indices]]
+
+
+def _shares_memory(tensor: Any, source: Any) -> bool:
+    """Whether ``tensor`` may be a view of the memory of ``source`` (an array or tensor)."""
+    if isinstance(source, np.ndarray):
+        return bool(np.shares_memory(tensor.numpy(), source))
+    return isinstance(source, torch.Tensor) and source.device.type == "cpu" and (
+        tensor.untyped_storage().data_ptr() == source.untyped_storage().data_ptr())
 
 
 __all__ = ["GalleryIndex"]
