@@ -65,3 +65,22 @@ def test_write_files_together_is_all_or_nothing(tmp_path: Path, monkeypatch: pyt
     fileio.write_files_together({a: b"new a", b: b"new b"}, remove=[report, tmp_path / "absent.json"])
     assert (a.read_bytes(), b.read_bytes()) == (b"new a", b"new b")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.bin"]
+
+
+def test_atomic_path_replaces_only_on_success(tmp_path: Path) -> None:
+    from mcgf.fileio import atomic_path
+
+    target = tmp_path / "sub" / "f.bin"
+    write_text_atomic(target, "old\n")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("interrupted")
+    assert target.read_text() == "old\n"
+    assert [p.name for p in target.parent.iterdir()] == ["f.bin"]  # no temp file left
+    with atomic_path(target) as tmp:
+        assert tmp.parent == target.parent and tmp != target
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new" and [p.name for p in target.parent.iterdir()] == ["f.bin"]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (target.stat().st_mode & 0o777) == (0o666 & ~mask)

@@ -15,7 +15,6 @@ metadata file is written last, so an interrupted write is simply a cache miss.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 from collections.abc import Sequence
@@ -25,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from mcgf.fileio import write_bytes_atomic, write_json_atomic
+from mcgf.fileio import atomic_path, atomic_write, write_json_atomic
 
 #: Bump when the cache layout or the meaning of a key changes.
 CACHE_VERSION = 1
@@ -120,14 +119,15 @@ class FeatureCache:
         features = np.ascontiguousarray(entry.features, dtype=np.float32)
         invalid = np.flatnonzero(~entry.valid).tolist()
         st = _safetensors()
+        # Written straight to the file: an in-memory image of it would double the peak
+        # memory of a large gallery's features.
         if st is not None:
-            blob = st.save({"features": features, "valid": entry.valid.astype(np.uint8)},
-                           metadata={"description": json.dumps(description)})
-            write_bytes_atomic(sf, blob)
+            with atomic_path(sf) as tmp:
+                st.save_file({"features": features, "valid": entry.valid.astype(np.uint8)}, str(tmp),
+                             metadata={"description": json.dumps(description)})
             return sf
-        buf = io.BytesIO()
-        np.save(buf, features, allow_pickle=False)
-        write_bytes_atomic(npy, buf.getvalue())
+        with atomic_write(npy, "wb") as fh:
+            np.save(fh, features, allow_pickle=False)
         write_json_atomic(meta, {"shape": list(features.shape), "invalid": invalid,
                                  "description": description})
         return npy
