@@ -49,3 +49,15 @@ def test_ranked_top_blocks_follow_the_gallery_size(monkeypatch: pytest.MonkeyPat
     g = rng.standard_normal((40000, 2)).astype(np.float32)
     top = ranked_top(rng.standard_normal((300, 2)).astype(np.float32), g, 5)
     assert top.shape == (300, 5) and max(seen) <= 4 * 1024 * 1024
+
+
+def test_ranked_top_ranks_float64_features_as_the_recall_does() -> None:
+    """Features given in float64 are ranked as rank_and_score ranks them (as float32):
+    here items 0 and 1 are the same in float32, so item 0 comes first in both."""
+    from mcgf.retrieval.ranking import rank_and_score
+
+    g = np.array([[1.0, 0.0], [1.0 + 1e-9, 0.0], [0.0, 1.0]])
+    q = np.array([[1.0, 0.0]])
+    assert rank_and_score(q, [0], g, [0, 1, 2]).first_good.tolist() == [0]
+    assert ranked_top(q, g, 2).tolist() == [[0, 1]]
+    assert ranked_top(q.astype(np.float16), g.astype(np.float16), 3).tolist() == [[0, 1, 2]]

@@ -50,7 +50,7 @@ def ranked_top(query: np.ndarray, gallery: np.ndarray, k: int, block: int | None
     """``(Q, k)`` gallery rows of each query's ``k`` highest cosine scores, best first.
 
     Ranked like :func:`mcgf.retrieval.ranking.rank_and_score` ranks for R@K (float64
-    scores of :func:`~mcgf.retrieval.ranking.scored_blocks`, equal scores keeping the
+    scores of the float32 features by :func:`~mcgf.retrieval.ranking.scored_blocks`, equal scores keeping the
     lower gallery index first), so SDM@K reads the same order as the recall. Only the
     items scoring at least a query's ``k``-th best score are sorted, which gives the
     first ``k`` places of the stable sort of the whole gallery.
@@ -62,9 +62,12 @@ def ranked_top(query: np.ndarray, gallery: np.ndarray, k: int, block: int | None
 
     from mcgf.retrieval.ranking import scored_blocks
     from mcgf.retrieval.rowops import row_sorted_topk
+    from mcgf.retrieval.search import as_float_tensor
 
-    q = torch.as_tensor(np.asarray(query))
-    g = torch.as_tensor(np.asarray(gallery))
+    # float32, as rank_and_score takes them: features given in another precision are
+    # ranked as the recall ranks them.
+    q = as_float_tensor(np.asarray(query), "query features")
+    g = as_float_tensor(np.asarray(gallery), "gallery features")
     size = int(g.shape[0])
     kk = min(int(k), size)
     if q.shape[0] == 0:
