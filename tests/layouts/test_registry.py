@@ -144,7 +144,7 @@ def test_coordinates_files_all_or_per_split(tmp_path: Path) -> None:
     (tmp_path / "Dense_GPS_test.txt").write_text("t/000002/H80.tif E1.5 N2.5 80\nt/000001/H80.tif E9 N9 80\n")
     coords = read_coordinates(tmp_path)
     assert coords is not None
-    assert coords.lonlat == {1: (1.0, 2.0), 2: (1.5, 2.5)}
+    assert coords.lonlat == {1: (9.0, 9.0), 2: (1.5, 2.5)}  # the last line of location 1
     assert coords.conflicts == [1] and coords.bad_lines == [f"{tmp_path / 'Dense_GPS_train.txt'}:3"]
     (tmp_path / "Dense_GPS_ALL.txt").write_text("t/000005/H80.tif E3 N4 80\n")
     assert read_coordinates(tmp_path).lonlat == {5: (3.0, 4.0)}  # type: ignore[union-attr]
@@ -204,8 +204,28 @@ def test_coordinates_a_few_metres_apart_are_a_conflict(tmp_path: Path) -> None:
         "t/000002/H80.tif E120.3502 N30.32 80\nt/000002/H80.tif E120.3502 N30.32 80\n"
         "t/000003/H80.tif E121 N30 80\nt/000003/H80.tif E122 N30 80\nt/000003/H80.tif E123 N30 80\n")
     coords = read_coordinates(tmp_path)
-    assert coords is not None and coords.lonlat[1] == (120.35, 30.32)
+    assert coords is not None and coords.lonlat[1] == (120.351, 30.32)
+    assert coords.lonlat[3] == (123.0, 30.0)
     assert coords.conflicts == [1, 3]
+
+
+def test_a_location_listed_twice_is_scored_at_its_last_line(tmp_path: Path) -> None:
+    # The benchmark's evaluateDistance.py keys a dictionary by class folder line by line,
+    # so a later line of a location replaces an earlier one; SDM@K must use the same.
+    from mcgf.data.layouts.denseuav import DenseUAVLayout
+
+    (tmp_path / "Dense_GPS_ALL.txt").write_text(
+        "train/satellite/000001/H80.tif E120.3500 N30.32 80\n"
+        "train/satellite/000002/H80.tif E120.3502 N30.32 80\n"
+        "test/gallery_satellite/000002/H80.tif E120.3504 N30.32 80\n")
+    ds = DenseUAVLayout(tmp_path)
+    assert ds.coordinates().lonlat[2] == (120.3504, 30.32)  # type: ignore[union-attr]
+    # One query of location 1 whose two best items are location 2 (0.0004 degrees away
+    # by its last line: exp(-2)) and location 1 itself (exp(0) = 1).
+    got = ds.extra_metrics("drone->satellite", np.array([1]), np.array([True]), np.array([[2, 1]]))
+    e2 = math.exp(-2.0)
+    assert got["SDM@1"] == pytest.approx(100 * e2)
+    assert got["SDM@3"] == pytest.approx(100 * (e2 + 2 / 3) / (1 + 2 / 3))
 
 
 def test_selected_heights_of_a_test_only_sues_tree(tmp_path: Path) -> None:

@@ -47,7 +47,9 @@ class Coordinates:
 
     ``lonlat`` maps a location id to (longitude, latitude) in degrees; ``bad_lines``
     lists ``file:line`` of lines that could not be read; ``conflicts`` the ids listed
-    twice with different coordinates (the first is kept).
+    twice with different coordinates (the last line is kept: the benchmark's
+    ``evaluateDistance.py`` fills a dictionary line by line, so a later line replaces
+    an earlier one, and its SDM@K uses the last).
     """
 
     files: list[Path]
@@ -112,13 +114,14 @@ def read_coordinates(root: Path) -> Coordinates | None:
                 out.bad_lines.append(f"{path}:{number}")
                 continue
             cid, lon, lat = parsed
-            have = out.lonlat.setdefault(cid, (lon, lat))
+            have = out.lonlat.get(cid, (lon, lat))
             # An absolute tolerance only: a relative one (np.allclose's default) would let
             # two points ~100 m apart at longitude 120 pass as one, where locations lie
             # ~20 m apart.
             if (max(abs(have[0] - lon), abs(have[1] - lat)) > COORD_TOLERANCE
                     and cid not in out.conflicts):
                 out.conflicts.append(cid)
+            out.lonlat[cid] = (lon, lat)
     return out
 
 
@@ -239,5 +242,6 @@ class DenseUAVLayout(DatasetLayout):
                                    f"e.g. {coords.bad_lines[0]} (expected 'path E<lon> N<lat> height')")
         if coords.conflicts:
             report.warnings.append(f"{len(coords.conflicts)} locations are listed with different "
-                                   f"coordinates (e.g. {coords.conflicts[0]}); the first line is used")
+                                   f"coordinates (e.g. {coords.conflicts[0]}); the last line is used, as "
+                                   "the benchmark's evaluateDistance.py uses it")
         return images
