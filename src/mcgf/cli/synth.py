@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from mcgf.cli.options import file_option
 from mcgf.errors import UserError
+
+if TYPE_CHECKING:  # the synth package is imported only when the command runs
+    from mcgf.synth.benchmark import QueryTransform
 
 _INT_OPTIONS = ("train", "test", "distractors", "extra_distractors", "views", "size", "seed")
 
@@ -68,7 +72,7 @@ def _int(args: argparse.Namespace, name: str) -> int:
         raise UserError(f"--{name.replace('_', '-')} must be an integer (got {value!r})") from None
 
 
-def query_weather(mode: str, seed: int):  # -> QueryTransform | None
+def query_weather(mode: str, seed: int) -> QueryTransform | None:
     """The weather applied to the 160k-WX queries: the 160k-WX working assumption of one
     random condition per query, with the milder test-set variant of ``dark``."""
     if mode == "none":
