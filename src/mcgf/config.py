@@ -70,35 +70,29 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-class SpelledInt(int):
-    """An integer read from text spelled otherwise than Python writes it (``0001``,
-    ``1_000``, YAML 1.1's octal ``010``): an option that takes text gets the spelling
-    back (a folder called ``0001`` stays ``0001``), every other use sees the number."""
+class _Spelled:
+    """A number read from text spelled otherwise than Python writes it (``0001``,
+    ``1_000``, YAML 1.1's octal ``010``, ``1e3``): an option that takes text gets the
+    spelling back (a folder called ``0001`` stays ``0001``), every other use sees the
+    number."""
 
     text: str
 
-    def __new__(cls, value: int, text: str) -> SpelledInt:
-        out = super().__new__(cls, value)
+    def __new__(cls, value: Any, text: str) -> Any:
+        out = super().__new__(cls, value)  # type: ignore[call-arg]  # int's or float's
         out.text = text
         return out
 
-    def __getnewargs__(self) -> tuple[int, str]:  # type: ignore[override]
-        return int(self), self.text
+    def __getnewargs__(self) -> tuple[Any, ...]:  # copies and pickles keep the spelling
+        return (*super().__getnewargs__(), self.text)  # type: ignore[misc]
 
 
-class SpelledFloat(float):
-    """A float read from text spelled otherwise than Python writes it (``1e3``,
-    ``1.50``); see :class:`SpelledInt`."""
+class SpelledInt(_Spelled, int):
+    """An integer with its spelling (see :class:`_Spelled`)."""
 
-    text: str
 
-    def __new__(cls, value: float, text: str) -> SpelledFloat:
-        out = super().__new__(cls, value)
-        out.text = text
-        return out
-
-    def __getnewargs__(self) -> tuple[float, str]:  # type: ignore[override]
-        return float(self), self.text
+class SpelledFloat(_Spelled, float):
+    """A float with its spelling (see :class:`_Spelled`)."""
 
 
 def keep_spelling(value: Any, text: str) -> Any:
@@ -116,7 +110,7 @@ def keep_spelling(value: Any, text: str) -> Any:
 
 def spelling(value: Any) -> str:
     """The text ``value`` was read from: a number's own spelling, else ``str(value)``."""
-    return value.text if isinstance(value, (SpelledInt, SpelledFloat)) else str(value)
+    return value.text if isinstance(value, _Spelled) else str(value)
 
 
 def _spelled(constructor: Any) -> Any:
