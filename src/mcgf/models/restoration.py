@@ -2,8 +2,10 @@
 
 Ours, because no library ships a denoiser conditioned on an external encoder's feature
 maps at this size: diffusers' UNets are built for latent/text conditioning and are far
-above the 10 %-of-backbone budget. The noise schedule and the samplers are diffusers'
-(``DDPMScheduler`` for training noise, ``DDIMScheduler`` for sampling).
+above the 10 %-of-backbone budget. The noise schedule is diffusers' (``DDPMScheduler``
+adds the training noise; ``DDIMScheduler`` gives the sampling timesteps and the same
+schedule); the DDIM update (:func:`ddim_step`) is ``DDIMScheduler.step``'s formula at
+η = 0, taken to the next listed timestep.
 
 Two conditioning modes (``condition``):
 
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -292,8 +295,9 @@ class RestorationBranch(nn.Module):
 
     Images are in ``[-1, 1]``. Training draws ``t ~ U{0..T-1}`` and ``ε ~ N(0, I)``,
     noises the clean image with ``DDPMScheduler.add_noise`` and returns the ε MSE.
-    :meth:`restore` starts from Gaussian noise and runs ``DDIMScheduler`` (η = 0, so it is
-    deterministic given the generator) for ``steps`` steps.
+    :meth:`restore` starts from Gaussian noise and runs DDIM (η = 0, so it is deterministic
+    given the generator) over ``DDIMScheduler``'s ``steps`` "trailing" timesteps, each
+    step going to the next of them (:func:`ddim_step`).
 
     Args:
         cond_channels: channels of the condition maps (see :class:`ConditionalDenoiser`).
@@ -388,14 +392,36 @@ class RestorationBranch(nn.Module):
             raise ValueError("restore needs size= (or the weathered image) for the output shape")
         dtype = weathered.dtype if weathered is not None else torch.float32
         scheduler = DDIMScheduler.from_config(self.sample_scheduler.config)
-        scheduler.set_timesteps(steps, device=ref.device)
+        scheduler.set_timesteps(steps)
         b = ref.shape[0]
         # One draw per image: CPU randn fills 16 values at a time and redraws a tail that
         # is not a multiple of 16, so one draw for the batch would give an image other
         # noise than a draw of it alone whenever 3·H·W is not a multiple of 16.
         x = torch.cat([torch.randn((1, 3, *size), device=ref.device, dtype=dtype, generator=generator)
                        for _ in range(b)])
-        for t in scheduler.timesteps:
-            eps = self.denoiser(x, t.expand(b).to(ref.device), features, weathered)
-            x = scheduler.step(eps, t, x, eta=0.0, generator=generator).prev_sample
+        timesteps = [int(t) for t in scheduler.timesteps]
+        for t, t_prev in zip(timesteps, [*timesteps[1:], -1], strict=True):
+            t_batch = torch.full((b,), t, dtype=torch.long, device=ref.device)
+            x = ddim_step(scheduler, self.denoiser(x, t_batch, features, weathered), x, t, t_prev)
         return x.clamp(-1.0, 1.0)
+
+
+def ddim_step(scheduler: Any, eps: torch.Tensor, x: torch.Tensor, t: int, t_prev: int) -> torch.Tensor:
+    """One deterministic DDIM update (η = 0) of ``x`` from timestep ``t`` to ``t_prev``.
+
+    The formula of ``DDIMScheduler.step`` with ``eta=0`` (predicted x_0, clipped when the
+    scheduler's ``clip_sample`` is on, plus the ε direction), on the scheduler's
+    ``alphas_cumprod``; ``t_prev < 0`` is the clean end (``final_alpha_cumprod``). The
+    difference is the target: ``step`` goes to ``t - T // steps``, which is the next of its
+    own ``"trailing"`` timesteps only when ``steps`` divides ``T`` (with 7 steps of 1000 it
+    steps from 856 to 714 while the next timestep is 713, and ends at t = 0, not at x_0);
+    here the caller passes the next listed timestep, so every step count lands where the
+    following denoiser call believes the sample is.
+    """
+    config = scheduler.config
+    a_t = scheduler.alphas_cumprod[t]
+    a_prev = scheduler.alphas_cumprod[t_prev] if t_prev >= 0 else scheduler.final_alpha_cumprod
+    x0 = (x - (1 - a_t) ** 0.5 * eps) / a_t ** 0.5
+    if config.clip_sample:
+        x0 = x0.clamp(-config.clip_sample_range, config.clip_sample_range)
+    return a_prev ** 0.5 * x0 + (1 - a_prev) ** 0.5 * eps
