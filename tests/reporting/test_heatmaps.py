@@ -69,3 +69,21 @@ def test_blur_and_normalisation() -> None:
     assert float(out[0].max()) == 1.0 and float(out[1].abs().max()) == 0.0
     # Scaled by the map's median (1.0 here): values below it keep their size.
     assert torch.allclose(out[0].flatten()[:45], maps[0].flatten()[:45], atol=0.01)
+
+
+class Frozen(LeftHalf):
+    """A toy embedder whose features are computed without autograd."""
+
+    def embed(self, images: torch.Tensor, view: str) -> torch.Tensor:
+        with torch.no_grad():
+            return super().embed(images, view)
+
+
+def test_an_embedding_without_gradient_is_named_not_a_torch_error() -> None:
+    import pytest
+
+    from mcgf.reporting.heatmaps import NoGradient
+
+    q, m = pairs()
+    with pytest.raises(NoGradient, match="without a gradient"):
+        similarity_saliency(Frozen(), q, "drone", m, "satellite")

@@ -204,3 +204,26 @@ def test_out_that_is_not_a_report_is_refused_before_any_work(
     assert (notes / "todo.txt").read_text() == "keep me"
     assert (copy / "train" / "last" / "model.safetensors").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "notes", "run"]
+
+
+def test_a_model_embedding_without_autograd_gets_a_note_instead_of_heatmaps(
+        tiny_run: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from mcgf.models.mcgf_model import MCGFModel
+    from mcgf.reporting import build_report
+
+    embed = MCGFModel.embed
+
+    def frozen(self, images, view):  # a user's model that embeds under no_grad
+        with torch.no_grad():
+            return embed(self, images, view)
+
+    monkeypatch.setattr(MCGFModel, "embed", frozen)
+    run, _ = tiny_run
+    index = build_report(run, out=tmp_path / "rep", queries=1, device="cpu", progress=False,
+                         restore_steps=1, tile=32, threads=1, cache_dir=tmp_path / "cache")
+    text = index.read_text()
+    assert "No heatmaps: model.embed(images, view) returns features without a gradient" in text
+    assert not [p for p in (index.parent / "img").iterdir() if p.name.startswith("heatmap-")]
+    assert [p for p in (index.parent / "img").iterdir() if p.name.startswith("grid-d2s-")]

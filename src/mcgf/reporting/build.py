@@ -39,7 +39,7 @@ from mcgf.reporting.grids import (
     render_grid,
     satellite_to_drone,
 )
-from mcgf.reporting.heatmaps import similarity_saliency
+from mcgf.reporting.heatmaps import NoGradient, similarity_saliency
 from mcgf.reporting.posture import posture_axes, posture_curves, top1_correct
 from mcgf.reporting.restoration import restoration_preview
 from mcgf.reporting.sections import metrics_section, training_section
@@ -226,17 +226,11 @@ def heatmap_section(ctx: ReportContext, picked: list[ImageRecord], batch: int = 
         body.append(html.note("No true satellite tile for " + ", ".join(skipped) + ": no heatmap."))
     if not pairs:
         return body
-    prep = Preprocess.for_embedder(ctx.model)
-    q_maps, m_maps, sims = [], [], []
-    for start in range(0, len(pairs), batch):
-        chunk = pairs[start: start + batch]
-        xq = torch.stack([prep(Image.fromarray(ctx.weathered(q, c))) for q, c in chunk]).to(ctx.device)
-        xm = torch.stack([prep(Image.fromarray(ctx.raw(tiles[q.label]))) for q, _ in chunk]).to(ctx.device)
-        a, b, s = similarity_saliency(ctx.model, xq, "drone", xm, "satellite", flip=ctx.store.flip)
-        q_maps.append(a.numpy())
-        m_maps.append(b.numpy())
-        sims.append(s.numpy())
-    qm, mm, sim = np.concatenate(q_maps), np.concatenate(m_maps), np.concatenate(sims)
+    try:
+        qm, mm, sim = _saliency_maps(ctx, pairs, tiles, batch)
+    except NoGradient as err:
+        return [*body, html.note(f"No heatmaps: {err}, so the similarity cannot be traced "
+                                 "back to pixels.")]
     n = len(ctx.conditions)
     for i, q in enumerate(shown):
         sat = ctx.shown(tiles[q.label], CLEAN)
@@ -252,6 +246,23 @@ def heatmap_section(ctx: ReportContext, picked: list[ImageRecord], batch: int = 
         body.append(html.figure(src, f"{q.key} and satellite tile {tiles[q.label].key}",
                                 f"heatmaps {q.key}", picture.shape[1], picture.shape[0]))
     return body
+
+
+def _saliency_maps(ctx: ReportContext, pairs: list[tuple[ImageRecord, str]],
+                   tiles: dict[int, ImageRecord], batch: int) -> tuple[np.ndarray, ...]:
+    """Saliency maps of the drone queries and of their true tiles, and the similarities,
+    of every (query, condition) pair, ``batch`` pairs per pass."""
+    prep = Preprocess.for_embedder(ctx.model)
+    q_maps, m_maps, sims = [], [], []
+    for start in range(0, len(pairs), batch):
+        chunk = pairs[start: start + batch]
+        xq = torch.stack([prep(Image.fromarray(ctx.weathered(q, c))) for q, c in chunk]).to(ctx.device)
+        xm = torch.stack([prep(Image.fromarray(ctx.raw(tiles[q.label]))) for q, _ in chunk]).to(ctx.device)
+        a, b, s = similarity_saliency(ctx.model, xq, "drone", xm, "satellite", flip=ctx.store.flip)
+        q_maps.append(a.numpy())
+        m_maps.append(b.numpy())
+        sims.append(s.numpy())
+    return np.concatenate(q_maps), np.concatenate(m_maps), np.concatenate(sims)
 
 
 def restoration_section(ctx: ReportContext, picked: list[ImageRecord], steps: int) -> list[str]:

@@ -23,6 +23,12 @@ import torch
 import torch.nn.functional as F
 
 
+class NoGradient(ValueError):
+    """The similarity carries no gradient back to the images: ``model.embed`` runs
+    without autograd (``torch.no_grad``, a detached or non-torch feature), so there is
+    nothing to attribute."""
+
+
 def _embed(model: Any, x: torch.Tensor, view: str, flip: bool) -> torch.Tensor:
     f = model.embed(x, view).float()
     if flip:
@@ -83,6 +89,9 @@ def similarity_saliency(
     Returns:
         ``(query_maps, match_maps, similarity)``: ``(B, H, W)`` maps in [0, 1] for each
         side, and the ``(B,)`` cosine similarities.
+
+    Raises:
+        NoGradient: the similarity does not depend on the images through autograd.
     """
     if query.shape[0] != match.shape[0]:
         raise ValueError(f"{query.shape[0]} queries for {match.shape[0]} matches")
@@ -93,6 +102,10 @@ def similarity_saliency(
         xm = match.detach().clone().float().requires_grad_(True)
         sim = F.cosine_similarity(_embed(model, xq, query_view, flip),
                                   _embed(model, xm, match_view, flip), dim=1)
+        if not sim.requires_grad:
+            raise NoGradient("model.embed(images, view) returns features without a gradient "
+                             "with respect to the images (computed under torch.no_grad or "
+                             "detached)")
         # Pairs do not interact (eval mode), so the gradient of the sum is each pair's own.
         gq, gm = torch.autograd.grad(sim.sum(), [xq, xm], allow_unused=True)
     out = []
