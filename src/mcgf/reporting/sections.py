@@ -64,20 +64,39 @@ def row_name(row: dict[str, Any], subset_label: str = "") -> str:
     return f"{subset_label or 'test set'} {row['subset']} · {cond}"
 
 
+def partial_marks(row: dict[str, Any]) -> list[str]:
+    """What marks a row scored on part of a pre-rendered weather folder (``mcgf evaluate
+    --wx-dir --allow-partial``): ``partial query_drone 20/24`` for such a row, ``with
+    partial rows: rain`` for a mean over such rows (empty for any other row)."""
+    m = row.get("metrics", {})
+    marks = []
+    if isinstance(m.get("partial"), dict):
+        marks += [f"partial {folder} {p.get('images')}/{p.get('of')}"
+                  for folder, p in m["partial"].items() if isinstance(p, dict)]
+    if m.get("partial_conditions"):
+        marks.append(f"with partial rows: {', '.join(map(str, m['partial_conditions']))}")
+    return marks
+
+
 def metrics_table(mf: MetricsFile) -> str:
     """One evaluation as a table: a row per condition (and test set, for a layout with
-    several; then the means), the metrics of each direction side by side."""
+    several; then the means), the metrics of each direction side by side. A row scored on
+    part of its pre-rendered images says so after its name (:func:`partial_marks`)."""
     rows = mf.rows
     label = str(mf.report.get("subset_label", ""))
     columns = METRIC_COLUMNS + tuple((k, k) for k in dict.fromkeys(
         k for r in rows for k in r.get("metrics", {}) if str(k).startswith("SDM@")))
     directions = list(dict.fromkeys(str(r.get("direction", "")) for r in rows))
     by_cell = {(row_name(r, label), str(r.get("direction", ""))): r.get("metrics", {}) for r in rows}
+    marks: dict[str, list[str]] = {}
+    for r in rows:
+        marks.setdefault(row_name(r, label), []).extend(partial_marks(r))
     heads = "".join(f'<th colspan="{len(columns)}">{html.text(d)}</th>' for d in directions)
     sub = "".join(f"<th>{html.text(h)}</th>" for _ in directions for h, _ in columns)
     body = []
-    for name in dict.fromkeys(row_name(r, label) for r in rows):
-        cells = [f"<td>{html.text(name)}</td>"]
+    for name, mark in marks.items():
+        shown = f"{name} ({'; '.join(dict.fromkeys(mark))})" if mark else name
+        cells = [f"<td>{html.text(shown)}</td>"]
         for d in directions:
             m = by_cell.get((name, d), {})
             cells += [f'<td class="num">{html.text(_cell(m.get(k)))}</td>' for _, k in columns]
@@ -191,6 +210,8 @@ def metrics_section(metrics: Sequence[MetricsFile]) -> list[str]:
         body.append(f"<h3>{html.text(mf.path.parent.name or mf.path)}</h3>")
         body.append(html.paragraph(metrics_description(mf), "meta"))
         body.append(metrics_table(mf))
+        notes = mf.report.get("notes")
+        body += [html.note(str(n)) for n in notes] if isinstance(notes, list) else []
         body.append('<div class="charts">' + "".join(weather_bars(mf)) + "</div>")
         body += invariance_block(mf)
     body.append(html.paragraph("Metrics in percent. R@top1% is the CMC at 0-based index "
