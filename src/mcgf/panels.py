@@ -64,6 +64,21 @@ def put_text(canvas: np.ndarray, text: str, x: int, y: int, *, scale: float = 0.
     cv2.putText(canvas, text, (x, y), FONT, scale, colour, thickness, cv2.LINE_AA)
 
 
+def _band_geometry(width: int, text: str, min_scale: float) -> tuple[float, int, int, int]:
+    """``(scale, thickness, band height, baseline)`` of :func:`label_band`'s text on a
+    panel ``width`` px wide."""
+    scale = max(min_scale, width / 512)
+    thickness = max(1, round(scale * 1.5))
+    (_, th), base = cv2.getTextSize(text, FONT, scale, thickness)
+    return scale, thickness, th + base + 8, base
+
+
+def label_fits(panel: np.ndarray, text: str, *, min_scale: float = 0.3) -> bool:
+    """Whether :func:`label_band` draws ``text`` on ``panel`` with ``crowded="skip"``
+    (its band is at most a third of the panel's height)."""
+    return _band_geometry(panel.shape[1], text, min_scale)[2] <= panel.shape[0] // 3
+
+
 def label_band(panel: np.ndarray, text: str, *, min_scale: float = 0.3, inset: int = 4,
                crowded: str = "skip") -> np.ndarray:
     """A copy of ``panel`` with ``text`` in white on a darkened band across its top.
@@ -77,10 +92,7 @@ def label_band(panel: np.ndarray, text: str, *, min_scale: float = 0.3, inset: i
         raise ValueError(f"crowded must be 'skip' or 'clip', got {crowded!r}")
     out = panel.copy()
     h, w = out.shape[:2]
-    scale = max(min_scale, w / 512)
-    thickness = max(1, round(scale * 1.5))
-    (_, th), base = cv2.getTextSize(text, FONT, scale, thickness)
-    band = th + base + 8
+    scale, thickness, band, base = _band_geometry(w, text, min_scale)
     if band > h // 3 and crowded == "skip":
         return out
     band = min(h, band)

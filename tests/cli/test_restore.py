@@ -68,16 +68,19 @@ def test_condition_all_gives_ten_rows(ck: Path, image: Path, tmp_path: Path,
     assert run(capsys, "restore", image, "--checkpoint", ck, "-o", out, "--condition", "all",
                "--steps", 2)[0] == 0
     grid = read_png(out)
-    assert grid.shape == (10 * H + 9 * GAP, 3 * W + 2 * GAP, 3)
-    # Right column: the clean image in every row (below the label band).
+    # 48 px panels are too short for a label band: each row has its condition in a 16 px
+    # caption above it.
+    row_h = 16 + H
+    assert grid.shape == (10 * row_h + 9 * GAP, 3 * W + 2 * GAP, 3)
+    # Right column: the clean image in every row.
     clean = read_png(image)
     for row in range(10):
-        y = row * (H + GAP)
-        assert np.array_equal(grid[y + H // 2 : y + H, 2 * (W + GAP) :], clean[H // 2 :])
+        y = row * (row_h + GAP) + 16
+        assert np.array_equal(grid[y : y + H, 2 * (W + GAP) :], clean)
     out = tmp_path / "fog.png"
     assert run(capsys, "restore", image, "--checkpoint", ck, "-o", out, "--condition", "fog",
                "--steps", 2, "--tile", 32)[0] == 0
-    assert read_png(out).shape == (round(32 * H / W), 3 * 32 + 2 * GAP, 3)
+    assert read_png(out).shape == (16 + round(32 * H / W), 3 * 32 + 2 * GAP, 3)
 
 
 def test_several_images_go_to_a_folder(ck: Path, tmp_path: Path,

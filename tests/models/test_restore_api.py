@@ -200,4 +200,5 @@ def test_preview_rows_weathered_restored_clean(model: MCGFModel) -> None:
         assert np.array_equal(grid[y : y + 32, :32], weathered)
         assert np.array_equal(grid[y : y + 32, 2 * (32 + GAP) :], image)
     small = restoration_preview(model, image, conditions=["fog"], steps=2, tile=16)
-    assert small.shape == (16, 3 * 16 + 2 * GAP, 3)
+    # 16 px panels are too short for a label band: the condition is captioned above the row.
+    assert small.shape == (16 + 16, 3 * 16 + 2 * GAP, 3)

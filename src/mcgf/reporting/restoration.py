@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from mcgf.models.restore_api import restore_images
-from mcgf.panels import check_panel, fit_width, side_by_side, stack_rows
+from mcgf.panels import caption_above, check_panel, fit_width, label_fits, side_by_side, stack_rows
 from mcgf.weather import apply_weather
 from mcgf.weather.conditions import check_condition, check_dark_variant
 
@@ -54,10 +54,12 @@ def restoration_preview(
             ``"<class folder>/<file name>"``).
         dark_variant: ``"test"`` (the milder dark of the published test sets) or ``"train"``.
         tile: panel width in px (aspect kept); ``None`` keeps the image's size.
-        labels: write the condition / "restored" / "clean" on the panels.
+        labels: write the condition / "restored" / "clean" on the panels; panels too
+            short for that get the condition in a caption above their row.
 
     Returns:
-        (rows·H + gaps, panels·W + gaps, 3) uint8 RGB, where H, W is the panel size.
+        (rows·H + gaps, panels·W + gaps, 3) uint8 RGB, where H, W is the panel size
+        (rows with a caption above them are that much taller).
 
     Raises:
         UserError: unknown condition, no restoration branch, ``steps`` out of range.
@@ -77,9 +79,13 @@ def restoration_preview(
     restored = restore_images(model, weathered, steps=steps, seed=seed, batch_size=batch_size,
                               device=device, source=source)
     clean = fit_width(image, tile)
-    rows = [
-        side_by_side([fit_width(w, tile), fit_width(r, tile), clean],
-                     [c, "restored", "clean"] if labels else None)
-        for c, w, r in zip(conditions, weathered, restored, strict=True)
-    ]
+    rows = []
+    for c, w, r in zip(conditions, weathered, restored, strict=True):
+        panels = [fit_width(w, tile), fit_width(r, tile), clean]
+        if labels and not label_fits(panels[0], c):
+            # Too short a panel for a band over it (small tiles, wide images): the
+            # condition goes above its row instead of being left out.
+            rows.append(caption_above(side_by_side(panels), c))
+        else:
+            rows.append(side_by_side(panels, [c, "restored", "clean"] if labels else None))
     return stack_rows(rows)
