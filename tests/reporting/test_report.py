@@ -227,3 +227,20 @@ def test_a_model_embedding_without_autograd_gets_a_note_instead_of_heatmaps(
     assert "No heatmaps: model.embed(images, view) returns features without a gradient" in text
     assert not [p for p in (index.parent / "img").iterdir() if p.name.startswith("heatmap-")]
     assert [p for p in (index.parent / "img").iterdir() if p.name.startswith("grid-d2s-")]
+
+
+def test_a_prerendered_evaluation_is_said_not_to_be_what_the_pictures_show(tmp_path: Path) -> None:
+    from mcgf.reporting.build import weather_notes
+    from mcgf.reporting.featurestore import FeatureStore
+    from mcgf.reporting.sources import MetricsFile
+
+    store = FeatureStore(embedder=None, caches=[], weather_seed=3, dark_variant="train")  # type: ignore[arg-type]
+    wx = MetricsFile(tmp_path / "wx" / "metrics.json",
+                     {"results": [], "weather": {"mode": "pre-rendered", "folder": "/data/wx"}})
+    fly = MetricsFile(tmp_path / "fly" / "metrics.json",
+                      {"results": [], "weather": {"mode": "on-the-fly", "seed": 3}})
+    notes = weather_notes([fly, wx], store)
+    assert notes == [f"{wx.path} scores pre-rendered weathered images (/data/wx); the pictures "
+                     "render the weather on the fly (seed 3, dark variant train), so their "
+                     "weathered images are not the ones its rows scored."]
+    assert weather_notes([fly], store) == []

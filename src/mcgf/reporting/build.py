@@ -353,6 +353,20 @@ def _pick_primary(metrics: list[MetricsFile], checkpoint_identity: str) -> Metri
     return metrics[0] if metrics else None
 
 
+def weather_notes(metrics: list[MetricsFile], store: FeatureStore) -> list[str]:
+    """A note for each evaluation whose weathered images the pictures do not show: the
+    pictures render the weather on the fly, which is not what a pre-rendered evaluation
+    (``mcgf evaluate --wx-dir``) scored."""
+    out = []
+    for mf in metrics:
+        if mf.weather.get("mode") == "pre-rendered":
+            out.append(f"{mf.path} scores pre-rendered weathered images ({mf.weather.get('folder', '?')}); "
+                       "the pictures render the weather on the fly (seed "
+                       f"{store.weather_seed}, dark variant {store.dark_variant}), so their "
+                       "weathered images are not the ones its rows scored.")
+    return out
+
+
 def _caches(inputs: RunInputs, cache_dir: str | Path | None) -> list[Path]:
     if cache_dir is not None:
         return [Path(cache_dir)]
@@ -587,6 +601,7 @@ def _page(ctx: ReportContext, opts: _PageOptions) -> str:
         f"weather seed {store.weather_seed}, dark variant {store.dark_variant} · flip TTA "
         f"{store.flip} · queries picked with seed {opts.seed}", "meta")]
     header += [html.note(n) for n in inputs.notes]
+    header += [html.note(n) for n in weather_notes(inputs.metrics, store)]
     if store.computed:
         header.append(html.paragraph("Features computed for this report (not found in the "
                                      "feature cache): " + ", ".join(store.computed), "meta"))
