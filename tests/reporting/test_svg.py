@@ -72,3 +72,24 @@ def test_line_chart_axis_below_zero_has_round_ends() -> None:
     labels = [t.text for t in ET.fromstring(svg).iter(f"{NS}text")
               if t.get("text-anchor") == "end"]
     assert labels == ["-0.006", "-0.004", "-0.002", "0", "0.002"]
+
+
+def test_negative_bars_hang_below_a_zero_line_on_a_round_axis() -> None:
+    # Mean cosines of a weak model can be below 0 (the invariance chart, y_max 1).
+    svg = bar_chart(["normal", "fog"], {"cos": [1.0, -0.188], "base": [0.157, -0.193]},
+                    y_max=1.0, width=560, height=250)
+    root = ET.fromstring(svg)
+    frame = bar_frame(["cos", "base"], width=560, height=250, y_max=1.0, y_min=-0.2)
+    zero = frame.y(0.0)
+    bars = {(b.get("data-series"), b.get("data-category")): b for b in root.iter(f"{NS}rect")
+            if b.get("class") == "bar"}
+    for (series, cat), value in {("cos", "normal"): 1.0, ("cos", "fog"): -0.188,
+                                 ("base", "normal"): 0.157, ("base", "fog"): -0.193}.items():
+        b = bars[(series, cat)]
+        y, h = float(b.get("y")), float(b.get("height"))
+        assert h == pytest.approx(abs(value) / 1.2 * frame.height, abs=0.01)
+        # Positive bars end on the zero line from above, negative ones start on it.
+        assert (y + h if value > 0 else y) == pytest.approx(zero, abs=0.01)
+    labels = [t.text for t in root.iter(f"{NS}text") if t.get("text-anchor") == "end"
+              and t.get("transform") is None]
+    assert labels[:7] == ["-0.2", "0", "0.2", "0.4", "0.6", "0.8", "1"]

@@ -142,11 +142,25 @@ def legend_width(names: Sequence[str]) -> float:
     return 30.0 + 6.2 * max(len(n) for n in names)
 
 
-def bar_frame(names: Sequence[str], *, width: int, height: int, y_max: float) -> Frame:
+def bar_frame(names: Sequence[str], *, width: int, height: int, y_max: float,
+              y_min: float = 0.0) -> Frame:
     """The plotting area :func:`bar_chart` uses for these series and sizes."""
     legend = legend_width(names)
     return Frame(left=48.0, top=24.0, width=float(width - 48 - 12 - legend),
-                 height=float(height - 24 - 58), y_min=0.0, y_max=y_max)
+                 height=float(height - 24 - 58), y_min=y_min, y_max=y_max)
+
+
+def bar_ticks(values: Sequence[float], y_max: float | None = None) -> list[float]:
+    """The value axis of :func:`bar_chart` as its tick values, bottom to top: from 0 to
+    ``y_max`` (default a round number above the largest value); with a negative value,
+    from a round number below it, in 3 to 6 equal round steps through 0 (the tightest
+    span of :func:`value_range`)."""
+    if min(values, default=0.0) >= 0:
+        return ticks(0.0, y_max if y_max is not None else nice_ceiling(max(values, default=1.0)))
+    data = [*values, *([y_max] if y_max is not None else [])]
+    k, (lo, hi) = min(((k, value_range(data, intervals=k)) for k in range(3, 7)),
+                      key=lambda c: (c[1][1] - c[1][0], c[0]))
+    return [round(t, 12) for t in ticks(lo, hi, count=k + 1)]  # no 2.8e-17 for 0
 
 
 def bar_chart(
@@ -166,24 +180,27 @@ def bar_chart(
         categories: group labels along the x axis (written at 40° when long).
         series: name → one value per category (``None``: no bar).
         title, y_label: text.
-        y_max: top of the value axis (default: a round number above the largest value).
+        y_max: top of the value axis (default: a round number above the largest value);
+            a negative value extends the axis below 0 (:func:`bar_ticks`).
         width, height: SVG size in px.
         references: ``(value, label)`` horizontal dashed lines across the bars (e.g. a
             chance level), each a ``<line class="reference">`` with ``data-value``.
 
     Returns:
         An ``<svg>`` element. Each bar is a ``<rect class="bar">`` carrying
-        ``data-series``, ``data-category`` and ``data-value``; its height is
-        ``value / y_max`` of the plotting area's height.
+        ``data-series``, ``data-category`` and ``data-value``; it stands on the 0 line
+        (above it, or below it for a negative value) and its height is
+        ``|value| / (y_max - y_min)`` of the plotting area's height.
     """
     names = list(series)
     for name, values in series.items():
         if len(values) != len(categories):
             raise ValueError(f"series {name!r} has {len(values)} values for {len(categories)} categories")
     finite = [float(v) for vs in series.values() for v in vs if v is not None and math.isfinite(v)]
-    top = y_max if y_max is not None else nice_ceiling(max(finite, default=1.0))
-    frame = bar_frame(names, width=width, height=height, y_max=top)
-    out = _axes(frame, width, height, title, y_label, ticks(0.0, top))
+    axis = bar_ticks(finite, y_max)
+    frame = bar_frame(names, width=width, height=height, y_max=axis[-1], y_min=axis[0])
+    out = _axes(frame, width, height, title, y_label, axis)
+    zero = frame.y(0.0)
     n_cat, n_ser = max(len(categories), 1), max(len(names), 1)
     group = frame.width / n_cat
     bar = min(group * 0.8 / n_ser, 36.0)  # one wide category must not give slabs
@@ -196,8 +213,8 @@ def bar_chart(
                 continue
             y = frame.y(float(v))
             out.append(
-                f'<rect class="bar" x="{gx + si * bar:.2f}" y="{y:.2f}" width="{bar:.2f}" '
-                f'height="{frame.bottom - y:.2f}" fill="{PALETTE[si % len(PALETTE)]}" '
+                f'<rect class="bar" x="{gx + si * bar:.2f}" y="{min(y, zero):.2f}" width="{bar:.2f}" '
+                f'height="{abs(zero - y):.2f}" fill="{PALETTE[si % len(PALETTE)]}" '
                 f'data-series="{escape(name)}" data-category="{escape(cat)}" '
                 f'data-value="{float(v):.6g}"><title>{escape(cat)} · {escape(name)}: '
                 f"{float(v):.2f}</title></rect>"
