@@ -93,3 +93,24 @@ def test_negative_bars_hang_below_a_zero_line_on_a_round_axis() -> None:
     labels = [t.text for t in root.iter(f"{NS}text") if t.get("text-anchor") == "end"
               and t.get("transform") is None]
     assert labels[:7] == ["-0.2", "0", "0.2", "0.4", "0.6", "0.8", "1"]
+
+
+def test_slanted_category_labels_fit_inside_the_picture() -> None:
+    import math
+
+    cats = [f"height {h} · {c}" for h in (150, 200, 250, 300) for c in ("normal", "fog")]
+    svg = bar_chart(cats, {"R@1": [10.0] * 8, "AP": [20.0] * 8}, width=560, height=250)
+    root = ET.fromstring(svg)
+    x0, y0, w, h = (float(v) for v in root.get("viewBox").split())
+    assert (float(root.get("width")), float(root.get("height"))) == (w, h)
+    assert x0 < 0 and h > 250  # room added on the left and at the bottom
+    frame = bar_frame(["R@1", "AP"], width=560, height=250, y_max=20.0)
+    bars = [r for r in root.iter(f"{NS}rect") if r.get("class") == "bar"]
+    assert float(bars[0].get("height")) == pytest.approx(10 / 20 * frame.height, abs=0.01)
+    slanted = [t for t in root.iter(f"{NS}text") if (t.get("transform") or "").startswith("rotate(-40")]
+    assert len(slanted) == 8
+    for t in slanted:
+        length = 6.2 * len(t.text)
+        x, y = float(t.get("x")), float(t.get("y"))
+        assert x - length * math.cos(math.radians(40)) >= x0
+        assert y + length * math.sin(math.radians(40)) <= y0 + h

@@ -100,11 +100,16 @@ def _fmt(v: float) -> str:
 
 
 def _axes(frame: Frame, width: int, height: int, title: str, y_label: str,
-          tick_values: Sequence[float]) -> list[str]:
+          tick_values: Sequence[float], margin: tuple[float, float] = (0.0, 0.0)) -> list[str]:
+    """The chart's ``<svg>`` opening, background, title, value axis and grid lines;
+    ``margin`` = ``(left, bottom)`` px added outside the ``width`` × ``height`` layout
+    (for slanted labels), which keeps its coordinates."""
+    ml, mb = margin
+    w, h = width + ml, height + mb
     out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
-        f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>',
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w:.0f}" height="{h:.0f}" '
+        f'viewBox="{-ml:.0f} 0 {w:.0f} {h:.0f}" role="img" aria-label="{escape(title)}">',
+        f'<rect x="{-ml:.0f}" y="0" width="{w:.0f}" height="{h:.0f}" fill="#ffffff"/>',
         f'<text x="{width / 2:.1f}" y="14" text-anchor="middle" style="{FONT};font-weight:bold">'
         f"{escape(title)}</text>",
     ]
@@ -163,6 +168,21 @@ def bar_ticks(values: Sequence[float], y_max: float | None = None) -> list[float
     return [round(t, 12) for t in ticks(lo, hi, count=k + 1)]  # no 2.8e-17 for 0
 
 
+def slanted_margin(categories: Sequence[str], frame: Frame, group: float,
+                   height: int) -> tuple[float, float]:
+    """``(left, bottom)`` px a bar chart needs beyond its layout for its category labels
+    written at 40° (ending under their group's centre), so that long ones (``height 150 ·
+    normal``) are not cut at the left or bottom edge. Text width is estimated at 6.2 px
+    per character of the 11 px sans-serif font."""
+    left = bottom = 0.0
+    for i, cat in enumerate(categories):
+        length = 6.2 * len(cat)
+        cx = frame.left + (i + 0.5) * group
+        left = max(left, length * math.cos(math.radians(40)) - cx + 4)
+        bottom = max(bottom, frame.bottom + 12 + length * math.sin(math.radians(40)) + 6 - height)
+    return math.ceil(left), math.ceil(bottom)
+
+
 def bar_chart(
     categories: Sequence[str],
     series: Mapping[str, Sequence[float | None]],
@@ -199,12 +219,13 @@ def bar_chart(
     finite = [float(v) for vs in series.values() for v in vs if v is not None and math.isfinite(v)]
     axis = bar_ticks(finite, y_max)
     frame = bar_frame(names, width=width, height=height, y_max=axis[-1], y_min=axis[0])
-    out = _axes(frame, width, height, title, y_label, axis)
-    zero = frame.y(0.0)
     n_cat, n_ser = max(len(categories), 1), max(len(names), 1)
     group = frame.width / n_cat
     bar = min(group * 0.8 / n_ser, 36.0)  # one wide category must not give slabs
     slanted = max((len(c) for c in categories), default=0) * 6 > group
+    out = _axes(frame, width, height, title, y_label, axis,
+                slanted_margin(categories, frame, group, height) if slanted else (0.0, 0.0))
+    zero = frame.y(0.0)
     for ci, cat in enumerate(categories):
         gx = frame.left + (ci + 0.5) * group - bar * n_ser / 2
         for si, name in enumerate(names):
