@@ -244,3 +244,27 @@ def test_a_prerendered_evaluation_is_said_not_to_be_what_the_pictures_show(tmp_p
                      "render the weather on the fly (seed 3, dark variant train), so their "
                      "weathered images are not the ones its rows scored."]
     assert weather_notes([fly], store) == []
+
+
+def test_the_pictures_note_of_a_layout_with_several_test_sets_names_what_the_metrics_cover(
+        tmp_path: Path) -> None:
+    import json
+
+    from mcgf.reporting.build import _shown_test_set
+    from tests.layouts.conftest import make_tree
+    from tests.reporting.conftest import save_model
+
+    root = make_tree(tmp_path / "sues", "sues200", train=1, test=2, views=1) / "SUES-200"
+    run = tmp_path / "run"
+    save_model(run / "last")
+    inputs = resolve_run(run, data_root=root)
+    _shown_test_set(inputs)
+    pictures = [n for n in inputs.notes if n.startswith("Pictures:")]
+    assert pictures == [f"Pictures: the height 150 m test set of SUES-200 ({root / 'Testing' / '150'}); "
+                        "it has a test set per height (150, 200, 250, 300)."]
+    (run / "eval").mkdir()
+    (run / "eval" / "metrics.json").write_text(json.dumps({"results": []}))
+    inputs = resolve_run(run, data_root=root)
+    _shown_test_set(inputs)
+    assert next(n for n in inputs.notes if n.startswith("Pictures:")).endswith(
+        "; the metrics cover every height (150, 200, 250, 300).")

@@ -496,10 +496,12 @@ def _shown_test_set(inputs: RunInputs) -> TestFolders:
     for name in ("query_drone", "gallery_satellite"):
         data.folder(name)  # a one-line UserError when absent
     if len(sets) > 1:
+        names = ", ".join(ts.name for ts in sets)
+        rest = (f"the metrics cover every {inputs.dataset.subset_label} ({names})"
+                if inputs.metrics else f"it has a test set per {inputs.dataset.subset_label} ({names})")
         inputs.notes.append(
             f"Pictures: the {inputs.dataset.subset_title(sets[0].name)} test set of "
-            f"{inputs.dataset.title} ({sets[0].base}); the metrics cover every "
-            f"{inputs.dataset.subset_label} ({', '.join(ts.name for ts in sets)}).")
+            f"{inputs.dataset.title} ({sets[0].base}); {rest}.")
     return data
 
 
