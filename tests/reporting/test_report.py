@@ -268,3 +268,34 @@ def test_the_pictures_note_of_a_layout_with_several_test_sets_names_what_the_met
     _shown_test_set(inputs)
     assert next(n for n in inputs.notes if n.startswith("Pictures:")).endswith(
         "; the metrics cover every height (150, 200, 250, 300).")
+
+
+def test_without_recorded_weather_the_pictures_use_the_evaluation_defaults(tmp_path: Path) -> None:
+    """A clean-only or pre-rendered evaluation records no on-the-fly weather: the pictures
+    then render it as mcgf evaluate --weather does by default (the milder test dark, JPEG
+    95), not the nearly black training dark."""
+    from mcgf.evaluation.university import WX_JPEG_QUALITY
+    from mcgf.reporting.build import _feature_store
+    from mcgf.reporting.sources import MetricsFile, RunInputs
+
+    class Embedder:
+        base_identity = identity = "x"
+
+    wx = MetricsFile(tmp_path / "wx" / "metrics.json",
+                     {"results": [], "embedder": "x",
+                      "weather": {"mode": "pre-rendered", "folder": "/data/wx"}})
+    for metrics in ([], [wx]):
+        inputs = RunInputs(run_dir=tmp_path, checkpoint=tmp_path, data_root=tmp_path,
+                           metrics=metrics)
+        store = _feature_store(inputs, Embedder(), "cpu", cache_dir="none", weather_seed=None,
+                               dark_variant=None, batch_size=2, progress=False, log=print)
+        assert (store.dark_variant, store.weather_jpeg, store.weather_seed) == \
+            ("test", WX_JPEG_QUALITY, 0)
+    fly = MetricsFile(tmp_path / "fly" / "metrics.json",
+                      {"results": [], "embedder": "x",
+                       "weather": {"mode": "on-the-fly", "seed": 3, "dark_variant": "train",
+                                   "jpeg_quality": None}})
+    inputs = RunInputs(run_dir=tmp_path, checkpoint=tmp_path, data_root=tmp_path, metrics=[fly])
+    store = _feature_store(inputs, Embedder(), "cpu", cache_dir="none", weather_seed=None,
+                           dark_variant=None, batch_size=2, progress=False, log=print)
+    assert (store.dark_variant, store.weather_jpeg, store.weather_seed) == ("train", None, 3)

@@ -38,7 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--weather-seed", default=None, metavar="S",
                    help="seed of the on-the-fly weather (default: the evaluation's, else 0)")
     p.add_argument("--dark-variant", choices=("train", "test"), default=None,
-                   help="on-the-fly 'dark' (default: the evaluation's, else train)")
+                   help="on-the-fly 'dark' (default: the evaluation's, else test, as mcgf "
+                        "evaluate)")
     p.add_argument("--no-heatmaps", action="store_true", help="skip the saliency heatmaps")
     p.add_argument("--compute-weather", action="store_true",
                    help="embed weathered folders missing from the feature cache (as costly as "

@@ -26,6 +26,7 @@ from mcgf.evaluation.features import (
     for_view,
     weather_transform,
 )
+from mcgf.evaluation.university import WX_JPEG_QUALITY
 from mcgf.models.registry import Embedder
 from mcgf.weather import CLEAN
 
@@ -46,8 +47,8 @@ class FeatureStore:
     caches: list[Path]
     flip: bool = True
     weather_seed: int = 0
-    dark_variant: str = "train"
-    weather_jpeg: int | None = None
+    dark_variant: str = "test"
+    weather_jpeg: int | None = WX_JPEG_QUALITY
     device: str | None = None
     batch_size: int = 32
     num_workers: int = 0
