@@ -87,3 +87,24 @@ def test_an_embedding_without_gradient_is_named_not_a_torch_error() -> None:
     q, m = pairs()
     with pytest.raises(NoGradient, match="without a gradient"):
         similarity_saliency(Frozen(), q, "drone", m, "satellite")
+
+
+class FrozenSatellite(LeftHalf):
+    """A toy embedder whose satellite features alone are computed without autograd."""
+
+    def embed(self, images: torch.Tensor, view: str) -> torch.Tensor:
+        if view == "satellite":
+            with torch.no_grad():
+                return super().embed(images, view)
+        return super().embed(images, view)
+
+
+def test_one_view_without_gradient_is_named_not_drawn_blank() -> None:
+    """A blank (all-zero) map would read as 'nothing matters' in the picture."""
+    import pytest
+
+    from mcgf.reporting.heatmaps import NoGradient
+
+    q, m = pairs()
+    with pytest.raises(NoGradient, match=r"images, 'satellite'\) returns features without"):
+        similarity_saliency(FrozenSatellite(), q, "drone", m, "satellite")

@@ -108,12 +108,14 @@ def similarity_saliency(
                              "detached)")
         # Pairs do not interact (eval mode), so the gradient of the sum is each pair's own.
         gq, gm = torch.autograd.grad(sim.sum(), [xq, xm], allow_unused=True)
+    for g, view in ((gq, query_view), (gm, match_view)):
+        if g is None:  # a blank map would read as "nothing here matters"
+            raise NoGradient(f"model.embed(images, {view!r}) returns features without a "
+                             "gradient with respect to the images (computed under "
+                             "torch.no_grad, detached, or not from the images)")
     out = []
     for x, g in ((xq, gq), (xm, gm)):
-        if g is None:  # the model ignores this input entirely
-            sal = torch.zeros(x.shape[0], *x.shape[-2:], device=x.device)
-        else:
-            sal = (g * x).abs().sum(dim=1).detach()
+        sal = (g * x).abs().sum(dim=1).detach()
         s = sigma if sigma is not None else max(1.0, x.shape[-1] / 40.0)
         out.append(normalise_maps(gaussian_blur(sal, s), percentile).cpu())
     return out[0], out[1], sim.detach().cpu()
