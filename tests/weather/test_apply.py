@@ -98,6 +98,24 @@ def test_errors(small):
 
 
 @pytest.mark.parametrize("condition", CONDITIONS)
+def test_float_images_outside_zero_one_are_refused(condition, small):
+    # 0..255 grey levels stored as float were clipped to [0, 1]: a white image.
+    for bad, what in [(small.astype(np.float32), f"from {small.min()} to {small.max()}"),
+                      (np.full((8, 8, 3), np.nan, np.float32), "NaN"),
+                      (np.full((8, 8), np.inf), "infinity"),
+                      (np.full((8, 8, 3), -1.0, np.float32), "from -1 to -1")]:
+        with pytest.raises(ValueError, match=what):
+            apply_weather(bad, condition, seed=0, key="k")
+    # A resampling overshoot is still clipped, as before: the [0, 1] image's weather.
+    flt = small.astype(np.float32) / 255
+    over = flt.copy()
+    over[0, 0] = [1.2, -0.2, 0.5]
+    clipped = np.clip(over, 0.0, 1.0)
+    np.testing.assert_array_equal(apply_weather(over, condition, seed=0, key="k")[1:],
+                                  apply_weather(clipped, condition, seed=0, key="k")[1:])
+
+
+@pytest.mark.parametrize("condition", CONDITIONS)
 def test_tiny_and_elongated_images(condition):
     for shape in ((5, 7, 3), (16, 96, 3), (96, 16, 3)):
         img = natural_image(shape[0], 3, width=shape[1]) if min(shape[:2]) >= 12 else np.full(shape, 120, np.uint8)

@@ -80,3 +80,11 @@ def test_transform_re_encodes_weathered_images_only() -> None:
     assert seen == {"fog", "normal"}
     with pytest.raises(ValueError, match="jpeg_quality"):
         WeatherTransform(jpeg_quality=101)
+
+
+def test_float_images_outside_zero_one_are_refused() -> None:
+    img = natural_image(16, seed=2)
+    with pytest.raises(ValueError, match=f"from {img.min()} to {img.max()}"):
+        jpeg_round_trip(img.astype(np.float32), 90)
+    with pytest.raises(ValueError, match="NaN"):
+        jpeg_round_trip(np.full((8, 8), np.nan), 90)

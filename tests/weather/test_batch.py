@@ -73,6 +73,13 @@ def test_errors(images):
         apply_weather_batch(x, "hail", seed=0, keys=KEYS)
     with pytest.raises(TypeError):
         apply_weather_batch(x.int(), "fog", seed=0, keys=KEYS)
+    with pytest.raises(TypeError, match="torch tensor, got ndarray"):
+        apply_weather_batch(np.stack(images).transpose(0, 3, 1, 2), "fog", seed=0, keys=KEYS)
+    # 0..255 grey levels as float were clamped to white; NaN spread through the blur.
+    with pytest.raises(ValueError, match=f"from {int(x.min())} to {int(x.max())}"):
+        apply_weather_batch(x.float(), "fog", seed=0, keys=KEYS)
+    with pytest.raises(ValueError, match="NaN"):
+        apply_weather_batch(torch.full((1, 3, 8, 8), float("nan")), "wind", seed=0, keys=["k"])
 
 
 @pytest.mark.parametrize("condition", ["snow", "rain_snow", "wind"])

@@ -11,30 +11,40 @@ from __future__ import annotations
 
 import numpy as np
 
-from mcgf.weather.arrays import from_working, to_working
+from mcgf.weather.arrays import check_image_values, from_working, to_working
 from mcgf.weather.conditions import CLEAN, check_condition, check_dark_variant
 from mcgf.weather.plan import WeatherPlan, render_stages, sample_plan
 
 _SCALES = {np.dtype(np.uint8): 1.0, np.dtype(np.uint16): 257.0}
 
 
-def _split(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """(H, W, 3) working colour part and the alpha channel (or None)."""
+def _check(image: np.ndarray) -> None:
+    """Refuse what :func:`apply_weather` does not take, before any work."""
     if not isinstance(image, np.ndarray):
         raise TypeError(f"image must be a NumPy array, got {type(image).__name__}")
-    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))):
+        raise ValueError(
+            f"image must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got shape {image.shape}"
+        )
+    check_image_values(image)
+
+
+def _split(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(H, W, 3) working colour part and the alpha channel (or None)."""
+    if image.ndim == 2 or image.shape[2] == 1:
         grey = image.reshape(image.shape[:2])
         return np.repeat(grey[:, :, None], 3, axis=2), None
-    if image.ndim == 3 and image.shape[2] in (3, 4):
-        alpha = image[:, :, 3] if image.shape[2] == 4 else None
-        return np.ascontiguousarray(image[:, :, :3]), alpha
-    raise ValueError(
-        f"image must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got shape {image.shape}"
-    )
+    alpha = image[:, :, 3] if image.shape[2] == 4 else None
+    return np.ascontiguousarray(image[:, :, :3]), alpha
 
 
 def apply_plan(image: np.ndarray, plan: WeatherPlan) -> np.ndarray:
     """Render a sampled :class:`~mcgf.weather.plan.WeatherPlan` on an image (any accepted form)."""
+    _check(image)
+    return _apply_checked(image, plan)
+
+
+def _apply_checked(image: np.ndarray, plan: WeatherPlan) -> np.ndarray:
     rgb, alpha = _split(image)
     if not plan.stages:
         return image.copy()
@@ -72,14 +82,19 @@ def apply_weather(
 
     Returns:
         A new array of the input's shape and dtype (``normal`` returns a copy).
+
+    Raises:
+        TypeError: not a NumPy array, or a dtype other than uint8, uint16 and float.
+        ValueError: another shape, or a float image not in [0, 1] (NaN, infinity, or
+            0..255 grey levels stored as float; an overshoot of up to 0.5 is clipped).
     """
     check_condition(condition)
     check_dark_variant(dark_variant)
-    _split(image)  # validates type and shape before any work
+    _check(image)  # type, shape, dtype and float range, before any work
     if condition == CLEAN:
         return image.copy()
     plan = sample_plan(
         condition, seed=seed, key=key, height=image.shape[0], width=image.shape[1],
         dark_variant=dark_variant,
     )
-    return apply_plan(image, plan)
+    return _apply_checked(image, plan)

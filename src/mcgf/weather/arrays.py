@@ -108,9 +108,35 @@ def owned_float(image: np.ndarray) -> np.ndarray:
     return out
 
 
+#: Values a float image may hold: [0, 1], plus a margin (clipped) for the overshoot of
+#: resampling. Anything beyond it is not an image in [0, 1] (e.g. 0..255 data as float).
+FLOAT_RANGE = (-0.5, 1.5)
+
+
+def check_image_values(image: np.ndarray) -> None:
+    """Refuse an unsupported dtype (``TypeError``) and a float image whose values are not
+    in [0, 1] (``ValueError``): NaN or infinity, or values outside :data:`FLOAT_RANGE`,
+    such as 0..255 grey levels stored as float, which clipping would turn white."""
+    if image.dtype in (np.uint8, np.uint16):
+        return
+    if image.dtype.kind != "f":
+        raise TypeError(f"unsupported image dtype {image.dtype}: use uint8, uint16 or float in [0, 1]")
+    if image.size == 0:
+        return
+    lo, hi = float(image.min()), float(image.max())
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError("a float image must hold values in [0, 1], got NaN or infinity")
+    if not FLOAT_RANGE[0] <= lo <= hi <= FLOAT_RANGE[1]:
+        raise ValueError(
+            f"a float image must hold values in [0, 1], got values from {lo:g} to {hi:g}"
+            " (divide 0..255 data by 255, or pass it as uint8)"
+        )
+
+
 def to_working(image: np.ndarray) -> np.ndarray:
     """An image as working grey levels: uint8 as is, uint16 and float in [0, 1] as float32
-    in 0..255."""
+    in 0..255 (float values are clipped: callers refuse others with
+    :func:`check_image_values` first)."""
     if image.dtype == np.uint8:
         return image
     if image.dtype == np.uint16:
@@ -143,6 +169,7 @@ def jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
         raise ValueError(f"JPEG quality must be 1..100, got {quality}")
     alpha = image[:, :, 3:] if image.ndim == 3 and image.shape[2] == 4 else None
     colour = image[:, :, :3] if alpha is not None else image
+    check_image_values(colour)
     u8 = to_uint8(to_working(colour))
     rgb = u8.ndim == 3 and u8.shape[2] == 3
     # OpenCV encodes BGR: reverse the channels so that luma weights the right ones.

@@ -14,12 +14,14 @@ which other images share the batch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mcgf.weather.arrays import FLOAT_RANGE
 from mcgf.weather.blur import MotionBlurStage
 from mcgf.weather.colorspace import SPACES, adjust_brightness
 from mcgf.weather.conditions import CLEAN, check_condition, check_dark_variant
@@ -63,8 +65,9 @@ def apply_weather_batch(
     """Render weather on a batch of RGB images.
 
     Args:
-        images: (B, 3, H, W) tensor, uint8 (0..255) or floating point (0..1), on any
-            device; the result has the same dtype and device.
+        images: (B, 3, H, W) tensor, uint8 (0..255) or floating point (0..1; NaN,
+            infinity and values beyond 0.5 outside are refused), on any device; the
+            result has the same dtype and device.
         conditions: one condition for all images or one per image.
         seed: one seed for all images or one per image.
         keys: the stable key of each image (e.g. ``ImageRecord.key``).
@@ -72,10 +75,7 @@ def apply_weather_batch(
         plans: optional pre-sampled plans (e.g. from :func:`sample_plans` in workers);
             when given, ``conditions``/``seed``/``keys`` are only checked for length.
     """
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
-    if images.dtype != torch.uint8 and not images.dtype.is_floating_point:
-        raise TypeError(f"images must be uint8 or floating point, got {images.dtype}")
+    _check_images(images)
     b, _, h, w = images.shape
     conds = [conditions] * b if isinstance(conditions, str) else list(conditions)
     seeds = [seed] * b if isinstance(seed, (int, np.integer)) else list(seed)  # type: ignore[arg-type]
@@ -119,6 +119,26 @@ def apply_weather_batch(
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _check_images(images: torch.Tensor) -> None:
+    """Refuse what :func:`apply_weather_batch` does not take, with the reason."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch tensor, got {type(images).__name__}")
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
+    if images.dtype != torch.uint8 and not images.dtype.is_floating_point:
+        raise TypeError(f"images must be uint8 or floating point, got {images.dtype}")
+    if images.dtype.is_floating_point and images.numel():
+        # As apply_weather: 0..255 data as float would be clamped to white.
+        lo, hi = float(images.amin()), float(images.amax())
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ValueError("floating point images must hold values in [0, 1], got NaN or infinity")
+        if not FLOAT_RANGE[0] <= lo <= hi <= FLOAT_RANGE[1]:
+            raise ValueError(
+                f"floating point images must hold values in [0, 1], got values from {lo:g} to"
+                f" {hi:g} (divide 0..255 data by 255, or pass it as uint8)"
+            )
 
 
 def _t(a: np.ndarray, like: torch.Tensor) -> torch.Tensor:
