@@ -163,3 +163,19 @@ def test_render_size_keeps_shapes_and_leaves_large_or_clean_images_alone() -> No
     assert "render_size=96" in repr(pickle.loads(pickle.dumps(t)))
     with pytest.raises(ValueError, match="render_size"):
         WeatherTransform(render_size=0)
+
+
+def test_render_size_takes_every_dtype_that_apply_weather_takes() -> None:
+    # OpenCV cannot resize float16 (it failed deep inside cv2.resize); it now goes through
+    # float32 and gives the float32 image's weather in float16.
+    img = natural_image(32, seed=4)
+    t = WeatherTransform("fog", seed=2, render_size=64)
+    half, _ = t((img / 255).astype(np.float16), "k/a.jpg")
+    single, _ = t((img / 255).astype(np.float16).astype(np.float32), "k/a.jpg")
+    assert half.dtype == np.float16 and half.shape == img.shape
+    np.testing.assert_array_equal(half, single.astype(np.float16))
+    # An unsupported dtype or range is the engine's own error, not one of OpenCV's.
+    with pytest.raises(TypeError, match="unsupported image dtype int32"):
+        t(img.astype(np.int32), "k/a.jpg")
+    with pytest.raises(ValueError, match="values in \\[0, 1\\]"):
+        t(img.astype(np.float32), "k/a.jpg")

@@ -18,8 +18,8 @@ from mcgf.weather.plan import WeatherPlan, render_stages, sample_plan
 _SCALES = {np.dtype(np.uint8): 1.0, np.dtype(np.uint16): 257.0}
 
 
-def _check(image: np.ndarray) -> None:
-    """Refuse what :func:`apply_weather` does not take, before any work."""
+def check_image(image: np.ndarray) -> None:
+    """Refuse what :func:`apply_weather` does not take (see its ``Raises``), before any work."""
     if not isinstance(image, np.ndarray):
         raise TypeError(f"image must be a NumPy array, got {type(image).__name__}")
     if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))):
@@ -40,7 +40,7 @@ def _split(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
 
 def apply_plan(image: np.ndarray, plan: WeatherPlan) -> np.ndarray:
     """Render a sampled :class:`~mcgf.weather.plan.WeatherPlan` on an image (any accepted form)."""
-    _check(image)
+    check_image(image)
     return _apply_checked(image, plan)
 
 
@@ -90,7 +90,7 @@ def apply_weather(
     """
     check_condition(condition)
     check_dark_variant(dark_variant)
-    _check(image)  # type, shape, dtype and float range, before any work
+    check_image(image)  # type, shape, dtype and float range, before any work
     if condition == CLEAN:
         return image.copy()
     plan = sample_plan(

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from mcgf.weather.apply import apply_weather
+from mcgf.weather.apply import apply_weather, check_image
 from mcgf.weather.arrays import jpeg_round_trip
 from mcgf.weather.conditions import (
     CLEAN,
@@ -145,12 +145,16 @@ class WeatherTransform:
         if self.render_size is None or max(h, w) >= self.render_size:
             out = weather(image)
         else:
+            check_image(image)  # before OpenCV's resize meets an unsupported array
             scale = self.render_size / max(h, w)
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            big = cv2.resize(image, size, interpolation=cv2.INTER_CUBIC)
+            # OpenCV does not resize float16: go through float32 and back.
+            src = image.astype(np.float32) if image.dtype == np.float16 else image
+            big = cv2.resize(src, size, interpolation=cv2.INTER_CUBIC)
             if big.dtype.kind == "f":  # bicubic overshoots; the engine wants [0, 1]
                 big = np.clip(big, 0.0, 1.0)
-            out = cv2.resize(weather(big), (w, h), interpolation=cv2.INTER_AREA).reshape(image.shape)
+            out = cv2.resize(weather(big), (w, h), interpolation=cv2.INTER_AREA)
+            out = out.reshape(image.shape).astype(image.dtype, copy=False)
         return out if self.jpeg_quality is None else jpeg_round_trip(out, self.jpeg_quality)
 
     def __repr__(self) -> str:
