@@ -88,3 +88,18 @@ def test_float_images_outside_zero_one_are_refused() -> None:
         jpeg_round_trip(img.astype(np.float32), 90)
     with pytest.raises(ValueError, match="NaN"):
         jpeg_round_trip(np.full((8, 8), np.nan), 90)
+
+
+def test_large_work_buffers_are_not_kept_between_calls() -> None:
+    from mcgf.weather.arrays import KEEP_BYTES, scratch
+
+    small = scratch("test.buffer", (64, 64, 3))
+    assert np.shares_memory(small, scratch("test.buffer", (32, 32, 3)))  # reused
+    # A 12-megapixel photo's float buffers were kept by every thread after one call
+    # (gigabytes); past KEEP_BYTES each call gets its own, freed with the result.
+    big = (KEEP_BYTES // 4 + 1,)
+    first = scratch("test.buffer", big)
+    assert first.shape == big and first.dtype == np.float32 and first.flags.c_contiguous
+    assert not np.shares_memory(first, scratch("test.buffer", big))
+    # The kept small buffer is still the one handed out for small shapes.
+    assert np.shares_memory(small, scratch("test.buffer", (16, 16)))

@@ -74,21 +74,29 @@ def expand(channel: np.ndarray, channels: int) -> np.ndarray:
 
 _local = threading.local()
 
+#: Largest work buffer kept between calls. A larger one (a photo of many megapixels) is
+#: allocated afresh each time, where the page faults cost little next to the rendering,
+#: so that one large image does not leave gigabytes held by every thread that drew it.
+KEEP_BYTES = 64 << 20
+
 
 def scratch(name: str, shape: tuple[int, ...], dtype: np.dtype | type = np.float32) -> np.ndarray:
     """A reusable per-thread work buffer (uninitialised, C-contiguous) of ``shape``.
 
     Rendering needs several multi-megabyte temporaries per image; fresh allocations of
     that size are page-faulted in by the OS every time, which at 512×512 costs as much as
-    the arithmetic. One flat buffer per (name, dtype) is kept and grown when needed, and
-    a view of the requested shape is returned, so shapes may vary from call to call. The
-    view is overwritten by the next call with the same name: never hand it to a caller.
+    the arithmetic. One flat buffer per (name, dtype) of up to :data:`KEEP_BYTES` is kept
+    and grown when needed, and a view of the requested shape is returned, so shapes may
+    vary from call to call. The view is overwritten by the next call with the same name:
+    never hand it to a caller.
     """
+    size = math.prod(shape)
+    if size * np.dtype(dtype).itemsize > KEEP_BYTES:
+        return np.empty(shape, dtype)
     cache: dict[tuple[str, str], np.ndarray] | None = getattr(_local, "cache", None)
     if cache is None:
         cache = _local.cache = {}
     key = (name, np.dtype(dtype).str)
-    size = math.prod(shape)
     buf = cache.get(key)
     if buf is None or buf.size < size:
         buf = cache[key] = np.empty(size, dtype)
