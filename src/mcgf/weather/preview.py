@@ -27,6 +27,11 @@ def preview_grid(
     Weather is applied at the image's own resolution (as a dataset would be), then each
     result is shrunk to ``tile`` px wide and labelled with its condition.
     """
+    if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
+            and image.shape[2] == 3 and image.size):
+        got = (f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray)
+               else type(image).__name__)
+        raise ValueError(f"preview_grid takes an (H, W, 3) uint8 RGB image, got {got}")
     conditions = check_conditions(conditions)
     if tile < 32:
         raise ValueError("tile must be at least 32 px")
