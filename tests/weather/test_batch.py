@@ -73,6 +73,9 @@ def test_errors(images):
         apply_weather_batch(x, "hail", seed=0, keys=KEYS)
     with pytest.raises(TypeError):
         apply_weather_batch(x.int(), "fog", seed=0, keys=KEYS)
+    # One key string for a batch as long as the string was split into one-letter keys.
+    with pytest.raises(TypeError, match="one per image, got the string 'abc'"):
+        apply_weather_batch(x, "fog", seed=0, keys="abc")
     with pytest.raises(TypeError, match="torch tensor, got ndarray"):
         apply_weather_batch(np.stack(images).transpose(0, 3, 1, 2), "fog", seed=0, keys=KEYS)
     # 0..255 grey levels as float were clamped to white; NaN spread through the blur.

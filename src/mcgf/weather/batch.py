@@ -77,6 +77,8 @@ def apply_weather_batch(
     """
     _check_images(images)
     b, _, h, w = images.shape
+    if isinstance(keys, str):  # a str is a sequence too: of one-letter keys
+        raise TypeError(f"keys must be a sequence of strings, one per image, got the string {keys!r}")
     conds = [conditions] * b if isinstance(conditions, str) else list(conditions)
     seeds = [seed] * b if isinstance(seed, (int, np.integer)) else list(seed)  # type: ignore[arg-type]
     if not (len(conds) == len(seeds) == len(keys) == b):
