@@ -145,6 +145,11 @@ def render_plan(image: np.ndarray, plan: WeatherPlan) -> np.ndarray:
     """
     if image.dtype not in (np.uint8, np.float32):
         raise TypeError(f"render_plan takes uint8 or float32 grey levels, got {image.dtype}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(
+            f"render_plan takes an (H, W, 3) image, got shape {image.shape} "
+            "(apply_plan also takes grey and RGBA images)"
+        )
     work = image if image.dtype == np.uint8 else image.copy()
     out = render_stages(work, plan)
     return out.copy() if out is image or out.dtype == np.float32 else out
