@@ -25,3 +25,15 @@ def test_other_images_are_named_not_failed_on_in_the_panels(shape, dtype) -> Non
                                          + str(np.dtype(dtype)) + r" array of shape "
                                          + str(shape).replace("(", r"\(").replace(")", r"\)")):
         preview_grid(np.zeros(shape, dtype))
+
+
+def test_a_tall_image_is_shrunk_to_at_most_twice_the_tile_height() -> None:
+    """A 5000 x 4 strip at 32 px wide would give 40,000 px tall tiles."""
+    square = preview_grid(np.full((40, 40, 3), 128, np.uint8), conditions=["normal"], tile=32,
+                          columns=1)
+    tall = preview_grid(np.full((400, 4, 3), 128, np.uint8), conditions=["normal"], tile=32,
+                        columns=1)
+    assert tall.shape[0] == square.shape[0] + 32  # one tile taller than the square's
+    portrait = preview_grid(np.full((60, 40, 3), 128, np.uint8), conditions=["normal"], tile=32,
+                            columns=1)
+    assert portrait.shape == (square.shape[0] + 16, square.shape[1], 3)  # 48 x 32, as before

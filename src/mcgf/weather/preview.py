@@ -25,7 +25,8 @@ def preview_grid(
     """Render ``image`` (H, W, 3 uint8 RGB) under each condition; returns an RGB uint8 grid.
 
     Weather is applied at the image's own resolution (as a dataset would be), then each
-    result is shrunk to ``tile`` px wide and labelled with its condition.
+    result is shrunk to ``tile`` px wide (an image over twice as tall as wide: ``2 × tile``
+    px high) and labelled with its condition.
     """
     if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
             and image.shape[2] == 3 and image.size):
@@ -38,10 +39,12 @@ def preview_grid(
     if columns < 1:
         raise ValueError("columns must be at least 1")
     h, w = image.shape[:2]
-    th = max(1, round(tile * h / w))
+    tw, th = tile, max(1, round(tile * h / w))
+    if th > 2 * tile:  # a tall strip: at most two tiles high, narrower instead
+        tw, th = max(1, round(2 * tile * w / h)), 2 * tile
     tiles = []
     for condition in conditions:
         out = apply_weather(image, condition, seed=seed, key=key, dark_variant=dark_variant)
-        small = cv2.resize(out, (tile, th), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(out, (tw, th), interpolation=cv2.INTER_AREA)
         tiles.append(label_band(small, condition, min_scale=0.35, inset=6, crowded="clip"))
     return tile_grid(tiles, columns)
