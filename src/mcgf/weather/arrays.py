@@ -131,12 +131,18 @@ def check_image_values(image: np.ndarray) -> None:
         raise TypeError(f"unsupported image dtype {image.dtype}: use uint8, uint16 or float in [0, 1]")
     if image.size == 0:
         return
-    lo, hi = float(image.min()), float(image.max())
+    check_float_range(float(image.min()), float(image.max()), "a float image")
+
+
+def check_float_range(lo: float, hi: float, subject: str) -> None:
+    """Refuse (``ValueError``) float image values from ``lo`` to ``hi`` that are not an
+    image in [0, 1]: NaN or infinity, or beyond :data:`FLOAT_RANGE`. ``subject`` starts
+    the message (``"a float image"``)."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise ValueError("a float image must hold values in [0, 1], got NaN or infinity")
+        raise ValueError(f"{subject} must hold values in [0, 1], got NaN or infinity")
     if not FLOAT_RANGE[0] <= lo <= hi <= FLOAT_RANGE[1]:
         raise ValueError(
-            f"a float image must hold values in [0, 1], got values from {lo:g} to {hi:g}"
+            f"{subject} must hold values in [0, 1], got values from {lo:g} to {hi:g}"
             " (divide 0..255 data by 255, or pass it as uint8)"
         )
 

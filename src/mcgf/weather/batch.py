@@ -14,14 +14,13 @@ which other images share the batch.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mcgf.weather.arrays import FLOAT_RANGE
+from mcgf.weather.arrays import check_float_range
 from mcgf.weather.blur import MotionBlurStage
 from mcgf.weather.colorspace import SPACES, adjust_brightness
 from mcgf.weather.conditions import CLEAN, check_condition, check_dark_variant
@@ -133,14 +132,7 @@ def _check_images(images: torch.Tensor) -> None:
         raise TypeError(f"images must be uint8 or floating point, got {images.dtype}")
     if images.dtype.is_floating_point and images.numel():
         # As apply_weather: 0..255 data as float would be clamped to white.
-        lo, hi = float(images.amin()), float(images.amax())
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise ValueError("floating point images must hold values in [0, 1], got NaN or infinity")
-        if not FLOAT_RANGE[0] <= lo <= hi <= FLOAT_RANGE[1]:
-            raise ValueError(
-                f"floating point images must hold values in [0, 1], got values from {lo:g} to"
-                f" {hi:g} (divide 0..255 data by 255, or pass it as uint8)"
-            )
+        check_float_range(float(images.amin()), float(images.amax()), "floating point images")
 
 
 def _t(a: np.ndarray, like: torch.Tensor) -> torch.Tensor:
