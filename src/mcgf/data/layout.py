@@ -125,8 +125,8 @@ def list_images(folder: str | Path, broken: list[Path] | None = None,
     entries = _entries(folder)
     images = [e for e in entries if is_image_file(e.name, extensions)]
     if other is not None:
-        other.extend(sorted(Path(e.path) for e in entries
-                            if not is_hidden(e.name) and e.is_file() and e not in images))
+        other.extend(sorted(Path(e.path) for e in entries if not is_hidden(e.name)
+                            and not is_image_file(e.name, extensions) and e.is_file()))
     if broken is not None:
         broken.extend(sorted(Path(e.path) for e in images if _is_broken_link(e)))
     return sorted((Path(e.path) for e in images if e.is_file()), key=lambda p: p.name)
