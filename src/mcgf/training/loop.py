@@ -208,6 +208,7 @@ def unpaired_locations(drone: ClassFolderSet, satellite: ClassFolderSet) -> str 
     ids = {view: set(fs.labels()) for view, fs in views.items()}
     folders = {view: set(fs.classes) for view, fs in views.items()}
     lacking = []
+    left_out = 0
     for view, other in (("satellite", "drone"), ("drone", "satellite")):
         # Locations the other view has images of and this view has none.
         missing = sorted(ids[other] - ids[view])
@@ -217,9 +218,9 @@ def unpaired_locations(drone: ClassFolderSet, satellite: ClassFolderSet) -> str 
         where = views[view].root / example
         state = "is empty" if example in folders[view] else "does not exist"
         lacking.append(f"{len(missing)} without {view} images (e.g. {where} {state})")
+        left_out += len(missing)
     if not lacking:
         return None
-    left_out = sum(int(part.split()[0]) for part in lacking)
     total = len(ids["drone"] | ids["satellite"])
     return (f"{left_out} of {total} training locations left out, {' and '.join(lacking)}; "
             f"training on the {total - left_out} locations with both views")
