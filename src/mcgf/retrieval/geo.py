@@ -60,7 +60,7 @@ def ranked_top(query: np.ndarray, gallery: np.ndarray, k: int, block: int | None
     """
     import torch
 
-    from mcgf.retrieval.ranking import scored_blocks
+    from mcgf.retrieval.ranking import query_block, scored_blocks
     from mcgf.retrieval.rowops import row_sorted_topk
     from mcgf.retrieval.search import as_float_tensor
 
@@ -74,7 +74,7 @@ def ranked_top(query: np.ndarray, gallery: np.ndarray, k: int, block: int | None
         return np.zeros((0, k), np.int64)
     if kk <= 0:
         return np.zeros((int(q.shape[0]), 0), np.int64)
-    step = block or max(1, _BLOCK_ENTRIES // max(1, size))
+    step = query_block(size, block)
     parts = []
     for _, scores in scored_blocks(q, g, step):
         with torch.inference_mode():
@@ -83,7 +83,3 @@ def ranked_top(query: np.ndarray, gallery: np.ndarray, k: int, block: int | None
             top, _ = row_sorted_topk(rows, scores[rows, cols], cols, scores.shape[0], kk)
         parts.append(top.numpy())
     return np.concatenate(parts)
-
-
-#: Score-matrix entries per query block of :func:`ranked_top` (~32 MiB of float64).
-_BLOCK_ENTRIES = 4 * 1024 * 1024

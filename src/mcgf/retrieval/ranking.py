@@ -5,7 +5,8 @@ views for satellite → drone), a block of queries at a time so that memory stay
 (``block × gallery`` scores). Scores are float64 inner products of the (float32)
 features; the ranking orders them descending, equal scores by gallery index (a stable
 sort). Identical gallery features are scored once and share that score, so they always
-tie (:func:`scored_blocks`; :func:`ranked_blocks`, which SDM@K's top-K uses, sorts them).
+tie (:func:`scored_blocks`, whose blocks SDM@K's top-K also selects from;
+:func:`ranked_blocks` sorts them).
 The metrics need only where each good item lands, which :func:`block_metrics` counts
 without sorting the gallery, giving the numbers of the sorted ranking.
 """
@@ -170,6 +171,12 @@ def block_metrics(scores: torch.Tensor, query_labels: np.ndarray, gallery_labels
 _BLOCK_ENTRIES = 4 * 1024 * 1024
 
 
+def query_block(gallery_size: int, block: int | None = None) -> int:
+    """Queries scored at once against a gallery of ``gallery_size`` rows: ``block``, else
+    as many as fit in ~32 MiB of float64 scores."""
+    return block or max(1, _BLOCK_ENTRIES // max(1, gallery_size))
+
+
 def rank_and_score(query_features: Any, query_labels: Any, gallery_features: Any,
                    gallery_labels: Any, *, junk_label: int = JUNK_LABEL,
                    block: int | None = None) -> PerQuery:
@@ -191,7 +198,7 @@ def rank_and_score(query_features: Any, query_labels: Any, gallery_features: Any
         raise ValueError("features and labels disagree in length")
     if q.shape[1] != g.shape[1]:
         raise ValueError(f"query features have {q.shape[1]} dims but gallery features {g.shape[1]}")
-    step = block or max(1, _BLOCK_ENTRIES // max(1, g.shape[0]))
+    step = query_block(int(g.shape[0]), block)
     parts = [block_metrics(scores, ql[s: s + step], gl, junk_label=junk_label)
              for s, scores in scored_blocks(q, g, step)]
     return PerQuery.concatenate(parts)
