@@ -244,9 +244,16 @@ GALLERY_FOLDER = "gallery_satellite_160k"
 NAMES_FILE = "query_drone_name.txt"
 
 
-def _split_folder(base: Path) -> Path:
-    """``base``, or its one sub-folder holding a 160k split (a names file) when ``base``
-    holds no part of one (the folder an archive was unpacked into)."""
+def _split_folder(root: str | Path) -> Path:
+    """``root``, or its one sub-folder holding a 160k split (a names file) when ``root``
+    holds no part of one (the folder an archive was unpacked into).
+
+    Raises:
+        UserError: ``root`` is not a folder, or holds several splits.
+    """
+    base = Path(root)
+    if not base.is_dir():
+        raise UserError(f"{base} is not a folder")
     if (base / NAMES_FILE).is_file() or (base / GALLERY_FOLDER).is_dir() or any(
             p.is_dir() and p.name.startswith("query_drone") for p in base.iterdir()):
         return base
@@ -271,10 +278,7 @@ def find_names_file(root: str | Path) -> Path:
     Raises:
         UserError: ``root`` is not a folder, or no names file is there.
     """
-    base = Path(root)
-    if not base.is_dir():
-        raise UserError(f"{base} is not a folder")
-    return _names_in(_split_folder(base))
+    return _names_in(_split_folder(root))
 
 
 def find_160k_layout(root: str | Path, *, queries: str | Path | None = None,
@@ -288,10 +292,7 @@ def find_160k_layout(root: str | Path, *, queries: str | Path | None = None,
     ``gallery`` override their part: ``root`` is not searched for a part that is given
     (e.g. a root with both the 2023 and the 2024 query folders and ``queries`` naming one).
     """
-    base = Path(root)
-    if not base.is_dir():
-        raise UserError(f"{base} is not a folder")
-    base = _split_folder(base)
+    base = _split_folder(root)
     if queries is None:
         found = sorted(p for p in base.iterdir() if p.is_dir() and p.name.startswith("query_drone"))
         if len(found) != 1:
