@@ -67,6 +67,22 @@ def test_demo_bad_config_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert err.count("\n") == 1 and "the demo config: synth.views must be between 1 and 54 (got 0)" in err
 
 
+def test_a_bad_train_set_value_is_named_as_the_train_set(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """As mcgf train names a bad --set, the demo names a bad --train-set, not the training
+    config file that does not hold the value; an error of the file still names the file."""
+    train_cfg = tmp_path / "train.yaml"
+    train_cfg.write_text(TRAIN)
+    base = ["demo", "--out", str(tmp_path / "run"), "--train-config", str(train_cfg)]
+    assert main([*base, "--train-set", "train.epochs=abc"]) == 2
+    assert capsys.readouterr().err == ("mcgf: error: --train-set train.epochs=abc: train.epochs "
+                                       "must be an integer (got 'abc')\n")
+    train_cfg.write_text(TRAIN.replace("epochs: 1", "epochs: 0"))
+    assert main([*base, "--train-set", "train.lr=0.1"]) == 2
+    assert capsys.readouterr().err == f"mcgf: error: {train_cfg}: train.epochs must be >= 1 (got 0)\n"
+    assert not (tmp_path / "run").exists()
+
+
 def test_demo_evaluates_every_condition_in_large_batches(tmp_path: Path) -> None:
     from mcgf.cli.demo import DEMO_EVAL_BATCH, evaluation_argv
 

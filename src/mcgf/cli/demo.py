@@ -185,6 +185,7 @@ def evaluation_argv(root: Path, eval_dir: Path, checkpoint: Path, seed: int,
 
 def _training_config(args: argparse.Namespace, root: Path) -> Any:
     """The demo's training config with ``data.root`` pointing at the generated benchmark."""
+    from mcgf.cli.train import blame_override
     from mcgf.config import apply_overrides, load_config
     from mcgf.errors import UserError
     from mcgf.training.config import parse_run_config
@@ -195,4 +196,8 @@ def _training_config(args: argparse.Namespace, root: Path) -> Any:
                         "--train-config PATH (configs/demo-cpu.yaml in the source tree)")
     cfg = apply_overrides(load_config(path), args.train_overrides)
     cfg.setdefault("data", {})["root"] = str(root)
-    return parse_run_config(cfg, str(path))
+    try:
+        return parse_run_config(cfg, str(path))
+    except UserError as err:  # a bad --train-set is named as such, as mcgf train names --set
+        raise UserError(blame_override(str(err), str(path), args.train_overrides,
+                                       "--train-set")) from None

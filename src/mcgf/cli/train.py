@@ -70,10 +70,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def blame_override(message: str, where: str, overrides: list[str]) -> str:
-    """``message`` (a config error that starts with ``where``) naming the ``--set`` that
-    gave the option it is about, when one did: the value is not in the file ``where``
-    names (nor in a resumed checkpoint's ``config.json``, which would look damaged)."""
+def blame_override(message: str, where: str, overrides: list[str], flag: str = "--set") -> str:
+    """``message`` (a config error that starts with ``where``) naming the ``flag``
+    (``--set``, or ``mcgf demo``'s ``--train-set``) that gave the option it is about, when
+    one did: the value is not in the file ``where`` names (nor in a resumed checkpoint's
+    ``config.json``, which would look damaged)."""
     head = f"{where}: "
     found = re.match(r"(?:unknown option |unknown section ')?([\w.]+)", message[len(head):])
     if not message.startswith(head) or found is None:
@@ -82,7 +83,7 @@ def blame_override(message: str, where: str, overrides: list[str]) -> str:
     for item in reversed(overrides):  # the last --set of a key is the one applied
         key = item.partition("=")[0].strip()
         if key == option or key.startswith(f"{option}."):
-            return f"--set {item}: {message[len(head):]}"
+            return f"{flag} {item}: {message[len(head):]}"
     return message
 
 
