@@ -510,7 +510,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _strip_prefixes(state: dict[str, torch.Tensor], own: set[str]) -> dict[str, torch.Tensor]:
+def strip_prefixes(state: dict[str, torch.Tensor], own: set[str]) -> dict[str, torch.Tensor]:
     """Remove wrapper prefixes, in whichever sequence matches the most keys of ``own``.
 
     Nested wrappers (``model.backbone.``, ``module.encoder.``) are searched through as a
@@ -574,7 +574,7 @@ def load_weights(model: nn.Module, path: str | Path, *, allow_partial: bool = Fa
     path = Path(path)
     raw = read_state_dict(path)
     own = model.state_dict()
-    state = _strip_prefixes(raw, set(own))
+    state = strip_prefixes(raw, set(own))
     before = {k: tuple(v.shape) for k, v in state.items()}
     filter_fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
     if filter_fn is not None:

@@ -235,12 +235,12 @@ def load_ibn_weights(model: nn.Module, path: str | Path, option: str = "model.we
         UserError: the file cannot be read, matches no tensor of ``model``, or leaves some
             unset without ``allow_partial``.
     """
-    from mcgf.models.backbone import _strip_prefixes, read_state_dict
+    from mcgf.models.backbone import read_state_dict, strip_prefixes
 
     own = model.state_dict()
     # Wrapper prefixes (DDP's module., a Lightning module's model.backbone.) come off as for
     # a plain backbone: the convolutions, named alike in ResNet and IBN files, decide.
-    raw = _strip_prefixes(read_state_dict(path), set(own))
+    raw = strip_prefixes(read_state_dict(path), set(own))
     state = {k: v for k, v in ibn_state_dict(raw, model).items()
              if k in own and own[k].shape == v.shape}
     if not state:
