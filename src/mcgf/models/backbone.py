@@ -503,11 +503,17 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise UserError(f"weights file {path} holds no state dict (found {type(obj).__name__})")
     tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if obj and not tensors:  # e.g. {"net": <state dict>, "epoch": 3}
-        keys = ", ".join(repr(str(k)) for k in list(obj)[:5]) + (", ..." if len(obj) > 5 else "")
+        keys = first_items([repr(str(k)) for k in obj], 5)
         raise UserError(f"weights file {path} holds no tensor at its top level (its keys: {keys}): "
                         "save the state dict itself, or under one of the keys "
                         + ", ".join(repr(k) for k in _CONTAINER_KEYS))
     return tensors
+
+
+def first_items(items: Sequence[str], n: int) -> str:
+    """The first ``n`` of ``items`` joined by commas, followed by ``, ...`` when there are
+    more (a message's examples of tensor names or keys)."""
+    return ", ".join(items[:n]) + (", ..." if len(items) > n else "")
 
 
 def strip_prefixes(state: dict[str, torch.Tensor], own: set[str]) -> dict[str, torch.Tensor]:
@@ -599,7 +605,7 @@ def load_weights(model: nn.Module, path: str | Path, *, allow_partial: bool = Fa
                         unexpected=list(result.unexpected_keys), mismatched=mismatched,
                         resized=resized, origin=origin)
     if report.missing and not allow_partial:
-        first = ", ".join(report.missing[:3]) + (", ..." if len(report.missing) > 3 else "")
+        first = first_items(report.missing, 3)
         shape = f"; {len(mismatched)} of them of another shape" if mismatched else ""
         raise UserError(
             f"weights file {path} leaves {len(report.missing)} of {len(own)} tensors of "
@@ -635,7 +641,7 @@ def _warn_extra_layers(path: Path, model: nn.Module, unexpected: list[str],
     inside = [k for k in unexpected
               if any(c in containers and i not in items for c, i in _sequence_items(k))]
     if inside:
-        first = ", ".join(inside[:3]) + (", ..." if len(inside) > 3 else "")
+        first = first_items(inside, 3)
         _log.warning("weights file %s has %d tensors in blocks that %s lacks (%s): it may be "
                      "of a deeper variant; check model.backbone_name and backbone_args",
                      path, len(inside), type(model).__name__, first)

@@ -235,7 +235,7 @@ def load_ibn_weights(model: nn.Module, path: str | Path, option: str = "model.we
         UserError: the file cannot be read, matches no tensor of ``model``, or leaves some
             unset without ``allow_partial``.
     """
-    from mcgf.models.backbone import read_state_dict, strip_prefixes
+    from mcgf.models.backbone import first_items, read_state_dict, strip_prefixes
 
     own = model.state_dict()
     # Wrapper prefixes (DDP's module., a Lightning module's model.backbone.) come off as for
@@ -251,7 +251,7 @@ def load_ibn_weights(model: nn.Module, path: str | Path, option: str = "model.we
     # older files. On an error the half-loaded model is discarded with the exception.
     missing = model.load_state_dict(state, strict=False).missing_keys
     if missing and not allow_partial:
-        first = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        first = first_items(missing, 3)
         raise UserError(f"{option}: {path} leaves {len(missing)} of {len(own)} tensors of the IBN "
                         f"ResNet unset ({first}): pass ResNet or ResNet-IBN-a weights of the same "
                         "backbone_name and backbone_args, or set model.allow_partial_weights: true "
