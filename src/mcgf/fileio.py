@@ -92,7 +92,7 @@ def _write_temp(path: Path, data: bytes) -> Path:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, file_mode())
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
