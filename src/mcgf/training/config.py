@@ -113,7 +113,8 @@ class WeatherConfig:
         conditions: ``random`` (all ten), ``none`` (clean), one condition name, or a list.
         seed: weather seed (mixed with the epoch, so each epoch sees fresh weather).
         dark_variant: ``train`` or ``test`` recipe of the dark condition.
-        clean_fraction: share of drone images left clean before a condition is drawn.
+        clean_fraction: share of drone images left clean before a condition is drawn
+            (the draw itself may give ``normal`` too: ``random`` with 0.5 leaves 55 % clean).
         weights: sampling weight per condition (a condition not named: 1), e.g.
             ``{fog: 2, fog_rain: 2}``; ``null``: uniform.
         render_size: weather smaller drone images on a bicubic enlargement to this side,

@@ -48,8 +48,10 @@ class WeatherTransform:
             sees fresh weather each epoch while staying reproducible; epoch 0 uses
             ``seed`` unchanged.
         clean_fraction: share of images left clean (``normal``) before the condition is
-            drawn; the rest get a condition from ``conditions``. A clean share speeds up
-            learning from scratch, when every image weathered hides too much. The draw is
+            drawn; the rest get a condition from ``conditions`` (``normal`` among them, where
+            they hold it: ``"random"`` with 0.5 leaves 0.5 + 0.5 / 10 = 55 % clean). A
+            clean share speeds up learning from scratch, when every image weathered hides
+            too much. The draw is
             reproducible per (seed, epoch, key) like the condition.
         weights: sampling weight per condition name (a condition not named: 1), e.g.
             ``{"fog": 2}`` draws fog twice as often as each other condition; ``None``:
