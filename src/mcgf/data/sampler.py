@@ -109,7 +109,8 @@ class CrossViewBatchSampler:
             short = n_chunks * self.M - len(order)
             if short:
                 # Fill the last chunk with views of the same location from its other
-                # chunks: a view drawn twice into one chunk is the same item twice. Only a
+                # chunks: a view drawn twice into one chunk is the same image with the same
+                # weather (EpochTagged gives each appearance its own augmentation). Only a
                 # location with fewer than M views (a single chunk) must repeat one.
                 others = order[: len(order) - (self.M - short)]
                 pool = others if len(others) else views
