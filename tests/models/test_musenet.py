@@ -217,12 +217,16 @@ def test_loss_terms_weights_and_backward() -> None:
         grads = [p.grad for p in part.parameters()]
         assert all(g is not None and torch.isfinite(g).all() for g in grads)
         assert any(float(g.abs().sum()) > 0 for g in grads)
-    # The environment term is the drone conditions' CE plus the tiles' CE as "normal".
+    # The environment term is the drone conditions' CE plus the tiles' CE. As in the source,
+    # the classifier has 11 classes: 0 for satellite tiles, 1 + i for drone images under
+    # CONDITIONS[i], so a clean drone image ("normal", 1) is not a tile (0).
     model.eval()
     b = batch(conditions=("wind", "normal", "fog_snow", "light"))
     with torch.no_grad():
         out, env = model(b), model.loss(b)["env"]
-    want = [CONDITIONS.index(c) for c in b["drone_condition"]]
+    assert out["drone_env_logits"].shape == (4, 11) and out["satellite_env_logits"].shape == (3, 11)
+    want = [10, 1, 8, 6]
+    assert want == [1 + CONDITIONS.index(c) for c in b["drone_condition"]]
     expect = (F.cross_entropy(out["drone_env_logits"], torch.tensor(want))
               + F.cross_entropy(out["satellite_env_logits"], torch.zeros(3, dtype=torch.long)))
     torch.testing.assert_close(env, expect)

@@ -11,8 +11,9 @@ code runs. Details not fixed by the paper come from the authors' public code (ma
 * **Environment branch**: a second, plain ResNet cut after its first ``env_stages``
   stages (2, from source) whose last block has no activations (from source: the shared
   ReLU of that block is removed). Its map, average-pooled, goes through
-  ``BatchNorm1d → dropout → linear`` to classify the weather condition of the image
-  (:data:`mcgf.weather.CONDITIONS` indices; satellite tiles are ``normal``).
+  ``BatchNorm1d → dropout → linear`` to classify the environment of the image into
+  ``1 + len(CONDITIONS)`` classes (from source): class 0 is "satellite tile", class
+  ``1 + i`` a drone image under ``CONDITIONS[i]`` (so a clean drone image is 1, not 0).
 * **SPADE modulation**: per block of ``spade_blocks`` (layer1.1 and layer1.2, from source),
   two 3×3 convolutions turn the environment map (resized, nearest, to the block's
   resolution) into per-pixel ``γ, β``; the block's IN half becomes
@@ -20,8 +21,8 @@ code runs. Details not fixed by the paper come from the authors' public code (ma
   satellite, in training and retrieval alike: the image itself says its environment.
 * **Objective**: ``ce`` — the shared :class:`~mcgf.models.heads.ClassBlock`'s location
   cross-entropy, summed over the two views — plus ``env_weight · env``, the environment
-  cross-entropy of the drone images (their ``drone_condition``) plus that of the satellite
-  tiles (``normal``), each a mean (from source, weight 1).
+  cross-entropy of the drone images (their ``drone_condition``, classes 1 and up) plus
+  that of the satellite tiles (class 0), each a mean (from source, weight 1).
 
 Batches are those of :mod:`mcgf.models.mcgf_model` (``drone``, ``drone_label``,
 ``satellite``, ``satellite_label``, ``drone_condition``); no clean twins are needed.
@@ -56,9 +57,15 @@ from mcgf.models.ibn import (
 from mcgf.models.losses import cross_entropy_views
 from mcgf.models.model_registry import register_model
 from mcgf.options import Check, OptionError, above, at_least, checked, in_range, one_of, option
-from mcgf.weather.conditions import CLEAN, CONDITIONS, check_condition
+from mcgf.weather.conditions import CONDITIONS, check_condition
 
 _BLOCK = re.compile(r"layer([1-4])\.(\d+)")
+
+#: Environment class of satellite tiles. Drone images under ``CONDITIONS[i]`` are class
+#: ``1 + i``: as in the source, a tile is not a clean drone image but a class of its own.
+SATELLITE_ENV = 0
+#: Outputs of the environment classifier: the tiles' class and one per weather condition.
+ENV_CLASSES = 1 + len(CONDITIONS)
 
 
 _RESNET = Check(is_resnet_name, "a timm ResNet name such as resnet50 (see "
@@ -132,8 +139,8 @@ class MuseNet(TrainableMixin, nn.Module):
         env_dropout: dropout of the environment classifier (0.5, from source).
         env_weight: weight of the environment cross-entropy in ``total`` (1, from source;
             0: not computed, the branch still modulates).
-        env_satellite: the satellite tiles also get the environment cross-entropy, as
-            ``normal`` (from source).
+        env_satellite: the satellite tiles also get the environment cross-entropy, with
+            their own class :data:`SATELLITE_ENV` (from source).
         label_smoothing: of the location cross-entropy.
         backbone_lr_scale: learning rate of the two ResNets relative to the new layers
             (heads, SPADE convolutions, environment classifier): 0.1, from source, for
@@ -179,7 +186,7 @@ class MuseNet(TrainableMixin, nn.Module):
         self.environment, env_channels = _environment_branch(
             backbone_name, env_stages, img_size=img_size, pretrained=pretrained,
             model_args=dict(backbone_args or {}))
-        self.env_head = _environment_head(env_channels, len(CONDITIONS), env_dropout)
+        self.env_head = _environment_head(env_channels, ENV_CLASSES, env_dropout)
         self.modulated = _attach_spade(self.backbone, spade_blocks, env_channels)
         self.head = ClassBlock(int(self.backbone.num_features), num_classes,
                                bottleneck=bottleneck_dim, dropout=dropout)
@@ -198,7 +205,7 @@ class MuseNet(TrainableMixin, nn.Module):
         return {"ce": 1.0, "env": self.env_weight}
 
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(pooled backbone feature (B, D), environment logits (B, len(CONDITIONS)))``
+        """``(pooled backbone feature (B, D), environment logits (B, ENV_CLASSES))``
         of normalised ``images``, the backbone modulated by their own environment map."""
         env = self.environment(images)
         env_logits = self.env_head(F.adaptive_avg_pool2d(env, 1).flatten(1))
@@ -215,7 +222,7 @@ class MuseNet(TrainableMixin, nn.Module):
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Per view present in ``batch``: ``<view>_embedding`` (un-normalised bottleneck),
-        ``<view>_logits`` (locations) and ``<view>_env_logits`` (conditions); one pass
+        ``<view>_logits`` (locations) and ``<view>_env_logits`` (environment classes); one pass
         per view (BatchNorm statistics per view, as in the source)."""
         out: dict[str, torch.Tensor] = {}
         for view in VIEWS:
@@ -229,8 +236,8 @@ class MuseNet(TrainableMixin, nn.Module):
         """``{"ce", "env", "total"}`` with ``total = ce + env_weight · env``.
 
         ``env`` sums the mean environment cross-entropy of the drone images (when the
-        batch names their ``drone_condition``) and of the satellite tiles (``normal``,
-        with ``env_satellite``); it is left out for ``env_weight`` 0. ``generator`` is
+        batch names their ``drone_condition``; class ``1 + CONDITIONS.index(c)``) and of
+        the satellite tiles (class :data:`SATELLITE_ENV`, with ``env_satellite``); it is left out for ``env_weight`` 0. ``generator`` is
         unused (the model draws nothing of its own).
         """
         for key in ("drone", "drone_label", "satellite", "satellite_label"):
@@ -258,8 +265,8 @@ class MuseNet(TrainableMixin, nn.Module):
             parts.append(F.cross_entropy(drone, labels))
         if self.env_satellite:
             sat = out["satellite_env_logits"]
-            clean = torch.full((sat.shape[0],), CONDITIONS.index(CLEAN), device=sat.device)
-            parts.append(F.cross_entropy(sat, clean))
+            tiles = torch.full((sat.shape[0],), SATELLITE_ENV, device=sat.device)
+            parts.append(F.cross_entropy(sat, tiles))
         return torch.stack(parts).sum() if parts else None
 
     def _resnet_parameters(self) -> list[nn.Parameter]:
@@ -286,15 +293,16 @@ class MuseNet(TrainableMixin, nn.Module):
 
 
 def condition_indices(conditions: Any, n: int, device: torch.device) -> torch.Tensor | None:
-    """Weather condition names → indices into :data:`CONDITIONS` (``None`` when the batch
-    names no condition for its ``n`` drone images).
+    """Weather condition names of drone images → their environment classes,
+    ``1 + CONDITIONS.index(name)`` (class 0, :data:`SATELLITE_ENV`, is the satellite
+    tiles'); ``None`` when the batch names no condition for its ``n`` drone images.
 
     Raises:
         UnknownConditionError: a name that is not a condition.
     """
     if not isinstance(conditions, (list, tuple)) or len(conditions) != n:
         return None
-    return torch.tensor([CONDITIONS.index(check_condition(str(c), "drone_condition"))
+    return torch.tensor([1 + CONDITIONS.index(check_condition(str(c), "drone_condition"))
                          for c in conditions], dtype=torch.long, device=device)
 
 
@@ -346,4 +354,5 @@ def _attach_spade(backbone: nn.Module, blocks: Sequence[str], env_channels: int)
     return layers
 
 
-__all__ = ["MuseNet", "MuseNetOptions", "condition_indices", "is_resnet_name"]
+__all__ = ["ENV_CLASSES", "SATELLITE_ENV", "MuseNet", "MuseNetOptions", "condition_indices",
+           "is_resnet_name"]
