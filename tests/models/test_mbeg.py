@@ -129,3 +129,15 @@ def test_a_frozen_random_encoder_is_refused_unless_allowed(tmp_path: Path) -> No
     check_trainable(tiny(allow_random_encoder=False, weights=str(weights)), "mbeg")
     # Rebuilt without initial weights to take a checkpoint's (a resumed run): not refused.
     check_trainable(refused, "mbeg", configured=False)
+
+
+def test_images_are_normalised_with_imagenet_statistics_as_in_the_public_code() -> None:
+    # EVA-02's timm statistics are CLIP's; MBEG's public code normalises with ImageNet's
+    # mean and std in training and test, so the model hands those to both.
+    opts = {"backbone_name": "eva02_tiny_patch14_224.mim_in22k", "img_size": 28,
+            "backbone_args": {"depth": 1, "embed_dim": 16, "num_heads": 1}}
+    model = tiny(**opts)
+    assert model.mean == (0.485, 0.456, 0.406) and model.std == (0.229, 0.224, 0.225)
+    own = tiny(**opts, imagenet_norm=False)
+    assert own.mean == pytest.approx((0.48145466, 0.4578275, 0.40821073))
+    assert own.std == pytest.approx((0.26862954, 0.26130258, 0.27577711))

@@ -6,7 +6,9 @@ gradients and always in ``eval()`` mode), shared by both views, feeds a trainabl
 :class:`~mcgf.models.heads.ClassBlock` whose bottleneck has a GELU before its BatchNorm.
 The head is trained with the location cross-entropy of both views (summed) plus an
 NT-Xent loss (:func:`nt_xent`, fixed temperature) between each drone image and its
-satellite tile. Retrieval is the head's L2-normalised bottleneck feature.
+satellite tile. Retrieval is the head's L2-normalised bottleneck feature. Images are
+normalised with the ImageNet mean and std, as the public code does (``imagenet_norm``),
+not with the CLIP statistics timm gives EVA-02.
 
 The public code applies its NT-Xent within each view on mined pairs, over loaders that
 draw each view independently, where a batch almost never holds two images of a location;
@@ -60,6 +62,7 @@ class MBEGOptions:
     temperature: float = option(0.1, above(0))
     label_smoothing: float = option(0.0, in_range(0, 1, hi_open=True))
     allow_random_encoder: bool = False
+    imagenet_norm: bool = True
 
 
 def nt_xent(drone: torch.Tensor, drone_labels: torch.Tensor, satellite: torch.Tensor,
@@ -104,6 +107,9 @@ class MBEGModel(EncoderModel):
         label_smoothing: of the cross-entropy.
         allow_random_encoder: train even when the frozen encoder has no pretrained
             weights (only meaningful for tests and demos).
+        imagenet_norm: normalise images (training and retrieval) with the ImageNet mean
+            and std, as the public code does for EVA-02 in both; ``False``: with the
+            encoder's own timm statistics (CLIP's for EVA-02).
     """
 
     def __init__(
@@ -122,6 +128,7 @@ class MBEGModel(EncoderModel):
         temperature: float = 0.1,
         label_smoothing: float = 0.0,
         allow_random_encoder: bool = False,
+        imagenet_norm: bool = True,
     ) -> None:
         super().__init__(backbone_name, img_size=img_size, pretrained=pretrained, weights=weights,
                          allow_partial_weights=allow_partial_weights,
@@ -138,6 +145,11 @@ class MBEGModel(EncoderModel):
         self.label_smoothing = float(label_smoothing)
         self.head = ClassBlock(self.feature_dim, num_classes, bottleneck=bottleneck_dim,
                                dropout=dropout, gelu=True)
+        if imagenet_norm:
+            from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+            self.mean = tuple(float(m) for m in IMAGENET_DEFAULT_MEAN)  # type: ignore[assignment]
+            self.std = tuple(float(s) for s in IMAGENET_DEFAULT_STD)  # type: ignore[assignment]
 
     def train(self, mode: bool = True) -> MBEGModel:
         """Set the head's mode; the frozen encoder stays in ``eval()`` (its BatchNorm
