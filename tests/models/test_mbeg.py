@@ -141,3 +141,29 @@ def test_images_are_normalised_with_imagenet_statistics_as_in_the_public_code() 
     own = tiny(**opts, imagenet_norm=False)
     assert own.mean == pytest.approx((0.48145466, 0.4578275, 0.40821073))
     assert own.std == pytest.approx((0.26862954, 0.26130258, 0.27577711))
+
+
+def test_a_checkpoint_saved_before_imagenet_norm_keeps_the_statistics_it_was_trained_with(
+        tmp_path) -> None:
+    import json
+
+    from mcgf.models.checkpoint import load_checkpoint, save_checkpoint
+
+    opts = {"backbone_name": "eva02_tiny_patch14_224.mim_in22k", "img_size": 28,
+            "backbone_args": {"depth": 1, "embed_dim": 16, "num_heads": 1}}
+    model = tiny(**opts)
+    cfg = {"name": "mbeg", **{k: v for k, v in model_options(opts).items()}}
+    path = save_checkpoint(tmp_path / "ck", model, cfg)
+    saved = json.loads((path / "config.json").read_text())
+    assert saved["model"]["imagenet_norm"] is True  # always written out
+    assert load_checkpoint(path).model.std == (0.229, 0.224, 0.225)
+    del saved["model"]["imagenet_norm"]  # as written before the option existed
+    (path / "config.json").write_text(json.dumps(saved))
+    old = load_checkpoint(path).model
+    assert old.std == pytest.approx((0.26862954, 0.26130258, 0.27577711))
+
+
+def model_options(opts: dict) -> dict:
+    """The options ``tiny`` builds with (what a training run's config would hold)."""
+    return {"img_size": 32, "num_classes": 3, "bottleneck_dim": 8, "dropout": 0.0,
+            "allow_random_encoder": True, **opts}

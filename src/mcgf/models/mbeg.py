@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -112,6 +112,10 @@ class MBEGModel(EncoderModel):
             encoder's own timm statistics (CLIP's for EVA-02).
     """
 
+    #: A checkpoint saved before ``imagenet_norm`` existed was trained with the encoder's
+    #: own statistics: it is rebuilt so.
+    legacy_options: ClassVar[dict[str, Any]] = {"imagenet_norm": False}
+
     def __init__(
         self,
         backbone_name: str = DEFAULT_BACKBONE,
@@ -145,6 +149,7 @@ class MBEGModel(EncoderModel):
         self.label_smoothing = float(label_smoothing)
         self.head = ClassBlock(self.feature_dim, num_classes, bottleneck=bottleneck_dim,
                                dropout=dropout, gelu=True)
+        self.imagenet_norm = bool(imagenet_norm)
         if imagenet_norm:
             from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
