@@ -59,3 +59,16 @@ def test_a_modified_index_prepares_its_scorer_again(monkeypatch) -> None:  # typ
     index.features.mul_(-1.0)  # in place: the next search sees it
     assert index.search(q, 3, precision="fp32").indices[0, 0] != 1999
     assert len(made) == 4
+
+
+def test_an_index_searches_with_a_registered_backend_without_a_scorer_cache(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from mcgf.retrieval import search
+
+    def plain(q, g, k, threads=None):  # type: ignore[no-untyped-def]
+        s = (q @ g.T).numpy()
+        i = np.argsort(-s, axis=1, kind="stable")[:, :k]
+        return search.SearchResult(i, np.take_along_axis(s, i, 1), {})
+
+    monkeypatch.setitem(search.BACKENDS, "plain", plain)
+    g = np.eye(4, dtype=np.float32)
+    assert GalleryIndex(g, backend="plain").search(g[2:3], 2).indices[0, 0] == 2

@@ -50,7 +50,8 @@ class GalleryIndex:
 
     def search(self, queries: Any, k: int = 10, **options: Any) -> SearchResult:
         """The ``k`` best gallery rows of every query (see :func:`topk_search`)."""
-        options.setdefault("scorer_cache", self._scorers)
+        if self.backend in _CACHING_BACKENDS:  # a registered backend may not take it
+            options.setdefault("scorer_cache", self._scorers)
         return topk_search(queries, self.features, k, backend=self.backend, **options)
 
     def top_names(self, queries: Any, k: int = 10, **options: Any) -> list[list[str]]:
@@ -62,6 +63,10 @@ class GalleryIndex:
                              "zero features?): refusing to name gallery items for them")
         names = np.asarray(self.names, dtype=object)
         return [list(row) for row in names[result.indices]]
+
+
+#: Backends that take the exact backend's ``scorer_cache`` (``auto`` may run ``exact``).
+_CACHING_BACKENDS = frozenset({"auto", "exact"})
 
 
 def _shares_memory(tensor: Any, source: Any) -> bool:
