@@ -72,3 +72,19 @@ def test_an_index_searches_with_a_registered_backend_without_a_scorer_cache(monk
     monkeypatch.setitem(search.BACKENDS, "plain", plain)
     g = np.eye(4, dtype=np.float32)
     assert GalleryIndex(g, backend="plain").search(g[2:3], 2).indices[0, 0] == 2
+
+
+def test_assigning_the_features_again_drops_a_scorer_outdated_by_an_untracked_write() -> None:
+    rng = np.random.default_rng(2)
+    g = rng.standard_normal((2000, 16))
+    g = (g / np.linalg.norm(g, axis=1, keepdims=True)).astype(np.float32)
+    q = g[:2] * 1.0
+    for write in ("numpy", "data"):
+        index = GalleryIndex(g, backend="exact")
+        assert index.search(q, 3, precision="bf16").indices[0, 0] == 0
+        if write == "numpy":
+            index.features.numpy()[1500] = q[0] * 2  # bypasses the version counter
+        else:
+            index.features.data[1500] = torch.from_numpy(q[0] * 2)
+        index.features = index.features
+        assert index.search(q, 3, precision="bf16").indices[0, 0] == 1500

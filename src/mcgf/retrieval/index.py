@@ -23,8 +23,12 @@ class GalleryIndex:
     prepared at the first search and kept for the next ones. The index holds its own
     copy of the features as they were when it was built (a later in-place change of the
     array it was built from does not reach it); a change of :attr:`features` made by
-    PyTorch operations, or a new tensor assigned to it, makes the next search prepare
-    the scorer again.
+    PyTorch operations that count as changes of the tensor (in place, on it or on a view
+    of it: its version counter), or any assignment to it, makes the next search prepare
+    the scorer again. Writes that bypass the version counter (through ``.numpy()``,
+    ``.data`` or ``torch.from_numpy`` aliases of its memory) are not seen, and a search
+    with the outdated scorer can miss the best items: after such writes, assign the
+    features again (``index.features = index.features``).
 
     Args:
         features: the gallery embeddings.
@@ -33,6 +37,7 @@ class GalleryIndex:
     """
 
     def __init__(self, features: Any, names: Sequence[str] | None = None, *, backend: str = "auto") -> None:
+        self._scorers: dict[Any, Any] = {}  # the exact backend's, kept between searches
         self.features = as_float_tensor(features, "gallery features").contiguous()
         if _shares_memory(self.features, features):
             self.features = self.features.clone()
@@ -43,7 +48,16 @@ class GalleryIndex:
             raise ValueError(f"{len(names)} names for {self.features.shape[0]} gallery rows")
         self.names = [str(n) for n in names] if names is not None else [str(i) for i in range(len(self))]
         self.backend = backend
-        self._scorers: dict[Any, Any] = {}  # the exact backend's, kept between searches
+
+    @property
+    def features(self) -> torch.Tensor:
+        """The gallery features ``(G, D)``; assigning them drops the kept scorer."""
+        return self._features
+
+    @features.setter
+    def features(self, value: torch.Tensor) -> None:
+        self._features = value
+        self._scorers.clear()
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
