@@ -94,18 +94,22 @@ def ranked_blocks(query: torch.Tensor, gallery: torch.Tensor,
     so they always tie, whatever the block.
     """
     for start, scores in scored_blocks(query, gallery, block):
-        with torch.inference_mode():
-            order = torch.argsort(scores, dim=1, descending=True, stable=True)
-        yield start, order
+        yield start, _ranked(scores)
+
+
+def _ranked(scores: torch.Tensor) -> torch.Tensor:
+    """Gallery indices of each row of ``scores``, best first, equal scores keeping the
+    lower index first (a stable sort): the ranking's order."""
+    with torch.inference_mode():
+        return torch.argsort(scores, dim=1, descending=True, stable=True)
 
 
 def _sorted_metrics(scores: torch.Tensor, query_labels: np.ndarray, gallery_labels: torch.Tensor,
                     junk_label: int) -> PerQuery:
     """:func:`~mcgf.retrieval.metrics.per_query_metrics` of the rows of ``scores`` ranked
     by :func:`ranked_blocks`' order (the whole gallery sorted)."""
-    with torch.inference_mode():
-        order = torch.argsort(scores, dim=1, descending=True, stable=True)
-    return per_query_metrics(gallery_labels[order].numpy(), query_labels, junk_label=junk_label)
+    return per_query_metrics(gallery_labels[_ranked(scores)].numpy(), query_labels,
+                             junk_label=junk_label)
 
 
 def _good_columns(query_labels: np.ndarray, gallery_labels: np.ndarray) -> np.ndarray:
