@@ -26,7 +26,6 @@ from mcgf.data.layout import ImageRecord
 from mcgf.data.layouts import TestFolders
 from mcgf.data.transforms import Preprocess
 from mcgf.errors import UserError
-from mcgf.evaluation.university import WX_JPEG_QUALITY
 from mcgf.fileio import replace_dir
 from mcgf.models import load_embedder
 from mcgf.models.restore_api import has_restoration, max_steps, missing_restoration
@@ -525,10 +524,11 @@ def _feature_store(inputs: RunInputs, embedder: Any, dev: Any, *, cache_dir: str
     return FeatureStore(
         embedder, _caches(inputs, cache_dir),
         flip=bool(primary.report.get("flip_tta", True)) if primary is not None else True,
-        weather_seed=int(weather_seed if weather_seed is not None else weather.get("seed", 0)),
-        # With no on-the-fly weather recorded, that of mcgf evaluate --weather's defaults.
-        dark_variant=str(dark_variant or weather.get("dark_variant", "test")),
-        weather_jpeg=weather.get("jpeg_quality") if weather else WX_JPEG_QUALITY,
+        weather_seed=int(weather_seed if weather_seed is not None
+                         else weather.get("seed", FeatureStore.weather_seed)),
+        # With no on-the-fly weather recorded, the store's defaults (mcgf evaluate --weather's).
+        dark_variant=str(dark_variant or weather.get("dark_variant", FeatureStore.dark_variant)),
+        weather_jpeg=weather.get("jpeg_quality") if weather else FeatureStore.weather_jpeg,
         device=str(dev), batch_size=batch_size, progress=progress, log=log,
     )
 
