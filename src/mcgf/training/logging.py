@@ -6,8 +6,11 @@ the model returns (``total`` last of them), ``images_per_s``, the per-term gradi
 reaching the encoder (``grad_encoder_<term>``) and the validation values (``val_*``),
 each group in the order its keys first appeared. A value a row lacks stays empty.
 
-``log.csv`` is rewritten atomically on each :meth:`TrainLog.flush`, so a crash never
-leaves a torn row; runs are short enough in rows that the rewrite is cheap.
+``log.csv`` gains each row as it is added, so a long epoch can be followed while it runs:
+a row is appended whole, and the file is rewritten atomically when a column first appears
+(the header changes) or a resume drops the rows past its checkpoint. Appending keeps the
+cost of a row independent of the rows before it; a row torn by a kill mid-write is the
+file's unterminated last line, which a resume leaves out.
 """
 
 from __future__ import annotations
@@ -55,6 +58,11 @@ class TrainLog:
         self.path = Path(out) / "log.csv"
         self.rows: list[dict[str, Any]] = []
         self._seen: list[str] = list(LEADING_COLUMNS)
+        # What the file on disk holds: its header and how many of ``rows`` it has. None
+        # until this log first writes, so that write is a rewrite (it drops the rows of
+        # an interrupted epoch a resume redoes).
+        self._written_columns: list[str] | None = None
+        self._written = 0
         if keep_until_step is not None and self.path.is_file():
             self._read(keep_until_step)
         self.writer = None
@@ -77,12 +85,13 @@ class TrainLog:
             UserError: the log is not a ``log.csv`` of this format (one line naming it).
         """
         try:
-            with open(self.path, newline="", encoding="utf-8") as fh:
-                reader = csv.DictReader(fh)
-                if "step" not in (reader.fieldnames or []):
-                    raise ValueError("no step column")
-                self.rows = [r for r in reader if int(r["step"]) <= keep_until_step]
-                self._note_keys(reader.fieldnames or [])
+            text = self.path.read_text(encoding="utf-8")
+            # A kill during an append can leave the last row without its line end.
+            reader = csv.DictReader(io.StringIO(text[:text.rfind("\n") + 1], newline=""))
+            if "step" not in (reader.fieldnames or []):
+                raise ValueError("no step column")
+            self.rows = [r for r in reader if int(r["step"]) <= keep_until_step]
+            self._note_keys(reader.fieldnames or [])
         except (OSError, ValueError, TypeError, csv.Error) as err:  # UnicodeError is a ValueError
             raise UserError(f"cannot continue {self.path}: {one_line(err)} (move the file away "
                             "to resume with a new log)") from None
@@ -99,10 +108,12 @@ class TrainLog:
                 self._seen.append(k)
 
     def add(self, row: Mapping[str, Any]) -> None:
-        """Record one row (needs ``step``; any other keys become columns)."""
+        """Record one row (needs ``step``; any other keys become columns) and write it to
+        ``log.csv``."""
         clean = {k: v for k, v in row.items() if v is not None and v != ""}
         self._note_keys(clean)
         self.rows.append(clean)
+        self._write_csv()
         if self.writer is not None:
             for k, v in clean.items():
                 if k in _NOT_SCALARS:
@@ -110,15 +121,31 @@ class TrainLog:
                 group = "val" if k.startswith("val_") else "train"
                 self.writer.add_scalar(f"{group}/{k.removeprefix('val_')}", float(v), int(clean["step"]))
 
-    def flush(self) -> None:
-        """Rewrite ``log.csv`` atomically with every row so far."""
+    def _write_csv(self) -> None:
+        """Bring ``log.csv`` up to date: append the rows it lacks, or rewrite it atomically
+        when its header would change (or this log has not written it yet)."""
+        columns = self.columns
+        rewrite = columns != self._written_columns or not self.path.is_file()
+        rows = self.rows if rewrite else self.rows[self._written:]
+        if not rows and not rewrite:
+            return
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=self.columns, lineterminator="\n", restval="",
+        w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", restval="",
                            extrasaction="ignore")
-        w.writeheader()
-        for r in self.rows:
+        if rewrite:
+            w.writeheader()
+        for r in rows:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-        write_text_atomic(self.path, buf.getvalue())
+        if rewrite:
+            write_text_atomic(self.path, buf.getvalue())
+        else:
+            with open(self.path, "a", encoding="utf-8", newline="") as fh:
+                fh.write(buf.getvalue())
+        self._written_columns, self._written = columns, len(self.rows)
+
+    def flush(self) -> None:
+        """Write any row ``log.csv`` lacks and flush the TensorBoard events."""
+        self._write_csv()
         if self.writer is not None:
             self.writer.flush()
 
