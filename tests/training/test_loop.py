@@ -292,6 +292,43 @@ def test_resume_says_which_optimizer_settings_it_keeps(root: Path, tmp_path: Pat
     assert max(float(r["lr"]) for r in read_log(out)) <= 1e-3 + 1e-12
 
 
+def test_resume_names_the_options_that_changed_since_the_checkpoint(root: Path, tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    """A resume with another seed or other data settings goes on with them: the run says
+    which ones, instead of passing for the uninterrupted run; bookkeeping options and the
+    same folder spelled another way are not named."""
+    from mcgf.training.loop import changed_on_resume
+
+    saved = parse_run_config(config(root), "t").as_dict()
+    monkeypatch.chdir(root.parent)
+    same = config(Path(root.name), epochs=5, eval_every=1)
+    same["data"]["workers"] = 1
+    assert changed_on_resume(saved, parse_run_config(same, "t")) is None
+    other = config(root, seed=4)
+    other["weather"]["seed"] = 2
+    other["data"]["drone_flip"] = True
+    note = changed_on_resume(saved, parse_run_config(other, "t"))
+    assert note is not None
+    named = note.split(": ", 1)[1].split(" (")[0].split(", ")
+    assert named == ["data.drone_flip False -> True", "weather.seed 1 -> 2", "train.seed 3 -> 4"]
+
+
+def test_a_relative_data_root_is_stored_absolute_so_resume_works_from_elsewhere(
+        root: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    """``--resume`` without ``--config`` reads ``data.root`` from the checkpoint; written
+    relative to the folder the run started in, it was not found from any other."""
+    import json
+
+    monkeypatch.chdir(root.parent)
+    out = tmp_path / "run"
+    train(parse_run_config(config(Path(root.name), epochs=1), "t"), out, progress=False)
+    saved = json.loads((out / "last" / "config.json").read_text())
+    assert saved["data"]["root"] == str(root)
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--out", str(out), "--resume", "--quiet", "--set", "train.epochs=2"]) == 0
+    assert [int(r["epoch"]) for r in read_log(out)][-1] == 2
+
+
 def test_every_batch_has_two_locations_and_one_location_is_refused(tmp_path: Path) -> None:
     """3 locations of one chunk each at P=2: the epoch's last batch had a single
     location, whose lone satellite tile BatchNorm refused in training mode."""

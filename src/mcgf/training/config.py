@@ -7,6 +7,7 @@ Each section becomes a frozen dataclass; unknown keys and bad values raise a one
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -217,6 +218,22 @@ class RunConfig:
 
 
 SECTIONS = ("data", "weather", "train", "model")
+#: ``data`` options that name folders.
+FOLDER_OPTIONS = ("root", "val_root")
+
+
+def stored_sections(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``data``, ``weather`` and ``train`` sections of ``config`` (a
+    :meth:`RunConfig.as_dict` or a checkpoint's ``config.json``) as a checkpoint stores
+    them: the dataset folders made absolute against the working folder, so that
+    ``mcgf train --resume`` without ``--config`` and ``mcgf report`` find the data from
+    any working folder."""
+    out = {k: config[k] for k in SECTIONS if k in config and k != "model"}
+    data = out.get("data")
+    if isinstance(data, dict):
+        out["data"] = {**data, **{k: os.path.abspath(data[k]) for k in FOLDER_OPTIONS
+                                  if isinstance(data.get(k), str) and data[k]}}
+    return out
 
 
 def parse_run_config(config: Mapping[str, Any], where: str, *, resume: bool = False) -> RunConfig:

@@ -64,7 +64,7 @@ from mcgf.models.checkpoint import (
     recover_interrupted_save,
     save_checkpoint,
 )
-from mcgf.training.config import RunConfig, TrainConfig
+from mcgf.training.config import RunConfig, TrainConfig, stored_sections
 from mcgf.training.logging import TrainLog
 from mcgf.training.optim import adamw
 from mcgf.training.resume import capture_rng_state, restore_rng_state, restore_train_state
@@ -191,7 +191,7 @@ def finished_run(out: str | Path, cfg: RunConfig) -> bool:
     except UserError:
         return False
     want = cfg.as_dict()
-    return (all(saved.get(k) == v for k, v in want.items() if k != "model")
+    return (stored_sections(saved) == stored_sections(want)
             and same_model(saved.get("model", {}), want["model"], ignore=("num_classes",))
             and state.epoch == cfg.train.epochs)
 
@@ -379,9 +379,9 @@ def setup_run(cfg: RunConfig, out: str | Path, *, resume: bool = False,
                    scaler=runtime.grad_scaler(device, tc.amp), weights_report=report)
     if ckpt is not None and ckpt.train_state is not None:
         _restore(run, ckpt.train_state)
-        note = kept_on_resume(ckpt.config.get("train"), tc)
-        if note is not None and dist_info.main:
-            _log.warning("%s", note)
+        for note in (kept_on_resume(ckpt.config.get("train"), tc), changed_on_resume(ckpt.config, cfg)):
+            if note is not None and dist_info.main:
+                _log.warning("%s", note)
     del ckpt
     if dist_info.main:
         run.log = TrainLog(out, keep_until_step=run.step if resume else None, tensorboard=True)
@@ -530,6 +530,32 @@ def kept_on_resume(saved: Any, tc: TrainConfig) -> str | None:
         return None
     return (f"{', '.join(changed)} not applied: a resumed run keeps the learning rates "
             "and weight decay of its checkpoint (start a new run to change them)")
+
+
+#: Options that do not change what a resumed run learns (or, for ``train.epochs`` and a
+#: changed batch layout, that have notes of their own): no note when they change.
+_BOOKKEEPING: tuple[str, ...] = (
+    "data.workers", "data.val_root", "train.epochs", "train.log_every", "train.grad_norms_every",
+    "train.eval_every", "train.val_retrieval", "train.restore_val_images",
+    "train.restore_val_steps", "train.compile", "train.compile_mode", "train.device",
+    *(f"train.{key}" for key in RESUME_KEEPS))
+
+
+def changed_on_resume(saved: Mapping[str, Any], cfg: RunConfig) -> str | None:
+    """One line naming the ``data``, ``weather`` and ``train`` options of ``cfg`` that
+    differ from the checkpoint's config ``saved`` (bookkeeping options left out), or
+    ``None``: the epochs left use the new values, so the finished run is not the
+    uninterrupted run of either config."""
+    before, now = stored_sections(saved), stored_sections(cfg.as_dict())
+    changed = [f"{section}.{key} {before[section][key]!r} -> {value!r}"
+               for section, options in now.items() if isinstance(before.get(section), dict)
+               for key, value in options.items()
+               if key in before[section] and before[section][key] != value
+               and f"{section}.{key}" not in _BOOKKEEPING]
+    if not changed:
+        return None
+    return (f"--resume with options other than the checkpoint's: {', '.join(changed)} "
+            "(the epochs left use the new values)")
 
 
 def _restore(run: TrainRun, st: TrainState) -> None:
@@ -760,9 +786,9 @@ def _end_epoch(run: TrainRun, epoch: int, losses: Mapping[str, float],
                            scheduler=run.scheduler.state_dict(), rng=rng,
                            rank_rng=ranks,
                            scaler=run.scaler.state_dict() if run.scaler is not None else None)
-        extra = {k: v for k, v in run.cfg.as_dict().items() if k != "model"}
         save_checkpoint(run.out / LAST, run.model, run.model_cfg,
-                        extra_config={**extra, "weights_report": run.weights_report},
+                        extra_config={**stored_sections(run.cfg.as_dict()),
+                                      "weights_report": run.weights_report},
                         train_state=state)
         if run.progress:
             loss_txt = ", ".join(f"{k} {v:.4f}" for k, v in losses.items())
