@@ -35,3 +35,15 @@ def test_rows_scored_on_part_of_a_prerendered_folder_say_so(tmp_path: Path) -> N
 def test_the_evaluation_notes_are_shown(tmp_path: Path) -> None:
     body = "".join(metrics_section([_prerendered(tmp_path)]))
     assert "rain: scored on part of its pre-rendered images (query_drone 20/24)" in body
+
+
+def test_the_size_line_gives_the_range_when_rows_differ(tmp_path: Path) -> None:
+    """SUES-200's heights have galleries of their own size: the line under the table
+    said only the first height's."""
+    rows = [{**_row("fog", 10.0, num_queries=2000, gallery_size=200), "subset": "150"},
+            {**_row("fog", 20.0, num_queries=1800, gallery_size=200, queries_without_match=3),
+             "subset": "300"}]
+    table = metrics_table(MetricsFile(tmp_path / "metrics.json", {"results": rows, "mean": []}))
+    assert "drone-&gt;satellite: 1800–2000 queries, gallery 200, 0–3 without a true match." in table
+    one = metrics_table(MetricsFile(tmp_path / "metrics.json", {"results": rows[:1], "mean": []}))
+    assert "drone-&gt;satellite: 2000 queries, gallery 200, 0 without a true match." in one

@@ -104,14 +104,28 @@ def metrics_table(mf: MetricsFile) -> str:
     first = f"{label or 'test set'} · condition" if any("subset" in r for r in rows) else "condition"
     table = (f'<table><thead><tr><th rowspan="2">{html.text(first)}</th>{heads}</tr><tr>{sub}</tr>'
              f"</thead><tbody>{''.join(body)}</tbody></table>")
-    sizes = []
-    for d in directions:
-        m = next((r.get("metrics", {}) for r in rows if r.get("direction") == d
-                  and "num_queries" in r.get("metrics", {})), {})
-        if m:
-            sizes.append(f"{d}: {m.get('num_queries')} queries, gallery {m.get('gallery_size')}, "
-                         f"{m.get('queries_without_match', 0)} without a true match")
+    sizes = [size_line(d, [r.get("metrics", {}) for r in rows if r.get("direction") == d])
+             for d in directions]
+    sizes = [line for line in sizes if line]
     return table + (html.paragraph("; ".join(sizes) + ".", "meta") if sizes else "")
+
+
+def size_line(direction: str, metrics: list[dict[str, Any]]) -> str:
+    """``direction: N queries, gallery G, U without a true match`` over the rows' metrics
+    that carry sizes; a size that differs between rows (SUES-200's heights, a partial
+    row) is given as its range. Empty when no row has sizes."""
+    rows = [m for m in metrics if "num_queries" in m]
+    if not rows:
+        return ""
+
+    def span(key: str, default: Any = None) -> str:
+        values = {m.get(key, default) for m in rows}
+        if len(values) > 1 and all(isinstance(v, int | float) for v in values):
+            return f"{min(values)}–{max(values)}"
+        return str(min(values, key=str))
+
+    return (f"{direction}: {span('num_queries')} queries, gallery {span('gallery_size')}, "
+            f"{span('queries_without_match', 0)} without a true match")
 
 
 def metrics_description(mf: MetricsFile) -> str:
