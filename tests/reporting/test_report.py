@@ -299,3 +299,26 @@ def test_without_recorded_weather_the_pictures_use_the_evaluation_defaults(tmp_p
     store = _feature_store(inputs, Embedder(), "cpu", cache_dir="none", weather_seed=None,
                            dark_variant=None, batch_size=2, progress=False, log=print)
     assert (store.dark_variant, store.weather_jpeg, store.weather_seed) == ("train", None, 3)
+
+
+def test_a_drone_to_satellite_only_evaluation_gets_no_satellite_to_drone_grids(
+        tiny_run: tuple[Path, Path], tmp_path: Path, built_report: Path) -> None:
+    """Those grids need the whole drone gallery embedded (51,355 images in
+    University-1652) for a direction the evaluation did not score."""
+    import json
+
+    from mcgf.reporting import build_report
+
+    assert list(built_report.parent.glob("**/grid-s2d-*.jpg"))  # both directions scored
+    run, _ = tiny_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    metrics = copy / "eval" / "metrics.json"
+    report = json.loads(metrics.read_text())
+    report["results"] = [r for r in report["results"] if r["direction"] == "drone->satellite"]
+    metrics.write_text(json.dumps(report))
+    index = build_report(copy, queries=1, device="cpu", progress=False, heatmaps=False,
+                         restore_steps=1, tile=32, threads=1, cache_dir=tmp_path / "cache")
+    assert not list(index.parent.glob("**/grid-s2d-*.jpg"))
+    assert list(index.parent.glob("**/grid-d2s-*.jpg"))
+    assert "scored drone → satellite only: satellite → drone grids skipped" in index.read_text()

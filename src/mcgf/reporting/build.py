@@ -165,7 +165,13 @@ def grids_section(ctx: ReportContext, picked: list[ImageRecord]) -> list[str]:
             "similarity.</p>"]
     sets: list[GridSet] = [drone_to_satellite(ctx.store, picked, test["gallery_satellite"].records(),
                                               ctx.conditions)]
-    if "query_satellite" in test and "gallery_drone" in test:
+    scored = {str(r.get("direction")) for m in ctx.inputs.metrics for r in m.rows}
+    if ctx.inputs.metrics and "satellite->drone" not in scored:
+        # Its features would be the whole drone gallery's (51,355 images in
+        # University-1652), embedded for a few grid rows of a direction not evaluated.
+        body.append(html.note("The evaluation scored drone → satellite only: satellite → drone "
+                              "grids skipped (evaluate with --directions d2s,s2d to show them)."))
+    elif "query_satellite" in test and "gallery_drone" in test:
         qs: dict[int, ImageRecord] = {}
         for r in test["query_satellite"].records():
             qs.setdefault(r.label, r)
