@@ -143,7 +143,11 @@ def check_model_options(name: str, values: Mapping[str, Any], where: str) -> dic
         raise UserError(f"{where}: model.name: {err}") from None
     spec = _OPTIONS.get(name)
     if spec is None:
-        known = set(inspect.signature(factory).parameters)
+        params = inspect.signature(factory).parameters.values()
+        # A factory with **kwargs (a subclass forwarding them) takes any name.
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            return dict(values)
+        known = {p.name for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL}
         unknown = sorted(str(k) for k in values if k not in known)
         if unknown:
             raise UserError(f"{where}: unknown option model.{unknown[0]} "

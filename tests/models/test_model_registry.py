@@ -1,0 +1,51 @@
+"""Registering models of one's own: what the options check lets through."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from torch import nn
+
+from mcgf.errors import UserError
+from mcgf.models import model_registry
+from mcgf.models.model_registry import check_model_options, create_model, register_model
+
+
+class _Base(nn.Module):
+    def __init__(self, dim: int = 4, depth: int = 1) -> None:
+        super().__init__()
+        self.dim, self.depth = dim, depth
+
+
+class _Forwarding(_Base):
+    """A subclass that passes its keywords on, as subclasses often do."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+
+
+@pytest.fixture
+def registered() -> Iterator[None]:
+    register_model("test-forwarding")(_Forwarding)
+    register_model("test-base")(_Base)
+    try:
+        yield
+    finally:
+        for name in ("test-forwarding", "test-base"):
+            model_registry._MODELS._factories.pop(name, None)
+
+
+@pytest.mark.usefixtures("registered")
+def test_a_factory_with_kwargs_takes_any_option() -> None:
+    assert check_model_options("test-forwarding", {"dim": 8}, "my.yaml") == {"dim": 8}
+    model = create_model("test-forwarding", dim=8, depth=2)
+    assert (model.dim, model.depth) == (8, 2)
+
+
+@pytest.mark.usefixtures("registered")
+def test_an_unknown_option_names_the_factory_keywords_only() -> None:
+    with pytest.raises(UserError, match=r"^my.yaml: unknown option model.width "
+                                        r"\(known: depth, dim\)$"):
+        check_model_options("test-base", {"width": 8}, "my.yaml")
