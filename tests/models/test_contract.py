@@ -92,3 +92,29 @@ def test_check_names_everything_a_model_lacks() -> None:
     from mcgf.errors import UserError
 
     assert isinstance(err.value, UserError)  # the command line prints it as one line
+
+
+@pytest.mark.parametrize(("attr", "value", "message"), [
+    ("input_size", 16, r"input_size must be \(height, width\), two positive integers \(got 16\)"),
+    ("input_size", (16.0, 16), r"input_size must be .*\(got \(16.0, 16\)\)"),
+    ("input_size", (0, 16), r"input_size must be .*\(got \(0, 16\)\)"),
+    ("mean", 0.5, r"mean must be three numbers, one per colour channel \(got 0.5\)"),
+    ("std", (0.5, 0.5, 0.0), r"std must be three positive numbers, one per colour channel"),
+])
+def test_an_input_spec_the_loader_cannot_use_is_refused(attr: str, value: object,
+                                                         message: str) -> None:
+    """A wrong ``input_size``, ``mean`` or ``std`` stops the run before the data are read,
+    naming the attribute, instead of failing inside the loader."""
+    model = ToyNet()
+    setattr(model, attr, value)
+    with pytest.raises(NotTrainableError, match=rf"^model 'toy' \(ToyNet\) cannot be trained: {message}"):
+        check_trainable(model, "toy")
+
+
+def test_numpy_and_list_input_specs_are_accepted() -> None:
+    import numpy as np
+
+    model = ToyNet()
+    model.input_size = [np.int64(16), 16]  # type: ignore[assignment]
+    model.mean, model.std = [0.5, 0.5, 0.5], (np.float32(0.2), 1, 0.3)  # type: ignore[assignment]
+    check_trainable(model, "toy")

@@ -36,8 +36,9 @@ logs, checkpoints and evaluates without edits elsewhere:
 :class:`TrainableMixin` provides the defaults a simple model can inherit
 (``needs_clean_targets = False``, unit ``loss_weights``, two decay groups over every
 parameter: none on vectors, scalars and what a submodule's ``no_weight_decay()`` lists).
-:func:`check_trainable` is the run-time check: it names what a model lacks. A model may
-also define ``training_problem()``, returning ``None`` or one line saying why training it
+:func:`check_trainable` is the run-time check: it names what a model lacks, and an
+``input_size``, ``mean`` or ``std`` the loader cannot use (:func:`input_spec_problems`).
+A model may also define ``training_problem()``, returning ``None`` or one line saying why training it
 as configured is pointless (e.g. a frozen encoder without weights); the check then
 refuses it with that line. Any submodule may define ``clamp_parameters_()``, which the
 training step calls after each optimizer step to put bounded parameters back in range
@@ -48,6 +49,7 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
+import numbers
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -109,6 +111,34 @@ def missing_members(model: Any) -> list[str]:
     return missing
 
 
+def input_spec_problems(model: Any) -> list[str]:
+    """What is wrong with ``model``'s ``input_size``, ``mean`` and ``std`` (empty: nothing):
+    the loader resizes to a ``(height, width)`` pair of positive integers and normalises
+    the three colour channels of ``[0, 1]`` pixels with three means and three positive
+    standard deviations."""
+
+    def reals(value: Any, count: int) -> list[Any] | None:
+        if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+            return None
+        items = list(value)
+        ok = len(items) == count and all(isinstance(v, numbers.Real) and not isinstance(v, bool)
+                                         for v in items)
+        return items if ok else None
+
+    problems = []
+    size = reals(model.input_size, 2)
+    if size is None or not all(isinstance(v, numbers.Integral) and v >= 1 for v in size):
+        problems.append(f"input_size must be (height, width), two positive integers "
+                        f"(got {model.input_size!r})")
+    if reals(model.mean, 3) is None:
+        problems.append(f"mean must be three numbers, one per colour channel (got {model.mean!r})")
+    std = reals(model.std, 3)
+    if std is None or not all(v > 0 for v in std):
+        problems.append(f"std must be three positive numbers, one per colour channel "
+                        f"(got {model.std!r})")
+    return problems
+
+
 def takes_keyword(fn: Any, name: str) -> bool:
     """Whether ``fn`` accepts the keyword argument ``name`` (by name, or through
     ``**kwargs``); a callable without a signature (a builtin) is trusted."""
@@ -144,6 +174,9 @@ def check_trainable(model: Any, name: str | None = None, *, configured: bool = T
         raise NotTrainableError(
             f"{what} cannot be trained: it lacks {', '.join(missing)} (see "
             "mcgf.models.base.TrainableModel for what a trainable model provides)")
+    wrong = input_spec_problems(model)
+    if wrong:
+        raise NotTrainableError(f"{what} cannot be trained: {'; '.join(wrong)}")
     problem = getattr(model, "training_problem", None) if configured else None
     message = problem() if callable(problem) else None
     if message:
@@ -219,4 +252,5 @@ def clamp_parameters(model: nn.Module) -> None:
 
 
 __all__ = ["NotTrainableError", "TrainableMixin", "TrainableModel", "check_trainable",
-           "clamp_parameters", "decay_split", "missing_members", "no_weight_decay_ids", "takes_keyword"]
+           "clamp_parameters", "decay_split", "input_spec_problems", "missing_members",
+           "no_weight_decay_ids", "takes_keyword"]
