@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -89,6 +90,25 @@ def test_a_non_finite_loss_takes_no_step() -> None:
     batch["drone"][0, 0, 0, 0] = float("nan")
     with pytest.raises(FloatingPointError, match="loss term"):
         train_step(Objective(model), _opt(model), None, batch)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+@pytest.mark.parametrize(("returned", "message"), [
+    (lambda t: {"ce": t["ce"]}, r"returned no 'total' term \(it returned ce\)"),
+    (lambda t: {**t, "total": t["total"].expand(3)},
+     r"returned term 'total' of shape \(3,\), not a scalar tensor"),
+    (lambda t: {**t, "acc": 0.5}, r"returned term 'acc' as float, not a tensor"),
+    (lambda t: t["total"], r"returned Tensor, not a dict of loss terms"),
+])
+def test_a_loss_outside_the_contract_is_refused_in_one_line(returned: Any, message: str) -> None:
+    """A model's ``loss`` that the step cannot use stops it with a user error naming the
+    model and the term, before any backward pass or optimizer step."""
+    model = ToyNet()
+    plain = model.loss
+    model.loss = lambda batch, generator=None: returned(plain(batch))  # type: ignore[method-assign]
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(UserError, match=rf"^ToyNet.loss {message} \(see mcgf.models.base"):
+        train_step(Objective(model), _opt(model), None, toy_batch())
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 

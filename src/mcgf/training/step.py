@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mcgf.models.base import clamp_parameters
+from mcgf.models.base import NotTrainableError, clamp_parameters
 
 Batch = dict[str, Any]
 
@@ -50,10 +50,27 @@ class Objective(nn.Module):
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         terms = self.model.loss(batch, generator=self.generator)
-        if "total" not in terms:
-            raise KeyError(f"{type(self.model).__name__}.loss returned no 'total' term "
-                           f"(it returned {', '.join(terms) or 'nothing'})")
+        problem = loss_terms_problem(terms)
+        if problem:
+            raise NotTrainableError(f"{type(self.model).__name__}.loss {problem} (see "
+                                    "mcgf.models.base.TrainableModel)")
         return terms
+
+
+def loss_terms_problem(terms: Any) -> str | None:
+    """What is wrong with what a model's ``loss`` returned (``None``: nothing): the step
+    needs a dict of scalar tensors with ``total`` among them, to back-propagate ``total``
+    and to read every term back in one stacked copy."""
+    if not isinstance(terms, Mapping):
+        return f"returned {type(terms).__name__}, not a dict of loss terms"
+    if "total" not in terms:
+        return f"returned no 'total' term (it returned {', '.join(map(str, terms)) or 'nothing'})"
+    for name, term in terms.items():
+        if not isinstance(term, torch.Tensor):
+            return f"returned term {name!r} as {type(term).__name__}, not a tensor"
+        if term.ndim != 0:
+            return f"returned term {name!r} of shape {tuple(term.shape)}, not a scalar tensor"
+    return None
 
 
 def model_generator(seed: int, rank: int, device: torch.device) -> torch.Generator:
@@ -265,5 +282,5 @@ def train_step(
     return result
 
 
-__all__ = ["Objective", "StepResult", "encoder_gradient_norms", "mean_over_ranks",
-           "model_generator", "train_step", "unwrap"]
+__all__ = ["Objective", "StepResult", "encoder_gradient_norms", "loss_terms_problem",
+           "mean_over_ranks", "model_generator", "train_step", "unwrap"]
