@@ -188,6 +188,17 @@ def test_errors_name_the_path(tmp_path: Path) -> None:
         load_checkpoint(path)
 
 
+def test_a_model_registered_elsewhere_names_the_checkpoint(tmp_path: Path) -> None:
+    """A checkpoint of a model whose registering module is not imported: the error names
+    the checkpoint's config and says how to import the module."""
+    path = save_checkpoint(tmp_path / "ck", make_model(), CONFIG)
+    cfg = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**cfg, "model": {**CONFIG, "name": "mine"}}))
+    with pytest.raises(UserError, match=rf"^{path / 'config.json'}: model.name: unknown model "
+                                        r"'mine': .*mcgf --import MODULE\)$"):
+        load_checkpoint(path)
+
+
 def test_a_weights_file_given_as_checkpoint_says_where_it_goes(tmp_path: Path) -> None:
     """A timm or torch weights file is no checkpoint: the error says what is, and where
     such a file is taken (the initial weights of a training run)."""

@@ -400,9 +400,13 @@ def load_checkpoint(
     state = read_train_state(folder, map_location) if load_train_state else None
     model_cfg = dict(config["model"])
     name = model_cfg.pop("name")
-    # A checkpoint brings its own weights: the initial ones are neither fetched nor read.
-    options = check_model_options(name, without_initial_weights(name, model_cfg),
-                                  str(folder / CONFIG_FILE))
+    where = str(folder / CONFIG_FILE)
+    try:
+        # A checkpoint brings its own weights: the initial ones are neither fetched nor read.
+        model_cfg = without_initial_weights(name, model_cfg)
+    except UserError as err:  # a model of one's own whose module was not imported
+        raise UserError(f"{where}: model.name: {err}") from None
+    options = check_model_options(name, model_cfg, where)
     model = create_model(name, **options)
     try:
         _load_weights(model, weights)
