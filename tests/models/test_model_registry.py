@@ -49,3 +49,13 @@ def test_an_unknown_option_names_the_factory_keywords_only() -> None:
     with pytest.raises(UserError, match=r"^my.yaml: unknown option model.width "
                                         r"\(known: depth, dim\)$"):
         check_model_options("test-base", {"width": 8}, "my.yaml")
+
+
+def test_a_built_in_name_is_refused_at_registration() -> None:
+    """Registering one's own model under a built-in name fails on that registration, and
+    the built-in model stays the one registered (not a failure in its lazy import)."""
+    with pytest.raises(UserError, match=r"^register_model\('lpn'\): a model named 'lpn' is "
+                                        r"already registered: register yours under another name$"):
+        register_model("lpn")(_Base)
+    assert model_registry._MODELS.get("lpn") is not _Base
+    assert "lpn" in model_registry.available_models()

@@ -53,11 +53,22 @@ def register_model(name: str, *, options: type | None = None) -> Callable[[Model
     ``options``: a dataclass with one field per keyword of the factory, typed and
     constrained with :func:`mcgf.options.option`; configs are checked against it. Without
     it only the option names are checked.
+
+    Raises:
+        UserError: ``name`` is taken by another factory (a built-in model's included).
     """
     register = _MODELS.register(name)
 
     def deco(factory: ModelFactory) -> ModelFactory:
-        register(factory)
+        if getattr(factory, "__module__", None) not in _BUILTIN_MODULES:
+            # A name taken by a built-in model is refused here, at the registration of
+            # one's own, rather than later inside the built-in module's lazy import.
+            _load_builtins()
+        try:
+            register(factory)
+        except ValueError as err:
+            raise UserError(f"register_model({name!r}): {err}: register yours under another "
+                            "name") from None
         if options is not None:
             _OPTIONS[name] = options
         return factory
