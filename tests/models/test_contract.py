@@ -118,3 +118,23 @@ def test_numpy_and_list_input_specs_are_accepted() -> None:
     model.input_size = [np.int64(16), 16]  # type: ignore[assignment]
     model.mean, model.std = [0.5, 0.5, 0.5], (np.float32(0.2), 1, 0.3)  # type: ignore[assignment]
     check_trainable(model, "toy")
+
+
+def test_param_groups_are_checked_against_the_models_parameters() -> None:
+    """Trainable parameters that no group holds are named; a parameter in two groups, or
+    one that is not the model's, is refused in one line."""
+    from mcgf.models.base import unoptimised_parameters
+
+    model = ToyNet()
+    assert unoptimised_parameters(model, model.param_groups(0.1, 0.0)) == []
+    encoder_only = [{"params": list(model.encoder.parameters())}]
+    assert unoptimised_parameters(model, encoder_only) == [
+        n for n, _ in model.named_parameters() if not n.startswith("encoder.")] != []
+    model.classifier.requires_grad_(False)  # frozen parameters need no group
+    assert unoptimised_parameters(model, encoder_only) == []
+    first = next(model.encoder.parameters())
+    with pytest.raises(NotTrainableError, match=r"^model 'toy' \(ToyNet\) cannot be trained: its "
+                                                r"param_groups\(\) hold encoder\.\S+ twice"):
+        unoptimised_parameters(model, [*encoder_only, {"params": [first]}], "toy")
+    with pytest.raises(NotTrainableError, match=r"hold a parameter of shape \(2,\) that is not"):
+        unoptimised_parameters(model, [nn.Parameter(torch.zeros(2))], "toy")

@@ -185,6 +185,22 @@ def test_the_loop_trains_any_contract_model_and_logs_its_terms(
     assert ck.config["model"] == {"name": TOY, "aux": 0.25, "num_classes": 4}
 
 
+def test_the_loop_names_trainable_parameters_no_group_holds(
+        tmp_path: Path, toy_registered: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A model whose param_groups() leave out its classifier trains only its encoder: the
+    run says so before the first step, naming the parameters left out."""
+    monkeypatch.setattr(ToyNet, "param_groups", lambda self, lr, wd, ld=None:
+                        [{"params": list(self.encoder.parameters()), "lr": lr}])
+    cfg = parse_run_config(_toy_config(write_tree(tmp_path / "U")), "t")
+    with caplog.at_level("WARNING", logger="mcgf"):
+        train(cfg, tmp_path / "run", progress=False, stop_after=1)
+    left = [r.getMessage() for r in caplog.records if "none of its param_groups" in r.getMessage()]
+    assert left == [f"model {TOY!r}: 2 trainable parameters are in none of its param_groups() "
+                    "and will not train (classifier.weight, classifier.bias): add them to a "
+                    "group, or set requires_grad=False"]
+
+
 class PairNet(ToyNet):
     """A contrastive model without a classifier over locations: no ``num_classes`` option."""
 

@@ -139,6 +139,32 @@ def input_spec_problems(model: Any) -> list[str]:
     return problems
 
 
+def unoptimised_parameters(model: nn.Module, groups: Iterable[Any], name: str | None = None) -> list[str]:
+    """Names of ``model``'s trainable parameters that none of ``groups`` (its
+    ``param_groups``: dicts with ``params``, or bare parameters) holds: they get gradients
+    but the optimizer never moves them.
+
+    Raises:
+        NotTrainableError: a parameter held by two groups, or one that is not
+            ``model``'s, named in one line.
+    """
+    names = {id(p): n for n, p in model.named_parameters()}
+    what = f"model {name!r} ({type(model).__name__})" if name else type(model).__name__
+    seen: set[int] = set()
+    for group in groups:
+        params = group["params"] if isinstance(group, Mapping) else group
+        params = [params] if isinstance(params, torch.Tensor) else list(params)
+        for p in params:
+            if id(p) not in names:
+                raise NotTrainableError(f"{what} cannot be trained: its param_groups() hold a "
+                                        f"parameter of shape {tuple(p.shape)} that is not the model's")
+            if id(p) in seen:
+                raise NotTrainableError(f"{what} cannot be trained: its param_groups() hold "
+                                        f"{names[id(p)]} twice: put each parameter in one group")
+            seen.add(id(p))
+    return [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in seen]
+
+
 def takes_keyword(fn: Any, name: str) -> bool:
     """Whether ``fn`` accepts the keyword argument ``name`` (by name, or through
     ``**kwargs``); a callable without a signature (a builtin) is trusted."""
@@ -253,4 +279,4 @@ def clamp_parameters(model: nn.Module) -> None:
 
 __all__ = ["NotTrainableError", "TrainableMixin", "TrainableModel", "check_trainable",
            "clamp_parameters", "decay_split", "input_spec_problems", "missing_members",
-           "no_weight_decay_ids", "takes_keyword"]
+           "no_weight_decay_ids", "takes_keyword", "unoptimised_parameters"]

@@ -360,8 +360,7 @@ def setup_run(cfg: RunConfig, out: str | Path, *, resume: bool = False,
     sampler, loader = build_loader(cfg, build_dataset(cfg, drone, satellite, model), device,
                                    world=dist_info.world, rank=dist_info.rank)
     steps_per_epoch = math.ceil(len(sampler) / tc.accumulate)
-    optimizer = adamw(model.param_groups(tc.lr, tc.weight_decay, tc.layer_decay), tc.lr,
-                      tc.weight_decay, device)
+    optimizer = _optimizer(model, cfg, device, warn=dist_info.main)
     total_steps, note = _schedule_length(ckpt, steps_per_epoch, tc.epochs)
     if note is not None and dist_info.main:
         _log.warning("%s", note)
@@ -462,6 +461,23 @@ def _resume_checkpoint(out: Path) -> LoadedCheckpoint:
     recover_interrupted_save(last)
     check_resumable(out)
     return load_checkpoint(last, map_location="cpu", load_train_state=True)
+
+
+def _optimizer(model: nn.Module, cfg: RunConfig, device: torch.device, *,
+               warn: bool) -> torch.optim.Optimizer:
+    """AdamW over the model's ``param_groups``, checked: a parameter in two groups stops
+    the run; trainable parameters in none are named in a warning (they would not train)."""
+    from mcgf.models.base import unoptimised_parameters
+
+    tc = cfg.train
+    groups = list(model.param_groups(tc.lr, tc.weight_decay, tc.layer_decay))
+    left = unoptimised_parameters(model, groups, cfg.model.get("name"))
+    if left and warn:
+        _log.warning("model %r: %d trainable parameters are in none of its param_groups() and "
+                     "will not train (%s%s): add them to a group, or set requires_grad=False",
+                     cfg.model.get("name"), len(left), ", ".join(left[:5]),
+                     ", ..." if len(left) > 5 else "")
+    return adamw(groups, tc.lr, tc.weight_decay, device)
 
 
 def _build_model(cfg: RunConfig, model_cfg: dict[str, Any], ckpt: LoadedCheckpoint | None,
