@@ -192,3 +192,55 @@ def test_a_model_that_does_not_say_its_views_embed_alike_is_cached_per_view() ->
     model.share_encoder = True  # type: ignore[assignment]
     alike = CheckpointEmbedder(model, "user-checkpoint:0")
     assert alike.identity == alike.for_view("satellite").identity == "user-checkpoint:0"
+
+
+USER_MODEL = '''
+import torch
+import torch.nn.functional as F
+from mcgf.models.base import TrainableMixin
+
+
+class UserNet(TrainableMixin, torch.nn.Module):
+    input_size, mean, std = (16, 16), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(3, 4)
+
+    def embed(self, images, view):
+        return F.normalize(self.proj(images.mean(dim=(2, 3))), dim=1)
+'''
+
+
+def test_the_identity_of_a_model_of_ones_own_follows_its_code(tmp_path: Path) -> None:
+    """Editing a model defined outside mcgf changes its checkpoint's identity, so the
+    feature cache does not serve what the old code computed; mcgf's own models are
+    covered by mcgf's version and get no code digest."""
+    import hashlib
+    import importlib.util
+    import sys
+
+    from mcgf.models import model_registry
+    from mcgf.models.checkpoint_embedder import model_code_digest
+
+    source = tmp_path / "usernet_for_identity.py"
+    source.write_text(USER_MODEL)
+    spec = importlib.util.spec_from_file_location("usernet_for_identity", source)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    model_registry.register_model("test-usernet")(module.UserNet)
+    try:
+        save_checkpoint(tmp_path / "ck", module.UserNet(), {"name": "test-usernet"})
+        first = build_embedder(CHECKPOINT_EMBEDDER, checkpoint=str(tmp_path / "ck")).identity
+        digest = hashlib.sha256(USER_MODEL.encode()).hexdigest()[:12]
+        assert model_code_digest(module.UserNet) == digest
+        assert first.endswith(f":code={digest}:view=drone")
+        source.write_text(USER_MODEL.replace("images.mean(dim=(2, 3))", "images.amax(dim=(2, 3))"))
+        second = build_embedder(CHECKPOINT_EMBEDDER, checkpoint=str(tmp_path / "ck")).identity
+        assert second != first and second.rsplit(":code=", 1)[0] == first.rsplit(":code=", 1)[0]
+    finally:
+        model_registry._MODELS._factories.pop("test-usernet", None)
+        sys.modules.pop(spec.name, None)
+    assert model_code_digest(MCGFModel) is None

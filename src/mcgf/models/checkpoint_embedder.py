@@ -2,7 +2,8 @@
 
 ``--checkpoint PATH`` builds it (see :data:`mcgf.models.registry.CHECKPOINT_EMBEDDER`).
 Its identity hashes the weights file and the model config, so cached features follow the
-weights, not the path. Heavy imports (timm, safetensors) happen only when it is built.
+weights, not the path; for a model defined outside mcgf, also the source files of its
+class (:func:`model_code_digest`), so they follow that code too. Heavy imports (timm, safetensors) happen only when it is built.
 
 Two options speed a GPU up (``--embedder-arg KEY=VALUE``): ``compile=true`` (or a
 ``torch.compile`` backend name) compiles the encoder blocks as ``train.compile`` does
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +89,34 @@ def file_digest(path: str | Path, length: int = 16) -> str:
     return h.hexdigest()[:length]
 
 
+#: Packages whose code is not a model's own: mcgf's is covered by its version in the feature
+#: cache key, the others change only with an upgrade.
+_SHARED_CODE = ("mcgf", "torch", "builtins", "typing", "abc")
+
+
+def model_code_digest(cls: type) -> str | None:
+    """``sha256[:12]`` of the source files that define ``cls`` and its base classes outside
+    mcgf and torch (a model of one's own), ``None`` when there are none.
+
+    Such a model's code can change while its checkpoint stays the same; the feature
+    cache (keyed by mcgf's version for mcgf's own models) must then not serve features
+    that the old code computed.
+    """
+    files: list[Path] = []
+    for klass in cls.__mro__:
+        if klass.__module__.partition(".")[0] in _SHARED_CODE:
+            continue
+        source = getattr(sys.modules.get(klass.__module__), "__file__", None)
+        if source and Path(source).is_file() and Path(source) not in files:
+            files.append(Path(source))
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for source in files:
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def checkpoint_identity(folder: str | Path, config: dict[str, Any]) -> str:
     """``mcgf-checkpoint:<weights sha256[:16]>:<model config sha256[:12]>``."""
     cfg = json.dumps(config.get("model", {}), sort_keys=True, separators=(",", ":"))
@@ -121,6 +151,9 @@ def checkpoint(checkpoint: str, device: str | None = None, view: str = "drone",
     loaded = load_checkpoint(folder)
     identity = checkpoint_identity(folder, loaded.config)
     model = loaded.model
+    code = model_code_digest(type(model))
+    if code is not None:
+        identity += f":code={code}"
     if weights_dtype != "fp32":
         model = model.to(WEIGHT_DTYPES[weights_dtype])
         identity += f":weights={weights_dtype}"
