@@ -59,3 +59,26 @@ def test_a_built_in_name_is_refused_at_registration() -> None:
         register_model("lpn")(_Base)
     assert model_registry._MODELS.get("lpn") is not _Base
     assert "lpn" in model_registry.available_models()
+
+
+def test_options_that_do_not_match_the_factory_are_refused_at_registration() -> None:
+    """An options dataclass must declare each keyword of its factory (e.g. ``num_classes``,
+    which training sets) and no other: a mismatch is one line at registration."""
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class DimOnly:
+        dim: int = 4
+        width: int = 2
+
+    with pytest.raises(UserError, match=r"^register_model\('test-mismatch', options=DimOnly\): "
+                                        r"_Base takes depth, which the options do not declare; the "
+                                        r"options declare width, which _Base does not take: "):
+        register_model("test-mismatch", options=DimOnly)(_Base)
+    assert "test-mismatch" not in model_registry._MODELS
+    with pytest.raises(UserError, match=r"options must be a dataclass"):
+        register_model("test-mismatch", options=dict)(_Base)
+    # A factory forwarding **kwargs may take options it does not name.
+    register_model("test-mismatch", options=DimOnly)(_Forwarding)
+    model_registry._MODELS._factories.pop("test-mismatch", None)
+    model_registry._OPTIONS.pop("test-mismatch", None)

@@ -55,7 +55,8 @@ def register_model(name: str, *, options: type | None = None) -> Callable[[Model
     it only the option names are checked.
 
     Raises:
-        UserError: ``name`` is taken by another factory (a built-in model's included).
+        UserError: ``name`` is taken by another factory (a built-in model's included), or
+            ``options`` is not a dataclass with one field per keyword of the factory.
     """
     register = _MODELS.register(name)
 
@@ -64,6 +65,8 @@ def register_model(name: str, *, options: type | None = None) -> Callable[[Model
             # A name taken by a built-in model is refused here, at the registration of
             # one's own, rather than later inside the built-in module's lazy import.
             _load_builtins()
+        if options is not None:
+            _check_options_match(name, factory, options)
         try:
             register(factory)
         except ValueError as err:
@@ -74,6 +77,26 @@ def register_model(name: str, *, options: type | None = None) -> Callable[[Model
         return factory
 
     return deco
+
+
+def _check_options_match(name: str, factory: ModelFactory, options: type) -> None:
+    """Refuse an options dataclass whose fields are not the factory's keywords: a config
+    could not set a keyword it lacks (``num_classes`` included, which training sets), and
+    one the factory lacks would fail when the model is built."""
+    where = f"register_model({name!r}, options={getattr(options, '__name__', repr(options))})"
+    if not (isinstance(options, type) and dataclasses.is_dataclass(options)):
+        raise UserError(f"{where}: options must be a dataclass (see mcgf.options)")
+    params = inspect.signature(factory).parameters.values()
+    takes = {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params)
+    fields = {f.name for f in dataclasses.fields(options)}
+    what = getattr(factory, "__name__", "the factory")
+    problems = [f"{what} takes {k}, which the options do not declare" for k in sorted(takes - fields)]
+    if not takes_any:
+        problems += [f"the options declare {k}, which {what} does not take" for k in sorted(fields - takes)]
+    if problems:
+        raise UserError(f"{where}: {'; '.join(problems)}: give the options one field per "
+                        "keyword of the factory")
 
 
 def _load_builtins() -> None:
