@@ -82,3 +82,29 @@ def test_options_that_do_not_match_the_factory_are_refused_at_registration() -> 
     register_model("test-mismatch", options=DimOnly)(_Forwarding)
     model_registry._MODELS._factories.pop("test-mismatch", None)
     model_registry._OPTIONS.pop("test-mismatch", None)
+
+
+class _Weighted(nn.Module):
+    def __init__(self, pretrained: bool = False, weights: str | None = None) -> None:
+        super().__init__()
+        self.pretrained, self.weights = pretrained, weights
+
+
+class _ForwardingWeighted(_Weighted):
+    def __init__(self, extra: int = 1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+
+
+def test_initial_weights_are_turned_off_through_a_forwarding_factory() -> None:
+    """A checkpoint of a subclass that forwards ``**kwargs`` is rebuilt without fetching or
+    reading the initial weights its config names."""
+    from mcgf.models.model_registry import without_initial_weights
+
+    register_model("test-fw-weights")(_ForwardingWeighted)
+    try:
+        saved = {"extra": 2, "pretrained": True, "weights": "gone.safetensors"}
+        assert without_initial_weights("test-fw-weights", saved) == {
+            "extra": 2, "pretrained": False, "weights": None}
+        assert without_initial_weights("test-fw-weights", {"extra": 2}) == {"extra": 2}
+    finally:
+        model_registry._MODELS._factories.pop("test-fw-weights", None)

@@ -151,13 +151,17 @@ def model_options_type(name: str) -> type | None:
 
 def without_initial_weights(name: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """``kwargs`` with the options of :data:`INITIAL_WEIGHTS_OFF` that the model registered
-    as ``name`` takes turned off (nothing is downloaded or read when it is built).
+    as ``name`` takes turned off (nothing is downloaded or read when it is built). A
+    factory with ``**kwargs`` (a subclass forwarding them) gets those of them that
+    ``kwargs`` set turned off; unset ones are left out, since where they go is unknown.
 
     Raises:
         UserError: unknown name.
     """
-    params = model_options(name)
-    return {**kwargs, **{k: v for k, v in INITIAL_WEIGHTS_OFF.items() if k in params}}
+    params = inspect.signature(_factory(name)).parameters
+    forwards = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return {**kwargs, **{k: v for k, v in INITIAL_WEIGHTS_OFF.items()
+                         if k in params or (forwards and k in kwargs)}}
 
 
 def check_model_options(name: str, values: Mapping[str, Any], where: str) -> dict[str, Any]:
