@@ -242,3 +242,17 @@ def test_a_crash_on_one_rank_keeps_its_traceback(tmp_path: Path) -> None:
     lines = _own_lines(first.stderr)
     assert first.returncode != 0 and len(lines) == 1, first.stderr[-3000:]
     assert lines[0].startswith("mcgf: error: ") and "Traceback" not in first.stderr
+
+
+def test_import_may_also_follow_the_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``mcgf train --import mymodels ...`` was an unrecognised argument: --import was
+    accepted only before the command."""
+    import mcgf.cli.main as cli_main
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(cli_main, "import_modules", lambda names: seen.append(list(names)))
+    missing = str(tmp_path / "missing")
+    assert main(["--import", "a", "data", "check", "--import", "b", missing, "--import", "c"]) == 2
+    assert main(["train", "--import", "d", "--out", missing]) == 2
+    assert main(["data", "check", missing]) == 2
+    assert seen == [["a", "b", "c"], ["d"], []]

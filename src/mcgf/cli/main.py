@@ -45,13 +45,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mcgf {__version__}")
     parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
-                        help="import MODULE before the command, e.g. one that registers a model "
-                        "or an embedder of your own: a module name (found in the current folder "
-                        "or on the Python path) or a .py file; repeatable")
+                        help=IMPORT_HELP)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"mcgf.cli.{name}").register(subparsers)
+    _import_option_everywhere(subparsers)
     return parser
+
+
+IMPORT_HELP = ("import MODULE before the command, e.g. one that registers a model, an embedder "
+               "or a dataset layout of your own: a module name (found in the current folder or "
+               "on the Python path) or a .py file; repeatable")
+
+
+def _import_option_everywhere(subparsers: argparse._SubParsersAction) -> None:
+    """Give every command (and sub-command) ``--import`` too, so that it may also follow
+    the command name (``mcgf train --import mymodels ...``); it collects into
+    ``imports_after``, since a sub-parser's value would replace the top level's."""
+    for sub in dict.fromkeys(subparsers.choices.values()):
+        sub.add_argument("--import", dest="imports_after", action="append",
+                         default=argparse.SUPPRESS, metavar="MODULE", help=IMPORT_HELP)
+        for action in sub._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _import_option_everywhere(action)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -71,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings(), _warnings_on_rank_0():
             warnings.showwarning = _one_line_deprecations(warnings.showwarning)
-            import_modules(args.imports)
+            import_modules([*args.imports, *getattr(args, "imports_after", [])])
             return int(args.func(args) or 0)
     except ImageReadError as err:
         print(f"mcgf: error: {_worded_for(err, args)}", file=sys.stderr)
