@@ -256,3 +256,51 @@ def test_import_may_also_follow_the_command(tmp_path: Path, monkeypatch: pytest.
     assert main(["train", "--import", "d", "--out", missing]) == 2
     assert main(["data", "check", missing]) == 2
     assert seen == [["a", "b", "c"], ["d"], []]
+
+
+def test_a_full_disk_while_saving_is_one_line_and_keeps_the_previous_checkpoint(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """torch.save on a full disk raises a RuntimeError from the OSError: the run stops
+    with one line naming the cause and how to go on, not a traceback, and ``last`` is the
+    previous complete checkpoint, with no hidden folder of the failed save beside it."""
+    import errno
+
+    import torch
+
+    from tests.training.tiny_run import tiny_config, write_config, write_tree
+
+    cfg = tiny_config(write_tree(tmp_path / "data"), epochs=1)
+    path = write_config(tmp_path / "cfg.yaml", cfg)
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(path), "--out", str(out), "--quiet"]) == 0
+    before = {p.name: p.read_bytes() for p in (out / "last").iterdir()}
+    capsys.readouterr()
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as err:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] unexpected pos") from err
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    code = main(["train", "--out", str(out), "--resume", "--quiet", "--set", "train.epochs=2"])
+    err = capsys.readouterr().err.splitlines()
+    assert code == 2
+    assert err == [f"mcgf: error: no space left on device: free some space and run the command "
+                   f"again with --resume, which goes on from the last complete checkpoint {out / 'last'}"]
+    assert {p.name: p.read_bytes() for p in (out / "last").iterdir()} == before
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+
+
+@pytest.mark.parametrize(("error", "said"), [
+    (OSError(28, "No space left on device", "out/a.npy"), "no space left on device (out/a.npy)"),
+    (OSError(122, "Disk quota exceeded"), "disk quota exceeded"),
+    (RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)"),
+     "no space left on device"),
+    (OSError(13, "Permission denied"), None),
+    (RuntimeError("CUDA out of memory"), None),
+])
+def test_what_counts_as_a_full_disk(error: Exception, said: str | None) -> None:
+    from mcgf.cli.main import _disk_full
+
+    assert _disk_full(error) == said

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import importlib
 import logging
 import os
@@ -77,7 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     any other exception is a bug and propagates with its traceback. Under ``torchrun``
     only rank 0 prints warnings (see :func:`_warnings_on_rank_0`), and a rank whose
     collective call fails because another rank left (its own error, or a bug, printed
-    there) ends with one line and exit code 1 instead of the collective's traceback.
+    there) ends with one line and exit code 1 instead of the collective's traceback. A
+    full disk or quota is one line too (exit code 2): the outputs are written atomically,
+    so the files complete before it are kept.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -100,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except RuntimeError as err:
         if not _peer_left(err):
-            raise
+            return _stop_on_full_disk(err, args)
         # Not this rank's fault: the rank that left printed why (its one-line error, or the
         # traceback of a bug); the collective's traceback here would only bury that.
         print(f"mcgf: error: rank {launcher_rank()} stops: another process of this torchrun job "
@@ -111,6 +114,46 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+    except Exception as err:
+        return _stop_on_full_disk(err, args)
+
+
+#: How libraries that do not raise an :class:`OSError` word a full disk or quota:
+#: safetensors ("No space left on device (os error 28)").
+_DISK_FULL_TEXT = ("no space left on device", "disk quota exceeded")
+
+
+def _stop_on_full_disk(err: Exception, args: argparse.Namespace) -> int:
+    """Exit code 2 after one line when ``err`` is a full disk (:func:`_disk_full`);
+    otherwise ``err`` is a bug and is raised again with its traceback."""
+    full = _disk_full(err)
+    if full is None:
+        raise err
+    # Every output is written atomically: what was complete before is still there.
+    hint = (f" with --resume, which goes on from the last complete checkpoint "
+            f"{Path(args.out) / 'last'}" if args.command == "train" else "")
+    print(f"mcgf: error: {full}: free some space and run the command again{hint}",
+          file=sys.stderr)
+    return 2
+
+
+def _disk_full(err: BaseException) -> str | None:
+    """``"no space left on device"`` (naming the file where known) when ``err`` or an
+    exception it was raised from is a full disk or an exceeded quota, else ``None``.
+    torch.save raises a RuntimeError from the OSError; safetensors an error of its own."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            name = f" ({current.filename})" if current.filename else ""
+            return f"{os.strerror(current.errno).lower()}{name}"
+        text = str(current).lower()
+        for words in _DISK_FULL_TEXT:
+            if words in text:
+                return words
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def import_modules(names: Sequence[str]) -> None:
