@@ -304,3 +304,47 @@ def test_what_counts_as_a_full_disk(error: Exception, said: str | None) -> None:
     from mcgf.cli.main import _disk_full
 
     assert _disk_full(error) == said
+
+
+
+def test_sigterm_while_saving_is_one_line_exit_143_and_leaves_the_previous_checkpoint(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A scheduler's SIGTERM during a checkpoint write unwinds like Ctrl-C: the half-written
+    hidden folder is removed and ``last`` kept, one line, exit code 143; the handler is
+    put back afterwards."""
+    import os
+    import signal
+    import time
+
+    import torch
+
+    import mcgf.models.checkpoint as checkpoint
+    from tests.training.tiny_run import tiny_config, write_config
+
+    path = write_config(tmp_path / "cfg.yaml", tiny_config(tmp_path / "data"))
+    out = tmp_path / "run"
+    model = torch.nn.Linear(2, 2)
+    checkpoint.save_checkpoint(out / "last", model, {"name": "linear"})
+    before = {p.name: p.read_bytes() for p in (out / "last").iterdir()}
+    save_weights = checkpoint._save_weights
+
+    def terminated_while_saving(model: torch.nn.Module, path: Path) -> None:
+        save_weights(model, path)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)  # the handler interrupts it
+
+    def train(cfg: object, out: Path, **kwargs: object) -> None:
+        with torch.no_grad():
+            model.weight += 1
+        checkpoint.save_checkpoint(out / "last", model, {"name": "linear"})
+
+    monkeypatch.setattr(checkpoint, "_save_weights", terminated_while_saving)
+    monkeypatch.setattr("mcgf.training.loop.train", train)
+    handler = signal.getsignal(signal.SIGTERM)
+    started = time.monotonic()
+    code = main(["train", "--config", str(path), "--out", str(out), "--resume", "--quiet"])
+    assert (code, capsys.readouterr().err) == (143, "mcgf: terminated\n")
+    assert time.monotonic() - started < 5
+    assert sorted(p.name for p in out.iterdir()) == ["last"]
+    assert {p.name: p.read_bytes() for p in (out / "last").iterdir()} == before
+    assert signal.getsignal(signal.SIGTERM) == handler

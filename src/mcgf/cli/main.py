@@ -14,6 +14,7 @@ import errno
 import importlib
 import logging
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -71,6 +72,40 @@ def _import_option_everywhere(subparsers: argparse._SubParsersAction) -> None:
                 _import_option_everywhere(action)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch scheduler, ``kill``) received while a command runs: like Ctrl-C, it
+    unwinds the command, so that temporary files and folders of unfinished writes are
+    removed and DataLoader workers stopped, as on Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Raise :class:`Terminated` on SIGTERM while the block runs (main thread only).
+
+    Processes forked meanwhile (DataLoader or pool workers) inherit the handler; in them
+    SIGTERM keeps its default action, since a pool stops its workers with it.
+    """
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pid = os.getpid()
+
+    def handler(signum: int, frame: object) -> None:
+        if os.getpid() != pid:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code.
 
@@ -78,7 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     any other exception is a bug and propagates with its traceback. Under ``torchrun``
     only rank 0 prints warnings (see :func:`_warnings_on_rank_0`), and a rank whose
     collective call fails because another rank left (its own error, or a bug, printed
-    there) ends with one line and exit code 1 instead of the collective's traceback. A
+    there) ends with one line and exit code 1 instead of the collective's traceback.
+    Ctrl-C and SIGTERM end with one line and exit codes 130 and 143. A
     full disk or quota is one line too (exit code 2): the outputs are written atomically,
     so the files complete before it are kept.
     """
@@ -88,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        with warnings.catch_warnings(), _warnings_on_rank_0():
+        with warnings.catch_warnings(), _warnings_on_rank_0(), _sigterm_interrupts():
             warnings.showwarning = _one_line_deprecations(warnings.showwarning)
             import_modules([*args.imports, *getattr(args, "imports_after", [])])
             return int(args.func(args) or 0)
@@ -98,6 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as err:
         print(f"mcgf: error: {err}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("mcgf: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("mcgf: interrupted", file=sys.stderr)
         return 130
