@@ -18,6 +18,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from mcgf.errors import UserError
+
 
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
@@ -172,3 +174,62 @@ def replace_dir(tmp: str | Path, dest: str | Path) -> None:
     fsync_dir(dest.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+#: Folders this process holds a :func:`folder_lock` on: ``(device, inode) -> [fd, depth]``.
+_HELD_LOCKS: dict[tuple[int, int], list[int]] = {}
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, busy: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (created if missing) while the block runs, so
+    that two processes never write the same run folder at once.
+
+    The lock is ``flock`` on the folder itself: no lock file is left behind, and the
+    operating system releases it when the process ends, however it ends. Re-entrant within
+    a process. Where the filesystem or platform has no such locks, the block runs
+    unlocked. A folder this call created is removed again if it is still empty at the end.
+
+    Raises:
+        UserError: another process holds the lock; the message is ``busy``.
+    """
+    folder = Path(folder)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    st = folder.stat()
+    key = (st.st_dev, st.st_ino)
+    held = _HELD_LOCKS.get(key)
+    if held is not None:
+        held[1] += 1
+    else:
+        _HELD_LOCKS[key] = [_lock_fd(folder, busy), 1]
+    try:
+        yield
+    finally:
+        entry = _HELD_LOCKS[key]
+        entry[1] -= 1
+        if entry[1] == 0:
+            del _HELD_LOCKS[key]
+            if entry[0] >= 0:
+                os.close(entry[0])  # releases the lock
+            if created:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only if still empty
+
+
+def _lock_fd(folder: Path, busy: str) -> int:
+    """A descriptor of ``folder`` holding its ``flock`` (``-1``: no such locks here)."""
+    try:
+        import fcntl
+
+        fd = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):
+        return -1  # Windows opens no folder this way and has no flock
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UserError(busy) from None
+    except OSError:
+        pass  # a filesystem without flock (some network ones): unlocked
+    return fd

@@ -53,3 +53,36 @@ def test_a_bad_set_value_is_named_as_the_set_not_as_the_file(
     assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r"),
                  "--set", "train.lr=0.1"]) == 2
     assert capsys.readouterr().err == f"mcgf: error: {bad}: train.epochs must be >= 1 (got 0)\n"
+
+
+_HOLD_LOCK = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_second_train_into_a_run_folder_in_use_stops_and_touches_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """While another process trains into OUT (it holds the folder's lock), ``--resume``
+    there stops with one line, before it takes the other run's checkpoint write in
+    progress (``.last.tmp-*``) for a killed save's leftover and deletes it."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    (out / "last").mkdir(parents=True)
+    (out / ".last.tmp-0123abcd").mkdir()  # the other run's save, under way
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(out)], text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        assert main(["train", "--out", str(out), "--resume", "--quiet"]) == 2
+    finally:
+        holder.communicate("", timeout=30)
+    assert capsys.readouterr().err == (
+        f"mcgf: error: {out} is in use by another mcgf train (a run or --resume going on "
+        "there): wait for it to end, or train into another --out\n")
+    assert sorted(p.name for p in out.iterdir()) == [".last.tmp-0123abcd", "last"]

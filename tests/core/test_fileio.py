@@ -84,3 +84,42 @@ def test_atomic_path_replaces_only_on_success(tmp_path: Path) -> None:
     mask = os.umask(0)
     os.umask(mask)
     assert (target.stat().st_mode & 0o777) == (0o666 & ~mask)
+
+
+def test_folder_lock_is_reentrant_exclusive_across_processes_and_leaves_nothing(tmp_path: Path) -> None:
+    """Nested locks of one folder in one process pass; another process cannot take it
+    meanwhile, and can once it is released; a folder the lock created and nothing filled
+    is removed again, one with files is kept."""
+    import subprocess
+    import sys
+
+    from mcgf.errors import UserError
+    from mcgf.fileio import folder_lock
+
+    try_lock = ("import fcntl, os, sys\nfd = os.open(sys.argv[1], os.O_RDONLY)\n"
+                "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+                "except BlockingIOError:\n    sys.exit(3)\n")
+
+    def other_process_locks(folder: Path) -> bool:
+        code = subprocess.run([sys.executable, "-c", try_lock, str(folder)], check=False).returncode
+        assert code in (0, 3)
+        return code == 0
+
+    empty, used = tmp_path / "empty", tmp_path / "used"
+    with folder_lock(empty, "busy"), folder_lock(empty, "busy"):
+        assert empty.is_dir() and not other_process_locks(empty)
+    assert not empty.exists()
+    with folder_lock(used, "busy"):
+        (used / "log.csv").write_text("step\n")
+    assert other_process_locks(used)
+    assert sorted(p.name for p in used.iterdir()) == ["log.csv"]
+    with pytest.raises(UserError, match=r"^busy$"):
+        holder = subprocess.Popen([sys.executable, "-c", try_lock + "print(1, flush=True)\n"
+                                   "sys.stdin.read()\n", str(used)], text=True,
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == "1\n"
+            with folder_lock(used, "busy"):
+                pass
+        finally:
+            holder.communicate("", timeout=30)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 from pathlib import Path
 from typing import Any
@@ -28,14 +29,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mcgf.cli.options import folder_option, launcher_rank
+    from mcgf.cli.options import folder_option
+    from mcgf.training.loop import run_lock
+
+    out = folder_option(args.out, "--out")
+    # Held from the first look at OUT, so that nothing of a run still going on there is
+    # taken for a killed run's leftovers (train() takes the same lock again).
+    with run_lock(out) if out.is_dir() else contextlib.nullcontext():
+        return _run(args, out)
+
+
+def _run(args: argparse.Namespace, out: Path) -> int:
+    """:func:`run` once ``OUT`` is locked."""
+    from mcgf.cli.options import launcher_rank
     from mcgf.config import apply_overrides, load_config
     from mcgf.errors import UserError
     from mcgf.models.checkpoint import read_config, recover_interrupted_save
     from mcgf.training.config import SECTIONS, parse_run_config
     from mcgf.training.loop import LAST, check_resumable, train
 
-    out = folder_option(args.out, "--out")
     if args.resume:
         # A run killed while saving its checkpoint may have left it aside.
         recover_interrupted_save(out / LAST)

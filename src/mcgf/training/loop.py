@@ -54,6 +54,7 @@ from mcgf import runtime
 from mcgf.data.layout import ClassFolderSet, aligned_classes
 from mcgf.data.layouts import find_dataset
 from mcgf.errors import UserError
+from mcgf.fileio import folder_lock
 from mcgf.models.checkpoint import (
     STATE_FILE,
     LoadedCheckpoint,
@@ -836,6 +837,24 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bo
         UserError: bad data, a model config that does not fit the checkpoint, a model
             that is not trainable, or nothing to resume.
     """
+    with run_lock(out):
+        return _train(cfg, Path(out), resume, progress, stop_after, validate)
+
+
+def run_lock(out: str | Path) -> contextlib.AbstractContextManager[None]:
+    """The lock of the run folder ``out`` (:func:`mcgf.fileio.folder_lock`), held by the
+    process of rank 0 (the one that writes there): a second run or ``--resume`` into the
+    same folder stops with one line rather than interleaving the two runs' checkpoints
+    and logs, or deleting the other's checkpoint write as a killed one's leftover."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return contextlib.nullcontext()
+    return folder_lock(out, f"{out} is in use by another mcgf train (a run or --resume "
+                            "going on there): wait for it to end, or train into another --out")
+
+
+def _train(cfg: RunConfig, out: Path, resume: bool, progress: bool, stop_after: int | None,
+           validate: Callable[[nn.Module], Mapping[str, float]] | None) -> TrainResult:
+    """:func:`train`, with the run folder locked."""
     run = setup_run(cfg, out, resume=resume, progress=progress)
     started = time.perf_counter()
     final: dict[str, float] = {}
@@ -905,5 +924,5 @@ def _batches(loader: Any, keep_rng: bool = False,
 
 
 __all__ = ["StepResult", "TrainResult", "TrainRun", "build_dataset", "check_resumable",
-           "encoder_gradient_norms", "finished_run", "read_train_split", "same_model",
+           "encoder_gradient_norms", "finished_run", "read_train_split", "run_lock", "same_model",
            "seed_everything", "setup_run", "train", "train_one_epoch", "train_step"]
