@@ -86,3 +86,24 @@ def test_a_second_train_into_a_run_folder_in_use_stops_and_touches_nothing(
         f"mcgf: error: {out} is in use by another mcgf train (a run or --resume going on "
         "there): wait for it to end, or train into another --out\n")
     assert sorted(p.name for p in out.iterdir()) == [".last.tmp-0123abcd", "last"]
+
+
+def test_a_new_run_into_a_folder_whose_save_was_killed_between_renames_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A kill between the two renames of a checkpoint swap leaves ``last`` aside as
+    ``.last.old-*``: a new run there is refused as with ``last`` in place (it would
+    start over, overwrite log.csv and never put the checkpoint back), and ``last`` is back."""
+    from tests.training.tiny_run import tiny_config, write_config, write_tree
+
+    path = write_config(tmp_path / "c.yaml", tiny_config(write_tree(tmp_path / "data"), epochs=1))
+    out = tmp_path / "run"
+    aside = out / ".last.old-0123abcd"
+    aside.mkdir(parents=True)
+    (aside / "config.json").write_text("{}\n")
+    (out / "log.csv").write_text("step,epoch,lr\n1,1,0.001\n")
+    assert main(["train", "--config", str(path), "--out", str(out), "--quiet"]) == 2
+    assert capsys.readouterr().err == (f"mcgf: error: {out / 'last'} already exists: pass --resume "
+                                       "to continue it or choose another --out\n")
+    assert sorted(p.name for p in out.iterdir()) == ["last", "log.csv"]
+    assert (out / "last" / "config.json").read_text() == "{}\n"
+    assert (out / "log.csv").read_text() == "step,epoch,lr\n1,1,0.001\n"

@@ -48,9 +48,9 @@ def _run(args: argparse.Namespace, out: Path) -> int:
     from mcgf.training.config import SECTIONS, parse_run_config
     from mcgf.training.loop import LAST, check_resumable, train
 
-    if args.resume:
-        # A run killed while saving its checkpoint may have left it aside.
-        recover_interrupted_save(out / LAST)
+    # A run killed while saving its checkpoint may have left it aside: put back, so that
+    # --resume finds it and a new run is refused as in any folder with a checkpoint.
+    recover_interrupted_save(out / LAST)
     if args.config:
         where, cfg = args.config, load_config(args.config)
     elif args.resume:
