@@ -1,12 +1,13 @@
-"""Evaluation reports: ``metrics.json`` and a Markdown table, both written atomically."""
+"""Evaluation reports: ``metrics.json`` and a Markdown table, written atomically as one unit."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mcgf.fileio import write_json_atomic, write_text_atomic
+from mcgf.fileio import write_files_together
 
 #: Columns of the Markdown table: (header, metrics key, format).
 COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -121,9 +122,11 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 
 def write_report(out_dir: str | Path, report: dict[str, Any]) -> tuple[Path, Path]:
-    """Write ``metrics.json`` and ``metrics.md`` into ``out_dir``; returns their paths."""
+    """Write ``metrics.json`` and ``metrics.md`` into ``out_dir`` as one unit (both new, or
+    both as they were: never the table of an earlier evaluation beside new metrics);
+    returns their paths."""
     out = Path(out_dir)
     json_path, md_path = out / "metrics.json", out / "metrics.md"
-    write_json_atomic(json_path, report)
-    write_text_atomic(md_path, render_markdown(report))
+    write_files_together({json_path: (json.dumps(report, indent=2) + "\n").encode("utf-8"),
+                          md_path: render_markdown(report).encode("utf-8")})
     return json_path, md_path
