@@ -495,3 +495,30 @@ def test_resume_with_other_steps_per_epoch_goes_on_with_the_schedule(tmp_path: P
     assert not [r for r in caplog.records if "steps per epoch" in r.getMessage()]
     assert float(read_log(tmp_path / "run")[-1]["lr"]) == pytest.approx(
         1e-3 * warmup_cosine(6, 7, 1), rel=1e-5)
+
+
+def test_an_error_inside_an_epoch_closes_its_progress_bar(root: Path, tmp_path: Path, monkeypatch) -> None:
+    """The bar stayed open when an error left the epoch, so the CLI's one-line message
+    was printed on the bar's line (``epoch 1/1: 0%| ... ]mcgf: error: ...``)."""
+    import tqdm as tqdm_module
+
+    import mcgf.training.loop as loop
+    from mcgf.errors import UserError
+
+    bars: list[object] = []
+
+    class Recorded(tqdm_module.tqdm):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
+    def failing_step(*args, **kwargs):
+        raise UserError("MyModel.loss returned no 'total' term")
+
+    monkeypatch.setattr(tqdm_module, "tqdm", Recorded)
+    run = loop.setup_run(parse_run_config(config(root, epochs=1), "t"), tmp_path / "run",
+                         progress=True)
+    monkeypatch.setattr(loop, "train_step", failing_step)
+    with pytest.raises(UserError):
+        loop.train_one_epoch(run, 0)
+    assert len(bars) == 1 and bars[0].disable is True  # tqdm.close() sets disable

@@ -705,34 +705,35 @@ def train_one_epoch(run: TrainRun, epoch: int) -> dict[str, float]:
     # that skipped one alone would leave the others waiting in its gradient all-reduce.
     agree = (functools.partial(_on_every_rank, device=next(run.model.parameters()).device)
              if run.dist.world > 1 and run.cfg.data.on_bad_image == "skip" else None)
-    for i, micro in enumerate(_micro_groups(_batches(run.loader, keep_rng=epoch > 0,
-                                                     agree=agree), tc.accumulate)):
-        last = i + 1 == run.steps_per_epoch
-        logged = (window.n + 1) % tc.log_every == 0 or last
-        rows += logged
-        # Per-term gradient norms cost extra backward passes: only on every
-        # grad_norms_every-th row of log.csv (counted over the run) and on the epoch's last.
-        norms = (logged and run.dist.main and tc.grad_norms_every > 0
-                 and (rows % tc.grad_norms_every == 0 or last))
-        try:
-            res = train_step(run.objective, run.optimizer, run.scheduler, micro,
-                             autocast=run.autocast, grad_clip=tc.grad_clip,
-                             grad_norms=norms, scaler=run.scaler)
-        except FloatingPointError as err:
-            raise FloatingPointError(f"{err} at step {run.step} (epoch {epoch + 1}); lower "
-                                     "train.lr or enable train.grad_clip") from None
-        run.step += 1
-        window.add(res)
-        for values in res.terms:
-            for k, val in values.items():
-                sums[k] = sums.get(k, 0.0) + val
-                seen[k] = seen.get(k, 0) + 1
-        bar.update(1)
-        if logged:
+    # Closed on an error too: its one-line message then starts a line of its own.
+    with bar:
+        for i, micro in enumerate(_micro_groups(_batches(run.loader, keep_rng=epoch > 0,
+                                                         agree=agree), tc.accumulate)):
+            last = i + 1 == run.steps_per_epoch
+            logged = (window.n + 1) % tc.log_every == 0 or last
+            rows += logged
+            # Per-term gradient norms cost extra backward passes: only on every
+            # grad_norms_every-th row of log.csv (counted over the run) and on the epoch's last.
+            norms = (logged and run.dist.main and tc.grad_norms_every > 0
+                     and (rows % tc.grad_norms_every == 0 or last))
+            try:
+                res = train_step(run.objective, run.optimizer, run.scheduler, micro,
+                                 autocast=run.autocast, grad_clip=tc.grad_clip,
+                                 grad_norms=norms, scaler=run.scaler)
+            except FloatingPointError as err:
+                raise FloatingPointError(f"{err} at step {run.step} (epoch {epoch + 1}); lower "
+                                         "train.lr or enable train.grad_clip") from None
+            run.step += 1
+            window.add(res)
+            for values in res.terms:
+                for k, val in values.items():
+                    sums[k] = sums.get(k, 0.0) + val
+                    seen[k] = seen.get(k, 0) + 1
+            bar.update(1)
+            if logged:
+                _log_row(run, bar, window.row(run.step, epoch, res))
+        if window.pending and res is not None:  # batches skipped (on_bad_image=skip) left a tail
             _log_row(run, bar, window.row(run.step, epoch, res))
-    if window.pending and res is not None:  # batches skipped (on_bad_image=skip) left a tail
-        _log_row(run, bar, window.row(run.step, epoch, res))
-    bar.close()
     return {k: sums[k] / seen[k] for k in sums}
 
 
