@@ -107,3 +107,23 @@ def test_a_new_run_into_a_folder_whose_save_was_killed_between_renames_is_refuse
     assert sorted(p.name for p in out.iterdir()) == ["last", "log.csv"]
     assert (out / "last" / "config.json").read_text() == "{}\n"
     assert (out / "log.csv").read_text() == "step,epoch,lr\n1,1,0.001\n"
+
+
+def test_a_resume_whose_data_moved_says_how_to_point_at_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The checkpoint's data.root no longer exists: the line names it and --set data.root,
+    and with --set the run goes on."""
+    from tests.training.tiny_run import tiny_config, write_config, write_tree
+
+    data = write_tree(tmp_path / "data")
+    path = write_config(tmp_path / "c.yaml", tiny_config(data, epochs=1))
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(path), "--out", str(out), "--quiet"]) == 0
+    moved = data.rename(tmp_path / "moved")
+    capsys.readouterr()
+    argv = ["train", "--out", str(out), "--resume", "--quiet", "--set", "train.epochs=2"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"mcgf: error: --resume: data.root {data} (from {out / 'last' / 'config.json'}) is not "
+        "a folder: if the data moved, resume with --set data.root=NEW_FOLDER\n")
+    assert main([*argv, "--set", f"data.root={moved}"]) == 0

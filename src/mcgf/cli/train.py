@@ -67,6 +67,11 @@ def _run(args: argparse.Namespace, out: Path) -> int:
         run_cfg = parse_run_config(apply_overrides(cfg, args.overrides), where, resume=args.resume)
     except UserError as err:
         raise UserError(blame_override(str(err), where, args.overrides)) from None
+    for key in ("root", "val_root"):
+        folder = getattr(run_cfg.data, key)
+        if args.resume and folder and not Path(folder).is_dir():
+            raise UserError(f"--resume: data.{key} {folder} (from {where}) is not a folder: if "
+                            f"the data moved, resume with --set data.{key}=NEW_FOLDER")
     result = train(run_cfg, out, resume=args.resume, progress=not args.quiet,
                    validate=_validator(run_cfg))
     # Under torchrun every rank returns here: rank 0 speaks for the run, as in the loop.
