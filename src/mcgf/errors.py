@@ -16,6 +16,12 @@ class UserError(Exception):
     """
 
 
+class NameTaken(UserError, ValueError):
+    """A model, embedder or dataset layout of one's own registered under a name another
+    one has (a built-in's included). A :class:`ValueError` too, as before it was a
+    :class:`UserError`."""
+
+
 class ImageReadError(UserError):
     """An image file could not be decoded.
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from mcgf.errors import NameTaken
+
 F = TypeVar("F", bound=Callable[..., object])
 
 #: How the command line loads a module of a user's own that registers factories (named in
@@ -24,11 +26,16 @@ class Registry(Generic[F]):
         self._factories: dict[str, F] = {}
 
     def register(self, name: str) -> Callable[[F], F]:
-        """Decorator: register ``factory`` under ``name``; re-registering it is a no-op."""
+        """Decorator: register ``factory`` under ``name``; re-registering it is a no-op.
+
+        Raises:
+            NameTaken: another factory has ``name``.
+        """
 
         def deco(factory: F) -> F:
             if name in self._factories and self._factories[name] is not factory:
-                raise ValueError(f"a {self.kind} named {name!r} is already registered")
+                raise NameTaken(f"a {self.kind} named {name!r} is already registered: register "
+                                "yours under another name")
             self._factories[name] = factory
             return factory
 

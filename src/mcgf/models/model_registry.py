@@ -20,7 +20,7 @@ from typing import Any
 
 from torch import nn
 
-from mcgf.errors import UserError
+from mcgf.errors import NameTaken, UserError
 from mcgf.models.base import takes_keyword
 from mcgf.options import parse_section
 from mcgf.registry import USER_MODULES, Registry
@@ -69,9 +69,8 @@ def register_model(name: str, *, options: type | None = None) -> Callable[[Model
             _check_options_match(name, factory, options)
         try:
             register(factory)
-        except ValueError as err:
-            raise UserError(f"register_model({name!r}): {err}: register yours under another "
-                            "name") from None
+        except NameTaken as err:
+            raise NameTaken(f"register_model({name!r}): {err}") from None
         if options is not None:
             _OPTIONS[name] = options
         return factory

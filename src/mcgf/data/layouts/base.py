@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from mcgf.data.layout import IMAGE_EXTENSIONS, ClassFolderSet, read_class_folders
-from mcgf.errors import UserError
+from mcgf.errors import NameTaken, UserError
 
 if TYPE_CHECKING:
     from mcgf.data.check import CheckReport
@@ -305,7 +305,8 @@ def register_layout(cls: type[DatasetLayout]) -> type[DatasetLayout]:
     if not cls.name:
         raise ValueError(f"{cls.__name__} has no name")
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ValueError(f"a layout named {cls.name!r} is already registered")
+        raise NameTaken(f"register_layout({cls.__name__}): a layout named {cls.name!r} is "
+                        "already registered: register yours under another name")
     _REGISTRY[cls.name] = cls
     return cls
 
