@@ -99,6 +99,9 @@ def test_a_non_finite_loss_takes_no_step() -> None:
      r"returned term 'total' of shape \(3,\), not a scalar tensor"),
     (lambda t: {**t, "acc": 0.5}, r"returned term 'acc' as float, not a tensor"),
     (lambda t: t["total"], r"returned Tensor, not a dict of loss terms"),
+    (lambda t: {**t, "lr": t["total"]}, r"returned term 'lr', a name log.csv keeps for its own "
+                                         r"column: rename the term"),
+    (lambda t: {**t, "val_acc": t["total"]}, r"returned term 'val_acc', a name log.csv keeps for its own column: rename the term"),
 ])
 def test_a_loss_outside_the_contract_is_refused_in_one_line(returned: Any, message: str) -> None:
     """A model's ``loss`` that the step cannot use stops it with a user error naming the

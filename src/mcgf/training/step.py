@@ -29,6 +29,8 @@ from torch import nn
 from mcgf.models.base import NotTrainableError, clamp_parameters
 
 Batch = dict[str, Any]
+#: ``log.csv`` columns that are not loss terms (with the ``val_`` and ``grad_`` families).
+LOG_COLUMNS = ("step", "epoch", "lr", "images_per_s")
 
 
 class Objective(nn.Module):
@@ -60,12 +62,16 @@ class Objective(nn.Module):
 def loss_terms_problem(terms: Any) -> str | None:
     """What is wrong with what a model's ``loss`` returned (``None``: nothing): the step
     needs a dict of scalar tensors with ``total`` among them, to back-propagate ``total``
-    and to read every term back in one stacked copy."""
+    and to read every term back in one stacked copy, named unlike ``log.csv``'s own
+    columns (``step``, ``epoch``, ``lr``, ``images_per_s``, ``val_*``, ``grad_*``)."""
     if not isinstance(terms, Mapping):
         return f"returned {type(terms).__name__}, not a dict of loss terms"
     if "total" not in terms:
         return f"returned no 'total' term (it returned {', '.join(map(str, terms)) or 'nothing'})"
     for name, term in terms.items():
+        if name in LOG_COLUMNS or str(name).startswith(("val_", "grad_")):
+            return (f"returned term {name!r}, a name log.csv keeps for its own column: rename "
+                    "the term")
         if not isinstance(term, torch.Tensor):
             return f"returned term {name!r} as {type(term).__name__}, not a tensor"
         if term.ndim != 0:
