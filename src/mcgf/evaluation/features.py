@@ -222,7 +222,7 @@ def extract_features(
                         persistent_workers=False)
     with _eval_mode(embedder):
         result = _embed_loader(loader, records, embedder, dev, flip=flip, progress=progress,
-                               desc=desc)
+                               desc=desc, pad_to=min(batch_size, len(records)))
     if cache is not None:
         cache.store(key, CachedFeatures(result.features, result.valid), {
             "embedder": embedder.identity, "preprocess": preprocess.describe(), "flip": flip,
@@ -238,15 +238,18 @@ def _extract_shard(records: Sequence[ImageRecord], embedder: Embedder, shard: Sh
     """:func:`extract_features` of this rank's run of batches (:meth:`Shard.span`), then
     every rank's rows gathered; an error here is raised on every rank, after the gather."""
     start, end = shard.span(len(records), batch_size)
+    # A rank holding only the short last batch embeds it in a pass as large as the one
+    # process would (see _padded): its first image repeated, the copies dropped below.
+    extra = max(0, min(batch_size, len(records)) - (end - start)) if end > start else 0
     features: np.ndarray | None = None
     valid: np.ndarray | None = None
     error: BaseException | None = None
     try:
-        part = extract_features(records[start:end], embedder, batch_size=batch_size, flip=flip,
-                                device=device, num_workers=num_workers, transform=transform,
+        part = extract_features(list(records[start:end]) + [records[start]] * extra, embedder,
+                                batch_size=batch_size, flip=flip, device=device, num_workers=num_workers, transform=transform,
                                 transform_id=transform_id, on_bad_image=on_bad_image,
                                 progress=progress, desc=desc)
-        features, valid = part.features, part.valid
+        features, valid = part.features[: end - start], part.valid[: end - start]
     except Exception as err:  # raised again by gather_rows, once every rank knows
         error = err
     all_features, all_valid = gather_rows(features, valid, shard, error)
@@ -278,10 +281,28 @@ def _usable(hit: CachedFeatures | None, n: int) -> FeatureSet | None:
     return None
 
 
+def _padded(images: torch.Tensor, size: int) -> torch.Tensor:
+    """``images`` with copies of its first image appended up to ``size`` rows.
+
+    Convolution kernels round differently for different batch sizes (on the CPU a pass
+    of one to three images differs from a full one in the last bits), so the short last
+    batch (or one thinned by skipped images) is filled up: every image is then embedded
+    in a pass of the same size, and duplicate images get identical features, which rank
+    as exact ties wherever they fall among the batches. ``size`` is at most the number of
+    records, so a single image is still embedded alone.
+    """
+    missing = size - int(images.shape[0])
+    if missing <= 0:
+        return images
+    return torch.cat([images, images[:1].expand(missing, *images.shape[1:])])
+
+
 def _embed_loader(loader: DataLoader, records: Sequence[ImageRecord], embedder: Embedder,
-                  dev: torch.device, *, flip: bool, progress: bool, desc: str) -> FeatureSet:
-    """Embed every batch of ``loader`` (over ``records``) into one :class:`FeatureSet`;
-    skipped images keep zero rows.
+                  dev: torch.device, *, flip: bool, progress: bool, desc: str,
+                  pad_to: int) -> FeatureSet:
+    """Embed every batch of ``loader`` (over ``records``) into one :class:`FeatureSet`,
+    each pass filled up to ``pad_to`` images (:func:`_padded`); skipped images keep zero
+    rows.
 
     Raises:
         UserError: the embedder gave non-finite features for an image.
@@ -296,7 +317,9 @@ def _embed_loader(loader: DataLoader, records: Sequence[ImageRecord], embedder: 
             bar.update(batch["skipped"] + (0 if kept is None else int(kept.numel())))
             if kept is None:
                 continue
-            f = embed_batch(embedder, batch["image"].to(dev, non_blocking=True), flip=flip).cpu().numpy()
+            images = _padded(batch["image"], pad_to)
+            f = embed_batch(embedder, images.to(dev, non_blocking=True), flip=flip)[: kept.numel()]
+            f = f.cpu().numpy()
             bad = ~np.isfinite(f).all(axis=1)
             if bad.any():
                 # Checked before anything is cached, so a rerun does not replay the failure.
