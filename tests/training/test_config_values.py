@@ -218,3 +218,16 @@ def test_out_that_is_a_file_stops_before_work(tmp_path: Path, no_work: None,
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and f"--out {argv[argv.index('--out') + 1]} is not a folder" in err, err
     assert notes.read_text() == "keep me"
+
+
+def test_a_tilde_in_a_config_path_means_the_home_folder(tmp_path: Path, monkeypatch) -> None:
+    """A YAML file gets no shell: ``root: ~/data`` was looked up as a folder named ``~``."""
+    from mcgf.training.config import parse_run_config
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "w.safetensors").write_bytes(b"")
+    cfg = parse_run_config({"data": {"root": "~/u1652", "val_root": "~/val"},
+                            "model": {"name": "mcgf", "weights": "~/w.safetensors"}}, "t.yaml")
+    assert (cfg.data.root, cfg.data.val_root) == (str(tmp_path / "u1652"), str(tmp_path / "val"))
+    assert cfg.model["weights"] == str(tmp_path / "w.safetensors")
+    assert parse_run_config({"data": {"root": "u1652~"}}, "t.yaml").data.root == "u1652~"

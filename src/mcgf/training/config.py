@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from mcgf.data.layouts import parse_layout
@@ -266,6 +266,9 @@ def parse_run_config(config: Mapping[str, Any], where: str, *, resume: bool = Fa
     if unknown:
         raise UserError(f"{where}: unknown section '{unknown[0]}' (known: {', '.join(SECTIONS)})")
     data = parse_section(DataConfig, config.get("data"), "data", where)
+    # A path written in a YAML file gets no shell: "~/data" means the home folder, as
+    # it would on the command line.
+    data = replace(data, **{k: os.path.expanduser(getattr(data, k)) for k in FOLDER_OPTIONS})
     weather = parse_section(WeatherConfig, config.get("weather"), "weather", where)
     train = parse_section(TrainConfig, config.get("train"), "train", where)
     model = config.get("model") or {}
@@ -276,7 +279,10 @@ def parse_run_config(config: Mapping[str, Any], where: str, *, resume: bool = Fa
     name = model.get("name", "mcgf")
     if not isinstance(name, str) or not name:
         raise UserError(f"{where}: model.name must be a registered model name (got {name!r})")
-    options = _check_model(name, {k: v for k, v in model.items() if k != "name"}, where, resume)
+    options = {k: v for k, v in model.items() if k != "name"}
+    if isinstance(options.get("weights"), str):
+        options["weights"] = os.path.expanduser(options["weights"])
+    options = _check_model(name, options, where, resume)
     # Options whose absence in a saved config means a legacy value are written out.
     model = {"name": name, **with_current_defaults(name, options)}
     if data.layout.strip():
