@@ -6,6 +6,7 @@ is a decorator, ``get(name)`` looks one up. Callers add their own wording for er
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -16,6 +17,14 @@ F = TypeVar("F", bound=Callable[..., object])
 #: How the command line loads a module of a user's own that registers factories (named in
 #: the errors about an unknown name).
 USER_MODULES = "mcgf --import MODULE"
+
+
+def factory_keywords(factory: Callable[..., object]) -> tuple[list[str], bool]:
+    """The keyword arguments ``factory`` names (``*args`` and ``**kwargs`` left out), and
+    whether it also takes ``**kwargs`` (then any other name is accepted)."""
+    params = inspect.signature(factory).parameters.values()
+    named = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return named, any(p.kind is p.VAR_KEYWORD for p in params)
 
 
 class Registry(Generic[F]):

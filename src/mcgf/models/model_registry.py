@@ -23,7 +23,7 @@ from torch import nn
 from mcgf.errors import NameTaken, UserError
 from mcgf.models.base import takes_keyword
 from mcgf.options import parse_section
-from mcgf.registry import USER_MODULES, Registry
+from mcgf.registry import USER_MODULES, Registry, factory_keywords
 
 ModelFactory = Callable[..., nn.Module]
 _MODELS: Registry[ModelFactory] = Registry("model")
@@ -85,9 +85,8 @@ def _check_options_match(name: str, factory: ModelFactory, options: type) -> Non
     where = f"register_model({name!r}, options={getattr(options, '__name__', repr(options))})"
     if not (isinstance(options, type) and dataclasses.is_dataclass(options)):
         raise UserError(f"{where}: options must be a dataclass (see mcgf.options)")
-    params = inspect.signature(factory).parameters.values()
-    takes = {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-    takes_any = any(p.kind is p.VAR_KEYWORD for p in params)
+    named, takes_any = factory_keywords(factory)
+    takes = set(named)
     fields = {f.name for f in dataclasses.fields(options)}
     what = getattr(factory, "__name__", "the factory")
     problems = [f"{what} takes {k}, which the options do not declare" for k in sorted(takes - fields)]
@@ -157,8 +156,7 @@ def without_initial_weights(name: str, kwargs: Mapping[str, Any]) -> dict[str, A
     Raises:
         UserError: unknown name.
     """
-    params = inspect.signature(_factory(name)).parameters
-    forwards = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    params, forwards = factory_keywords(_factory(name))
     return {**kwargs, **{k: v for k, v in INITIAL_WEIGHTS_OFF.items()
                          if k in params or (forwards and k in kwargs)}}
 
@@ -180,11 +178,10 @@ def check_model_options(name: str, values: Mapping[str, Any], where: str) -> dic
         raise UserError(f"{where}: model.name: {err}") from None
     spec = _OPTIONS.get(name)
     if spec is None:
-        params = inspect.signature(factory).parameters.values()
-        # A factory with **kwargs (a subclass forwarding them) takes any name.
-        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        named, takes_any = factory_keywords(factory)
+        if takes_any:  # a factory with **kwargs (a subclass forwarding them) takes any name
             return dict(values)
-        known = {p.name for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL}
+        known = set(named)
         unknown = sorted(str(k) for k in values if k not in known)
         if unknown:
             raise UserError(f"{where}: unknown option model.{unknown[0]} "

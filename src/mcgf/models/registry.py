@@ -18,7 +18,6 @@ registering one more factory (a factory that accepts ``checkpoint=PATH`` is what
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
@@ -26,7 +25,7 @@ import torch
 
 from mcgf.config import parse_value
 from mcgf.errors import UserError
-from mcgf.registry import USER_MODULES, Registry
+from mcgf.registry import USER_MODULES, Registry, factory_keywords
 
 
 @runtime_checkable
@@ -77,8 +76,7 @@ def build_embedder(name: str, **kwargs: Any) -> Embedder:
             )
         raise UserError(f"unknown embedder {name!r}: choose one of {have} (one of your own: "
                         f"import the module that registers it first, {USER_MODULES})")
-    params = inspect.signature(factory).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    params, takes_any = factory_keywords(factory)
     unknown = [k for k in kwargs if k not in params and not takes_any]
     if unknown:
         options = ", ".join(p for p in params if p != "self") or "none"
