@@ -121,9 +121,8 @@ def _run_preview(args: argparse.Namespace) -> int:
 
 
 def _run_render(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from mcgf.data.weather_render import RenderSettings, plan_jobs, render_jobs
+    from mcgf.progress import progress_bar
     from mcgf.weather.conditions import CONDITIONS, parse_conditions
 
     if not 1 <= args.jpeg_quality <= 100:
@@ -142,7 +141,7 @@ def _run_render(args: argparse.Namespace) -> int:
     summary = render_jobs(
         jobs, args.destination, settings, workers=args.workers,
         on_bad_image=args.on_bad_image, overwrite=args.overwrite,
-        progress=lambda it, total: tqdm(it, total=total, unit="img", desc="weather"),
+        progress=lambda it, total: progress_bar(it, total=total, unit="img", desc="weather"),
     )
     print(f"{summary.written} images written, {summary.existing} already present, "
           f"{len(set(summary.skipped_bad))} unreadable skipped; manifest {summary.manifest}")

@@ -309,9 +309,9 @@ def _embed_loader(loader: DataLoader, records: Sequence[ImageRecord], embedder: 
     """
     features: np.ndarray | None = None
     valid = np.zeros(len(records), bool)
-    from tqdm import tqdm
+    from mcgf.progress import progress_bar
 
-    with tqdm(total=len(records), desc=desc, unit="img", disable=not progress, leave=False) as bar:
+    with progress_bar(total=len(records), desc=desc, unit="img", disable=not progress, leave=False) as bar:
         for batch in loader:
             kept = raise_unreadable(batch).get("index")
             bar.update(batch["skipped"] + (0 if kept is None else int(kept.numel())))

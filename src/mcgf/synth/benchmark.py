@@ -352,12 +352,12 @@ def default_workers() -> int:
 
 def _run_all(jobs: list[LocationJob], config: SynthConfig, root: Path, workers: int,
              transform: QueryTransform | None, progress: bool) -> dict[int, dict[str, object]]:
-    from tqdm import tqdm
+    from mcgf.progress import progress_bar
 
     # Expensive locations first so that the cheap satellite-only ones fill the tail.
     ordered = sorted(jobs, key=lambda j: (j.role == "extra", j.number))
     results: dict[int, dict[str, object]] = {}
-    bar = tqdm(total=len(jobs), desc="synth", unit="loc", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=len(jobs), desc="synth", unit="loc", disable=not progress, dynamic_ncols=True)
     try:
         if workers == 1:
             _init_worker(config, root, transform)

@@ -211,10 +211,10 @@ def _run_location(job: tuple[int, str]) -> tuple[int, dict[str, object]]:
 
 def _run_all(layout: str, jobs: list[tuple[int, str]], config: SynthConfig, root: Path, workers: int,
              progress: bool) -> dict[int, dict[str, object]]:
-    from tqdm import tqdm
+    from mcgf.progress import progress_bar
 
     results: dict[int, dict[str, object]] = {}
-    bar = tqdm(total=len(jobs), desc="synth", unit="loc", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=len(jobs), desc="synth", unit="loc", disable=not progress, dynamic_ncols=True)
     try:
         if workers == 1:
             _init_worker(layout, config, root, False)

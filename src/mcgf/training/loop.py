@@ -689,14 +689,14 @@ def train_one_epoch(run: TrainRun, epoch: int) -> dict[str, float]:
     Raises:
         FloatingPointError: a loss term is not finite, naming the step and epoch.
     """
-    from tqdm import tqdm
+    from mcgf.progress import progress_bar
 
     tc = run.cfg.train
     run.sampler.set_epoch(epoch)  # EpochTagged passes it on to the dataset's weather
     sums: dict[str, float] = {}
     seen: dict[str, int] = {}
     window = _Window()
-    bar = tqdm(total=run.steps_per_epoch, desc=f"epoch {epoch + 1}/{tc.epochs}", unit="step",
+    bar = progress_bar(total=run.steps_per_epoch, desc=f"epoch {epoch + 1}/{tc.epochs}", unit="step",
                disable=not (run.progress and run.dist.main), leave=False)
     run.optimizer.zero_grad(set_to_none=True)
     res: StepResult | None = None
