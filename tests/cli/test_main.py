@@ -348,3 +348,19 @@ def test_sigterm_while_saving_is_one_line_exit_143_and_leaves_the_previous_check
     assert sorted(p.name for p in out.iterdir()) == ["last"]
     assert {p.name: p.read_bytes() for p in (out / "last").iterdir()} == before
     assert signal.getsignal(signal.SIGTERM) == handler
+
+
+def test_output_a_non_utf8_stdout_cannot_encode_gets_ascii_stand_ins(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under PYTHONIOENCODING=ascii or a non-UTF-8 locale, printing evaluate's table
+    (``–``) or its probe line (``±``) raised UnicodeEncodeError (a traceback, exit 1)."""
+    import io
+
+    raw = io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding="ascii")
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr("mcgf.cli.data.run_check",
+                        lambda args: print("R@1 50.0 \u00b1 1.2 | \u2013 | drone \u2192 satellite \u00e9") or 0)
+    assert main(["data", "check", str(tmp_path)]) == 0
+    out.flush()
+    assert raw.getvalue().decode("ascii") == "R@1 50.0 +/- 1.2 | - | drone -> satellite ?\n"

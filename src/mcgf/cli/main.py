@@ -9,9 +9,11 @@ those functions so that ``mcgf --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
 import errno
 import importlib
+import io
 import logging
 import os
 import signal
@@ -118,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     full disk or quota is one line too (exit code 2): the outputs are written atomically,
     so the files complete before it are kept.
     """
+    _ascii_stand_ins()
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
@@ -155,6 +158,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141
     except Exception as err:
         return _stop_on_full_disk(err, args)
+
+
+#: What a stream that cannot encode them (a non-UTF-8 locale, ``PYTHONIOENCODING=ascii``)
+#: gets for the non-ASCII characters of mcgf's outputs; any other character is ``?``.
+ASCII_STAND_INS: dict[str, str] = {"\u2013": "-", "\u2014": "-", "\u00b1": "+/-", "\u2192": "->",
+                                   "\u00b7": "|", "\u00d7": "x", "\u2026": "...", "\u2265": ">=",
+                                   "\u2264": "<=", "\u03b5": "eps"}
+
+
+def _stand_ins(err: UnicodeError) -> tuple[str, int]:
+    if not isinstance(err, UnicodeEncodeError):
+        raise err
+    return "".join(ASCII_STAND_INS.get(c, "?") for c in err.object[err.start:err.end]), err.end
+
+
+def _ascii_stand_ins() -> None:
+    """Make stdout and stderr write :data:`ASCII_STAND_INS` where their encoding lacks a
+    character: printing a metrics table (``\u2013``) or a probe (``\u00b1``) to them raised
+    UnicodeEncodeError after the work was done, and lost the rest of the output."""
+    codecs.register_error("mcgf.stand_ins", _stand_ins)
+    for stream in (sys.stdout, sys.stderr):
+        if not isinstance(stream, io.TextIOWrapper):
+            continue
+        if codecs.lookup(stream.encoding).name != "utf-8" and stream.errors == "strict":
+            stream.reconfigure(errors="mcgf.stand_ins")
 
 
 #: How libraries that do not raise an :class:`OSError` word a full disk or quota:
