@@ -173,3 +173,16 @@ def test_checkpoint_saved_before_the_conditioning_option_restores(
     rc, _, _ = run(capsys, "restore", image, "--checkpoint", ck, "-o", out, "--steps", 2,
                    "--device", "cpu")
     assert rc == 0 and read_png(out).shape == (H, 2 * W + GAP, 3)
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_an_output_place_that_takes_no_file_is_one_line(ck: Path, image: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """-o in a folder that takes no new file (read-only, /proc) ended in an OSError traceback
+    at the first write, after the model had run; now a one-line error before it."""
+    two = write_png(tmp_path / "0002" / "image-01.png", random_image(H, W, 3))
+    for argv, place in (([image], "/proc/grid.png"), ([image, two], "/proc/mcgf-previews")):
+        rc, stdout, err = run(capsys, "restore", *argv, "--checkpoint", ck, "-o", place, "--steps", 1)
+        assert (rc, stdout) == (2, "")
+        assert err.startswith(f"mcgf: error: -o {place} cannot be written: nothing can be created "
+                              "in /proc") and err.count("\n") == 1

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from mcgf.cli.options import int_option
+from mcgf.cli.options import file_option, folder_option, int_option
 from mcgf.errors import UserError
 
 _SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -138,6 +138,11 @@ def _run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     paths = input_images(args.images)
     outputs = output_paths(paths, args.output)
+    # Before the model runs: an unwritable place would end in a traceback at the first write.
+    if outputs == [args.output]:
+        file_option(args.output, "-o")
+    else:
+        folder_option(args.output, "-o")
     read_config(args.checkpoint)
     images = [np.asarray(read_image(p)) for p in paths]
 
