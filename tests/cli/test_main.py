@@ -364,3 +364,13 @@ def test_output_a_non_utf8_stdout_cannot_encode_gets_ascii_stand_ins(
     assert main(["data", "check", str(tmp_path)]) == 0
     out.flush()
     assert raw.getvalue().decode("ascii") == "R@1 50.0 +/- 1.2 | - | drone -> satellite ?\n"
+
+
+@pytest.mark.parametrize("argv", [[], ["weather"]])
+def test_a_missing_command_prints_its_help_on_stderr(argv: list[str],
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """``mcgf`` or ``mcgf weather`` without a command printed the help on stdout with exit
+    code 2, where a script keeps results; argparse's own usage errors go to stderr."""
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("usage: mcgf")

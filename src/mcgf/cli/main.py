@@ -124,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
-        parser.print_help()
+        parser.print_help(sys.stderr)  # exit code 2: not a result a script would keep
         return 2
     try:
         with warnings.catch_warnings(), _warnings_on_rank_0(), _sigterm_interrupts():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from mcgf.cli.options import file_option, folder_option
@@ -78,7 +79,7 @@ def _cpu_count() -> int | None:
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
+    parser.print_help(sys.stderr)  # exit code 2: not a result a script would keep
     return 2
 
 
