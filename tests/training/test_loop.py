@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -522,3 +523,23 @@ def test_an_error_inside_an_epoch_closes_its_progress_bar(root: Path, tmp_path: 
     with pytest.raises(UserError):
         loop.train_one_epoch(run, 0)
     assert len(bars) == 1 and bars[0].disable is True  # tqdm.close() sets disable
+
+
+def test_the_bar_in_a_log_file_is_not_redrawn_at_each_logged_step(
+        root: Path, tmp_path: Path, monkeypatch) -> None:
+    """With stderr in a file, each log.csv row (every step by default) redrew the bar
+    through its loss postfix, past the factory's redraw interval; now only the bar's
+    opening draw (and the blank that clears it) is written in a short epoch."""
+    import io
+
+    import mcgf.training.loop as loop
+
+    monkeypatch.delenv("TQDM_MININTERVAL", raising=False)
+    monkeypatch.delenv("TQDM_MAXINTERVAL", raising=False)
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    run = loop.setup_run(parse_run_config(config(root, epochs=1, log_every=1), "t"),
+                         tmp_path / "run", progress=True)
+    loop.train_one_epoch(run, 0)
+    assert run.steps_per_epoch >= 2 and len(read_log(tmp_path / "run")) == run.steps_per_epoch
+    assert log.getvalue().count("epoch 1/1") == 1 and "loss=" not in log.getvalue()

@@ -729,9 +729,9 @@ def train_one_epoch(run: TrainRun, epoch: int) -> dict[str, float]:
                 for k, val in values.items():
                     sums[k] = sums.get(k, 0.0) + val
                     seen[k] = seen.get(k, 0) + 1
-            bar.update(1)
             if logged:
                 _log_row(run, bar, window.row(run.step, epoch, res))
+            bar.update(1)  # draws the loss just set, as often as the bar redraws
         if window.pending and res is not None:  # batches skipped (on_bad_image=skip) left a tail
             _log_row(run, bar, window.row(run.step, epoch, res))
     return {k: sums[k] / seen[k] for k in sums}
@@ -747,7 +747,8 @@ def _training_rows(run: TrainRun) -> int:
 
 
 def _log_row(run: TrainRun, bar: Any, row: dict[str, Any]) -> None:
-    bar.set_postfix(loss=f"{row['total']:.4f}", img_s=f"{row['images_per_s']:.1f}")
+    # No redraw of its own: in a log file the bar is redrawn only every LOG_INTERVAL_S.
+    bar.set_postfix(loss=f"{row['total']:.4f}", img_s=f"{row['images_per_s']:.1f}", refresh=False)
     if run.log is not None:
         run.log.add(row)
 
