@@ -97,6 +97,11 @@ def test_render_both_protocols(tmp_path, capsys):
                  "--protocol", "160k-wx", "--seed", "4", "--workers", "1",
                  "--conditions", "all"]) == 0
     assert "0 images written" in capsys.readouterr().out
+    # --quiet: the summary only, no progress bar on stderr
+    assert main(["weather", "render", str(src), str(tmp_path / "wxq"), "--protocol",
+                 "university-wx", "--workers", "1", "--conditions", "fog", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "1 images written" in captured.out and "weather" not in captured.err
     # A name given twice is rendered once, as every other --weather/--condition option.
     assert main(["weather", "render", str(src), str(tmp_path / "wx2"), "--protocol", "university-wx",
                  "--workers", "1", "--conditions", "wind,fog,wind"]) == 0

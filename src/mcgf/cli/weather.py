@@ -66,6 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="stop at an unreadable image (default) or skip and report it")
     p.add_argument("--overwrite", action="store_true",
                    help="re-render existing files (default: keep them and resume)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_render)
 
 
@@ -142,7 +143,8 @@ def _run_render(args: argparse.Namespace) -> int:
     summary = render_jobs(
         jobs, args.destination, settings, workers=args.workers,
         on_bad_image=args.on_bad_image, overwrite=args.overwrite,
-        progress=lambda it, total: progress_bar(it, total=total, unit="img", desc="weather"),
+        progress=lambda it, total: progress_bar(it, total=total, unit="img", desc="weather",
+                                                disable=args.quiet),
     )
     print(f"{summary.written} images written, {summary.existing} already present, "
           f"{len(set(summary.skipped_bad))} unreadable skipped; manifest {summary.manifest}")
