@@ -88,6 +88,35 @@ def test_a_second_train_into_a_run_folder_in_use_stops_and_touches_nothing(
     assert sorted(p.name for p in out.iterdir()) == [".last.tmp-0123abcd", "last"]
 
 
+def test_a_rank_other_than_0_leaves_a_save_under_way_in_out_alone(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under ``torchrun`` only rank 0 takes OUT's lock: rank 1 of a second job into a
+    folder where another run is saving must not take that save (``.last.tmp-*``, or the
+    checkpoint set aside between the swap's renames) for a killed one's leftovers."""
+    from tests.training.tiny_run import tiny_config, write_config
+
+    monkeypatch.setenv("RANK", "1")
+    cfg = write_config(tmp_path / "c.yaml", tiny_config(tmp_path / "d"))
+    out = tmp_path / "run"
+    (out / "last").mkdir(parents=True)
+    (out / ".last.tmp-0123abcd").mkdir()  # the other run's save, under way
+    assert main(["train", "--config", str(cfg), "--out", str(out), "--quiet"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == [".last.tmp-0123abcd", "last"]
+    # Between the renames: rank 1 waits for it to be back (here: the other run's swap).
+    (out / "last").rename(out / ".last.old-0123abcd")
+    (out / ".last.old-0123abcd" / "config.json").write_text("{}\n")
+    import threading
+
+    swap = threading.Timer(0.3, lambda: (out / ".last.tmp-0123abcd").rename(out / "last"))
+    swap.start()
+    assert main(["train", "--config", str(cfg), "--out", str(out), "--quiet"]) == 2
+    swap.join()
+    assert "already exists" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == [".last.old-0123abcd", "last"]
+
+
 def test_a_new_run_into_a_folder_whose_save_was_killed_between_renames_is_refused(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A kill between the two renames of a checkpoint swap leaves ``last`` aside as

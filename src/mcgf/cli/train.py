@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +49,14 @@ def _run(args: argparse.Namespace, out: Path) -> int:
     from mcgf.training.config import SECTIONS, parse_run_config
     from mcgf.training.loop import LAST, check_resumable, train
 
-    # A run killed while saving its checkpoint may have left it aside: put back, so that
-    # --resume finds it and a new run is refused as in any folder with a checkpoint.
-    recover_interrupted_save(out / LAST)
+    if launcher_rank() == 0:
+        # A run killed while saving its checkpoint may have left it aside: put back, so
+        # that --resume finds it and a new run is refused as in any folder with one.
+        recover_interrupted_save(out / LAST)
+    else:
+        # Only rank 0 holds OUT's lock: what looks like a killed save's leftovers here may
+        # be the save of another run going on in OUT, so this rank only reads.
+        _await_recovery(out / LAST)
     if args.config:
         where, cfg = args.config, load_config(args.config)
     elif args.resume:
@@ -85,6 +91,16 @@ def _run(args: argparse.Namespace, out: Path) -> int:
         print(f"trained {result.epochs} epochs ({result.steps} steps) in {result.seconds:.1f} s; "
               f"last epoch: {losses}; checkpoint {result.checkpoint}")
     return 0
+
+
+def _await_recovery(last: Path, seconds: float = 60.0) -> None:
+    """Wait (at most ``seconds``) while a checkpoint that a killed save left aside is not
+    back at ``last``: under ``torchrun`` rank 0 puts it back as it starts."""
+    from mcgf.models.checkpoint import interrupted_save
+
+    deadline = time.monotonic() + seconds
+    while interrupted_save(last) is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def blame_override(message: str, where: str, overrides: list[str], flag: str = "--set") -> str:

@@ -180,6 +180,17 @@ def save_checkpoint(
     return path
 
 
+def interrupted_save(path: str | Path) -> Path | None:
+    """The previous checkpoint that a save of ``path`` killed between its two renames left
+    aside (the newest complete ``.NAME.old-*``), or ``None`` (``path`` exists, or nothing
+    is left aside). Only looks: :func:`recover_interrupted_save` puts it back."""
+    path = Path(path)
+    if path.exists() or path.is_symlink() or not path.parent.is_dir():
+        return None
+    complete = [d for d in path.parent.glob(f".{path.name}.old-*") if (d / CONFIG_FILE).is_file()]
+    return max(complete, key=lambda d: d.stat().st_mtime_ns, default=None)
+
+
 def recover_interrupted_save(path: str | Path) -> bool:
     """Undo what a save of the checkpoint ``path`` that was killed midway left behind.
 
@@ -198,16 +209,14 @@ def recover_interrupted_save(path: str | Path) -> bool:
         return False
     olds = [d for d in parent.glob(f".{path.name}.old-*") if d.is_dir()]
     restored = False
-    if not path.exists() and not path.is_symlink():
-        complete = sorted((d for d in olds if (d / CONFIG_FILE).is_file()),
-                          key=lambda d: d.stat().st_mtime_ns)
-        if complete:
-            try:
-                os.replace(complete[-1], path)
-                fsync_dir(parent)
-                restored = True
-            except OSError:  # another process (a DDP rank) put it back first
-                pass
+    previous = interrupted_save(path)
+    if previous is not None:
+        try:
+            os.replace(previous, path)
+            fsync_dir(parent)
+            restored = True
+        except OSError:  # another process (a DDP rank) put it back first
+            pass
     if path.is_dir():
         for leftover in [*olds, *parent.glob(f".{path.name}.tmp-*")]:
             if leftover.is_dir() and leftover.exists():
