@@ -326,6 +326,8 @@ def test_sigterm_while_saving_is_one_line_exit_143_and_leaves_the_previous_check
     out = tmp_path / "run"
     model = torch.nn.Linear(2, 2)
     checkpoint.save_checkpoint(out / "last", model, {"name": "linear"})
+    (out / "last" / "state.pt").write_bytes(b"")  # resumable, as far as the CLI looks
+    (tmp_path / "data").mkdir()
     before = {p.name: p.read_bytes() for p in (out / "last").iterdir()}
     save_weights = checkpoint._save_weights
 

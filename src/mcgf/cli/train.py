@@ -73,6 +73,8 @@ def _run(args: argparse.Namespace, out: Path) -> int:
         run_cfg = parse_run_config(apply_overrides(cfg, args.overrides), where, resume=args.resume)
     except UserError as err:
         raise UserError(blame_override(str(err), where, args.overrides)) from None
+    if args.resume:
+        check_resumable(out)  # nothing to resume says so, not that the data is missing
     for key in ("root", "val_root"):
         folder = getattr(run_cfg.data, key)
         if args.resume and folder and not Path(folder).is_dir():
