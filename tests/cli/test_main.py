@@ -377,3 +377,46 @@ def test_a_missing_command_prints_its_help_on_stderr(argv: list[str],
     assert main(argv) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.startswith("usage: mcgf")
+
+
+_LOADING_UNTIL_SIGTERM = """
+import time
+import torch
+from mcgf.cli.main import Terminated, _sigterm_interrupts
+
+class Slow(torch.utils.data.Dataset):
+    def __len__(self):
+        return 1000
+
+    def __getitem__(self, i):
+        time.sleep(0.02)
+        return i
+
+try:
+    with _sigterm_interrupts():
+        loader = torch.utils.data.DataLoader(Slow(), num_workers=2, persistent_workers=True)
+        for i, batch in enumerate(loader):
+            if i == 2:
+                print("loading", flush=True)
+except Terminated:
+    print("terminated", flush=True)
+"""
+
+
+def test_sigterm_to_the_process_group_leaves_no_dataloader_worker_traceback() -> None:
+    """torchrun (to each rank's process group) and schedulers send SIGTERM to the
+    DataLoader workers too: they die of it, and the loader's shutdown must not print a
+    "worker is killed by signal" traceback after the one line."""
+    import os
+    import signal
+
+    import mcgf
+
+    src = str(Path(mcgf.__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-c", _LOADING_UNTIL_SIGTERM], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "loading\n"
+    os.killpg(proc.pid, signal.SIGTERM)  # from outside, as torchrun does: workers die of it
+    out, err = proc.communicate(timeout=60)
+    assert (out, err) == ("terminated\n", "")

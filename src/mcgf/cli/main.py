@@ -85,7 +85,8 @@ def _sigterm_interrupts() -> Iterator[None]:
     """Raise :class:`Terminated` on SIGTERM while the block runs (main thread only).
 
     Processes forked meanwhile (DataLoader or pool workers) inherit the handler; in them
-    SIGTERM keeps its default action, since a pool stops its workers with it.
+    SIGTERM keeps its default action, since a pool stops its workers with it. Once SIGTERM
+    arrives, SIGCHLD is left at its default action (no handler) for the process's end.
     """
     import threading
 
@@ -99,6 +100,10 @@ def _sigterm_interrupts() -> Iterator[None]:
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
+        # The process ends. torchrun and schedulers signal the whole process group, so
+        # DataLoader workers die of the same SIGTERM, and the loader's SIGCHLD handler
+        # would report each with a traceback while the loader shuts down.
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         raise Terminated
 
     previous = signal.signal(signal.SIGTERM, handler)
