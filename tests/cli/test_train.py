@@ -156,3 +156,42 @@ def test_a_resume_whose_data_moved_says_how_to_point_at_it(
         f"mcgf: error: --resume: data.root {data} (from {out / 'last' / 'config.json'}) is not "
         "a folder: if the data moved, resume with --set data.root=NEW_FOLDER\n")
     assert main([*argv, "--set", f"data.root={moved}"]) == 0
+
+
+def test_validation_during_training_follows_data_on_bad_image(tmp_path: Path) -> None:
+    """``data.on_bad_image: skip`` applies to the validation's test images too (an
+    unreadable query counts as a miss, as in ``mcgf evaluate``), instead of stopping the run (losing the epoch) with a message that says to set
+    what is set."""
+    import shutil
+
+    import torch
+
+    from mcgf.cli.train import _validator
+    from mcgf.errors import ImageReadError
+    from mcgf.models.mcgf_model import MCGFModel
+    from mcgf.training.config import parse_run_config
+    from tests.evaluation.conftest import tiny_u1652
+    from tests.training.tiny_run import tiny_config
+
+    root = tiny_u1652.__wrapped__(tmp_path / "a")  # type: ignore[attr-defined]
+    bad = next((root / "test" / "query_drone" / "0102").iterdir())
+    without = Path(shutil.copytree(root, tmp_path / "b" / root.name))
+    (without / "test" / "query_drone" / "0102" / bad.name).unlink()
+    bad.write_bytes(b"not an image")
+
+    def validator(data: Path, policy: str) -> object:
+        cfg = tiny_config(data, eval_every=1, restore_val_images=0)
+        cfg["data"]["on_bad_image"] = policy
+        return _validator(parse_run_config(cfg, "c.yaml"))
+
+    torch.manual_seed(0)
+    model = MCGFModel("vit_tiny_patch16_224", num_classes=3, img_size=32, bottleneck_dim=16,
+                      restoration=False)
+    skipped = validator(root, "skip")(model)  # type: ignore[operator]
+    readable = validator(without, "stop")(model)  # type: ignore[operator]
+    # As in mcgf evaluate, the unreadable query counts as a miss: 1 of the 15.
+    assert set(skipped) == {"val_R@1", "val_AP"} and readable["val_R@1"] > 0
+    for key in skipped:
+        assert skipped[key] == pytest.approx(readable[key] * 14 / 15)
+    with pytest.raises(ImageReadError):
+        validator(root, "stop")(model)  # type: ignore[operator]

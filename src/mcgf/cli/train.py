@@ -151,7 +151,8 @@ def _validator(cfg: Any) -> Any:
         device = None if cfg.train.device == "auto" else cfg.train.device
         # Decoding 37,855 test images at paper scale is CPU work: the training's workers.
         validators.append(university_validator(root, device=device, layout=layout,
-                                               num_workers=cfg.data.workers))
+                                               num_workers=cfg.data.workers,
+                                               on_bad_image=cfg.data.on_bad_image))
     from mcgf.models.model_registry import resolved_options
 
     model = resolved_options(cfg.model["name"], {k: v for k, v in cfg.model.items() if k != "name"})

@@ -57,6 +57,7 @@ def university_validator(
     num_workers: int = 0,
     layout: str = "",
     distributed: bool = True,
+    on_bad_image: str = "stop",
 ) -> Validator:
     """A validator computing drone→satellite R@1 and AP on ``root``'s test split.
 
@@ -73,6 +74,8 @@ def university_validator(
             time, split the images across its ranks and gather the features; every rank
             must then call ``validate`` (the training loop does) and gets the same values,
             equal to a single process's. ``False``: each caller embeds everything itself.
+        on_bad_image: ``"stop"`` raises on an unreadable test image; ``"skip"`` leaves it
+            out (training passes its ``data.on_bad_image``).
 
     Returns:
         ``validate(model)`` → ``{"val_R@1": ..., "val_AP": ...}`` (percent). The model must
@@ -81,7 +84,7 @@ def university_validator(
     """
     conds = on_the_fly_conditions(list(conditions), seed, "test") if conditions else None
     opts = ExtractOptions(batch_size=batch_size, flip=False, device=device,
-                          num_workers=num_workers, progress=False)
+                          num_workers=num_workers, on_bad_image=on_bad_image, progress=False)
 
     def validate(model: nn.Module) -> dict[str, float]:
         was_training = model.training
