@@ -321,7 +321,6 @@ def test_sigterm_while_saving_is_one_line_exit_143_and_leaves_the_previous_check
     import mcgf.models.checkpoint as checkpoint
     from tests.training.tiny_run import tiny_config, write_config
 
-    (tmp_path / "data").mkdir()  # a resume checks that data.root is there
     path = write_config(tmp_path / "cfg.yaml", tiny_config(tmp_path / "data"))
     out = tmp_path / "run"
     model = torch.nn.Linear(2, 2)
