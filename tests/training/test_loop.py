@@ -543,3 +543,20 @@ def test_the_bar_in_a_log_file_is_not_redrawn_at_each_logged_step(
     loop.train_one_epoch(run, 0)
     assert run.steps_per_epoch >= 2 and len(read_log(tmp_path / "run")) == run.steps_per_epoch
     assert log.getvalue().count("epoch 1/1") == 1 and "loss=" not in log.getvalue()
+
+
+def test_a_run_stopped_during_validation_keeps_the_epoch_it_trained(root: Path, tmp_path: Path) -> None:
+    """Validation ran before the checkpoint: a stop during it (minutes at paper scale)
+    lost the whole epoch. The checkpoint now comes first."""
+    from mcgf.models.checkpoint import read_train_state
+
+    def stopped(model: torch.nn.Module) -> dict[str, float]:
+        raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(parse_run_config(config(root, eval_every=1), "t"), out, progress=False,
+              validate=stopped)
+    assert read_train_state(out / "last").epoch == 1
+    rows = read_log(out)
+    assert rows and all(r.get("val_R@1", "") == "" for r in rows)

@@ -16,9 +16,9 @@
   ``OUT/log.csv``: every loss term the model returns and, on every
   ``train.grad_norms_every``-th logged step and each epoch's last, the gradient norm
   each weighted term sends into the encoder;
-* at each epoch end, validation (optional; on every rank under ``torchrun``, see
-  :mod:`mcgf.evaluation.validation`) and a checkpoint ``OUT/last`` (weights, resolved
-  config, optimizer, scheduler, counters, RNG states).
+* at each epoch end, a checkpoint ``OUT/last`` (weights, resolved config, optimizer,
+  scheduler, counters, RNG states), then validation (optional; on every rank under
+  ``torchrun``, see :mod:`mcgf.evaluation.validation`).
 
 Randomness: model init draws from ``train.seed`` on every rank; under ``torchrun`` each
 rank then reseeds torch's RNG with ``seed + rank`` (distinct dropout masks). The model's
@@ -772,14 +772,21 @@ def _share_buffers(run: TrainRun) -> None:
 def _end_epoch(run: TrainRun, epoch: int, losses: Mapping[str, float],
                validate: Callable[[nn.Module], Mapping[str, float]] | None,
                started: float) -> dict[str, float] | None:
-    """Validation when due (its values, else ``None``), then the log flush and the checkpoint."""
+    """The checkpoint, then validation when due (its values, else ``None``).
+
+    The checkpoint comes first: validation can take minutes at paper scale, and a run
+    stopped during it then resumes after this epoch rather than redoing it (without this
+    epoch's validation row). It holds the same state either way, since validation puts
+    every random stream back and changes no weight.
+    """
     tc = run.cfg.train
+    _save_epoch(run, epoch)
     validation = None
     due = tc.eval_every > 0 and ((epoch + 1) % tc.eval_every == 0 or epoch + 1 == tc.epochs)
     if validate is not None and due:
         # On every rank: the standard validators split the images across the ranks and
-        # gather the features, so no rank waits alone in the next collective (the
-        # checkpoint's RNG gather) for a whole validation. Rank 0 logs.
+        # gather the features, so no rank waits alone in a collective for a whole
+        # validation. Rank 0 logs.
         _share_buffers(run)
         # Validation may draw random numbers (its DataLoader draws a base seed from
         # torch's RNG): put every stream back, so that the training that follows (dropout)
@@ -794,26 +801,31 @@ def _end_epoch(run: TrainRun, epoch: int, losses: Mapping[str, float],
         if run.progress and run.dist.main:
             print(f"epoch {epoch + 1}/{tc.epochs}: " +
                   ", ".join(f"{k} {v:.4g}" for k, v in validation.items()))
-    rng, ranks = _rng_states(run)
-    if run.dist.main:
-        # The log first: a run that dies between the two writes resumes from the previous
-        # checkpoint and drops the rows past it; the other way round it would lose the
-        # rows of an epoch its checkpoint holds.
-        assert run.log is not None
-        run.log.flush()
-        state = TrainState(step=run.step, epoch=epoch + 1, optimizer=run.optimizer.state_dict(),
-                           scheduler=run.scheduler.state_dict(), rng=rng,
-                           rank_rng=ranks,
-                           scaler=run.scaler.state_dict() if run.scaler is not None else None)
-        save_checkpoint(run.out / LAST, run.model, run.model_cfg,
-                        extra_config={**stored_sections(run.cfg.as_dict()),
-                                      "weights_report": run.weights_report},
-                        train_state=state)
-        if run.progress:
-            loss_txt = ", ".join(f"{k} {v:.4f}" for k, v in losses.items())
-            print(f"epoch {epoch + 1}/{tc.epochs}: {loss_txt} (step {run.step}, "
-                  f"{time.perf_counter() - started:.1f} s)")
+    if run.progress and run.dist.main:
+        loss_txt = ", ".join(f"{k} {v:.4f}" for k, v in losses.items())
+        print(f"epoch {epoch + 1}/{tc.epochs}: {loss_txt} (step {run.step}, "
+              f"{time.perf_counter() - started:.1f} s)")
     return validation
+
+
+def _save_epoch(run: TrainRun, epoch: int) -> None:
+    """``OUT/last`` after epoch ``epoch`` (0-based): weights, config and training state
+    (every rank's RNG streams gathered; rank 0 writes)."""
+    rng, ranks = _rng_states(run)
+    if not run.dist.main:
+        return
+    # The log first: a run that dies between the two writes resumes from the previous
+    # checkpoint and drops the rows past it; the other way round it would lose the rows
+    # of an epoch its checkpoint holds.
+    assert run.log is not None
+    run.log.flush()
+    state = TrainState(step=run.step, epoch=epoch + 1, optimizer=run.optimizer.state_dict(),
+                       scheduler=run.scheduler.state_dict(), rng=rng, rank_rng=ranks,
+                       scaler=run.scaler.state_dict() if run.scaler is not None else None)
+    save_checkpoint(run.out / LAST, run.model, run.model_cfg,
+                    extra_config={**stored_sections(run.cfg.as_dict()),
+                                  "weights_report": run.weights_report},
+                    train_state=state)
 
 
 def train(cfg: RunConfig, out: str | Path, *, resume: bool = False, progress: bool = True,
