@@ -290,6 +290,11 @@ def test_a_full_disk_while_saving_is_one_line_and_keeps_the_previous_checkpoint(
                    f"again with --resume, which goes on from the last complete checkpoint {out / 'last'}"]
     assert {p.name: p.read_bytes() for p in (out / "last").iterdir()} == before
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+    # The first save of a run has no checkpoint to go on from: no --resume hint.
+    fresh = tmp_path / "fresh"
+    assert main(["train", "--config", str(path), "--out", str(fresh), "--quiet"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "mcgf: error: no space left on device: free some space and run the command again"]
 
 
 @pytest.mark.parametrize(("error", "said"), [

@@ -202,8 +202,9 @@ def _stop_on_full_disk(err: Exception, args: argparse.Namespace) -> int:
     if full is None:
         raise err
     # Every output is written atomically: what was complete before is still there.
-    hint = (f" with --resume, which goes on from the last complete checkpoint "
-            f"{Path(args.out) / 'last'}" if args.command == "train" else "")
+    last = Path(args.out) / "last" if args.command == "train" else None
+    hint = (f" with --resume, which goes on from the last complete checkpoint {last}"
+            if last is not None and last.is_dir() else "")
     print(f"mcgf: error: {full}: free some space and run the command again{hint}",
           file=sys.stderr)
     return 2
