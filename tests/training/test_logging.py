@@ -24,10 +24,10 @@ def test_each_row_reaches_the_file_when_added(tmp_path: Path) -> None:
 
 
 def test_rows_are_appended_and_a_new_column_rewrites_the_header(tmp_path: Path, monkeypatch) -> None:
-    rewrites: list[str] = []
-    real = training_logging.write_text_atomic
-    monkeypatch.setattr(training_logging, "write_text_atomic",
-                        lambda path, text: (rewrites.append(text), real(path, text)))
+    rewrites: list[Path] = []
+    real = training_logging.atomic_write
+    monkeypatch.setattr(training_logging, "atomic_write",
+                        lambda path, *a, **k: (rewrites.append(path), real(path, *a, **k))[1])
     log = TrainLog(tmp_path, tensorboard=False)
     for step in range(1, 6):
         log.add({"step": step, "epoch": 1, "lr": 0.1, "total": 1.0 / step})
@@ -46,7 +46,34 @@ def test_resume_drops_a_torn_last_row_and_the_rows_past_the_checkpoint(tmp_path:
     # Step 3's row was cut by a kill: "1" of its step would pass keep_until_step=2.
     path.write_text("step,epoch,lr,total\n1,1,0.1,1\n2,1,0.1,0.5\n4,2,0.1,0.25\n1", encoding="utf-8")
     log = TrainLog(tmp_path, keep_until_step=2, tensorboard=False)
-    assert [r["step"] for r in log.rows] == ["1", "2"]
+    assert log.filled == {"step": 2, "epoch": 2, "lr": 2, "total": 2}
     log.add({"step": 3, "epoch": 2, "lr": 0.1, "total": 0.3})
     assert [r["step"] for r in _rows(path)] == ["1", "2", "3"]
     assert path.read_text(encoding="utf-8").endswith("3,2,0.1,0.3\n")
+
+
+def test_written_rows_are_not_kept_in_memory(tmp_path: Path) -> None:
+    # A run of a million rows held them all (about 600 bytes each); a rewrite for a new
+    # column now reads the earlier rows back from the file.
+    log = TrainLog(tmp_path, tensorboard=False)
+    for step in range(1, 101):
+        log.add({"step": step, "epoch": 1, "lr": 0.1, "total": 1.0})
+        assert log.pending == []
+    log.add({"step": 100, "epoch": 1, "val_R@1": 0.5})
+    assert log.pending == [] and log.filled["total"] == 100 and log.filled["val_R@1"] == 1
+    rows = _rows(tmp_path / "log.csv")
+    assert len(rows) == 101 and [r["step"] for r in rows[:3]] == ["1", "2", "3"]
+    assert rows[99]["total"] == "1" and rows[100]["val_R@1"] == "0.5" and rows[99]["val_R@1"] == ""
+    assert not vars(log).get("rows")
+
+
+def test_a_rewrite_after_a_resume_keeps_the_carried_rows_once(tmp_path: Path) -> None:
+    path = tmp_path / "log.csv"
+    path.write_text("step,epoch,lr,total\n1,1,0.1,1\n2,1,0.1,0.5\n3,2,0.1,0.25\n", encoding="utf-8")
+    log = TrainLog(tmp_path, keep_until_step=2, tensorboard=False)
+    log.add({"step": 3, "epoch": 2, "lr": 0.1, "total": 0.3})
+    log.add({"step": 3, "epoch": 2, "val_R@1": 0.5})  # a new column: a second rewrite
+    rows = _rows(path)
+    assert [(r["step"], r["total"], r["val_R@1"]) for r in rows] == [
+        ("1", "1", ""), ("2", "0.5", ""), ("3", "0.3", ""), ("3", "", "0.5")]
+    assert log.filled["total"] == 3

@@ -16,19 +16,24 @@ file's unterminated last line, which a resume leaves out.
 from __future__ import annotations
 
 import csv
-import io
-from collections.abc import Mapping
+import math
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from mcgf.errors import UserError
-from mcgf.fileio import write_text_atomic
+from mcgf.fileio import atomic_write
 from mcgf.safeload import one_line
 
 #: The first columns of ``log.csv``, always present and in this order.
 LEADING_COLUMNS = ("step", "epoch", "lr")
 #: Row keys that are not TensorBoard scalars.
 _NOT_SCALARS = ("step", "epoch")
+
+
+def _writer(fh: IO[str], columns: list[str]) -> csv.DictWriter:
+    return csv.DictWriter(fh, fieldnames=columns, lineterminator="\n", restval="",
+                          extrasaction="ignore")
 
 
 def column_rank(name: str) -> int:
@@ -46,6 +51,9 @@ def column_rank(name: str) -> int:
 class TrainLog:
     """Collects per-step rows and writes them to ``OUT/log.csv`` (+ TensorBoard).
 
+    Rows are not kept in memory once written (a run of a million rows would hold
+    gigabytes): a rewrite for a new column streams the earlier rows from the file.
+
     Args:
         out: the run folder.
         keep_until_step: on resume, keep the existing rows up to this step (later ones
@@ -56,13 +64,16 @@ class TrainLog:
 
     def __init__(self, out: Path, *, keep_until_step: int | None = None, tensorboard: bool = True) -> None:
         self.path = Path(out) / "log.csv"
-        self.rows: list[dict[str, Any]] = []
+        #: Rows added but not yet in ``log.csv``.
+        self.pending: list[dict[str, Any]] = []
+        #: How many rows (kept and added) have a value in each column.
+        self.filled: dict[str, int] = {}
         self._seen: list[str] = list(LEADING_COLUMNS)
-        # What the file on disk holds: its header and how many of ``rows`` it has. None
-        # until this log first writes, so that write is a rewrite (it drops the rows of
-        # an interrupted epoch a resume redoes).
+        # The header on disk: None until this log first writes, so that write is a
+        # rewrite (it drops the rows of an interrupted epoch a resume redoes).
         self._written_columns: list[str] | None = None
-        self._written = 0
+        # The file's rows up to this step go into a rewrite (None: none, a new log).
+        self._carry: float | None = None
         if keep_until_step is not None and self.path.is_file():
             self._read(keep_until_step)
         self.writer = None
@@ -78,23 +89,37 @@ class TrainLog:
                 purge = 0 if keep_until_step is None else keep_until_step + 1
                 self.writer = SummaryWriter(str(Path(out) / "tb"), purge_step=purge)
 
+    def _file_rows(self, until: float) -> Iterator[dict[str, str]]:
+        """The rows of ``log.csv`` up to step ``until``, read as they are needed."""
+        with open(self.path, encoding="utf-8", newline="") as fh:
+            # A kill during an append can leave the last row without its line end.
+            reader = csv.DictReader(line for line in fh if line.endswith("\n"))
+            if "step" not in (reader.fieldnames or []):
+                raise ValueError("no step column")
+            self._note_keys(reader.fieldnames or [])
+            for r in reader:
+                if int(r["step"]) <= until:
+                    yield r
+
     def _read(self, keep_until_step: int) -> None:
-        """Keep the rows of the existing log up to ``keep_until_step``.
+        """Check the existing log and count its rows up to ``keep_until_step``, which
+        the first write carries over.
 
         Raises:
             UserError: the log is not a ``log.csv`` of this format (one line naming it).
         """
         try:
-            text = self.path.read_text(encoding="utf-8")
-            # A kill during an append can leave the last row without its line end.
-            reader = csv.DictReader(io.StringIO(text[:text.rfind("\n") + 1], newline=""))
-            if "step" not in (reader.fieldnames or []):
-                raise ValueError("no step column")
-            self.rows = [r for r in reader if int(r["step"]) <= keep_until_step]
-            self._note_keys(reader.fieldnames or [])
+            for r in self._file_rows(keep_until_step):
+                self._count(r)
         except (OSError, ValueError, TypeError, csv.Error) as err:  # UnicodeError is a ValueError
             raise UserError(f"cannot continue {self.path}: {one_line(err)} (move the file away "
                             "to resume with a new log)") from None
+        self._carry = keep_until_step
+
+    def _count(self, row: Mapping[str, Any]) -> None:
+        for k, v in row.items():
+            if v is not None and v != "":
+                self.filled[k] = self.filled.get(k, 0) + 1
 
     @property
     def columns(self) -> list[str]:
@@ -112,7 +137,8 @@ class TrainLog:
         ``log.csv``."""
         clean = {k: v for k, v in row.items() if v is not None and v != ""}
         self._note_keys(clean)
-        self.rows.append(clean)
+        self._count(clean)
+        self.pending.append(clean)
         self._write_csv()
         if self.writer is not None:
             for k, v in clean.items():
@@ -122,26 +148,27 @@ class TrainLog:
                 self.writer.add_scalar(f"{group}/{k.removeprefix('val_')}", float(v), int(clean["step"]))
 
     def _write_csv(self) -> None:
-        """Bring ``log.csv`` up to date: append the rows it lacks, or rewrite it atomically
+        """Bring ``log.csv`` up to date: append the pending rows, or rewrite it atomically
         when its header would change (or this log has not written it yet)."""
         columns = self.columns
         rewrite = columns != self._written_columns or not self.path.is_file()
-        rows = self.rows if rewrite else self.rows[self._written:]
-        if not rows and not rewrite:
+        if not self.pending and not rewrite:
             return
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", restval="",
-                           extrasaction="ignore")
+        new = [{k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()}
+               for r in self.pending]
         if rewrite:
-            w.writeheader()
-        for r in rows:
-            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-        if rewrite:
-            write_text_atomic(self.path, buf.getvalue())
+            earlier = (self._file_rows(self._carry)
+                       if self._carry is not None and self.path.is_file() else ())
+            with atomic_write(self.path, "w", encoding="utf-8", newline="") as fh:
+                w = _writer(fh, columns)
+                w.writeheader()
+                w.writerows(earlier)
+                w.writerows(new)
         else:
             with open(self.path, "a", encoding="utf-8", newline="") as fh:
-                fh.write(buf.getvalue())
-        self._written_columns, self._written = columns, len(self.rows)
+                _writer(fh, columns).writerows(new)
+        # From now on the file holds exactly this log's rows.
+        self._written_columns, self._carry, self.pending = columns, math.inf, []
 
     def flush(self) -> None:
         """Write any row ``log.csv`` lacks and flush the TensorBoard events."""

@@ -743,7 +743,7 @@ def _training_rows(run: TrainRun) -> int:
     uninterrupted one, since a resume keeps the rows of the epochs it does not redo."""
     if run.log is None:
         return 0
-    return sum(1 for r in run.log.rows if r.get("total") not in (None, ""))
+    return run.log.filled.get("total", 0)
 
 
 def _log_row(run: TrainRun, bar: Any, row: dict[str, Any]) -> None:
