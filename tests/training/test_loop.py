@@ -560,3 +560,30 @@ def test_a_run_stopped_during_validation_keeps_the_epoch_it_trained(root: Path, 
     assert read_train_state(out / "last").epoch == 1
     rows = read_log(out)
     assert rows and all(r.get("val_R@1", "") == "" for r in rows)
+
+
+def test_an_error_in_train_closes_the_log_and_its_tensorboard_writer(root: Path, tmp_path: Path,
+                                                                     monkeypatch) -> None:
+    import mcgf.training.loop as loop
+
+    logs: list[object] = []
+
+    class Recorded(loop.TrainLog):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)
+            self.closed = 0
+            logs.append(self)
+
+        def close(self) -> None:
+            self.closed += 1
+            super().close()
+
+    def validate(model: object) -> dict[str, float]:
+        raise KeyboardInterrupt  # a notebook user stopping the run
+
+    monkeypatch.setattr(loop, "TrainLog", Recorded)
+    cfg = parse_run_config(config(root, epochs=1, eval_every=1), "t")
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "run", progress=False, validate=validate)
+    assert [log.closed for log in logs] == [1]
+    assert len(read_log(tmp_path / "run")) == 2  # the epoch's rows were written

@@ -177,7 +177,9 @@ class TrainLog:
             self.writer.flush()
 
     def close(self) -> None:
-        """Flush and release the TensorBoard writer."""
-        self.flush()
-        if self.writer is not None:
-            self.writer.close()
+        """Flush and release the TensorBoard writer (released even when the flush fails)."""
+        try:
+            self.flush()
+        finally:
+            if self.writer is not None:
+                self.writer.close()

@@ -875,11 +875,15 @@ def _train(cfg: RunConfig, out: Path, resume: bool, progress: bool, stop_after: 
     validation: dict[str, float] = {}
     tc = cfg.train
     end_epoch = tc.epochs if stop_after is None else min(tc.epochs, run.start_epoch + stop_after)
-    for epoch in range(run.start_epoch, end_epoch):
-        final = train_one_epoch(run, epoch)
-        validation = _end_epoch(run, epoch, final, validate, started) or validation
-    if run.log is not None:
-        run.log.close()
+    try:
+        for epoch in range(run.start_epoch, end_epoch):
+            final = train_one_epoch(run, epoch)
+            validation = _end_epoch(run, epoch, final, validate, started) or validation
+    finally:
+        # On an error too: each interrupted train() of a notebook otherwise kept its
+        # TensorBoard writer's thread and unflushed events.
+        if run.log is not None:
+            run.log.close()
     if run.dist.world > 1:
         import torch.distributed as dist
 
