@@ -306,9 +306,9 @@ def test_a_full_disk_while_saving_is_one_line_and_keeps_the_previous_checkpoint(
     (RuntimeError("CUDA out of memory"), None),
 ])
 def test_what_counts_as_a_full_disk(error: Exception, said: str | None) -> None:
-    from mcgf.cli.main import _disk_full
+    from mcgf.cli.process import disk_full
 
-    assert _disk_full(error) == said
+    assert disk_full(error) == said
 
 
 
@@ -386,7 +386,7 @@ def test_a_missing_command_prints_its_help_on_stderr(argv: list[str],
 _LOADING_UNTIL_SIGTERM = """
 import time
 import torch
-from mcgf.cli.main import Terminated, _sigterm_interrupts
+from mcgf.cli.process import Terminated, sigterm_interrupts
 
 class Slow(torch.utils.data.Dataset):
     def __len__(self):
@@ -397,7 +397,7 @@ class Slow(torch.utils.data.Dataset):
         return i
 
 try:
-    with _sigterm_interrupts():
+    with sigterm_interrupts():
         loader = torch.utils.data.DataLoader(Slow(), num_workers=2, persistent_workers=True)
         for i, batch in enumerate(loader):
             if i == 2:

@@ -9,22 +9,25 @@ those functions so that ``mcgf --help`` stays fast.
 from __future__ import annotations
 
 import argparse
-import codecs
-import contextlib
-import errno
 import importlib
-import io
-import logging
 import os
 import signal
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
 from mcgf import __version__
 from mcgf.cli.options import launcher_rank
+from mcgf.cli.process import (
+    Terminated,
+    ascii_stand_ins,
+    disk_full,
+    peer_left,
+    sigterm_interrupts,
+    warnings_on_rank_0,
+)
 from mcgf.errors import DeprecatedOptionWarning, ImageReadError, UserError
 
 # Order here is the order in ``mcgf --help``.
@@ -74,65 +77,26 @@ def _import_option_everywhere(subparsers: argparse._SubParsersAction) -> None:
                 _import_option_everywhere(action)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a batch scheduler, ``kill``) received while a command runs: like Ctrl-C, it
-    unwinds the command, so that temporary files and folders of unfinished writes are
-    removed and DataLoader workers stopped, as on Ctrl-C."""
-
-
-@contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """Raise :class:`Terminated` on SIGTERM while the block runs (main thread only).
-
-    Processes forked meanwhile (DataLoader or pool workers) inherit the handler; in them
-    SIGTERM keeps its default action, since a pool stops its workers with it. Once SIGTERM
-    arrives, SIGCHLD is left at its default action (no handler) for the process's end.
-    """
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pid = os.getpid()
-
-    def handler(signum: int, frame: object) -> None:
-        if os.getpid() != pid:
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        # The process ends. torchrun and schedulers signal the whole process group, so
-        # DataLoader workers die of the same SIGTERM, and the loader's SIGCHLD handler
-        # would report each with a traceback while the loader shuts down.
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        raise Terminated
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code.
 
     A :class:`~mcgf.errors.UserError` is printed as one line on stderr (exit code 2);
     any other exception is a bug and propagates with its traceback. Under ``torchrun``
-    only rank 0 prints warnings (see :func:`_warnings_on_rank_0`), and a rank whose
+    only rank 0 prints warnings (see :func:`warnings_on_rank_0`), and a rank whose
     collective call fails because another rank left (its own error, or a bug, printed
     there) ends with one line and exit code 1 instead of the collective's traceback.
     Ctrl-C and SIGTERM end with one line and exit codes 130 and 143. A
     full disk or quota is one line too (exit code 2): the outputs are written atomically,
     so the files complete before it are kept.
     """
-    _ascii_stand_ins()
+    ascii_stand_ins()
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)  # exit code 2: not a result a script would keep
         return 2
     try:
-        with warnings.catch_warnings(), _warnings_on_rank_0(), _sigterm_interrupts():
+        with warnings.catch_warnings(), warnings_on_rank_0(), sigterm_interrupts():
             warnings.showwarning = _one_line_deprecations(warnings.showwarning)
             import_modules([*args.imports, *getattr(args, "imports_after", [])])
             return int(args.func(args) or 0)
@@ -149,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("mcgf: interrupted", file=sys.stderr)
         return 130
     except RuntimeError as err:
-        if not _peer_left(err):
+        if not peer_left(err):
             return _stop_on_full_disk(err, args)
         # Not this rank's fault: the rank that left printed why (its one-line error, or the
         # traceback of a bug); the collective's traceback here would only bury that.
@@ -165,40 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _stop_on_full_disk(err, args)
 
 
-#: What a stream that cannot encode them (a non-UTF-8 locale, ``PYTHONIOENCODING=ascii``)
-#: gets for the non-ASCII characters of mcgf's outputs; any other character is ``?``.
-ASCII_STAND_INS: dict[str, str] = {"\u2013": "-", "\u2014": "-", "\u00b1": "+/-", "\u2192": "->",
-                                   "\u00b7": "|", "\u00d7": "x", "\u2026": "...", "\u2265": ">=",
-                                   "\u2264": "<=", "\u03b5": "eps"}
-
-
-def _stand_ins(err: UnicodeError) -> tuple[str, int]:
-    if not isinstance(err, UnicodeEncodeError):
-        raise err
-    return "".join(ASCII_STAND_INS.get(c, "?") for c in err.object[err.start:err.end]), err.end
-
-
-def _ascii_stand_ins() -> None:
-    """Make stdout and stderr write :data:`ASCII_STAND_INS` where their encoding lacks a
-    character: printing a metrics table (``\u2013``) or a probe (``\u00b1``) to them raised
-    UnicodeEncodeError after the work was done, and lost the rest of the output."""
-    codecs.register_error("mcgf.stand_ins", _stand_ins)
-    for stream in (sys.stdout, sys.stderr):
-        if not isinstance(stream, io.TextIOWrapper):
-            continue
-        if codecs.lookup(stream.encoding).name != "utf-8" and stream.errors == "strict":
-            stream.reconfigure(errors="mcgf.stand_ins")
-
-
-#: How libraries that do not raise an :class:`OSError` word a full disk or quota:
-#: safetensors ("No space left on device (os error 28)").
-_DISK_FULL_TEXT = ("no space left on device", "disk quota exceeded")
-
-
 def _stop_on_full_disk(err: Exception, args: argparse.Namespace) -> int:
-    """Exit code 2 after one line when ``err`` is a full disk (:func:`_disk_full`);
+    """Exit code 2 after one line when ``err`` is a full disk (:func:`disk_full`);
     otherwise ``err`` is a bug and is raised again with its traceback."""
-    full = _disk_full(err)
+    full = disk_full(err)
     if full is None:
         raise err
     # Every output is written atomically: what was complete before is still there.
@@ -208,25 +142,6 @@ def _stop_on_full_disk(err: Exception, args: argparse.Namespace) -> int:
     print(f"mcgf: error: {full}: free some space and run the command again{hint}",
           file=sys.stderr)
     return 2
-
-
-def _disk_full(err: BaseException) -> str | None:
-    """``"no space left on device"`` (naming the file where known) when ``err`` or an
-    exception it was raised from is a full disk or an exceeded quota, else ``None``.
-    torch.save raises a RuntimeError from the OSError; safetensors an error of its own."""
-    seen: set[int] = set()
-    current: BaseException | None = err
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
-            name = f" ({current.filename})" if current.filename else ""
-            return f"{os.strerror(current.errno).lower()}{name}"
-        text = str(current).lower()
-        for words in _DISK_FULL_TEXT:
-            if words in text:
-                return words
-        current = current.__cause__ or current.__context__
-    return None
 
 
 def import_modules(names: Sequence[str]) -> None:
@@ -269,43 +184,6 @@ def _import_module(module: str, given: str) -> object:
             raise  # the module itself imports something missing: its traceback says what
         raise UserError(f"--import {given}: no module named {err.name!r} in the current "
                         "folder or on the Python path") from None
-
-
-@contextlib.contextmanager
-def _warnings_on_rank_0() -> Iterator[None]:
-    """On a rank other than 0, mute mcgf's warnings (deprecated options, notes logged as
-    warnings) while the command runs: every rank reads the same config and data, so rank
-    0 alone prints each once. Errors are raised, not warned, and still stop every rank.
-
-    Meant inside ``warnings.catch_warnings()``, which undoes the warnings filter.
-    """
-    if launcher_rank() == 0:
-        yield
-        return
-    warnings.simplefilter("ignore", DeprecatedOptionWarning)
-    logger = logging.getLogger("mcgf")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-#: What a failed collective call says when another process of the job has left it:
-#: gloo's TCP transport ("Connection closed by peer", "Connection reset by peer") and
-#: NCCL ("remote process exited or there was a network error").
-_PEER_LEFT = ("closed by peer", "reset by peer", "remote process exited")
-
-
-def _peer_left(err: RuntimeError) -> bool:
-    """Whether ``err`` is a collective call of this process's ``torch.distributed``
-    group that failed because another process of the job left it."""
-    dist = sys.modules.get("torch.distributed")  # not imported: no process group
-    if dist is None or not dist.is_available() or not dist.is_initialized():
-        return False
-    text = str(err).lower()
-    return any(marker in text for marker in _PEER_LEFT)
 
 
 def _worded_for(err: ImageReadError, args: argparse.Namespace) -> ImageReadError:
