@@ -180,6 +180,21 @@ def replace_dir(tmp: str | Path, dest: str | Path) -> None:
 _HELD_LOCKS: dict[tuple[int, int], list[int]] = {}
 
 
+def _close_locks_in_child() -> None:
+    """In a forked child, close its copies of the lock descriptors: ``flock`` belongs to
+    the open file, which a child (a DataLoader worker, persistent ones outliving a
+    ``train()`` that raised) would otherwise keep locked after this process let go."""
+    for entry in _HELD_LOCKS.values():
+        if entry[0] >= 0:
+            with contextlib.suppress(OSError):
+                os.close(entry[0])
+            entry[0] = -1
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which neither forks nor has flock
+    os.register_at_fork(after_in_child=_close_locks_in_child)
+
+
 @contextlib.contextmanager
 def folder_lock(folder: str | Path, busy: str) -> Iterator[None]:
     """Hold an exclusive lock on ``folder`` (created if missing) while the block runs, so

@@ -123,3 +123,31 @@ def test_folder_lock_is_reentrant_exclusive_across_processes_and_leaves_nothing(
                 pass
         finally:
             holder.communicate("", timeout=30)
+
+
+@pytest.mark.skipif(not hasattr(os, "register_at_fork"), reason="no fork")
+def test_a_forked_child_does_not_keep_a_released_folder_lock(tmp_path: Path) -> None:
+    """A DataLoader worker forked while a run holds its folder's lock (persistent workers
+    outlive a train() that raised) must not keep the folder locked once it is released."""
+    import multiprocessing
+
+    from mcgf.fileio import folder_lock
+
+    ctx = multiprocessing.get_context("fork")
+    started, stop = ctx.Event(), ctx.Event()
+
+    def worker() -> None:
+        started.set()
+        stop.wait(30)
+
+    with folder_lock(tmp_path, "busy"):
+        child = ctx.Process(target=worker)
+        child.start()
+        assert started.wait(30)  # the child runs (past what fork does in it)
+    try:
+        with folder_lock(tmp_path, "busy"):
+            relocked = True
+    finally:
+        stop.set()
+        child.join(30)
+    assert relocked and child.exitcode == 0
