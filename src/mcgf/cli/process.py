@@ -51,7 +51,8 @@ def sigterm_interrupts() -> Iterator[None]:
         # The process ends. torchrun and schedulers signal the whole process group, so
         # DataLoader workers die of the same SIGTERM, and the loader's SIGCHLD handler
         # would report each with a traceback while the loader shuts down.
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        if hasattr(signal, "SIGCHLD"):  # not on Windows
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         raise Terminated
 
     previous = signal.signal(signal.SIGTERM, handler)
