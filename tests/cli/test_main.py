@@ -424,3 +424,17 @@ def test_sigterm_to_the_process_group_leaves_no_dataloader_worker_traceback() ->
     os.killpg(proc.pid, signal.SIGTERM)  # from outside, as torchrun does: workers die of it
     out, err = proc.communicate(timeout=60)
     assert (out, err) == ("terminated\n", "")
+
+
+def test_import_between_a_command_and_its_action_is_kept_beside_one_after_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``mcgf data --import a check --import b`` imported only ``b``: the action's value
+    replaced the command's."""
+    import mcgf.cli.main as cli_main
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(cli_main, "import_modules", lambda names: seen.append(list(names)))
+    missing = str(tmp_path / "missing")
+    assert main(["--import", "z", "data", "--import", "a", "check", "--import", "b", missing]) == 2
+    assert main(["data", "--import", "a", "check", missing]) == 2
+    assert seen == [["z", "a", "b"], ["a"]]

@@ -65,16 +65,25 @@ IMPORT_HELP = ("import MODULE before the command, e.g. one that registers a mode
                "on the Python path) or a .py file; repeatable")
 
 
-def _import_option_everywhere(subparsers: argparse._SubParsersAction) -> None:
+def _import_option_everywhere(subparsers: argparse._SubParsersAction, depth: int = 1) -> None:
     """Give every command (and sub-command) ``--import`` too, so that it may also follow
-    the command name (``mcgf train --import mymodels ...``); it collects into
-    ``imports_after``, since a sub-parser's value would replace the top level's."""
+    the command name (``mcgf train --import mymodels ...``); each level collects into
+    ``imports_after_<depth>``, since a sub-parser's value replaces its parent's of the
+    same name (``mcgf data --import a check --import b`` would lose ``a``)."""
     for sub in dict.fromkeys(subparsers.choices.values()):
-        sub.add_argument("--import", dest="imports_after", action="append",
+        sub.add_argument("--import", dest=f"imports_after_{depth}", action="append",
                          default=argparse.SUPPRESS, metavar="MODULE", help=IMPORT_HELP)
         for action in sub._actions:
             if isinstance(action, argparse._SubParsersAction):
-                _import_option_everywhere(action)
+                _import_option_everywhere(action, depth + 1)
+
+
+def _imports(args: argparse.Namespace) -> list[str]:
+    """Every ``--import`` of ``args``, in command-line order (levels before and after the
+    command, then after each sub-command)."""
+    after = sorted((int(k.rpartition("_")[2]), v) for k, v in vars(args).items()
+                   if k.startswith("imports_after_"))
+    return [*args.imports, *(name for _, names in after for name in names)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -98,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings(), warnings_on_rank_0(), sigterm_interrupts():
             warnings.showwarning = _one_line_deprecations(warnings.showwarning)
-            import_modules([*args.imports, *getattr(args, "imports_after", [])])
+            import_modules(_imports(args))
             return int(args.func(args) or 0)
     except ImageReadError as err:
         print(f"mcgf: error: {_worded_for(err, args)}", file=sys.stderr)
