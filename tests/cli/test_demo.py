@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,29 @@ def test_demo_refuses_a_section_besides_synth(tmp_path: Path, extra: list[str],
     section = "train" if "--set" in extra else "data"
     assert f"unknown section '{section}'" in err and "--train-set" in err
     assert not out.exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no flock")
+def test_a_demo_into_a_run_folder_in_use_stops_before_touching_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A second demo (or a demo beside an mcgf train) into the same OUT deleted OUT/train
+    while the other trained there: it now stops in one line, before any work."""
+    import subprocess
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text("synth: {train: 2, test: 2, distractors: 1, extra_distractors: 1, views: 2, size: 64}\n")
+    out = tmp_path / "run"
+    (out / "train").mkdir(parents=True)
+    (out / "train" / "log.csv").write_text("step\n1\n")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys\nfd = os.open(sys.argv[1], os.O_RDONLY)\n"
+         "fcntl.flock(fd, fcntl.LOCK_EX)\nprint(1, flush=True)\nsys.stdin.read()\n",
+         str(out / "train")], text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "1\n"
+        assert main(demo_args(tmp_path, out, cfg, "--retrain")) == 2
+    finally:
+        holder.communicate("", timeout=30)
+    assert "is in use by another mcgf demo or train" in capsys.readouterr().err
+    assert (out / "train" / "log.csv").read_text() == "step\n1\n"
+    assert not (out / "data").exists()

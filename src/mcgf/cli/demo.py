@@ -107,11 +107,9 @@ def synth_config(cfg: dict[str, Any], where: str) -> tuple[Any, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mcgf.cli.synth import query_weather
+    from mcgf.cli.options import folder_option
     from mcgf.config import apply_overrides, load_config
-    from mcgf.data.check import check_dataset, format_report
     from mcgf.errors import UserError
-    from mcgf.synth import format_summary, generate_benchmark
 
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers must be >= 1 (got {args.workers})")
@@ -121,11 +119,27 @@ def run(args: argparse.Namespace) -> int:
     cfg = apply_overrides(cfg, args.overrides)
     config, weather = synth_config(cfg, where)
 
-    out = Path(args.out)
+    out = folder_option(args.out, "--out")
+    # Every value of both configs is checked before any work starts.
+    run_cfg = _training_config(args, out / "data" / "University-Release")
+    from mcgf.fileio import folder_lock
+
+    # The lock of mcgf train's run folder, for the whole demo: another demo into OUT would
+    # regenerate the data and delete the run under this one, and mcgf train the same.
+    with folder_lock(out / "train", f"{out / 'train'} is in use by another mcgf demo or train: "
+                     "wait for it to end, or give this demo another --out"):
+        return _run_locked(args, out, run_cfg, config, weather)
+
+
+def _run_locked(args: argparse.Namespace, out: Path, run_cfg: Any, config: Any, weather: str) -> int:
+    """:func:`run` once ``OUT/train`` is locked."""
+    from mcgf.cli.synth import query_weather
+    from mcgf.data.check import check_dataset, format_report
+    from mcgf.errors import UserError
+    from mcgf.synth import format_summary, generate_benchmark
+
     data_dir = out / "data"
     root = data_dir / "University-Release"
-    # Every value of both configs is checked before any work starts.
-    run_cfg = _training_config(args, root)
     print(f"[1/5] synthetic benchmark -> {data_dir}")
     regenerated = False
     if not args.regenerate and same_benchmark(data_dir, config, weather):
@@ -150,10 +164,14 @@ def run(args: argparse.Namespace) -> int:
     if not args.retrain and not regenerated and finished_run(train_dir, run_cfg):
         print("  a finished run with the same config is already there; reusing it (--retrain to train again)")
     else:
-        if train_dir.exists():
-            import shutil
+        # Emptied, not removed: the folder keeps its lock.
+        for entry in list(train_dir.iterdir()) if train_dir.is_dir() else []:
+            if entry.is_dir() and not entry.is_symlink():
+                import shutil
 
-            shutil.rmtree(train_dir)
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
         result = train(run_cfg, train_dir, progress=True)
         print(f"  trained {result.epochs} epochs ({result.steps} steps) in {result.seconds:.0f} s")
 
