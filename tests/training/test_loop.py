@@ -16,6 +16,7 @@ from mcgf.training import load_checkpoint
 from mcgf.training.config import parse_run_config
 from mcgf.training.loop import train
 from tests.training.tiny_run import MODEL_KEYS
+from tests.training.toy_model import toy_registered as toy_registered
 
 
 def make_tree(base: Path, locations: int = 4) -> Path:
@@ -587,3 +588,30 @@ def test_an_error_in_train_closes_the_log_and_its_tensorboard_writer(root: Path,
         train(cfg, tmp_path / "run", progress=False, validate=validate)
     assert [log.closed for log in logs] == [1]
     assert len(read_log(tmp_path / "run")) == 2  # the epoch's rows were written
+
+
+def test_param_groups_given_as_generators_still_train_every_parameter(
+        tmp_path: Path, toy_registered: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``{"params": module.parameters()}`` is a generator: checking the groups used it up,
+    and the optimizer got groups without parameters, so nothing trained, without a word."""
+    from mcgf.training import loop
+    from tests.training.tiny_run import tiny_config, write_tree
+    from tests.training.toy_model import TOY, ToyNet
+
+    monkeypatch.setattr(ToyNet, "param_groups", lambda self, lr, wd, ld=None:
+                        [{"params": self.encoder.parameters(), "lr": lr},
+                         {"params": self.classifier.parameters(), "lr": lr}])
+    held: list[int] = []
+    real_adamw = loop.adamw
+
+    def counting_adamw(*args: object, **kwargs: object) -> torch.optim.Optimizer:
+        opt = real_adamw(*args, **kwargs)  # type: ignore[arg-type]
+        held.append(sum(len(g["params"]) for g in opt.param_groups))
+        return opt
+
+    monkeypatch.setattr(loop, "adamw", counting_adamw)
+    cfg = tiny_config(write_tree(tmp_path / "U"), epochs=1)
+    cfg["model"] = {"name": TOY}
+    train(parse_run_config(cfg, "t"), tmp_path / "run", progress=False)
+    model = load_checkpoint(tmp_path / "run" / "last").model
+    assert held == [len(list(model.parameters()))] and held[0] > 0

@@ -471,7 +471,11 @@ def _optimizer(model: nn.Module, cfg: RunConfig, device: torch.device, *,
     from mcgf.models.base import unoptimised_parameters
 
     tc = cfg.train
-    groups = list(model.param_groups(tc.lr, tc.weight_decay, tc.layer_decay))
+    # Listed first: a group's params may be a generator (module.parameters()), which the
+    # check would use up, leaving the optimizer nothing to train.
+    groups = [{**g, "params": list(g["params"])}
+              if isinstance(g, Mapping) and not isinstance(g.get("params"), torch.Tensor | None)
+              else g for g in model.param_groups(tc.lr, tc.weight_decay, tc.layer_decay)]
     left = unoptimised_parameters(model, groups, cfg.model.get("name"))
     if left and warn:
         _log.warning("model %r: %d trainable parameters are in none of its param_groups() and "
