@@ -23,7 +23,7 @@ SRC = Path(mcgf.__file__).parent
 RANKS: dict[str, int] = {
     # base: no mcgf package below them
     "mcgf": 0, "errors": 0, "config": 0, "fileio": 0, "options": 0, "safeload": 0,
-    "runtime": 0, "registry": 0, "panels": 0, "pools": 0, "progress": 0,
+    "runtime": 0, "registry": 0, "panels": 0, "pools": 0, "progress": 0, "launch": 0,
     # the weather engine and the search know no dataset and no model
     "weather": 1, "retrieval": 1,
     # dataset layouts, decoding, datasets (they name weather conditions)

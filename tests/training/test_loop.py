@@ -306,6 +306,8 @@ def test_resume_names_the_options_that_changed_since_the_checkpoint(root: Path, 
     same = config(Path(root.name), epochs=5, eval_every=1)
     same["data"]["workers"] = 1
     assert changed_on_resume(saved, parse_run_config(same, "t")) is None
+    moved = config(tmp_path / "moved")  # data that moved, as the resume error advises
+    assert changed_on_resume(saved, parse_run_config(moved, "t")) is None
     other = config(root, seed=4)
     other["weather"]["seed"] = 2
     other["data"]["drone_flip"] = True

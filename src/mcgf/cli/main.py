@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TextIO
 
 from mcgf import __version__
-from mcgf.cli.options import launcher_rank
 from mcgf.cli.process import (
     Terminated,
     ascii_stand_ins,
@@ -29,6 +28,7 @@ from mcgf.cli.process import (
     warnings_on_rank_0,
 )
 from mcgf.errors import DeprecatedOptionWarning, ImageReadError, UserError
+from mcgf.launch import launcher_rank
 
 # Order here is the order in ``mcgf --help``.
 COMMAND_MODULES: tuple[str, ...] = (

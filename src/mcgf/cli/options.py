@@ -10,15 +10,6 @@ from typing import Any
 from mcgf.errors import UserError
 
 
-def launcher_rank() -> int:
-    """This process's rank under ``torchrun`` (its ``RANK``; 0 outside it). Read from the
-    environment, so that the CLI knows it without importing torch."""
-    try:
-        return int(os.environ.get("RANK", "0"))
-    except ValueError:
-        return 0
-
-
 def int_option(value: Any, option: str, minimum: int = 1) -> int:
     """``value`` as an integer of at least ``minimum``.
 

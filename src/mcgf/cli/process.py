@@ -18,8 +18,8 @@ import sys
 import warnings
 from collections.abc import Iterator
 
-from mcgf.cli.options import launcher_rank
 from mcgf.errors import DeprecatedOptionWarning
+from mcgf.launch import launcher_rank
 
 
 class Terminated(KeyboardInterrupt):

@@ -42,9 +42,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, out: Path) -> int:
     """:func:`run` once ``OUT`` is locked."""
-    from mcgf.cli.options import launcher_rank
     from mcgf.config import apply_overrides, load_config
     from mcgf.errors import UserError
+    from mcgf.launch import launcher_rank
     from mcgf.models.checkpoint import read_config, recover_interrupted_save
     from mcgf.training.config import SECTIONS, parse_run_config
     from mcgf.training.loop import LAST, check_resumable, train

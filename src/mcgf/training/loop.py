@@ -55,6 +55,7 @@ from mcgf.data.layout import ClassFolderSet, aligned_classes
 from mcgf.data.layouts import find_dataset
 from mcgf.errors import UserError
 from mcgf.fileio import folder_lock
+from mcgf.launch import launcher_rank, launcher_world
 from mcgf.models.checkpoint import (
     STATE_FILE,
     LoadedCheckpoint,
@@ -109,7 +110,7 @@ class _Dist:
 
 def _init_distributed(device_kind: str) -> _Dist:
     """Join the ``torchrun`` process group when ``WORLD_SIZE > 1`` (gloo on CPU, nccl on CUDA)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = launcher_world()
     if world <= 1:
         return _Dist()
     import torch.distributed as dist
@@ -554,9 +555,10 @@ def kept_on_resume(saved: Any, tc: TrainConfig) -> str | None:
 
 
 #: Options that do not change what a resumed run learns (or, for ``train.epochs`` and a
-#: changed batch layout, that have notes of their own): no note when they change.
+#: changed batch layout, that have notes of their own): no note when they change. A new
+#: ``data.root`` is where the data moved to (the resume checks its locations).
 _BOOKKEEPING: tuple[str, ...] = (
-    "data.workers", "data.val_root", "train.epochs", "train.log_every", "train.grad_norms_every",
+    "data.root", "data.workers", "data.val_root", "train.epochs", "train.log_every", "train.grad_norms_every",
     "train.eval_every", "train.val_retrieval", "train.restore_val_images",
     "train.restore_val_steps", "train.compile", "train.compile_mode", "train.device",
     *(f"train.{key}" for key in RESUME_KEEPS))
@@ -864,7 +866,7 @@ def run_lock(out: str | Path) -> contextlib.AbstractContextManager[None]:
     process of rank 0 (the one that writes there): a second run or ``--resume`` into the
     same folder stops with one line rather than interleaving the two runs' checkpoints
     and logs, or deleting the other's checkpoint write as a killed one's leftover."""
-    if int(os.environ.get("RANK", "0")) != 0:
+    if launcher_rank() != 0:
         return contextlib.nullcontext()
     return folder_lock(out, f"{out} is in use by another mcgf train (a run or --resume "
                             "going on there): wait for it to end, or train into another --out")
