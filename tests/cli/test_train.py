@@ -97,6 +97,7 @@ def test_a_rank_other_than_0_leaves_a_save_under_way_in_out_alone(
     from tests.training.tiny_run import tiny_config, write_config
 
     monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")  # a rank of a job of two
     cfg = write_config(tmp_path / "c.yaml", tiny_config(tmp_path / "d"))
     out = tmp_path / "run"
     (out / "last").mkdir(parents=True)
