@@ -55,6 +55,18 @@ def test_skipped_query_counts_as_a_miss_and_skips_are_in_the_table(
         assert values["skipped queries"] == "1" and values["skipped gallery"] == "1"
 
 
+def test_skipped_images_are_named_once(tiny_u1652: Path, tmp_path: Path, caplog) -> None:
+    """The metrics only counted the images --on-bad-image skip left out: a user could not
+    tell which to fix. They are named once per folder, though each condition reads it."""
+    bad = tiny_u1652 / "test" / "query_drone" / "0101" / "image-98.jpeg"
+    bad.write_bytes(b"not an image")
+    with caplog.at_level("WARNING", logger="mcgf.evaluation.university"):
+        evaluate(tiny_u1652, tmp_path / "o", "--directions", "d2s", "--on-bad-image", "skip",
+                 "--weather", "fog,rain")
+    said = [r.getMessage() for r in caplog.records if r.name == "mcgf.evaluation.university"]
+    assert said == [f"{bad.parent.parent}: 1 unreadable image skipped (--on-bad-image skip): {bad}"]
+
+
 def test_all_skipped_folder_is_a_one_line_error(tiny_u1652: Path, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     for image in (tiny_u1652 / "test" / "query_satellite").glob("*/*"):

@@ -20,6 +20,8 @@ on the fly from :mod:`mcgf.weather` (deterministic per image key and seed).
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +45,8 @@ from mcgf.models.registry import Embedder
 from mcgf.retrieval.metrics import PerQuery, summarize
 from mcgf.retrieval.ranking import rank_and_score
 from mcgf.weather.conditions import CONDITIONS
+
+_log = logging.getLogger(__name__)
 
 #: Folders whose images are drone views (weather applies to them only).
 DRONE_FOLDERS = DRONE_ROLES
@@ -180,7 +184,21 @@ def _features(folder: ClassFolderSet, embedder: Embedder, opts: ExtractOptions, 
     if not fs.valid.any():
         raise UserError(f"none of the {len(records)} images of {folder.root} could be read "
                         "(all skipped by --on-bad-image skip): nothing to evaluate")
+    skipped = np.flatnonzero(~fs.valid)
+    if skipped.size:
+        _note_unreadable(str(folder.root), int(skipped.size),
+                         tuple(str(records[i].path) for i in skipped[:3]))
     return fs, labels
+
+
+@functools.cache
+def _note_unreadable(folder: str, count: int, examples: tuple[str, ...]) -> None:
+    """Name the images ``--on-bad-image skip`` left out of ``folder``, once per process
+    (each weather condition reads the folder again), so that they can be fixed; the
+    metrics only count them."""
+    more = f" and {count - len(examples)} more" if count > len(examples) else ""
+    _log.warning("%s: %d unreadable image%s skipped (--on-bad-image skip): %s%s", folder, count,
+                 "" if count == 1 else "s", ", ".join(examples), more)
 
 
 def evaluate_direction(query: tuple[FeatureSet, np.ndarray], gallery: tuple[FeatureSet, np.ndarray],
