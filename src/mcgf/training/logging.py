@@ -48,6 +48,13 @@ def column_rank(name: str) -> int:
     return {"images_per_s": 3, "total": 2}.get(name, 1)
 
 
+def loss_term_name(name: str) -> bool:
+    """Whether ``name`` can be a loss term's column: ``log.csv`` keeps the leading
+    columns, ``images_per_s``, ``grad_*`` and ``val_*`` for its own (the columns that
+    :func:`column_rank` places apart from the terms and ``total``)."""
+    return column_rank(name) in (1, 2)
+
+
 class TrainLog:
     """Collects per-step rows and writes them to ``OUT/log.csv`` (+ TensorBoard).
 

@@ -27,10 +27,9 @@ import torch
 from torch import nn
 
 from mcgf.models.base import NotTrainableError, clamp_parameters
+from mcgf.training.logging import loss_term_name
 
 Batch = dict[str, Any]
-#: ``log.csv`` columns that are not loss terms (with the ``val_`` and ``grad_`` families).
-LOG_COLUMNS = ("step", "epoch", "lr", "images_per_s")
 
 
 class Objective(nn.Module):
@@ -69,7 +68,7 @@ def loss_terms_problem(terms: Any) -> str | None:
     if "total" not in terms:
         return f"returned no 'total' term (it returned {', '.join(map(str, terms)) or 'nothing'})"
     for name, term in terms.items():
-        if name in LOG_COLUMNS or str(name).startswith(("val_", "grad_")):
+        if not loss_term_name(str(name)):
             return (f"returned term {name!r}, a name log.csv keeps for its own column: rename "
                     "the term")
         if not isinstance(term, torch.Tensor):
